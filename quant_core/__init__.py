@@ -1,0 +1,7 @@
+"""Quantization Lab's core: numpy, onnx and onnxruntime only (never streamlit)."""
+from .config import PRESETS, LayerQuant, QuantConfig, TensorQuant
+from .formats import FormatKind, Granularity, NumberFormat, RangeMethod, parse_format
+from .qparams import qparams_from_range
+
+__all__ = ["PRESETS", "FormatKind", "Granularity", "LayerQuant", "NumberFormat", "QuantConfig", "RangeMethod",
+           "TensorQuant", "parse_format", "qparams_from_range"]
