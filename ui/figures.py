@@ -1,0 +1,111 @@
+"""Plotly figure builders shared by the pages: histograms with range lines and grids, curves."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+
+# One colour per range method, the same on every chart.
+METHOD_COLORS = {"minmax": "#444444", "percentile": "#2E6FD8", "mse": "#D8572A", "entropy": "#2A9D55"}
+GRID_COLOR = "rgba(120, 60, 160, 0.55)"
+MAX_GRID_LINES = 64
+DISPLAY_BINS = 256
+_LAYOUT = dict(margin=dict(l=50, r=20, t=50, b=45), hovermode="closest", bargap=0,
+               legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0))
+
+
+@dataclass(frozen=True)
+class RangeLine:
+    """A clipping range to draw as two labelled vertical lines."""
+
+    label: str
+    lo: float
+    hi: float
+    color: str = "#444444"
+
+
+def coarsen(edges: np.ndarray, counts: np.ndarray, max_bins: int = DISPLAY_BINS) -> tuple[np.ndarray, np.ndarray]:
+    """Merge neighbouring bins so a chart draws at most about `max_bins` bars (counts are summed)."""
+    factor = int(np.ceil(len(counts) / max_bins))
+    if factor <= 1:
+        return edges, counts
+    pad = (-len(counts)) % factor
+    padded = np.concatenate([counts, np.zeros(pad, dtype=counts.dtype)])
+    merged = padded.reshape(-1, factor).sum(axis=1)
+    merged_edges = np.append(edges[:-1:factor], edges[-1])
+    return merged_edges, merged
+
+
+def thin_grid(grid: np.ndarray, max_lines: int = MAX_GRID_LINES) -> tuple[np.ndarray, int]:
+    """Keep every k-th grid value so at most `max_lines` are drawn; return (values, k)."""
+    step = max(1, int(np.ceil(len(grid) / max_lines)))
+    return grid[::step], step
+
+
+def histogram_with_ranges(edges: np.ndarray, counts: np.ndarray, ranges: Sequence[RangeLine], *,
+                          grid: np.ndarray | None = None, grid_label: str = "", log_y: bool = False,
+                          title: str = "", x_title: str = "value") -> go.Figure:
+    """Histogram bars, each range as two vertical lines, and optionally the quantization grid."""
+    edges, counts = coarsen(np.asarray(edges, dtype=np.float64), np.asarray(counts))
+    centers = (edges[:-1] + edges[1:]) / 2
+    fig = go.Figure(go.Bar(x=centers, y=counts, width=np.diff(edges), name="count", marker_color="#8FA9C9",
+                           hovertemplate="%{x:.4g}: %{y} values<extra></extra>"))
+    top = float(counts.max()) if len(counts) and counts.max() > 0 else 1.0
+    if grid is not None and len(grid):
+        shown, step = thin_grid(np.asarray(grid, dtype=np.float64))
+        suffix = f" (every {step}th level of {len(grid)})" if step > 1 else f" ({len(grid)} levels)"
+        xs = np.repeat(shown, 3)
+        xs[2::3] = np.nan
+        ys = np.tile([0.0, top, np.nan], len(shown))
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=GRID_COLOR, width=1),
+                                 name=(grid_label or "quantization grid") + suffix, hoverinfo="skip"))
+    for line in ranges:
+        fig.add_trace(go.Scatter(x=[line.lo, line.lo, np.nan, line.hi, line.hi], y=[0, top, np.nan, 0, top],
+                                 mode="lines", line=dict(color=line.color, width=2, dash="dash"),
+                                 name=f"{line.label} [{line.lo:.4g}, {line.hi:.4g}]",
+                                 hovertemplate=f"{line.label}: %{{x:.4g}}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title="count", **_LAYOUT)
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def channel_ranges(lo: np.ndarray, hi: np.ndarray, tensor_lo: float, tensor_hi: float, *,
+                   title: str = "") -> go.Figure:
+    """One bar per output channel from its min to its max, with the per-tensor range across."""
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    channels = np.arange(len(lo))
+    fig = go.Figure(go.Bar(x=channels, y=hi - lo, base=lo, name="channel [min, max]", marker_color="#2E6FD8",
+                           customdata=np.stack([lo, hi], axis=1),
+                           hovertemplate="channel %{x}: [%{customdata[0]:.4g}, %{customdata[1]:.4g}]<extra></extra>"))
+    for value, label in ((tensor_lo, "per-tensor min"), (tensor_hi, "per-tensor max")):
+        fig.add_trace(go.Scatter(x=[-0.5, len(lo) - 0.5], y=[value, value], mode="lines", name=label,
+                                 line=dict(color="#D8572A", width=2, dash="dash")))
+    fig.update_layout(title=title, xaxis_title="output channel", yaxis_title="weight value", **_LAYOUT)
+    return fig
+
+
+def curve(x: np.ndarray, y: np.ndarray, *, marks: Sequence[tuple[str, float, float]] = (), title: str = "",
+          x_title: str = "", y_title: str = "", log_y: bool = False) -> go.Figure:
+    """A line (e.g. error against clipping threshold) with labelled points such as the optimum."""
+    fig = go.Figure(go.Scatter(x=x, y=y, mode="lines", name=y_title or "curve", line=dict(color="#2E6FD8"),
+                               hovertemplate="%{x:.4g}: %{y:.4g}<extra></extra>"))
+    symbols = ("star", "circle", "diamond", "square")
+    for index, (label, mark_x, mark_y) in enumerate(marks):
+        fig.add_trace(go.Scatter(x=[mark_x], y=[mark_y], mode="markers", name=label,
+                                 marker=dict(size=12, symbol=symbols[index % len(symbols)]),
+                                 hovertemplate=f"{label}: %{{x:.4g}}, %{{y:.4g}}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, **_LAYOUT)
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def bars(labels: Sequence[str], values: Sequence[float], *, title: str = "", y_title: str = "",
+         text: Sequence[str] | None = None) -> go.Figure:
+    """A plain bar chart (e.g. model size per format)."""
+    fig = go.Figure(go.Bar(x=list(labels), y=list(values), text=text, marker_color="#2E6FD8"))
+    fig.update_layout(title=title, yaxis_title=y_title, **_LAYOUT)
+    return fig
