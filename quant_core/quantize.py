@@ -1,0 +1,380 @@
+"""Integer quantize / dequantize / fake-quantize, and the one entry that quantizes a tensor in any format.
+
+The integer maths is onnxruntime's QuantizeLinear / DequantizeLinear, bit for bit:
+    q = clip(rint(x / scale) + zero_point, qmin, qmax)        (float32 division, round half to even)
+    x' = float32(q - zero_point) * scale
+and `fake_quantize(x) == dequantize(quantize(x))` exactly, including the sign of zero (+0.0).
+
+Granularity is given by `axis` and `block_size`, as in ONNX (opset 21):
+    axis=None                  per-tensor: scale and zero_point are scalars
+    axis=a                     per-channel: 1-D scale of length x.shape[a]
+    axis=a, block_size=B       per-group: scale has x's rank with shape[a] = ceil(x.shape[a] / B);
+                               element i along `a` uses block i // B (the last block may be partial)
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import TensorQuant
+from .errors import ConfigError, QuantLabError
+from .formats import FormatKind, Granularity, NumberFormat
+from .qparams import qparams_from_range
+
+# Elements per chunk: 64 Ki float32 = 256 KiB, so the passes of one chunk stay in the L2 cache and
+# only the first read of x and the last write of the result go to memory.
+_CHUNK = 1 << 16
+# Below this many elements a second thread costs more than it saves.
+_THREAD_MIN = 1 << 21
+_THREADS = 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation and layout
+# ---------------------------------------------------------------------------------------------
+
+def _as_float32(x, name: str) -> np.ndarray:
+    try:
+        array = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError) as err:
+        raise QuantLabError(f"tensor {name!r} is not numeric: {err}") from None
+    if array.size == 0:
+        raise QuantLabError(f"tensor {name!r} is empty (shape {array.shape}); there is nothing to quantize")
+    return np.ascontiguousarray(array)
+
+
+def _refuse_non_finite(x: np.ndarray, name: str) -> None:
+    bad = ~np.isfinite(x)
+    if bad.any():
+        count = int(bad.sum())
+        kinds = " and ".join(k for k, present in (("NaN", np.isnan(x).any()), ("Inf", np.isinf(x).any())) if present)
+        raise QuantLabError(
+            f"tensor {name!r} contains {count} {kinds} value(s) out of {x.size}; "
+            "quantization needs finite values (check the model or the data that produced it)")
+
+
+def _check_finite_chunk(chunk: np.ndarray, name: str) -> None:
+    # One in-cache reduction: a NaN or Inf makes the sum non-finite. A finite sum proves the chunk is
+    # finite; a non-finite sum may also be a float32 overflow of large finite values, so check exactly.
+    if not np.isfinite(np.add.reduce(chunk, axis=None)):
+        _refuse_non_finite(chunk, name)
+
+
+def _normalize_axis(axis: int, ndim: int, name: str) -> int:
+    if not -ndim <= axis < ndim:
+        raise ConfigError(f"axis {axis} is out of range for tensor {name!r} with {ndim} dimension(s)")
+    return axis % ndim
+
+
+def _num_blocks(length: int, block_size: int) -> int:
+    return -(-length // block_size)
+
+
+def _param_arrays(x: np.ndarray, scale, zero_point, axis, block_size, name: str):
+    """Check the parameter shapes against x; return (scale float32, zero_point int32, axis, block_size)."""
+    scale = np.asarray(scale, dtype=np.float32)
+    zero_point = np.asarray(zero_point if zero_point is not None else 0).astype(np.int32)
+    if zero_point.shape != scale.shape and zero_point.size != 1:
+        raise QuantLabError(f"tensor {name!r}: zero_point shape {zero_point.shape} differs from scale shape {scale.shape}")
+    zero_point = np.broadcast_to(zero_point, scale.shape)
+    if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
+        raise QuantLabError(f"tensor {name!r}: every scale must be finite and > 0")
+    if axis is None:
+        if block_size is not None:
+            raise QuantLabError(f"tensor {name!r}: block_size needs an axis")
+        if scale.size != 1:
+            raise QuantLabError(f"tensor {name!r}: per-tensor quantization needs one scale, got shape {scale.shape}")
+        return scale.reshape(()), zero_point.reshape(()), None, None
+    axis = _normalize_axis(axis, x.ndim, name)
+    length = x.shape[axis]
+    if block_size is None:
+        if scale.shape != (length,):
+            raise QuantLabError(f"tensor {name!r}: per-channel scale along axis {axis} must have shape ({length},), "
+                                f"got {scale.shape}")
+        return scale, np.ascontiguousarray(zero_point), axis, None
+    expected = x.shape[:axis] + (_num_blocks(length, block_size),) + x.shape[axis + 1:]
+    if scale.shape != expected:
+        raise QuantLabError(f"tensor {name!r}: per-group scale for block_size {block_size} along axis {axis} "
+                            f"must have shape {expected}, got {scale.shape}")
+    return scale, np.ascontiguousarray(zero_point), axis, int(block_size)
+
+
+def _split3(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
+    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    return outer, shape[axis], inner
+
+
+# ---------------------------------------------------------------------------------------------
+# Work items: (x view, out view, scale, low, high, zero_point) where the parameters broadcast against
+# the views. low/high bound rint(x / scale) before the zero point is added: qmin - zp, qmax - zp.
+# ---------------------------------------------------------------------------------------------
+
+def _work_items(x, out, scale, zero_point, fmt, axis, block_size):
+    qmin, qmax = fmt.limits
+    params = (scale, (qmin - zero_point).astype(np.float32), (qmax - zero_point).astype(np.float32),
+              zero_point.astype(np.float32))
+    if axis is None:
+        flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+        for start in range(0, flat_x.size, _CHUNK):
+            stop = start + _CHUNK
+            yield flat_x[start:stop], flat_out[start:stop], *params
+        return
+    outer, length, inner = _split3(x.shape, axis)
+    if block_size is None:
+        x3, out3 = x.reshape(outer, length, inner), out.reshape(outer, length, inner)
+        p3 = [a.reshape(1, length, 1) for a in params]
+        if length * inner <= _CHUNK:  # many small slabs: chunk over the outer dimension
+            step = max(1, _CHUNK // (length * inner))
+            for start in range(0, outer, step):
+                yield x3[start:start + step], out3[start:start + step], *p3
+            return
+        channel_step = max(1, _CHUNK // inner)
+        inner_step = min(inner, _CHUNK)
+        for o in range(outer):
+            for c in range(0, length, channel_step):
+                cs = slice(c, c + channel_step)
+                for i in range(0, inner, inner_step):
+                    ins = slice(i, i + inner_step)
+                    yield x3[o:o + 1, cs, ins], out3[o:o + 1, cs, ins], *(p[:, cs] for p in p3)
+        return
+    blocks = _num_blocks(length, block_size)
+    full = length // block_size
+    x3, out3 = x.reshape(outer, length, inner), out.reshape(outer, length, inner)
+    p4 = [a.reshape(outer, blocks, 1, inner) for a in params]
+    if full:
+        span = full * block_size
+        x4 = x3[:, :span].reshape(outer, full, block_size, inner)
+        out4 = out3[:, :span].reshape(outer, full, block_size, inner)
+        yield x4, out4, *(p[:, :full] for p in p4)
+    if full < blocks:  # the last, partial block
+        tail = length - full * block_size
+        yield (x3[:, full * block_size:].reshape(outer, 1, tail, inner),
+               out3[:, full * block_size:].reshape(outer, 1, tail, inner), *(p[:, full:] for p in p4))
+
+
+def _fake_quantize_chunk(x, out, scale, low, high, zero_point, name):
+    _check_finite_chunk(x, name)
+    np.divide(x, scale, out=out)
+    np.rint(out, out=out)
+    np.clip(out, low, high, out=out)
+    np.add(out, np.float32(0.0), out=out)  # -0.0 -> +0.0, as float32(q - zero_point) gives
+    np.multiply(out, scale, out=out)
+
+
+def _quantize_chunk(x, out, scale, low, high, zero_point, name):
+    _check_finite_chunk(x, name)
+    t = np.divide(x, scale)
+    np.rint(t, out=t)
+    np.clip(t, low, high, out=t)
+    np.add(t, zero_point, out=out, casting="unsafe")
+
+
+def _run(items, kernel, parallel: bool) -> None:
+    if not parallel:
+        for item in items:
+            kernel(*item)
+        return
+    # numpy releases the GIL inside ufuncs, so two threads use two cores; interleave the chunks.
+    work = list(items)
+    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+        futures = [pool.submit(lambda part: [kernel(*item) for item in part], work[i::_THREADS])
+                   for i in range(_THREADS)]
+        for future in futures:
+            future.result()
+
+
+# ---------------------------------------------------------------------------------------------
+# Public integer API
+# ---------------------------------------------------------------------------------------------
+
+def tensor_range(x, *, granularity: Granularity | str, axis: int = 0, block_size: int = 128,
+                 name: str = "tensor") -> tuple[np.ndarray, np.ndarray]:
+    """Return the min-max range `(lo, hi)` of x per tensor, per channel along `axis`, or per block.
+
+    Shapes: per-tensor () ; per-channel (x.shape[axis],) ; per-group x.shape with
+    shape[axis] = ceil(x.shape[axis] / block_size) (the layout `quantize(..., block_size=)` takes).
+
+    Notes
+    -----
+    NaN or Inf in x raises QuantLabError naming the tensor. Per-channel needs at least 2 dimensions.
+    """
+    granularity = Granularity(granularity)
+    x = _as_float32(x, name)
+    if granularity == Granularity.PER_TENSOR:
+        lo, hi = np.min(x), np.max(x)
+    elif granularity == Granularity.PER_CHANNEL:
+        _check_layout(x, granularity, axis, name)
+        axis = _normalize_axis(axis, x.ndim, name)
+        x3 = x.reshape(_split3(x.shape, axis))
+        lo, hi = x3.min(axis=(0, 2)), x3.max(axis=(0, 2))
+    else:
+        if not 1 <= block_size:
+            raise ConfigError(f"block_size must be positive, got {block_size}")
+        axis = _normalize_axis(axis, x.ndim, name)
+        outer, length, inner = _split3(x.shape, axis)
+        x3 = x.reshape(outer, length, inner)
+        full = length // block_size
+        parts_lo, parts_hi = [], []
+        if full:
+            x4 = x3[:, :full * block_size].reshape(outer, full, block_size, inner)
+            parts_lo.append(x4.min(axis=2))
+            parts_hi.append(x4.max(axis=2))
+        if full * block_size < length:
+            tail = x3[:, full * block_size:]
+            parts_lo.append(tail.min(axis=1, keepdims=True))
+            parts_hi.append(tail.max(axis=1, keepdims=True))
+        shape = x.shape[:axis] + (_num_blocks(length, block_size),) + x.shape[axis + 1:]
+        lo = np.concatenate(parts_lo, axis=1).reshape(shape)
+        hi = np.concatenate(parts_hi, axis=1).reshape(shape)
+    lo, hi = np.asarray(lo, dtype=np.float32), np.asarray(hi, dtype=np.float32)
+    # min/max propagate NaN and expose +-Inf, so checking the range checks the tensor for free.
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        _refuse_non_finite(x, name)
+    return lo, hi
+
+
+def quantize(x, scale, zero_point, fmt: NumberFormat, *, axis: int | None = None, block_size: int | None = None,
+             name: str = "tensor") -> np.ndarray:
+    """Return the int32 codes q = clip(rint(x / scale) + zero_point, qmin, qmax) (ONNX QuantizeLinear)."""
+    _require_integer(fmt)
+    x = _as_float32(x, name)
+    scale, zero_point, axis, block_size = _param_arrays(x, scale, zero_point, axis, block_size, name)
+    out = np.empty(x.shape, dtype=np.int32)
+    items = _work_items(x, out, scale, zero_point, fmt, axis, block_size)
+    _run(((*item, name) for item in items), _quantize_chunk, parallel=x.size >= _THREAD_MIN)
+    return out
+
+
+def dequantize(q, scale, zero_point, *, axis: int | None = None, block_size: int | None = None,
+               name: str = "tensor") -> np.ndarray:
+    """Return float32(q - zero_point) * scale (ONNX DequantizeLinear)."""
+    q = np.asarray(q)
+    if q.size == 0:
+        raise QuantLabError(f"tensor {name!r} is empty (shape {q.shape}); there is nothing to dequantize")
+    if not np.issubdtype(q.dtype, np.integer):
+        raise QuantLabError(f"tensor {name!r}: dequantize needs integer codes, got dtype {q.dtype}")
+    scale, zero_point, axis, block_size = _param_arrays(q, scale, zero_point, axis, block_size, name)
+    scale_b, zero_b = _broadcastable(scale, q.shape, axis, block_size), _broadcastable(zero_point, q.shape, axis,
+                                                                                       block_size)
+    centered = (q.astype(np.int32) - zero_b).astype(np.float32)
+    return np.multiply(centered, scale_b, out=centered)
+
+
+def _broadcastable(param: np.ndarray, shape, axis, block_size) -> np.ndarray:
+    """Return param expanded so that it broadcasts element-wise against an array of `shape`."""
+    if axis is None:
+        return param
+    if block_size is None:
+        return param.reshape((-1,) + (1,) * (len(shape) - axis - 1))
+    return np.repeat(param, block_size, axis=axis)[(slice(None),) * axis + (slice(0, shape[axis]),)]
+
+
+def fake_quantize(x, scale, zero_point, fmt: NumberFormat, *, axis: int | None = None,
+                  block_size: int | None = None, name: str = "tensor") -> np.ndarray:
+    """Return dequantize(quantize(x)) as float32, bit for bit, in one cache-friendly pass.
+
+    x' = clip(rint(x / scale), qmin - zero_point, qmax - zero_point) * scale
+
+    Notes
+    -----
+    Large tensors are processed in 256 KiB chunks with in-place ufuncs, split over two threads,
+    which keeps the speed close to a memory copy. NaN or Inf raises QuantLabError naming the tensor.
+    """
+    _require_integer(fmt)
+    x = _as_float32(x, name)
+    scale, zero_point, axis, block_size = _param_arrays(x, scale, zero_point, axis, block_size, name)
+    out = np.empty_like(x)
+    items = _work_items(x, out, scale, zero_point, fmt, axis, block_size)
+    _run(((*item, name) for item in items), _fake_quantize_chunk, parallel=x.size >= _THREAD_MIN)
+    return out
+
+
+def _require_integer(fmt: NumberFormat) -> None:
+    if not isinstance(fmt, NumberFormat) or not fmt.is_integer:
+        raise QuantLabError(f"integer quantization needs an int/uint format, got {fmt}")
+
+
+# ---------------------------------------------------------------------------------------------
+# One entry for every format
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class QuantizedTensor:
+    """A tensor quantized in some format: its fake-quantized float32 values and the parameters used.
+
+    values      float32, x's shape, holding only values the format can represent
+    scale       float32 scale(s) (int, fp8, binary, ternary), else None
+    zero_point  int32 zero point(s) (int formats), else None
+    codes       integer codes (int: q; binary: -1/+1; ternary: -1/0/+1; kmeans: centroid index), else None
+    codebook    float32 centroids (kmeans), else None
+    axis, block_size   the layout of scale (None, None for per-tensor)
+    """
+
+    values: np.ndarray
+    scale: np.ndarray | None
+    zero_point: np.ndarray | None
+    codes: np.ndarray | None
+    codebook: np.ndarray | None
+    fmt: NumberFormat
+    axis: int | None = None
+    block_size: int | None = None
+
+
+def _check_layout(x: np.ndarray, granularity: Granularity, axis: int, name: str) -> None:
+    """Raise ConfigError if `granularity` along `axis` cannot apply to x."""
+    if granularity == Granularity.PER_TENSOR:
+        return
+    if granularity == Granularity.PER_CHANNEL and x.ndim < 2:
+        raise ConfigError(f"per-channel quantization of tensor {name!r} needs at least 2 dimensions, "
+                          f"got shape {x.shape}; use per-tensor for it")
+    _normalize_axis(axis, x.ndim, name)
+
+
+def _layout(tq: TensorQuant) -> tuple[int | None, int | None]:
+    if tq.granularity == Granularity.PER_TENSOR:
+        return None, None
+    if tq.granularity == Granularity.PER_CHANNEL:
+        return tq.axis, None
+    return tq.axis, tq.block_size
+
+
+def quantize_tensor(x, tq: TensorQuant, *, name: str = "tensor", lo=None, hi=None) -> QuantizedTensor:
+    """Quantize a tensor in the format, scheme and granularity of `tq`; the single entry for all formats.
+
+    Integer formats: range (min-max at tq's granularity, or the caller's `lo`, `hi` from a range
+    estimator) -> qparams_from_range -> quantize -> dequantize. Float formats (fp16, bf16, fp8) use
+    floats.round_to_float_format, fp8 with a scale amax / max_finite per tensor or per channel.
+    binary / ternary / kmeans use extreme.py. fp32 returns the values unchanged (as float32).
+
+    Notes
+    -----
+    Per-channel on a 1-D tensor or an axis out of range raises ConfigError naming the tensor;
+    NaN or Inf raises QuantLabError naming the tensor.
+    """
+    fmt = tq.format
+    x = _as_float32(x, name)
+    if fmt.is_identity:
+        _refuse_non_finite(x, name)
+        return QuantizedTensor(x.copy(), None, None, None, None, fmt)
+    if fmt.is_integer:
+        axis, block_size = _layout(tq)
+        if lo is None or hi is None:
+            lo, hi = tensor_range(x, granularity=tq.granularity, axis=tq.axis, block_size=tq.block_size, name=name)
+        else:
+            _check_layout(x, tq.granularity, tq.axis, name)
+        scale, zero_point = qparams_from_range(lo, hi, fmt, symmetric=tq.symmetric)
+        codes = quantize(x, scale, zero_point, fmt, axis=axis, block_size=block_size, name=name)
+        values = dequantize(codes, scale, zero_point, axis=axis, block_size=block_size, name=name)
+        return QuantizedTensor(values, scale, zero_point, codes, None, fmt, axis, block_size)
+    if fmt.is_float:
+        from .floats import quantize_float_tensor
+        return quantize_float_tensor(x, tq, name=name)
+    from .extreme import binarize, kmeans_codebook, ternarize
+    if fmt.kind == FormatKind.BINARY:
+        return binarize(x, name=name)
+    if fmt.kind == FormatKind.TERNARY:
+        return ternarize(x, name=name)
+    return kmeans_codebook(x, fmt.bits, name=name)
