@@ -1,0 +1,35 @@
+"""Sensitivity: which layers suffer most from fewer bits, and a mixed-precision config under a budget."""
+import streamlit as st
+
+from ui import sensitivity_view
+from ui.setup import page_errors, setup_page
+
+ctx = setup_page("Sensitivity")
+st.title("Sensitivity")
+st.caption("Quantize one layer at a time (everything else stays FP32) in each format, and measure what the "
+           "model loses. Then let a greedy search choose a format per layer under a size or accuracy budget.")
+
+if ctx.evaluation_data is None:
+    st.info("The sweep measures accuracy: upload a .npz with the model's inputs in the sidebar.")
+    st.stop()
+
+evaluator, baseline = sensitivity_view.load_evaluator(ctx)
+
+st.subheader("Per-layer sweep")
+sensitivity_view.sweep_controls(ctx, evaluator)
+with page_errors("the sweep"):
+    job = sensitivity_view.run_pending(ctx, evaluator)
+    if job is not None and job.rows:
+        frame = sensitivity_view.sweep_frame(job.rows, baseline.accuracy)
+        sensitivity_view.show_sweep(job, frame)
+        sensitivity_view.apply_cell_controls(ctx, job)
+    elif job is None:
+        st.caption("Pick formats and press Run sweep.")
+
+st.subheader("Mixed-precision suggestion")
+kind, value = sensitivity_view.budget_controls(baseline)
+sensitivity_view.suggestion_button(ctx, kind, value)
+with page_errors("the suggestion"):
+    suggestion = sensitivity_view.run_suggestion(ctx, evaluator, baseline)
+    if suggestion is not None:
+        sensitivity_view.show_suggestion(suggestion, baseline)

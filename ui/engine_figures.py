@@ -1,0 +1,149 @@
+"""Plotly figures of the engine pages (mixed precision, sensitivity, trade-offs).
+
+Every builder takes a tidy pandas DataFrame (one row per thing plotted) and returns a
+`plotly.graph_objects.Figure`; the views turn engine results into those frames. No Streamlit here.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+FRONT_COLOR = "#d62728"
+POINT_COLOR = "#1f77b4"
+SIMULATED_COLOR = "#7f7f7f"
+_MARGIN = dict(l=10, r=10, t=40, b=10)
+
+
+def pareto_front(cost: list[float], value: list[float]) -> list[bool]:
+    """Mark the points no other point beats: lower or equal cost and higher or equal value, one strictly.
+
+    Notes
+    -----
+    Ties (same cost and value) are all on the front. NaN costs or values are never on it.
+    """
+    points = list(zip(cost, value))
+    on_front = []
+    for c, v in points:
+        if c != c or v != v:  # NaN
+            on_front.append(False)
+            continue
+        beaten = any(oc <= c and ov >= v and (oc < c or ov > v) for oc, ov in points if oc == oc and ov == ov)
+        on_front.append(not beaten)
+    return on_front
+
+
+def layer_error_figure(frame: pd.DataFrame) -> go.Figure:
+    """Grouped bars of isolated vs accumulated SQNR (dB) per layer, in graph order.
+
+    `frame` columns: layer, isolated_sqnr_db, accumulated_sqnr_db (and optionally simulated: bool).
+    """
+    fig = go.Figure()
+    fig.add_bar(x=frame["layer"], y=frame["isolated_sqnr_db"], name="isolated (only this layer quantized)",
+                hovertemplate="%{x}<br>isolated SQNR %{y:.1f} dB<extra></extra>")
+    fig.add_bar(x=frame["layer"], y=frame["accumulated_sqnr_db"], name="accumulated (all layers up to here)",
+                hovertemplate="%{x}<br>accumulated SQNR %{y:.1f} dB<extra></extra>")
+    fig.update_layout(barmode="group", title="Per-layer error: SQNR of each layer's output (higher is better)",
+                      yaxis_title="SQNR (dB)", xaxis_title="layer", margin=_MARGIN,
+                      legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def per_class_change_figure(frame: pd.DataFrame) -> go.Figure:
+    """Bars of the accuracy change per class (percentage points, quantized minus FP32).
+
+    `frame` columns: class, fp32_accuracy, accuracy, change_pp.
+    """
+    colors = [FRONT_COLOR if change < 0 else POINT_COLOR for change in frame["change_pp"]]
+    fig = go.Figure(go.Bar(
+        x=frame["class"].astype(str), y=frame["change_pp"], marker_color=colors,
+        customdata=frame[["fp32_accuracy", "accuracy"]].to_numpy() * 100,
+        hovertemplate="class %{x}<br>%{y:+.1f} pp (FP32 %{customdata[0]:.1f}% → %{customdata[1]:.1f}%)<extra></extra>"))
+    fig.update_layout(title="Accuracy change per class vs FP32", xaxis_title="class",
+                      yaxis_title="change (percentage points)", margin=_MARGIN, xaxis_type="category")
+    return fig
+
+
+def sensitivity_heatmap(frame: pd.DataFrame, *, value: str, label: str, higher_is_worse: bool) -> go.Figure:
+    """Layer × format heatmap of one sweep column.
+
+    `frame` is long: one row per (layer, format) with a column named `value`. Layers keep the
+    order they first appear in (graph order); formats too.
+    """
+    layers = list(dict.fromkeys(frame["layer"]))
+    formats = list(dict.fromkeys(frame["format"]))
+    grid = frame.pivot(index="layer", columns="format", values=value).reindex(index=layers, columns=formats)
+    fig = go.Figure(go.Heatmap(
+        z=grid.to_numpy(), x=formats, y=layers, colorscale="Reds" if higher_is_worse else "Reds_r",
+        colorbar=dict(title=label), texttemplate="%{z:.2f}",
+        hovertemplate="layer %{y}<br>format %{x}<br>" + label + " %{z:.3f}<extra></extra>"))
+    fig.update_layout(title=f"Sensitivity: {label} when only one layer is quantized",
+                      xaxis_title="format", yaxis_title="layer", margin=_MARGIN,
+                      yaxis=dict(autorange="reversed", type="category"), xaxis=dict(type="category"),
+                      height=max(320, 40 * len(layers) + 140))
+    return fig
+
+
+def pareto_figure(frame: pd.DataFrame, *, chosen: tuple[float, float] | None = None) -> go.Figure:
+    """Size vs accuracy of the candidate configs of a suggestion, Pareto front highlighted.
+
+    `frame` columns: size_kb, accuracy (0..1), label. `chosen` is the suggestion's (size_kb, accuracy).
+    """
+    front = pareto_front(list(frame["size_kb"]), list(frame["accuracy"]))
+    fig = go.Figure()
+    fig.add_scatter(x=frame["size_kb"], y=frame["accuracy"] * 100, mode="markers", name="candidate",
+                    marker=dict(color=POINT_COLOR, size=8, opacity=0.6), text=frame["label"],
+                    hovertemplate="%{text}<br>%{x:.1f} KB, %{y:.2f}%<extra></extra>")
+    front_rows = frame[front].sort_values("size_kb")
+    fig.add_scatter(x=front_rows["size_kb"], y=front_rows["accuracy"] * 100, mode="lines+markers",
+                    name="Pareto front", line=dict(color=FRONT_COLOR, shape="hv"),
+                    marker=dict(color=FRONT_COLOR, size=9), text=front_rows["label"],
+                    hovertemplate="%{text}<br>%{x:.1f} KB, %{y:.2f}%<extra></extra>")
+    if chosen is not None:
+        fig.add_scatter(x=[chosen[0]], y=[chosen[1] * 100], mode="markers", name="suggestion",
+                        marker=dict(symbol="star", size=18, color="gold", line=dict(color="black", width=1)),
+                        hovertemplate=f"suggestion<br>%{{x:.1f}} KB, %{{y:.2f}}%<extra></extra>")
+    fig.update_layout(title="Size vs accuracy of the configs tried", xaxis_title="model size (KB)",
+                      yaxis_title="accuracy (%)", margin=_MARGIN)
+    return fig
+
+
+def tradeoff_figure(frame: pd.DataFrame, *, x: str) -> go.Figure:
+    """Accuracy against measured latency (x="latency_ms") or size (x="size_kb") of each variant.
+
+    `frame` columns: variant, accuracy (0..1), size_kb, latency_ms, latency_p10_ms, latency_p90_ms,
+    simulated (bool). Simulated-only variants have no latency: on the latency chart they are left
+    out (and listed in the caption by the view); on the size chart they get their own grey marker.
+    Error bars span p10..p90 of the latency samples. The Pareto front (lower x, higher accuracy)
+    of the measured variants is drawn as a red step line.
+    """
+    measured = frame[~frame["simulated"]]
+    if x == "latency_ms":
+        measured = measured[measured["latency_ms"].notna()]
+    fig = go.Figure()
+    error_x = None
+    if x == "latency_ms":
+        error_x = dict(type="data", symmetric=False,
+                       array=(measured["latency_p90_ms"] - measured["latency_ms"]).tolist(),
+                       arrayminus=(measured["latency_ms"] - measured["latency_p10_ms"]).tolist())
+    front = pareto_front(list(measured[x]), list(measured["accuracy"]))
+    colors = [FRONT_COLOR if f else POINT_COLOR for f in front]
+    unit = "ms" if x == "latency_ms" else "KB"
+    fig.add_scatter(x=measured[x], y=measured["accuracy"] * 100, mode="markers+text", name="measured with onnxruntime",
+                    text=measured["variant"], textposition="top center", error_x=error_x,
+                    marker=dict(color=colors, size=11),
+                    hovertemplate="%{text}<br>%{x:.3f} " + unit + ", accuracy %{y:.2f}%<extra></extra>")
+    front_rows = measured[front].sort_values(x)
+    if len(front_rows) > 1:
+        fig.add_scatter(x=front_rows[x], y=front_rows["accuracy"] * 100, mode="lines", name="Pareto front",
+                        line=dict(color=FRONT_COLOR, shape="hv", dash="dot"), hoverinfo="skip")
+    simulated = frame[frame["simulated"]]
+    if x == "size_kb" and len(simulated):
+        fig.add_scatter(x=simulated[x], y=simulated["accuracy"] * 100, mode="markers+text",
+                        name="simulated (no onnxruntime kernel)", text=simulated["variant"] + " (simulated)",
+                        textposition="bottom center", marker=dict(color=SIMULATED_COLOR, size=11, symbol="diamond-open"),
+                        hovertemplate="%{text}<br>%{x:.1f} KB, accuracy %{y:.2f}%<extra></extra>")
+    title = ("Accuracy vs measured latency (error bars: p10–p90)" if x == "latency_ms"
+             else "Accuracy vs model size")
+    fig.update_layout(title=title, xaxis_title="latency per batch (ms)" if x == "latency_ms" else "model size (KB)",
+                      yaxis_title="accuracy (%)", margin=_MARGIN, legend=dict(orientation="h", y=-0.25))
+    return fig

@@ -1,0 +1,250 @@
+"""Mixed precision page: the per-layer table ⇄ QuantConfig, live metrics, error charts, downloads.
+
+The table is an `st.data_editor` (key `MIXED_TABLE`) whose input is built from the current config;
+each edit becomes a new config through `ui.state.set_config`, so it survives page switches.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pandas as pd
+import streamlit as st
+
+from quant_core.config import PRESETS, LayerQuant, QuantConfig, TensorQuant
+from quant_core.errors import QuantLabError
+from quant_core.formats import Granularity, RangeMethod, parse_format
+from ui import cache, engine_figures, state
+
+MIXED_TABLE = "mixed_table"
+MIXED_PRESET = "mixed_preset"
+MIXED_APPLY_PRESET = "mixed_apply_preset"
+MIXED_EXPORT = "mixed_export"
+_GENERATION = "_mixed_generation"  # bumped to start a fresh editor (its edits are dropped)
+_LAST_CONFIG = "_mixed_last_config"  # the config this page last produced from the table
+_EXPORTS = "_mixed_exports"  # (model_key, config JSON) -> exported model bytes, this session only
+
+NO_ACTIVATION = "none"
+WEIGHT_FORMATS = ["fp32", "fp16", "bf16", "fp8_e4m3fn", "fp8_e5m2", "int8", "int7", "int6", "int5", "int4", "int3",
+                  "int2", "uint8", "binary", "ternary", "kmeans2", "kmeans3", "kmeans4"]
+ACTIVATION_FORMATS = [NO_ACTIVATION, "uint8", "int8", "uint16", "int16", "int4", "uint4", "fp16", "bf16",
+                      "fp8_e4m3fn", "fp8_e5m2"]
+GRANULARITIES = [g.value for g in Granularity]
+RANGE_METHODS = [m.value for m in RangeMethod]
+
+# Table columns (also the keys of an edit state's "edited_rows" entries).
+LAYER, OP_TYPE, FALLBACK = "layer", "op type", "FP32 fallback"
+WEIGHT_FORMAT, GRANULARITY, WEIGHT_RANGE = "weight format", "granularity", "weight range"
+ACTIVATION_FORMAT, ACTIVATION_RANGE = "activation format", "activation range"
+COLUMNS = [LAYER, OP_TYPE, WEIGHT_FORMAT, GRANULARITY, WEIGHT_RANGE, ACTIVATION_FORMAT, ACTIVATION_RANGE, FALLBACK]
+
+_DEFAULT_WEIGHTS = TensorQuant(parse_format("int8"), granularity=Granularity.PER_CHANNEL)
+_DEFAULT_ACTIVATIONS = TensorQuant(parse_format("uint8"), symmetric=False)
+
+
+# --- table <-> config ---------------------------------------------------------------------------
+
+def _row(name: str, op_type: str, choice: LayerQuant, template: LayerQuant) -> dict:
+    # An FP32 (fallback) layer shows the formats it would get without the fallback: the default's.
+    shown = template if choice.is_fp32 else choice
+    weights, activations = shown.weights, shown.activations
+    return {LAYER: name, OP_TYPE: op_type,
+            WEIGHT_FORMAT: weights.format.name if weights else "fp32",
+            GRANULARITY: (weights or _DEFAULT_WEIGHTS).granularity.value,
+            WEIGHT_RANGE: (weights or _DEFAULT_WEIGHTS).range_method.value,
+            ACTIVATION_FORMAT: activations.format.name if activations else NO_ACTIVATION,
+            ACTIVATION_RANGE: (activations or _DEFAULT_ACTIVATIONS).range_method.value,
+            FALLBACK: choice.is_fp32 and not template.is_fp32}
+
+
+def config_table(config: QuantConfig, info) -> pd.DataFrame:
+    """One row per quantizable layer (graph order) with its formats in `config`."""
+    rows = [_row(layer.name, getattr(layer, "op_type", ""), config.for_layer(layer.name), config.default)
+            for layer in info.layers]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _tensor_quant(fmt: str, granularity: str, range_method: str, previous: TensorQuant | None,
+                  template: TensorQuant) -> TensorQuant:
+    # Keep what the table does not show (symmetry, axis, block size, percentile) from before.
+    base = previous or template
+    return replace(base, format=parse_format(fmt), granularity=Granularity(granularity),
+                   range_method=RangeMethod(range_method))
+
+
+def layer_choice(row: pd.Series, previous: LayerQuant) -> LayerQuant:
+    """The LayerQuant one table row asks for; `previous` supplies the fields the table hides."""
+    if bool(row[FALLBACK]):
+        return LayerQuant()
+    weights = None
+    if row[WEIGHT_FORMAT] != "fp32":
+        weights = _tensor_quant(row[WEIGHT_FORMAT], row[GRANULARITY], row[WEIGHT_RANGE], previous.weights,
+                                _DEFAULT_WEIGHTS)
+    activations = None
+    if row[ACTIVATION_FORMAT] != NO_ACTIVATION:
+        # Activations are always per-tensor in this table.
+        activations = _tensor_quant(row[ACTIVATION_FORMAT], Granularity.PER_TENSOR.value, row[ACTIVATION_RANGE],
+                                    previous.activations, _DEFAULT_ACTIVATIONS)
+    return LayerQuant(weights, activations)
+
+
+def config_from_table(table: pd.DataFrame, config: QuantConfig) -> QuantConfig:
+    """The config the (edited) table describes; overrides only where a layer differs from the default."""
+    overrides = []
+    for _, row in table.iterrows():
+        previous = config.for_layer(row[LAYER])
+        if previous.is_fp32:
+            previous = config.default
+        choice = layer_choice(row, previous)
+        if choice != config.default:
+            overrides.append((row[LAYER], choice))
+    if tuple(sorted(overrides)) == config.overrides:
+        return config
+    return _named(QuantConfig(config.default, tuple(overrides)))
+
+
+def _named(config: QuantConfig) -> QuantConfig:
+    # A table edited back to a preset is that preset again (the sidebar then shows its name).
+    for name, preset in PRESETS.items():
+        if replace(config, name=name) == preset:
+            return preset
+    return replace(config, name="custom")
+
+
+def _column_config() -> dict:
+    return {
+        LAYER: st.column_config.TextColumn(LAYER, disabled=True, help="ONNX node name"),
+        OP_TYPE: st.column_config.TextColumn(OP_TYPE, disabled=True),
+        WEIGHT_FORMAT: st.column_config.SelectboxColumn(WEIGHT_FORMAT, options=WEIGHT_FORMATS, required=True),
+        GRANULARITY: st.column_config.SelectboxColumn(GRANULARITY, options=GRANULARITIES, required=True),
+        WEIGHT_RANGE: st.column_config.SelectboxColumn(WEIGHT_RANGE, options=RANGE_METHODS, required=True),
+        ACTIVATION_FORMAT: st.column_config.SelectboxColumn(ACTIVATION_FORMAT, options=ACTIVATION_FORMATS,
+                                                            required=True),
+        ACTIVATION_RANGE: st.column_config.SelectboxColumn(ACTIVATION_RANGE, options=RANGE_METHODS, required=True),
+        FALLBACK: st.column_config.CheckboxColumn(FALLBACK, help="keep this layer in FP32 whatever its formats"),
+    }
+
+
+def _apply_preset() -> None:
+    state.set_config(PRESETS[st.session_state[MIXED_PRESET]])
+    st.session_state[_GENERATION] = st.session_state.get(_GENERATION, 0) + 1
+
+
+def preset_controls() -> None:
+    """A preset picker and an 'apply preset to all layers' button (drops the table's edits)."""
+    left, right = st.columns([3, 2], vertical_alignment="bottom")
+    left.selectbox("Preset", list(PRESETS), key=MIXED_PRESET, index=list(PRESETS).index(state.DEFAULT_PRESET))
+    right.button("Apply preset to all layers", key=MIXED_APPLY_PRESET, on_click=_apply_preset)
+
+
+def edit_config(ctx) -> QuantConfig:
+    """Draw the per-layer table and return the config it describes (made current when valid)."""
+    config = state.get_config()
+    if st.session_state.get(_LAST_CONFIG) != config:
+        # The config changed elsewhere (sidebar preset, loaded JSON, another page): start a fresh
+        # editor so stale cell edits are not laid over it. A fixed-rows editor's identity is its
+        # schema, and the (hidden) index name is part of it.
+        st.session_state[_GENERATION] = st.session_state.get(_GENERATION, 0) + 1
+    table = config_table(config, ctx.info)
+    table.index.name = f"edit {st.session_state.get(_GENERATION, 0)}"
+    edited = st.data_editor(table, key=MIXED_TABLE, column_config=_column_config(), hide_index=True,
+                            num_rows="fixed", width="stretch")
+    try:
+        new_config = config_from_table(edited, config)
+        _validate(new_config, ctx.info)
+    except (QuantLabError, ValueError) as err:
+        st.error(f"That edit cannot apply: {err}. The previous config is kept.")
+        new_config = config
+    if new_config != config:
+        state.set_config(new_config)
+    st.session_state[_LAST_CONFIG] = new_config
+    return new_config
+
+
+def _validate(config: QuantConfig, info) -> None:
+    try:
+        from quant_core.validate import validate_config
+    except ModuleNotFoundError:  # lands separately; evaluation still reports a bad config
+        return
+    validate_config(config, info)
+
+
+# --- results ------------------------------------------------------------------------------------
+
+def evaluate_with_baseline(ctx, config: QuantConfig):
+    """(result of `config`, result of FP32) on the evaluation split; calibrates once with a progress bar."""
+    bar = None
+
+    def progress(fraction: float) -> None:
+        nonlocal bar
+        bar = bar or st.progress(0.0, text="Calibrating (one pass over the calibration data)…")
+        bar.progress(min(max(fraction, 0.0), 1.0))
+
+    baseline = cache.evaluate_cached(ctx, PRESETS["FP32"], progress)
+    result = cache.evaluate_cached(ctx, config, progress)
+    if bar is not None:
+        bar.empty()
+    return result, baseline
+
+
+def show_metrics(result, baseline) -> None:
+    """Accuracy, fidelity and size as st.metric, each with its change vs FP32."""
+    columns = st.columns(5)
+    if result.accuracy is not None and baseline.accuracy is not None:
+        columns[0].metric("Accuracy", f"{result.accuracy:.2%}",
+                          delta=f"{(result.accuracy - baseline.accuracy) * 100:+.2f} pp vs FP32")
+    else:
+        columns[0].metric("Accuracy", "—", help="the data has no labels")
+    columns[1].metric("Top-1 agreement", f"{result.top1_agreement:.2%}",
+                      delta=f"{(result.top1_agreement - 1) * 100:+.2f} pp vs FP32")
+    columns[2].metric("Cosine similarity", f"{result.cosine:.5f}", delta=f"{result.cosine - 1:+.5f} vs FP32")
+    sqnr = "∞ (identical)" if result.sqnr_db == float("inf") else f"{result.sqnr_db:.1f} dB"
+    columns[3].metric("Output SQNR", sqnr, help="signal-to-quantization-noise ratio of the model output vs FP32")
+    ratio = result.size_bytes / result.fp32_size_bytes
+    columns[4].metric("Size", f"{result.size_bytes / 1024:.1f} KB",
+                      delta=f"{(ratio - 1) * 100:+.1f}% vs FP32 ({1 / ratio:.2f}× smaller)" if ratio < 1
+                      else f"{(ratio - 1) * 100:+.1f}% vs FP32", delta_color="inverse")
+
+
+def layer_error_frame(layer_errors, simulated_only) -> pd.DataFrame:
+    """Tidy frame of the per-layer SQNR; simulated-only layers get ' (simulated)' in their label."""
+    simulated = set(simulated_only)
+    frame = pd.DataFrame([e.to_dict() for e in layer_errors],
+                         columns=["layer", "isolated_sqnr_db", "accumulated_sqnr_db"])
+    frame["simulated"] = frame["layer"].isin(simulated)
+    frame["layer"] = [f"{name} (simulated)" if name in simulated else name for name in frame["layer"]]
+    return frame
+
+
+def per_class_frame(result, baseline) -> pd.DataFrame | None:
+    """Per-class accuracy (FP32 and quantized) and the change in percentage points, or None without labels."""
+    if result.per_class_accuracy is None or baseline.per_class_accuracy is None:
+        return None
+    frame = pd.DataFrame({"class": range(len(result.per_class_accuracy)),
+                          "fp32_accuracy": baseline.per_class_accuracy, "accuracy": result.per_class_accuracy})
+    frame = frame.dropna()
+    frame["change_pp"] = (frame["accuracy"] - frame["fp32_accuracy"]) * 100
+    return frame
+
+
+def show_layer_errors(ctx, config: QuantConfig, result) -> None:
+    """The isolated vs accumulated per-layer SQNR chart (simulated-only layers labelled)."""
+    if config == PRESETS["FP32"]:
+        st.info("Every layer is FP32: there is no quantization error to show.")
+        return
+    errors = cache.get_evaluator(ctx).layer_errors(config)
+    frame = layer_error_frame(errors, result.simulated_only)
+    st.plotly_chart(engine_figures.layer_error_figure(frame), key="mixed_layer_errors")
+
+
+def show_per_class(result, baseline) -> None:
+    frame = per_class_frame(result, baseline)
+    if frame is None:
+        st.caption("Per-class accuracy needs labels in the data.")
+        return
+    st.plotly_chart(engine_figures.per_class_change_figure(frame), key="mixed_per_class")
+
+
+def show_simulated(result) -> None:
+    if result.simulated_only:
+        st.warning("Simulated only (these formats have no onnxruntime kernel, so their accuracy is simulated): "
+                   + ", ".join(f"{layer} (simulated)" for layer in result.simulated_only))

@@ -1,0 +1,309 @@
+"""Sensitivity page: a cancellable per-layer sweep, its heatmap and ranking, and the size-budget suggestion.
+
+The sweep runs one layer at a time and stores each finished layer in session state, so a Stop
+click (which interrupts the script run) or any other rerun keeps what was already measured.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import pandas as pd
+import streamlit as st
+
+from quant_core.config import PRESETS, LayerQuant, QuantConfig, TensorQuant
+from quant_core.errors import QuantLabError
+from quant_core.formats import Granularity, parse_format
+from ui import cache, engine_figures, state
+
+SENS_FORMATS = "sens_formats"
+SENS_ACTIVATIONS = "sens_activations"
+SENS_RUN = "sens_run"
+SENS_STOP = "sens_stop"
+SENS_METRIC = "sens_metric"
+SENS_PICK_LAYER = "sens_pick_layer"
+SENS_PICK_FORMAT = "sens_pick_format"
+SENS_APPLY_CELL = "sens_apply_cell"
+SENS_BUDGET_KIND = "sens_budget_kind"
+SENS_SIZE_BUDGET = "sens_size_budget"
+SENS_MIN_ACCURACY = "sens_min_accuracy"
+SENS_SUGGEST = "sens_suggest"
+SENS_APPLY_SUGGESTION = "sens_apply_suggestion"
+_JOB = "_sens_job"
+_SUGGESTION = "_sens_suggestion"
+_MESSAGE = "_sens_message"
+_APPLIED = "_sens_applied"
+_APPLIED_SUGGESTION = "_sens_applied_suggestion"
+
+SWEEP_FORMATS = ["int8", "int6", "int5", "int4", "int3", "int2", "uint8", "fp16", "bf16", "fp8_e4m3fn",
+                 "fp8_e5m2", "binary", "ternary", "kmeans2", "kmeans3", "kmeans4"]
+DEFAULT_SWEEP_FORMATS = ["int8", "int4", "int2"]
+WEIGHTS_ONLY, WEIGHTS_AND_ACTIVATIONS = "weights only", "weights + activations"
+DROP, SQNR = "accuracy drop (pp)", "SQNR (dB)"
+SIZE_BUDGET, MIN_ACCURACY = "size budget", "minimum accuracy"
+FP32 = PRESETS["FP32"]
+_ACTIVATION_KINDS = {"int", "uint", "fp16", "bf16", "fp8_e4m3fn", "fp8_e5m2"}
+
+
+@dataclass
+class SweepJob:
+    """A sweep in progress or finished: what was asked, and the rows measured so far."""
+
+    key: tuple  # (model_key, data_key): a job belongs to one model and its data
+    formats: tuple[str, ...]
+    activations: bool
+    layers: tuple[str, ...]
+    rows: list = field(default_factory=list)
+    done_layers: int = 0
+    stopped: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.stopped or self.done_layers >= len(self.layers)
+
+
+def load_evaluator(ctx):
+    """(Evaluator, FP32 result) of the current model and data; calibrates once with a progress bar.
+
+    Stops the page with a one-line error when the model cannot be evaluated.
+    """
+    bar = st.empty()
+    progress = lambda fraction: bar.progress(min(max(fraction, 0.0), 1.0), text="Calibrating…")  # noqa: E731
+    try:
+        evaluator = cache.get_evaluator(ctx, progress)
+        baseline = cache.evaluate_cached(ctx, FP32, progress)
+    except QuantLabError as err:
+        st.error(str(err))
+        st.stop()
+    except Exception as err:  # noqa: BLE001 - the page boundary: never show a raw traceback
+        st.error(f"Could not evaluate this model: {type(err).__name__}: {err}. Try another model or data.")
+        st.stop()
+    bar.empty()
+    return evaluator, baseline
+
+
+def _job(ctx) -> SweepJob | None:
+    job = st.session_state.get(_JOB)
+    return job if job is not None and job.key == (ctx.model_key, ctx.data_key) else None
+
+
+def _start(ctx_key: tuple, layers: tuple[str, ...]) -> None:
+    formats = tuple(st.session_state[SENS_FORMATS])
+    st.session_state[_MESSAGE] = None
+    if not formats:
+        st.session_state[_MESSAGE] = "Pick at least one format to sweep."
+        return
+    st.session_state[_JOB] = SweepJob(ctx_key, formats, st.session_state[SENS_ACTIVATIONS] == WEIGHTS_AND_ACTIVATIONS,
+                                      layers)
+
+
+def _stop() -> None:
+    job = st.session_state.get(_JOB)
+    if job is not None:
+        job.stopped = True
+
+
+def sweep_controls(ctx, evaluator) -> None:
+    """Formats, scope, Run and Stop."""
+    st.multiselect("Formats to try", SWEEP_FORMATS, default=DEFAULT_SWEEP_FORMATS, key=SENS_FORMATS)
+    st.radio("Quantize", [WEIGHTS_ONLY, WEIGHTS_AND_ACTIVATIONS], key=SENS_ACTIVATIONS, horizontal=True,
+             help="weights + activations also quantizes the layer's input activation (integer and float "
+                  "formats; binary, ternary and k-means stay weight-only)")
+    run, stop = st.columns(2)
+    run.button("Run sweep", key=SENS_RUN, type="primary", on_click=_start,
+               args=((ctx.model_key, ctx.data_key), tuple(evaluator.layers)))
+    job = _job(ctx)
+    stop.button("Stop", key=SENS_STOP, on_click=_stop, disabled=job is None or job.finished)
+    if message := st.session_state.get(_MESSAGE):
+        st.warning(message)
+
+
+def run_pending(ctx, evaluator) -> SweepJob | None:
+    """Continue the current sweep one layer at a time (each layer's rows are kept as soon as done)."""
+    from quant_core.sensitivity import run_sweep
+
+    job = _job(ctx)
+    if job is None or job.finished:
+        return job
+    total = len(job.layers)
+    bar = st.progress(job.done_layers / total, text="Sweeping…")
+    while job.done_layers < total and not job.stopped:
+        layer = job.layers[job.done_layers]
+        bar.progress(job.done_layers / total, text=f"Sweeping layer {job.done_layers + 1} of {total}: {layer}")
+        job.rows.extend(run_sweep(evaluator, list(job.formats), activations=job.activations, layers=[layer]))
+        job.done_layers += 1
+    bar.empty()
+    return job
+
+
+def sweep_frame(rows, fp32_accuracy: float | None) -> pd.DataFrame:
+    """One row per (layer, format): SQNR, accuracy (or agreement without labels) and its drop vs FP32 in pp."""
+    frame = pd.DataFrame([row.to_dict() for row in rows])
+    if fp32_accuracy is not None and frame["accuracy"].notna().all():
+        frame["drop_pp"] = (fp32_accuracy - frame["accuracy"]) * 100
+    else:  # no labels: the drop is in top-1 agreement with FP32
+        frame["drop_pp"] = (1.0 - frame["agreement"]) * 100
+    return frame
+
+
+def ranking(frame: pd.DataFrame) -> pd.DataFrame:
+    """Layers from most to least sensitive: the worst drop over the swept formats, then the lowest SQNR."""
+    worst = frame.sort_values(["drop_pp", "sqnr_db"], ascending=[False, True]).groupby("layer", sort=False).head(1)
+    table = worst[["layer", "format", "drop_pp", "sqnr_db"]].reset_index(drop=True)
+    table.index = table.index + 1
+    return table.rename(columns={"format": "worst format", "drop_pp": "accuracy drop (pp)", "sqnr_db": "SQNR (dB)"})
+
+
+def show_sweep(job: SweepJob, frame: pd.DataFrame) -> None:
+    """Status line, the heatmap (drop or SQNR) and the ranked list."""
+    status = "stopped" if job.stopped and job.done_layers < len(job.layers) else "finished"
+    st.caption(f"Sweep {status}: {job.done_layers} of {len(job.layers)} layers × {len(job.formats)} formats "
+               f"({'weights + activations' if job.activations else 'weights only'}); every other layer FP32.")
+    metric = st.radio("Heatmap shows", [DROP, SQNR], key=SENS_METRIC, horizontal=True)
+    if metric == DROP:
+        figure = engine_figures.sensitivity_heatmap(frame, value="drop_pp", label=DROP, higher_is_worse=True)
+    else:
+        figure = engine_figures.sensitivity_heatmap(frame, value="sqnr_db", label=SQNR, higher_is_worse=False)
+    heat, ranked = st.columns([3, 2])
+    heat.plotly_chart(figure, key="sens_heatmap")
+    with ranked:
+        st.markdown("**Most sensitive layers**")
+        st.dataframe(ranking(frame), width="stretch")
+
+
+def choice_for(current: LayerQuant, fmt: str, *, activations: bool) -> LayerQuant:
+    """`current` with its weights in `fmt` (and its input activation too when `activations`)."""
+    number_format = parse_format(fmt)
+    weights = (replace(current.weights, format=number_format) if current.weights is not None
+               else TensorQuant(number_format, granularity=Granularity.PER_CHANNEL))
+    acts = current.activations
+    if activations and number_format.kind.value in _ACTIVATION_KINDS:
+        acts = TensorQuant(number_format, symmetric=not number_format.is_integer)
+    return LayerQuant(weights, acts)
+
+
+def _apply_cell(info, activations: bool) -> None:
+    layer, fmt = st.session_state[SENS_PICK_LAYER], st.session_state[SENS_PICK_FORMAT]
+    config = state.get_config()
+    choice = choice_for(config.for_layer(layer), fmt, activations=activations)
+    new_config = config.with_layer(layer, choice)
+    try:
+        _validate(new_config, info)
+    except QuantLabError:
+        # e.g. per-channel on a 1-D weight: fall back to per-tensor for this layer.
+        new_config = config.with_layer(layer, LayerQuant(replace(choice.weights, granularity=Granularity.PER_TENSOR),
+                                                         choice.activations))
+    state.set_config(new_config)
+    st.session_state[_APPLIED] = f"Applied {fmt} to {layer}: the current config is now '{new_config.name}'."
+
+
+def apply_cell_controls(ctx, job: SweepJob) -> None:
+    """Pick a (layer, format) cell of the sweep and apply it to the current config."""
+    layer_column, format_column, button_column = st.columns([3, 2, 2], vertical_alignment="bottom")
+    layer_column.selectbox("Layer", list(job.layers[:job.done_layers]), key=SENS_PICK_LAYER)
+    format_column.selectbox("Format", list(job.formats), key=SENS_PICK_FORMAT)
+    button_column.button("Apply to config", key=SENS_APPLY_CELL, on_click=_apply_cell,
+                         args=(ctx.info, job.activations))
+    if applied := st.session_state.pop(_APPLIED, None):
+        st.success(applied)
+    config = state.get_config()
+    if layer := st.session_state.get(SENS_PICK_LAYER):
+        choice = config.for_layer(layer)
+        current = choice.weights.format.name if choice.weights else "fp32"
+        st.caption(f"{layer} currently uses {current} weights in the config '{config.name}'.")
+
+
+def _validate(config: QuantConfig, info) -> None:
+    try:
+        from quant_core.validate import validate_config
+    except ModuleNotFoundError:  # lands separately; evaluation still reports a bad config
+        return
+    validate_config(config, info)
+
+
+# --- suggestion ----------------------------------------------------------------------------------
+
+def budget_controls(baseline) -> tuple[str, float]:
+    """The constraint of the suggestion: ('size budget', fraction of FP32) or ('minimum accuracy', 0..1)."""
+    kind = st.radio("Constraint", [SIZE_BUDGET, MIN_ACCURACY], key=SENS_BUDGET_KIND, horizontal=True)
+    if kind == SIZE_BUDGET:
+        percent = st.slider("Size budget (% of the FP32 size)", 5, 100, 30, step=1, key=SENS_SIZE_BUDGET,
+                            help=f"FP32 size: {baseline.fp32_size_bytes / 1024:.1f} KB")
+        st.caption(f"= at most {baseline.fp32_size_bytes * percent / 100 / 1024:.1f} KB")
+        return kind, percent / 100
+    reference = baseline.accuracy if baseline.accuracy is not None else 1.0
+    what = "accuracy" if baseline.accuracy is not None else "top-1 agreement with FP32 (no labels)"
+    default = max(50.0, round(reference * 100 - 1.0, 1))
+    percent = st.slider(f"Minimum {what} (%)", 50.0, 100.0, default, step=0.1, key=SENS_MIN_ACCURACY,
+                        help=f"FP32: {reference:.2%}")
+    return kind, percent / 100
+
+
+def _request_suggestion(ctx_key: tuple, kind: str, value: float) -> None:
+    st.session_state[_SUGGESTION] = {"key": ctx_key, "request": (kind, value), "suggestion": None}
+
+
+def suggestion_button(ctx, kind: str, value: float) -> None:
+    st.button("Suggest a mixed-precision config", key=SENS_SUGGEST, type="primary", on_click=_request_suggestion,
+              args=((ctx.model_key, ctx.data_key), kind, value))
+
+
+def run_suggestion(ctx, evaluator, baseline):
+    """Compute the requested suggestion (once; kept in session state) and return it, or None."""
+    entry = st.session_state.get(_SUGGESTION)
+    if entry is None or entry["key"] != (ctx.model_key, ctx.data_key):
+        return None
+    if entry["suggestion"] is None:
+        from quant_core.suggest import suggest_config
+
+        kind, value = entry["request"]
+        bar = st.progress(0.0, text="Searching (greedy, measured at every step)…")
+        budget = ({"max_size_bytes": int(baseline.fp32_size_bytes * value)} if kind == SIZE_BUDGET
+                  else {"min_accuracy": value})
+        entry["suggestion"] = suggest_config(evaluator, progress=lambda f: bar.progress(min(max(f, 0.0), 1.0)),
+                                             **budget)
+        bar.empty()
+    return entry["suggestion"]
+
+
+def steps_frame(suggestion) -> pd.DataFrame:
+    """The step-by-step trace of a suggestion, sizes in KB and the metric in %."""
+    frame = pd.DataFrame([vars(step) for step in suggestion.steps],
+                         columns=["step", "action", "layer", "from_format", "to_format", "size_bytes", "accuracy",
+                                  "reason"])
+    frame["size (KB)"] = frame.pop("size_bytes") / 1024
+    frame[f"{suggestion.metric} (%)"] = frame.pop("accuracy") * 100
+    return frame.rename(columns={"from_format": "from", "to_format": "to"}).set_index("step")
+
+
+def pareto_frame(suggestion) -> pd.DataFrame:
+    return pd.DataFrame({"size_kb": [p.size_bytes / 1024 for p in suggestion.pareto],
+                         "accuracy": [p.accuracy for p in suggestion.pareto],
+                         "label": [p.label for p in suggestion.pareto]})
+
+
+def _apply_suggestion() -> None:
+    entry = st.session_state.get(_SUGGESTION)
+    if entry and entry["suggestion"] is not None:
+        state.set_config(entry["suggestion"].config)
+        st.session_state[_APPLIED_SUGGESTION] = True
+
+
+def show_suggestion(suggestion, baseline) -> None:
+    """Outcome, the Pareto chart, the trace table and 'Apply suggestion'."""
+    result = suggestion.result
+    metric = result.accuracy if suggestion.metric == "accuracy" and result.accuracy is not None \
+        else result.top1_agreement
+    outcome = "meets the constraint" if suggestion.met else "does NOT meet the constraint (closest found)"
+    (st.success if suggestion.met else st.warning)(
+        f"Suggestion {outcome}: {result.size_bytes / 1024:.1f} KB "
+        f"({result.size_bytes / result.fp32_size_bytes:.1%} of FP32), {suggestion.metric} {metric:.2%} "
+        f"in {len(suggestion.steps)} steps.")
+    st.button("Apply suggestion", key=SENS_APPLY_SUGGESTION, on_click=_apply_suggestion)
+    if st.session_state.pop(_APPLIED_SUGGESTION, False):
+        st.success("The suggestion is now the current config (see the Mixed precision page).")
+    chart, trace = st.columns([2, 3])
+    frame = pareto_frame(suggestion)
+    chosen = (result.size_bytes / 1024, metric)
+    chart.plotly_chart(engine_figures.pareto_figure(frame, chosen=chosen), key="sens_pareto")
+    trace.dataframe(steps_frame(suggestion), width="stretch")
+
