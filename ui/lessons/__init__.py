@@ -1,0 +1,29 @@
+"""The Learn page's lessons: each module has a TITLE and a `render(ctx)` that draws text, a live chart
+and one question. Widget keys are prefixed per lesson ("l1_bits", "l2_threshold", ...)."""
+from __future__ import annotations
+
+import streamlit as st
+
+from ui.lessons import scale_zero_point
+
+LESSON = "lesson"  # the lesson selector's widget key
+LESSONS = (scale_zero_point,)
+
+
+def lesson_titles() -> list[str]:
+    return [lesson.TITLE for lesson in LESSONS]
+
+
+def choose_lesson() -> str:
+    """The lesson selector; returns the chosen title."""
+    return st.radio("Lesson", lesson_titles(), key=LESSON, horizontal=True, label_visibility="collapsed")
+
+
+def render_lesson(title: str, ctx) -> None:
+    """Draw the lesson called `title`; its errors show as one line, never as a traceback."""
+    from ui.setup import page_errors
+
+    lesson = next(lesson for lesson in LESSONS if lesson.TITLE == title)
+    st.header(title)
+    with page_errors(f"the lesson “{title}”"):
+        lesson.render(ctx)

@@ -1,0 +1,32 @@
+"""What every lesson shares: the question box, links to the tool's pages, the chart style."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import plotly.graph_objects as go
+import streamlit as st
+
+_ROOT = Path(__file__).resolve().parents[2]
+LAYOUT = dict(margin=dict(l=50, r=20, t=50, b=45), hovermode="closest",
+              legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0))
+COLORS = {"x": "#2E6FD8", "reconstruction": "#D8572A", "grid": "rgba(120, 60, 160, 0.45)",
+          "rounding": "#2E6FD8", "clipping": "#D8572A", "total": "#222222", "qat": "#2A9D55", "ptq": "#D8572A",
+          "fp32": "#888888"}
+
+
+def question(text: str, answer: str) -> None:
+    """The lesson's question, and an answer computed from what the learner set, behind an expander."""
+    st.markdown(f"**Question.** {text}")
+    with st.expander("Check your answer (computed from your settings)"):
+        st.markdown(answer)
+
+
+def try_on_page(page: str, label: str) -> None:
+    """Link to one of the tool's pages (e.g. "pages/1_Weights.py") when that page exists."""
+    if (_ROOT / page).is_file():
+        st.page_link(page, label=label, icon=":material/arrow_forward:")
+
+
+def show_figure(fig: go.Figure, key: str) -> None:
+    fig.update_layout(**LAYOUT)
+    st.plotly_chart(fig, key=key, width="stretch")
