@@ -1,0 +1,390 @@
+"""Real quantized ONNX models, built with onnxruntime.quantization, that onnxruntime runs with integer kernels.
+
+`export_model` turns a config into a static QDQ model: 8-bit weights (int8, per-tensor or per-channel)
+and 8-bit activations (uint8 asymmetric is the fast CPU path), with OUR scales and zero points passed
+as TensorQuantOverrides so the export computes what the simulation computes. Layers whose format
+has no onnxruntime kernel stay FP32 and are listed as simulated-only. The standard kinds
+(`export_dynamic_int8`, `export_fp16`, `export_matmul_nbits`) need no config.
+
+Models move as bytes; only `save_export` writes files, atomically.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .config import QuantConfig
+from .errors import ModelError
+from .overrides import (ExportKind, LayerExport, build_override_plan, model_proto, ort_overrides,
+                        overrides_to_json, weight_grid)
+
+CALIBRATION_SAMPLES = 64  # onnxruntime wants a data reader; every range it would compute is overridden
+_BATCH = 16
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """An exported model and how it relates to the config that asked for it."""
+
+    model: bytes
+    overrides: dict                  # TensorQuantOverrides JSON data ({} for kinds without one)
+    kind: str                        # "static_qdq", "dynamic_int8", "fp16", "matmul_nbits"
+    notes: tuple[str, ...] = ()
+    simulated_only: tuple[str, ...] = ()  # layers kept FP32 because their format has no onnxruntime kernel
+
+
+# ---------------------------------------------------------------------------------------------
+# onnxruntime.quantization plumbing
+# ---------------------------------------------------------------------------------------------
+
+class _QuietQuantizer(logging.Filter):
+    """Drop onnxruntime.quantization's advice messages (logged on the root logger) while we call it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "onnxruntime" not in record.pathname.replace("\\", "/").split("/")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    quiet = _QuietQuantizer()
+    root = logging.getLogger()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
+
+
+def _input_feeds(model: onnx.ModelProto, data) -> Iterator[dict[str, np.ndarray]]:
+    """Yield a few batches of calibration feeds from a Dataset, an array, a mapping or nothing."""
+    initializers = {init.name for init in model.graph.initializer}
+    graph_inputs = [value for value in model.graph.input if value.name not in initializers]
+    if data is None:
+        # Every quantized tensor has an explicit scale, so any valid feed will do: one zero sample.
+        feed = {}
+        for value in graph_inputs:
+            tensor_type = value.type.tensor_type
+            shape = [dim.dim_value if dim.dim_value > 0 else 1 for dim in tensor_type.shape.dim]
+            feed[value.name] = np.zeros(shape, dtype=helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+        yield feed
+        return
+    inputs = getattr(data, "inputs", data)
+    if isinstance(inputs, np.ndarray):
+        if len(graph_inputs) != 1:
+            raise ModelError(f"the model has {len(graph_inputs)} inputs; give calibration data as a mapping")
+        inputs = {graph_inputs[0].name: inputs}
+    if not isinstance(inputs, Mapping):
+        raise ModelError(f"calibration_data must be a Dataset, an array or a mapping, got {type(data).__name__}")
+    count = min(CALIBRATION_SAMPLES, min(len(array) for array in inputs.values()))
+    for start in range(0, count, _BATCH):
+        yield {name: np.asarray(array[start:min(start + _BATCH, count)]) for name, array in inputs.items()}
+
+
+def _reader(model: onnx.ModelProto, data):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self):
+            self._feeds = _input_feeds(model, data)
+
+        def get_next(self):
+            return next(self._feeds, None)
+
+    return _Reader()
+
+
+def _load_bytes(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _quantize_static(model: onnx.ModelProto, data, overrides: dict, nodes: tuple[str, ...]) -> onnx.ModelProto:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    op_types = sorted({node.op_type for node in model.graph.node if node.name in set(nodes)})
+    with tempfile.TemporaryDirectory(prefix="quantlab-export-") as tmp, _quiet():
+        out = os.path.join(tmp, "static.onnx")
+        quantize_static(
+            model, out, _reader(model, data), quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=op_types, nodes_to_quantize=list(nodes), per_channel=False,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            extra_options={
+                "TensorQuantOverrides": ort_overrides(overrides),
+                "ActivationSymmetric": False,
+                "WeightSymmetric": True,
+                # MatMul/Gemm outputs stay float (QGemm / MatMulIntegerToFloat); quantizing them would add a
+                # rounding step the simulation does not have. Conv needs a quantized output for QLinearConv.
+                "OpTypesToExcludeOutputQuantization": ["Gemm", "MatMul"],
+                # Keep our weight scales: onnxruntime would otherwise enlarge them for tiny int32 bias scales.
+                "QDQDisableWeightAdjustForInt32Bias": True,
+            })
+        return onnx.load_from_string(_load_bytes(out))
+
+
+# ---------------------------------------------------------------------------------------------
+# Weight-only layers: small graph edits (onnxruntime's static quantizer always quantizes activations)
+# ---------------------------------------------------------------------------------------------
+
+def _replace_weight(model: onnx.ModelProto, layer: str, make_nodes) -> None:
+    node = next(n for n in model.graph.node if n.name == layer)
+    initializers = {init.name: init for init in model.graph.initializer}
+    weight = numpy_helper.to_array(initializers[node.input[1]])
+    new_inits, new_nodes, output = make_nodes(weight, f"{layer}.weight")
+    model.graph.initializer.extend(new_inits)
+    position = list(model.graph.node).index(node)
+    for offset, new in enumerate(new_nodes):
+        model.graph.node.insert(position + offset, new)
+    node.input[1] = output
+
+
+def _weight_int8_nodes(tq):
+    def make(weight: np.ndarray, prefix: str):
+        grid = weight_grid(weight, tq, name=prefix)
+        dtype = np.int8 if grid.quant_type == "QInt8" else np.uint8
+        from .quantize import quantize
+        codes = quantize(weight, grid.scale, grid.zero_point, tq.format, axis=grid.axis, name=prefix)
+        inits = [numpy_helper.from_array(np.asarray(codes).astype(dtype), f"{prefix}_quantized"),
+                 numpy_helper.from_array(grid.scale.astype(np.float32), f"{prefix}_scale"),
+                 numpy_helper.from_array(grid.zero_point.astype(dtype), f"{prefix}_zero_point")]
+        attrs = {} if grid.axis is None else {"axis": grid.axis}
+        node = helper.make_node("DequantizeLinear", [i.name for i in inits], [f"{prefix}_dequantized"],
+                                name=f"{prefix}_DequantizeLinear", **attrs)
+        return inits, [node], node.output[0]
+    return make
+
+
+def _weight_fp16_nodes(weight: np.ndarray, prefix: str):
+    init = numpy_helper.from_array(weight.astype(np.float16), f"{prefix}_fp16")
+    node = helper.make_node("Cast", [init.name], [f"{prefix}_fp32"], name=f"{prefix}_Cast", to=onnx.TensorProto.FLOAT)
+    return [init], [node], node.output[0]
+
+
+def _drop_unused_initializers(model: onnx.ModelProto) -> None:
+    used = {name for node in model.graph.node for name in node.input}
+    used.update(value.name for value in model.graph.output)
+    keep = [init for init in model.graph.initializer if init.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+
+
+def _rank(model: onnx.ModelProto, tensor: str) -> int | None:
+    inferred = onnx.shape_inference.infer_shapes(model)
+    for value in list(inferred.graph.value_info) + list(inferred.graph.input):
+        if value.name == tensor and value.type.tensor_type.HasField("shape"):
+            return len(value.type.tensor_type.shape.dim)
+    return None
+
+
+def _matmul_add_to_gemm(model: onnx.ModelProto, layers: list[str]) -> list[str]:
+    """Rewrite 2-D `MatMul(x, W) + b` (W, b constant) as one Gemm keeping the MatMul's name.
+
+    onnxruntime fuses MatMul + Add into a float Gemm before its QDQ fusions, and a Gemm whose bias
+    is float and whose output is not quantized never becomes QGemm; a Gemm with the bias quantized
+    by the QDQ quantizer does (QGemm with float output). 3-D MatMuls become MatMulIntegerToFloat.
+    """
+    initializers = {init.name: init for init in model.graph.initializer}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    outputs = {value.name for value in model.graph.output}
+    rewritten, drop = [], set()
+    for node in model.graph.node:
+        if node.name not in layers or node.op_type != "MatMul" or node.output[0] in outputs:
+            continue
+        add = readers.get(node.output[0], [])
+        if len(add) != 1 or add[0].op_type != "Add":
+            continue
+        bias = next((name for name in add[0].input if name != node.output[0]), None)
+        weight = initializers.get(node.input[1])
+        if bias not in initializers or weight is None or len(weight.dims) != 2:
+            continue
+        if list(initializers[bias].dims) not in ([weight.dims[1]], [1, weight.dims[1]]) or _rank(model, node.input[0]) != 2:
+            continue
+        node.op_type = "Gemm"
+        node.input.append(bias)
+        node.output[0] = add[0].output[0]
+        drop.add(add[0].name or id(add[0]))
+        rewritten.append(node.name)
+    kept = [node for node in model.graph.node if (node.name or id(node)) not in drop]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return rewritten
+
+
+def _ensure_opset(model: onnx.ModelProto, version: int) -> None:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx") and entry.version < version:
+            entry.version = version
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+def _layer_notes(layers: tuple[LayerExport, ...]) -> list[str]:
+    notes = []
+    for entry in layers:
+        if entry.kind == ExportKind.SIMULATED_ONLY:
+            notes.append(f"{entry.layer}: simulated only ({entry.reason}); kept FP32 in the export")
+        elif entry.kind == ExportKind.WEIGHT_INT8 and entry.op_type == "MatMul":
+            notes.append(f"{entry.layer}: int8 weight + DequantizeLinear (weight-only); onnxruntime may fuse it into "
+                         "MatMulNBits, which at its default accuracy level 4 also rounds activations to int8 at "
+                         "run time; session option session.qdq_matmulnbits_accuracy_level=0 keeps them float")
+        elif entry.kind == ExportKind.WEIGHT_INT8:
+            notes.append(f"{entry.layer}: int8 weight + DequantizeLinear, float kernel (weight-only)")
+        elif entry.kind == ExportKind.WEIGHT_FP16:
+            notes.append(f"{entry.layer}: float16 weight + Cast, float kernel (weight-only)")
+    return notes
+
+
+def export_model(prepared, config: QuantConfig, calibration, *, calibration_data=None) -> ExportResult:
+    """Export `config` as a static QDQ model that onnxruntime runs with integer kernels.
+
+    Activation grids come from `calibration.range_for` (the config's range method) and weight grids
+    from `quantize_tensor`, through `qparams_from_range`: the exported QuantizeLinear uses our scale
+    and zero point bit for bit. `calibration_data` (a few samples) only feeds onnxruntime's own
+    calibration pass, whose ranges are all overridden; without it one zero sample is used.
+
+    Notes
+    -----
+    Conv outputs are quantized too (QLinearConv needs it). When only grid-preserving ops (Relu,
+    MaxPool, Flatten, Reshape...) separate the output from the next layer's input, the next layer's
+    grid is used and the result is unchanged; otherwise a note says where rounding was added.
+    """
+    if not isinstance(config, QuantConfig):
+        raise TypeError(f"config must be a QuantConfig, got {type(config).__name__}")
+    plan = build_override_plan(prepared, config, calibration)
+    model = model_proto(prepared)
+    notes = list(plan.notes)
+    integer = [entry for entry in plan.layers if entry.kind == ExportKind.INTEGER]
+    if integer:
+        _matmul_add_to_gemm(model, [entry.layer for entry in integer])
+        model = _quantize_static(model, calibration_data, plan.overrides, plan.nodes_to_quantize)
+    for entry in plan.layers:
+        if entry.kind == ExportKind.WEIGHT_INT8:
+            _replace_weight(model, entry.layer, _weight_int8_nodes(config.for_layer(entry.layer).weights))
+        elif entry.kind == ExportKind.WEIGHT_FP16:
+            _replace_weight(model, entry.layer, _weight_fp16_nodes)
+    if any(entry.kind == ExportKind.WEIGHT_INT8 for entry in plan.layers):
+        _ensure_opset(model, 13)  # per-channel DequantizeLinear (axis) needs opset 13
+    _drop_unused_initializers(model)
+    notes.extend(_layer_notes(plan.layers))
+    if not integer:
+        notes.append("no layer is exported with integer kernels (no 8-bit weight + 8-bit activation layer)")
+    simulated = tuple(entry.layer for entry in plan.layers if entry.kind == ExportKind.SIMULATED_ONLY)
+    return ExportResult(model.SerializeToString(), plan.overrides, "static_qdq", tuple(notes), simulated)
+
+
+def export_dynamic_int8(prepared) -> ExportResult:
+    """Export with onnxruntime's dynamic quantization: int8 weights, uint8 activations scaled per batch."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    model = model_proto(prepared)
+    with tempfile.TemporaryDirectory(prefix="quantlab-export-") as tmp, _quiet():
+        out = os.path.join(tmp, "dynamic.onnx")
+        quantize_dynamic(model, out, weight_type=QuantType.QInt8, per_channel=False)
+        data = _load_bytes(out)
+    return ExportResult(data, {}, "dynamic_int8",
+                        ("weights int8 per-tensor; activations quantized to uint8 at run time, per batch",))
+
+
+def export_fp16(prepared) -> ExportResult:
+    """Export with float16 weights and compute; inputs and outputs stay float32."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    model = model_proto(prepared)
+    with _quiet():
+        converted = convert_float_to_float16(model, keep_io_types=True)
+    return ExportResult(converted.SerializeToString(), {}, "fp16", ("float16 weights and activations; float32 I/O",))
+
+
+def _gemm_to_matmul(model: onnx.ModelProto) -> list[str]:
+    """Rewrite `Gemm(A, B const, C)` with alpha=beta=1, transA=0 as MatMul (+ Add); return the rewritten names."""
+    initializers = {init.name: init for init in model.graph.initializer}
+    rewritten, new_nodes = [], []
+    for node in model.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
+        if node.op_type != "Gemm" or not plain or node.input[1] not in initializers:
+            new_nodes.append(node)
+            continue
+        weight = numpy_helper.to_array(initializers[node.input[1]])
+        if attrs.get("transB", 0):
+            weight = weight.T
+        weight_name = f"{node.name}.weight_kn"
+        model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight), weight_name))
+        has_bias = len(node.input) > 2 and node.input[2]
+        product = f"{node.output[0]}.matmul" if has_bias else node.output[0]
+        new_nodes.append(helper.make_node("MatMul", [node.input[0], weight_name], [product], name=node.name))
+        if has_bias:
+            new_nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]],
+                                              name=f"{node.name}.bias"))
+        rewritten.append(node.name)
+    del model.graph.node[:]
+    model.graph.node.extend(new_nodes)
+    _drop_unused_initializers(model)
+    return rewritten
+
+
+def export_matmul_nbits(prepared, bits: int = 4, block_size: int = 32) -> ExportResult:
+    """Export MatMul weights as `bits`-bit blocks (MatMulNBits, weight-only, symmetric); Gemm becomes MatMul + Add."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    if bits not in (2, 4, 8):
+        raise ValueError(f"bits must be 2, 4 or 8 for MatMulNBits, got {bits}")
+    if block_size < 16 or block_size & (block_size - 1):
+        raise ValueError(f"block_size must be a power of two >= 16, got {block_size}")
+    model = model_proto(prepared)
+    rewritten = _gemm_to_matmul(model)
+    initializers = {init.name for init in model.graph.initializer}
+    if not any(n.op_type == "MatMul" and n.input[1] in initializers for n in model.graph.node):
+        raise ModelError("the model has no MatMul or Gemm layer with a constant weight; MatMulNBits does not apply")
+    with _quiet():
+        quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=True)
+        quantizer.process()
+    quantized = quantizer.model.model
+    count = sum(node.op_type == "MatMulNBits" for node in quantized.graph.node)
+    notes = [f"{count} MatMul layer(s) as MatMulNBits ({bits}-bit, block {block_size}, symmetric)"]
+    if rewritten:
+        notes.append(f"Gemm rewritten as MatMul + Add first: {', '.join(rewritten)}")
+    return ExportResult(quantized.SerializeToString(), {}, "matmul_nbits", tuple(notes))
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def overrides_path(path: str | os.PathLike) -> str:
+    """Return where `save_export` writes the overrides beside the model: OUT.onnx -> OUT.overrides.json."""
+    text = os.fspath(path)
+    stem = text[:-5] if text.lower().endswith(".onnx") else text
+    return f"{stem}.overrides.json"
+
+
+def save_export(result: ExportResult, path: str | os.PathLike) -> tuple[str, str]:
+    """Write the model and its overrides JSON beside it, each atomically (tmp file + os.replace)."""
+    model_path = os.fspath(path)
+    json_path = overrides_path(model_path)
+    _atomic_write(json_path, overrides_to_json(result.overrides).encode())
+    _atomic_write(model_path, result.model)
+    return model_path, json_path
+
+
+__all__ = ["ExportResult", "export_model", "export_dynamic_int8", "export_fp16", "export_matmul_nbits",
+           "save_export", "overrides_path"]
