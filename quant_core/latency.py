@@ -173,14 +173,6 @@ class Variant:
     note: str
 
 
-def output_channel_axis(op_type: str, node: onnx.NodeProto) -> int:
-    """Return the weight axis of a layer's output channels: Conv 0, MatMul 1, Gemm 0 if transB else 1."""
-    if op_type == "Gemm":
-        trans_b = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "transB"), 0)
-        return 0 if trans_b else 1
-    return 1 if op_type == "MatMul" else 0
-
-
 def static_int8_config(prepared, *, per_channel: bool):
     """W8A8 for every layer: int8 symmetric weights, uint8 asymmetric activations, min-max ranges.
 
@@ -188,7 +180,7 @@ def static_int8_config(prepared, *, per_channel: bool):
     """
     from .config import LayerQuant, QuantConfig, TensorQuant
     from .formats import Granularity, parse_format
-    from .overrides import model_proto
+    from .overrides import model_proto, output_channel_axis
     activations = TensorQuant(parse_format("uint8"), symmetric=False)
     default = LayerQuant(TensorQuant(parse_format("int8")), activations)
     name = "Static INT8 per-channel" if per_channel else "Static INT8 per-tensor"

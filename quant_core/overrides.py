@@ -94,8 +94,16 @@ def _weight_reason(tq: TensorQuant) -> str:
     return ""
 
 
+def output_channel_axis(op_type: str, node: onnx.NodeProto) -> int:
+    """Return the weight axis of a layer's output channels: Conv 0, MatMul 1, Gemm 0 if transB else 1."""
+    if op_type == "Gemm":
+        trans_b = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    return 1 if op_type == "MatMul" else 0
+
+
 def classify_layer(name: str, op_type: str, choice: LayerQuant, node: onnx.NodeProto | None,
-                   initializers: set[str]) -> LayerExport:
+                   initializers: dict[str, onnx.TensorProto]) -> LayerExport:
     """Decide how a layer's configured quantization can appear in a real onnxruntime model."""
     if choice.is_fp32:
         return LayerExport(name, op_type, ExportKind.FP32)
@@ -112,6 +120,12 @@ def classify_layer(name: str, op_type: str, choice: LayerQuant, node: onnx.NodeP
         return LayerExport(name, op_type, ExportKind.SIMULATED_ONLY,
                            f"{weights.format.name} weights have no onnxruntime CPU kernel")
     reason = _weight_reason(weights)
+    rank = len(initializers[node.input[1]].dims)
+    if not reason and activations is not None and weights.granularity == Granularity.PER_CHANNEL and rank >= 2:
+        wanted = output_channel_axis(op_type, node)
+        if weights.axis % rank != wanted:
+            reason = (f"per-channel along weight axis {weights.axis}, not the output-channel axis {wanted} "
+                      "that onnxruntime's integer kernels and bias quantization need")
     if reason:
         return LayerExport(name, op_type, ExportKind.SIMULATED_ONLY, reason)
     if activations is None:
@@ -129,7 +143,7 @@ def plan_export(prepared, config: QuantConfig) -> tuple[LayerExport, ...]:
     """Return, for every quantizable layer in model order, how `config` can be exported."""
     model = prepared if isinstance(prepared, onnx.ModelProto) else model_proto(prepared)
     nodes = _nodes_by_name(model)
-    initializers = {init.name for init in model.graph.initializer}
+    initializers = {init.name: init for init in model.graph.initializer}
     plan = []
     activation_owner: dict[str, tuple[str, TensorQuant]] = {}
     for name, op_type in _layer_names(prepared, model):
