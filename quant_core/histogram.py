@@ -1,0 +1,284 @@
+"""A streaming, mergeable histogram per tensor, with memory fixed by its bin count.
+
+`StreamingHistogram` keeps two histograms of the values it has seen, laid out exactly as
+onnxruntime's `HistogramCollector` lays them out, so that our range estimators reproduce its
+calibrators on the same data and bin count:
+
+    signed    counts / edges      x over [-threshold, +threshold], threshold = max |x|
+              (onnxruntime's `collect_value`: entropy, and percentile when asymmetric)
+    absolute  abs_counts / abs_edges   |x| over [min |x|, max |x|] of the first batch
+              (onnxruntime's `collect_absolute_value`: percentile when symmetric)
+
+plus the exact `min`, `max` and `count`. A batch that exceeds the current range widens it the
+way onnxruntime does: bins of the same width are added on the sides. Unlike onnxruntime, whose
+bin count then grows without bound, once a histogram would exceed `max_bins` (default 2 x bins)
+its bins are merged `m` at a time (an exact re-binning: every new edge is an old edge) into a
+grid of `bins` bins of width m x the old width. Memory is therefore at most `max_bins` counts per
+histogram, whatever the number of samples.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import QuantLabError
+
+DEFAULT_BINS = 2048
+_EMPTY = np.empty(0, dtype=np.float32)
+
+
+def _uniform_edges(bins: int, lo, hi) -> np.ndarray:
+    """Return the edges np.histogram uses for `bins` equal bins over (lo, hi), bit for bit."""
+    return np.histogram(_EMPTY, bins, range=(lo, hi))[1]
+
+
+def _coarsen(counts: np.ndarray, offset: int, factor: int, size: int) -> np.ndarray:
+    """Sum fine bins into coarse ones: fine bin j goes to coarse bin (j + offset) // factor (exact)."""
+    out = np.zeros(size, dtype=np.int64)
+    np.add.at(out, (np.arange(counts.size) + offset) // factor, counts)
+    return out
+
+
+def _rebin(counts: np.ndarray, edges: np.ndarray, new_edges: np.ndarray) -> np.ndarray:
+    """Move `counts` on `edges` onto the grid `new_edges` (which must cover them), keeping the total.
+
+    Where an old edge falls on a new edge (to 1/1000 of a bin) the move is exact; a bin that
+    straddles new edges is split in proportion to the overlap (values assumed uniform in a bin).
+    """
+    position = np.interp(edges.astype(np.float64), new_edges.astype(np.float64), np.arange(new_edges.size))
+    nearest = np.round(position)
+    position = np.where(np.abs(position - nearest) < 1e-3, nearest, position)
+    cumulative = np.concatenate(([0], np.cumsum(counts)))
+    at_new_edges = np.interp(np.arange(new_edges.size), position, cumulative)
+    at_new_edges[0], at_new_edges[-1] = 0, cumulative[-1]
+    return np.diff(np.round(at_new_edges).astype(np.int64))
+
+
+class StreamingHistogram:
+    """Collect a tensor's value distribution batch by batch in fixed memory; merge partial results.
+
+    h = StreamingHistogram(bins=2048, name="conv1_out")
+    for batch in batches:
+        h.update(batch)
+    h.merge(other)             # e.g. a histogram collected by another worker
+
+    Notes
+    -----
+    NaN or Inf raise QuantLabError naming the tensor. Values are histogrammed as float32 (like
+    onnxruntime). An empty batch changes nothing. Bin edges are float32, as onnxruntime's.
+    """
+
+    def __init__(self, bins: int = DEFAULT_BINS, *, name: str = "tensor", max_bins: int | None = None):
+        if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2 or bins % 2:
+            raise QuantLabError(f"bins must be an even integer >= 2 (the signed histogram is split at zero), "
+                                f"got {bins!r}")
+        max_bins = 2 * int(bins) if max_bins is None else max_bins
+        if max_bins < bins:
+            raise QuantLabError(f"max_bins must be >= bins ({bins}), got {max_bins}")
+        self.bins = int(bins)
+        self.max_bins = int(max_bins)
+        self.name = str(name)
+        self.count = 0
+        self.min = np.float32(0.0)
+        self.max = np.float32(0.0)
+        self.threshold = np.float32(0.0)
+        self.counts: np.ndarray | None = None      # signed histogram, int64
+        self.edges: np.ndarray | None = None       # float32, len(counts) + 1
+        self.abs_counts: np.ndarray | None = None  # histogram of |x|, int64
+        self.abs_edges: np.ndarray | None = None
+        self._abs_range: tuple | None = None       # (lo, hi) while abs_edges are np.histogram's uniform edges
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_array(cls, x, bins: int = DEFAULT_BINS, *, name: str = "tensor",
+                   max_bins: int | None = None) -> StreamingHistogram:
+        """Return the histogram of one array (all of it as one batch)."""
+        return cls(bins, name=name, max_bins=max_bins).update(x)
+
+    def copy(self) -> StreamingHistogram:
+        other = StreamingHistogram(self.bins, name=self.name, max_bins=self.max_bins)
+        for key, value in self.__dict__.items():
+            setattr(other, key, value.copy() if isinstance(value, np.ndarray) else value)
+        return other
+
+    @property
+    def empty(self) -> bool:
+        return self.count == 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the bins and edges (independent of how many samples were seen)."""
+        arrays = (self.counts, self.edges, self.abs_counts, self.abs_edges)
+        return sum(a.nbytes for a in arrays if a is not None)
+
+    @property
+    def abs_min(self) -> np.float32:
+        """min |x| over all values seen (0 when the values straddle zero)."""
+        if self.min <= 0 <= self.max:
+            return np.float32(0.0)
+        return np.float32(min(abs(self.min), abs(self.max)))
+
+    @property
+    def max_abs(self) -> np.float32:
+        """max |x| over all values seen."""
+        return np.float32(max(abs(self.min), abs(self.max)))
+
+    def __repr__(self) -> str:
+        return (f"StreamingHistogram(name={self.name!r}, count={self.count}, min={float(self.min):.6g}, "
+                f"max={float(self.max):.6g}, bins={0 if self.counts is None else self.counts.size})")
+
+    # -- update ---------------------------------------------------------------------------------
+
+    def _as_batch(self, x) -> np.ndarray:
+        try:
+            array = np.asarray(x, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise QuantLabError(f"tensor {self.name!r}: cannot histogram non-numeric data ({err})") from None
+        return array.reshape(-1)
+
+    def update(self, x) -> StreamingHistogram:
+        """Add a batch of values (any shape) to both histograms; return self."""
+        x = self._as_batch(x)
+        if x.size == 0:
+            return self
+        lo, hi = x.min(), x.max()
+        # min/max propagate NaN and expose Inf, so checking them checks every value.
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            bad = int(np.count_nonzero(~np.isfinite(x)))
+            raise QuantLabError(f"tensor {self.name!r} contains {bad} NaN or Inf value(s) out of {x.size}; "
+                                "calibration needs finite values (check the model or the data)")
+        threshold = np.float32(max(abs(lo), abs(hi)))
+        absolute = np.abs(x)
+        if self.count == 0:
+            self.counts, self.edges = np.histogram(x, self.bins, range=(-threshold, threshold))
+            self.threshold = threshold
+            abs_lo = absolute.min()
+            self.abs_counts, self.abs_edges = np.histogram(absolute, self.bins)
+            self.abs_edges = self.abs_edges.astype(np.float32)
+            self._abs_range = (abs_lo, threshold)
+            self.min, self.max = lo, hi
+        else:
+            self._widen_signed(threshold)
+            self.counts = self.counts + np.histogram(x, self.counts.size, range=(-self.threshold, self.threshold))[0]
+            self._widen_absolute(absolute.min(), threshold)
+            self.abs_counts = self.abs_counts + self._histogram_absolute(absolute)
+            self.min, self.max = min(self.min, lo), max(self.max, hi)
+        self.count += int(x.size)
+        return self
+
+    def _histogram_absolute(self, absolute: np.ndarray) -> np.ndarray:
+        if self._abs_range is not None:  # uniform edges: numpy's fast path, same bins as the edges
+            return np.histogram(absolute, self.abs_counts.size, range=self._abs_range)[0]
+        return np.histogram(absolute, bins=self.abs_edges)[0]
+
+    def _widen_signed(self, threshold) -> None:
+        """Make the signed grid cover [-threshold, threshold], moving the counts (onnxruntime's merge_histogram)."""
+        old, old_threshold = self.counts, self.threshold
+        if threshold <= old_threshold:
+            return
+        n = old.size
+        if old_threshold == 0:
+            # Only exact zeros were seen; they stay in the middle bin, which still starts at 0.
+            self.threshold = threshold
+            self.edges = _uniform_edges(n, -threshold, threshold)
+            return
+        stride = 2 * old_threshold / n
+        half = int((threshold - old_threshold) // stride + 1)
+        if n + 2 * half <= self.max_bins:
+            new_threshold = half * stride + old_threshold
+            counts = np.zeros(n + 2 * half, dtype=np.int64)
+            counts[half:half + n] = old
+        else:
+            # Merge `factor` fine bins per coarse bin, centred on zero, into `bins` bins.
+            factor = -(-(n // 2 + half) // (self.bins // 2))
+            counts = _coarsen(old, (self.bins // 2) * factor - n // 2, factor, self.bins)
+            new_threshold = np.float32((self.bins // 2) * factor) * stride
+        self.counts, self.threshold = counts, np.float32(new_threshold)
+        self.edges = _uniform_edges(counts.size, -self.threshold, self.threshold)
+
+    def _widen_absolute(self, lo, hi) -> None:
+        """Make the |x| grid cover [lo, hi]: extend by bins of the same width, or coarsen past max_bins."""
+        edges, old = self.abs_edges, self.abs_counts
+        if lo >= edges[0] and hi <= edges[-1]:
+            return
+        width = edges[1] - edges[0]
+        below = int(np.ceil((edges[0] - lo) / width)) if lo < edges[0] else 0
+        above = int(np.ceil((hi - edges[-1]) / width)) if hi > edges[-1] else 0
+        if old.size + below + above + 1 <= self.max_bins:
+            parts = [edges]
+            if above:
+                # onnxruntime's extension, bit for bit; one more edge if float rounding stopped short.
+                extra = np.arange(edges[-1] + width, hi + width, width)
+                if extra.size == 0 or extra[-1] < hi:
+                    extra = np.append(extra, (extra[-1] if extra.size else edges[-1]) + width).astype(extra.dtype)
+                parts.append(extra)
+            if below:
+                # onnxruntime would drop values below its first edge; we add bins instead.
+                parts.insert(0, edges[0] - width * np.arange(below, 0, -1, dtype=np.float32))
+            new_edges = np.concatenate(parts).astype(np.float32)
+            counts = np.zeros(new_edges.size - 1, dtype=np.int64)
+            counts[below:below + old.size] = old
+            self.abs_counts, self.abs_edges, self._abs_range = counts, new_edges, None
+            return
+        factor = -(-(below + old.size + above) // self.bins)
+        start = np.float32(edges[0] - below * width)
+        stop = np.float32(max(start + np.float32(self.bins * factor) * width, hi))
+        self.abs_counts = _coarsen(old, below, factor, self.bins)
+        self._abs_range = (start, stop)
+        self.abs_edges = _uniform_edges(self.bins, start, stop)
+
+    # -- merge ----------------------------------------------------------------------------------
+
+    def merge(self, other: StreamingHistogram) -> StreamingHistogram:
+        """Add another histogram's values to this one; return self.
+
+        Histograms on the same grid (same bins and range) add exactly, bin by bin. Otherwise the
+        coarser grid is widened to cover both and the other's counts are re-binned onto it:
+        exact where the grids align, split in proportion to the overlap where they do not.
+        """
+        if not isinstance(other, StreamingHistogram):
+            raise QuantLabError(f"can only merge a StreamingHistogram into {self.name!r}, got {type(other).__name__}")
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            for key, value in other.copy().__dict__.items():
+                if key not in ("name", "bins", "max_bins"):
+                    setattr(self, key, value)
+            return self
+        base, extra = (self, other) if _signed_width(self) >= _signed_width(other) else (other.copy(), self)
+        base.counts = base.counts.copy()
+        base._widen_signed(extra.threshold)
+        base.counts = base.counts + _place(extra.counts, extra.edges, extra.threshold == 0, base.edges)
+        abs_base, abs_extra = (self, other) if _abs_width(self) >= _abs_width(other) else (other, self)
+        abs_counts, abs_edges, abs_range = _merged_absolute(abs_base, abs_extra)
+        self.counts, self.edges, self.threshold = base.counts, base.edges, base.threshold
+        self.abs_counts, self.abs_edges, self._abs_range = abs_counts, abs_edges, abs_range
+        self.min, self.max = min(self.min, other.min), max(self.max, other.max)
+        self.count += other.count
+        return self
+
+
+def _signed_width(h: StreamingHistogram) -> float:
+    return float(h.threshold) * 2 / h.counts.size
+
+
+def _abs_width(h: StreamingHistogram) -> float:
+    return float(h.abs_edges[-1] - h.abs_edges[0]) / h.abs_counts.size
+
+
+def _place(counts: np.ndarray, edges: np.ndarray, only_zeros: bool, new_edges: np.ndarray) -> np.ndarray:
+    if only_zeros:  # a histogram of exact zeros has numpy's (-0.5, 0.5) grid: put them in the bin of 0
+        placed = np.zeros(new_edges.size - 1, dtype=np.int64)
+        placed[min(max(np.searchsorted(new_edges, 0.0, side="right") - 1, 0), placed.size - 1)] = counts.sum()
+        return placed
+    if counts.size == new_edges.size - 1 and np.array_equal(edges, new_edges):
+        return counts
+    return _rebin(counts, edges, new_edges)
+
+
+def _merged_absolute(base: StreamingHistogram, extra: StreamingHistogram):
+    merged = base.copy()
+    merged._widen_absolute(min(base.abs_min, extra.abs_min), max(base.max_abs, extra.max_abs))
+    only_zeros = extra.max_abs == 0
+    placed = _place(extra.abs_counts, extra.abs_edges, only_zeros, merged.abs_edges)
+    return merged.abs_counts + placed, merged.abs_edges, merged._abs_range
