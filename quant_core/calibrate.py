@@ -1,0 +1,147 @@
+"""One streaming pass over calibration data: a fixed-size histogram per activation tensor.
+
+Every range method (min-max, percentile, MSE, entropy) is computed from these histograms, so
+calibrating costs one forward pass and memory independent of the number of samples.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+from .config import TensorQuant
+from .errors import DataError, ModelError, QuantLabError
+from .histogram import StreamingHistogram
+from .simulate import layer_specs, session_options
+
+
+class Cancelled(QuantLabError):
+    """The caller asked to stop (the `cancel` callable returned True)."""
+
+
+def _tensor_inputs(data) -> dict[str, np.ndarray]:
+    """Return the model-input arrays of a Dataset, a dict of arrays or one array (for the first input)."""
+    inputs = getattr(data, "inputs", data)
+    if isinstance(inputs, np.ndarray):
+        return {"": inputs}
+    if not isinstance(inputs, Mapping) or not inputs:
+        raise DataError("calibration data must be a Dataset, a dict of input arrays or one array")
+    return dict(inputs)
+
+
+def sample_count(inputs: Mapping[str, np.ndarray]) -> int:
+    counts = {name: len(array) for name, array in inputs.items()}
+    if len(set(counts.values())) != 1:
+        raise DataError(f"every input must have the same number of samples, got {counts}")
+    return next(iter(counts.values()))
+
+
+def named_inputs(inputs: Mapping[str, np.ndarray], input_names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Attach the model's input name to an unnamed single array; check every model input is present."""
+    if set(inputs) == {""}:
+        if len(input_names) != 1:
+            raise DataError(f"the model has inputs {list(input_names)}: give one array per input name")
+        inputs = {input_names[0]: inputs[""]}
+    missing = [name for name in input_names if name not in inputs]
+    if missing:
+        raise DataError(f"the data has no array for model input(s) {missing}; it has {sorted(inputs)}")
+    return {name: np.asarray(inputs[name]) for name in input_names}
+
+
+def batches(inputs: Mapping[str, np.ndarray], batch_size: int):
+    """Yield dicts of consecutive slices of at most `batch_size` samples."""
+    total = sample_count(inputs)
+    for start in range(0, total, batch_size):
+        yield {name: array[start:start + batch_size] for name, array in inputs.items()}
+
+
+@dataclass(frozen=True, eq=False)
+class Calibration:
+    """Histograms of the activations a config may quantize, and the ranges they give.
+
+    `tensors` holds every activation a quantizable layer reads and every layer's output.
+    """
+
+    tensors: tuple[str, ...]
+    histograms: Mapping[str, StreamingHistogram]
+    sample_count: int
+    bins: int
+    _ranges: dict = field(default_factory=dict, repr=False)
+
+    def histogram(self, tensor_name: str) -> StreamingHistogram:
+        try:
+            return self.histograms[tensor_name]
+        except KeyError:
+            raise QuantLabError(f"no calibration histogram for tensor {tensor_name!r}; "
+                                f"calibrated tensors are {list(self.tensors)}") from None
+
+    def range_for(self, tensor_name: str, tq: TensorQuant):
+        """Return the RangeResult of `tq.range_method` on this tensor's histogram (cached)."""
+        key = (tensor_name, tq)
+        if key not in self._ranges:
+            from .ranges import estimate_range
+            self._ranges[key] = estimate_range(self.histogram(tensor_name), tq)
+        return self._ranges[key]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by all histograms: fixed by `bins`, independent of `sample_count`."""
+        return sum(h.nbytes for h in self.histograms.values())
+
+
+def calibration_tensors(prepared) -> tuple[str, ...]:
+    """Every activation a quantizable layer reads, then every layer output (no duplicates, model order)."""
+    initializers = {init.name for init in prepared.model.graph.initializer}
+    names = []
+    for spec in layer_specs(prepared):
+        names += [spec.activation_input, spec.output]
+    return tuple(name for name in dict.fromkeys(names) if name and name not in initializers)
+
+
+def _probe_model(model: onnx.ModelProto, tensors: tuple[str, ...]) -> onnx.ModelProto:
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    outputs = {out.name for out in probe.graph.output}
+    probe.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+                              for name in tensors if name not in outputs)
+    return probe
+
+
+def calibrate(prepared, data, *, bins: int = 2048, batch_size: int = 64,
+              progress: Callable[[float], None] | None = None,
+              cancel: Callable[[], bool] | None = None) -> Calibration:
+    """Stream `data` once through the model, updating one StreamingHistogram per activation tensor.
+
+    One onnxruntime session whose outputs include every calibrated tensor; each batch's
+    activations are folded into the histograms and dropped, so memory does not grow with the
+    number of samples. `progress(fraction)` is called after each batch; `cancel()` is polled
+    before each batch and raises Cancelled when it returns True.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise QuantLabError(f"batch_size must be a positive integer, got {batch_size!r}")
+    tensors = calibration_tensors(prepared)
+    try:
+        session = ort.InferenceSession(_probe_model(prepared.model, tensors).SerializeToString(),
+                                       session_options(1), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types
+        raise ModelError(f"onnxruntime cannot run the model for calibration: {str(err).splitlines()[0]}") from None
+    input_names = tuple(i.name for i in session.get_inputs())
+    inputs = named_inputs(_tensor_inputs(data), input_names)
+    total = sample_count(inputs)
+    if total == 0:
+        raise DataError("the calibration data has no samples")
+    histograms = {name: StreamingHistogram(bins, name=name) for name in tensors}
+    done = 0
+    for batch in batches(inputs, batch_size):
+        if cancel is not None and cancel():
+            raise Cancelled("calibration cancelled")
+        for name, value in zip(tensors, session.run(list(tensors), batch)):
+            histograms[name].update(value)
+        done += len(next(iter(batch.values())))
+        if progress is not None:
+            progress(done / total)
+    return Calibration(tensors, histograms, total, bins)

@@ -1,0 +1,319 @@
+"""Evaluate a quantization config: accuracy, fidelity to FP32, size, per-layer error.
+
+One SimulationSession per model; a config changes only what it is fed. FP32 outputs are
+computed once and reused as the reference.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from onnx import helper
+
+from .calibrate import Calibration, batches, named_inputs, sample_count
+from .config import FP32_LAYER, LayerQuant, QuantConfig, TensorQuant
+from .errors import DataError
+from .formats import FormatKind, Granularity, RangeMethod
+from .quantize import quantize_tensor
+from .ranges import weight_ranges
+from .simulate import ActivationQuant, SimulationSession, layer_specs
+from .validate import validate_config
+
+__all__ = ["EvaluationResult", "Evaluator", "LayerError", "evaluate_config", "simulated_only", "validate_config"]
+
+# Integer widths with an onnxruntime QDQ kernel on CPU; others are simulated only.
+_KERNEL_INT_BITS = {"weights": (4, 8, 16), "activations": (8, 16)}
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """What one config does on the evaluation split, measured against the FP32 model."""
+
+    config_name: str
+    accuracy: float | None
+    per_class_accuracy: tuple[float, ...] | None
+    top1_agreement: float
+    cosine: float
+    sqnr_db: float
+    output_sqnr_db: tuple[float, ...]
+    size_bytes: int
+    fp32_size_bytes: int
+    simulated_only: tuple[str, ...]
+    sample_count: int
+
+    @property
+    def compression(self) -> float:
+        return self.fp32_size_bytes / self.size_bytes if self.size_bytes else float("inf")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["per_class_accuracy"] = list(self.per_class_accuracy) if self.per_class_accuracy is not None else None
+        data["output_sqnr_db"] = list(self.output_sqnr_db)
+        data["simulated_only"] = list(self.simulated_only)
+        return data
+
+
+@dataclass(frozen=True)
+class LayerError:
+    """SQNR at a layer's output: only this layer quantized (isolated) and the whole config (accumulated)."""
+
+    layer: str
+    isolated_sqnr_db: float
+    accumulated_sqnr_db: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sqnr_from_sums(signal: float, noise: float) -> float:
+    """10 log10(sum reference^2 / sum (reference - test)^2); inf when identical, -inf for a zero reference."""
+    if noise == 0.0:
+        return float("inf")
+    if signal == 0.0:
+        return float("-inf")
+    return float(10.0 * np.log10(signal / noise))
+
+
+def _power(x: np.ndarray) -> float:
+    x = x.astype(np.float64, copy=False).reshape(-1)
+    return float(np.dot(x, x))
+
+
+def _sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    return sqnr_from_sums(_power(reference), _power(reference.astype(np.float64) - test))
+
+
+def _cosine(reference: np.ndarray, test: np.ndarray) -> float:
+    a = reference.astype(np.float64).reshape(-1)
+    b = test.astype(np.float64).reshape(-1)
+    norms = np.linalg.norm(a) * np.linalg.norm(b)
+    if norms == 0.0:
+        return 1.0 if np.array_equal(a, b) else 0.0
+    return float(np.dot(a, b) / norms)
+
+
+def _top1(x: np.ndarray) -> np.ndarray:
+    return x.reshape(len(x), -1).argmax(axis=1)
+
+
+def _is_kernel_int(tq: TensorQuant, role: str) -> bool:
+    return tq.format.bits in _KERNEL_INT_BITS[role] and tq.granularity != Granularity.PER_GROUP
+
+
+def simulated_only(config: QuantConfig, layers) -> tuple[str, ...]:
+    """Return the layers whose formats have no onnxruntime CPU kernel (their numbers are simulated only).
+
+    Weights: int/uint other than 4/8/16 bits, per-group int, fp8, binary, ternary, k-means.
+    Activations: int/uint other than 8/16 bits, fp8.
+    """
+    names = []
+    for layer in layers:
+        choice = config.for_layer(layer)
+        w, a = choice.weights, choice.activations
+        weights_simulated = w is not None and (
+            (w.format.is_integer and not _is_kernel_int(w, "weights"))
+            or w.format.kind in (FormatKind.FP8_E4M3FN, FormatKind.FP8_E5M2, FormatKind.BINARY,
+                                 FormatKind.TERNARY, FormatKind.KMEANS))
+        activations_simulated = a is not None and (
+            (a.format.is_integer and not _is_kernel_int(a, "activations"))
+            or a.format.kind in (FormatKind.FP8_E4M3FN, FormatKind.FP8_E5M2))
+        if weights_simulated or activations_simulated:
+            names.append(layer)
+    return tuple(names)
+
+
+def _weight_bytes(shape: tuple[int, ...], tq: TensorQuant | None) -> int:
+    try:
+        from .size import tensor_bytes
+    except ModuleNotFoundError:  # size.py is being written; until then count values and scales only
+        return _plain_weight_bytes(shape, tq)
+    return int(tensor_bytes(shape, tq))
+
+
+def _plain_weight_bytes(shape: tuple[int, ...], tq: TensorQuant | None) -> int:
+    count = int(np.prod(shape, dtype=np.int64))
+    if tq is None or tq.format.is_identity:
+        return 4 * count
+    scales = 1 if tq.granularity == Granularity.PER_TENSOR else shape[tq.axis % len(shape)]
+    if tq.granularity == Granularity.PER_GROUP:
+        scales = count // shape[tq.axis % len(shape)] * -(-shape[tq.axis % len(shape)] // tq.block_size)
+    return -(-count * tq.format.bits // 8) + 8 * scales
+
+
+class Evaluator:
+    """Evaluate configs of one model on one evaluation split, reusing one simulation session.
+
+    Results are cached per config (configs are frozen, hashable dataclasses).
+    """
+
+    def __init__(self, prepared, calibration: Calibration, data, *, batch_size: int = 1024, threads: int = 1):
+        self.prepared = prepared
+        self.calibration = calibration
+        self.session = SimulationSession(prepared, threads=threads)
+        self._specs = {spec.name: spec for spec in layer_specs(prepared)}
+        self.layers = self.session.layers
+        self._info_layers = {layer.name: layer for layer in prepared.info.layers}
+        self._inputs = named_inputs(getattr(data, "inputs", data), self.session.input_names)
+        self.sample_count = sample_count(self._inputs)
+        if self.sample_count == 0:
+            raise DataError("the evaluation data has no samples")
+        labels = getattr(data, "labels", None)
+        self.labels = None if labels is None else np.asarray(labels).reshape(-1)
+        self.batch_size = batch_size
+        self._results: dict[QuantConfig, EvaluationResult] = {}
+        self._layer_errors: dict[QuantConfig, tuple[LayerError, ...]] = {}
+        self._layer_sqnr: dict[QuantConfig, dict[str, float]] = {}
+        self._weights: dict[tuple[str, TensorQuant], np.ndarray] = {}
+        self._fp32_layer_outputs: dict[str, np.ndarray] | None = None
+        self.fp32_outputs = self._run_outputs({}, {})
+        self.fp32_size_bytes = self._size_bytes(QuantConfig())
+        self.fp32_accuracy = self._accuracy(self.fp32_outputs[0])
+
+    # -- feeds ------------------------------------------------------------------------------------
+
+    def quantized_weight(self, layer: str, tq: TensorQuant) -> np.ndarray:
+        """Return the layer's weight fake-quantized as `tq` says (float32; cached per weight and tq)."""
+        key = (self._specs[layer].weight, tq)
+        if key not in self._weights:
+            x, name = self.session.fp32_weight(layer), f"{layer} weight"
+            lo = hi = None
+            if tq.format.is_integer and tq.range_method != RangeMethod.MINMAX:
+                lo, hi = weight_ranges(x, tq, name=name)
+            values = quantize_tensor(x, tq, name=name, lo=lo, hi=hi).values
+            self._weights[key] = np.ascontiguousarray(values, dtype=np.float32)
+        return self._weights[key]
+
+    def _choices(self, config: QuantConfig) -> dict[str, LayerQuant]:
+        return {layer: config.for_layer(layer) for layer in self.layers}
+
+    def _feeds(self, config: QuantConfig):
+        weights, activations = {}, {}
+        quantizable = set(self.session.quantizable_activations)
+        for layer, choice in self._choices(config).items():
+            spec = self._specs[layer]
+            if choice.weights is not None and not choice.weights.format.is_identity and spec.weight:
+                weights[layer] = self.quantized_weight(layer, choice.weights)
+            a = choice.activations
+            if a is not None and not a.format.is_identity and layer in quantizable:
+                found = self.calibration.range_for(spec.activation_input, a)
+                activations[layer] = ActivationQuant.from_range(float(np.min(found.lo)), float(np.max(found.hi)), a)
+        return weights, activations
+
+    # -- running ----------------------------------------------------------------------------------
+
+    def _run_outputs(self, weights, activations) -> tuple[np.ndarray, ...]:
+        parts = [self.session.run(batch, weights=weights, activations=activations).outputs
+                 for batch in batches(self._inputs, self.batch_size)]
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))
+
+    def _fp32_layers(self) -> dict[str, np.ndarray]:
+        if self._fp32_layer_outputs is None:
+            parts = [self.session.run(batch, with_layer_outputs=True).layer_outputs
+                     for batch in batches(self._inputs, self.batch_size)]
+            self._fp32_layer_outputs = {layer: np.concatenate([p[layer] for p in parts]) for layer in parts[0]}
+        return self._fp32_layer_outputs
+
+    def _layer_sqnr_db(self, config: QuantConfig) -> dict[str, float]:
+        """SQNR at every layer's output with `config` applied, summed over the split in batches."""
+        if config not in self._layer_sqnr:
+            reference = self._fp32_layers()
+            weights, activations = self._feeds(config)
+            signal = dict.fromkeys(reference, 0.0)
+            noise = dict.fromkeys(reference, 0.0)
+            start = 0
+            for batch in batches(self._inputs, self.batch_size):
+                outputs = self.session.run(batch, weights=weights, activations=activations,
+                                           with_layer_outputs=True).layer_outputs
+                count = len(next(iter(batch.values())))
+                for layer, value in outputs.items():
+                    ref = reference[layer][start:start + count]
+                    signal[layer] += _power(ref)
+                    noise[layer] += _power(ref.astype(np.float64) - value)
+                start += count
+            self._layer_sqnr[config] = {layer: sqnr_from_sums(signal[layer], noise[layer]) for layer in reference}
+        return self._layer_sqnr[config]
+
+    # -- scoring ----------------------------------------------------------------------------------
+
+    def _accuracy(self, logits: np.ndarray) -> float | None:
+        if self.labels is None:
+            return None
+        return float(np.mean(_top1(logits) == self.labels))
+
+    def _per_class(self, logits: np.ndarray) -> tuple[float, ...] | None:
+        if self.labels is None:
+            return None
+        predicted = _top1(logits)
+        classes = max(int(self.labels.max()) + 1, logits.reshape(len(logits), -1).shape[1])
+        return tuple(float(np.mean(predicted[self.labels == c] == c)) if np.any(self.labels == c) else float("nan")
+                     for c in range(classes))
+
+    def _size_bytes(self, config: QuantConfig) -> int:
+        """Bytes of every initializer: quantized weights at their format's size, the rest as stored."""
+        quantized = {}
+        for layer, choice in self._choices(config).items():
+            spec = self._specs[layer]
+            if spec.weight and spec.weight not in quantized:
+                shape = self.session.fp32_weight(layer).shape
+                quantized[spec.weight] = _weight_bytes(shape, choice.weights)
+        total = 0
+        for init in self.prepared.model.graph.initializer:
+            if init.name in quantized:
+                total += quantized[init.name]
+            else:
+                itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
+                total += int(np.prod(init.dims, dtype=np.int64)) * itemsize
+        return total
+
+    def evaluate(self, config: QuantConfig) -> EvaluationResult:
+        """Return accuracy and fidelity of `config` on the evaluation split (cached per config)."""
+        if config in self._results:
+            return self._results[config]
+        validate_config(config, self.prepared.info)
+        weights, activations = self._feeds(config)
+        outputs = self._run_outputs(weights, activations) if (weights or activations) else self.fp32_outputs
+        reference = self.fp32_outputs[0]
+        result = EvaluationResult(
+            config_name=config.name,
+            accuracy=self._accuracy(outputs[0]),
+            per_class_accuracy=self._per_class(outputs[0]),
+            top1_agreement=float(np.mean(_top1(outputs[0]) == _top1(reference))),
+            cosine=_cosine(reference, outputs[0]),
+            sqnr_db=_sqnr_db(reference, outputs[0]),
+            output_sqnr_db=tuple(_sqnr_db(r, o) for r, o in zip(self.fp32_outputs, outputs)),
+            size_bytes=self._size_bytes(config),
+            fp32_size_bytes=self.fp32_size_bytes,
+            simulated_only=simulated_only(config, self.layers),
+            sample_count=self.sample_count,
+        )
+        self._results[config] = result
+        return result
+
+    def outputs(self, config: QuantConfig) -> tuple[np.ndarray, ...]:
+        """Return the model outputs of `config` on the whole split (not cached)."""
+        validate_config(config, self.prepared.info)
+        return self._run_outputs(*self._feeds(config))
+
+    def layer_errors(self, config: QuantConfig) -> tuple[LayerError, ...]:
+        """Return each layer's isolated and accumulated SQNR (dB) at its output (cached per config).
+
+        isolated: only this layer quantized as `config` says, everything else FP32.
+        accumulated: the whole config; the error includes what earlier layers passed on.
+        """
+        if config in self._layer_errors:
+            return self._layer_errors[config]
+        validate_config(config, self.prepared.info)
+        accumulated = self._layer_sqnr_db(config)
+        errors = []
+        for layer in self.layers:
+            choice = config.for_layer(layer)
+            alone = QuantConfig(FP32_LAYER, ((layer, choice),), name=f"only {layer}")
+            isolated = float("inf") if choice.is_fp32 else self._layer_sqnr_db(alone)[layer]
+            errors.append(LayerError(layer, isolated, accumulated.get(layer, float("inf"))))
+        self._layer_errors[config] = tuple(errors)
+        return self._layer_errors[config]
+
+
+def evaluate_config(prepared, calibration: Calibration, data, config: QuantConfig) -> EvaluationResult:
+    """Evaluate one config (builds an Evaluator: keep one when evaluating several configs)."""
+    return Evaluator(prepared, calibration, data).evaluate(config)

@@ -1,0 +1,488 @@
+"""One onnxruntime session per model that simulates any quantization config.
+
+The session is built once: the weight of every quantizable layer becomes a graph input (fed the
+fake-quantized numpy weights), and every activation a quantizable layer reads passes through a
+fake-quant subgraph whose parameters are graph inputs. Changing the config changes only feeds.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from .config import TensorQuant
+from .errors import ModelError
+from .formats import FormatKind
+from .qparams import qparams_from_range
+
+_PREFIX = "qlab_sim"
+# Minimum default-domain opset for each Cast round trip (bfloat16: 13, float8: 19).
+_CAST_OPSET = {FormatKind.FP16: 1, FormatKind.BF16: 13, FormatKind.FP8_E4M3FN: 19, FormatKind.FP8_E5M2: 19}
+
+
+class ActivationMode(IntEnum):
+    """Which fake-quant branch an activation takes; the value is what the session is fed."""
+
+    OFF = 0
+    INTEGER = 1
+    FP16 = 2
+    BF16 = 3
+    FP8_E4M3FN = 4
+    FP8_E5M2 = 5
+    UINT8 = 6
+    INT8 = 7
+
+
+_MODE_OF_KIND = {FormatKind.FP16: ActivationMode.FP16, FormatKind.BF16: ActivationMode.BF16,
+                 FormatKind.FP8_E4M3FN: ActivationMode.FP8_E4M3FN, FormatKind.FP8_E5M2: ActivationMode.FP8_E5M2}
+_CAST_TYPE = {ActivationMode.FP16: TensorProto.FLOAT16, ActivationMode.BF16: TensorProto.BFLOAT16,
+              ActivationMode.FP8_E4M3FN: TensorProto.FLOAT8E4M3FN, ActivationMode.FP8_E5M2: TensorProto.FLOAT8E5M2}
+_CAST_KIND = {mode: kind for kind, mode in _MODE_OF_KIND.items()}
+
+
+@dataclass(frozen=True)
+class ActivationQuant:
+    """Fake-quant parameters of one activation input.
+
+    UINT8 / INT8: QuantizeLinear -> DequantizeLinear (the export's own operators).
+    INTEGER (any other width, or narrow range): y = Clip(Round(x / scale), qmin - zero_point,
+    qmax - zero_point) * scale, which is QuantizeLinear -> DequantizeLinear bit for bit.
+    Float modes: y = Cast(Cast(x, format), float32), round to nearest even with saturation.
+    """
+
+    mode: ActivationMode = ActivationMode.OFF
+    scale: float = 1.0
+    zero_point: int = 0
+    qmin: int = 0
+    qmax: int = 255
+
+    @classmethod
+    def from_range(cls, lo: float, hi: float, tq: TensorQuant) -> ActivationQuant:
+        """Return the parameters that quantize the calibrated range [lo, hi] as `tq` says."""
+        fmt = tq.format
+        if fmt.is_identity:
+            return OFF
+        if fmt.kind in _MODE_OF_KIND:
+            return cls(_MODE_OF_KIND[fmt.kind], _float_scale(fmt, lo, hi))
+        if not fmt.is_integer:
+            raise ValueError(f"{fmt.name} cannot quantize activations: use an int/uint, fp16, bf16 or fp8 format")
+        scale, zero_point = qparams_from_range(lo, hi, fmt, symmetric=tq.symmetric)
+        mode = _QDQ_MODE.get(fmt.name, ActivationMode.INTEGER)
+        return cls(mode, float(scale), int(zero_point), fmt.qmin, fmt.qmax)
+
+    def feeds(self, index: int) -> dict[str, np.ndarray]:
+        return {_name(index, "mode"): np.array(int(self.mode), dtype=np.int64),
+                _name(index, "scale"): np.array(self.scale, dtype=np.float32),
+                _name(index, "lo"): np.array(self.qmin - self.zero_point, dtype=np.float32),
+                _name(index, "hi"): np.array(self.qmax - self.zero_point, dtype=np.float32),
+                _name(index, "zp_u8"): np.array(self.zero_point if self.mode == ActivationMode.UINT8 else 0, np.uint8),
+                _name(index, "zp_i8"): np.array(self.zero_point if self.mode == ActivationMode.INT8 else 0, np.int8)}
+
+
+OFF = ActivationQuant()
+_QDQ_MODE = {"uint8": ActivationMode.UINT8, "int8": ActivationMode.INT8}
+
+def _float_scale(fmt, lo: float, hi: float) -> float:
+    """fp8 activations are scaled so that amax maps onto max_finite, as fp8 weights are; fp16 / bf16 are not."""
+    if fmt.kind not in (FormatKind.FP8_E4M3FN, FormatKind.FP8_E5M2):
+        return 1.0
+    from .floats import fp8_scale
+    return float(fp8_scale(max(abs(float(lo)), abs(float(hi))), fmt))
+
+
+@dataclass(frozen=True)
+class SimulationOutput:
+    outputs: tuple[np.ndarray, ...]
+    layer_outputs: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _LayerSpec:
+    name: str
+    weight: str | None            # initializer name of the quantizable weight
+    activation_input: str | None  # float activation tensor the layer reads
+    output: str
+
+
+def _name(index: int, what: str) -> str:
+    return f"{_PREFIX}.a{index}.{what}"
+
+
+def _weight_name(layer: str, info_layer) -> str | None:
+    weight = getattr(info_layer, "weight", None)
+    if weight is None:
+        weights = getattr(info_layer, "weights", ()) or ()
+        weight = weights[0] if weights else None
+    if weight is None or isinstance(weight, str):
+        return weight
+    return getattr(weight, "name", None) or getattr(weight, "initializer", None)
+
+
+def layer_specs(prepared) -> tuple[_LayerSpec, ...]:
+    """Return what the simulation needs from each quantizable layer of `prepared.info`."""
+    specs = []
+    for layer in prepared.info.layers:
+        outputs = tuple(getattr(layer, "outputs", ()) or ())
+        specs.append(_LayerSpec(layer.name, _weight_name(layer.name, layer),
+                                getattr(layer, "activation_input", None), outputs[0] if outputs else ""))
+    return tuple(specs)
+
+
+def model_opset(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return 1
+
+
+def _cast_opset(model: onnx.ModelProto) -> int:
+    """Return the opset the simulation model can use: 19 (float8 Cast) when that changes no node's meaning.
+
+    Raising the opset is safe when every operator of the graph has the same schema version under
+    both opsets; otherwise (e.g. ReduceMean changed in 18) the model keeps its own opset.
+    """
+    opset = model_opset(model)
+    target = _CAST_OPSET[FormatKind.FP8_E4M3FN]
+    if opset >= target:
+        return opset
+    try:
+        same = all(onnx.defs.get_schema(node.op_type, opset).since_version
+                   == onnx.defs.get_schema(node.op_type, target).since_version
+                   for node in model.graph.node if node.domain in ("", "ai.onnx"))
+    except onnx.defs.SchemaError:
+        return opset
+    return target if same else opset
+
+
+def activation_modes_supported(model: onnx.ModelProto) -> frozenset[ActivationMode]:
+    """Return the activation modes this model's opset can express with Cast."""
+    opset = _cast_opset(model)
+    modes = {ActivationMode.OFF, ActivationMode.INTEGER, ActivationMode.UINT8, ActivationMode.INT8}
+    modes.update(mode for mode, kind in _CAST_KIND.items() if opset >= _CAST_OPSET[kind])
+    return frozenset(modes)
+
+
+def session_options(threads: int = 1) -> ort.SessionOptions:
+    """Session options that share 2 cores politely: few threads, no spinning."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return options
+
+
+def _scalar_input(name: str, elem_type: int) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, elem_type, [])
+
+
+def _branch(name: str, nodes: list[onnx.NodeProto], output: str) -> onnx.GraphProto:
+    return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)])
+
+
+def _fake_quant_nodes(index: int, x: str, y: str, modes: frozenset[ActivationMode]) -> list[onnx.NodeProto]:
+    """Nodes computing y = fake_quant(x) for the mode fed at run time; OFF is one If and an Identity."""
+    p = f"{_PREFIX}.a{index}"
+    mode, scale, lo, hi = _name(index, "mode"), _name(index, "scale"), _name(index, "lo"), _name(index, "hi")
+    integer = _branch(f"{p}.int", [
+        helper.make_node("Div", [x, scale], [f"{p}.div"]),
+        helper.make_node("Round", [f"{p}.div"], [f"{p}.round"]),
+        helper.make_node("Clip", [f"{p}.round", lo, hi], [f"{p}.clip"]),
+        helper.make_node("Mul", [f"{p}.clip", scale], [f"{p}.int_out"]),
+    ], f"{p}.int_out")
+    # Build the chain from the innermost else-branch outwards: OFF ? x : INTEGER ? int : FP16 ? ... .
+    chain = [(ActivationMode.OFF, _branch(f"{p}.off", [helper.make_node("Identity", [x], [f"{p}.off_out"])],
+                                          f"{p}.off_out"))]
+    qdq = [(ActivationMode.UINT8, _name(index, "zp_u8")), (ActivationMode.INT8, _name(index, "zp_i8"))]
+    for m, zero_point in qdq:
+        chain.append((m, _branch(f"{p}.{m.name.lower()}", [
+            helper.make_node("QuantizeLinear", [x, scale, zero_point], [f"{p}.{m.value}.q"]),
+            helper.make_node("DequantizeLinear", [f"{p}.{m.value}.q", scale, zero_point], [f"{p}.{m.value}.out"]),
+        ], f"{p}.{m.value}.out")))
+    float_modes = [m for m in (ActivationMode.FP16, ActivationMode.BF16, ActivationMode.FP8_E4M3FN,
+                               ActivationMode.FP8_E5M2) if m in modes]
+    chain.append((ActivationMode.INTEGER, integer))
+    for m in float_modes:
+        chain.append((m, _branch(f"{p}.{m.name.lower()}", [
+            helper.make_node("Div", [x, scale], [f"{p}.{m.value}.div"]),
+            helper.make_node("Cast", [f"{p}.{m.value}.div"], [f"{p}.{m.value}.cast"], to=_CAST_TYPE[m]),
+            helper.make_node("Cast", [f"{p}.{m.value}.cast"], [f"{p}.{m.value}.back"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", [f"{p}.{m.value}.back", scale], [f"{p}.{m.value}.out"]),
+        ], f"{p}.{m.value}.out")))
+    # The last branch is the else of the previous test: no test needed for it.
+    else_graph = chain[-1][1]
+    for depth in range(len(chain) - 2, -1, -1):
+        m, then_graph = chain[depth]
+        const, cond, out = f"{p}.is{m.value}.k", f"{p}.is{m.value}", f"{p}.sel{m.value}"
+        nodes = [helper.make_node("Constant", [], [const], value=numpy_helper.from_array(
+                     np.array(int(m), dtype=np.int64), const)),
+                 helper.make_node("Equal", [mode, const], [cond]),
+                 helper.make_node("If", [cond], [out if depth else y], then_branch=then_graph, else_branch=else_graph)]
+        if depth == 0:
+            return nodes
+        else_graph = _branch(f"{p}.else{m.value}", nodes, out)
+    raise AssertionError("unreachable: the chain has at least two branches")
+
+
+def build_simulation_model(model: onnx.ModelProto, specs: tuple[_LayerSpec, ...], modes: frozenset[ActivationMode],
+                           *, weights_as_inputs: bool = True, layer_outputs: bool = False
+                           ) -> tuple[onnx.ModelProto, dict[str, str], dict[str, int]]:
+    """Return the simulation model, layer -> weight input name, layer -> activation index.
+
+    weights_as_inputs=False keeps the weights as initializers (for `_reorder_weight_inputs`).
+    layer_outputs=True also makes every layer's output a graph output.
+    """
+    sim = onnx.ModelProto()
+    sim.CopyFrom(model)
+    opset = _cast_opset(model)
+    for entry in sim.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            entry.version = opset
+    if opset >= 19 and sim.ir_version < 9:
+        sim.ir_version = 9  # float8 types need IR version 9
+    graph = sim.graph
+    initializers = {init.name: init for init in graph.initializer}
+    nodes_by_name = {node.name: node for node in graph.node}
+    weight_inputs, activation_index = {}, {}
+    new_inputs, fq_nodes_for = [], {}
+    for i, spec in enumerate(specs):
+        node = nodes_by_name.get(spec.name)
+        if node is None:
+            raise ModelError(f"layer {spec.name!r} is not a node of the model")
+        if weights_as_inputs and spec.weight is not None and spec.weight in initializers:
+            init = initializers[spec.weight]
+            name = f"{_PREFIX}.w{i}"
+            node.input[list(node.input).index(spec.weight)] = name
+            new_inputs.append(helper.make_tensor_value_info(name, init.data_type, list(init.dims)))
+            weight_inputs[spec.name] = name
+        if spec.activation_input:
+            y = f"{_PREFIX}.a{i}.out"
+            node.input[list(node.input).index(spec.activation_input)] = y
+            new_inputs += [_scalar_input(_name(i, "mode"), TensorProto.INT64),
+                           _scalar_input(_name(i, "scale"), TensorProto.FLOAT),
+                           _scalar_input(_name(i, "lo"), TensorProto.FLOAT),
+                           _scalar_input(_name(i, "hi"), TensorProto.FLOAT),
+                           _scalar_input(_name(i, "zp_u8"), TensorProto.UINT8),
+                           _scalar_input(_name(i, "zp_i8"), TensorProto.INT8)]
+            fq_nodes_for[spec.name] = _fake_quant_nodes(i, spec.activation_input, y, modes)
+            activation_index[spec.name] = i
+    # Insert each fake-quant subgraph right before its layer so the node list stays topologically sorted.
+    ordered = []
+    for node in graph.node:
+        ordered.extend(fq_nodes_for.get(node.name, ()))
+        ordered.append(node)
+    del graph.node[:]
+    graph.node.extend(ordered)
+    used = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    graph.input.extend(new_inputs)
+    existing_outputs = {out.name for out in graph.output}
+    for spec in specs if layer_outputs else ():
+        if spec.output and spec.output not in existing_outputs:
+            graph.output.append(helper.make_tensor_value_info(spec.output, TensorProto.FLOAT, None))
+            existing_outputs.add(spec.output)
+    return sim, weight_inputs, activation_index
+
+
+
+
+@dataclass(frozen=True)
+class _WeightFeed:
+    """How one layer's weight reaches the session: graph input `name`, laid out by `gather`.
+
+    `gather` holds, for every element of the input, the flat index of the weight element it
+    takes, or -1 for padding (zero): onnxruntime's NCHWc layout reorders and pads conv filters.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    gather: np.ndarray | None = None
+
+    def value(self, weight: np.ndarray) -> np.ndarray:
+        if self.gather is None:
+            return weight
+        flat = np.append(weight.reshape(-1), np.float32(0.0))
+        return flat[self.gather].reshape(self.shape)
+
+
+# Marker weights are the integers 1..n (exact in float32 up to 2**24).
+_MAX_MARKERS = 1 << 24
+
+
+def _optimized(model: onnx.ModelProto, threads: int) -> onnx.ModelProto:
+    """Return onnxruntime's fully optimized version of `model` (written to a private temporary file)."""
+    options = session_options(threads)
+    with tempfile.TemporaryDirectory() as directory:
+        options.optimized_model_filepath = os.path.join(directory, "optimized.onnx")
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return onnx.load(options.optimized_model_filepath)
+
+
+def _reorder_weight_inputs(model: onnx.ModelProto, specs: tuple[_LayerSpec, ...], threads: int
+                           ) -> tuple[onnx.ModelProto, dict[str, list[_WeightFeed]]] | None:
+    """Let onnxruntime optimize with constant weights, then turn its (reordered) weights into inputs.
+
+    onnxruntime's fastest CPU convolutions (NCHWc) need constant filters, which it reorders at load
+    time. Each weight is replaced by markers 1..n, the model optimized once, and every optimized
+    initializer made only of one weight's markers (and zero padding) becomes a graph input with the
+    gather that lays a weight out the same way. Returns None when a weight cannot be traced.
+    """
+    initializers = {init.name: init for init in model.graph.initializer}
+    markers, offset = {}, 0
+    marked = onnx.ModelProto()
+    marked.CopyFrom(model)
+    marked_inits = {init.name: init for init in marked.graph.initializer}
+    for spec in specs:
+        init = initializers.get(spec.weight) if spec.weight else None
+        if init is None or init.data_type != TensorProto.FLOAT or spec.weight in markers:
+            continue
+        size = int(np.prod(init.dims, dtype=np.int64))
+        if offset + size >= _MAX_MARKERS:
+            return None
+        values = np.arange(offset + 1, offset + size + 1, dtype=np.float32).reshape(tuple(init.dims))
+        marked_inits[spec.weight].CopyFrom(numpy_helper.from_array(values, spec.weight))
+        markers[spec.weight] = (offset + 1, size)
+        offset += size
+    try:
+        optimized = _optimized(marked, threads)
+    except Exception:  # onnxruntime's own exception types; the caller falls back to the plain layout
+        return None
+    feeds: dict[str, list[_WeightFeed]] = {weight: [] for weight in markers}
+    replaced = set()
+    for init in optimized.graph.initializer:
+        if init.data_type != TensorProto.FLOAT:
+            continue
+        values = numpy_helper.to_array(init).reshape(-1)
+        nonzero = values[values != 0]
+        for weight, (first, size) in markers.items():
+            if nonzero.size == 0 or nonzero.min() < first or nonzero.max() > first + size - 1:
+                continue
+            index = nonzero - first
+            if nonzero.size != size or not np.array_equal(np.sort(index), np.arange(size, dtype=np.float32)):
+                return None  # the weight was transformed, not only reordered: cannot feed it
+            gather = np.where(values == 0, size, values - first).astype(np.int64)
+            feeds[weight].append(_WeightFeed(init.name, tuple(init.dims), gather))
+            replaced.add(init.name)
+    if any(not found for found in feeds.values()):
+        return None
+    kept = [init for init in optimized.graph.initializer if init.name not in replaced]
+    del optimized.graph.initializer[:]
+    optimized.graph.initializer.extend(kept)
+    for found in feeds.values():
+        for feed in found:
+            optimized.graph.input.append(helper.make_tensor_value_info(feed.name, TensorProto.FLOAT, list(feed.shape)))
+    return optimized, feeds
+
+
+class _Variant:
+    """One built InferenceSession and how to feed its weights."""
+
+    def __init__(self, model, specs, modes, threads: int, *, layer_outputs: bool):
+        base, _, self.activation_index = build_simulation_model(model, specs, modes, weights_as_inputs=False,
+                                                               layer_outputs=layer_outputs)
+        traced = _reorder_weight_inputs(base, specs, threads)
+        if traced is not None:
+            built, by_weight = traced
+            self.weight_feeds = {spec.name: by_weight[spec.weight] for spec in specs if spec.weight in by_weight}
+            self.reordered = True
+        else:
+            built, inputs, _ = build_simulation_model(model, specs, modes, layer_outputs=layer_outputs)
+            shapes = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in built.graph.input}
+            self.weight_feeds = {layer: [_WeightFeed(name, shapes[name])] for layer, name in inputs.items()}
+            self.reordered = False
+        options = session_options(threads)
+        if self.reordered:
+            # Already optimized for this machine; optimizing again would only redo the work.
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        try:
+            self.session = ort.InferenceSession(built.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise ModelError(f"onnxruntime cannot build the simulation session: {str(err).splitlines()[0]}") from None
+
+
+class SimulationSession:
+    """Run a model with any mix of fake-quantized weights and activations, without rebuilding it.
+
+    Built once per model. Model outputs come from one InferenceSession; per-layer outputs (which
+    stop onnxruntime from fusing a layer with what follows) come from a second one, built on first use.
+    """
+
+    def __init__(self, prepared, *, threads: int = 1):
+        model = prepared.model
+        self._model, self._threads = model, threads
+        self._specs = tuple(spec for spec in layer_specs(prepared))
+        self.layers = tuple(spec.name for spec in self._specs)
+        self.layer_outputs = {spec.name: spec.output for spec in self._specs if spec.output}
+        self.opset = _cast_opset(model)
+        self.modes = activation_modes_supported(model)
+        initializers = {init.name: init for init in model.graph.initializer}
+        self._fp32_weights = {spec.name: numpy_helper.to_array(initializers[spec.weight]).astype(np.float32)
+                              for spec in self._specs if spec.weight in initializers}
+        self.input_names = tuple(i.name for i in model.graph.input if i.name not in initializers)
+        self.output_names = tuple(o.name for o in model.graph.output)
+        self._variants: dict[bool, _Variant] = {False: self._build(layer_outputs=False)}
+
+    def _build(self, *, layer_outputs: bool) -> _Variant:
+        variant = _Variant(self._model, self._specs, self.modes, self._threads, layer_outputs=layer_outputs)
+        defaults = {}
+        for layer, feeds in variant.weight_feeds.items():
+            for feed in feeds:
+                defaults[feed.name] = feed.value(self._fp32_weights[layer])
+        for index in variant.activation_index.values():
+            defaults.update(OFF.feeds(index))
+        variant.default_feeds = defaults
+        return variant
+
+    def _variant(self, layer_outputs: bool) -> _Variant:
+        if layer_outputs not in self._variants:
+            self._variants[layer_outputs] = self._build(layer_outputs=layer_outputs)
+        return self._variants[layer_outputs]
+
+    @property
+    def reordered(self) -> bool:
+        """True when the weights are fed in onnxruntime's optimized (NCHWc) layout."""
+        return self._variants[False].reordered
+
+    @property
+    def quantizable_activations(self) -> tuple[str, ...]:
+        """Layers whose activation input can be fake-quantized."""
+        return tuple(self._variants[False].activation_index)
+
+    def fp32_weight(self, layer: str) -> np.ndarray:
+        return self._fp32_weights[layer]
+
+    def run(self, feeds: Mapping[str, np.ndarray], *, weights: Mapping[str, np.ndarray] | None = None,
+            activations: Mapping[str, ActivationQuant] | None = None,
+            with_layer_outputs: bool = False) -> SimulationOutput:
+        """Run one batch; layers absent from `weights` / `activations` stay FP32."""
+        variant = self._variant(with_layer_outputs)
+        all_feeds = dict(variant.default_feeds)
+        all_feeds.update(feeds)
+        for layer, weight in (weights or {}).items():
+            for feed in variant.weight_feeds[layer]:
+                all_feeds[feed.name] = feed.value(np.asarray(weight, dtype=np.float32))
+        for layer, params in (activations or {}).items():
+            if params.mode not in self.modes:
+                needed = _CAST_OPSET[_CAST_KIND[params.mode]]
+                raise ValueError(f"layer {layer!r}: {params.mode.name.lower()} activations need a model with "
+                                 f"opset >= {needed}; this model has opset {self.opset}")
+            all_feeds.update(params.feeds(variant.activation_index[layer]))
+        names = list(self.output_names)
+        if with_layer_outputs:
+            names += [out for out in dict.fromkeys(self.layer_outputs.values()) if out not in self.output_names]
+        values = variant.session.run(names, all_feeds)
+        outputs = tuple(values[:len(self.output_names)])
+        if not with_layer_outputs:
+            return SimulationOutput(outputs)
+        by_name = dict(zip(names, values))
+        return SimulationOutput(outputs, {layer: by_name[out] for layer, out in self.layer_outputs.items()})

@@ -1,0 +1,81 @@
+"""Check once, at the entry, that a quantization config can apply to a model's layers."""
+from __future__ import annotations
+
+from .config import QuantConfig, TensorQuant
+from .errors import ConfigError
+from .formats import FormatKind, Granularity
+
+# Activations are quantized on a grid (int/uint) or cast (floats); codebooks and sign formats are weight-only.
+_ACTIVATION_KINDS = (FormatKind.FP32, FormatKind.INT, FormatKind.UINT, FormatKind.FP16, FormatKind.BF16,
+                     FormatKind.FP8_E4M3FN, FormatKind.FP8_E5M2)
+
+
+def _info(info_or_prepared):
+    return getattr(info_or_prepared, "info", info_or_prepared)
+
+
+def _weight_shape(layer) -> tuple[int, ...] | None:
+    weight = getattr(layer, "weight", None)
+    shape = getattr(weight, "shape", None)
+    return tuple(int(d) for d in shape) if shape is not None else None
+
+
+def _check_weights(layer_name: str, tq: TensorQuant, shape: tuple[int, ...] | None) -> None:
+    if shape is None:
+        raise ConfigError(f"layer {layer_name!r} has no constant weight to quantize: set its 'weights' to null")
+    if tq.granularity == Granularity.PER_TENSOR or not tq.format.is_integer and not tq.format.is_float:
+        return
+    rank = len(shape)
+    if rank < 2:
+        raise ConfigError(f"layer {layer_name!r}: {tq.granularity.value} needs a weight with 2 or more dimensions, "
+                          f"its weight has shape {shape}; use per_tensor")
+    if not -rank <= tq.axis < rank:
+        raise ConfigError(f"layer {layer_name!r}: axis {tq.axis} is out of range for its weight of shape {shape}; "
+                          f"expected an axis in [{-rank}, {rank - 1}]")
+    length = shape[tq.axis % rank]
+    if tq.granularity == Granularity.PER_GROUP and tq.block_size > length:
+        raise ConfigError(f"layer {layer_name!r}: block_size {tq.block_size} is larger than axis {tq.axis} of its "
+                          f"weight (size {length}, shape {shape}); use a block_size <= {length} or per_channel")
+
+
+def _check_activations(layer_name: str, tq: TensorQuant, activation_input: str | None) -> None:
+    if tq.format.is_identity:
+        return
+    if not activation_input:
+        raise ConfigError(f"layer {layer_name!r} has no float activation input to quantize: "
+                          f"set its 'activations' to null")
+    if tq.format.kind not in _ACTIVATION_KINDS:
+        raise ConfigError(f"layer {layer_name!r}: {tq.format.name} cannot quantize activations; "
+                          f"expected an int/uint, fp16, bf16 or fp8 format")
+    if tq.granularity != Granularity.PER_TENSOR:
+        raise ConfigError(f"layer {layer_name!r}: activations are quantized per_tensor, got {tq.granularity.value}")
+
+
+def validate_config(config: QuantConfig, info) -> None:
+    """Raise ConfigError, naming the layer and what is expected, if `config` cannot apply to the model.
+
+    `info` is a ModelInfo (or a PreparedModel). Checked: overrides name existing layers; weight
+    granularity fits the weight's shape (per-channel / per-group need 2-D or more, axis in range,
+    block_size <= the axis length); activation quantization only on layers with a float
+    activation input, per tensor, in a format that can hold activations.
+
+    Notes
+    -----
+    The default applies to every layer, but only where it can: its weight part is skipped for a
+    layer without weights and its activation part for a layer without a float activation input.
+    """
+    layers = {layer.name: layer for layer in _info(info).layers}
+    unknown = [name for name, _ in config.overrides if name not in layers]
+    if unknown:
+        sample = ", ".join(list(layers)[:5])
+        raise ConfigError(f"the config names layer(s) {unknown} that the model does not have; "
+                          f"its layers are: {sample}{', ...' if len(layers) > 5 else ''}")
+    explicit = dict(config.overrides)
+    for name, layer in layers.items():
+        choice = config.for_layer(name)
+        shape = _weight_shape(layer)
+        activation_input = getattr(layer, "activation_input", None)
+        if choice.weights is not None and (name in explicit or shape is not None):
+            _check_weights(name, choice.weights, shape)
+        if choice.activations is not None and (name in explicit or activation_input):
+            _check_activations(name, choice.activations, activation_input)
