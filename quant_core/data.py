@@ -1,0 +1,184 @@
+"""Model input data from .npz files (never pickle), validated against the model, split and batched."""
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import DataError
+from .model_io import ModelInfo, TensorInfo
+
+LABELS_KEY = "labels"
+MAX_DATA_BYTES = 2 * 2**30  # uncompressed; refuses .npz "zip bombs" before reading them
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Samples for a model: one array per model input (samples on axis 0) and optional integer labels."""
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+
+    @property
+    def num_samples(self) -> int:
+        return int(next(iter(self.inputs.values())).shape[0]) if self.inputs else 0
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> Dataset:
+        """Return the samples at `indices` (in that order)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return Dataset(inputs={name: array[indices] for name, array in self.inputs.items()},
+                       labels=None if self.labels is None else self.labels[indices])
+
+
+def load_npz(source: bytes | str | os.PathLike, info: ModelInfo) -> Dataset:
+    """Read an .npz with one array per model input (and optional `labels`) and check it fits the model.
+
+    Notes
+    -----
+    Read with allow_pickle=False: an .npz of Python objects is refused, never unpickled. Arrays are checked
+    for names, rank, fixed dims and dtype against `info.inputs`; NaN / infinite inputs and zero samples are
+    refused. `labels` must be integers, one per sample.
+    """
+    arrays = _read_npz(source)
+    expected = [tensor.name for tensor in info.inputs]
+    missing = [name for name in expected if name not in arrays]
+    unknown = sorted(set(arrays) - set(expected) - {LABELS_KEY})
+    if missing or unknown:
+        have = ", ".join(f"'{name}'" for name in arrays) or "nothing"
+        want = ", ".join(f"'{name}'" for name in expected)
+        raise DataError(f"the .npz must hold one array per model input ({want}) and optionally '{LABELS_KEY}'; "
+                        f"it holds {have}")
+    inputs = {}
+    for tensor in info.inputs:
+        array = arrays[tensor.name]
+        _check_input(array, tensor)
+        inputs[tensor.name] = array
+    counts = {name: array.shape[0] for name, array in inputs.items()}
+    if len(set(counts.values())) > 1:
+        raise DataError(f"inputs have different numbers of samples: {counts}")
+    num_samples = next(iter(counts.values()))
+    if num_samples == 0:
+        raise DataError("the .npz holds zero samples")
+    labels = arrays.get(LABELS_KEY)
+    if labels is not None:
+        labels = _check_labels(labels, num_samples, info)
+    return Dataset(inputs=inputs, labels=labels)
+
+
+def split_dataset(ds: Dataset, *, calibration_samples: int = 256, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """Split into (calibration, evaluation) by a seeded permutation; each part keeps the original order.
+
+    Notes
+    -----
+    The calibration part gets min(calibration_samples, num_samples // 2) samples so that evaluation always
+    gets at least half; a data set of one sample cannot be split.
+    """
+    if calibration_samples < 1:
+        raise DataError(f"calibration_samples must be at least 1, got {calibration_samples}")
+    if ds.num_samples < 2:
+        raise DataError(f"need at least 2 samples to split into calibration and evaluation, got {ds.num_samples}")
+    count = min(calibration_samples, ds.num_samples // 2)
+    order = np.random.default_rng(seed).permutation(ds.num_samples)
+    return ds.subset(np.sort(order[:count])), ds.subset(np.sort(order[count:]))
+
+
+def iter_batches(ds: Dataset, info: ModelInfo, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Yield feeds {input name: array} of up to `batch_size` samples, in order.
+
+    Notes
+    -----
+    When a model input has a fixed batch dimension n (e.g. 1), batches have exactly n samples whatever
+    `batch_size` says; a last partial batch is then dropped (the model could not run it).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    fixed = fixed_batch_size(info)
+    size = fixed or batch_size
+    stop = ds.num_samples - ds.num_samples % size if fixed else ds.num_samples
+    for start in range(0, stop, size):
+        yield {name: array[start:start + size] for name, array in ds.inputs.items()}
+
+
+def fixed_batch_size(info: ModelInfo) -> int | None:
+    """The batch size a model forces through a fixed first dimension of its inputs, or None when free."""
+    sizes = {tensor.shape[0] for tensor in info.inputs if tensor.shape and isinstance(tensor.shape[0], int)
+             and tensor.shape[0] > 0}
+    return min(sizes) if sizes else None
+
+
+def describe_input(tensor: TensorInfo) -> str:
+    """The shape and dtype an input expects, as a user reads it: "(batch, 1, 8, 8) float32"."""
+    dims = ", ".join("?" if dim is None else str(dim) for dim in tensor.shape)
+    return f"({dims}{',' if len(tensor.shape) == 1 else ''}) {tensor.dtype}"
+
+
+def _read_npz(source: bytes | str | os.PathLike) -> dict[str, np.ndarray]:
+    file = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    try:
+        loaded = np.load(file, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"data file not found: {source}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"not a readable .npz file ({_one_line(err)}): save the data with "
+                        "np.savez(path, <input name>=array, labels=labels)") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise DataError("expected an .npz archive with one array per model input (np.savez), "
+                        "got a single .npy array")
+    with loaded:
+        total = sum(member.file_size for member in loaded.zip.infolist())
+        if total > MAX_DATA_BYTES:
+            raise DataError(f"the .npz unpacks to {total / 2**20:.0f} MiB, over the "
+                            f"{MAX_DATA_BYTES / 2**20:.0f} MiB limit")
+        arrays = {}
+        for name in loaded.files:
+            try:
+                arrays[name] = loaded[name]
+            except ValueError as err:
+                if "allow_pickle" in str(err):
+                    raise DataError(f"array '{name}' holds Python objects (pickled), which are never loaded: "
+                                    "save plain numeric arrays, e.g. array.astype(np.float32)") from None
+                raise DataError(f"array '{name}' cannot be read: {_one_line(err)}") from None
+            except (OSError, EOFError, zipfile.BadZipFile) as err:
+                raise DataError(f"array '{name}' cannot be read (corrupt .npz?): {_one_line(err)}") from None
+    return arrays
+
+
+def _check_input(array: np.ndarray, tensor: TensorInfo) -> None:
+    expected = describe_input(tensor)
+    got = f"({', '.join(str(dim) for dim in array.shape)}{',' if array.ndim == 1 else ''}) {array.dtype}"
+    mismatch = f"input '{tensor.name}' expects shape {expected}, got {got}"
+    if array.dtype.name != tensor.dtype:
+        raise DataError(f"{mismatch}: convert with array.astype(np.{tensor.dtype})"
+                        if hasattr(np, tensor.dtype) else mismatch)
+    if tensor.shape:
+        if array.ndim != len(tensor.shape):
+            raise DataError(f"{mismatch}: samples go on axis 0")
+        for axis, dim in enumerate(tensor.shape[1:], start=1):
+            if isinstance(dim, int) and dim > 0 and array.shape[axis] != dim:
+                raise DataError(mismatch)
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise DataError(f"input '{tensor.name}' holds {bad} NaN or infinite value(s)")
+
+
+def _check_labels(labels: np.ndarray, num_samples: int, info: ModelInfo) -> np.ndarray:
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"'{LABELS_KEY}' must be a 1-D integer array (class indices), got shape "
+                        f"{labels.shape} {labels.dtype}")
+    if labels.shape[0] != num_samples:
+        raise DataError(f"'{LABELS_KEY}' has {labels.shape[0]} entries for {num_samples} samples")
+    if labels.size and labels.min() < 0:
+        raise DataError(f"'{LABELS_KEY}' holds negative class indices (smallest {labels.min()})")
+    classes = info.outputs[0].shape[-1] if info.outputs and info.outputs[0].shape else None
+    if isinstance(classes, int) and classes > 0 and labels.size and labels.max() >= classes:
+        raise DataError(f"'{LABELS_KEY}' holds class {labels.max()}, but the model's output "
+                        f"'{info.outputs[0].name}' has {classes} classes")
+    return labels.astype(np.int64, copy=False)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:300]

@@ -1,0 +1,560 @@
+"""Safe loading of untrusted ONNX models, their canonical prepared form, and the quantizable-layer inventory.
+
+Layers are named by their ONNX node names. A layer is quantizable when its weight is static: an initializer or
+a Constant node. The inventory reads only tensor headers (names, dims, dtypes), never the weight data, so
+listing the layers of a large model costs no extra memory.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import numpy_helper, shape_inference, version_converter
+
+from .errors import ModelError
+
+MAX_MODEL_BYTES = 200 * 2**20
+MIN_PREPARED_OPSET = 13  # per-channel QuantizeLinear / DequantizeLinear (axis attribute) need opset 13
+
+# (op_type, input positions of quantizable weights, position of an optional bias)
+_WEIGHT_INPUTS = {
+    "Conv": ((1,), 2),
+    "ConvTranspose": ((1,), 2),
+    "Gemm": ((1,), 2),
+    "LSTM": ((1, 2), 3),
+    "GRU": ((1, 2), 3),
+    "RNN": ((1, 2), 3),
+}
+_QUANTIZED_OPS = frozenset({
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger",
+    "DynamicQuantizeMatMul", "DynamicQuantizeLSTM", "MatMulNBits", "MatMulBnb4", "QGemm", "QAttention",
+    "QOrderedMatMul", "GatherBlockQuantized",
+})
+_SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan"})
+_RUNTIME_WEIGHT_NOTE = "no static weights (computed at run time)"
+_QUANTIZED_WEIGHT_NOTE = "weight already quantized (comes from DequantizeLinear)"
+# Tensors above this many bytes are left out of the copy that shape inference and the checker see.
+_SKELETON_MAX_TENSOR_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A graph input or output: shape dims are ints (fixed), strings (named dynamic) or None (unknown)."""
+
+    name: str
+    shape: tuple[int | str | None, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class WeightRef:
+    """A static tensor a layer reads: where it is stored, its shape and dtype (not its values)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    source: str  # "initializer" or "constant"
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One quantizable node, named by its ONNX node name.
+
+    `weights` holds the quantizable weights, main weight first (Conv/Gemm/MatMul: W; LSTM/GRU/RNN: W, R;
+    Gather: the embedding table). `bias` is kept apart because biases are not quantized like weights.
+    `params` counts the elements of the weights and the bias.
+    """
+
+    name: str
+    op_type: str
+    weights: tuple[WeightRef, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    params: int
+    note: str = ""
+    bias: WeightRef | None = None
+
+    @property
+    def weight(self) -> WeightRef | None:
+        """The main weight, or None when the layer has no static weight."""
+        return self.weights[0] if self.weights else None
+
+    @property
+    def activation_input(self) -> str | None:
+        """The activation tensor the layer reads: its first input that is neither a weight nor the bias."""
+        static = {ref.name for ref in self.weights}
+        if self.bias is not None:
+            static.add(self.bias.name)
+        return next((name for name in self.inputs if name and name not in static), None)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model takes and gives, and its quantizable layers in graph order."""
+
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    opset: int
+    producer: str
+    ir_version: int
+    already_quantized: bool
+    quantized_ops: tuple[str, ...]
+    layers: tuple[Layer, ...]
+    total_params: int
+    notes: tuple[str, ...]
+
+    def layer(self, name: str) -> Layer:
+        """Return the layer named `name` (an ONNX node name)."""
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ModelError(f"the model has no quantizable layer named '{name}'")
+
+    @property
+    def quantizable_layers(self) -> tuple[Layer, ...]:
+        """The layers with static weights (those a config can quantize)."""
+        return tuple(layer for layer in self.layers if layer.weights)
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    """A model in canonical form (see `prepare_model`), its inventory, and what preparing changed."""
+
+    model: onnx.ModelProto
+    info: ModelInfo
+    notes: tuple[str, ...]
+
+
+def load_model(source: bytes | str | os.PathLike, *, max_bytes: int = MAX_MODEL_BYTES) -> onnx.ModelProto:
+    """Parse an untrusted ONNX model from bytes or a path, refusing anything that is not a self-contained model.
+
+    Notes
+    -----
+    External data is refused without opening the file it names: an uploaded model could point at any path on
+    the server. Corrupt, truncated and oversize input raise a one-line `ModelError`.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        label = "the uploaded model"
+        _check_size(len(data), max_bytes, label)
+    else:
+        path = Path(source)
+        label = f"'{path.name}'"
+        if not path.is_file():
+            raise ModelError(f"model file not found: {path}")
+        _check_size(path.stat().st_size, max_bytes, label)
+        data = path.read_bytes()
+        _check_size(len(data), max_bytes, label)
+    if not data:
+        raise ModelError(f"{label} is empty: expected an ONNX model (.onnx)")
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as err:
+        raise ModelError(f"{label} is not a valid ONNX model (corrupt or truncated file: {_one_line(err)})") from None
+    del data
+    if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
+        raise ModelError(f"{label} is not an ONNX model (it has no ir_version, graph or opset): "
+                         "expected a file saved with onnx.save or exported by a framework")
+    _refuse_external_data(model)
+    _check_structure(model, label)
+    return model
+
+
+def prepare_model(model: onnx.ModelProto) -> PreparedModel:
+    """Return the canonical form the rest of the core works on; the input model is not changed.
+
+    Canonical form: opset >= 13 (converted with onnx.version_converter when older), weights of quantizable
+    layers held in initializers (Constant nodes moved, names kept), every node named (unnamed ones get
+    "{op_type}_{index}"), and shape inference run so intermediate tensors carry value_info.
+    """
+    _refuse_external_data(model)
+    prepared = onnx.ModelProto()
+    prepared.CopyFrom(model)
+    notes: list[str] = []
+    opset = _default_opset(prepared)
+    if opset < MIN_PREPARED_OPSET:
+        try:
+            prepared = version_converter.convert_version(prepared, MIN_PREPARED_OPSET)
+        except Exception as err:  # the converter raises bare RuntimeErrors from C++
+            raise ModelError(f"cannot convert the model from opset {opset} to {MIN_PREPARED_OPSET} "
+                             f"(needed for per-channel quantization): {_one_line(err)}") from None
+        prepared.ir_version = max(prepared.ir_version, 7)  # opset 13 needs IR version 7
+        notes.append(f"converted from opset {opset} to {MIN_PREPARED_OPSET} "
+                     "(per-channel quantization needs opset >= 13)")
+    moved = _constant_weights_to_initializers(prepared.graph)
+    if moved:
+        notes.append(f"moved {len(moved)} Constant-node weight(s) into initializers: {', '.join(moved)}")
+    unnamed = _name_nodes(prepared.graph)
+    if unnamed:
+        notes.append(f"named {unnamed} unnamed node(s) as {{op_type}}_{{index}}")
+    inference_note = _infer_shapes(prepared)
+    if inference_note:
+        notes.append(inference_note)
+    return PreparedModel(model=prepared, info=inspect_model(prepared), notes=tuple(notes))
+
+
+def inspect_model(model: onnx.ModelProto) -> ModelInfo:
+    """List a model's inputs, outputs and quantizable layers, reading tensor headers only."""
+    graph = model.graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    constants = {node.output[0]: node for node in graph.node
+                 if node.op_type == "Constant" and node.output and _constant_tensor(node) is not None}
+    names = node_names(graph)
+    quantized = sorted({node.op_type for node in _all_nodes(graph) if _is_quantized_op(node.op_type)})
+    dynamic = _input_dependent_tensors(graph, initializers)
+    dequantized = {output for node in graph.node if node.op_type == "DequantizeLinear" for output in node.output}
+
+    def ref(name: str) -> WeightRef | None:
+        if name in initializers:
+            tensor, source = initializers[name], "initializer"
+        elif name in constants:
+            tensor, source = _constant_tensor(constants[name]), "constant"
+        else:
+            return None
+        return WeightRef(name, tuple(int(d) for d in tensor.dims), _dtype_name(tensor.data_type), source)
+
+    layers = []
+    for node, name in zip(graph.node, names):
+        layer = _layer(node, name, ref, dynamic, dequantized)
+        if layer is not None:
+            layers.append(layer)
+
+    notes = []
+    if quantized:
+        notes.append(f"the model is already quantized ({', '.join(quantized)}): its quantized ops are not "
+                     "offered for quantization")
+    runtime = [layer.name for layer in layers if layer.note == _RUNTIME_WEIGHT_NOTE]
+    if runtime:
+        notes.append(f"{len(runtime)} layer(s) compute their weights at run time and cannot be quantized "
+                     f"as static weights: {', '.join(runtime)}")
+    nested = sum(1 for node in graph.node for _ in _subgraph_nodes(node))
+    if nested:
+        notes.append(f"{nested} node(s) inside If/Loop/Scan subgraphs are not listed as layers "
+                     "(only top-level layers are)")
+    if not any(layer.weights for layer in layers):
+        notes.append("no quantizable layers found (Conv, ConvTranspose, Gemm, MatMul with a constant operand, "
+                     "Gather over an embedding table, LSTM/GRU/RNN)")
+    constant_params = sum(ref.size for layer in layers for ref in (*layer.weights, layer.bias)
+                          if ref is not None and ref.source == "constant")
+    total_params = sum(math.prod(tensor.dims) for tensor in graph.initializer) + constant_params
+    return ModelInfo(
+        inputs=tuple(_tensor_info(value) for value in graph.input if value.name not in initializers),
+        outputs=tuple(_tensor_info(value) for value in graph.output),
+        opset=_default_opset(model),
+        producer=f"{model.producer_name} {model.producer_version}".strip(),
+        ir_version=int(model.ir_version),
+        already_quantized=bool(quantized),
+        quantized_ops=tuple(quantized),
+        layers=tuple(layers),
+        total_params=int(total_params),
+        notes=tuple(notes),
+    )
+
+
+def weight_array(model: onnx.ModelProto, name: str) -> np.ndarray:
+    """Return the value of the initializer or Constant-node output `name` as a numpy array."""
+    for tensor in model.graph.initializer:
+        if tensor.name == name:
+            _refuse_external_tensor(tensor, name)
+            return numpy_helper.to_array(tensor)
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output and node.output[0] == name:
+            tensor = _constant_tensor(node)
+            if tensor is not None:
+                _refuse_external_tensor(tensor, name)
+                return numpy_helper.to_array(tensor)
+    raise ModelError(f"the model has no initializer or Constant named '{name}'")
+
+
+def node_names(graph: onnx.GraphProto) -> tuple[str, ...]:
+    """Return a unique name for each top-level node: its own, or "{op_type}_{index}" when it has none.
+
+    A repeated name gets a "_{k}" suffix so that layers can be told apart; `prepare_model` writes these names
+    into the graph, so the prepared model and this inventory agree.
+    """
+    taken = {node.name for node in graph.node if node.name}
+    seen: set[str] = set()
+    names = []
+    for index, node in enumerate(graph.node):
+        name = node.name or f"{node.op_type}_{index}"
+        if not node.name:
+            while name in taken:
+                name += "_"
+        if name in seen:
+            suffix = 1
+            while f"{name}_{suffix}" in seen or f"{name}_{suffix}" in taken:
+                suffix += 1
+            name = f"{name}_{suffix}"
+        seen.add(name)
+        names.append(name)
+    return tuple(names)
+
+
+def _layer(node, name, ref, dynamic: set[str], dequantized: set[str]) -> Layer | None:
+    op = node.op_type
+    inputs, outputs = tuple(node.input), tuple(node.output)
+    bias = None
+    if op in _WEIGHT_INPUTS:
+        positions, bias_position = _WEIGHT_INPUTS[op]
+        candidates = [inputs[i] if i < len(inputs) else "" for i in positions]
+        if bias_position < len(inputs) and inputs[bias_position]:
+            bias = ref(inputs[bias_position])
+    elif op == "MatMul" and len(inputs) == 2:
+        # The weight is the static operand; two activations (attention scores) make no layer.
+        activation, weight = inputs
+        if ref(weight) is None and (ref(activation) is not None or weight in dynamic):
+            activation, weight = weight, activation
+        if weight in dynamic:
+            return None
+        candidates = [weight]
+    elif op == "Gather" and len(inputs) == 2:
+        table = ref(inputs[0])
+        if table is None or len(table.shape) < 2:
+            return None
+        candidates = [inputs[0]]
+    else:
+        return None
+    weights = [ref(candidate) for candidate in candidates if candidate]
+    note = ""
+    if not weights or any(weight is None for weight in weights):
+        if any(candidate in dequantized for candidate in candidates):
+            note = _QUANTIZED_WEIGHT_NOTE
+        elif any(candidate in dynamic for candidate in candidates if candidate):
+            return None  # the "weight" is an activation: nothing to quantize statically
+        else:
+            note = _RUNTIME_WEIGHT_NOTE
+        weights, bias = [], None
+    params = sum(weight.size for weight in weights) + (bias.size if bias is not None else 0)
+    return Layer(name=name, op_type=op, weights=tuple(weights), inputs=inputs, outputs=outputs, params=params,
+                 note=note, bias=bias)
+
+
+def _input_dependent_tensors(graph: onnx.GraphProto, initializers: dict) -> set[str]:
+    """Names of tensors whose value depends on a graph input (activations), in one pass over the sorted graph."""
+    dynamic = {value.name for value in graph.input if value.name not in initializers}
+    for node in graph.node:
+        if node.op_type in _SUBGRAPH_OPS or any(name in dynamic for name in node.input if name):
+            dynamic.update(name for name in node.output if name)
+    return dynamic
+
+
+def _constant_weights_to_initializers(graph: onnx.GraphProto) -> list[str]:
+    """Move Constant nodes that hold a quantizable layer's weight or bias into initializers, keeping names."""
+    info_layers = []
+    initializers = {tensor.name for tensor in graph.initializer}
+    constants = {node.output[0]: node for node in graph.node
+                 if node.op_type == "Constant" and node.output and _constant_tensor(node) is not None}
+    if not constants:
+        return []
+    dynamic = _input_dependent_tensors(graph, {name: None for name in initializers})
+
+    def ref(name):
+        if name in constants:
+            tensor = _constant_tensor(constants[name])
+            return WeightRef(name, tuple(tensor.dims), _dtype_name(tensor.data_type), "constant")
+        if name in initializers:
+            return WeightRef(name, (), "", "initializer")
+        return None
+
+    for node, name in zip(graph.node, node_names(graph)):
+        layer = _layer(node, name, ref, dynamic, set())
+        if layer is not None:
+            info_layers.append(layer)
+    wanted = {weight.name for layer in info_layers for weight in (*layer.weights, layer.bias)
+              if weight is not None and weight.source == "constant"}
+    moved = []
+    kept_nodes = []
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output and node.output[0] in wanted:
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(_constant_tensor(node))
+            tensor.name = node.output[0]
+            graph.initializer.append(tensor)
+            moved.append(tensor.name)
+        else:
+            kept_nodes.append(node)
+    if moved:
+        del graph.node[:]
+        graph.node.extend(kept_nodes)
+    return moved
+
+
+def _name_nodes(graph: onnx.GraphProto) -> int:
+    names = node_names(graph)
+    unnamed = sum(1 for node in graph.node if not node.name)
+    for node, name in zip(graph.node, names):
+        node.name = name
+    return unnamed
+
+
+def _infer_shapes(model: onnx.ModelProto) -> str:
+    """Run ONNX shape inference on a copy without the large tensors; copy the inferred value_info back."""
+    skeleton = _skeleton(model)
+    try:
+        inferred = shape_inference.infer_shapes(skeleton, strict_mode=False, data_prop=True)
+    except Exception as err:  # noqa: BLE001 - inference is best effort; the model still runs without it
+        return f"shape inference failed, intermediate shapes unknown: {_one_line(err)}"
+    known = {value.name for value in model.graph.input} | {value.name for value in model.graph.output}
+    known |= {tensor.name for tensor in model.graph.initializer}
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(value for value in inferred.graph.value_info if value.name not in known)
+    return ""
+
+
+def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` whose large initializers are graph inputs of the same type and shape (no data).
+
+    Shape inference and the checker serialize the whole model; this keeps them cheap for large models.
+    """
+    skeleton = onnx.ModelProto()
+    for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
+        setattr(skeleton, field, getattr(model, field))
+    skeleton.opset_import.extend(model.opset_import)
+    skeleton.functions.extend(model.functions)
+    graph = model.graph
+    target = skeleton.graph
+    target.name = graph.name
+    target.node.extend(graph.node)
+    target.input.extend(graph.input)
+    target.output.extend(graph.output)
+    target.value_info.extend(graph.value_info)
+    target.sparse_initializer.extend(graph.sparse_initializer)
+    declared = {value.name for value in graph.input}
+    for tensor in graph.initializer:
+        if _tensor_bytes(tensor) <= _SKELETON_MAX_TENSOR_BYTES:
+            target.initializer.append(tensor)
+        elif tensor.name not in declared:
+            target.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+    return skeleton
+
+
+def _check_structure(model: onnx.ModelProto, label: str) -> None:
+    """Run onnx.checker on the model's skeleton: graph structure, op schemas, topological order."""
+    skeleton = _skeleton(model)
+    if skeleton.ir_version < 4:
+        # IR < 4 requires every initializer to be a graph input; the skeleton may have moved some.
+        skeleton.ir_version = 4
+    try:
+        onnx.checker.check_model(skeleton)
+    except onnx.checker.ValidationError as err:
+        raise ModelError(f"{label} is not a valid ONNX model: {_one_line(err)}") from None
+    except Exception as err:  # noqa: BLE001 - the checker's C++ errors surface as various types
+        raise ModelError(f"{label} could not be checked as an ONNX model: {_one_line(err)}") from None
+
+
+def _refuse_external_data(model: onnx.ModelProto) -> None:
+    for tensor, where in _all_tensors(model.graph):
+        _refuse_external_tensor(tensor, where)
+
+
+def _refuse_external_tensor(tensor: onnx.TensorProto, where: str) -> None:
+    if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data) > 0:
+        location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "?")
+        raise ModelError(f"tensor '{where}' keeps its data in an external file ('{location}'), which is not "
+                         "supported: save the model as one file (onnx.save_model(model, path, "
+                         "save_as_external_data=False))")
+
+
+def _all_tensors(graph: onnx.GraphProto) -> Iterator[tuple[onnx.TensorProto, str]]:
+    """Every TensorProto stored in a graph: initializers, sparse initializers, Constant values, subgraphs."""
+    for tensor in graph.initializer:
+        yield tensor, tensor.name
+    for sparse in graph.sparse_initializer:
+        yield sparse.values, sparse.values.name
+        yield sparse.indices, sparse.indices.name
+    for node in graph.node:
+        for attribute in node.attribute:
+            label = f"{node.name or node.op_type}.{attribute.name}"
+            if attribute.HasField("t"):
+                yield attribute.t, label
+            for tensor in attribute.tensors:
+                yield tensor, label
+            if attribute.HasField("sparse_tensor"):
+                yield attribute.sparse_tensor.values, label
+                yield attribute.sparse_tensor.indices, label
+            if attribute.HasField("g"):
+                yield from _all_tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _all_tensors(subgraph)
+
+
+def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    for node in graph.node:
+        yield node
+        yield from _subgraph_nodes(node)
+
+
+def _subgraph_nodes(node: onnx.NodeProto) -> Iterator[onnx.NodeProto]:
+    for attribute in node.attribute:
+        subgraphs = ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs)
+        for subgraph in subgraphs:
+            yield from _all_nodes(subgraph)
+
+
+def _constant_tensor(node: onnx.NodeProto) -> onnx.TensorProto | None:
+    """The tensor a Constant node holds in its `value` attribute (other forms hold no weights)."""
+    for attribute in node.attribute:
+        if attribute.name == "value" and attribute.HasField("t"):
+            return attribute.t
+    return None
+
+
+def _is_quantized_op(op_type: str) -> bool:
+    return op_type in _QUANTIZED_OPS or op_type.startswith("QLinear")
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return 0
+
+
+def _tensor_info(value: onnx.ValueInfoProto) -> TensorInfo:
+    kind = value.type.WhichOneof("value")
+    if kind != "tensor_type":
+        return TensorInfo(value.name, (), kind.removesuffix("_type") if kind else "unknown")
+    tensor_type = value.type.tensor_type
+    shape: tuple[int | str | None, ...] = ()
+    if tensor_type.HasField("shape"):
+        shape = tuple(dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or None)
+                      for dim in tensor_type.shape.dim)
+    return TensorInfo(value.name, shape, _dtype_name(tensor_type.elem_type))
+
+
+def _dtype_name(data_type: int) -> str:
+    """numpy-style name of an ONNX element type: "float32", "int64", "bfloat16", "float8e4m3fn"."""
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(data_type)).name
+    except (KeyError, TypeError, ValueError):
+        try:
+            return onnx.TensorProto.DataType.Name(data_type).lower()
+        except ValueError:
+            return f"type{data_type}"
+
+
+def _tensor_bytes(tensor: onnx.TensorProto) -> int:
+    if tensor.HasField("raw_data"):
+        return len(tensor.raw_data)
+    return math.prod(tensor.dims) * 8
+
+
+def _check_size(size: int, max_bytes: int, label: str) -> None:
+    if size > max_bytes:
+        raise ModelError(f"{label} is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit")
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text[:300] + ("..." if len(text) > 300 else "")
