@@ -192,14 +192,21 @@ def activation_grid(calibration, tensor: str, tq: TensorQuant) -> _Grid:
         result = calibration.range_for(tensor, tq)
     except KeyError:
         raise ConfigError(f"the calibration has no range for tensor {tensor!r}; recalibrate on this model") from None
-    scale, zero_point = qparams_from_range(float(result.lo), float(result.hi), tq.format, symmetric=tq.symmetric)
+    # As the simulation (evaluate.py): one per-tensor range even if the estimator returned arrays.
+    lo, hi = float(np.min(result.lo)), float(np.max(result.hi))
+    scale, zero_point = qparams_from_range(lo, hi, tq.format, symmetric=tq.symmetric)
     return _Grid(_format_type(tq.format), scale, zero_point)
 
 
 def weight_grid(weight: np.ndarray, tq: TensorQuant, *, name: str) -> _Grid:
     """Return the grid of a weight exactly as the simulation quantizes it (`quantize_tensor`)."""
+    from .formats import RangeMethod
     from .quantize import quantize_tensor
-    quantized = quantize_tensor(weight, tq, name=name)
+    from .ranges import weight_ranges
+    lo = hi = None
+    if tq.range_method != RangeMethod.MINMAX:  # as Evaluator.quantized_weight
+        lo, hi = weight_ranges(weight, tq, name=name)
+    quantized = quantize_tensor(weight, tq, name=name, lo=lo, hi=hi)
     axis = quantized.axis
     return _Grid(_format_type(tq.format), np.asarray(quantized.scale, np.float32),
                  np.asarray(quantized.zero_point, np.int32), None if axis is None else int(axis))
