@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .errors import DataError, ModelError
+from .errors import ConfigError, DataError, ModelError
 from .formats import FormatKind, Granularity, NumberFormat
 from .qparams import qparams_from_range
 from .quantize import fake_quantize, tensor_range
@@ -128,9 +128,10 @@ def fine_tune_qat(weights: tuple[Dense, ...], train, *, bits: int, epochs: int =
     `progress(fraction, text)` is called after every epoch.
     """
     if not MIN_QAT_BITS <= int(bits) <= MAX_QAT_BITS:
-        raise ValueError(f"bits must be between {MIN_QAT_BITS} and {MAX_QAT_BITS}, got bits={bits}")
+        raise ConfigError(f"bits must be between {MIN_QAT_BITS} and {MAX_QAT_BITS}, got bits={bits}")
     if epochs < 1 or batch_size < 1 or not lr > 0:
-        raise ValueError(f"epochs, batch_size and lr must be positive, got {epochs}, {batch_size}, {lr}")
+        raise ConfigError(f"epochs, batch_size and lr must be positive, got epochs={epochs}, "
+                          f"batch_size={batch_size}, lr={lr}")
     x, labels = _inputs_and_labels(train)
     x = x.reshape(len(x), -1).astype(np.float32)
     n_classes = weights[-1].weight.shape[0]
