@@ -4,62 +4,24 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
-
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from quant_core.calibrate import calibrate
 from quant_core.config import LayerQuant, QuantConfig, TensorQuant
 from quant_core.export import (export_dynamic_int8, export_fp16, export_matmul_nbits, export_model, overrides_path,
                                save_export)
 from quant_core.formats import Granularity, parse_format
 from quant_core.latency import static_int8_config
+from quant_core.model_io import prepare_model
 from quant_core.overrides import ort_overrides, overrides_from_json, overrides_to_json, tensor_quant_overrides
 from quant_core.qparams import qparams_from_range
+from quant_core.simulate import ActivationQuant
 
-# --- tiny models, a minimal "prepared" model and a min-max calibration --------------------------------------
-
-
-@dataclass(frozen=True)
-class _Layer:
-    name: str
-    op_type: str
-
-
-@dataclass(frozen=True)
-class _Info:
-    layers: tuple
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    model: onnx.ModelProto
-    info: _Info
-
-
-@dataclass(frozen=True)
-class _Range:
-    lo: float
-    hi: float
-
-
-class _MinMaxCalibration:
-    """range_for(tensor, tq) -> the min-max of the tensor over the data (what calibrate() gives for minmax)."""
-
-    def __init__(self, model: onnx.ModelProto, x: np.ndarray):
-        probe = onnx.ModelProto()
-        probe.CopyFrom(model)
-        names = [out for node in probe.graph.node for out in node.output]
-        probe.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
-        values = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-            names, {"image": x})
-        self.values = dict(zip(names, values), image=x)
-
-    def range_for(self, tensor, tq):
-        return _Range(float(self.values[tensor].min()), float(self.values[tensor].max()))
+# --- tiny models -----------------------------------------------------------------------------------------------
 
 
 def _init(name, array):
@@ -104,9 +66,13 @@ def tiny_mlp(seed=0) -> onnx.ModelProto:
     return _model(nodes, inits)
 
 
-def prepare(model: onnx.ModelProto) -> _Prepared:
-    layers = tuple(_Layer(n.name, n.op_type) for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul"))
-    return _Prepared(model, _Info(layers))
+def prepare(model: onnx.ModelProto):
+    return prepare_model(model)
+
+
+def calibrated(model: onnx.ModelProto):
+    prepared = prepare(model)
+    return prepared, calibrate(prepared, {"image": IMAGES})
 
 
 IMAGES = np.random.default_rng(1).random((64, 1, 8, 8)).astype(np.float32)
@@ -135,14 +101,12 @@ W8A8_PER_TENSOR = QuantConfig(LayerQuant(TensorQuant(parse_format("int8")),
 
 @pytest.fixture(scope="module")
 def cnn():
-    prepared = prepare(tiny_cnn())
-    return prepared, _MinMaxCalibration(prepared.model, IMAGES)
+    return calibrated(tiny_cnn())
 
 
 @pytest.fixture(scope="module")
 def mlp():
-    prepared = prepare(tiny_mlp())
-    return prepared, _MinMaxCalibration(prepared.model, IMAGES)
+    return calibrated(tiny_mlp())
 
 
 # --- static QDQ ------------------------------------------------------------------------------------------------
@@ -173,8 +137,9 @@ def test_exported_activation_scale_and_zero_point_are_ours_bit_for_bit(cnn):
     model = onnx.load_from_string(result.model)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     quantize_input = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "image")
-    scale, zero_point = qparams_from_range(float(IMAGES.min()), float(IMAGES.max()), parse_format("uint8"),
-                                           symmetric=False)
+    tq = W8A8_PER_TENSOR.default.activations
+    found = calibration.range_for("image", tq)
+    scale, zero_point = qparams_from_range(found.lo, found.hi, tq.format, symmetric=False)
     assert inits[quantize_input.input[1]].tobytes() == scale.astype(np.float32).tobytes()
     assert int(inits[quantize_input.input[2]]) == int(zero_point)
     assert inits[quantize_input.input[2]].dtype == np.uint8
@@ -235,34 +200,20 @@ def test_weight_only_int8_layers_store_int8_weights_behind_dequantize_linear(cnn
 
 
 def test_export_agrees_with_the_simulation_session(cnn):
-    from quant_core.quantize import quantize_tensor
-    from quant_core.simulate import ActivationQuant, SimulationSession
-
-    @dataclass(frozen=True)
-    class Layer:
-        name: str
-        op_type: str
-        weight: str
-        activation_input: str
-        outputs: tuple
+    from quant_core.evaluate import Evaluator
 
     prepared, calibration = cnn
-    model = prepared.model
-    layers = tuple(Layer(n.name, n.op_type, n.input[1], n.input[0], tuple(n.output)) for n in model.graph.node
-                   if n.op_type in ("Conv", "Gemm"))
-    full = _Prepared(model, _Info(layers))
-    config = static_int8_config(full, per_channel=True)
-    session = SimulationSession(full)
-    weights = {l.name: quantize_tensor(session.fp32_weight(l.name), config.for_layer(l.name).weights).values
-               for l in layers}
+    config = static_int8_config(prepared, per_channel=True)
+    evaluator = Evaluator(prepared, calibration, {"image": IMAGES})
+    weights = {layer: evaluator.quantized_weight(layer, config.for_layer(layer).weights) for layer in evaluator.layers}
     activations = {}
-    for l in layers:
-        tq = config.for_layer(l.name).activations
-        r = calibration.range_for(l.activation_input, tq)
-        activations[l.name] = ActivationQuant.from_range(r.lo, r.hi, tq)
-    simulated = session.run({"image": IMAGES}, weights=weights, activations=activations).outputs[0]
-    exported = run(export_model(full, config, calibration).model)
-    fp32 = run(model.SerializeToString())
+    for layer in prepared.info.layers:
+        tq = config.for_layer(layer.name).activations
+        found = calibration.range_for(layer.activation_input, tq)
+        activations[layer.name] = ActivationQuant.from_range(found.lo, found.hi, tq)
+    simulated = evaluator.session.run({"image": IMAGES}, weights=weights, activations=activations).outputs[0]
+    exported = run(export_model(prepared, config, calibration).model)
+    fp32 = run(prepared.model.SerializeToString())
     # Integer accumulation and the int32 bias differ from float32 maths by at most a rounding step here and there.
     assert np.abs(exported - simulated).max() < 0.25 * np.abs(simulated - fp32).max()
     assert (exported.argmax(1) == simulated.argmax(1)).mean() >= 0.98

@@ -8,13 +8,12 @@ from quant_core.config import PRESETS
 from quant_core.errors import DataError, ModelError
 from quant_core.export import export_model
 from quant_core.latency import measure_latency, model_size_bytes, standard_variants, static_int8_config
-from tests.engine.test_export import IMAGES, _MinMaxCalibration, prepare, tiny_cnn, tiny_mlp
+from tests.engine.test_export import IMAGES, calibrated, tiny_cnn, tiny_mlp
 
 
 @pytest.fixture(scope="module")
 def cnn():
-    prepared = prepare(tiny_cnn())
-    return prepared, _MinMaxCalibration(prepared.model, IMAGES)
+    return calibrated(tiny_cnn())
 
 
 def test_latency_result_fields_are_consistent_with_what_was_asked(cnn):
@@ -90,13 +89,13 @@ def test_standard_variants_skip_4_bit_when_there_is_no_matmul_or_gemm():
                               [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 8, 8])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], [weight])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    prepared = prepare(model)
-    names = [v.name for v in standard_variants(prepared, _MinMaxCalibration(model, IMAGES), PRESETS["FP32"])]
+    prepared, calibration = calibrated(model)
+    names = [v.name for v in standard_variants(prepared, calibration, PRESETS["FP32"])]
     assert "4-bit weight-only (MatMulNBits)" not in names and len(names) == 6
 
 
 def test_mlp_variants_include_4_bit_matmul_nbits():
-    prepared = prepare(tiny_mlp())
-    variants = standard_variants(prepared, _MinMaxCalibration(prepared.model, IMAGES), PRESETS["FP32"])
+    prepared, calibration = calibrated(tiny_mlp())
+    variants = standard_variants(prepared, calibration, PRESETS["FP32"])
     nbits = next(v for v in variants if v.name.startswith("4-bit"))
     assert nbits.model is not None and "MatMulNBits" in measure_latency(nbits.model, IMAGES, repeats=1).kernels
