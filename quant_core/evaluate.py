@@ -166,7 +166,7 @@ class Evaluator:
         self._weights: dict[tuple[str, TensorQuant], np.ndarray] = {}
         self._fp32_layer_outputs: dict[str, np.ndarray] | None = None
         self.fp32_outputs = self._run_outputs({}, {})
-        self.fp32_size_bytes = self._size_bytes(QuantConfig())
+        self.fp32_size_bytes = self.size_bytes(QuantConfig())
         self.fp32_accuracy = self._accuracy(self.fp32_outputs[0])
 
     # -- feeds ------------------------------------------------------------------------------------
@@ -248,7 +248,7 @@ class Evaluator:
         return tuple(float(np.mean(predicted[self.labels == c] == c)) if np.any(self.labels == c) else float("nan")
                      for c in range(classes))
 
-    def _size_bytes(self, config: QuantConfig) -> int:
+    def size_bytes(self, config: QuantConfig) -> int:
         """Bytes of every initializer: quantized weights at their format's size, the rest as stored."""
         quantized = {}
         for layer, choice in self._choices(config).items():
@@ -269,7 +269,7 @@ class Evaluator:
         """Return accuracy and fidelity of `config` on the evaluation split (cached per config)."""
         if config in self._results:
             return self._results[config]
-        validate_config(config, self.prepared.info)
+        validate_config(config, self.prepared)
         weights, activations = self._feeds(config)
         outputs = self._run_outputs(weights, activations) if (weights or activations) else self.fp32_outputs
         reference = self.fp32_outputs[0]
@@ -281,7 +281,7 @@ class Evaluator:
             cosine=_cosine(reference, outputs[0]),
             sqnr_db=_sqnr_db(reference, outputs[0]),
             output_sqnr_db=tuple(_sqnr_db(r, o) for r, o in zip(self.fp32_outputs, outputs)),
-            size_bytes=self._size_bytes(config),
+            size_bytes=self.size_bytes(config),
             fp32_size_bytes=self.fp32_size_bytes,
             simulated_only=simulated_only(config, self.layers),
             sample_count=self.sample_count,
@@ -291,7 +291,7 @@ class Evaluator:
 
     def outputs(self, config: QuantConfig) -> tuple[np.ndarray, ...]:
         """Return the model outputs of `config` on the whole split (not cached)."""
-        validate_config(config, self.prepared.info)
+        validate_config(config, self.prepared)
         return self._run_outputs(*self._feeds(config))
 
     def layer_errors(self, config: QuantConfig) -> tuple[LayerError, ...]:
@@ -302,7 +302,7 @@ class Evaluator:
         """
         if config in self._layer_errors:
             return self._layer_errors[config]
-        validate_config(config, self.prepared.info)
+        validate_config(config, self.prepared)
         accumulated = self._layer_sqnr_db(config)
         errors = []
         for layer in self.layers:

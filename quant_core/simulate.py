@@ -125,13 +125,27 @@ def _weight_name(layer: str, info_layer) -> str | None:
     return getattr(weight, "name", None) or getattr(weight, "initializer", None)
 
 
+def float_tensors(model: onnx.ModelProto) -> frozenset[str]:
+    """Names of the tensors the model declares (inputs, outputs, value_info) as float32."""
+    graph = model.graph
+    declared = list(graph.input) + list(graph.output) + list(graph.value_info)
+    return frozenset(v.name for v in declared if v.type.tensor_type.elem_type == TensorProto.FLOAT)
+
+
 def layer_specs(prepared) -> tuple[_LayerSpec, ...]:
-    """Return what the simulation needs from each quantizable layer of `prepared.info`."""
+    """Return what the simulation needs from each layer of `prepared.info`.
+
+    A layer's activation input is kept only when the model declares it float32 (after shape
+    inference): integer inputs such as Gather indices are never fake-quantized.
+    """
+    floats = float_tensors(prepared.model)
     specs = []
     for layer in prepared.info.layers:
         outputs = tuple(getattr(layer, "outputs", ()) or ())
+        activation = getattr(layer, "activation_input", None)
+        output = outputs[0] if outputs and outputs[0] in floats else ""
         specs.append(_LayerSpec(layer.name, _weight_name(layer.name, layer),
-                                getattr(layer, "activation_input", None), outputs[0] if outputs else ""))
+                                activation if activation in floats else None, output))
     return tuple(specs)
 
 

@@ -14,6 +14,16 @@ def _info(info_or_prepared):
     return getattr(info_or_prepared, "info", info_or_prepared)
 
 
+def _float_activation_inputs(info_or_prepared) -> dict[str, str | None]:
+    """layer -> its activation input when it is float32 (known only from a PreparedModel's graph)."""
+    info = _info(info_or_prepared)
+    model = getattr(info_or_prepared, "model", None)
+    if model is None:
+        return {layer.name: getattr(layer, "activation_input", None) for layer in info.layers}
+    from .simulate import layer_specs
+    return {spec.name: spec.activation_input for spec in layer_specs(info_or_prepared)}
+
+
 def _weight_shape(layer) -> tuple[int, ...] | None:
     weight = getattr(layer, "weight", None)
     shape = getattr(weight, "shape", None)
@@ -54,7 +64,7 @@ def _check_activations(layer_name: str, tq: TensorQuant, activation_input: str |
 def validate_config(config: QuantConfig, info) -> None:
     """Raise ConfigError, naming the layer and what is expected, if `config` cannot apply to the model.
 
-    `info` is a ModelInfo (or a PreparedModel). Checked: overrides name existing layers; weight
+    `info` is a ModelInfo, or a PreparedModel (then activation inputs must also be float32). Checked: overrides name existing layers; weight
     granularity fits the weight's shape (per-channel / per-group need 2-D or more, axis in range,
     block_size <= the axis length); activation quantization only on layers with a float
     activation input, per tensor, in a format that can hold activations.
@@ -71,10 +81,11 @@ def validate_config(config: QuantConfig, info) -> None:
         raise ConfigError(f"the config names layer(s) {unknown} that the model does not have; "
                           f"its layers are: {sample}{', ...' if len(layers) > 5 else ''}")
     explicit = dict(config.overrides)
+    activation_inputs = _float_activation_inputs(info)
     for name, layer in layers.items():
         choice = config.for_layer(name)
         shape = _weight_shape(layer)
-        activation_input = getattr(layer, "activation_input", None)
+        activation_input = activation_inputs.get(name)
         if choice.weights is not None and (name in explicit or shape is not None):
             _check_weights(name, choice.weights, shape)
         if choice.activations is not None and (name in explicit or activation_input):
