@@ -1,6 +1,57 @@
-"""Quantization Lab: landing page (the Model page). Run with `streamlit run app.py`."""
+"""Quantization Lab: the Model page (landing). Run with `streamlit run app.py`."""
 import streamlit as st
 
-st.set_page_config(page_title="Quantization Lab", layout="wide")
+from ui import model_view
+from ui.setup import page_errors, setup_page
+
+ctx = setup_page("Model")
 st.title("Quantization Lab")
-st.write("See what quantization does to a neural network.")
+st.caption("See what quantization does to a neural network: per-layer ranges, errors, accuracy, size and speed.")
+
+summary = model_view.model_summary(ctx)
+
+st.header(f"Model: {ctx.model_name}")
+for column, (label, value) in zip(st.columns(len(summary.facts)), summary.facts.items()):
+    column.metric(label, value)
+for note in summary.notes:
+    st.info(note)
+
+inputs_column, outputs_column = st.columns(2)
+with inputs_column:
+    st.subheader("Inputs")
+    st.dataframe(summary.inputs, hide_index=True, width="stretch")
+with outputs_column:
+    st.subheader("Outputs")
+    st.dataframe(summary.outputs, hide_index=True, width="stretch")
+
+st.subheader("Accuracy in FP32")
+if ctx.evaluation_data is None:
+    st.warning("No data for this model: upload a .npz with its inputs (and integer 'labels') in the sidebar "
+               "to measure its accuracy.")
+else:
+    with page_errors("the FP32 accuracy"), st.spinner("Running the model on the evaluation split…"):
+        accuracy = model_view.fp32_accuracy(ctx)
+        if accuracy is None:
+            st.write("The data has no labels, so accuracy cannot be measured; the other pages compare "
+                     "quantized outputs with FP32 outputs instead.")
+        else:
+            st.metric(f"FP32 top-1 accuracy ({ctx.evaluation_data.num_samples} evaluation samples of "
+                      f"{ctx.data_name})", f"{100 * accuracy:.2f} %")
+
+st.subheader("Layers")
+st.caption("Quantizable layers are named by their ONNX node names; share = the layer's parameters over all "
+           "parameters (FP32).")
+st.dataframe(summary.layers, hide_index=True, width="stretch")
+
+st.subheader("Size by format")
+st.caption("Quantizable weights in the format (scales and zero points included), all other parameters FP32.")
+size_column, chart_column = st.columns([2, 3])
+size_column.dataframe(summary.sizes, hide_index=True, width="stretch")
+chart_column.plotly_chart(model_view.size_figure(summary.sizes), width="stretch")
+
+st.header("How to use this lab")
+st.markdown("1. Pick a demo model or upload your own `.onnx` (and a `.npz` of inputs) in the sidebar.\n"
+            "2. Choose a quantization preset in the sidebar, or load a saved config; it follows you on every page.\n"
+            "3. Walk through the pages:")
+for path, label, question in model_view.available_pages()[1:]:
+    st.page_link(path, label=f"**{label}** — {question}")

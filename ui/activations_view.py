@@ -1,0 +1,136 @@
+"""The Activations page's content: calibrated activation ranges, search curves and outliers."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from quant_core.config import TensorQuant
+from quant_core.errors import QuantLabError
+from quant_core.formats import FormatKind, NumberFormat, RangeMethod
+from ui import figures
+from ui.cache import get_calibration
+from ui.setup import LabContext
+
+METHODS = tuple(RangeMethod)
+OUTLIER_PERCENTILE = 99.99
+OUTLIER_RATIO = 4.0  # max |x| this many times beyond the 99.99th percentile of |x| flags an outlier tensor
+
+
+@dataclass(frozen=True)
+class ActivationChoice:
+    tensor: str
+    method: RangeMethod = RangeMethod.ENTROPY
+    bits: int = 8
+    log_y: bool = True
+
+
+@dataclass(frozen=True)
+class ActivationsView:
+    tensor: str
+    readers: str
+    sample_count: int
+    histogram: go.Figure
+    curve: go.Figure | None
+    curve_note: str
+    ranges: pd.DataFrame
+
+
+def calibrate_with_progress(ctx: LabContext):
+    """Return the model's Calibration; the first time, run it with a progress bar (then cached).
+
+    On failure, show why (one line) and stop the page.
+    """
+    bar = st.progress(0.0, text="Calibrating: running the calibration split through the model…")
+    try:
+        return get_calibration(ctx, progress=lambda fraction: bar.progress(
+            min(max(float(fraction), 0.0), 1.0), text=f"Calibrating… {100 * fraction:.0f}%"))
+    except QuantLabError as err:
+        st.error(f"Calibration failed: {err}")
+    except Exception as err:  # noqa: BLE001 - the page boundary: never show a raw traceback
+        st.error(f"Calibration failed ({type(err).__name__}: {err}). Check that the data fits the model.")
+    finally:
+        bar.empty()
+    st.stop()
+
+
+def activation_tensors(ctx: LabContext, calibration) -> dict[str, str]:
+    """Calibrated tensors → what reads or produces them, e.g. 'input of /conv1/Conv'."""
+    readers: dict[str, list[str]] = {}
+    for layer in ctx.info.layers:
+        if layer.activation_input:
+            readers.setdefault(layer.activation_input, []).append(f"input of {layer.name}")
+        for output in layer.outputs[:1]:
+            readers.setdefault(output, []).append(f"output of {layer.name}")
+    return {tensor: ", ".join(readers.get(tensor, ["activation"])) for tensor in calibration.tensors}
+
+
+def activations_view(ctx: LabContext, calibration, choice: ActivationChoice) -> ActivationsView:
+    """Histogram with every method's range, the chosen method's search curve, and a ranges table."""
+    readers = activation_tensors(ctx, calibration)
+    histogram = calibration.histogram(choice.tensor)
+    edges, counts = _edges_counts(histogram)
+    results = {method: calibration.range_for(choice.tensor, _tq(choice.bits, method)) for method in METHODS}
+    lines = [figures.RangeLine(method.value, float(r.lo), float(r.hi), figures.METHOD_COLORS[method.value])
+             for method, r in results.items()]
+    figure = figures.histogram_with_ranges(edges, counts, lines, log_y=choice.log_y, x_title="activation value",
+                                           title=f"{choice.tensor} over {calibration.sample_count} calibration samples")
+    chosen = results[choice.method]
+    curve, note = None, (f"{choice.method.value} computes its range directly (no search), so there is no curve: "
+                         "pick mse or entropy to see the search.")
+    if chosen.thresholds is not None and chosen.curve is not None and len(chosen.thresholds):
+        best = int(np.nanargmin(chosen.curve))
+        curve = figures.curve(chosen.thresholds, chosen.curve,
+                              marks=[(f"chosen threshold {chosen.thresholds[best]:.4g}", float(chosen.thresholds[best]),
+                                      float(chosen.curve[best]))],
+                              title=f"{choice.method.value}: {chosen.curve_label or 'error'} over candidate thresholds",
+                              x_title="clipping threshold", y_title=chosen.curve_label or "error",
+                              log_y=bool(np.nanmin(chosen.curve) > 0))
+        note = (f"The {choice.method.value} search tried {len(chosen.thresholds)} thresholds and kept the one with "
+                f"the lowest {chosen.curve_label or 'error'}.")
+    table = pd.DataFrame([{"method": method.value, "lo": float(r.lo), "hi": float(r.hi),
+                           "clipped (%)": round(100.0 * float(r.clipped_fraction), 4)}
+                          for method, r in results.items()])
+    return ActivationsView(tensor=choice.tensor, readers=readers.get(choice.tensor, ""),
+                           sample_count=calibration.sample_count, histogram=figure, curve=curve, curve_note=note,
+                           ranges=table)
+
+
+def outlier_table(ctx: LabContext, calibration) -> pd.DataFrame:
+    """Every tensor's max |x| against its 99.99th percentile of |x|, largest ratio first."""
+    return _outliers(ctx.model_key, ctx.data_key, calibration, activation_tensors(ctx, calibration))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _outliers(model_key: str, data_key: str, _calibration, _readers: dict[str, str]) -> pd.DataFrame:
+    tq = TensorQuant(NumberFormat(FormatKind.INT, 8), symmetric=True, range_method=RangeMethod.PERCENTILE,
+                     percentile=OUTLIER_PERCENTILE)
+    rows = []
+    for tensor in _calibration.tensors:
+        histogram = _calibration.histogram(tensor)
+        absmax = max(abs(float(histogram.min)), abs(float(histogram.max)))
+        result = _calibration.range_for(tensor, tq)
+        percentile = max(abs(float(result.lo)), abs(float(result.hi)))
+        ratio = absmax / percentile if percentile > 0 else (np.inf if absmax > 0 else 1.0)
+        rows.append({"tensor": tensor, "role": _readers.get(tensor, ""), "max |x|": absmax,
+                     f"p{OUTLIER_PERCENTILE:g} |x|": percentile, "ratio": round(ratio, 2),
+                     "outlier": bool(ratio >= OUTLIER_RATIO)})
+    return pd.DataFrame(rows).sort_values("ratio", ascending=False, ignore_index=True)
+
+
+def _tq(bits: int, method: RangeMethod) -> TensorQuant:
+    # Activations as the presets quantize them: unsigned, asymmetric (onnxruntime's fast CPU path).
+    return TensorQuant(NumberFormat(FormatKind.UINT, bits), symmetric=False, range_method=method)
+
+
+def _edges_counts(histogram) -> tuple[np.ndarray, np.ndarray]:
+    """The signed histogram, without the empty bins at its ends (e.g. the negative half after a ReLU)."""
+    edges, counts = np.asarray(histogram.edges), np.asarray(histogram.counts)
+    filled = np.flatnonzero(counts)
+    if len(filled) == 0:
+        return edges, counts
+    first, last = filled[0], filled[-1] + 1
+    return edges[first:last + 1], counts[first:last]

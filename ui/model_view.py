@@ -1,0 +1,133 @@
+"""The Model page's content: what the model is, its layers, FP32 accuracy and size per format."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from quant_core.config import TensorQuant
+from quant_core.formats import FP16, INT4, INT8, Granularity
+from ui import figures
+from ui.cache import get_evaluator
+from ui.setup import LabContext
+
+# The lab's pages in reading order: (file relative to app.py, label, what it answers).
+PAGES = (
+    ("app.py", "Model", "What is this model, how big is it, how accurate is it in FP32?"),
+    ("pages/1_Weights.py", "Weights", "What does a layer's weight distribution look like, and what does each "
+                                      "range method and bit-width do to it?"),
+    ("pages/2_Activations.py", "Activations", "What ranges do the activations take on real data, and which "
+                                              "tensors have outliers?"),
+    ("pages/3_Mixed_precision.py", "Mixed precision", "Choose a format per layer and see accuracy and size move."),
+    ("pages/4_Sensitivity.py", "Sensitivity", "Which layers hurt most when quantized? Get a suggestion under a budget."),
+    ("pages/5_Trade-offs.py", "Trade-offs", "Accuracy against measured latency and size, with real onnxruntime models."),
+    ("pages/6_Learn.py", "Learn", "Interactive lessons: scale and zero point, clipping, formats, QAT."),
+)
+APP_DIR = Path(__file__).resolve().parent.parent
+
+# The formats of the size table: every quantizable weight in that format, everything else FP32.
+SIZE_FORMATS = (
+    ("FP32", None),
+    ("FP16", TensorQuant(FP16)),
+    ("INT8 per-channel", TensorQuant(INT8, granularity=Granularity.PER_CHANNEL)),
+    ("INT4 per-channel", TensorQuant(INT4, granularity=Granularity.PER_CHANNEL)),
+)
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """What the Model page shows, computed once per model (see `model_summary`)."""
+
+    facts: dict[str, str]
+    notes: tuple[str, ...]
+    inputs: pd.DataFrame
+    outputs: pd.DataFrame
+    layers: pd.DataFrame
+    sizes: pd.DataFrame
+
+
+def available_pages() -> list[tuple[str, str, str]]:
+    """The lab's pages whose file exists (other pages are added by other work in progress)."""
+    return [page for page in PAGES if (APP_DIR / page[0]).exists()]
+
+
+def model_summary(ctx: LabContext) -> ModelSummary:
+    """Describe the model: facts, notes, inputs/outputs, layer table and size per format."""
+    return _summary(ctx.model_key, ctx)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _summary(model_key: str, _ctx: LabContext) -> ModelSummary:
+    info = _ctx.info
+    facts = {"Opset": str(info.opset), "Producer": info.producer or "unknown", "IR version": str(info.ir_version),
+             "Parameters": f"{info.total_params:,}", "Quantizable layers": str(_quantizable_count(info))}
+    notes = tuple(dict.fromkeys((*_ctx.prepared.notes, *info.notes)))
+    if info.already_quantized:
+        notes = (f"Already quantized ({', '.join(info.quantized_ops)}): its quantized layers are not offered again.",
+                 *notes)
+    return ModelSummary(facts=facts, notes=notes, inputs=_tensor_table(info.inputs),
+                        outputs=_tensor_table(info.outputs), layers=_layer_table(info), sizes=_size_table(info))
+
+
+def fp32_accuracy(ctx: LabContext) -> float | None:
+    """FP32 accuracy on the evaluation split, measured by running the model (None without labels)."""
+    return get_evaluator(ctx).fp32_accuracy
+
+
+def size_figure(sizes: pd.DataFrame) -> go.Figure:
+    return figures.bars(sizes["format"], sizes["size (KiB)"], title="Model size by weight format",
+                        y_title="KiB", text=[f"{ratio:.1f}×" for ratio in sizes["vs FP32"]])
+
+
+def _quantizable_count(info) -> int:
+    return sum(1 for layer in info.layers if layer.weight is not None)
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join("?" if dim is None else str(dim) for dim in shape) + ")"
+
+
+def _tensor_table(tensors) -> pd.DataFrame:
+    return pd.DataFrame([{"name": t.name, "shape": _shape_text(t.shape), "dtype": t.dtype} for t in tensors])
+
+
+def _layer_table(info) -> pd.DataFrame:
+    total = max(info.total_params, 1)
+    rows = [{"layer": layer.name, "op type": layer.op_type,
+             "weight shape": _shape_text(layer.weight.shape) if layer.weight is not None else "—",
+             "parameters": layer.params, "share of model size (%)": round(100.0 * layer.params / total, 2),
+             "note": layer.note} for layer in info.layers]
+    return pd.DataFrame(rows, columns=["layer", "op type", "weight shape", "parameters", "share of model size (%)",
+                                       "note"])
+
+
+def _size_table(info) -> pd.DataFrame:
+    from quant_core.size import model_bytes
+
+    weights = [layer.weight.shape for layer in info.layers if layer.weight is not None]
+    other = info.total_params - sum(int(_numel(shape)) for shape in weights)
+    rows = []
+    for label, tq in SIZE_FORMATS:
+        size = model_bytes([(shape, _fit(tq, shape)) for shape in weights], other)
+        rows.append({"format": label, "size (KiB)": round(size / 1024, 1), "bytes": int(size)})
+    table = pd.DataFrame(rows)
+    table["vs FP32"] = (table["bytes"].iloc[0] / table["bytes"]).round(2)
+    return table
+
+
+def _numel(shape) -> int:
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    return count
+
+
+def _fit(tq: TensorQuant | None, shape) -> TensorQuant | None:
+    """Per-channel needs two dimensions: a 1-D weight is counted per-tensor."""
+    if tq is not None and tq.granularity == Granularity.PER_CHANNEL and len(shape) < 2:
+        return TensorQuant(tq.format)
+    return tq
+
