@@ -41,7 +41,7 @@ class QatResult:
 
     weights: tuple[Dense, ...]
     losses: tuple[float, ...]
-    bits: int
+    bits: int | None
     epochs: int
     seconds: float
 
@@ -118,16 +118,17 @@ def evaluate_numpy_mlp(weights: tuple[Dense, ...], data, bits: int | None = None
     return float(np.mean(np.argmax(forward(weights, x, bits), axis=1) == labels))
 
 
-def fine_tune_qat(weights: tuple[Dense, ...], train, *, bits: int, epochs: int = 20, lr: float = 1e-3,
+def fine_tune_qat(weights: tuple[Dense, ...], train, *, bits: int | None, epochs: int = 20, lr: float = 1e-3,
                   seed: int = 0, batch_size: int = 32, progress: Progress | None = None) -> QatResult:
     """Fine-tune float weights so that they work well once fake-quantized to `bits` (Adam, cross-entropy).
 
     Forward: y = x @ fake_quantize(W).T + b at every step (per-channel symmetric int`bits`).
     Backward (straight-through estimator): dL/dW := dL/dfake_quantize(W).
     The shuffling order depends only on `seed`, so a run is reproducible.
-    `progress(fraction, text)` is called after every epoch.
+    `progress(fraction, text)` is called after every epoch. `bits=None` fine-tunes in plain float: the
+    control that tells how much of QAT's gain comes from the extra training data alone.
     """
-    if not MIN_QAT_BITS <= int(bits) <= MAX_QAT_BITS:
+    if bits is not None and not MIN_QAT_BITS <= int(bits) <= MAX_QAT_BITS:
         raise ConfigError(f"bits must be between {MIN_QAT_BITS} and {MAX_QAT_BITS}, got bits={bits}")
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise ConfigError(f"epochs, batch_size and lr must be positive, got epochs={epochs}, "
@@ -155,12 +156,16 @@ def fine_tune_qat(weights: tuple[Dense, ...], train, *, bits: int, epochs: int =
             total += loss * len(batch)
         losses.append(total / len(x))
         if progress is not None:
-            progress((epoch + 1) / epochs, f"{bits}-bit QAT: epoch {epoch + 1}/{epochs}, loss {losses[-1]:.4f}")
+            progress((epoch + 1) / epochs, f"{_label(bits)}: epoch {epoch + 1}/{epochs}, loss {losses[-1]:.4f}")
     tuned = tuple(Dense(layer.name, params[2 * i], params[2 * i + 1]) for i, layer in enumerate(weights))
-    return QatResult(tuned, tuple(losses), int(bits), int(epochs), time.perf_counter() - start)
+    return QatResult(tuned, tuple(losses), bits, int(epochs), time.perf_counter() - start)
 
 
-def _loss_and_gradients(params: list[np.ndarray], x: np.ndarray, labels: np.ndarray, bits: int):
+def _label(bits: int | None) -> str:
+    return "FP32 fine-tuning" if bits is None else f"{bits}-bit QAT"
+
+
+def _loss_and_gradients(params: list[np.ndarray], x: np.ndarray, labels: np.ndarray, bits: int | None):
     """Mean cross-entropy of a batch and its gradients for [W0, b0, W1, b1, ...] (STE through rounding)."""
     n_layers = len(params) // 2
     activations, quantized = [x], []

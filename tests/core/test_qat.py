@@ -97,6 +97,14 @@ def test_qat_at_3_bits_beats_ptq_at_3_bits_on_held_out_digits(demo):
     assert qat_accuracy > ptq_accuracy
 
 
+def test_the_gain_comes_from_quantization_awareness_not_from_the_extra_training_data(demo):
+    _, weights, calibration, evaluation = demo
+    float_tuned = fine_tune_qat(weights, calibration, bits=None, epochs=30, lr=1e-3, seed=0)
+    quantization_aware = fine_tune_qat(weights, calibration, bits=3, epochs=30, lr=1e-3, seed=0)
+    assert (evaluate_numpy_mlp(quantization_aware.weights, evaluation, bits=3)
+            > evaluate_numpy_mlp(float_tuned.weights, evaluation, bits=3))
+
+
 def test_qat_recovers_most_of_what_ptq_loses_at_2_bits(demo):
     _, weights, calibration, evaluation = demo
     fp32_accuracy = evaluate_numpy_mlp(weights, evaluation)

@@ -30,3 +30,32 @@ def try_on_page(page: str, label: str) -> None:
 def show_figure(fig: go.Figure, key: str) -> None:
     fig.update_layout(**LAYOUT)
     st.plotly_chart(fig, key=key, width="stretch")
+
+
+def demo_context(name: str, ctx=None):
+    """Return a LabContext for the demo model `name` with its held-out digits data.
+
+    Reuses the page's own context when it already is that demo, so the caches (calibration,
+    evaluator) are shared with the other pages.
+    """
+    from ui import cache
+    from ui.setup import LabContext
+
+    model_bytes, key, data = cache.demo_source(name)
+    if ctx is not None and ctx.model_key == key and ctx.data_key == DEMO_DATA_KEY:
+        return ctx
+    prepared = cache.load_prepared(model_bytes, key)
+    calibration_data, evaluation_data = cache.split_data(key, DEMO_DATA_KEY, data)
+    return LabContext(model_key=key, model_name=name, prepared=prepared, info=prepared.info, data=data,
+                      calibration_data=calibration_data, evaluation_data=evaluation_data,
+                      config=ctx.config if ctx is not None else _default_config(), data_key=DEMO_DATA_KEY,
+                      data_name="digits (held-out demo data)", is_demo=True)
+
+
+DEMO_DATA_KEY = "digits"  # the data key ui.setup gives the demos' own data
+
+
+def _default_config():
+    from quant_core.config import PRESETS
+
+    return PRESETS["FP32"]

@@ -1,0 +1,169 @@
+"""Lesson 4: number formats side by side — where their values fall, what they cost, what they lose."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from quant_core.config import LayerQuant, QuantConfig, TensorQuant
+from quant_core.floats import FLOAT_SPECS
+from quant_core.formats import FormatKind, Granularity, NumberFormat, parse_format
+from quant_core.quantize import quantize_tensor
+from ui.lessons._common import demo_context, question, show_figure, try_on_page
+
+TITLE = "4 · Number formats side by side"
+MODEL, LAYER, FORMATS = "l4_model", "l4_layer", "l4_formats"
+FORMAT_NAMES = ("int8", "int4", "fp16", "bf16", "fp8_e4m3fn", "fp8_e5m2", "binary", "ternary")
+LABELS = {"int8": "INT8", "int4": "INT4", "fp16": "FP16", "bf16": "BF16", "fp8_e4m3fn": "FP8 E4M3",
+          "fp8_e5m2": "FP8 E5M2", "binary": "binary", "ternary": "ternary"}
+DENSITY_BINS = 120
+DEMOS = ("mlp", "cnn", "transformer")
+
+
+def weight_quant(name: str) -> TensorQuant:
+    """How the lesson quantizes weights in `name`: symmetric, per output channel, min-max."""
+    return TensorQuant(parse_format(name), symmetric=True, granularity=Granularity.PER_CHANNEL, axis=0)
+
+
+def _all_float_values(fmt: NumberFormat) -> np.ndarray:
+    """Every finite value of a float format, sorted (FP8 and FP16 are subsets of FP16's 65536 patterns)."""
+    if fmt.kind == FormatKind.BF16:
+        values = (np.arange(1 << 16, dtype=np.uint32) << 16).view(np.float32)
+    else:
+        values = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+        if fmt.kind != FormatKind.FP16:
+            values = values[np.isfinite(values) & (np.abs(values) <= FLOAT_SPECS[fmt.kind].max_finite)]
+            from quant_core.floats import round_to_float_format
+            values = round_to_float_format(values, fmt)
+    return np.unique(values[np.isfinite(values)])
+
+
+def representable_values(weight_row: np.ndarray, name: str) -> np.ndarray:
+    """The values one output channel can take in format `name`, within the channel's [-max|w|, max|w|]."""
+    tq = weight_quant(name)
+    row = np.asarray(weight_row, dtype=np.float32).reshape(1, -1)
+    quantized = quantize_tensor(row, tq, name="channel")
+    amax = float(np.abs(row).max())
+    fmt = tq.format
+    if fmt.is_integer:
+        scale, zero_point = float(quantized.scale[0]), int(quantized.zero_point[0])
+        levels = scale * (np.arange(fmt.qmin, fmt.qmax + 1) - zero_point)
+    elif fmt.kind in (FormatKind.FP16, FormatKind.BF16):
+        levels = _all_float_values(fmt)
+    elif fmt.is_float:
+        levels = _all_float_values(fmt) * float(quantized.scale[0])
+    elif fmt.kind == FormatKind.BINARY:
+        levels = np.array([-1.0, 1.0]) * float(quantized.scale[0])
+    else:
+        levels = np.array([-1.0, 0.0, 1.0]) * float(quantized.scale[0])
+    return levels[np.abs(levels) <= amax * (1 + 1e-6)]
+
+
+def density_figure(weight_row: np.ndarray, formats: list[str], channel: int, layer: str) -> go.Figure:
+    """Top: the channel's weights. Bottom: how many representable values of each format fall in each bin."""
+    amax = float(np.abs(weight_row).max())
+    edges = np.linspace(-amax, amax, DENSITY_BINS + 1)
+    centers = (edges[:-1] + edges[1:]) / 2
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.3, 0.7], vertical_spacing=0.06,
+                        subplot_titles=(f"weights of {layer}, channel {channel} (axis 0, its widest)",
+                                        "representable values per bin (log scale)"))
+    counts, _ = np.histogram(weight_row, bins=edges)
+    fig.add_trace(go.Bar(x=centers, y=counts, width=np.diff(edges), marker_color="#8FA9C9", name="weights",
+                         hovertemplate="%{x:.3g}: %{y} weights<extra></extra>"), 1, 1)
+    for name in formats:
+        levels = representable_values(weight_row, name)
+        density, _ = np.histogram(levels, bins=edges)
+        fig.add_trace(go.Scatter(x=centers, y=np.where(density > 0, density, np.nan), mode="lines+markers",
+                                 line_shape="hvh", marker=dict(size=4), connectgaps=False,
+                                 name=f"{LABELS[name]} ({len(levels)} values)",
+                                 hovertemplate=f"{LABELS[name]}: %{{y}} values near %{{x:.3g}}<extra></extra>"), 2, 1)
+    fig.update_yaxes(type="log", row=2, col=1)
+    fig.update_xaxes(title_text="weight value", row=2, col=1)
+    fig.update_layout(height=520)
+    return fig
+
+
+def format_table(ctx, weight: np.ndarray, formats: list[str]) -> pd.DataFrame:
+    """Bits, memory and error per format on one weight, and the model's accuracy with every weight in it."""
+    from quant_core.metrics import sqnr_db
+    from quant_core.size import bits_per_parameter
+    from ui.cache import evaluate_cached, get_evaluator
+
+    evaluator = get_evaluator(ctx)
+    fp32 = evaluator.fp32_accuracy
+    rows = []
+    for name in formats:
+        tq = weight_quant(name)
+        quantized = quantize_tensor(weight, tq, name="weight")
+        bits = bits_per_parameter(weight.shape, tq)
+        result = evaluate_cached(ctx, QuantConfig(LayerQuant(weights=tq), name=f"{name} weights"))
+        rows.append({"format": LABELS[name], "storage bits": tq.format.bits, "bits per weight (with scales)": bits,
+                     "memory vs FP32": 32.0 / bits, "SQNR on this weight (dB)": sqnr_db(weight, quantized.values),
+                     "model accuracy": result.accuracy,
+                     "accuracy drop (points)": 100 * (fp32 - result.accuracy)})
+    return pd.DataFrame(rows)
+
+
+def render(ctx) -> None:
+    st.markdown(
+        "An **integer** format spreads its values evenly over the range. A **floating-point** format (FP16, BF16, "
+        "FP8) puts many values near zero and few far away: constant *relative* precision. FP8 E4M3 spends its bits "
+        "on precision, E5M2 on range. **Binary** and **ternary** keep only the sign (and zero) times one scale per "
+        "channel. Below, one output channel of a real layer; pick formats and compare.")
+    controls, chart = st.columns([1, 3])
+    with controls:
+        model = st.selectbox("Demo model", DEMOS, key=MODEL)
+        demo = demo_context(model, ctx)
+        layers = _weight_layers(demo)
+        layer = st.selectbox("Layer", list(layers), key=LAYER)
+        formats = st.multiselect("Formats", FORMAT_NAMES, default=list(FORMAT_NAMES), key=FORMATS,
+                                 format_func=LABELS.get)
+    if not formats:
+        st.info("Pick at least one format.")
+        return
+    weight = layers[layer]
+    rows = weight.reshape(weight.shape[0], -1)
+    channel = int(np.argmax(np.abs(rows).max(axis=1)))  # the channel with the widest range
+    with chart:
+        show_figure(density_figure(rows[channel], formats, channel, layer), key="l4_chart")
+
+    with st.spinner("Measuring the accuracy of each format on the evaluation split…"):
+        table = format_table(demo, weight, formats)
+    st.markdown(f"**The precision comparison table, measured** on the {model} demo ({demo.evaluation_data.num_samples} "
+                "held-out digits; every layer's weights in the format, activations FP32):")
+    st.dataframe(table.style.format({"bits per weight (with scales)": "{:.2f}", "memory vs FP32": "{:.1f}×",
+                                     "SQNR on this weight (dB)": "{:.1f}", "model accuracy": "{:.1%}",
+                                     "accuracy drop (points)": "{:+.1f}"}),
+                 hide_index=True, width="stretch")
+    by_sqnr = table.sort_values("SQNR on this weight (dB)", ascending=False)
+    int8 = table[table["format"] == "INT8"]
+    fp8 = table[table["format"] == "FP8 E4M3"]
+    comparison = ""
+    if len(int8) and len(fp8):
+        comparison = (f" On this layer INT8 gives {int8['SQNR on this weight (dB)'].iloc[0]:.1f} dB and FP8 E4M3 "
+                      f"{fp8['SQNR on this weight (dB)'].iloc[0]:.1f} dB at the same 8 bits: with few outliers the "
+                      "even grid wins, FP8 shines when values span many orders of magnitude.")
+    question(
+        "Which 8-bit format is more precise on these weights, INT8 or FP8 E4M3 — and why does the picture tell you?",
+        f"Ranked by SQNR on this weight: {', '.join(by_sqnr['format'])}.{comparison} The smallest format whose "
+        f"accuracy drop stays under one point here is "
+        f"**{_smallest_ok(table)}**.")
+    try_on_page("pages/1_Weights.py", "Look at any layer in any format: the Weights page")
+
+
+def _smallest_ok(table: pd.DataFrame) -> str:
+    ok = table[table["accuracy drop (points)"] < 1.0].sort_values("bits per weight (with scales)")
+    return ok["format"].iloc[0] if len(ok) else "none of them"
+
+
+def _weight_layers(ctx) -> dict[str, np.ndarray]:
+    """Quantizable layers with a weight of at least two dimensions, by ONNX node name."""
+    from quant_core.model_io import weight_array
+
+    found = {}
+    for layer in ctx.info.quantizable_layers:
+        if len(layer.weight.shape) >= 2:
+            found[layer.name] = np.asarray(weight_array(ctx.prepared.model, layer.weight.name), dtype=np.float32)
+    return found
