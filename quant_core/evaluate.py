@@ -15,7 +15,9 @@ from .config import FP32_LAYER, LayerQuant, QuantConfig, TensorQuant
 from .errors import DataError
 from .formats import FormatKind, Granularity, RangeMethod
 from .quantize import quantize_tensor
+from .metrics import cosine_similarity, sqnr_db
 from .ranges import weight_ranges
+from .size import tensor_bytes
 from .simulate import ActivationQuant, SimulationSession, layer_specs
 from .validate import validate_config
 
@@ -66,7 +68,7 @@ class LayerError:
 
 
 def sqnr_from_sums(signal: float, noise: float) -> float:
-    """10 log10(sum reference^2 / sum (reference - test)^2); inf when identical, -inf for a zero reference."""
+    """10 log10(signal / noise) from sums gathered batch by batch; inf when identical (as metrics.sqnr_db)."""
     if noise == 0.0:
         return float("inf")
     if signal == 0.0:
@@ -77,19 +79,6 @@ def sqnr_from_sums(signal: float, noise: float) -> float:
 def _power(x: np.ndarray) -> float:
     x = x.astype(np.float64, copy=False).reshape(-1)
     return float(np.dot(x, x))
-
-
-def _sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    return sqnr_from_sums(_power(reference), _power(reference.astype(np.float64) - test))
-
-
-def _cosine(reference: np.ndarray, test: np.ndarray) -> float:
-    a = reference.astype(np.float64).reshape(-1)
-    b = test.astype(np.float64).reshape(-1)
-    norms = np.linalg.norm(a) * np.linalg.norm(b)
-    if norms == 0.0:
-        return 1.0 if np.array_equal(a, b) else 0.0
-    return float(np.dot(a, b) / norms)
 
 
 def _top1(x: np.ndarray) -> np.ndarray:
@@ -123,21 +112,7 @@ def simulated_only(config: QuantConfig, layers) -> tuple[str, ...]:
 
 
 def _weight_bytes(shape: tuple[int, ...], tq: TensorQuant | None) -> int:
-    try:
-        from .size import tensor_bytes
-    except ModuleNotFoundError:  # size.py is being written; until then count values and scales only
-        return _plain_weight_bytes(shape, tq)
     return int(tensor_bytes(shape, tq))
-
-
-def _plain_weight_bytes(shape: tuple[int, ...], tq: TensorQuant | None) -> int:
-    count = int(np.prod(shape, dtype=np.int64))
-    if tq is None or tq.format.is_identity:
-        return 4 * count
-    scales = 1 if tq.granularity == Granularity.PER_TENSOR else shape[tq.axis % len(shape)]
-    if tq.granularity == Granularity.PER_GROUP:
-        scales = count // shape[tq.axis % len(shape)] * -(-shape[tq.axis % len(shape)] // tq.block_size)
-    return -(-count * tq.format.bits // 8) + 8 * scales
 
 
 class Evaluator:
@@ -278,9 +253,9 @@ class Evaluator:
             accuracy=self._accuracy(outputs[0]),
             per_class_accuracy=self._per_class(outputs[0]),
             top1_agreement=float(np.mean(_top1(outputs[0]) == _top1(reference))),
-            cosine=_cosine(reference, outputs[0]),
-            sqnr_db=_sqnr_db(reference, outputs[0]),
-            output_sqnr_db=tuple(_sqnr_db(r, o) for r, o in zip(self.fp32_outputs, outputs)),
+            cosine=cosine_similarity(reference, outputs[0]),
+            sqnr_db=sqnr_db(reference, outputs[0]),
+            output_sqnr_db=tuple(sqnr_db(r, o) for r, o in zip(self.fp32_outputs, outputs)),
             size_bytes=self.size_bytes(config),
             fp32_size_bytes=self.fp32_size_bytes,
             simulated_only=simulated_only(config, self.layers),
