@@ -54,13 +54,17 @@ class _QuietQuantizer(logging.Filter):
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
+    """Silence onnxruntime.quantization while it runs: root-logger advice and its module loggers' INFO."""
     quiet = _QuietQuantizer()
-    root = logging.getLogger()
+    root, package = logging.getLogger(), logging.getLogger("onnxruntime")
+    level = package.level
     root.addFilter(quiet)
+    package.setLevel(logging.ERROR)
     try:
         yield
     finally:
         root.removeFilter(quiet)
+        package.setLevel(level)
 
 
 def _input_feeds(model: onnx.ModelProto, data) -> Iterator[dict[str, np.ndarray]]:

@@ -329,3 +329,44 @@ def test_save_export_leaves_no_partial_file_when_writing_fails(cnn, tmp_path, mo
         save_export(result, target)
     assert target.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]
+
+
+# --- command line -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def files(tmp_path):
+    model = tmp_path / "cnn.onnx"
+    onnx.save(tiny_cnn(), str(model))
+    data = tmp_path / "data.npz"
+    np.savez(data, image=IMAGES)
+    return model, data
+
+
+def test_cli_export_writes_model_and_overrides_and_lists_simulated_only_layers(files, tmp_path, capsys):
+    from quant_core.cli import main
+    model, data = files
+    config = tmp_path / "config.json"
+    config.write_text(W8A8_PER_TENSOR.with_layer("fc", LayerQuant(TensorQuant(parse_format("int3")))).to_json())
+    out = tmp_path / "out.onnx"
+    assert main(["export", str(model), "--data", str(data), "--config", str(config), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "simulated only, kept FP32 in the export: fc" in printed
+    assert "integer kernels (int8 weights, 8-bit activations): 2 of 3 layer(s)" in printed
+    assert "QLinearConv" in optimized_ops(out.read_bytes())
+    assert "w1" in json.loads((tmp_path / "out.overrides.json").read_text())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--config", "W8A8"], "--kind static needs --data"),
+    (["--data", "MODEL", "--config", "W8A8"], "is not an .npz archive"),
+    (["--data", "DATA", "--config", "nope.json"], "neither a config file nor a preset"),
+])
+def test_cli_export_bad_input_exits_2_with_one_line(files, tmp_path, capsys, argv, message):
+    from quant_core.cli import main
+    model, data = files
+    argv = [{"MODEL": str(model), "DATA": str(data)}.get(a, a) for a in argv]
+    assert main(["export", str(model), *argv, "-o", str(tmp_path / "out.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "out.onnx").exists()

@@ -99,3 +99,27 @@ def test_mlp_variants_include_4_bit_matmul_nbits():
     variants = standard_variants(prepared, calibration, PRESETS["FP32"])
     nbits = next(v for v in variants if v.name.startswith("4-bit"))
     assert nbits.model is not None and "MatMulNBits" in measure_latency(nbits.model, IMAGES, repeats=1).kernels
+
+
+# --- command line -----------------------------------------------------------------------------------------------
+
+
+def test_cli_bench_json_has_the_documented_keys(tmp_path, capsys):
+    import json
+
+    import onnx
+
+    from quant_core.cli import main
+    path = tmp_path / "cnn.onnx"
+    onnx.save(tiny_cnn(), str(path))
+    assert main(["bench", str(path), "--batch", "8", "--threads", "1", "--repeats", "5", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {"median_ms", "p10_ms", "p90_ms", "repeats", "batch_size", "threads", "size_bytes"} <= set(report)
+    assert report["repeats"] == 5 and report["batch_size"] == 8 and report["size_bytes"] == path.stat().st_size
+
+
+def test_cli_bench_of_a_missing_file_exits_2_with_one_line(tmp_path, capsys):
+    from quant_core.cli import main
+    assert main(["bench", str(tmp_path / "missing.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "model file not found" in err and err.count("\n") == 1
