@@ -248,3 +248,56 @@ def show_simulated(result) -> None:
     if result.simulated_only:
         st.warning("Simulated only (these formats have no onnxruntime kernel, so their accuracy is simulated): "
                    + ", ".join(f"{layer} (simulated)" for layer in result.simulated_only))
+
+
+# --- downloads -----------------------------------------------------------------------------------
+
+def _file_stem(ctx, config: QuantConfig) -> str:
+    text = f"{ctx.model_name.removesuffix('.onnx')}_{config.name}"
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _overrides_json(model_key: str, data_key: str, config_json: str, _ctx, _config: QuantConfig) -> str:
+    from quant_core.overrides import overrides_to_json, tensor_quant_overrides
+
+    return overrides_to_json(tensor_quant_overrides(_ctx.prepared, _config, cache.get_calibration(_ctx)))
+
+
+def show_downloads(ctx, config: QuantConfig) -> None:
+    """Config JSON, onnxruntime TensorQuantOverrides JSON, and the quantized ONNX (exported on click)."""
+    stem = _file_stem(ctx, config)
+    config_column, overrides_column, export_column = st.columns(3)
+    config_column.download_button("Config JSON", data=config.to_json(), file_name=f"{stem}.json",
+                                  mime="application/json", on_click="ignore", key="mixed_download_config")
+    with overrides_column:
+        overrides = _overrides_json(ctx.model_key, ctx.data_key, config.to_json(), ctx, config)
+        st.download_button("TensorQuantOverrides JSON", data=overrides, file_name=f"{stem}_overrides.json",
+                           mime="application/json", on_click="ignore", key="mixed_download_overrides",
+                           help="for onnxruntime.quantization.quantize_static(extra_options="
+                                "{'TensorQuantOverrides': ...}); only layers exported with integer kernels")
+    with export_column:
+        show_export(ctx, config, stem)
+
+
+def show_export(ctx, config: QuantConfig, stem: str) -> None:
+    """'Export quantized ONNX' runs onnxruntime.quantization once per config; then a download button."""
+    key = (ctx.model_key, ctx.data_key, config.to_json())
+    exports = st.session_state.setdefault(_EXPORTS, {})
+    if st.button("Export quantized ONNX", key=MIXED_EXPORT):
+        from quant_core.export import export_model
+
+        with st.spinner("Exporting with onnxruntime.quantization…"):
+            result = export_model(ctx.prepared, config, cache.get_calibration(ctx),
+                                  calibration_data=ctx.calibration_data)
+        exports.clear()  # one export kept per session: models can be large
+        exports[key] = result
+    result = exports.get(key)
+    if result is None:
+        st.caption("The export runs onnxruntime's static QDQ quantizer with this config's scales and zero points.")
+        return
+    st.download_button(f"Download {stem}.onnx ({len(result.model) / 1024:.1f} KB)", data=result.model,
+                       file_name=f"{stem}.onnx", mime="application/octet-stream", on_click="ignore",
+                       key="mixed_download_onnx")
+    for note in result.notes:
+        st.caption(note)

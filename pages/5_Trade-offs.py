@@ -1,0 +1,25 @@
+"""Trade-offs: accuracy against measured onnxruntime latency and against size, variant by variant."""
+import streamlit as st
+
+from ui import tradeoffs_view
+from ui.setup import page_errors, setup_page
+
+ctx = setup_page("Trade-offs")
+st.title("Trade-offs")
+st.caption("FP32, FP16, dynamic INT8, static INT8 (per-tensor and per-channel), 4-bit weight-only and your "
+           "current config, each exported with onnxruntime.quantization, then timed and run on the evaluation "
+           "data. Latency is measured on this machine, now: it depends on the batch size and the threads.")
+
+if ctx.evaluation_data is None:
+    st.info("Accuracy and timing need data: upload a .npz with the model's inputs in the sidebar.")
+    st.stop()
+
+settings = tradeoffs_view.measurement_controls()
+with page_errors("the measurement"):
+    tradeoffs_view.measure_button(ctx, ctx.config, settings)
+    measured = tradeoffs_view.current_results(ctx, ctx.config, settings)
+    if measured is None:
+        st.caption("Press Measure to export, run and time every variant with these settings.")
+    else:
+        frame, notes = measured
+        tradeoffs_view.show_results(ctx, ctx.config, settings, frame, notes)

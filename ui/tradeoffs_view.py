@@ -1,0 +1,182 @@
+"""Trade-offs page: accuracy vs MEASURED onnxruntime latency and vs size of the standard variants.
+
+Each variant (quant_core.latency.standard_variants) is timed with quant_core.latency.measure_latency
+and its accuracy is measured by running the exported model itself on the evaluation split.
+Exports, accuracies and timings are cached (st.cache_data) per model, data, config and settings.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from quant_core.config import QuantConfig
+from ui import cache, engine_figures, report
+from ui.report import MeasurementSettings
+
+TRADEOFF_BATCH = "tradeoff_batch"
+TRADEOFF_THREADS = "tradeoff_threads"
+TRADEOFF_REPEATS = "tradeoff_repeats"
+TRADEOFF_MEASURE = "tradeoff_measure"
+_RESULTS = "_tradeoff_results"  # settings key -> (frame, notes); this session's measurements
+_MAX_RESULTS = 8
+
+BATCH_SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+WARMUP = 5
+CURRENT_PREFIX = "Current config"
+
+
+def measurement_controls() -> MeasurementSettings:
+    """Batch size, threads and repeats chosen by the user."""
+    batch, threads, repeats = st.columns(3)
+    batch_size = batch.select_slider("Batch size", BATCH_SIZES, value=1, key=TRADEOFF_BATCH)
+    max_threads = max(1, os.cpu_count() or 1)
+    thread_count = threads.slider("Threads (intra-op)", 1, max_threads, 1, key=TRADEOFF_THREADS,
+                                  disabled=max_threads == 1)
+    repeat_count = repeats.number_input("Timed runs per variant", 3, 1000, 30, step=10, key=TRADEOFF_REPEATS)
+    return MeasurementSettings(batch_size=int(batch_size), threads=int(thread_count), warmup=WARMUP,
+                               repeats=int(repeat_count))
+
+
+def _settings_key(ctx, config: QuantConfig, settings: MeasurementSettings) -> tuple:
+    return (ctx.model_key, ctx.data_key, config.to_json(), settings)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _variants(model_key: str, data_key: str, config_json: str, _ctx, _config: QuantConfig):
+    from quant_core.latency import standard_variants
+
+    return standard_variants(_ctx.prepared, cache.get_calibration(_ctx), _config,
+                             calibration_data=_ctx.calibration_data)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _first_outputs(model_key: str, data_key: str, variant_key: str, _model: bytes, _ctx) -> np.ndarray:
+    """The exported model's first output on the evaluation split, run by onnxruntime."""
+    from quant_core.data import iter_batches
+    from quant_core.latency import create_session
+
+    session = create_session(_model)
+    batches = [session.run(None, feeds)[0] for feeds in iter_batches(_ctx.evaluation_data, _ctx.info, 256)]
+    outputs = np.concatenate(batches)
+    return outputs.reshape(len(outputs), -1)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _latency(model_key: str, data_key: str, variant_key: str, batch_size: int, threads: int, warmup: int,
+             repeats: int, _model: bytes, _data):
+    from quant_core.latency import measure_latency
+
+    return measure_latency(_model, _data, batch_size=batch_size, threads=threads, warmup=warmup, repeats=repeats)
+
+
+def _accuracy(outputs: np.ndarray, fp32_outputs: np.ndarray, labels) -> float:
+    """Top-1 accuracy against the labels, or top-1 agreement with FP32 without labels."""
+    from quant_core.metrics import top1_agreement
+
+    if labels is None:
+        return top1_agreement(fp32_outputs, outputs)
+    return float(np.mean(outputs.argmax(axis=1) == np.asarray(labels)[:len(outputs)]))
+
+
+def measure(ctx, config: QuantConfig, settings: MeasurementSettings, progress) -> tuple[pd.DataFrame, list[str]]:
+    """Export, run and time every standard variant; return the table and notes (one per variant caveat)."""
+    config_json = config.to_json()
+    progress(0.0, "Exporting the variants with onnxruntime.quantization…")
+    variants = _variants(ctx.model_key, ctx.data_key, config_json, ctx, config)
+    labels = ctx.evaluation_data.labels
+    rows, notes = [], []
+    fp32_outputs = None
+    for index, variant in enumerate(variants):
+        progress((index + 0.5) / (len(variants) + 1), f"Measuring {variant.name}…")
+        if variant.model is None:
+            notes.append(f"{variant.name}: {variant.note}")
+            continue
+        variant_key = f"{variant.name}|{config_json if variant.name.startswith(CURRENT_PREFIX) else ''}"
+        outputs = _first_outputs(ctx.model_key, ctx.data_key, variant_key, variant.model, ctx)
+        fp32_outputs = outputs if fp32_outputs is None else fp32_outputs  # FP32 comes first
+        timing = _latency(ctx.model_key, ctx.data_key, variant_key, settings.batch_size, settings.threads,
+                          settings.warmup, settings.repeats, variant.model, ctx.evaluation_data)
+        name = variant.name + (" (exported; simulated-only layers kept FP32)" if variant.simulated else "")
+        rows.append({"variant": name, "kind": "onnxruntime", "simulated": False,
+                     "accuracy": _accuracy(outputs, fp32_outputs, labels), "size_kb": timing.size_bytes / 1024,
+                     "latency_ms": timing.median_ms, "latency_p10_ms": timing.p10_ms,
+                     "latency_p90_ms": timing.p90_ms, "kernels": ", ".join(timing.kernels)})
+        if variant.note:
+            notes.append(f"{variant.name}: {variant.note}")
+        if variant.simulated and variant.name.startswith(CURRENT_PREFIX):
+            rows.append(_simulated_row(ctx, config))
+    progress(1.0, "Done")
+    return _with_ratios(pd.DataFrame(rows)), notes
+
+
+def _simulated_row(ctx, config: QuantConfig) -> dict:
+    # The config as simulated: its own formats everywhere, so accuracy and packed size, but no latency.
+    result = cache.evaluate_cached(ctx, config)
+    accuracy = result.accuracy if result.accuracy is not None else result.top1_agreement
+    return {"variant": f"{CURRENT_PREFIX} ({config.name})", "kind": "simulated", "simulated": True,
+            "accuracy": accuracy, "size_kb": result.size_bytes / 1024, "latency_ms": np.nan,
+            "latency_p10_ms": np.nan, "latency_p90_ms": np.nan, "kernels": "none (simulated)",
+            "fp32_size_kb": result.fp32_size_bytes / 1024}
+
+
+def _with_ratios(frame: pd.DataFrame) -> pd.DataFrame:
+    fp32 = frame.iloc[0]  # standard_variants lists FP32 first
+    frame["accuracy_change_pp"] = (frame["accuracy"] - fp32["accuracy"]) * 100
+    # A simulated row's size is the packed size of its weights: compare it with the packed FP32 size.
+    reference = frame.get("fp32_size_kb", pd.Series(np.nan, index=frame.index)).fillna(fp32["size_kb"])
+    frame["size_ratio"] = frame["size_kb"] / reference
+    frame["speedup"] = fp32["latency_ms"] / frame["latency_ms"]
+    return frame.drop(columns=["fp32_size_kb"], errors="ignore")
+
+
+def _remember(key: tuple, value) -> None:
+    results = st.session_state.setdefault(_RESULTS, {})
+    results[key] = value
+    while len(results) > _MAX_RESULTS:
+        results.pop(next(iter(results)))
+
+
+def measure_button(ctx, config: QuantConfig, settings: MeasurementSettings) -> None:
+    """The Measure button; measuring shows a progress bar and keeps the result for these settings."""
+    if not st.button("Measure", key=TRADEOFF_MEASURE, type="primary"):
+        return
+    bar = st.progress(0.0)
+    frame, notes = measure(ctx, config, settings, lambda fraction, text: bar.progress(fraction, text=text))
+    bar.empty()
+    _remember(_settings_key(ctx, config, settings), (frame, notes))
+
+
+def current_results(ctx, config: QuantConfig, settings: MeasurementSettings):
+    """(frame, notes) measured for this model, data, config and settings in this session, or None."""
+    return st.session_state.get(_RESULTS, {}).get(_settings_key(ctx, config, settings))
+
+
+def show_results(ctx, config: QuantConfig, settings: MeasurementSettings, frame: pd.DataFrame,
+                 notes: list[str]) -> None:
+    """How it was measured, both charts, the before/after table and its downloads."""
+    st.info(f"Measured: {settings.describe()}. Accuracy: each exported model run by onnxruntime on the "
+            f"{ctx.evaluation_data.num_samples} evaluation samples"
+            + ("" if ctx.evaluation_data.labels is not None else " (no labels: top-1 agreement with FP32)") + ".")
+    latency_column, size_column = st.columns(2)
+    latency_column.plotly_chart(engine_figures.tradeoff_figure(frame, x="latency_ms"), key="tradeoff_latency")
+    size_column.plotly_chart(engine_figures.tradeoff_figure(frame, x="size_kb"), key="tradeoff_size")
+    simulated = frame.loc[frame["simulated"], "variant"].tolist()
+    if simulated:
+        st.caption("Simulated (no onnxruntime kernel, so no latency; size = packed weights and parameters): "
+                   + ", ".join(simulated))
+    table = report.report_table(frame)
+    table["kernels"] = frame["kernels"].to_numpy()
+    st.dataframe(table, hide_index=True, width="stretch", key="tradeoff_table")
+    for note in notes:
+        st.caption(note)
+    csv_column, markdown_column = st.columns(2)
+    csv_column.download_button("Table (CSV)", data=report.tradeoffs_csv(frame), file_name="tradeoffs.csv",
+                               mime="text/csv", on_click="ignore", key="tradeoff_download_csv")
+    markdown = report.tradeoffs_markdown(frame, model_name=ctx.model_name, config=config, settings=settings,
+                                         notes=notes)
+    markdown_column.download_button("Report (Markdown, with the config JSON)", data=markdown,
+                                    file_name="tradeoffs.md", mime="text/markdown", on_click="ignore",
+                                    key="tradeoff_download_report")
