@@ -21,6 +21,9 @@ from .errors import ModelError
 
 MAX_MODEL_BYTES = 200 * 2**20
 MIN_PREPARED_OPSET = 13  # per-channel QuantizeLinear / DequantizeLinear (axis attribute) need opset 13
+# The newest IR version onnxruntime 1.31 reads (its error message says so; the Python API does not tell).
+# onnx 1.23 writes IR 14 by default, so models saved with onnx.helper would not open without lowering.
+MAX_RUNTIME_IR_VERSION = 13
 
 # (op_type, input positions of quantizable weights, position of an optional bias)
 _WEIGHT_INPUTS = {
@@ -174,9 +177,10 @@ def load_model(source: bytes | str | os.PathLike, *, max_bytes: int = MAX_MODEL_
 def prepare_model(model: onnx.ModelProto) -> PreparedModel:
     """Return the canonical form the rest of the core works on; the input model is not changed.
 
-    Canonical form: opset >= 13 (converted with onnx.version_converter when older), weights of quantizable
-    layers held in initializers (Constant nodes moved, names kept), every node named (unnamed ones get
-    "{op_type}_{index}"), and shape inference run so intermediate tensors carry value_info.
+    Canonical form: opset >= 13 (converted with onnx.version_converter when older), IR version one that
+    onnxruntime reads, initializers not listed among the graph inputs, weights of quantizable layers held in
+    initializers (Constant nodes moved, names kept), every node named (unnamed ones get "{op_type}_{index}"),
+    and shape inference run so intermediate tensors carry value_info.
     """
     _refuse_external_data(model)
     prepared = onnx.ModelProto()
@@ -192,6 +196,19 @@ def prepare_model(model: onnx.ModelProto) -> PreparedModel:
         prepared.ir_version = max(prepared.ir_version, 7)  # opset 13 needs IR version 7
         notes.append(f"converted from opset {opset} to {MIN_PREPARED_OPSET} "
                      "(per-channel quantization needs opset >= 13)")
+    if prepared.ir_version > MAX_RUNTIME_IR_VERSION:
+        notes.append(f"IR version lowered from {prepared.ir_version} to {MAX_RUNTIME_IR_VERSION} "
+                     "(the newest onnxruntime reads)")
+        prepared.ir_version = MAX_RUNTIME_IR_VERSION
+    initializer_names = {tensor.name for tensor in prepared.graph.initializer}
+    as_inputs = [value for value in prepared.graph.input if value.name in initializer_names]
+    if as_inputs:
+        kept = [value for value in prepared.graph.input if value.name not in initializer_names]
+        del prepared.graph.input[:]
+        prepared.graph.input.extend(kept)
+        prepared.ir_version = max(prepared.ir_version, 4)  # IR >= 4 lets initializers stay out of the inputs
+        notes.append(f"removed {len(as_inputs)} initializer(s) from the graph inputs (they are weights, "
+                     "not inputs to feed)")
     moved = _constant_weights_to_initializers(prepared.graph)
     if moved:
         notes.append(f"moved {len(moved)} Constant-node weight(s) into initializers: {', '.join(moved)}")
