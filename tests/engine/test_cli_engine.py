@@ -1,0 +1,53 @@
+"""The evaluate / sensitivity / suggest commands: --json keys, and one line for bad input."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from quant_core.demo import DEMO_MODELS, demo_data_path
+
+MLP = str(DEMO_MODELS["mlp"].path)
+DATA = str(demo_data_path())
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "quant_core", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_evaluate_json_keys():
+    done = _run("evaluate", MLP, "--data", DATA, "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert {"config", "accuracy", "fp32_accuracy", "per_class_accuracy", "top1_agreement", "cosine", "sqnr_db",
+            "output_sqnr_db", "size_bytes", "fp32_size_bytes", "simulated_only", "sample_count",
+            "layers"} <= set(report)
+    assert report["config"]["name"] == "W8A8"
+    assert set(report["layers"][0]) == {"layer", "isolated_sqnr_db", "accumulated_sqnr_db"}
+
+
+def test_sensitivity_json_rows():
+    done = _run("sensitivity", MLP, "--data", DATA, "--formats", "int8,int2", "--json")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert len(rows) == 3 * 2
+    assert set(rows[0]) == {"layer", "format", "sqnr_db", "cosine", "accuracy", "size_bytes"}
+
+
+def test_suggest_json_meets_budget():
+    done = _run("suggest", MLP, "--data", DATA, "--max-size-mb", "0.012", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["met"] and report["size_bytes"] <= 12_000
+    assert set(report["steps"][0]) == {"step", "action", "layer", "from_format", "to_format", "size_bytes",
+                                       "accuracy", "reason"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (("evaluate", MLP, "--data", "missing.npz"), "missing.npz"),
+    (("sensitivity", MLP, "--data", DATA, "--formats", "int99"), "unknown number format"),
+])
+def test_bad_input_gives_one_line_and_exit_status_2(args, message):
+    done = _run(*args)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and message in done.stderr and "Traceback" not in done.stderr

@@ -1,0 +1,115 @@
+"""Evaluator, run_sweep and suggest_config on the demo CNN and a tiny chain."""
+import threading
+
+import numpy as np
+import pytest
+
+from quant_core.calibrate import calibrate
+from quant_core.config import FP32_LAYER, PRESETS, LayerQuant, QuantConfig, TensorQuant
+from quant_core.errors import ConfigError
+from quant_core.evaluate import Evaluator
+from quant_core.sensitivity import run_sweep
+from quant_core.suggest import suggest_config
+
+INT2 = QuantConfig(LayerQuant(TensorQuant("int2", granularity="per_channel")), name="int2")
+
+
+def test_fp32_config_reproduces_fp32_outputs_exactly(cnn_evaluator):
+    result = cnn_evaluator.evaluate(PRESETS["FP32"])
+    assert np.array_equal(cnn_evaluator.outputs(PRESETS["FP32"])[0], cnn_evaluator.fp32_outputs[0])
+    assert result.sqnr_db == float("inf") and result.top1_agreement == 1.0
+    assert result.cosine == pytest.approx(1.0, abs=1e-12)
+    assert result.accuracy == cnn_evaluator.fp32_accuracy
+    assert result.size_bytes == result.fp32_size_bytes
+
+
+def test_w8a8_stays_close_to_fp32_while_int2_everywhere_collapses(cnn_evaluator):
+    fp32 = cnn_evaluator.evaluate(PRESETS["FP32"]).accuracy
+    w8a8 = cnn_evaluator.evaluate(PRESETS["W8A8"])
+    int2 = cnn_evaluator.evaluate(INT2)
+    assert fp32 - w8a8.accuracy < (fp32 - int2.accuracy) / 4
+    assert w8a8.sqnr_db > int2.sqnr_db + 10
+    assert int2.size_bytes < w8a8.size_bytes < w8a8.fp32_size_bytes
+    assert int2.simulated_only == cnn_evaluator.layers and w8a8.simulated_only == ()
+
+
+def test_results_are_cached_per_config(cnn_evaluator):
+    assert cnn_evaluator.evaluate(PRESETS["W8A8"]) is cnn_evaluator.evaluate(PRESETS["W8A8"])
+
+
+def test_per_class_accuracy_averages_to_the_accuracy(cnn_evaluator):
+    result = cnn_evaluator.evaluate(PRESETS["W8A8"])
+    counts = np.bincount(cnn_evaluator.labels, minlength=len(result.per_class_accuracy))
+    assert np.isclose(np.dot(result.per_class_accuracy, counts) / counts.sum(), result.accuracy)
+
+
+def test_isolated_error_is_never_worse_than_accumulated_along_a_chain(chain):
+    prepared, data = chain
+    evaluator = Evaluator(prepared, calibrate(prepared, data), data)
+    config = QuantConfig(LayerQuant(TensorQuant("int4"), TensorQuant("uint4", symmetric=False)))
+    errors = evaluator.layer_errors(config)
+    assert [e.layer for e in errors] == ["dense0", "dense1", "dense2"]
+    assert errors[0].isolated_sqnr_db == errors[0].accumulated_sqnr_db  # nothing comes before the first layer
+    for error in errors[1:]:
+        assert error.accumulated_sqnr_db < error.isolated_sqnr_db
+    assert errors[-1].accumulated_sqnr_db == pytest.approx(evaluator.evaluate(config).sqnr_db)
+
+
+def test_unlabelled_data_gives_no_accuracy(chain):
+    prepared, data = chain
+    result = Evaluator(prepared, calibrate(prepared, data), data).evaluate(PRESETS["W8A8"])
+    assert result.accuracy is None and result.per_class_accuracy is None and 0 <= result.top1_agreement <= 1
+
+
+def test_evaluate_refuses_a_config_for_unknown_layers(cnn_evaluator):
+    with pytest.raises(ConfigError, match="does not have"):
+        cnn_evaluator.evaluate(QuantConfig(FP32_LAYER, (("nope", LayerQuant(TensorQuant("int8"))),)))
+
+
+def test_sweep_covers_every_layer_and_format_once(cnn_evaluator):
+    formats = ["int8", "int4", "int2"]
+    rows = run_sweep(cnn_evaluator, formats, activations=True)
+    assert [(r.layer, r.format) for r in rows] == [(l, f) for l in cnn_evaluator.layers for f in formats]
+    by_key = {(r.layer, r.format): r for r in rows}
+    for layer in cnn_evaluator.layers:
+        assert by_key[layer, "int8"].sqnr_db > by_key[layer, "int2"].sqnr_db
+    assert set(rows[0].to_dict()) == {"layer", "format", "sqnr_db", "cosine", "accuracy", "agreement", "size_bytes"}
+
+
+def test_sweep_stops_when_cancelled(cnn_evaluator):
+    stop = threading.Event()
+    done = []
+
+    def progress(fraction):
+        done.append(fraction)
+        if len(done) == 2:
+            stop.set()
+
+    rows = run_sweep(cnn_evaluator, ["int8", "int6", "int4"], progress=progress, cancel=stop.is_set)
+    assert len(rows) == 2 < 3 * len(cnn_evaluator.layers)
+
+
+def test_suggestion_meets_the_size_budget_and_records_each_step(cnn_evaluator):
+    start = cnn_evaluator.evaluate(QuantConfig(LayerQuant(TensorQuant("int8", granularity="per_channel"))))
+    budget = int(start.size_bytes * 0.8)
+    suggestion = suggest_config(cnn_evaluator, max_size_bytes=budget)
+    assert suggestion.met and suggestion.result.size_bytes <= budget
+    assert suggestion.steps and [s.step for s in suggestion.steps] == list(range(1, len(suggestion.steps) + 1))
+    for step in suggestion.steps:
+        assert step.action in ("lower", "raise") and step.from_format != step.to_format and step.reason
+    assert suggestion.steps[-1].size_bytes == suggestion.result.size_bytes
+    sizes = [p.size_bytes for p in suggestion.pareto]
+    accuracies = [p.accuracy for p in suggestion.pareto]
+    assert sizes == sorted(sizes) and accuracies == sorted(accuracies)
+
+
+def test_suggestion_under_an_accuracy_floor_keeps_it(cnn_evaluator):
+    floor = cnn_evaluator.fp32_accuracy - 0.02
+    suggestion = suggest_config(cnn_evaluator, min_accuracy=floor)
+    assert suggestion.met and suggestion.result.accuracy >= floor
+    assert all(step.accuracy >= floor for step in suggestion.steps)
+
+
+def test_suggestion_needs_exactly_one_budget(cnn_evaluator):
+    with pytest.raises(ConfigError, match="exactly one budget"):
+        suggest_config(cnn_evaluator)
