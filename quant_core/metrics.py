@@ -1,0 +1,161 @@
+"""Error metrics between a reference and its quantized version (nouns, numpy in, float out).
+
+All metrics compute in float64 and validate once: the two arrays must have the same shape and
+at least one element, else QuantLabError naming the arguments. Degenerate inputs (all-zero
+signals, zero noise) have named helpers that say what they return and why.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import QuantLabError
+
+
+def _pair(reference, other, names: tuple[str, str] = ("reference", "quantized")) -> tuple[np.ndarray, np.ndarray]:
+    """Return both arrays as float64 after checking they have one shape and are not empty."""
+    try:
+        a, b = np.asarray(reference, dtype=np.float64), np.asarray(other, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise QuantLabError(f"metrics need numeric arrays: {err}") from None
+    if a.shape != b.shape:
+        raise QuantLabError(f"{names[0]} has shape {a.shape} but {names[1]} has shape {b.shape}; "
+                            "metrics compare arrays of the same shape")
+    if a.size == 0:
+        raise QuantLabError(f"{names[0]} and {names[1]} are empty; metrics need at least one value")
+    return a, b
+
+
+def mse(reference, quantized) -> float:
+    """Return the mean squared error mean((reference - quantized)^2)."""
+    a, b = _pair(reference, quantized)
+    return float(np.mean(np.square(a - b)))
+
+
+def max_abs_error(reference, quantized) -> float:
+    """Return max |reference - quantized|."""
+    a, b = _pair(reference, quantized)
+    return float(np.max(np.abs(a - b)))
+
+
+def _ratio_db(signal_power: float, noise_power: float) -> float:
+    """Return 10 log10(signal / noise) in dB.
+
+    Notes
+    -----
+    noise == 0: +inf (an exact reconstruction, even of an all-zero signal).
+    signal == 0 < noise: -inf (all of what comes out is noise).
+    """
+    if noise_power == 0.0:
+        return float("inf")
+    if signal_power == 0.0:
+        return float("-inf")
+    return float(10.0 * np.log10(signal_power / noise_power))
+
+
+def sqnr_db(reference, quantized) -> float:
+    """Return the signal-to-quantization-noise ratio 10 log10(sum x^2 / sum (x - x')^2) in dB.
+
+    Notes
+    -----
+    +inf when quantized == reference exactly; -inf when the reference is all zeros but the
+    quantized values are not (see `_ratio_db`).
+    """
+    a, b = _pair(reference, quantized)
+    return _ratio_db(float(np.sum(np.square(a))), float(np.sum(np.square(a - b))))
+
+
+def _cosine_of_norms(dot: float, norm_a: float, norm_b: float) -> float:
+    """Return dot / (|a| |b|), clipped to [-1, 1].
+
+    Notes
+    -----
+    Both vectors zero: 1.0 (they are identical). Exactly one zero: 0.0 (no direction in common).
+    """
+    if norm_a == 0.0 and norm_b == 0.0:
+        return 1.0
+    if norm_a == 0.0 or norm_b == 0.0:
+        return 0.0
+    return float(np.clip(dot / (norm_a * norm_b), -1.0, 1.0))
+
+
+def cosine_similarity(reference, quantized) -> float:
+    """Return sum(a b) / (|a| |b|) over all elements (flattened); see `_cosine_of_norms` for zeros."""
+    a, b = _pair(reference, quantized)
+    a, b = a.reshape(-1), b.reshape(-1)
+    return _cosine_of_norms(float(a @ b), float(np.linalg.norm(a)), float(np.linalg.norm(b)))
+
+
+def clipped_fraction(x, lo, hi) -> float:
+    """Return the fraction of x outside [lo, hi] (lo, hi scalars or arrays broadcasting against x)."""
+    try:
+        x = np.asarray(x, dtype=np.float64)
+        lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise QuantLabError(f"clipped_fraction needs numeric x, lo and hi: {err}") from None
+    if x.size == 0:
+        raise QuantLabError("x is empty; clipped_fraction needs at least one value")
+    if np.any(lo > hi):
+        raise QuantLabError("lo must be <= hi for every entry of the range")
+    try:
+        outside = (x < lo) | (x > hi)
+    except ValueError:
+        raise QuantLabError(f"lo/hi of shape {lo.shape}/{hi.shape} do not broadcast against x of shape "
+                            f"{x.shape}") from None
+    if outside.shape != x.shape:
+        raise QuantLabError(f"lo/hi of shape {lo.shape}/{hi.shape} do not broadcast against x of shape {x.shape}")
+    return float(np.mean(outside))
+
+
+def _rows(logits_a, logits_b, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    a, b = _pair(logits_a, logits_b, names)
+    if a.ndim == 0:
+        raise QuantLabError(f"{names[0]} and {names[1]} must have a class axis (last axis), got scalars")
+    return a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+
+
+def top1_agreement(logits_a, logits_b) -> float:
+    """Return the fraction of samples whose argmax over the last axis is the same in both.
+
+    Works on logits or probabilities alike (argmax is the same); ties go to the first class.
+    """
+    a, b = _rows(logits_a, logits_b, ("logits_a", "logits_b"))
+    return float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - np.max(logits, axis=1, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+
+
+def _log_probabilities(probabilities: np.ndarray, name: str) -> np.ndarray:
+    """Return log(p / sum p) per row; zeros give -inf. Rows must be non-negative with a positive sum."""
+    if np.any(probabilities < 0):
+        raise QuantLabError(f"{name} has negative entries; pass from_logits=True for logits")
+    totals = probabilities.sum(axis=1, keepdims=True)
+    if np.any(totals == 0):
+        raise QuantLabError(f"{name} has a row of all zeros, which is no probability distribution")
+    with np.errstate(divide="ignore"):
+        return np.log(probabilities / totals)
+
+
+def kl_divergence(p, q, *, from_logits: bool = True) -> float:
+    """Return KL(P || Q) in nats between output distributions, averaged over samples.
+
+    P = softmax(p) and Q = softmax(q) over the last axis when from_logits (the default: model
+    outputs are logits); otherwise p and q are probabilities (each row normalised to sum 1).
+        KL = mean over rows of sum_c P_c (log P_c - log Q_c)
+
+    Notes
+    -----
+    Terms with P_c = 0 contribute 0; P_c > 0 with Q_c = 0 gives +inf (probabilities only:
+    a softmax is never exactly 0 in log space).
+    """
+    a, b = _rows(p, q, ("p", "q"))
+    if from_logits:
+        log_p, log_q = _log_softmax(a), _log_softmax(b)
+    else:
+        log_p, log_q = _log_probabilities(a, "p"), _log_probabilities(b, "q")
+    prob_p = np.exp(log_p)
+    with np.errstate(invalid="ignore"):
+        terms = np.where(prob_p > 0, prob_p * (log_p - log_q), 0.0)
+    return float(np.mean(np.sum(terms, axis=1)))
