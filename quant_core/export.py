@@ -170,6 +170,26 @@ def _weight_fp16_nodes(weight: np.ndarray, prefix: str):
     return [init], [node], node.output[0]
 
 
+def _shape_reads_float(model: onnx.ModelProto) -> None:
+    """Point Shape/Size nodes that read `DequantizeLinear(QuantizeLinear(x))` back at x.
+
+    onnxruntime's quantizer rewires every reader of a quantized tensor to the DequantizeLinear
+    output, so a Shape would keep a DequantizeLinear alive at run time only to read a shape.
+    """
+    producer = {out: node for node in model.graph.node for out in node.output}
+    for node in model.graph.node:
+        if node.op_type not in ("Shape", "Size"):
+            continue
+        dq = producer.get(node.input[0])
+        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is not None and q.op_type == "QuantizeLinear":
+            node.input[0] = q.input[0]
+    used = {name for n in model.graph.node for name in n.input} | {v.name for v in model.graph.output}
+    kept = [n for n in model.graph.node if n.op_type != "DequantizeLinear" or n.output[0] in used]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+
+
 def _drop_unused_initializers(model: onnx.ModelProto) -> None:
     used = {name for node in model.graph.node for name in node.input}
     used.update(value.name for value in model.graph.output)
@@ -272,6 +292,7 @@ def export_model(prepared, config: QuantConfig, calibration, *, calibration_data
     if integer:
         _matmul_add_to_gemm(model, [entry.layer for entry in integer])
         model = _quantize_static(model, calibration_data, plan.overrides, plan.nodes_to_quantize)
+        _shape_reads_float(model)
     for entry in plan.layers:
         if entry.kind == ExportKind.WEIGHT_INT8:
             _replace_weight(model, entry.layer, _weight_int8_nodes(config.for_layer(entry.layer).weights))
