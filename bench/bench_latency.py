@@ -6,7 +6,9 @@ For each model and batch size, every variant (FP32, FP16, dynamic INT8, static I
 per-channel, 4-bit MatMulNBits when the model has MatMul/Gemm layers, and the W8A8 preset as the
 "current config") is timed with quant_core.latency.measure_latency, 1 intra-op thread. The variants
 are timed round-robin `--rounds` times; the table shows the median over rounds of each round's
-median (and of its p10 / p90), so slow drift of the machine hits all of them alike. Ratios are variant / FP32 (below 1 = faster).
+median (and of its p10 / p90), so slow drift of the machine hits all of them alike. Ratios are
+variant / FP32 (below 1 = faster), of the medians and of the p10s; the p10 ratio is the more robust
+one when other processes share the cores (the load average is printed before and after).
 Also prints each exported model's accuracy on the digits data beside the FP32 accuracy.
 """
 from __future__ import annotations
@@ -44,8 +46,8 @@ def bench_model(name: str, batches: list[int], rounds: int, threads: int) -> lis
     variants = [v for v in standard_variants(prepared, calibration, PRESETS["W8A8"], calibration_data=sample)]
     held_out = images[CALIBRATION_SAMPLES:], labels[CALIBRATION_SAMPLES:]
     lines = [f"\n### {name}\n",
-             "| variant | batch | median ms | p10–p90 ms | × FP32 | size KB | accuracy % | kernels |",
-             "|---|---:|---:|---:|---:|---:|---:|---|"]
+             "| variant | batch | median ms | p10–p90 ms | × FP32 (median) | × FP32 (p10) | size KB | accuracy % | kernels |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for batch in batches:
         runs: dict[str, list] = {v.name: [] for v in variants if v.model is not None}
         for _ in range(rounds):
@@ -56,9 +58,10 @@ def bench_model(name: str, batches: list[int], rounds: int, threads: int) -> lis
                                          repeats=REPEATS.get(batch, 60))
                 runs[variant.name].append(result)
         fp32 = float(np.median([r.median_ms for r in runs["FP32"]]))
+        fp32_p10 = float(np.median([r.p10_ms for r in runs["FP32"]]))
         for variant in variants:
             if variant.model is None:
-                lines.append(f"| {variant.name} | {batch} | – | – | – | – | – | {variant.note} |")
+                lines.append(f"| {variant.name} | {batch} | – | – | – | – | – | – | {variant.note} |")
                 continue
             result = runs[variant.name][-1]
             median = float(np.median([r.median_ms for r in runs[variant.name]]))
@@ -67,7 +70,7 @@ def bench_model(name: str, batches: list[int], rounds: int, threads: int) -> lis
             kernels = ", ".join(k for k in result.kernels if k not in ("Transpose", "Reshape", "Flatten", "Shape",
                                                                            "Gather", "Unsqueeze", "Concat"))
             simulated = " (part simulated only)" if variant.simulated else ""
-            lines.append(f"| {variant.name}{simulated} | {batch} | {median:.4f} | {p10:.4f}–{p90:.4f} | {median / fp32:.2f} | {result.size_bytes / 1024:.1f} | "
+            lines.append(f"| {variant.name}{simulated} | {batch} | {median:.4f} | {p10:.4f}–{p90:.4f} | {median / fp32:.2f} | {p10 / fp32_p10:.2f} | {result.size_bytes / 1024:.1f} | "
                          f"{accuracy(variant.model, *held_out):.2f} | {kernels} |")
     return lines
 
@@ -79,12 +82,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    import os
+
     import onnxruntime
+    print(f"load average before: {os.getloadavg()[0]:.2f} (on {os.cpu_count()} cores)")
     print(f"onnxruntime {onnxruntime.__version__}, {platform.processor() or platform.machine()}, "
           f"threads={args.threads}, rounds={args.rounds}; accuracy on {1797 - CALIBRATION_SAMPLES} held-out digits")
     for name in args.models.split(","):
         print("\n".join(bench_model(name, [int(b) for b in args.batches.split(",")], args.rounds, args.threads)))
         sys.stdout.flush()
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     return 0
 
 
