@@ -188,18 +188,19 @@ def _bounds(scale, zero_point, fmt) -> tuple[np.float32, np.float32]:
 
 
 def _run(items, kernel, parallel: bool) -> None:
+    # x / scale may overflow to Inf for huge finite x: the clip saturates it, as QuantizeLinear does.
+    # (errstate is per thread, so each worker sets it.)
+    def run_share(part):
+        with np.errstate(over="ignore"):
+            for item in part:
+                kernel(*item)
+
     if not parallel:
-        for item in items:
-            kernel(*item)
+        run_share(items)
         return
     # numpy releases the GIL inside ufuncs, so two threads use two cores; each takes a contiguous share.
     work = list(items)
     share = -(-len(work) // _THREADS)
-
-    def run_share(part):
-        for item in part:
-            kernel(*item)
-
     with ThreadPoolExecutor(max_workers=_THREADS) as pool:
         futures = [pool.submit(run_share, work[i:i + share]) for i in range(0, len(work), share)]
         for future in futures:
