@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui.lessons import number_formats, ptq_vs_qat, rounding_clipping, scale_zero_point
+from ui.lessons import number_formats, ptq_vs_qat, rounding_clipping, scale_zero_point, schemes
 
 LESSON = "lesson"  # the lesson selector's widget key
-LESSONS = (scale_zero_point, rounding_clipping, number_formats, ptq_vs_qat)
+LESSONS = (scale_zero_point, rounding_clipping, schemes, number_formats, ptq_vs_qat)
 
 
 def lesson_titles() -> list[str]:
