@@ -22,13 +22,13 @@ with page_errors("the sweep"):
     if job is not None and job.rows:
         frame = sensitivity_view.sweep_frame(job.rows, baseline.accuracy)
         sensitivity_view.show_sweep(job, frame)
-        sensitivity_view.apply_cell_controls(ctx, job)
+        sensitivity_view.apply_cell_controls(ctx, evaluator, job)
     elif job is None:
         st.caption("Pick formats and press Run sweep.")
 
 st.subheader("Mixed-precision suggestion")
-kind, value = sensitivity_view.budget_controls(baseline)
-sensitivity_view.suggestion_button(ctx, kind, value)
+sensitivity_view.budget_controls(baseline)
+sensitivity_view.suggestion_button(ctx)
 with page_errors("the suggestion"):
     suggestion = sensitivity_view.run_suggestion(ctx, evaluator, baseline)
     if suggestion is not None:

@@ -171,18 +171,12 @@ def _validate(config: QuantConfig, info) -> None:
 # --- results ------------------------------------------------------------------------------------
 
 def evaluate_with_baseline(ctx, config: QuantConfig):
-    """(result of `config`, result of FP32) on the evaluation split; calibrates once with a progress bar."""
-    bar = None
-
-    def progress(fraction: float) -> None:
-        nonlocal bar
-        bar = bar or st.progress(0.0, text="Calibrating (one pass over the calibration data)…")
-        bar.progress(min(max(fraction, 0.0), 1.0))
-
-    baseline = cache.evaluate_cached(ctx, PRESETS["FP32"], progress)
-    result = cache.evaluate_cached(ctx, config, progress)
-    if bar is not None:
-        bar.empty()
+    """(result of `config`, result of FP32) on the evaluation split; the first call calibrates."""
+    # A spinner, not a progress bar: calibration runs inside a cached function, and an element
+    # created outside it cannot be updated from inside (Streamlit replays cached effects).
+    with st.spinner("Calibrating and evaluating…"):
+        baseline = cache.evaluate_cached(ctx, PRESETS["FP32"])
+        result = cache.evaluate_cached(ctx, config)
     return result, baseline
 
 

@@ -5,14 +5,14 @@ click (which interrupts the script run) or any other rerun keeps what was alread
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import pandas as pd
 import streamlit as st
 
-from quant_core.config import PRESETS, LayerQuant, QuantConfig, TensorQuant
+from quant_core.config import PRESETS, LayerQuant, QuantConfig
 from quant_core.errors import QuantLabError
-from quant_core.formats import Granularity, parse_format
+from quant_core.formats import parse_format
 from ui import cache, engine_figures, state
 
 SENS_FORMATS = "sens_formats"
@@ -41,7 +41,6 @@ WEIGHTS_ONLY, WEIGHTS_AND_ACTIVATIONS = "weights only", "weights + activations"
 DROP, SQNR = "accuracy drop (pp)", "SQNR (dB)"
 SIZE_BUDGET, MIN_ACCURACY = "size budget", "minimum accuracy"
 FP32 = PRESETS["FP32"]
-_ACTIVATION_KINDS = {"int", "uint", "fp16", "bf16", "fp8_e4m3fn", "fp8_e5m2"}
 
 
 @dataclass
@@ -62,22 +61,22 @@ class SweepJob:
 
 
 def load_evaluator(ctx):
-    """(Evaluator, FP32 result) of the current model and data; calibrates once with a progress bar.
+    """(Evaluator, FP32 result) of the current model and data; calibrates once (with a spinner).
 
     Stops the page with a one-line error when the model cannot be evaluated.
     """
-    bar = st.empty()
-    progress = lambda fraction: bar.progress(min(max(fraction, 0.0), 1.0), text="Calibrating…")  # noqa: E731
     try:
-        evaluator = cache.get_evaluator(ctx, progress)
-        baseline = cache.evaluate_cached(ctx, FP32, progress)
+        # A spinner, not a progress bar: the calibration runs inside a cached function, and an
+        # element created outside it cannot be updated from inside (Streamlit replays cached effects).
+        with st.spinner("Calibrating and building the simulation session (once per model)…"):
+            evaluator = cache.get_evaluator(ctx)
+            baseline = cache.evaluate_cached(ctx, FP32)
     except QuantLabError as err:
         st.error(str(err))
         st.stop()
     except Exception as err:  # noqa: BLE001 - the page boundary: never show a raw traceback
         st.error(f"Could not evaluate this model: {type(err).__name__}: {err}. Try another model or data.")
         st.stop()
-    bar.empty()
     return evaluator, baseline
 
 
@@ -170,39 +169,40 @@ def show_sweep(job: SweepJob, frame: pd.DataFrame) -> None:
         st.dataframe(ranking(frame), width="stretch")
 
 
-def choice_for(current: LayerQuant, fmt: str, *, activations: bool) -> LayerQuant:
-    """`current` with its weights in `fmt` (and its input activation too when `activations`)."""
-    number_format = parse_format(fmt)
-    weights = (replace(current.weights, format=number_format) if current.weights is not None
-               else TensorQuant(number_format, granularity=Granularity.PER_CHANNEL))
-    acts = current.activations
-    if activations and number_format.kind.value in _ACTIVATION_KINDS:
-        acts = TensorQuant(number_format, symmetric=not number_format.is_integer)
-    return LayerQuant(weights, acts)
+def cell_choice(evaluator, current: LayerQuant, layer: str, fmt: str, *, activations: bool) -> LayerQuant:
+    """The swept cell as a layer choice: exactly the weights (and activations) the sweep measured.
+
+    After a weights-only sweep the layer keeps its current activation setting.
+    """
+    from quant_core.sensitivity import sweep_config
+
+    swept = sweep_config(evaluator, layer, parse_format(fmt), activations=activations).for_layer(layer)
+    return LayerQuant(swept.weights, swept.activations if activations else current.activations)
 
 
-def _apply_cell(info, activations: bool) -> None:
+def _apply_cell(evaluator, info, activations: bool) -> None:
     layer, fmt = st.session_state[SENS_PICK_LAYER], st.session_state[SENS_PICK_FORMAT]
     config = state.get_config()
-    choice = choice_for(config.for_layer(layer), fmt, activations=activations)
-    new_config = config.with_layer(layer, choice)
+    new_config = config.with_layer(layer, cell_choice(evaluator, config.for_layer(layer), layer, fmt,
+                                                      activations=activations))
     try:
         _validate(new_config, info)
-    except QuantLabError:
-        # e.g. per-channel on a 1-D weight: fall back to per-tensor for this layer.
-        new_config = config.with_layer(layer, LayerQuant(replace(choice.weights, granularity=Granularity.PER_TENSOR),
-                                                         choice.activations))
+    except QuantLabError as err:
+        st.session_state[_APPLIED] = None
+        st.session_state[_MESSAGE] = f"Cannot apply {fmt} to {layer}: {err}"
+        return
     state.set_config(new_config)
+    st.session_state[_MESSAGE] = None
     st.session_state[_APPLIED] = f"Applied {fmt} to {layer}: the current config is now '{new_config.name}'."
 
 
-def apply_cell_controls(ctx, job: SweepJob) -> None:
+def apply_cell_controls(ctx, evaluator, job: SweepJob) -> None:
     """Pick a (layer, format) cell of the sweep and apply it to the current config."""
     layer_column, format_column, button_column = st.columns([3, 2, 2], vertical_alignment="bottom")
     layer_column.selectbox("Layer", list(job.layers[:job.done_layers]), key=SENS_PICK_LAYER)
     format_column.selectbox("Format", list(job.formats), key=SENS_PICK_FORMAT)
     button_column.button("Apply to config", key=SENS_APPLY_CELL, on_click=_apply_cell,
-                         args=(ctx.info, job.activations))
+                         args=(evaluator, ctx.info, job.activations))
     if applied := st.session_state.pop(_APPLIED, None):
         st.success(applied)
     config = state.get_config()
@@ -226,7 +226,7 @@ def budget_controls(baseline) -> tuple[str, float]:
     """The constraint of the suggestion: ('size budget', fraction of FP32) or ('minimum accuracy', 0..1)."""
     kind = st.radio("Constraint", [SIZE_BUDGET, MIN_ACCURACY], key=SENS_BUDGET_KIND, horizontal=True)
     if kind == SIZE_BUDGET:
-        percent = st.slider("Size budget (% of the FP32 size)", 5, 100, 30, step=1, key=SENS_SIZE_BUDGET,
+        percent = st.slider("Size budget (% of the FP32 size)", 5, 100, 15, step=1, key=SENS_SIZE_BUDGET,
                             help=f"FP32 size: {baseline.fp32_size_bytes / 1024:.1f} KB")
         st.caption(f"= at most {baseline.fp32_size_bytes * percent / 100 / 1024:.1f} KB")
         return kind, percent / 100
@@ -238,13 +238,16 @@ def budget_controls(baseline) -> tuple[str, float]:
     return kind, percent / 100
 
 
-def _request_suggestion(ctx_key: tuple, kind: str, value: float) -> None:
+def _request_suggestion(ctx_key: tuple) -> None:
+    # Read the budget now, not when the button was drawn: a slider moved in the same rerun counts.
+    kind = st.session_state[SENS_BUDGET_KIND]
+    value = st.session_state[SENS_SIZE_BUDGET if kind == SIZE_BUDGET else SENS_MIN_ACCURACY] / 100
     st.session_state[_SUGGESTION] = {"key": ctx_key, "request": (kind, value), "suggestion": None}
 
 
-def suggestion_button(ctx, kind: str, value: float) -> None:
+def suggestion_button(ctx) -> None:
     st.button("Suggest a mixed-precision config", key=SENS_SUGGEST, type="primary", on_click=_request_suggestion,
-              args=((ctx.model_key, ctx.data_key), kind, value))
+              args=((ctx.model_key, ctx.data_key),))
 
 
 def run_suggestion(ctx, evaluator, baseline):

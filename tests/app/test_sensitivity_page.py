@@ -1,0 +1,124 @@
+"""The Sensitivity page: a per-layer sweep shown as a heatmap, cells applied to the config, a suggestion."""
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = str(ROOT / "pages" / "4_Sensitivity.py")
+CONFIG_KEY = "_lab_config"  # ui.state's private key of the current config
+
+
+def _page(model: str = "mlp") -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["model_choice"] = model
+    return at
+
+
+@pytest.fixture(scope="module")
+def swept() -> AppTest:
+    at = _page()
+    at.run()
+    at.multiselect(key="sens_formats").set_value(["int8", "int2"])
+    at.button(key="sens_run").click()
+    at.run()
+    return at
+
+
+def test_the_page_opens_without_errors_and_without_a_sweep():
+    at = _page()
+    at.run()
+    assert not at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.get("plotly_chart")) == 0, "no heatmap before a sweep"
+    assert at.button(key="sens_stop").disabled
+
+
+def test_a_sweep_shows_a_heatmap_and_ranks_every_layer(swept):
+    at = swept
+    assert not at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert any("Sweep finished: 3 of 3 layers × 2 formats" in c.value for c in at.caption)
+    assert len(at.get("plotly_chart")) == 1
+    ranked = at.dataframe[0].value
+    assert len(ranked) == 3
+    drops = ranked["accuracy drop (pp)"].tolist()
+    assert drops == sorted(drops, reverse=True), "most sensitive first"
+    assert set(ranked["worst format"]) == {"int2"}, "2 bits hurts more than 8 on every layer"
+
+
+def test_the_heatmap_toggle_switches_to_sqnr(swept):
+    at = swept
+    at.radio(key="sens_metric").set_value("SQNR (dB)")
+    at.run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_applying_a_cell_changes_that_layer_in_the_current_config(swept):
+    at = swept
+    layer = at.selectbox(key="sens_pick_layer").options[-1]
+    at.selectbox(key="sens_pick_layer").set_value(layer)
+    at.run()
+    assert any(f"{layer} currently uses int8 weights" in c.value for c in at.caption)
+    at.selectbox(key="sens_pick_format").set_value("int2")
+    at.button(key="sens_apply_cell").click()
+    at.run()
+    config = at.session_state[CONFIG_KEY]
+    assert config.for_layer(layer).weights.format.name == "int2"
+    assert config.for_layer(layer).activations is not None, "a weights-only sweep keeps the layer's activations"
+    assert config.name == "custom"
+    assert any(f"Applied int2 to {layer}" in s.value for s in at.success)
+
+
+def test_a_suggestion_under_a_size_budget_shows_its_trace_and_pareto_chart_and_can_be_applied():
+    at = _page()
+    at.run()
+    at.slider(key="sens_size_budget").set_value(12)
+    at.button(key="sens_suggest").click()
+    at.run()
+    assert not at.exception
+    assert not at.error, [e.value for e in at.error]
+    trace = at.dataframe[-1].value
+    assert len(trace) >= 1
+    assert set(trace["action"]) <= {"lower", "raise"}
+    assert len(at.get("plotly_chart")) == 1, "the Pareto chart"
+    outcome = (at.success or at.warning)[0].value
+    assert outcome.startswith("Suggestion")
+    at.button(key="sens_apply_suggestion").click()
+    at.run()
+    config = at.session_state[CONFIG_KEY]
+    size_percent = float(outcome.split("(")[1].split("%")[0])
+    assert config.name != "W8A8"
+    assert any("now the current config" in s.value for s in at.success)
+    if "meets the constraint" in outcome:
+        assert size_percent <= 12.0
+
+
+def _interrupted_sweep(swept: AppTest):
+    """The swept job as it was after its first layer: what a Stop click or another rerun interrupts."""
+    from dataclasses import replace
+
+    job = swept.session_state["_sens_job"]
+    first_layer_rows = [row for row in job.rows if row.layer == job.layers[0]]
+    return replace(job, rows=list(first_layer_rows), done_layers=1, stopped=False)
+
+
+def test_stop_keeps_the_layers_already_measured_and_sweeps_no_further(swept):
+    at = _page()
+    at.run()
+    at.session_state["_sens_job"] = _interrupted_sweep(swept)
+    at.button(key="sens_stop").click()
+    at.run()
+    assert not at.exception
+    assert any("Sweep stopped: 1 of 3 layers" in c.value for c in at.caption)
+    assert len(at.dataframe[0].value) == 1, "only the measured layer is ranked"
+
+
+def test_an_interrupted_sweep_resumes_where_it_stopped(swept):
+    at = _page()
+    at.run()
+    at.session_state["_sens_job"] = _interrupted_sweep(swept)
+    at.run()
+    assert any("Sweep finished: 3 of 3 layers" in c.value for c in at.caption)
+    assert len(at.session_state["_sens_job"].rows) == len(swept.session_state["_sens_job"].rows)
