@@ -108,6 +108,8 @@ def test_stop_keeps_the_layers_already_measured_and_sweeps_no_further(swept):
     at = _page()
     at.run()
     at.session_state["_sens_job"] = _interrupted_sweep(swept)
+    at.run()  # a run with a sweep under way draws Stop enabled (AppTest then finishes the sweep)
+    at.session_state["_sens_job"] = _interrupted_sweep(swept)  # the click lands after the first layer
     at.button(key="sens_stop").click()
     at.run()
     assert not at.exception
