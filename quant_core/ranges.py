@@ -26,7 +26,8 @@ MSE_CANDIDATES = 128
 _EPS = 1e-4  # onnxruntime's smooth_distribution: empty bins get this mass
 # Weights (range estimated straight from the tensor, per channel or group):
 WEIGHT_BINS = 2048           # per-tensor histogram
-ROW_BINS = 256               # per-channel histograms: small rows need few bins
+ROW_BINS = 256               # per-channel MSE histograms: small rows need few bins
+ROW_ENTROPY_BINS = 512       # per-channel entropy: the search can clip down to 128/512 of max|x|
 ROW_MSE_CANDIDATES = 64       # per channel
 GROUP_MSE_CANDIDATES = 32     # per group (16-256 values, on a grid of at most 2^bits levels)
 _ROW_CHUNK_ELEMENTS = 1 << 22  # bound on the temporary (rows x candidates x bins) arrays
@@ -147,6 +148,7 @@ def range_mse(hist: StreamingHistogram, fmt: NumberFormat, *, symmetric: bool = 
     MSE(range) = sum_b counts_b * (fake_quantize(center_b) - center_b)^2 / sum_b counts_b, with the
     range's scale and zero point from qparams_from_range, over `candidates` ranges shrinking the
     min-max range: [-t, t] for t = k/K x max|x| (symmetric), else k/K x [min, max]; k = 1..K.
+    The winner is clamped to [min, max] (for symmetric, the same grid: qparams re-symmetrize it).
 
     Notes
     -----
@@ -166,7 +168,8 @@ def range_mse(hist: StreamingHistogram, fmt: NumberFormat, *, symmetric: bool = 
     lo, hi, thresholds = _mse_candidates([hist.min], [hist.max], candidates, symmetric)
     curve = _mse_curves(centers, weights, lo, hi, fmt, symmetric)[0]
     best = int(np.argmin(curve))
-    lo, hi = float(lo[0, best]), float(hi[0, best])
+    # A symmetric [-t, t] wider than the data on one side is the same grid clamped to the data.
+    lo, hi = _clamp(lo[0, best], hi[0, best], hist)
     return RangeResult(RangeMethod.MSE, lo, hi, _clipped_fraction(hist, lo, hi), thresholds[0], curve,
                        f"MSE of {fmt.name} fake-quantization")
 
@@ -378,15 +381,16 @@ def _row_mse(rows: np.ndarray, fmt: NumberFormat, symmetric: bool):
         cand_lo, cand_hi, _ = _mse_candidates(lo[part], hi[part], candidates, symmetric)
         best = np.argmin(_mse_curves(centers[part], weights[part], cand_lo, cand_hi, fmt, symmetric), axis=1)
         pick = np.arange(best.size)
-        out_lo[part], out_hi[part] = cand_lo[pick, best], cand_hi[pick, best]
+        out_lo[part] = np.maximum(cand_lo[pick, best], lo[part])
+        out_hi[part] = np.minimum(cand_hi[pick, best], hi[part])
     return out_lo, out_hi
 
 
 def _row_entropy(rows: np.ndarray):
     lo, hi = rows.min(axis=1), rows.max(axis=1)
     absmax = np.maximum(np.abs(lo), np.abs(hi))
-    counts, edges = _row_histograms(rows, -absmax, absmax, ROW_BINS)
-    start, end = _entropy_plan(ROW_BINS, NUM_QUANTIZED_BINS)
+    counts, edges = _row_histograms(rows, -absmax, absmax, ROW_ENTROPY_BINS)
+    start, end = _entropy_plan(ROW_ENTROPY_BINS, NUM_QUANTIZED_BINS)
     best = np.empty(rows.shape[0], dtype=np.int64)
     for part in _row_chunks(rows.shape[0], start.size * (NUM_QUANTIZED_BINS + 1) * 4):
         best[part] = np.argmin(_kl_curves(counts[part], NUM_QUANTIZED_BINS), axis=1)
@@ -402,8 +406,9 @@ def weight_ranges(x, tq: TensorQuant, *, name: str = "weight") -> tuple[np.ndarr
 
     per tensor    estimate_range on a 2048-bin histogram of the tensor
     per channel   percentile: exact order statistics of each channel (no histogram);
-                  MSE (64 candidates) and entropy: a 256-bin histogram per channel, all
-                  channels at once (rows of at most 256 values use the values themselves)
+                  MSE (64 candidates): a 256-bin histogram per channel (a channel of at most
+                  256 values uses the values themselves); entropy: a 512-bin signed histogram
+                  per channel (so it clips to no less than 1/4 of max|x|); all channels at once
     per group     percentile: order statistics; MSE (32 candidates): on the group's values
 
     Notes
