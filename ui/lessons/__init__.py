@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui.lessons import number_formats, ptq_vs_qat, rounding_clipping, scale_zero_point, schemes
+from ui.lessons import (calibration_data, mixed_precision, number_formats, ptq_vs_qat, rounding_clipping,
+                        scale_zero_point, schemes)
 
 LESSON = "lesson"  # the lesson selector's widget key
-LESSONS = (scale_zero_point, rounding_clipping, schemes, number_formats, ptq_vs_qat)
+LESSONS = (scale_zero_point, rounding_clipping, schemes, number_formats, calibration_data, ptq_vs_qat,
+           mixed_precision)
 
 
 def lesson_titles() -> list[str]:
