@@ -53,8 +53,8 @@ class _QuietQuantizer(logging.Filter):
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence onnxruntime.quantization while it runs: root-logger advice and its module loggers' INFO."""
+def _quiet(what: str) -> Iterator[None]:
+    """Run onnxruntime.quantization quietly; turn its failures into one-line ModelErrors naming `what`."""
     quiet = _QuietQuantizer()
     root, package = logging.getLogger(), logging.getLogger("onnxruntime")
     level = package.level
@@ -62,6 +62,11 @@ def _quiet() -> Iterator[None]:
     package.setLevel(logging.ERROR)
     try:
         yield
+    except ModelError:
+        raise
+    except Exception as err:  # onnxruntime.quantization raises anything from AssertionError to its own types
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"onnxruntime could not build the {what} model: {first}") from None
     finally:
         root.removeFilter(quiet)
         package.setLevel(level)
@@ -87,9 +92,14 @@ def _input_feeds(model: onnx.ModelProto, data) -> Iterator[dict[str, np.ndarray]
         inputs = {graph_inputs[0].name: inputs}
     if not isinstance(inputs, Mapping):
         raise ModelError(f"calibration_data must be a Dataset, an array or a mapping, got {type(data).__name__}")
-    count = min(CALIBRATION_SAMPLES, min(len(array) for array in inputs.values()))
+    dtypes = {value.name: helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type) for value in graph_inputs}
+    missing = [name for name in dtypes if name not in inputs]
+    if missing:
+        raise ModelError(f"calibration_data has no array for model input(s) {missing}")
+    count = min(CALIBRATION_SAMPLES, min(len(inputs[name]) for name in dtypes))
     for start in range(0, count, _BATCH):
-        yield {name: np.asarray(array[start:min(start + _BATCH, count)]) for name, array in inputs.items()}
+        yield {name: np.asarray(inputs[name][start:min(start + _BATCH, count)], dtype=dtype)
+               for name, dtype in dtypes.items()}
 
 
 def _reader(model: onnx.ModelProto, data):
@@ -113,7 +123,7 @@ def _load_bytes(path: str) -> bytes:
 def _quantize_static(model: onnx.ModelProto, data, overrides: dict, nodes: tuple[str, ...]) -> onnx.ModelProto:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     op_types = sorted({node.op_type for node in model.graph.node if node.name in set(nodes)})
-    with tempfile.TemporaryDirectory(prefix="quantlab-export-") as tmp, _quiet():
+    with tempfile.TemporaryDirectory(prefix="quantlab-export-") as tmp, _quiet("static QDQ"):
         out = os.path.join(tmp, "static.onnx")
         quantize_static(
             model, out, _reader(model, data), quant_format=QuantFormat.QDQ,
@@ -312,7 +322,7 @@ def export_dynamic_int8(prepared) -> ExportResult:
     """Export with onnxruntime's dynamic quantization: int8 weights, uint8 activations scaled per batch."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     model = model_proto(prepared)
-    with tempfile.TemporaryDirectory(prefix="quantlab-export-") as tmp, _quiet():
+    with tempfile.TemporaryDirectory(prefix="quantlab-export-") as tmp, _quiet("dynamic INT8"):
         out = os.path.join(tmp, "dynamic.onnx")
         quantize_dynamic(model, out, weight_type=QuantType.QInt8, per_channel=False)
         data = _load_bytes(out)
@@ -324,7 +334,7 @@ def export_fp16(prepared) -> ExportResult:
     """Export with float16 weights and compute; inputs and outputs stay float32."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
     model = model_proto(prepared)
-    with _quiet():
+    with _quiet("FP16"):
         converted = convert_float_to_float16(model, keep_io_types=True)
     return ExportResult(converted.SerializeToString(), {}, "fp16", ("float16 weights and activations; float32 I/O",))
 
@@ -369,7 +379,7 @@ def export_matmul_nbits(prepared, bits: int = 4, block_size: int = 32) -> Export
     initializers = {init.name for init in model.graph.initializer}
     if not any(n.op_type == "MatMul" and n.input[1] in initializers for n in model.graph.node):
         raise ModelError("the model has no MatMul or Gemm layer with a constant weight; MatMulNBits does not apply")
-    with _quiet():
+    with _quiet("MatMulNBits"):
         quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=True)
         quantizer.process()
     quantized = quantizer.model.model

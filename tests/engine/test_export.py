@@ -145,6 +145,15 @@ def test_exported_activation_scale_and_zero_point_are_ours_bit_for_bit(cnn):
     assert inits[quantize_input.input[2]].dtype == np.uint8
 
 
+def test_calibration_data_changes_nothing_since_every_range_is_ours_but_must_name_the_inputs(cnn):
+    from quant_core.errors import ModelError
+    prepared, calibration = cnn
+    as_float64 = export_model(prepared, W8A8_PER_TENSOR, calibration, calibration_data=IMAGES.astype(np.float64))
+    assert as_float64.model == export_model(prepared, W8A8_PER_TENSOR, calibration).model
+    with pytest.raises(ModelError, match=r"no array for model input\(s\) \['image'\]"):
+        export_model(prepared, W8A8_PER_TENSOR, calibration, calibration_data={"pixels": IMAGES})
+
+
 def test_per_channel_weights_get_one_scale_per_output_channel(cnn):
     prepared, calibration = cnn
     config = static_int8_config(prepared, per_channel=True)
