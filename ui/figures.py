@@ -12,8 +12,9 @@ METHOD_COLORS = {"minmax": "#444444", "percentile": "#2E6FD8", "mse": "#D8572A",
 GRID_COLOR = "rgba(120, 60, 160, 0.55)"
 MAX_GRID_LINES = 64
 DISPLAY_BINS = 256
-_LAYOUT = dict(margin=dict(l=50, r=20, t=50, b=45), hovermode="closest", bargap=0,
-               legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0))
+# Legend under the plot, so long range labels never cover the title or the data.
+_LAYOUT = dict(margin=dict(l=50, r=20, t=40, b=40), hovermode="closest", bargap=0,
+               legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0))
 
 
 @dataclass(frozen=True)
