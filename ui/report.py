@@ -42,7 +42,10 @@ def report_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The before/after table as shown and downloaded: percentages, rounded, human headings."""
     table = frame[[c for c in REPORT_COLUMNS if c in frame.columns]].copy()
     table["accuracy"] = table["accuracy"] * 100
-    return table.rename(columns=REPORT_COLUMNS).round(3)
+    latency = [c for c in table.columns if c.startswith("latency")]
+    # Small models run in microseconds: keep latency to 10 ns, the rest to 3 decimals.
+    table[latency] = table[latency].round(5)
+    return table.round({c: 3 for c in table.columns if c not in latency}).rename(columns=REPORT_COLUMNS)
 
 
 def tradeoffs_csv(frame: pd.DataFrame) -> bytes:

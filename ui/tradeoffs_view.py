@@ -99,7 +99,7 @@ def measure(ctx, config: QuantConfig, settings: MeasurementSettings, progress) -
         fp32_outputs = outputs if fp32_outputs is None else fp32_outputs  # FP32 comes first
         timing = _latency(ctx.model_key, ctx.data_key, variant_key, settings.batch_size, settings.threads,
                           settings.warmup, settings.repeats, variant.model, ctx.evaluation_data)
-        name = variant.name + (" (exported; simulated-only layers kept FP32)" if variant.simulated else "")
+        name = variant.name + (" — exported, simulated-only layers kept FP32" if variant.simulated else "")
         rows.append({"variant": name, "kind": "onnxruntime", "simulated": False,
                      "accuracy": _accuracy(outputs, fp32_outputs, labels), "size_kb": timing.size_bytes / 1024,
                      "latency_ms": timing.median_ms, "latency_p10_ms": timing.p10_ms,

@@ -1,0 +1,91 @@
+"""The Trade-offs page: every standard variant exported, run and timed by onnxruntime, on demand."""
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = str(ROOT / "pages" / "5_Trade-offs.py")
+MLP_VARIANTS = {"FP32", "FP16", "Dynamic INT8", "Static INT8 per-tensor", "Static INT8 per-channel",
+                "4-bit weight-only (MatMulNBits)", "Current config (W8A8)"}
+
+
+def _page(model: str = "mlp") -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=180)
+    at.session_state["model_choice"] = model
+    return at
+
+
+@pytest.fixture(scope="module")
+def measured() -> AppTest:
+    at = _page()
+    at.run()
+    at.number_input(key="tradeoff_repeats").set_value(3)
+    at.button(key="tradeoff_measure").click()
+    at.run()
+    return at
+
+
+def test_the_page_opens_without_errors_and_measures_nothing_until_asked():
+    at = _page()
+    at.run()
+    assert not at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.dataframe) == 0
+    assert at.select_slider(key="tradeoff_batch").value == 1
+    assert at.slider(key="tradeoff_threads").value == 1
+
+
+def test_measure_gives_one_row_per_variant_with_a_measured_latency_and_spread(measured):
+    at = measured
+    assert not at.exception
+    assert not at.error, [e.value for e in at.error]
+    table = at.dataframe[0].value
+    assert set(table["variant"]) == MLP_VARIANTS
+    assert (table["latency median (ms)"] > 0).all()
+    assert (table["latency p10 (ms)"] <= table["latency median (ms)"]).all()
+    assert (table["latency median (ms)"] <= table["latency p90 (ms)"]).all()
+    fp32 = table.set_index("variant").loc["FP32"]
+    assert fp32["speed-up vs FP32"] == 1.0 and fp32["size vs FP32"] == 1.0
+    assert (table.set_index("variant").loc["4-bit weight-only (MatMulNBits)", "size vs FP32"]) < 0.3
+    assert "QGemm" in table.set_index("variant").loc["Static INT8 per-channel", "kernels"]
+
+
+def test_the_page_says_how_latency_was_measured_and_draws_both_charts(measured):
+    at = measured
+    how = " ".join(i.value for i in at.info)
+    assert "batch size 1" in how and "1 intra-op thread" in how and "5 warm-up" in how and "3 timed run" in how
+    assert len(at.get("plotly_chart")) == 2
+    labels = [b.label for b in at.get("download_button")]
+    assert "Table (CSV)" in labels and any(label.startswith("Report (Markdown") for label in labels)
+
+
+def test_other_settings_need_their_own_measurement(measured):
+    at = measured
+    at.select_slider(key="tradeoff_batch").set_value(8)
+    at.run()
+    assert len(at.dataframe) == 0, "a batch of 8 was not measured yet"
+    at.select_slider(key="tradeoff_batch").set_value(1)
+    at.run()
+    assert len(at.dataframe) == 1, "the batch-1 measurement is kept"
+
+
+def test_a_config_with_simulated_only_formats_is_plotted_apart_without_latency(measured):
+    from quant_core.config import PRESETS, LayerQuant, QuantConfig, TensorQuant
+
+    at = measured
+    int3 = LayerQuant(TensorQuant("int3", granularity="per_channel"))
+    config = QuantConfig(int3, name="all int3")  # 3-bit weights: no onnxruntime kernel
+    at.session_state["_lab_config"] = config
+    at.button(key="tradeoff_measure").click()
+    at.run()
+    assert not at.exception
+    assert not at.error, [e.value for e in at.error]
+    table = at.dataframe[0].value.set_index("variant")
+    simulated = table[table["kind"] == "simulated"]
+    assert list(simulated.index) == ["Current config (all int3)"]
+    assert simulated["latency median (ms)"].isna().all()
+    assert simulated["size vs FP32"].iloc[0] < 0.15, "3 of 32 bits plus scales"
+    exported = table.loc["Current config (all int3) — exported, simulated-only layers kept FP32"]
+    assert exported["kind"] == "onnxruntime" and exported["latency median (ms)"] > 0
+    assert any("Simulated (no onnxruntime kernel" in c.value for c in at.caption)
