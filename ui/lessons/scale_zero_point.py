@@ -36,6 +36,12 @@ class Grid:
     def error(self) -> np.ndarray:
         return np.abs(EXAMPLE - self.reconstruction)
 
+    @property
+    def clipped(self) -> np.ndarray:
+        """Values more than half a step beyond the grid's ends: saturated rather than rounded."""
+        half = self.scale / 2
+        return (EXAMPLE < self.levels[0] - half) | (EXAMPLE > self.levels[-1] + half)
+
 
 def quantize_example(bits: int, lo: float, hi: float, symmetric: bool) -> Grid:
     """Quantize EXAMPLE with the range [lo, hi]: signed and symmetric, or unsigned and asymmetric."""
@@ -107,7 +113,7 @@ def render(ctx) -> None:
     st.latex(rf"x \approx \text{{scale}}\cdot(q - \text{{zero\_point}}):\quad {x:.4f} \approx {grid.scale:.5g}"
              rf" \cdot ({q} - ({grid.zero_point})) = {x_hat:.4f}")
     table = pd.DataFrame({"x": EXAMPLE, "q": grid.codes, "scale·(q − zero_point)": grid.reconstruction,
-                          "error": grid.error, "clipped": (EXAMPLE < grid.levels[0]) | (EXAMPLE > grid.levels[-1])})
+                          "error": grid.error, "clipped": grid.clipped})
     st.dataframe(table, hide_index=True, width="stretch")
 
     clipped = int(table["clipped"].sum())
