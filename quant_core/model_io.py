@@ -147,31 +147,114 @@ def load_model(source: bytes | str | os.PathLike, *, max_bytes: int = MAX_MODEL_
     the server. Corrupt, truncated and oversize input raise a one-line `ModelError`.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        label = "the uploaded model"
-        _check_size(len(data), max_bytes, label)
+        label, size = "the uploaded model", len(source)
     else:
         path = Path(source)
         label = f"'{path.name}'"
         if not path.is_file():
             raise ModelError(f"model file not found: {path}")
-        _check_size(path.stat().st_size, max_bytes, label)
-        data = path.read_bytes()
-        _check_size(len(data), max_bytes, label)
-    if not data:
+        size = path.stat().st_size
+    _check_size(size, max_bytes, label)
+    if size == 0:
         raise ModelError(f"{label} is empty: expected an ONNX model (.onnx)")
-    model = onnx.ModelProto()
     try:
-        model.ParseFromString(data)
-    except (DecodeError, RuntimeError, ValueError) as err:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            model = onnx.ModelProto()
+            model.ParseFromString(bytes(source))
+        else:
+            model = _parse_file(path)
+    except (DecodeError, RuntimeError, ValueError, EOFError) as err:
         raise ModelError(f"{label} is not a valid ONNX model (corrupt or truncated file: {_one_line(err)})") from None
-    del data
     if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
         raise ModelError(f"{label} is not an ONNX model (it has no ir_version, graph or opset): "
                          "expected a file saved with onnx.save or exported by a framework")
     _refuse_external_data(model)
     _check_structure(model, label)
     return model
+
+
+def _parse_file(path: Path) -> onnx.ModelProto:
+    """Parse a model file piece by piece, so the file's bytes and the parsed model are never both in memory.
+
+    Protobuf merges concatenated messages field by field (repeated fields append), so merging each top-level
+    field of ModelProto, and runs of GraphProto fields (nodes, initializers) wrapped as ModelProto.graph, one
+    after the other, gives the same message as parsing the whole file. Peak memory is the model plus one run.
+    """
+    model = onnx.ModelProto()
+    with open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        for number, wire_type, start, payload, end in _wire_fields(file, 0, size):
+            if number == _MODEL_GRAPH_FIELD and wire_type == 2:
+                run = payload
+                for _, _, _, _, field_end in _wire_fields(file, payload, end):
+                    if field_end - run >= _PARSE_RUN_BYTES:
+                        model.MergeFromString(_graph_piece(file, run, field_end))
+                        run = field_end
+                if run < end:
+                    model.MergeFromString(_graph_piece(file, run, end))
+            else:
+                file.seek(start)
+                model.MergeFromString(file.read(end - start))
+    return model
+
+
+_MODEL_GRAPH_FIELD = 7  # ModelProto.graph
+_PARSE_RUN_BYTES = 16 * 2**20
+
+
+def _graph_piece(file, start: int, end: int) -> bytes:
+    """GraphProto fields file[start:end] wrapped as a ModelProto with only its `graph` field."""
+    file.seek(start)
+    body = file.read(end - start)
+    return bytes([_MODEL_GRAPH_FIELD << 3 | 2]) + _varint_bytes(len(body)) + body
+
+
+def _wire_fields(file, start: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """Yield (field number, wire type, field start, payload start, field end) of the protobuf fields in file[start:end]."""
+    position = start
+    while position < end:
+        file.seek(position)
+        header = file.read(20)
+        tag, offset = _read_varint(header, 0)
+        number, wire_type = tag >> 3, tag & 7
+        if wire_type == 0:
+            _, offset = _read_varint(header, offset)
+            payload, field_end = position + offset, position + offset
+        elif wire_type == 1:
+            payload, field_end = position + offset, position + offset + 8
+        elif wire_type == 2:
+            length, offset = _read_varint(header, offset)
+            payload, field_end = position + offset, position + offset + length
+        elif wire_type == 5:
+            payload, field_end = position + offset, position + offset + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire_type} at byte {position}")
+        if number == 0 or field_end > end:
+            raise ValueError(f"field at byte {position} runs past the end of its message")
+        yield number, wire_type, position, payload, field_end
+        position = field_end
+
+
+def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if offset >= len(data) or shift > 63:
+            raise ValueError("truncated or malformed varint")
+        byte = data[offset]
+        value |= (byte & 0x7F) << shift
+        offset += 1
+        if byte < 0x80:
+            return value, offset
+        shift += 7
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def prepare_model(model: onnx.ModelProto) -> PreparedModel:
@@ -562,9 +645,12 @@ def _dtype_name(data_type: int) -> str:
 
 
 def _tensor_bytes(tensor: onnx.TensorProto) -> int:
-    if tensor.HasField("raw_data"):
-        return len(tensor.raw_data)
-    return math.prod(tensor.dims) * 8
+    """Approximate data size from dims and dtype (touching raw_data or ByteSize() would copy or encode it)."""
+    try:
+        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    except (KeyError, TypeError, ValueError):
+        itemsize = 8
+    return math.prod(tensor.dims) * max(itemsize, 1)
 
 
 def _check_size(size: int, max_bytes: int, label: str) -> None:

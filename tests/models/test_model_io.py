@@ -74,6 +74,25 @@ def test_model_failing_the_onnx_checker_is_refused():
         load_model(model.SerializeToString())
 
 
+@pytest.mark.parametrize("run_bytes", [1, 200, 16 * 2**20])
+def test_file_parsed_piece_by_piece_equals_the_whole_message(tmp_path, monkeypatch, run_bytes):
+    monkeypatch.setattr("quant_core.model_io._PARSE_RUN_BYTES", run_bytes)
+    model = graphs.if_model()
+    model.doc_string = "a top-level field after the graph"
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    assert load_model(path) == model
+
+
+def test_file_truncated_inside_a_field_header_is_refused(tmp_path):
+    whole = graphs.gemm_model().SerializeToString()
+    for cut in (1, 3, len(whole) - 1):
+        path = tmp_path / f"cut{cut}.onnx"
+        path.write_bytes(whole[:cut])
+        with pytest.raises(ModelError, match="corrupt or truncated|not an ONNX model"):
+            load_model(path)
+
+
 def test_oversize_bytes_are_refused_before_parsing():
     data = graphs.gemm_model().SerializeToString()
     with pytest.raises(ModelError, match="over the"):
@@ -84,7 +103,7 @@ def test_oversize_bytes_are_refused_before_parsing():
 def test_oversize_file_is_refused_without_reading_it(tmp_path, monkeypatch):
     path = tmp_path / "big.onnx"
     path.write_bytes(graphs.gemm_model().SerializeToString())
-    monkeypatch.setattr("pathlib.Path.read_bytes", lambda self: pytest.fail("the oversize file was read"))
+    monkeypatch.setattr("quant_core.model_io._parse_file", lambda path: pytest.fail("the oversize file was read"))
     with pytest.raises(ModelError, match="over the 0 MiB limit"):
         load_model(path, max_bytes=10)
 
