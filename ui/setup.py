@@ -161,7 +161,8 @@ def _open_uploaded_data(upload, prepared, source: state.ModelSource) -> None:
     data_bytes = upload.getvalue()
     key = cache.content_key(data_bytes)
     try:
-        cache.load_data(source.key, key, data_bytes, prepared)
+        data = cache.load_data(source.key, key, data_bytes, prepared)
+        cache.split_data(source.key, key, data)  # refuses data too small to split, before it is used
     except QuantLabError as err:
         state.push_message(state.DATA_UPLOAD, f"Could not use {upload.name}: {err} The previous data is still used.")
         return

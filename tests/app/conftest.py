@@ -5,7 +5,6 @@ import io
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from streamlit.testing.v1 import AppTest
@@ -63,4 +62,18 @@ def texts(at: AppTest) -> str:
     return "\n".join(parts)
 
 
-__all__ = ["ROOT", "app_test", "onnx", "run_page", "texts", "tiny_data_bytes", "tiny_model_bytes"]
+@pytest.fixture
+def downloads(monkeypatch) -> dict[str, bytes]:
+    """What each st.download_button serves, by file name (recorded as Streamlit stores it)."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    served: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def record(self, path_or_data, mimetype, kind, filename=None):
+        if isinstance(path_or_data, bytes):
+            served[filename] = path_or_data
+        return original(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
+    return served

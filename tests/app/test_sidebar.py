@@ -1,0 +1,128 @@
+"""The shared sidebar: model choice, data, and the quantization config with presets and save/load."""
+import json
+import re
+
+from quant_core.config import PRESETS, LayerQuant, QuantConfig, TensorQuant
+from tests.app.conftest import app_test, run_page, texts, tiny_data_bytes, tiny_model_bytes
+
+CONFIG_FILE = "quant_config_{}.json"
+
+
+def _layer_names(at) -> list[str]:
+    return list(at.dataframe[2].value["layer"])
+
+
+def test_the_preset_starts_at_w8a8_and_the_download_serves_that_config(downloads):
+    at = run_page("app.py")
+    assert at.selectbox(key="config_preset").value == "W8A8"
+    served = QuantConfig.from_json(downloads[CONFIG_FILE.format("W8A8")])
+    assert served == PRESETS["W8A8"]
+
+
+def test_a_saved_config_loads_back_as_the_same_config(downloads):
+    at = run_page("app.py")
+    custom = PRESETS["W4A8"].with_layer("/conv1/Conv", LayerQuant(TensorQuant("int8")))
+    at.file_uploader(key="config_upload").set_value(("mine.json", custom.to_json().encode(), "application/json"))
+    at.run()
+    assert at.selectbox(key="config_preset").value == "custom"
+    saved = downloads[CONFIG_FILE.format("custom")]
+    assert QuantConfig.from_json(saved) == custom
+
+    at.selectbox(key="config_preset").set_value("FP32").run()
+    assert QuantConfig.from_json(downloads[CONFIG_FILE.format("FP32")]) == PRESETS["FP32"]
+    at.file_uploader(key="config_upload").set_value(("saved.json", saved, "application/json")).run()
+    assert not at.error
+    assert at.selectbox(key="config_preset").value == "custom"
+    downloads.clear()
+    at.run()
+    assert QuantConfig.from_json(downloads[CONFIG_FILE.format("custom")]) == custom
+
+
+def test_the_config_survives_a_page_switch():
+    at = run_page("app.py")
+    at.selectbox(key="config_preset").set_value("W4 weight-only per-group").run()
+    at.switch_page("pages/1_Weights.py").run()
+    assert not at.exception
+    assert at.selectbox(key="config_preset").value == "W4 weight-only per-group"
+    at.switch_page("app.py").run()
+    assert at.selectbox(key="config_preset").value == "W4 weight-only per-group"
+
+
+def test_a_broken_config_file_shows_one_error_and_keeps_the_previous_config(downloads):
+    at = run_page("app.py")
+    at.selectbox(key="config_preset").set_value("W4A8").run()
+    at.file_uploader(key="config_upload").set_value(("bad.json", b"{not json", "application/json")).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "bad.json" in at.error[0].value and "previous config is kept" in at.error[0].value
+    assert at.selectbox(key="config_preset").value == "W4A8"
+
+
+def test_a_config_naming_layers_the_model_does_not_have_is_refused():
+    at = run_page("app.py")
+    foreign = PRESETS["W8A8"].with_layer("/not/a/layer", LayerQuant(TensorQuant("int4")))
+    at.file_uploader(key="config_upload").set_value(("foreign.json", foreign.to_json().encode(), "application/json"))
+    at.run()
+    assert len(at.error) == 1 and "/not/a/layer" in at.error[0].value
+    assert at.selectbox(key="config_preset").value == "W8A8"
+
+
+def test_choosing_another_demo_shows_its_layers():
+    at = run_page("app.py")
+    at.selectbox(key="model_choice").set_value("mlp").run()
+    assert not at.exception
+    assert _layer_names(at) == ["/fc1/Gemm", "/fc2/Gemm", "/fc3/Gemm"]
+    assert "Current model: **mlp** (demo)" in texts(at)
+
+
+def test_an_uploaded_model_replaces_the_demo_and_data_can_be_added_for_it():
+    at = run_page("app.py")
+    at.file_uploader(key="model_upload").set_value(("tiny.onnx", tiny_model_bytes(), "application/octet-stream"))
+    at.run()
+    assert not at.exception and not at.error
+    assert _layer_names(at) == ["/first/MatMul", "/second/MatMul"]
+    assert "Current model: **tiny.onnx** (uploaded)" in texts(at)
+    assert any("upload a .npz" in w.value for w in at.warning)
+
+    at.file_uploader(key="data_upload").set_value(("tiny.npz", tiny_data_bytes(300), "application/octet-stream"))
+    at.run()
+    assert not at.exception and not at.error
+    counts = re.search(r"tiny\.npz: (\d+) calibration / (\d+) evaluation samples", texts(at))
+    assert counts and int(counts[1]) + int(counts[2]) == 300
+    assert "FP32 top-1 accuracy" in texts(at)
+
+
+def test_a_corrupt_model_upload_shows_an_error_and_keeps_the_previous_model():
+    at = run_page("app.py")
+    at.file_uploader(key="model_upload").set_value(("broken.onnx", b"\x08\x07garbage", "application/octet-stream"))
+    at.run()
+    assert not at.exception
+    assert len(at.error) == 1
+    message = at.error[0].value
+    assert "broken.onnx" in message and "previous model is still loaded" in message and "Traceback" not in message
+    assert _layer_names(at) == ["/conv1/Conv", "/conv2/Conv", "/fc/Gemm"]
+
+
+def test_data_that_does_not_fit_the_model_shows_an_error_and_keeps_the_demo_data():
+    at = run_page("app.py")
+    at.file_uploader(key="data_upload").set_value(("wrong.npz", tiny_data_bytes(50), "application/octet-stream"))
+    at.run()
+    assert not at.exception
+    assert len(at.error) == 1 and "wrong.npz" in at.error[0].value
+    assert "256 calibration / 541 evaluation samples" in texts(at)
+
+
+def test_uploaded_json_config_is_parsed_as_json_not_executed():
+    at = app_test("app.py").run()
+    payload = json.dumps({"default": {"weights": {"format": "int9x"}}}).encode()
+    at.file_uploader(key="config_upload").set_value(("odd.json", payload, "application/json")).run()
+    assert len(at.error) == 1 and "unknown number format" in at.error[0].value
+
+
+def test_data_too_small_to_split_is_refused_with_one_line():
+    at = run_page("app.py")
+    at.file_uploader(key="model_upload").set_value(("tiny.onnx", tiny_model_bytes(), "application/octet-stream"))
+    at.run()
+    at.file_uploader(key="data_upload").set_value(("one.npz", tiny_data_bytes(1), "application/octet-stream"))
+    at.run()
+    assert not at.exception
+    assert len(at.error) == 1 and "one.npz" in at.error[0].value and "2 samples" in at.error[0].value
