@@ -27,7 +27,7 @@ _EPS = 1e-4  # onnxruntime's smooth_distribution: empty bins get this mass
 # Weights (range estimated straight from the tensor, per channel or group):
 WEIGHT_BINS = 2048           # per-tensor histogram
 ROW_BINS = 256               # per-channel MSE histograms: small rows need few bins
-ROW_ENTROPY_BINS = 512       # per-channel entropy: the search can clip down to 128/512 of max|x|
+ROW_ENTROPY_BINS = 256       # per-channel entropy: the search clips to no less than 128/256 of max|x|
 ROW_MSE_CANDIDATES = 64       # per channel
 GROUP_MSE_CANDIDATES = 32     # per group (16-256 values, on a grid of at most 2^bits levels)
 _ROW_CHUNK_ELEMENTS = 1 << 22  # bound on the temporary (rows x candidates x bins) arrays
@@ -123,8 +123,8 @@ def _mse_curves(centers: np.ndarray, weights: np.ndarray, lo: np.ndarray, hi: np
     error -= x
     np.square(error, out=error)
     weights = np.asarray(weights, dtype=np.float64)
-    return np.einsum("rkb,rb->rk", error, weights.astype(np.float32)).astype(np.float64) / weights.sum(
-        axis=1, keepdims=True)
+    weighted = np.matmul(error, weights.astype(np.float32)[:, :, None])[..., 0]  # batched mat-vec (BLAS)
+    return weighted.astype(np.float64) / weights.sum(axis=1, keepdims=True)
 
 
 def _mse_candidates(lo, hi, count: int, symmetric: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -251,7 +251,8 @@ def _kl_curves(counts: np.ndarray, num_quantized_bins: int) -> np.ndarray:
     mass += _EPS * (merged[None, :, None] - chunk_nonzero) - eps_p[..., None] * chunk_nonzero
     with np.errstate(divide="ignore", invalid="ignore"):
         log_q = np.log(np.where(q_level > 0, q_level - eps_q[..., None], _EPS))
-    cross = np.einsum("rkj,rkj->rk", mass, log_q) + (total - mass.sum(axis=-1)) * np.log(_EPS)
+    log_q *= mass
+    cross = log_q.sum(axis=-1) + (total - mass.sum(axis=-1)) * np.log(_EPS)
 
     # sum p~ log p~: inner bins by Taylor expansion around the counts, end bins exactly.
     safe = np.where(nonzero, counts, 1).astype(np.float64)
@@ -407,8 +408,9 @@ def weight_ranges(x, tq: TensorQuant, *, name: str = "weight") -> tuple[np.ndarr
     per tensor    estimate_range on a 2048-bin histogram of the tensor
     per channel   percentile: exact order statistics of each channel (no histogram);
                   MSE (64 candidates): a 256-bin histogram per channel (a channel of at most
-                  256 values uses the values themselves); entropy: a 512-bin signed histogram
-                  per channel (so it clips to no less than 1/4 of max|x|); all channels at once
+                  256 values uses the values themselves); entropy: a 256-bin signed histogram
+                  per channel (so it clips to no less than 1/2 of max|x|: the search's cost
+                  grows with bins x 128 per channel); all channels at once
     per group     percentile: order statistics; MSE (32 candidates): on the group's values
 
     Notes

@@ -202,7 +202,7 @@ def test_weight_entropy_per_channel_is_range_entropy_of_each_channel_histogram()
     tq = TensorQuant(INT8, granularity=Granularity.PER_CHANNEL, range_method=RangeMethod.ENTROPY)
     lo, hi = weight_ranges(w, tq, name="w")
     for channel in range(3):
-        h = StreamingHistogram.from_array(w[channel], 512)
+        h = StreamingHistogram.from_array(w[channel], 256)
         expected = range_entropy(h)
         width = float(h.edges[1] - h.edges[0])
         assert abs(lo[channel] - expected.lo) <= width and abs(hi[channel] - expected.hi) <= width
