@@ -49,13 +49,11 @@ def random_inputs(model: onnx.ModelProto, batch: int) -> dict[str, np.ndarray]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data import load_npz
     from ..latency import measure_latency
-    from ..model_io import load_model
-    from .export import load_inputs
+    from ..model_io import inspect_model, load_model
     model = load_model(args.model)
-    initializers = {init.name for init in model.graph.initializer}
-    names = tuple(v.name for v in model.graph.input if v.name not in initializers)
-    feeds = load_inputs(args.data, names) if args.data else random_inputs(model, args.batch)
+    feeds = load_npz(args.data, inspect_model(model)) if args.data else random_inputs(model, args.batch)
     result = measure_latency(model.SerializeToString(), feeds, batch_size=args.batch, threads=args.threads,
                              warmup=args.warmup, repeats=args.repeats)
     if args.json:

@@ -368,7 +368,7 @@ def test_cli_export_writes_model_and_overrides_and_lists_simulated_only_layers(f
 
 @pytest.mark.parametrize("argv, message", [
     (["--config", "W8A8"], "--kind static needs --data"),
-    (["--data", "MODEL", "--config", "W8A8"], "is not an .npz archive"),
+    (["--data", "MODEL", "--config", "W8A8"], "not a readable .npz file"),
     (["--data", "DATA", "--config", "nope.json"], "neither a config file nor a preset"),
 ])
 def test_cli_export_bad_input_exits_2_with_one_line(files, tmp_path, capsys, argv, message):
