@@ -6,10 +6,12 @@ listing the layers of a large model costs no extra memory.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +41,8 @@ _QUANTIZED_OPS = frozenset({
     "DynamicQuantizeMatMul", "DynamicQuantizeLSTM", "MatMulNBits", "MatMulBnb4", "QGemm", "QAttention",
     "QOrderedMatMul", "GatherBlockQuantized",
 })
-_SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan"})
+_SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
+_LAYER_OPS = frozenset({*_WEIGHT_INPUTS, "MatMul", "Gather"})
 _RUNTIME_WEIGHT_NOTE = "no static weights (computed at run time)"
 _QUANTIZED_WEIGHT_NOTE = "weight already quantized (comes from DequantizeLinear)"
 # Tensors above this many bytes are left out of the copy that shape inference and the checker see.
@@ -270,7 +273,7 @@ def prepare_model(model: onnx.ModelProto) -> PreparedModel:
     prepared.CopyFrom(model)
     notes: list[str] = []
     opset = _default_opset(prepared)
-    if opset < MIN_PREPARED_OPSET:
+    if 0 < opset < MIN_PREPARED_OPSET:  # 0: no default-domain opset (custom ops only), nothing to convert
         try:
             prepared = version_converter.convert_version(prepared, MIN_PREPARED_OPSET)
         except Exception as err:  # the converter raises bare RuntimeErrors from C++
@@ -308,12 +311,14 @@ def inspect_model(model: onnx.ModelProto) -> ModelInfo:
     """List a model's inputs, outputs and quantizable layers, reading tensor headers only."""
     graph = model.graph
     initializers = {tensor.name: tensor for tensor in graph.initializer}
-    constants = {node.output[0]: node for node in graph.node
-                 if node.op_type == "Constant" and node.output and _constant_tensor(node) is not None}
-    names = node_names(graph)
-    quantized = sorted({node.op_type for node in _all_nodes(graph) if _is_quantized_op(node.op_type)})
-    dynamic = _input_dependent_tensors(graph, initializers)
-    dequantized = {output for node in graph.node if node.op_type == "DequantizeLinear" for output in node.output}
+    views = _node_views(graph)
+    constants = {view.outputs[0]: node for view, node in zip(views, graph.node)
+                 if view.op_type == "Constant" and view.outputs and _constant_tensor(node) is not None}
+    nested = [inner for view, node in zip(views, graph.node) if view.has_subgraph for inner in _subgraph_nodes(node)]
+    quantized = sorted({op for op in (*(view.op_type for view in views), *(node.op_type for node in nested))
+                        if _is_quantized_op(op)})
+    dynamic = _input_dependent_tensors(graph, views, initializers)
+    dequantized = {output for view in views if view.op_type == "DequantizeLinear" for output in view.outputs}
 
     def ref(name: str) -> WeightRef | None:
         if name in initializers:
@@ -324,11 +329,8 @@ def inspect_model(model: onnx.ModelProto) -> ModelInfo:
             return None
         return WeightRef(name, tuple(int(d) for d in tensor.dims), _dtype_name(tensor.data_type), source)
 
-    layers = []
-    for node, name in zip(graph.node, names):
-        layer = _layer(node, name, ref, dynamic, dequantized)
-        if layer is not None:
-            layers.append(layer)
+    layers = [layer for layer in (_layer(view, ref, dynamic, dequantized) for view in views if view.op_type in
+                                  _LAYER_OPS) if layer is not None]
 
     notes = []
     if quantized:
@@ -338,9 +340,8 @@ def inspect_model(model: onnx.ModelProto) -> ModelInfo:
     if runtime:
         notes.append(f"{len(runtime)} layer(s) compute their weights at run time and cannot be quantized "
                      f"as static weights: {', '.join(runtime)}")
-    nested = sum(1 for node in graph.node for _ in _subgraph_nodes(node))
     if nested:
-        notes.append(f"{nested} node(s) inside If/Loop/Scan subgraphs are not listed as layers "
+        notes.append(f"{len(nested)} node(s) inside If/Loop/Scan subgraphs are not listed as layers "
                      "(only top-level layers are)")
     if not any(layer.weights for layer in layers):
         notes.append("no quantizable layers found (Conv, ConvTranspose, Gemm, MatMul with a constant operand, "
@@ -383,12 +384,27 @@ def node_names(graph: onnx.GraphProto) -> tuple[str, ...]:
     A repeated name gets a "_{k}" suffix so that layers can be told apart; `prepare_model` writes these names
     into the graph, so the prepared model and this inventory agree.
     """
-    taken = {node.name for node in graph.node if node.name}
+    return tuple(view.name for view in _node_views(graph))
+
+
+class _NodeView(NamedTuple):
+    """What the inventory reads of a node, copied once out of the protobuf (whose field access is slow)."""
+
+    name: str
+    op_type: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    has_subgraph: bool
+
+
+def _node_views(graph: onnx.GraphProto) -> list[_NodeView]:
+    raw = [(node.name, node.op_type, node.domain) for node in graph.node]
+    taken = {name for name, _, _ in raw if name}
     seen: set[str] = set()
-    names = []
-    for index, node in enumerate(graph.node):
-        name = node.name or f"{node.op_type}_{index}"
-        if not node.name:
+    views = []
+    for index, ((own_name, op_type, domain), node) in enumerate(zip(raw, graph.node)):
+        name = own_name or f"{op_type}_{index}"
+        if not own_name:
             while name in taken:
                 name += "_"
         if name in seen:
@@ -397,13 +413,15 @@ def node_names(graph: onnx.GraphProto) -> tuple[str, ...]:
                 suffix += 1
             name = f"{name}_{suffix}"
         seen.add(name)
-        names.append(name)
-    return tuple(names)
+        # Only control-flow ops and custom-domain ops can carry graph attributes; skip reading the rest's.
+        has_subgraph = (op_type in _SUBGRAPH_OPS or domain not in ("", "ai.onnx")) and any(
+            attribute.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attribute in node.attribute)
+        views.append(_NodeView(name, op_type, tuple(node.input), tuple(node.output), has_subgraph))
+    return views
 
 
-def _layer(node, name, ref, dynamic: set[str], dequantized: set[str]) -> Layer | None:
-    op = node.op_type
-    inputs, outputs = tuple(node.input), tuple(node.output)
+def _layer(view: _NodeView, ref, dynamic: set[str], dequantized: set[str]) -> Layer | None:
+    op, name, inputs, outputs = view.op_type, view.name, view.inputs, view.outputs
     bias = None
     if op in _WEIGHT_INPUTS:
         positions, bias_position = _WEIGHT_INPUTS[op]
@@ -440,24 +458,25 @@ def _layer(node, name, ref, dynamic: set[str], dequantized: set[str]) -> Layer |
                  note=note, bias=bias)
 
 
-def _input_dependent_tensors(graph: onnx.GraphProto, initializers: dict) -> set[str]:
+def _input_dependent_tensors(graph: onnx.GraphProto, views: list[_NodeView], initializers) -> set[str]:
     """Names of tensors whose value depends on a graph input (activations), in one pass over the sorted graph."""
     dynamic = {value.name for value in graph.input if value.name not in initializers}
-    for node in graph.node:
-        if node.op_type in _SUBGRAPH_OPS or any(name in dynamic for name in node.input if name):
-            dynamic.update(name for name in node.output if name)
+    for view in views:
+        if view.has_subgraph or view.op_type in _SUBGRAPH_OPS or any(name in dynamic for name in view.inputs):
+            dynamic.update(view.outputs)
+    dynamic.discard("")
     return dynamic
 
 
 def _constant_weights_to_initializers(graph: onnx.GraphProto) -> list[str]:
     """Move Constant nodes that hold a quantizable layer's weight or bias into initializers, keeping names."""
-    info_layers = []
     initializers = {tensor.name for tensor in graph.initializer}
-    constants = {node.output[0]: node for node in graph.node
-                 if node.op_type == "Constant" and node.output and _constant_tensor(node) is not None}
+    views = _node_views(graph)
+    constants = {view.outputs[0]: node for view, node in zip(views, graph.node)
+                 if view.op_type == "Constant" and view.outputs and _constant_tensor(node) is not None}
     if not constants:
         return []
-    dynamic = _input_dependent_tensors(graph, {name: None for name in initializers})
+    dynamic = _input_dependent_tensors(graph, views, initializers)
 
     def ref(name):
         if name in constants:
@@ -467,10 +486,8 @@ def _constant_weights_to_initializers(graph: onnx.GraphProto) -> list[str]:
             return WeightRef(name, (), "", "initializer")
         return None
 
-    for node, name in zip(graph.node, node_names(graph)):
-        layer = _layer(node, name, ref, dynamic, set())
-        if layer is not None:
-            info_layers.append(layer)
+    info_layers = [layer for layer in (_layer(view, ref, dynamic, set()) for view in views
+                                       if view.op_type in _LAYER_OPS) if layer is not None]
     wanted = {weight.name for layer in info_layers for weight in (*layer.weights, layer.bias)
               if weight is not None and weight.source == "constant"}
     moved = []
@@ -633,6 +650,7 @@ def _tensor_info(value: onnx.ValueInfoProto) -> TensorInfo:
     return TensorInfo(value.name, shape, _dtype_name(tensor_type.elem_type))
 
 
+@functools.lru_cache(maxsize=64)
 def _dtype_name(data_type: int) -> str:
     """numpy-style name of an ONNX element type: "float32", "int64", "bfloat16", "float8e4m3fn"."""
     try:
