@@ -123,7 +123,11 @@ def _mse_curves(centers: np.ndarray, weights: np.ndarray, lo: np.ndarray, hi: np
     error -= x
     np.square(error, out=error)
     weights = np.asarray(weights, dtype=np.float64)
-    weighted = np.matmul(error, weights.astype(np.float32)[:, :, None])[..., 0]  # batched mat-vec (BLAS)
+    weights32 = weights.astype(np.float32)
+    if error.shape[0] == 1:  # one histogram: a BLAS mat-vec; many rows: einsum beats batched matmul
+        weighted = np.matmul(error[0], weights32[0])[None, :]
+    else:
+        weighted = np.einsum("rkb,rb->rk", error, weights32)
     return weighted.astype(np.float64) / weights.sum(axis=1, keepdims=True)
 
 

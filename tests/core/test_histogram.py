@@ -161,3 +161,11 @@ def test_bins_must_be_an_even_integer(bins):
 def test_max_bins_below_bins_is_refused():
     with pytest.raises(QuantLabError, match="max_bins must be >= bins"):
         StreamingHistogram(64, max_bins=32)
+
+
+def test_values_below_the_first_batch_smallest_abs_value_are_kept():
+    # onnxruntime's |x| histogram starts at the first batch's min |x| and drops smaller later values;
+    # ours adds bins below instead, so every value is counted.
+    h = StreamingHistogram(64).update(np.float32([1.0, 2.0, -3.0])).update(np.float32([0.1, -0.05]))
+    assert h.abs_counts.sum() == 5
+    assert h.abs_edges[0] <= 0.05

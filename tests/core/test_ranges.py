@@ -208,7 +208,7 @@ def test_weight_entropy_per_channel_is_range_entropy_of_each_channel_histogram()
         assert abs(lo[channel] - expected.lo) <= width and abs(hi[channel] - expected.hi) <= width
 
 
-def test_weight_mse_per_group_has_the_layout_of_quantize(weight):
+def test_weight_mse_per_group_has_the_layout_of_quantize():
     tq = TensorQuant(INT4, granularity=Granularity.PER_GROUP, axis=1, block_size=16, range_method=RangeMethod.MSE)
     x = np.random.default_rng(4).standard_normal((6, 40)).astype(np.float32)  # 40 = 2 full blocks + 8
     lo, hi = weight_ranges(x, tq, name="w")
