@@ -356,12 +356,12 @@ def _check_layout(x: np.ndarray, granularity: Granularity, axis: int, name: str)
     _normalize_axis(axis, x.ndim, name)
 
 
-def _layout(tq: TensorQuant) -> tuple[int | None, int | None]:
+def _layout(tq: TensorQuant, ndim: int) -> tuple[int | None, int | None]:
+    """Return (axis, block_size) of tq's granularity, the axis made non-negative."""
     if tq.granularity == Granularity.PER_TENSOR:
         return None, None
-    if tq.granularity == Granularity.PER_CHANNEL:
-        return tq.axis, None
-    return tq.axis, tq.block_size
+    block_size = tq.block_size if tq.granularity == Granularity.PER_GROUP else None
+    return tq.axis % ndim, block_size
 
 
 def quantize_tensor(x, tq: TensorQuant, *, name: str = "tensor", lo=None, hi=None) -> QuantizedTensor:
@@ -374,8 +374,10 @@ def quantize_tensor(x, tq: TensorQuant, *, name: str = "tensor", lo=None, hi=Non
 
     Notes
     -----
-    Per-channel on a 1-D tensor or an axis out of range raises ConfigError naming the tensor;
-    NaN or Inf raises QuantLabError naming the tensor.
+    `lo`, `hi` (shaped like `tensor_range`'s result) apply to integer formats only; float formats take
+    amax from the tensor, and binary / ternary (per output channel) and kmeans (per tensor) have their
+    own statistics. Per-channel on a 1-D tensor or an axis out of range raises ConfigError naming the
+    tensor; NaN or Inf raises QuantLabError naming the tensor.
     """
     fmt = tq.format
     x = _as_float32(x, name)
@@ -383,15 +385,16 @@ def quantize_tensor(x, tq: TensorQuant, *, name: str = "tensor", lo=None, hi=Non
         _refuse_non_finite(x, name)
         return QuantizedTensor(x.copy(), None, None, None, None, fmt)
     if fmt.is_integer:
-        axis, block_size = _layout(tq)
         if lo is None or hi is None:
             lo, hi = tensor_range(x, granularity=tq.granularity, axis=tq.axis, block_size=tq.block_size, name=name)
         else:
             _check_layout(x, tq.granularity, tq.axis, name)
+        axis, block_size = _layout(tq, x.ndim)
         scale, zero_point = qparams_from_range(lo, hi, fmt, symmetric=tq.symmetric)
         codes = quantize(x, scale, zero_point, fmt, axis=axis, block_size=block_size, name=name)
         values = dequantize(codes, scale, zero_point, axis=axis, block_size=block_size, name=name)
         return QuantizedTensor(values, scale, zero_point, codes, None, fmt, axis, block_size)
+    # Imported here because floats.py and extreme.py build on this module.
     if fmt.is_float:
         from .floats import quantize_float_tensor
         return quantize_float_tensor(x, tq, name=name)
