@@ -9,7 +9,7 @@ are timed round-robin `--rounds` times; the table shows the median over rounds o
 median (and of its p10 / p90), so slow drift of the machine hits all of them alike. Ratios are
 variant / FP32 (below 1 = faster), of the medians and of the p10s; the p10 ratio is the more robust
 one when other processes share the cores (the load average is printed before and after).
-Also prints each exported model's accuracy on the digits data beside the FP32 accuracy.
+Also prints each exported model's real accuracy on the app's evaluation split of the held-out digits.
 """
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from quant_core.calibrate import calibrate  # noqa: E402
 from quant_core.config import PRESETS  # noqa: E402
+from quant_core.data import split_dataset  # noqa: E402
+from quant_core.demo import load_demo  # noqa: E402
 from quant_core.latency import create_session, measure_latency, standard_variants  # noqa: E402
 from quant_core.model_io import load_model, prepare_model  # noqa: E402
 
-DEMO = Path(__file__).resolve().parents[1] / "demo_models"
-CALIBRATION_SAMPLES = 256
 REPEATS = {1: 300, 64: 60}
 
 
@@ -38,13 +38,13 @@ def accuracy(model: bytes, images: np.ndarray, labels: np.ndarray) -> float:
 
 
 def bench_model(name: str, batches: list[int], rounds: int, threads: int) -> list[str]:
-    data = np.load(DEMO / "digits.npz")
-    images, labels = data["image"], data["labels"]
-    prepared = prepare_model(load_model(DEMO / f"{name}.onnx"))
-    sample = {"image": images[:CALIBRATION_SAMPLES]}
+    model, digits = load_demo(name)
+    prepared = prepare_model(load_model(model))
+    sample, evaluation = split_dataset(digits)  # the app's split: 256 to calibrate, 541 to evaluate
     calibration = calibrate(prepared, sample)
-    variants = [v for v in standard_variants(prepared, calibration, PRESETS["W8A8"], calibration_data=sample)]
-    held_out = images[CALIBRATION_SAMPLES:], labels[CALIBRATION_SAMPLES:]
+    variants = standard_variants(prepared, calibration, PRESETS["W8A8"], calibration_data=sample)
+    images = evaluation.inputs["image"]
+    held_out = images, evaluation.labels
     lines = [f"\n### {name}\n",
              "| variant | batch | median ms | p10–p90 ms | × FP32 (median) | × FP32 (p10) | size KB | accuracy % | kernels |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -87,7 +87,7 @@ def main() -> int:
     import onnxruntime
     print(f"load average before: {os.getloadavg()[0]:.2f} (on {os.cpu_count()} cores)")
     print(f"onnxruntime {onnxruntime.__version__}, {platform.processor() or platform.machine()}, "
-          f"threads={args.threads}, rounds={args.rounds}; accuracy on {1797 - CALIBRATION_SAMPLES} held-out digits")
+          f"threads={args.threads}, rounds={args.rounds}; accuracy on the 541 evaluation digits of the app's split")
     for name in args.models.split(","):
         print("\n".join(bench_model(name, [int(b) for b in args.batches.split(",")], args.rounds, args.threads)))
         sys.stdout.flush()

@@ -1,15 +1,15 @@
 """The exported model's real onnxruntime accuracy agrees with the simulated accuracy of the same config.
 
-For every demo model: W8A8 per-channel, W8A8 per-tensor, and a mixed config (first layer FP32, last
-layer per-tensor, the rest per-channel) agree within 0.5 percentage point, with nothing left
-simulated-only, and the exported model really runs integer kernels (no DequantizeLinear is left
-after onnxruntime's graph optimizations).
+For every demo model (the app's split of the held-out digits: 256 to calibrate, 541 to evaluate),
+W8A8 per-channel, W8A8 per-tensor, and a mixed config (first layer FP32, last layer per-tensor, the
+rest per-channel) agree within 0.5 percentage point, with nothing left simulated-only, and the
+exported model really runs integer kernels (no DequantizeLinear is left after onnxruntime's graph
+optimizations).
 """
 from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -17,32 +17,25 @@ import pytest
 
 from quant_core.calibrate import calibrate
 from quant_core.config import LayerQuant, TensorQuant
+from quant_core.data import split_dataset
+from quant_core.demo import load_demo
 from quant_core.evaluate import Evaluator
 from quant_core.export import export_model
 from quant_core.formats import parse_format
 from quant_core.latency import create_session, static_int8_config
 from quant_core.model_io import load_model, prepare_model
 
-DEMO = Path(__file__).resolve().parents[2] / "demo_models"
-CALIBRATION_SAMPLES = 256
 TOLERANCE_PP = 0.5
 INTEGER_KERNELS = {"QLinearConv", "QGemm", "QLinearMatMul", "MatMulIntegerToFloat"}
 
 
-class _Split:
-    def __init__(self, inputs, labels):
-        self.inputs, self.labels = inputs, labels
-
-
 @pytest.fixture(scope="module", params=["mlp", "cnn", "transformer"])
 def demo(request):
-    data = np.load(DEMO / "digits.npz")
-    images, labels = data["image"], data["labels"]
-    prepared = prepare_model(load_model(DEMO / f"{request.param}.onnx"))
-    calibration_inputs = {"image": images[:CALIBRATION_SAMPLES]}
-    calibration = calibrate(prepared, calibration_inputs)
-    evaluation = _Split({"image": images[CALIBRATION_SAMPLES:]}, labels[CALIBRATION_SAMPLES:])
-    return prepared, calibration, calibration_inputs, evaluation, Evaluator(prepared, calibration, evaluation)
+    model, held_out = load_demo(request.param)
+    prepared = prepare_model(load_model(model))
+    calibration_data, evaluation = split_dataset(held_out)  # 256 to calibrate, 541 to evaluate
+    calibration = calibrate(prepared, calibration_data)
+    return prepared, calibration, calibration_data, evaluation, Evaluator(prepared, calibration, evaluation)
 
 
 def _config(prepared, kind: str):
