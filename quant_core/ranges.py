@@ -84,6 +84,12 @@ def range_percentile(hist: StreamingHistogram, percentile: float = 99.99, *, sym
     symmetric:  t = first |x| bin edge where the CDF of |x| reaches p / 100;  range [-t, t]
     otherwise:  cut (100 - p) / 200 on each side of the signed histogram's CDF
     then lo >= min and hi <= max (a threshold beyond the data is pulled back to it).
+
+    Notes
+    -----
+    The thresholds are bin edges, as in onnxruntime: the upper one is the lower edge of the bin
+    where the CDF reaches the cut, so the values of that bin count as clipped. When every value
+    falls in one bin that edge is below lo; hi is then raised to lo (onnxruntime returns lo > hi).
     """
     _require_data(hist)
     if not 0.0 < percentile <= 100.0:
@@ -97,6 +103,7 @@ def range_percentile(hist: StreamingHistogram, percentile: float = 99.99, *, sym
         cut = (100.0 - percentile) / 200.0
         lo, hi = edges[np.searchsorted(cdf, cut)], edges[np.searchsorted(cdf, 1.0 - cut)]
     lo, hi = _clamp(lo, hi, hist)
+    hi = max(hi, lo)  # all values in one bin: onnxruntime's hi (that bin's lower edge) can fall below lo
     return RangeResult(RangeMethod.PERCENTILE, lo, hi, _clipped_fraction(hist, lo, hi))
 
 
@@ -157,7 +164,8 @@ def range_mse(hist: StreamingHistogram, fmt: NumberFormat, *, symmetric: bool = 
     Notes
     -----
     Only integer formats have the uniform grid this searches: other formats (fp16, bf16, fp8,
-    binary, ternary, k-means) return the min-max range. Ties go to the smallest range.
+    binary, ternary, k-means) return the min-max range. Ties go to the widest range, so a flat
+    curve (e.g. values all below the smallest step) keeps min-max.
     """
     _require_data(hist)
     if not isinstance(fmt, NumberFormat):
@@ -171,7 +179,7 @@ def range_mse(hist: StreamingHistogram, fmt: NumberFormat, *, symmetric: bool = 
     weights = hist.counts[used].astype(np.float64)[None, :]
     lo, hi, thresholds = _mse_candidates([hist.min], [hist.max], candidates, symmetric)
     curve = _mse_curves(centers, weights, lo, hi, fmt, symmetric)[0]
-    best = int(np.argmin(curve))
+    best = curve.size - 1 - int(np.argmin(curve[::-1]))  # ties: the widest range
     # A symmetric [-t, t] wider than the data on one side is the same grid clamped to the data.
     lo, hi = _clamp(lo[0, best], hi[0, best], hist)
     return RangeResult(RangeMethod.MSE, lo, hi, _clipped_fraction(hist, lo, hi), thresholds[0], curve,
@@ -384,7 +392,8 @@ def _row_mse(rows: np.ndarray, fmt: NumberFormat, symmetric: bool):
     out_lo, out_hi = np.empty(rows.shape[0]), np.empty(rows.shape[0])
     for part in _row_chunks(rows.shape[0], centers.shape[1] * candidates):
         cand_lo, cand_hi, _ = _mse_candidates(lo[part], hi[part], candidates, symmetric)
-        best = np.argmin(_mse_curves(centers[part], weights[part], cand_lo, cand_hi, fmt, symmetric), axis=1)
+        curves = _mse_curves(centers[part], weights[part], cand_lo, cand_hi, fmt, symmetric)
+        best = candidates - 1 - np.argmin(curves[:, ::-1], axis=1)  # ties: the widest range
         pick = np.arange(best.size)
         out_lo[part] = np.maximum(cand_lo[pick, best], lo[part])
         out_hi[part] = np.minimum(cand_hi[pick, best], hi[part])

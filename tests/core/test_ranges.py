@@ -232,3 +232,17 @@ def test_weight_with_nan_is_refused_naming_it(weight):
     weight[0, 0, 0, 0] = np.nan
     with pytest.raises(QuantLabError, match="'conv1.weight'"):
         weight_ranges(weight, TensorQuant(INT8, range_method=RangeMethod.MSE), name="conv1.weight")
+
+
+def test_asymmetric_percentile_of_a_constant_is_that_constant():
+    # All values in one bin: onnxruntime's upper edge would fall below lo.
+    result = range_percentile(StreamingHistogram.from_array(np.full(50, 3.0, np.float32)), 99.9, symmetric=False)
+    assert (result.lo, result.hi, result.clipped_fraction) == (3.0, 3.0, 0.0)
+
+
+def test_mse_with_a_flat_curve_keeps_the_minmax_range():
+    # Values far below any candidate's step all quantize to 0: every range has the same error.
+    h = StreamingHistogram.from_array(np.float32([1e-30, 2e-30]))
+    result = range_mse(h, INT8, symmetric=False)
+    assert np.all(result.curve == result.curve[0])
+    assert (result.lo, result.hi, result.clipped_fraction) == (float(h.min), float(h.max), 0.0)
