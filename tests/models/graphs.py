@@ -165,3 +165,20 @@ def external_data_model(location: str) -> onnx.ModelProto:
         entry = tensor.external_data.add()
         entry.key, entry.value = key, value
     return model
+
+
+def loop_model() -> onnx.ModelProto:
+    """A top-level Gemm, then a Loop applying a MatMul (outer-scope weight) `trip_count` times."""
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["state_in", "w_loop"], ["state_out"], name="body_matmul"),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"], name="body_cond")],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []), float_input("state_in", "batch", 3)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), float_input("state_out", "batch", 3)])
+    return make(
+        [helper.make_node("Gemm", ["x", "w"], ["h"], name="fc"),
+         helper.make_node("Loop", ["trip_count", "", "h"], ["y"], name="repeat", body=body)],
+        [float_input("x", "batch", 4), helper.make_tensor_value_info("trip_count", TensorProto.INT64, [])],
+        [float_input("y", "batch", 3)],
+        [("w", weights(4, 3)), ("w_loop", weights(3, 3))])

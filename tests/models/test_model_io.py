@@ -251,10 +251,21 @@ def test_recurrent_state_inputs_and_outputs_and_gru_weights():
     assert gru.activation_input == "x"
 
 
-def test_if_subgraph_model_lists_top_level_layers_only():
-    info = open_bytes(graphs.if_model()).info
-    assert layer_names(info) == ["fc"]
-    assert any("inside If/Loop/Scan" in note for note in info.notes)
+@pytest.mark.parametrize("build", [graphs.if_model, graphs.loop_model])
+def test_control_flow_model_lists_top_level_layers_only(build):
+    prepared = open_bytes(build())
+    assert layer_names(prepared.info) == ["fc"]
+    assert any("2 node(s) inside If/Loop/Scan" in note for note in prepared.info.notes)
+    run(prepared.model, {"x": graphs.weights(2, 4), **({"flag": np.array(True)} if build is graphs.if_model
+                                                       else {"trip_count": np.array(3, np.int64)})})
+
+
+def test_model_with_only_a_custom_domain_opens_without_conversion():
+    node = helper.make_node("MyOp", ["x"], ["y"], name="custom", domain="org.example")
+    graph = helper.make_graph([node], "g", [graphs.float_input("x", 2)], [graphs.float_input("y", 2)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("org.example", 1)], ir_version=8)
+    prepared = open_bytes(model)
+    assert (prepared.info.opset, prepared.info.layers, prepared.notes) == (0, (), ())
 
 
 def test_matmul_of_two_activations_is_not_a_layer():
