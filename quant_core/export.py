@@ -208,12 +208,13 @@ def _drop_unused_initializers(model: onnx.ModelProto) -> None:
     model.graph.initializer.extend(keep)
 
 
-def _rank(model: onnx.ModelProto, tensor: str) -> int | None:
-    inferred = onnx.shape_inference.infer_shapes(model)
-    for value in list(inferred.graph.value_info) + list(inferred.graph.input):
-        if value.name == tensor and value.type.tensor_type.HasField("shape"):
-            return len(value.type.tensor_type.shape.dim)
-    return None
+def _ranks(model: onnx.ModelProto) -> dict[str, int]:
+    """Rank of every tensor with a known shape (prepared models carry value_info; else infer once)."""
+    graph = model.graph
+    if not graph.value_info:
+        graph = onnx.shape_inference.infer_shapes(model).graph
+    return {value.name: len(value.type.tensor_type.shape.dim)
+            for value in list(graph.value_info) + list(graph.input) if value.type.tensor_type.HasField("shape")}
 
 
 def _matmul_add_to_gemm(model: onnx.ModelProto, layers: list[str]) -> list[str]:
@@ -229,6 +230,7 @@ def _matmul_add_to_gemm(model: onnx.ModelProto, layers: list[str]) -> list[str]:
         for name in node.input:
             readers.setdefault(name, []).append(node)
     outputs = {value.name for value in model.graph.output}
+    ranks = _ranks(model)
     rewritten, drop = [], set()
     for node in model.graph.node:
         if node.name not in layers or node.op_type != "MatMul" or node.output[0] in outputs:
@@ -240,7 +242,7 @@ def _matmul_add_to_gemm(model: onnx.ModelProto, layers: list[str]) -> list[str]:
         weight = initializers.get(node.input[1])
         if bias not in initializers or weight is None or len(weight.dims) != 2:
             continue
-        if list(initializers[bias].dims) not in ([weight.dims[1]], [1, weight.dims[1]]) or _rank(model, node.input[0]) != 2:
+        if list(initializers[bias].dims) != [weight.dims[1]] or ranks.get(node.input[0]) != 2:
             continue
         node.op_type = "Gemm"
         node.input.append(bias)
@@ -300,7 +302,8 @@ def export_model(prepared, config: QuantConfig, calibration, *, calibration_data
     notes = list(plan.notes)
     integer = [entry for entry in plan.layers if entry.kind == ExportKind.INTEGER]
     if integer:
-        _matmul_add_to_gemm(model, [entry.layer for entry in integer])
+        for layer in _matmul_add_to_gemm(model, [entry.layer for entry in integer]):
+            notes.append(f"{layer}: MatMul + Add(bias) exported as one Gemm (same name) so onnxruntime runs QGemm")
         model = _quantize_static(model, calibration_data, plan.overrides, plan.nodes_to_quantize)
         _shape_reads_float(model)
     for entry in plan.layers:

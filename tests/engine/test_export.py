@@ -129,6 +129,8 @@ def test_w8a8_mlp_export_runs_qgemm_for_both_matmul_layers(mlp):
     optimized = optimized_ops(result.model)
     assert optimized.count("QGemm") == 2
     assert not {"MatMul", "Gemm", "FusedGemm"} & set(optimized)
+    # 2-D MatMul + Add(bias) becomes one Gemm first; otherwise the last layer would stay a float Gemm.
+    assert any(note.startswith("fc2: MatMul + Add(bias) exported as one Gemm") for note in result.notes)
 
 
 def test_exported_activation_scale_and_zero_point_are_ours_bit_for_bit(cnn):
