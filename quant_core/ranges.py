@@ -30,7 +30,7 @@ ROW_BINS = 256               # per-channel MSE histograms: small rows need few b
 ROW_ENTROPY_BINS = 256       # per-channel entropy: the search clips to no less than 128/256 of max|x|
 ROW_MSE_CANDIDATES = 64       # per channel
 GROUP_MSE_CANDIDATES = 32     # per group (16-256 values, on a grid of at most 2^bits levels)
-_ROW_CHUNK_ELEMENTS = 1 << 22  # bound on the temporary (rows x candidates x bins) arrays
+_ROW_CHUNK_ELEMENTS = 1 << 18  # rows x candidates x bins per step: temporaries stay in cache
 
 
 @dataclass(frozen=True, eq=False)
