@@ -19,6 +19,7 @@ calibration = activations_view.calibrate_with_progress(ctx)  # on failure: shows
 tensors = activations_view.activation_tensors(ctx, calibration)
 pick, method_column, options = st.columns([4, 3, 2])
 tensor = pick.selectbox("Activation tensor", list(tensors), key="activations_tensor",
+                        index=activations_view.first_inner_tensor(ctx, list(tensors)),
                         format_func=lambda name: f"{name} ({tensors[name]})")
 method = method_column.radio("Range method (for the search curve)", [m.value for m in RangeMethod], index=3,
                              horizontal=True, key="activations_method")

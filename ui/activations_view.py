@@ -68,6 +68,12 @@ def activation_tensors(ctx: LabContext, calibration) -> dict[str, str]:
     return {tensor: ", ".join(readers.get(tensor, ["activation"])) for tensor in calibration.tensors}
 
 
+def first_inner_tensor(ctx: LabContext, tensors: list[str]) -> int:
+    """Index of the first tensor that is not a model input (the raw input is rarely the interesting one)."""
+    inputs = {tensor.name for tensor in ctx.info.inputs}
+    return next((index for index, name in enumerate(tensors) if name not in inputs), 0)
+
+
 def activations_view(ctx: LabContext, calibration, choice: ActivationChoice) -> ActivationsView:
     """Histogram with every method's range, the chosen method's search curve, and a ranges table."""
     readers = activation_tensors(ctx, calibration)

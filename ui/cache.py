@@ -8,7 +8,9 @@ not hash them on every rerun: the content key computed once by the sidebar stand
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import streamlit as st
@@ -68,20 +70,35 @@ def split_data(model_key: str, data_key: str, _data: Dataset) -> tuple[Dataset, 
     return split_dataset(_data, calibration_samples=CALIBRATION_SAMPLES, seed=0)
 
 
-def get_calibration(ctx: LabContext, progress: Progress | None = None):
-    """Return the model's Calibration: one pass over the calibration split, once per model + data.
+@dataclass(eq=False)
+class _Once:
+    """A value computed once and shared by every session (see `get_calibration`)."""
 
-    `progress(fraction)` is called during the pass only when it actually runs (cache miss).
-    """
-    _require_data(ctx)
-    return _calibration(ctx.model_key, ctx.data_key, ctx.prepared, ctx.calibration_data, progress)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    value: object = None
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def _calibration(model_key: str, data_key: str, _prepared_model, _data, _progress):
+def _calibration_slot(model_key: str, data_key: str) -> _Once:
+    return _Once()
+
+
+def get_calibration(ctx: LabContext, progress: Progress | None = None):
+    """Return the model's Calibration: one pass over the calibration split, once per model + data.
+
+    `progress(fraction)` is called during the pass only when it actually runs. The pass runs
+    outside any cached function (a cached function may not update an st.progress created by the
+    page); a per-model slot from st.cache_resource holds the result, and its lock makes two
+    sessions asking at once share one pass.
+    """
+    _require_data(ctx)
     from quant_core.calibrate import calibrate
 
-    return calibrate(_prepared_model, _data, bins=CALIBRATION_BINS, progress=_progress)
+    slot = _calibration_slot(ctx.model_key, ctx.data_key)
+    with slot.lock:
+        if slot.value is None:
+            slot.value = calibrate(ctx.prepared, ctx.calibration_data, bins=CALIBRATION_BINS, progress=progress)
+    return slot.value
 
 
 def get_evaluator(ctx: LabContext, progress: Progress | None = None):
@@ -99,12 +116,13 @@ def _evaluator(model_key: str, data_key: str, _prepared_model, _calibration_resu
 
 def evaluate_cached(ctx: LabContext, config: QuantConfig, progress: Progress | None = None):
     """Return `Evaluator.evaluate(config)` on the evaluation split, cached per model + data + config."""
-    return _evaluation(ctx.model_key, ctx.data_key, config.to_json(), ctx, config, progress)
+    evaluator = get_evaluator(ctx, progress)
+    return _evaluation(ctx.model_key, ctx.data_key, config.to_json(), evaluator, config)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def _evaluation(model_key: str, data_key: str, config_json: str, _ctx, _config, _progress):
-    return get_evaluator(_ctx, _progress).evaluate(_config)
+def _evaluation(model_key: str, data_key: str, config_json: str, _evaluator, _config):
+    return _evaluator.evaluate(_config)
 
 
 def _require_data(ctx: LabContext) -> None:

@@ -1,0 +1,82 @@
+"""The Activations page: calibrate once, then every method's range, its search curve and outliers."""
+import json
+
+import pytest
+import streamlit as st
+
+from quant_core import calibrate as calibrate_module
+from tests.app.conftest import run_page
+
+PAGE = "pages/2_Activations.py"
+
+
+def _charts(at) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def _outliers(at):
+    return next(frame.value for frame in at.dataframe if "ratio" in frame.value.columns)
+
+
+def _ranges(at):
+    return next(frame.value for frame in at.dataframe if "clipped (%)" in frame.value.columns)
+
+
+def test_the_page_shows_every_method_range_over_the_calibrated_histogram():
+    at = run_page(PAGE)
+    assert at.selectbox(key="activations_tensor").value != "image"  # opens on an inner tensor, not the raw input
+    names = [trace.get("name", "") for trace in _charts(at)[0]["data"]]
+    for method in ("minmax", "percentile", "mse", "entropy"):
+        assert any(name.startswith(f"{method} [") for name in names), names
+    assert list(_ranges(at)["method"]) == ["minmax", "percentile", "mse", "entropy"]
+
+
+def test_the_entropy_search_curve_is_drawn_and_minmax_explains_it_has_none():
+    at = run_page(PAGE)
+    assert at.radio(key="activations_method").value == "entropy"
+    curve = _charts(at)[1]
+    assert "KL" in curve["layout"]["yaxis"]["title"]["text"]
+    at.radio(key="activations_method").set_value("minmax").run()
+    assert not at.exception
+    assert len(_charts(at)) == 1
+    assert any("no curve" in m.value for m in at.markdown)
+    at.radio(key="activations_method").set_value("mse").run()
+    assert len(_charts(at)) == 2
+
+
+def test_choosing_another_tensor_shows_its_histogram():
+    at = run_page(PAGE)
+    at.selectbox(key="activations_tensor").set_value("/flatten/Flatten_output_0").run()
+    assert not at.exception
+    assert any(h.value == "/flatten/Flatten_output_0: input of /fc/Gemm" for h in at.subheader)
+
+
+def test_the_outlier_table_has_every_calibrated_tensor_ranked_by_ratio():
+    at = run_page(PAGE)
+    table = _outliers(at)
+    assert "image" in set(table["tensor"]) and "logits" in set(table["tensor"])
+    assert list(table["ratio"]) == sorted(table["ratio"], reverse=True)
+    assert all(table["ratio"] >= 1.0)
+    assert list(table["outlier"]) == [ratio >= 4.0 for ratio in table["ratio"]]
+
+
+def test_calibration_runs_once_per_model_and_data(monkeypatch):
+    calls = []
+    real = calibrate_module.calibrate
+    monkeypatch.setattr(calibrate_module, "calibrate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    st.cache_resource.clear()
+    at = run_page("app.py")
+    at.switch_page(PAGE).run()
+    at.radio(key="activations_method").set_value("percentile").run()
+    at.switch_page("app.py").run()
+    at.switch_page(PAGE).run()
+    assert not at.exception
+    assert len(calls) == 1
+
+
+@pytest.mark.slow
+def test_the_transformer_demo_calibrates_and_shows_its_tensors():
+    at = run_page(PAGE)
+    at.selectbox(key="model_choice").set_value("transformer").run()
+    assert not at.exception and not at.error
+    assert len(_outliers(at)) > 10

@@ -1,0 +1,104 @@
+"""The Weights page: one layer's histogram with every method's range, the grid, channels and errors."""
+import json
+
+import numpy as np
+import pytest
+
+from quant_core.config import TensorQuant
+from quant_core.demo import load_demo
+from quant_core.formats import FormatKind, NumberFormat
+from quant_core.metrics import mse, sqnr_db
+from quant_core.model_io import load_model, weight_array
+from quant_core.quantize import quantize_tensor
+from tests.app.conftest import run_page
+
+PAGE = "pages/1_Weights.py"
+
+
+def _charts(at) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def _trace_names(figure: dict) -> list[str]:
+    return [trace.get("name", "") for trace in figure["data"]]
+
+
+def _table(at):
+    return at.dataframe[0].value
+
+
+def _metric(at, label_start: str) -> str:
+    return next(m.value for m in at.metric if m.label.startswith(label_start))
+
+
+@pytest.fixture(scope="module")
+def cnn_model():
+    return load_model(load_demo("cnn")[0])
+
+
+def test_the_page_shows_a_histogram_with_each_range_method_and_the_grid():
+    at = run_page(PAGE)
+    assert at.selectbox(key="weights_layer").value == "/conv1/Conv"
+    histogram = _charts(at)[0]
+    names = _trace_names(histogram)
+    assert names[0] == "count"
+    assert any(name.startswith("int8 grid") for name in names)
+    for method in ("minmax", "percentile", "mse", "entropy"):
+        assert any(name.startswith(f"{method} [") for name in names), names
+    table = _table(at)
+    assert sorted(set(table["bits"])) == [2, 3, 4, 6, 8]
+    assert sorted(set(table["method"])) == ["entropy", "minmax", "mse", "percentile"]
+    assert len(table) == 20
+
+
+def test_the_table_reports_the_measured_error_of_quantizing_the_weight(cnn_model):
+    at = run_page(PAGE)
+    x = weight_array(cnn_model, "conv1.weight")
+    values = quantize_tensor(x, TensorQuant(NumberFormat(FormatKind.INT, 4)), name="conv1.weight").values
+    row = _table(at).query("bits == 4 and method == 'minmax'").iloc[0]
+    assert row["MSE"] == pytest.approx(mse(x, values), rel=1e-9)
+    assert row["SQNR (dB)"] == pytest.approx(sqnr_db(x, values), abs=0.01)
+    assert row["clipped (%)"] == 0
+
+
+def test_choosing_another_layer_shows_its_weight_and_its_errors():
+    at = run_page(PAGE)
+    before = _table(at)
+    at.selectbox(key="weights_layer").set_value("/conv2/Conv").run()
+    assert not at.exception
+    assert any(h.value == "conv2.weight (32, 16, 3, 3)" for h in at.subheader)
+    assert not np.allclose(before["MSE"].to_numpy(), _table(at)["MSE"].to_numpy())
+
+
+def test_fewer_bits_give_a_coarser_grid_and_a_larger_error():
+    at = run_page(PAGE)
+    mse_8 = float(_metric(at, "MSE at your clip"))
+    at.slider(key="weights_bits").set_value(4).run()
+    assert not at.exception
+    assert any(name.startswith("int4 grid") and "(16 levels)" in name for name in _trace_names(_charts(at)[0]))
+    assert float(_metric(at, "MSE at your clip")) > mse_8
+
+
+def test_per_channel_beats_per_tensor_on_conv1_whose_channels_differ_in_range():
+    at = run_page(PAGE)
+    per_tensor = _table(at).set_index(["bits", "method"])["SQNR (dB)"]
+    at.radio(key="weights_granularity").set_value("per-channel").run()
+    per_channel = _table(at).set_index(["bits", "method"])["SQNR (dB)"]
+    assert (per_channel.loc[(4, "minmax")] > per_tensor.loc[(4, "minmax")])
+    assert len(_charts(at)) == 3  # histogram, clip curve, per-channel ranges
+
+
+def test_the_clip_slider_moves_the_error_and_the_best_clip_is_the_highest_sqnr():
+    at = run_page(PAGE)
+    at.slider(key="weights_bits").set_value(3).run()
+    full = _metric(at, "SQNR at your clip")
+    at.slider(key="weights_clip").set_value(40).run()
+    assert not at.exception
+    clipped = _metric(at, "SQNR at your clip")
+    assert clipped != full
+    curve = _charts(at)[1]
+    sqnr = np.array(curve["data"][0]["y"], dtype=float)
+    best = next(trace for trace in curve["data"] if trace["name"].startswith("best"))
+    assert best["y"][0] == pytest.approx(sqnr.max())
+    yours = next(trace for trace in curve["data"] if trace["name"].startswith("yours"))
+    assert yours["x"][0] == 40 and float(clipped.split()[0]) == pytest.approx(yours["y"][0], abs=0.005)
