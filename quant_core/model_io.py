@@ -26,6 +26,7 @@ MIN_PREPARED_OPSET = 13  # per-channel QuantizeLinear / DequantizeLinear (axis a
 # The newest IR version onnxruntime 1.31 reads (its error message says so; the Python API does not tell).
 # onnx 1.23 writes IR 14 by default, so models saved with onnx.helper would not open without lowering.
 MAX_RUNTIME_IR_VERSION = 13
+MAX_RUNTIME_OPSET = 26  # the newest default-domain opset onnxruntime 1.31 runs (onnx 1.23 knows up to 28)
 
 # (op_type, input positions of quantizable weights, position of an optional bias)
 _WEIGHT_INPUTS = {
@@ -263,7 +264,8 @@ def _varint_bytes(value: int) -> bytes:
 def prepare_model(model: onnx.ModelProto) -> PreparedModel:
     """Return the canonical form the rest of the core works on; the input model is not changed.
 
-    Canonical form: opset >= 13 (converted with onnx.version_converter when older), IR version one that
+    Canonical form: opset between 13 and the newest onnxruntime runs (converted with onnx.version_converter
+    when outside), IR version one that
     onnxruntime reads, initializers not listed among the graph inputs, weights of quantizable layers held in
     initializers (Constant nodes moved, names kept), every node named (unnamed ones get "{op_type}_{index}"),
     and shape inference run so intermediate tensors carry value_info.
@@ -282,6 +284,14 @@ def prepare_model(model: onnx.ModelProto) -> PreparedModel:
         prepared.ir_version = max(prepared.ir_version, 7)  # opset 13 needs IR version 7
         notes.append(f"converted from opset {opset} to {MIN_PREPARED_OPSET} "
                      "(per-channel quantization needs opset >= 13)")
+    elif opset > MAX_RUNTIME_OPSET:
+        try:
+            prepared = version_converter.convert_version(prepared, MAX_RUNTIME_OPSET)
+        except Exception as err:  # the converter raises bare RuntimeErrors from C++
+            raise ModelError(f"the model uses opset {opset}, newer than onnxruntime runs ({MAX_RUNTIME_OPSET}), "
+                             f"and cannot be converted down: {_one_line(err)}; export it with opset "
+                             f"{MAX_RUNTIME_OPSET} or lower") from None
+        notes.append(f"converted from opset {opset} down to {MAX_RUNTIME_OPSET} (the newest onnxruntime runs)")
     if prepared.ir_version > MAX_RUNTIME_IR_VERSION:
         notes.append(f"IR version lowered from {prepared.ir_version} to {MAX_RUNTIME_IR_VERSION} "
                      "(the newest onnxruntime reads)")

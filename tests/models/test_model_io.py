@@ -8,7 +8,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from quant_core.errors import ModelError
-from quant_core.model_io import (MAX_MODEL_BYTES, Layer, ModelInfo, PreparedModel, WeightRef, inspect_model,
+from quant_core.model_io import (MAX_MODEL_BYTES, MAX_RUNTIME_IR_VERSION, MAX_RUNTIME_OPSET, Layer, ModelInfo, PreparedModel, WeightRef, inspect_model,
                                  load_model, prepare_model, weight_array)
 from tests.models import graphs
 
@@ -205,6 +205,32 @@ def test_old_opsets_are_converted_to_13_and_compute_the_same(build, opset):
     assert any(f"converted from opset {opset} to 13" in note for note in prepared.notes)
     x = graphs.weights(1, 1, 4, 4) if opset == 9 else graphs.weights(1, 4)
     np.testing.assert_allclose(run(prepared.model, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-6)
+
+
+def test_runtime_limits_match_the_installed_onnxruntime():
+    def session_opens(opset, ir_version):
+        model = graphs.make([helper.make_node("Relu", ["x"], ["y"])], [graphs.float_input("x", 2)],
+                            [graphs.float_input("y", 2)], opset=opset, ir_version=ir_version)
+        try:
+            ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        except Exception:  # noqa: BLE001 - onnxruntime's load failures have no common type
+            return False
+        return True
+
+    assert session_opens(MAX_RUNTIME_OPSET, MAX_RUNTIME_IR_VERSION)
+    assert not session_opens(MAX_RUNTIME_OPSET + 1, MAX_RUNTIME_IR_VERSION)
+    assert not session_opens(MAX_RUNTIME_OPSET, MAX_RUNTIME_IR_VERSION + 1)
+
+
+def test_opset_newer_than_onnxruntime_runs_is_converted_down():
+    model = graphs.make([helper.make_node("Gemm", ["x", "w"], ["y"], name="fc")], [graphs.float_input("x", "batch", 4)],
+                        [graphs.float_input("y", "batch", 2)], [("w", graphs.weights(4, 2))],
+                        opset=MAX_RUNTIME_OPSET + 2, ir_version=10)
+    prepared = open_bytes(model)
+    assert prepared.info.opset == MAX_RUNTIME_OPSET
+    assert any("down to" in note for note in prepared.notes)
+    x = graphs.weights(3, 4)
+    np.testing.assert_allclose(run(prepared.model, {"x": x})[0], x @ weight_array(model, "w"), rtol=1e-6)
 
 
 def test_ir3_initializers_listed_as_inputs_are_not_model_inputs():
