@@ -48,6 +48,8 @@ _RUNTIME_WEIGHT_NOTE = "no static weights (computed at run time)"
 _QUANTIZED_WEIGHT_NOTE = "weight already quantized (comes from DequantizeLinear)"
 # Tensors above this many bytes are left out of the copy that shape inference and the checker see.
 _SKELETON_MAX_TENSOR_BYTES = 4096
+_MODEL_GRAPH_FIELD = 7  # ModelProto.graph in onnx.proto
+_PARSE_RUN_BYTES = 16 * 2**20  # a model file is parsed in runs of about this many bytes
 
 
 @dataclass(frozen=True)
@@ -177,121 +179,19 @@ def load_model(source: bytes | str | os.PathLike, *, max_bytes: int = MAX_MODEL_
     return model
 
 
-def _parse_file(path: Path) -> onnx.ModelProto:
-    """Parse a model file piece by piece, so the file's bytes and the parsed model are never both in memory.
-
-    Protobuf merges concatenated messages field by field (repeated fields append), so merging each top-level
-    field of ModelProto, and runs of GraphProto fields (nodes, initializers) wrapped as ModelProto.graph, one
-    after the other, gives the same message as parsing the whole file. Peak memory is the model plus one run.
-    """
-    model = onnx.ModelProto()
-    with open(path, "rb") as file:
-        size = os.fstat(file.fileno()).st_size
-        for number, wire_type, start, payload, end in _wire_fields(file, 0, size):
-            if number == _MODEL_GRAPH_FIELD and wire_type == 2:
-                run = payload
-                for _, _, _, _, field_end in _wire_fields(file, payload, end):
-                    if field_end - run >= _PARSE_RUN_BYTES:
-                        model.MergeFromString(_graph_piece(file, run, field_end))
-                        run = field_end
-                if run < end:
-                    model.MergeFromString(_graph_piece(file, run, end))
-            else:
-                file.seek(start)
-                model.MergeFromString(file.read(end - start))
-    return model
-
-
-_MODEL_GRAPH_FIELD = 7  # ModelProto.graph
-_PARSE_RUN_BYTES = 16 * 2**20
-
-
-def _graph_piece(file, start: int, end: int) -> bytes:
-    """GraphProto fields file[start:end] wrapped as a ModelProto with only its `graph` field."""
-    file.seek(start)
-    body = file.read(end - start)
-    return bytes([_MODEL_GRAPH_FIELD << 3 | 2]) + _varint_bytes(len(body)) + body
-
-
-def _wire_fields(file, start: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
-    """Yield (field number, wire type, field start, payload start, field end) of the protobuf fields in file[start:end]."""
-    position = start
-    while position < end:
-        file.seek(position)
-        header = file.read(20)
-        tag, offset = _read_varint(header, 0)
-        number, wire_type = tag >> 3, tag & 7
-        if wire_type == 0:
-            _, offset = _read_varint(header, offset)
-            payload, field_end = position + offset, position + offset
-        elif wire_type == 1:
-            payload, field_end = position + offset, position + offset + 8
-        elif wire_type == 2:
-            length, offset = _read_varint(header, offset)
-            payload, field_end = position + offset, position + offset + length
-        elif wire_type == 5:
-            payload, field_end = position + offset, position + offset + 4
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire_type} at byte {position}")
-        if number == 0 or field_end > end:
-            raise ValueError(f"field at byte {position} runs past the end of its message")
-        yield number, wire_type, position, payload, field_end
-        position = field_end
-
-
-def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if offset >= len(data) or shift > 63:
-            raise ValueError("truncated or malformed varint")
-        byte = data[offset]
-        value |= (byte & 0x7F) << shift
-        offset += 1
-        if byte < 0x80:
-            return value, offset
-        shift += 7
-
-
-def _varint_bytes(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def prepare_model(model: onnx.ModelProto) -> PreparedModel:
     """Return the canonical form the rest of the core works on; the input model is not changed.
 
-    Canonical form: opset between 13 and the newest onnxruntime runs (converted with onnx.version_converter
-    when outside), IR version one that
-    onnxruntime reads, initializers not listed among the graph inputs, weights of quantizable layers held in
-    initializers (Constant nodes moved, names kept), every node named (unnamed ones get "{op_type}_{index}"),
-    and shape inference run so intermediate tensors carry value_info.
+    Canonical form: opset from 13 to the newest onnxruntime runs (onnx.version_converter), an IR version
+    onnxruntime reads, initializers not among the graph inputs, weights of quantizable layers in initializers
+    (Constant nodes moved, names kept), every node named (unnamed ones get "{op_type}_{index}"), and shape
+    inference run so intermediate tensors carry value_info.
     """
     _refuse_external_data(model)
     prepared = onnx.ModelProto()
     prepared.CopyFrom(model)
     notes: list[str] = []
-    opset = _default_opset(prepared)
-    if 0 < opset < MIN_PREPARED_OPSET:  # 0: no default-domain opset (custom ops only), nothing to convert
-        try:
-            prepared = version_converter.convert_version(prepared, MIN_PREPARED_OPSET)
-        except Exception as err:  # the converter raises bare RuntimeErrors from C++
-            raise ModelError(f"cannot convert the model from opset {opset} to {MIN_PREPARED_OPSET} "
-                             f"(needed for per-channel quantization): {_one_line(err)}") from None
-        prepared.ir_version = max(prepared.ir_version, 7)  # opset 13 needs IR version 7
-        notes.append(f"converted from opset {opset} to {MIN_PREPARED_OPSET} "
-                     "(per-channel quantization needs opset >= 13)")
-    elif opset > MAX_RUNTIME_OPSET:
-        try:
-            prepared = version_converter.convert_version(prepared, MAX_RUNTIME_OPSET)
-        except Exception as err:  # the converter raises bare RuntimeErrors from C++
-            raise ModelError(f"the model uses opset {opset}, newer than onnxruntime runs ({MAX_RUNTIME_OPSET}), "
-                             f"and cannot be converted down: {_one_line(err)}; export it with opset "
-                             f"{MAX_RUNTIME_OPSET} or lower") from None
-        notes.append(f"converted from opset {opset} down to {MAX_RUNTIME_OPSET} (the newest onnxruntime runs)")
+    prepared = _convert_opset(prepared, notes)
     if prepared.ir_version > MAX_RUNTIME_IR_VERSION:
         notes.append(f"IR version lowered from {prepared.ir_version} to {MAX_RUNTIME_IR_VERSION} "
                      "(the newest onnxruntime reads)")
@@ -476,6 +376,29 @@ def _input_dependent_tensors(graph: onnx.GraphProto, views: list[_NodeView], ini
             dynamic.update(view.outputs)
     dynamic.discard("")
     return dynamic
+
+
+def _convert_opset(model: onnx.ModelProto, notes: list[str]) -> onnx.ModelProto:
+    """Bring the default-domain opset into [MIN_PREPARED_OPSET, MAX_RUNTIME_OPSET] with onnx.version_converter."""
+    opset = _default_opset(model)
+    if opset == 0:  # no default-domain opset (custom ops only): nothing to convert
+        return model
+    target = min(max(opset, MIN_PREPARED_OPSET), MAX_RUNTIME_OPSET)
+    if target == opset:
+        return model
+    try:
+        converted = version_converter.convert_version(model, target)
+    except Exception as err:  # noqa: BLE001 - the converter raises bare RuntimeErrors from C++
+        why = ("needed for per-channel quantization" if target > opset
+               else f"onnxruntime runs opsets up to {MAX_RUNTIME_OPSET}")
+        raise ModelError(f"cannot convert the model from opset {opset} to {target} ({why}): {_one_line(err)}; "
+                         f"export it with an opset from {MIN_PREPARED_OPSET} to {MAX_RUNTIME_OPSET}") from None
+    if target > opset:
+        converted.ir_version = max(converted.ir_version, 7)  # opset 13 needs IR version 7
+        notes.append(f"converted from opset {opset} to {target} (per-channel quantization needs opset >= 13)")
+    else:
+        notes.append(f"converted from opset {opset} down to {target} (the newest onnxruntime runs)")
+    return converted
 
 
 def _constant_weights_to_initializers(graph: onnx.GraphProto) -> list[str]:
@@ -679,6 +602,86 @@ def _tensor_bytes(tensor: onnx.TensorProto) -> int:
     except (KeyError, TypeError, ValueError):
         itemsize = 8
     return math.prod(tensor.dims) * max(itemsize, 1)
+
+
+def _parse_file(path: Path) -> onnx.ModelProto:
+    """Parse a model file piece by piece, so the file's bytes and the parsed model are never both in memory.
+
+    Protobuf merges concatenated messages field by field (repeated fields append), so merging each top-level
+    field of ModelProto, and runs of GraphProto fields (nodes, initializers) wrapped as ModelProto.graph, one
+    after the other, gives the same message as parsing the whole file. Peak memory is the model plus one run.
+    """
+    model = onnx.ModelProto()
+    with open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        for number, wire_type, start, payload, end in _wire_fields(file, 0, size):
+            if number == _MODEL_GRAPH_FIELD and wire_type == 2:
+                run = payload
+                for _, _, _, _, field_end in _wire_fields(file, payload, end):
+                    if field_end - run >= _PARSE_RUN_BYTES:
+                        model.MergeFromString(_graph_piece(file, run, field_end))
+                        run = field_end
+                if run < end:
+                    model.MergeFromString(_graph_piece(file, run, end))
+            else:
+                file.seek(start)
+                model.MergeFromString(file.read(end - start))
+    return model
+
+
+def _graph_piece(file, start: int, end: int) -> bytes:
+    """GraphProto fields file[start:end] wrapped as a ModelProto with only its `graph` field."""
+    file.seek(start)
+    body = file.read(end - start)
+    return bytes([_MODEL_GRAPH_FIELD << 3 | 2]) + _varint_bytes(len(body)) + body
+
+
+def _wire_fields(file, start: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """Yield (field number, wire type, field start, payload start, field end) of the protobuf fields in file[start:end]."""
+    position = start
+    while position < end:
+        file.seek(position)
+        header = file.read(20)
+        tag, offset = _read_varint(header, 0)
+        number, wire_type = tag >> 3, tag & 7
+        if wire_type == 0:
+            _, offset = _read_varint(header, offset)
+            payload, field_end = position + offset, position + offset
+        elif wire_type == 1:
+            payload, field_end = position + offset, position + offset + 8
+        elif wire_type == 2:
+            length, offset = _read_varint(header, offset)
+            payload, field_end = position + offset, position + offset + length
+        elif wire_type == 5:
+            payload, field_end = position + offset, position + offset + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire_type} at byte {position}")
+        if number == 0 or field_end > end:
+            raise ValueError(f"field at byte {position} runs past the end of its message")
+        yield number, wire_type, position, payload, field_end
+        position = field_end
+
+
+def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if offset >= len(data) or shift > 63:
+            raise ValueError("truncated or malformed varint")
+        byte = data[offset]
+        value |= (byte & 0x7F) << shift
+        offset += 1
+        if byte < 0x80:
+            return value, offset
+        shift += 7
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def _check_size(size: int, max_bytes: int, label: str) -> None:

@@ -8,8 +8,8 @@ import pytest
 from onnx import helper, numpy_helper
 
 from quant_core.errors import ModelError
-from quant_core.model_io import (MAX_MODEL_BYTES, MAX_RUNTIME_IR_VERSION, MAX_RUNTIME_OPSET, Layer, ModelInfo, PreparedModel, WeightRef, inspect_model,
-                                 load_model, prepare_model, weight_array)
+from quant_core.model_io import (MAX_MODEL_BYTES, MAX_RUNTIME_IR_VERSION, MAX_RUNTIME_OPSET, Layer, ModelInfo,
+                                 PreparedModel, WeightRef, inspect_model, load_model, prepare_model, weight_array)
 from tests.models import graphs
 
 
