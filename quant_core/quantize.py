@@ -13,7 +13,8 @@ Granularity is given by `axis` and `block_size`, as in ONNX (opset 21):
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import functools
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,7 +156,7 @@ def _work_items(x, out, scale, zero_point, fmt, axis, block_size):
                out3[:, full * block_size:].reshape(outer, 1, tail, inner), *(p[:, full:] for p in p4))
 
 
-def _scaled_chunk(x, out, scale, low, high, safe_low, safe_high, name) -> None:
+def _scaled_chunk(x, out, scale, low, high, safe_low, safe_high, uniform, name) -> None:
     """out <- clip(x / scale, low, high), refusing NaN and Inf; rint commutes with the clip (integer bounds)."""
     np.divide(x, scale, out=out)
     # Two fast in-cache reductions do two jobs: NaN or Inf in x shows as a non-finite extreme, and
@@ -164,27 +165,39 @@ def _scaled_chunk(x, out, scale, low, high, safe_low, safe_high, name) -> None:
     if not (np.isfinite(top) and np.isfinite(bottom)):
         _refuse_non_finite(x, name)  # raises, unless x / scale merely overflowed: the clip handles that
     if bottom < safe_low or top > safe_high:
-        np.clip(out, low, high, out=out)
+        if uniform:  # one zero point for all channels: scalar bounds keep the clip loop vectorized
+            np.clip(out, safe_low, safe_high, out=out)
+        else:
+            np.clip(out, low, high, out=out)
 
 
-def _fake_quantize_chunk(x, out, scale, low, high, zero_point, safe_low, safe_high, name) -> None:
-    _scaled_chunk(x, out, scale, low, high, safe_low, safe_high, name)
+def _fake_quantize_chunk(x, out, scale, low, high, zero_point, safe_low, safe_high, uniform, name) -> None:
+    _scaled_chunk(x, out, scale, low, high, safe_low, safe_high, uniform, name)
     np.rint(out, out=out)
     np.add(out, np.float32(0.0), out=out)  # -0.0 -> +0.0, as float32(q - zero_point) gives
     np.multiply(out, scale, out=out)
 
 
-def _quantize_chunk(x, out, scale, low, high, zero_point, safe_low, safe_high, name) -> None:
+def _quantize_chunk(x, out, scale, low, high, zero_point, safe_low, safe_high, uniform, name) -> None:
     t = np.empty(x.shape, dtype=np.float32)
-    _scaled_chunk(x, t, scale, low, high, safe_low, safe_high, name)
+    _scaled_chunk(x, t, scale, low, high, safe_low, safe_high, uniform, name)
     np.rint(t, out=t)
     np.add(t, zero_point, out=out, casting="unsafe")
 
 
-def _bounds(scale, zero_point, fmt) -> tuple[np.float32, np.float32]:
-    """The tightest clipping bounds over all channels: inside them no value needs clipping."""
+def _bounds(zero_point, fmt) -> tuple[np.float32, np.float32, bool]:
+    """Return the tightest clipping bounds over all channels (inside them no value needs clipping),
+    and whether they are every channel's bounds (a single zero point)."""
     qmin, qmax = fmt.limits
-    return np.float32(qmin - zero_point.min()), np.float32(qmax - zero_point.max())
+    smallest, largest = zero_point.min(), zero_point.max()
+    return np.float32(qmin - smallest), np.float32(qmax - largest), bool(smallest == largest)
+
+
+@functools.cache
+def _helper_pool() -> ThreadPoolExecutor:
+    """The worker threads that share large tensors with the calling thread (started once: a thread
+    start costs milliseconds on a loaded machine). Stateless, so sharing it between callers is safe."""
+    return ThreadPoolExecutor(max_workers=_THREADS - 1, thread_name_prefix="quant_core")
 
 
 def _run(items, kernel, parallel: bool) -> None:
@@ -198,13 +211,17 @@ def _run(items, kernel, parallel: bool) -> None:
     if not parallel:
         run_share(items)
         return
-    # numpy releases the GIL inside ufuncs, so two threads use two cores; each takes a contiguous share.
+    # numpy releases the GIL inside ufuncs, so the helpers and the calling thread use separate cores;
+    # each takes a contiguous share of the chunks.
     work = list(items)
     share = -(-len(work) // _THREADS)
-    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
-        futures = [pool.submit(run_share, work[i:i + share]) for i in range(0, len(work), share)]
-        for future in futures:
-            future.result()
+    futures = [_helper_pool().submit(run_share, work[i:i + share]) for i in range(share, len(work), share)]
+    try:
+        run_share(work[:share])
+    finally:
+        wait(futures)  # never leave a helper writing into `out` after an error here
+    for future in futures:
+        future.result()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,7 +282,7 @@ def quantize(x, scale, zero_point, fmt: NumberFormat, *, axis: int | None = None
     scale, zero_point, axis, block_size = _param_arrays(x, scale, zero_point, axis, block_size, name)
     out = np.empty(x.shape, dtype=np.int32)
     items = _work_items(x, out, scale, zero_point, fmt, axis, block_size)
-    safe = _bounds(scale, zero_point, fmt)
+    safe = _bounds(zero_point, fmt)
     _run(((*item, *safe, name) for item in items), _quantize_chunk, parallel=x.size >= _THREAD_MIN)
     return out
 
@@ -310,7 +327,7 @@ def fake_quantize(x, scale, zero_point, fmt: NumberFormat, *, axis: int | None =
     scale, zero_point, axis, block_size = _param_arrays(x, scale, zero_point, axis, block_size, name)
     out = np.empty_like(x)
     items = _work_items(x, out, scale, zero_point, fmt, axis, block_size)
-    safe = _bounds(scale, zero_point, fmt)
+    safe = _bounds(zero_point, fmt)
     _run(((*item, *safe, name) for item in items), _fake_quantize_chunk, parallel=x.size >= _THREAD_MIN)
     return out
 
