@@ -637,7 +637,7 @@ def _graph_piece(file, start: int, end: int) -> bytes:
 
 
 def _wire_fields(file, start: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
-    """Yield (field number, wire type, field start, payload start, field end) of the protobuf fields in file[start:end]."""
+    """Yield (number, wire type, start, payload start, end) of each protobuf field in file[start:end]."""
     position = start
     while position < end:
         file.seek(position)

@@ -101,7 +101,10 @@ class CNNFolded(nn.Module):
 
 
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """Return a conv equal to bn(conv(x)) in eval mode: w' = w * g / sqrt(var + eps), b' = (b - mean) * g / sqrt(var + eps) + beta."""
+    """Return a conv equal to bn(conv(x)) in eval mode.
+
+    With s = gamma / sqrt(var + eps): w' = w * s (per output channel), b' = (b - mean) * s + beta.
+    """
     folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding)
     factor = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
     with torch.no_grad():

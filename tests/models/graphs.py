@@ -43,7 +43,8 @@ def gemm_model() -> onnx.ModelProto:
 def constant_weight_model() -> onnx.ModelProto:
     """Conv whose weight and bias come from Constant nodes (as some exporters write them)."""
     return make(
-        [helper.make_node("Constant", [], ["conv_w"], name="w_const", value=numpy_helper.from_array(weights(2, 1, 3, 3))),
+        [helper.make_node("Constant", [], ["conv_w"], name="w_const",
+                          value=numpy_helper.from_array(weights(2, 1, 3, 3))),
          helper.make_node("Constant", [], ["conv_b"], name="b_const", value=numpy_helper.from_array(weights(2))),
          helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["y"], name="conv", pads=[1, 1, 1, 1])],
         [float_input("x", "batch", 1, 4, 4)], [float_input("y", "batch", 2, 4, 4)])
