@@ -215,8 +215,9 @@ def _kl_curves(counts: np.ndarray, num_quantized_bins: int) -> np.ndarray:
       both smoothed (zeros -> eps = 1e-4, the same mass taken evenly from the non-zeros), then
       KL = sum p~/P log((p~/P) / (q~/Q)) = (sum p~ log p~ - sum p~ log q~) / P - log P + log Q
     q~ is constant over a chunk, so sum p~ log q~ needs only per-chunk sums of p~ (prefix sums);
-    sum p~ log p~ over the inner bins uses a second-order Taylor expansion in the smoothing eps1
-    (|error| <= eps1^3 / 6 per bin), the two end bins exactly.
+    sum p~ log p~ over the inner bins uses a second-order Taylor expansion in the smoothing
+    eps1 = 1e-4 x zeros / non-zeros (error <= eps1^3 / (6 (1 - eps1)^2) per bin, as counts >= 1),
+    the two end bins exactly.
     """
     counts = np.asarray(counts, dtype=np.int64)
     rows, bins = counts.shape
