@@ -11,6 +11,8 @@ st.caption("See what quantization does to a neural network: per-layer ranges, er
 summary = model_view.model_summary(ctx)
 
 st.header(f"Model: {ctx.model_name}")
+st.markdown(summary.description)
+st.caption(f"Produced by {summary.producer}.")
 for column, (label, value) in zip(st.columns(len(summary.facts)), summary.facts.items()):
     column.metric(label, value)
 for note in summary.notes:
@@ -53,5 +55,5 @@ st.header("How to use this lab")
 st.markdown("1. Pick a demo model or upload your own `.onnx` (and a `.npz` of inputs) in the sidebar.\n"
             "2. Choose a quantization preset in the sidebar, or load a saved config; it follows you on every page.\n"
             "3. Walk through the pages:")
-for path, label, question in model_view.available_pages()[1:]:
-    st.page_link(path, label=f"**{label}** — {question}")
+for path, label, question in model_view.available_pages():
+    st.page_link(path, label=f"**{label}** — {question}" if question else f"**{label}**")

@@ -1,6 +1,7 @@
 """The Model page's content: what the model is, its layers, FP32 accuracy and size per format."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,18 +15,16 @@ from ui import figures
 from ui.cache import get_evaluator
 from ui.setup import LabContext
 
-# The lab's pages in reading order: (file relative to app.py, label, what it answers).
-PAGES = (
-    ("app.py", "Model", "What is this model, how big is it, how accurate is it in FP32?"),
-    ("pages/1_Weights.py", "Weights", "What does a layer's weight distribution look like, and what does each "
-                                      "range method and bit-width do to it?"),
-    ("pages/2_Activations.py", "Activations", "What ranges do the activations take on real data, and which "
-                                              "tensors have outliers?"),
-    ("pages/3_Mixed_precision.py", "Mixed precision", "Choose a format per layer and see accuracy and size move."),
-    ("pages/4_Sensitivity.py", "Sensitivity", "Which layers hurt most when quantized? Get a suggestion under a budget."),
-    ("pages/5_Trade-offs.py", "Trade-offs", "Accuracy against measured latency and size, with real onnxruntime models."),
-    ("pages/6_Learn.py", "Learn", "Interactive lessons: scale and zero point, clipping, formats, QAT."),
-)
+# What each page answers, for the guide; a page missing here is still linked, by its name.
+PAGE_QUESTIONS = {
+    "1_Weights.py": "What does a layer's weight distribution look like, and what does each range method and "
+                    "bit-width do to it?",
+    "2_Activations.py": "What ranges do the activations take on real data, and which tensors have outliers?",
+    "3_Mixed_precision.py": "Choose a format per layer and see accuracy and size move.",
+    "4_Sensitivity.py": "Which layers hurt most when quantized? Get a suggestion under a budget.",
+    "5_Trade-offs.py": "Accuracy against measured latency and size, with real onnxruntime models.",
+    "6_Learn.py": "Interactive lessons: scale and zero point, clipping, formats, QAT.",
+}
 APP_DIR = Path(__file__).resolve().parent.parent
 
 # The formats of the size table: every quantizable weight in that format, everything else FP32.
@@ -41,6 +40,8 @@ SIZE_FORMATS = (
 class ModelSummary:
     """What the Model page shows, computed once per model (see `model_summary`)."""
 
+    description: str
+    producer: str
     facts: dict[str, str]
     notes: tuple[str, ...]
     inputs: pd.DataFrame
@@ -50,8 +51,17 @@ class ModelSummary:
 
 
 def available_pages() -> list[tuple[str, str, str]]:
-    """The lab's pages whose file exists (other pages are added by other work in progress)."""
-    return [page for page in PAGES if (APP_DIR / page[0]).exists()]
+    """(path, label, question) of every page in the pages/ folder, in Streamlit's order."""
+    pages = []
+    for path in sorted((APP_DIR / "pages").glob("*.py"), key=lambda p: (_page_number(p.stem), p.stem)):
+        label = re.sub(r"^\d+_", "", path.stem).replace("_", " ")
+        pages.append((f"pages/{path.name}", label, PAGE_QUESTIONS.get(path.name, "")))
+    return pages
+
+
+def _page_number(stem: str) -> int:
+    match = re.match(r"^(\d+)_", stem)
+    return int(match[1]) if match else 10**6
 
 
 def model_summary(ctx: LabContext) -> ModelSummary:
@@ -62,13 +72,13 @@ def model_summary(ctx: LabContext) -> ModelSummary:
 @st.cache_data(max_entries=8, show_spinner=False)
 def _summary(model_key: str, _ctx: LabContext) -> ModelSummary:
     info = _ctx.info
-    facts = {"Opset": str(info.opset), "Producer": info.producer or "unknown", "IR version": str(info.ir_version),
-             "Parameters": f"{info.total_params:,}", "Quantizable layers": str(_quantizable_count(info))}
+    facts = {"Opset": str(info.opset), "IR version": str(info.ir_version), "Parameters": f"{info.total_params:,}",
+             "Quantizable layers": str(_quantizable_count(info))}
     notes = tuple(dict.fromkeys((*_ctx.prepared.notes, *info.notes)))
     if info.already_quantized:
         notes = (f"Already quantized ({', '.join(info.quantized_ops)}): its quantized layers are not offered again.",
                  *notes)
-    return ModelSummary(facts=facts, notes=notes, inputs=_tensor_table(info.inputs),
+    return ModelSummary(description=_description(_ctx), producer=info.producer or "unknown", facts=facts, notes=notes, inputs=_tensor_table(info.inputs),
                         outputs=_tensor_table(info.outputs), layers=_layer_table(info), sizes=_size_table(info))
 
 
@@ -80,6 +90,15 @@ def fp32_accuracy(ctx: LabContext) -> float | None:
 def size_figure(sizes: pd.DataFrame) -> go.Figure:
     return figures.bars(sizes["format"], sizes["size (KiB)"], title="Model size by weight format",
                         y_title="KiB", text=[f"{ratio:.1f}×" for ratio in sizes["vs FP32"]])
+
+
+def _description(ctx: LabContext) -> str:
+    if not ctx.is_demo:
+        return f"Uploaded model {ctx.model_name}."
+    from quant_core.demo import DEMO_MODELS
+
+    demo = DEMO_MODELS[ctx.model_name]
+    return f"**{demo.title}** — {demo.description}"
 
 
 def _quantizable_count(info) -> int:

@@ -1,10 +1,72 @@
 """The Model page (app.py): opens on a demo model, ready, and describes it with measured numbers."""
-from tests.app.conftest import run_page, texts
+import re
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from quant_core.data import split_dataset
+from quant_core.demo import load_demo
+from tests.app.conftest import ROOT, run_page, texts
+
+LAYERS, SIZES = 2, 3  # st.dataframe order on the page: inputs, outputs, layers, sizes
 
 
-def test_the_landing_page_opens_on_the_cnn_demo_with_its_layers_and_accuracy():
+def _measured_accuracy(name: str) -> float:
+    """FP32 accuracy of a demo on the lab's evaluation split, run here directly in onnxruntime."""
+    model_bytes, data = load_demo(name)
+    _, evaluation = split_dataset(data, calibration_samples=256, seed=0)
+    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    logits = session.run(None, evaluation.inputs)[0]
+    return float(np.mean(logits.argmax(axis=1) == evaluation.labels))
+
+
+def _opset9_model() -> bytes:
+    weight = numpy_helper.from_array(np.ones((4, 2), dtype=np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="/old/MatMul")], "old",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])], initializer=[weight])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)], ir_version=7).SerializeToString()
+
+
+def test_the_landing_page_opens_on_the_cnn_demo_with_its_layers():
     at = run_page("app.py")
     assert at.selectbox(key="model_choice").value == "cnn"
-    layers = at.dataframe[2].value
-    assert list(layers["layer"])[:1] == ["/conv1/Conv"]
-    assert "FP32 top-1 accuracy" in texts(at)
+    layers = at.dataframe[LAYERS].value
+    assert list(layers["layer"]) == ["/conv1/Conv", "/conv2/Conv", "/fc/Gemm"]
+    assert list(layers["weight shape"]) == ["(16, 1, 3, 3)", "(32, 16, 3, 3)", "(10, 288)"]
+    assert layers["share of model size (%)"].sum() == pytest.approx(100, abs=0.05)
+    assert "folded BatchNorm" in texts(at)
+
+
+@pytest.mark.parametrize("name", ["cnn", "mlp"])
+def test_the_fp32_accuracy_shown_is_the_one_measured_by_running_the_model(name):
+    at = run_page("app.py")
+    at.selectbox(key="model_choice").set_value(name).run()
+    shown = re.search(r"FP32 top-1 accuracy \(541 evaluation samples[^)]*\)\) ([\d.]+) %", texts(at))
+    assert shown, texts(at)
+    assert float(shown[1]) == pytest.approx(100 * _measured_accuracy(name), abs=0.005)
+
+
+def test_the_size_table_counts_fp32_as_four_bytes_per_parameter_and_shrinks_with_bits():
+    at = run_page("app.py")
+    sizes = at.dataframe[SIZES].value.set_index("format")["bytes"]
+    assert sizes["FP32"] == 4 * 7690
+    assert sizes["FP32"] > sizes["FP16"] > sizes["INT8 per-channel"] > sizes["INT4 per-channel"]
+
+
+def test_an_old_opset_model_says_it_was_converted():
+    at = run_page("app.py")
+    at.file_uploader(key="model_upload").set_value(("old.onnx", _opset9_model(), "application/octet-stream")).run()
+    assert not at.exception and not at.error
+    assert any("opset" in note.value and "9" in note.value for note in at.info), [n.value for n in at.info]
+    assert list(at.dataframe[LAYERS].value["layer"]) == ["/old/MatMul"]
+
+
+def test_the_guide_links_to_every_page_of_the_pages_folder():
+    at = run_page("app.py")
+    links = {element.proto.page for element in at.get("page_link")}
+    pages = {re.sub(r"^\d+_", "", path.stem) for path in (ROOT / "pages").glob("*.py")}
+    assert {"Weights", "Activations"} <= pages
+    assert pages <= links
