@@ -47,5 +47,5 @@ with page_errors(f"the weight views of {layer}"):
         st.plotly_chart(result.channels, width="stretch", key="weights_channels")
 
     st.subheader(f"Error by bit-width and range method ({scheme}, {granularity})")
-    st.dataframe(result.table, hide_index=True, width="stretch",
+    st.dataframe(result.table, hide_index=True, width="stretch", height=36 * (len(result.table) + 1),
                  column_config={"MSE": st.column_config.NumberColumn(format="%.3e")})

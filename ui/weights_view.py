@@ -17,7 +17,8 @@ from ui.setup import LabContext
 
 BIT_WIDTHS = (2, 3, 4, 6, 8)
 METHODS = tuple(RangeMethod)
-CLIP_PERCENTS = np.arange(1, 101)  # the clip slider: % of the min-max range kept
+CLIP_PERCENTS = range(1, 101)  # the clip slider: % of the min-max range kept
+LARGE_WEIGHT = 1 << 20  # above this many values the clip curve is drawn every 5 % (the user's point stays exact)
 HISTOGRAM_BINS = 256
 
 
@@ -74,7 +75,8 @@ def weights_view(ctx: LabContext, choice: WeightChoice) -> WeightsView:
     table = _error_table(*key, choice.symmetric, granularity.value, axis, x)
     points = _clip_points(*key, choice.bits, choice.symmetric, granularity.value, axis, x)
     best = max(points, key=lambda p: (p.sqnr_db, p.percent))
-    clip = points[choice.clip_percent - 1]
+    clip = next((p for p in points if p.percent == choice.clip_percent), None) or _clip_points(
+        *key, choice.bits, choice.symmetric, granularity.value, axis, x, percents=(choice.clip_percent,))[0]
     tq = _tq(choice.bits, choice.symmetric, granularity, axis)
     grid = _grid(stats, choice.clip_percent, tq)
     histogram = figures.histogram_with_ranges(
@@ -87,7 +89,7 @@ def weights_view(ctx: LabContext, choice: WeightChoice) -> WeightsView:
                                           title=f"Range of each output channel (axis {axis})")
         note = _channel_note(stats)
     clip_figure = figures.curve(
-        CLIP_PERCENTS, [p.sqnr_db for p in points],
+        [p.percent for p in points], [p.sqnr_db for p in points],
         marks=[(f"best: {best.percent}%", best.percent, best.sqnr_db),
                (f"yours: {clip.percent}%", clip.percent, clip.sqnr_db)],
         title=f"SQNR against clipping (int{choice.bits}, {'symmetric' if choice.symmetric else 'asymmetric'}, "
@@ -179,14 +181,20 @@ def _error_table(model_key: str, weight_name: str, symmetric: bool, granularity:
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _clip_points(model_key: str, weight_name: str, bits: int, symmetric: bool, granularity: str, axis: int,
-                 _x: np.ndarray) -> tuple[ClipPoint, ...]:
-    """MSE and SQNR when the min-max range (per tensor or per channel) is shrunk to each percent."""
+                 _x: np.ndarray, percents: tuple[int, ...] | None = None) -> tuple[ClipPoint, ...]:
+    """MSE and SQNR when the min-max range (per tensor or per channel) is shrunk to each percent.
+
+    Every percent from 1 to 100 (every 5th for weights above LARGE_WEIGHT values), or `percents`.
+    """
     from quant_core.metrics import mse, sqnr_db
 
     tq = _tq(bits, symmetric, Granularity(granularity), axis)
     lo, hi = tensor_range(_x, granularity=tq.granularity, axis=axis, name=weight_name)
+    if percents is None:
+        percents = tuple(CLIP_PERCENTS)[:: 1 if _x.size <= LARGE_WEIGHT else 5]
+        percents = tuple(sorted({*percents, 100}))
     points = []
-    for percent in CLIP_PERCENTS:
+    for percent in percents:
         fraction = percent / 100.0
         values = quantize_tensor(_x, tq, name=weight_name, lo=lo * fraction, hi=hi * fraction).values
         points.append(ClipPoint(int(percent), float(mse(_x, values)), float(sqnr_db(_x, values))))
