@@ -28,7 +28,13 @@ def try_on_page(page: str, label: str) -> None:
 
 
 def show_figure(fig: go.Figure, key: str) -> None:
+    """Draw a lesson's chart. Figures with subplot titles get their legend on the right, clear of the titles."""
     fig.update_layout(**LAYOUT)
+    if fig.layout.annotations:
+        fig.update_layout(legend=dict(orientation="v", yanchor="top", y=1.0, xanchor="left", x=1.02))
+    elif fig.layout.title.text:  # title on top, the horizontal legend between it and the plot
+        fig.update_layout(margin=dict(t=100), title=dict(yref="container", y=0.97, yanchor="top"),
+                          legend=dict(y=1.02))
     st.plotly_chart(fig, key=key, width="stretch")
 
 

@@ -63,7 +63,7 @@ def run_fine_tunes(weights, train, evaluation, bits: list[int], epochs: int, ptq
 def figure(ptq: dict, runs: dict[int, QatRun], bits: list[int]) -> go.Figure:
     """Left: accuracy after PTQ and after QAT per bit width. Right: the training loss of each QAT run."""
     fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45],
-                        subplot_titles=("accuracy on the evaluation split", "QAT training loss"))
+                        subplot_titles=("accuracy on the evaluation split", "QAT training loss (cross-entropy)"))
     labels = [f"{b}-bit" for b in bits]
     fig.add_trace(go.Bar(x=labels, y=[ptq[b] for b in bits], name="PTQ (round the trained weights)",
                          marker_color=COLORS["ptq"], hovertemplate="%{x} PTQ: %{y:.2%}<extra></extra>"), 1, 1)
@@ -81,7 +81,7 @@ def figure(ptq: dict, runs: dict[int, QatRun], bits: list[int]) -> go.Figure:
             fig.add_trace(go.Scatter(x=list(range(1, len(losses) + 1)), y=losses, mode="lines+markers",
                                      name=f"loss, {b}-bit", marker=dict(size=4)), 1, 2)
     fig.update_yaxes(tickformat=".0%", row=1, col=1)
-    fig.update_yaxes(type="log", title_text="cross-entropy", row=1, col=2)
+    fig.update_yaxes(type="log", row=1, col=2)
     fig.update_xaxes(title_text="epoch", row=1, col=2)
     fig.update_layout(barmode="group", height=380)
     return fig

@@ -90,7 +90,7 @@ def method_thresholds(distribution: str, bits: int) -> dict[str, float]:
 
 def figure(curve: ErrorCurve, x: np.ndarray, threshold: float, methods: dict[str, float]) -> go.Figure:
     """Left: the data and the chosen range. Right: rounding, clipping and total error against the threshold."""
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.4, 0.6],
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.4, 0.6], horizontal_spacing=0.12,
                         subplot_titles=("the data (log count)", "error against the clipping threshold T"))
     counts, edges = np.histogram(x, bins=200)
     fig.add_trace(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, width=np.diff(edges), name="values",
