@@ -12,6 +12,7 @@ FRONT_COLOR = "#d62728"
 POINT_COLOR = "#1f77b4"
 SIMULATED_COLOR = "#7f7f7f"
 _MARGIN = dict(l=10, r=10, t=40, b=10)
+_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
 
 
 def pareto_front(cost: list[float], value: list[float]) -> list[bool]:
@@ -103,7 +104,7 @@ def pareto_figure(frame: pd.DataFrame, *, chosen: tuple[float, float] | None = N
                         marker=dict(symbol="star", size=18, color="gold", line=dict(color="black", width=1)),
                         hovertemplate=f"suggestion<br>%{{x:.1f}} KB, %{{y:.2f}}%<extra></extra>")
     fig.update_layout(title="Size vs accuracy of the configs tried", xaxis_title="model size (KB)",
-                      yaxis_title="accuracy (%)", margin=_MARGIN)
+                      yaxis_title="accuracy (%)", margin=_MARGIN, legend=dict(orientation="h", y=-0.25))
     return fig
 
 
@@ -111,39 +112,41 @@ def tradeoff_figure(frame: pd.DataFrame, *, x: str) -> go.Figure:
     """Accuracy against measured latency (x="latency_ms") or size (x="size_kb") of each variant.
 
     `frame` columns: variant, accuracy (0..1), size_kb, latency_ms, latency_p10_ms, latency_p90_ms,
-    simulated (bool). Simulated-only variants have no latency: on the latency chart they are left
-    out (and listed in the caption by the view); on the size chart they get their own grey marker.
-    Error bars span p10..p90 of the latency samples. The Pareto front (lower x, higher accuracy)
-    of the measured variants is drawn as a red step line.
+    simulated (bool). One legend entry per variant (names are too long to print next to close points).
+    Simulated-only variants have no latency: the latency chart leaves them out (the view lists them);
+    the size chart draws them as grey open diamonds. Error bars span p10..p90 of the latency samples.
+    The Pareto front (lower x, higher accuracy) of the measured variants is a red dotted step line,
+    its points ringed in red.
     """
     measured = frame[~frame["simulated"]]
     if x == "latency_ms":
         measured = measured[measured["latency_ms"].notna()]
-    fig = go.Figure()
-    error_x = None
-    if x == "latency_ms":
-        error_x = dict(type="data", symmetric=False,
-                       array=(measured["latency_p90_ms"] - measured["latency_ms"]).tolist(),
-                       arrayminus=(measured["latency_ms"] - measured["latency_p10_ms"]).tolist())
     front = pareto_front(list(measured[x]), list(measured["accuracy"]))
-    colors = [FRONT_COLOR if f else POINT_COLOR for f in front]
     unit = "ms" if x == "latency_ms" else "KB"
-    fig.add_scatter(x=measured[x], y=measured["accuracy"] * 100, mode="markers+text", name="measured with onnxruntime",
-                    text=measured["variant"], textposition="top center", error_x=error_x,
-                    marker=dict(color=colors, size=11),
-                    hovertemplate="%{text}<br>%{x:.3f} " + unit + ", accuracy %{y:.2f}%<extra></extra>")
+    fig = go.Figure()
+    for index, (row, on_front) in enumerate(zip(measured.itertuples(index=False), front)):
+        error_x = None
+        if x == "latency_ms":
+            error_x = dict(type="data", symmetric=False, array=[row.latency_p90_ms - row.latency_ms],
+                           arrayminus=[row.latency_ms - row.latency_p10_ms])
+        fig.add_scatter(x=[getattr(row, x)], y=[row.accuracy * 100], mode="markers", name=row.variant,
+                        error_x=error_x,
+                        marker=dict(size=12, color=_PALETTE[index % len(_PALETTE)],
+                                    line=dict(color=FRONT_COLOR if on_front else "white", width=3 if on_front else 1)),
+                        hovertemplate=f"{row.variant}<br>%{{x:.4g}} {unit}, accuracy %{{y:.2f}}%<extra></extra>")
     front_rows = measured[front].sort_values(x)
     if len(front_rows) > 1:
         fig.add_scatter(x=front_rows[x], y=front_rows["accuracy"] * 100, mode="lines", name="Pareto front",
                         line=dict(color=FRONT_COLOR, shape="hv", dash="dot"), hoverinfo="skip")
-    simulated = frame[frame["simulated"]]
-    if x == "size_kb" and len(simulated):
-        fig.add_scatter(x=simulated[x], y=simulated["accuracy"] * 100, mode="markers+text",
-                        name="simulated (no onnxruntime kernel)", text=simulated["variant"] + " (simulated)",
-                        textposition="bottom center", marker=dict(color=SIMULATED_COLOR, size=11, symbol="diamond-open"),
-                        hovertemplate="%{text}<br>%{x:.1f} KB, accuracy %{y:.2f}%<extra></extra>")
+    if x == "size_kb":
+        for row in frame[frame["simulated"]].itertuples(index=False):
+            fig.add_scatter(x=[row.size_kb], y=[row.accuracy * 100], mode="markers", name=f"{row.variant} (simulated)",
+                            marker=dict(color=SIMULATED_COLOR, size=13, symbol="diamond-open", line=dict(width=2)),
+                            hovertemplate=f"{row.variant} (simulated)<br>%{{x:.1f}} KB, accuracy %{{y:.2f}}%"
+                                          "<extra></extra>")
     title = ("Accuracy vs measured latency (error bars: p10–p90)" if x == "latency_ms"
              else "Accuracy vs model size")
     fig.update_layout(title=title, xaxis_title="latency per batch (ms)" if x == "latency_ms" else "model size (KB)",
-                      yaxis_title="accuracy (%)", margin=_MARGIN, legend=dict(orientation="h", y=-0.25))
+                      yaxis_title="accuracy (%)", margin=_MARGIN, legend=dict(orientation="h", y=-0.25),
+                      height=520)
     return fig

@@ -194,9 +194,9 @@ def show_metrics(result, baseline) -> None:
     sqnr = "∞ (identical)" if result.sqnr_db == float("inf") else f"{result.sqnr_db:.1f} dB"
     columns[3].metric("Output SQNR", sqnr, help="signal-to-quantization-noise ratio of the model output vs FP32")
     ratio = result.size_bytes / result.fp32_size_bytes
-    columns[4].metric("Size", f"{result.size_bytes / 1024:.1f} KB",
-                      delta=f"{(ratio - 1) * 100:+.1f}% vs FP32 ({1 / ratio:.2f}× smaller)" if ratio < 1
-                      else f"{(ratio - 1) * 100:+.1f}% vs FP32", delta_color="inverse")
+    columns[4].metric("Size", f"{result.size_bytes / 1024:.1f} KB", delta=f"{(ratio - 1) * 100:+.1f}% vs FP32",
+                      delta_color="inverse", help=f"{1 / ratio:.2f}× smaller than FP32 "
+                                                  f"({result.fp32_size_bytes / 1024:.1f} KB)")
 
 
 def layer_error_frame(layer_errors, simulated_only) -> pd.DataFrame:

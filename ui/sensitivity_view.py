@@ -147,7 +147,7 @@ def sweep_frame(rows, fp32_accuracy: float | None) -> pd.DataFrame:
 def ranking(frame: pd.DataFrame) -> pd.DataFrame:
     """Layers from most to least sensitive: the worst drop over the swept formats, then the lowest SQNR."""
     worst = frame.sort_values(["drop_pp", "sqnr_db"], ascending=[False, True]).groupby("layer", sort=False).head(1)
-    table = worst[["layer", "format", "drop_pp", "sqnr_db"]].reset_index(drop=True)
+    table = worst[["layer", "format", "drop_pp", "sqnr_db"]].reset_index(drop=True).round(2)
     table.index = table.index + 1
     return table.rename(columns={"format": "worst format", "drop_pp": "accuracy drop (pp)", "sqnr_db": "SQNR (dB)"})
 
@@ -273,9 +273,10 @@ def steps_frame(suggestion) -> pd.DataFrame:
     frame = pd.DataFrame([vars(step) for step in suggestion.steps],
                          columns=["step", "action", "layer", "from_format", "to_format", "size_bytes", "accuracy",
                                   "reason"])
-    frame["size (KB)"] = frame.pop("size_bytes") / 1024
-    frame[f"{suggestion.metric} (%)"] = frame.pop("accuracy") * 100
-    return frame.rename(columns={"from_format": "from", "to_format": "to"}).set_index("step")
+    frame["size_bytes"] = (frame["size_bytes"] / 1024).round(2)
+    frame["accuracy"] = (frame["accuracy"] * 100).round(2)
+    return frame.rename(columns={"from_format": "from", "to_format": "to", "size_bytes": "size (KB)",
+                                 "accuracy": f"{suggestion.metric} (%)"}).set_index("step")
 
 
 def pareto_frame(suggestion) -> pd.DataFrame:
