@@ -10,6 +10,7 @@ The result of every fast variant is checked bit for bit against the reference de
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -91,6 +92,7 @@ def main() -> None:
     variants += [("onnxruntime Q->DQ uint8 per-tensor", lambda: session_t.run(None, feeds_t)[0], ref_t),
                  ("onnxruntime Q->DQ int8 per-channel", lambda: session_c.run(None, feeds_c)[0], ref_c)]
 
+    load_before = os.getloadavg()[0]
     exact = {}
     for label, fn, reference in variants:  # warm-up (page faults, thread start, session), then check
         result = fn()
@@ -108,6 +110,8 @@ def main() -> None:
     copy_gbs = nbytes / best["np.copyto (baseline)"] / 1e9
     print(f"{x.size:,} float32 values ({x.nbytes / 1e6:.0f} MB), best of {args.repeats} interleaved rounds; "
           f"GB/s = (bytes read + written) / time; ratio to np.copyto")
+    print(f"{os.cpu_count()} CPUs, load average before/after: {load_before:.1f} / {os.getloadavg()[0]:.1f} "
+          "(other processes slow the compute-bound variants more than the copy)")
     for label, _, _ in variants:
         gbs = nbytes / best[label] / 1e9
         print(f"{label:46s} {best[label] * 1e3:8.1f} ms {gbs:7.2f} GB/s {gbs / copy_gbs * 100:5.0f}%  "
