@@ -10,7 +10,7 @@ import streamlit as st
 
 from quant_core.config import TensorQuant
 from quant_core.formats import FormatKind, Granularity, NumberFormat, RangeMethod
-from quant_core.quantize import dequantize, quantize_tensor, tensor_range
+from quant_core.quantize import dequantize, fake_quantize, quantize_tensor, tensor_range
 from quant_core.qparams import qparams_from_range
 from ui import figures
 from ui.setup import LabContext
@@ -152,7 +152,7 @@ def _distribution(model_key: str, weight_name: str, bits: int, symmetric: bool, 
     counts, edges = np.histogram(_x, bins=HISTOGRAM_BINS)
     lines = []
     for method in METHODS:
-        lo, hi = _method_range(_x, _tq(bits, symmetric, Granularity.PER_TENSOR, axis, method), weight_name)
+        lo, hi = _method_range(_x, _tq(bits, symmetric, Granularity.PER_TENSOR, axis, method), weight_name, model_key)
         lines.append(figures.RangeLine(method.value, float(lo), float(hi), figures.METHOD_COLORS[method.value]))
     tensor_lo, tensor_hi = (float(v) for v in tensor_range(_x, granularity=Granularity.PER_TENSOR, name=weight_name))
     channel_lo = channel_hi = None
@@ -171,7 +171,7 @@ def _error_table(model_key: str, weight_name: str, symmetric: bool, granularity:
     for bits in BIT_WIDTHS:
         for method in METHODS:
             tq = _tq(bits, symmetric, Granularity(granularity), axis, method)
-            lo, hi = _method_range(_x, tq, weight_name)
+            lo, hi = _method_range(_x, tq, weight_name, model_key)
             values = quantize_tensor(_x, tq, name=weight_name, lo=lo, hi=hi).values
             rows.append({"bits": bits, "method": method.value, "MSE": float(mse(_x, values)),
                          "SQNR (dB)": round(float(sqnr_db(_x, values)), 2),
@@ -185,19 +185,30 @@ def _clip_points(model_key: str, weight_name: str, bits: int, symmetric: bool, g
     """MSE and SQNR when the min-max range (per tensor or per channel) is shrunk to each percent.
 
     Every percent from 1 to 100 (every 5th for weights above LARGE_WEIGHT values), or `percents`.
+    All candidates are fake-quantized in one call: the weight is stacked once per candidate (rows of
+    one channel each, per channel) and each row gets its own scale and zero point.
     """
     from quant_core.metrics import mse, sqnr_db
 
     tq = _tq(bits, symmetric, Granularity(granularity), axis)
-    lo, hi = tensor_range(_x, granularity=tq.granularity, axis=axis, name=weight_name)
     if percents is None:
         percents = tuple(CLIP_PERCENTS)[:: 1 if _x.size <= LARGE_WEIGHT else 5]
         percents = tuple(sorted({*percents, 100}))
+    rows = _x.reshape(1, -1) if tq.granularity == Granularity.PER_TENSOR else np.moveaxis(_x, axis, 0).reshape(
+        _x.shape[axis], -1)
+    lo, hi = rows.min(axis=1), rows.max(axis=1)  # (rows,): the min-max range of the tensor or of each channel
     points = []
-    for percent in percents:
-        fraction = percent / 100.0
-        values = quantize_tensor(_x, tq, name=weight_name, lo=lo * fraction, hi=hi * fraction).values
-        points.append(ClipPoint(int(percent), float(mse(_x, values)), float(sqnr_db(_x, values))))
+    chunk = max(1, (1 << 22) // _x.size)  # candidates per call: bounds the stacked copy to 4M values
+    for start in range(0, len(percents), chunk):
+        # float32 like `lo * (percent / 100)` on the float32 range: the same scales as quantize_tensor gets
+        fractions = (np.array(percents[start:start + chunk], dtype=np.float64)[:, None] / 100.0).astype(np.float32)
+        scale, zero_point = qparams_from_range(lo * fractions, hi * fractions, tq.format, symmetric=symmetric)
+        stacked = np.broadcast_to(rows, (len(fractions), *rows.shape)).reshape(-1, rows.shape[1])
+        values = fake_quantize(stacked, scale.reshape(-1), zero_point.reshape(-1), tq.format, axis=0,
+                               name=weight_name).reshape(len(fractions), -1)
+        reference = rows.reshape(-1)
+        for percent, row in zip(percents[start:start + chunk], values):
+            points.append(ClipPoint(int(percent), float(mse(reference, row)), float(sqnr_db(reference, row))))
     return tuple(points)
 
 
@@ -207,10 +218,19 @@ def _tq(bits: int, symmetric: bool, granularity: Granularity, axis: int,
                        axis=axis, range_method=method)
 
 
-def _method_range(x: np.ndarray, tq: TensorQuant, name: str):
+def _method_range(x: np.ndarray, tq: TensorQuant, name: str, model_key: str):
+    """quant_core.ranges.weight_ranges, cached; only MSE depends on the bit-width, so the others share one entry."""
+    bits = tq.format.bits if tq.range_method == RangeMethod.MSE else 0
+    return _cached_range(model_key, name, tq.range_method.value, bits, tq.symmetric, tq.granularity.value, tq.axis, x)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _cached_range(model_key: str, weight_name: str, method: str, bits: int, symmetric: bool, granularity: str,
+                  axis: int, _x: np.ndarray):
     from quant_core.ranges import weight_ranges
 
-    return weight_ranges(x, tq, name=name)
+    tq = _tq(bits or 8, symmetric, Granularity(granularity), axis, RangeMethod(method))
+    return weight_ranges(_x, tq, name=weight_name)
 
 
 def _clipped_fraction(x: np.ndarray, lo, hi, tq: TensorQuant) -> float:

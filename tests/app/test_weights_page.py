@@ -88,7 +88,7 @@ def test_per_channel_beats_per_tensor_on_conv1_whose_channels_differ_in_range():
     assert len(_charts(at)) == 3  # histogram, clip curve, per-channel ranges
 
 
-def test_the_clip_slider_moves_the_error_and_the_best_clip_is_the_highest_sqnr():
+def test_the_clip_slider_moves_the_error_and_the_best_clip_is_the_highest_sqnr(cnn_model):
     at = run_page(PAGE)
     at.slider(key="weights_bits").set_value(3).run()
     full = _metric(at, "SQNR at your clip")
@@ -102,3 +102,8 @@ def test_the_clip_slider_moves_the_error_and_the_best_clip_is_the_highest_sqnr()
     assert best["y"][0] == pytest.approx(sqnr.max())
     yours = next(trace for trace in curve["data"] if trace["name"].startswith("yours"))
     assert yours["x"][0] == 40 and float(clipped.split()[0]) == pytest.approx(yours["y"][0], abs=0.005)
+    x = weight_array(cnn_model, "conv1.weight")
+    lo, hi = float(x.min()), float(x.max())
+    values = quantize_tensor(x, TensorQuant(NumberFormat(FormatKind.INT, 3)), name="conv1.weight",
+                             lo=np.float32(lo) * 0.4, hi=np.float32(hi) * 0.4).values
+    assert float(clipped.split()[0]) == pytest.approx(sqnr_db(x, values), abs=0.005)
