@@ -1,7 +1,6 @@
 """The Activations page: calibrate once, then every method's range, its search curve and outliers."""
 import json
 
-import pytest
 import streamlit as st
 
 from quant_core import calibrate as calibrate_module
@@ -74,7 +73,6 @@ def test_calibration_runs_once_per_model_and_data(monkeypatch):
     assert len(calls) == 1
 
 
-@pytest.mark.slow
 def test_the_transformer_demo_calibrates_and_shows_its_tensors():
     at = run_page(PAGE)
     at.selectbox(key="model_choice").set_value("transformer").run()

@@ -3,7 +3,7 @@ import json
 import re
 
 from quant_core.config import PRESETS, LayerQuant, QuantConfig, TensorQuant
-from tests.app.conftest import app_test, run_page, texts, tiny_data_bytes, tiny_model_bytes
+from tests.app.conftest import run_page, texts, tiny_data_bytes, tiny_model_bytes
 
 CONFIG_FILE = "quant_config_{}.json"
 
@@ -111,8 +111,8 @@ def test_data_that_does_not_fit_the_model_shows_an_error_and_keeps_the_demo_data
     assert "256 calibration / 541 evaluation samples" in texts(at)
 
 
-def test_uploaded_json_config_is_parsed_as_json_not_executed():
-    at = app_test("app.py").run()
+def test_a_config_with_an_unknown_format_is_refused_naming_the_format():
+    at = run_page("app.py")
     payload = json.dumps({"default": {"weights": {"format": "int9x"}}}).encode()
     at.file_uploader(key="config_upload").set_value(("odd.json", payload, "application/json")).run()
     assert len(at.error) == 1 and "unknown number format" in at.error[0].value
