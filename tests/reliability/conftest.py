@@ -1,0 +1,160 @@
+"""Fixtures of the reliability suite: the command line run in-process, a lab session (AppTest), demo data files."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from quant_core.cli import main
+from quant_core.demo import load_demo
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT_S = 120
+CNN_LAYERS = ["/conv1/Conv", "/conv2/Conv", "/fc/Gemm"]
+
+
+@dataclass(frozen=True)
+class CliResult:
+    status: int
+    out: str
+    err: str
+
+
+def run_cli(*args: str | os.PathLike) -> CliResult:
+    """`python -m quant_core ARGS` in this process: exit status, stdout, stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main([os.fspath(arg) for arg in args])
+    return CliResult(status, out.getvalue(), err.getvalue())
+
+
+def assert_one_line_error(result: CliResult, *fragments: str) -> str:
+    """Exit status 2, nothing on stdout, exactly one `error: ...` line on stderr holding every fragment."""
+    assert result.status == 2, (result.status, result.err)
+    assert result.out == ""
+    lines = result.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.err
+    assert "Traceback" not in result.err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def write(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_npz(tmp_path_factory) -> Path:
+    """The demo models' 797 held-out digits as an .npz file (image, labels), as a user would pass it."""
+    _, data = load_demo("cnn")
+    path = tmp_path_factory.mktemp("data") / "digits.npz"
+    np.savez(path, image=data.inputs["image"], labels=data.labels)
+    return path
+
+
+# --- the app ------------------------------------------------------------------------------------
+
+def new_session(page: str = "app.py") -> AppTest:
+    """A fresh user session on `page`, run once; fails on any exception shown."""
+    at = AppTest.from_file(str(ROOT / page), default_timeout=TIMEOUT_S).run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def upload(at: AppTest, key: str, name: str, content: bytes) -> AppTest:
+    """Put a file into the sidebar uploader `key` and rerun, as a user dropping a file does."""
+    at.file_uploader(key=key).set_value((name, content, "application/octet-stream"))
+    return at.run()
+
+
+def layer_names(at: AppTest) -> list[str]:
+    """The layers listed on the Model page (the table with a 'layer' column)."""
+    for frame in at.dataframe:
+        value = frame.value
+        if "layer" in getattr(value, "columns", ()):
+            return list(value["layer"])
+    raise AssertionError("the Model page shows no layer table")
+
+
+def page_text(at: AppTest) -> str:
+    """Everything readable on the page (markdown, captions, alerts, metrics), joined."""
+    parts = [e.value for e in (*at.markdown, *at.caption, *at.header, *at.subheader, *at.title)]
+    parts += [f"{m.label} {m.value}" for m in at.metric]
+    parts += [str(e.value) for e in (*at.error, *at.warning, *at.info, *at.success)]
+    return "\n".join(parts)
+
+
+def assert_no_traceback(at: AppTest) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+    assert "Traceback" not in page_text(at)
+
+
+def error_texts(at: AppTest) -> list[str]:
+    return [str(e.value) for e in at.error]
+
+
+# --- files that must never be opened --------------------------------------------------------------
+
+class OpenRecorder:
+    """Records every path opened through builtins.open / io.open / os.open while installed."""
+
+    def __init__(self):
+        self.paths: list[str] = []
+
+    def install(self, monkeypatch) -> OpenRecorder:
+        import builtins
+
+        real_open, real_os_open = builtins.open, os.open
+
+        def recording_open(file, *args, **kwargs):
+            if isinstance(file, (str, bytes, os.PathLike)):
+                self.paths.append(os.fsdecode(file))
+            return real_open(file, *args, **kwargs)
+
+        def recording_os_open(path, *args, **kwargs):
+            self.paths.append(os.fsdecode(path))
+            return real_os_open(path, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", recording_open)
+        monkeypatch.setattr(io, "open", recording_open)
+        monkeypatch.setattr(os, "open", recording_os_open)
+        return self
+
+    def opened(self, target: Path) -> bool:
+        resolved = os.path.realpath(target)
+        return any(os.path.realpath(path) == resolved for path in self.paths)
+
+
+def fifo_was_opened(fifo: Path, action, *, wait_s: float = 15.0):
+    """Run `action()` in a thread; a FIFO opened for reading blocks it, which this detects and releases.
+
+    Returns (blocked, result or exception). Opening a FIFO for reading blocks until a writer comes,
+    whether the open comes from Python or from C++ (onnx, onnxruntime), so "did not block" proves it
+    was never opened for reading.
+    """
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["value"] = action()
+        except BaseException as err:  # noqa: BLE001 - handed back to the test
+            outcome["value"] = err
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(wait_s)
+    blocked = thread.is_alive()
+    if blocked:  # release the reader so the thread can end
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(5)
+    return blocked, outcome.get("value")

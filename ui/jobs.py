@@ -1,0 +1,110 @@
+"""A process-wide cap on concurrent heavy jobs (calibration, sweeps, suggestions, latency runs).
+
+Every Streamlit session runs its script in its own thread of one server process. Without a cap, a
+class of users pressing "Run sweep" at once would start that many onnxruntime passes on a 2-core
+machine: every one of them slows down and memory grows with the number of passes. The pages wrap
+their heavy work in `heavy_job(label)`; at most `MAX_HEAVY_JOBS` such blocks run at a time, the
+others wait (telling their user so) and time out with a one-line `JobsBusy` error.
+
+Usage in a `ui` helper::
+
+    with heavy_job("the sensitivity sweep", notify=streamlit_notice()):
+        rows = run_sweep(...)
+
+The only module-level state is `HEAVY_JOBS`, a `JobLimiter`: a `threading.BoundedSemaphore` plus
+a thread-local nesting depth (so a job that calls another heavy job in the same script thread,
+e.g. a sweep that first calibrates, does not wait for itself).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from quant_core.errors import QuantLabError
+
+# One heavy job at a time: each runs onnxruntime with one intra-op thread, so on the 2-core server the
+# other core stays free for the Streamlit server and every other user's (cheap, cached) reruns.
+MAX_HEAVY_JOBS = 1
+WAIT_TIMEOUT_S = 300.0  # a job still waiting after this long gives up with JobsBusy
+
+Notify = Callable[[str | None], None]
+
+
+class JobsBusy(QuantLabError):
+    """Every heavy-job slot stayed taken for the whole waiting time."""
+
+
+class JobLimiter:
+    """At most `slots` heavy jobs at once across all threads; re-entrant within one thread."""
+
+    def __init__(self, slots: int = MAX_HEAVY_JOBS):
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, got {slots}")
+        self.slots = slots
+        self._semaphore = threading.BoundedSemaphore(slots)
+        self._depth = threading.local()  # per thread: how many nested heavy_job blocks it is inside
+
+    @contextmanager
+    def job(self, label: str, *, notify: Notify | None = None,
+            timeout_s: float | None = WAIT_TIMEOUT_S) -> Iterator[float]:
+        """Hold one slot for the block; yield the seconds spent waiting for it.
+
+        `notify(text)` is called with a one-line message when the job has to wait, then with None
+        once it starts (so a placeholder can be cleared). `timeout_s=None` waits without limit.
+        """
+        depth = getattr(self._depth, "value", 0)
+        if depth:  # already inside a heavy job in this thread: the slot is ours
+            self._depth.value = depth + 1
+            try:
+                yield 0.0
+            finally:
+                self._depth.value = depth
+            return
+        start = time.perf_counter()
+        if not self._semaphore.acquire(blocking=False):
+            if notify is not None:
+                notify(f"Waiting for another user's job to finish before {label} "
+                       f"(at most {self.slots} heavy job{'s' if self.slots > 1 else ''} at a time on this server)…")
+            if not self._semaphore.acquire(timeout=-1 if timeout_s is None else timeout_s):
+                if notify is not None:
+                    notify(None)
+                raise JobsBusy(f"the server is still busy with other users' jobs after {timeout_s:.0f} s, so "
+                               f"{label} did not start: try again in a minute")
+            if notify is not None:
+                notify(None)
+        waited = time.perf_counter() - start
+        self._depth.value = 1
+        try:
+            yield waited
+        finally:
+            self._depth.value = 0
+            self._semaphore.release()
+
+
+HEAVY_JOBS = JobLimiter(MAX_HEAVY_JOBS)
+
+
+def heavy_job(label: str, *, notify: Notify | None = None, timeout_s: float | None = WAIT_TIMEOUT_S):
+    """Run the block as one of the server's heavy jobs (see `JobLimiter.job`); `label` names it for the user."""
+    return HEAVY_JOBS.job(label, notify=notify, timeout_s=timeout_s)
+
+
+def streamlit_notice(container=None) -> Notify:
+    """A `notify` callback that shows the waiting message in an st.empty() slot and clears it afterwards.
+
+    `container` is where the slot goes (default: the current position on the page). Call it inside
+    the page's script run, before the `heavy_job` block.
+    """
+    import streamlit as st
+
+    slot = (container or st).empty()
+
+    def notify(text: str | None) -> None:
+        if text is None:
+            slot.empty()
+        else:
+            slot.info(text)
+
+    return notify
