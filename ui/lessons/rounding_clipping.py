@@ -16,8 +16,8 @@ from ui.lessons._common import COLORS, question, show_figure, try_on_page
 TITLE = "2 · Rounding against clipping"
 BITS, THRESHOLD, DISTRIBUTION = "l2_bits", "l2_threshold", "l2_distribution"
 DISTRIBUTIONS = ("heavy tails (Student t, 3 degrees of freedom)", "Laplace", "Gaussian")
-SAMPLES = 20_000
-CURVE_POINTS = 160
+SAMPLES = 10_000
+CURVE_POINTS = 100
 SEED = 0
 METHOD_COLORS = {"min-max": "#444444", "percentile 99.99": "#2E6FD8", "MSE": "#D8572A", "entropy": "#2A9D55"}
 
@@ -52,14 +52,26 @@ def sample(distribution: str) -> np.ndarray:
     return (x / x.std()).astype(np.float32)
 
 
-def split_error(x: np.ndarray, threshold: float, bits: int) -> tuple[float, float]:
-    """Return (rounding MSE, clipping MSE) of x fake-quantized symmetrically to int`bits` over [-T, T]."""
+def split_errors(x: np.ndarray, thresholds: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (rounding MSE, clipping MSE) of x fake-quantized symmetrically to int`bits` over [-T, T], per T.
+
+    A value is *clipped* when it lies more than half a step beyond the grid's ends (it saturates).
+    """
     fmt = NumberFormat(FormatKind.INT, bits)
-    scale, zero_point = qparams_from_range(-threshold, threshold, fmt, symmetric=True)
-    error = (x - fake_quantize(x, scale, zero_point, fmt)) ** 2
-    half = 0.5 * float(scale)
-    clipped = (x > (fmt.qmax - int(zero_point)) * float(scale) + half) | (x < (fmt.qmin - int(zero_point)) * float(scale) - half)
-    return float(error[~clipped].sum() / x.size), float(error[clipped].sum() / x.size)
+    scale, zero_point = qparams_from_range(-np.asarray(thresholds), np.asarray(thresholds), fmt, symmetric=True)
+    rounding, clipping = np.empty(len(scale)), np.empty(len(scale))
+    for i, (step, zero) in enumerate(zip(scale, zero_point)):
+        error = np.square(x - fake_quantize(x, step, zero, fmt))
+        clipped = (x > (fmt.qmax - zero + 0.5) * step) | (x < (fmt.qmin - zero - 0.5) * step)
+        clipping[i] = error[clipped].sum() / x.size
+        rounding[i] = error.sum() / x.size - clipping[i]
+    return rounding, clipping
+
+
+def split_error(x: np.ndarray, threshold: float, bits: int) -> tuple[float, float]:
+    """Return (rounding MSE, clipping MSE) for one threshold."""
+    rounding, clipping = split_errors(x, np.array([threshold]), bits)
+    return float(rounding[0]), float(clipping[0])
 
 
 @st.cache_data(max_entries=24, show_spinner=False)
@@ -67,8 +79,8 @@ def error_curve(distribution: str, bits: int) -> ErrorCurve:
     x = sample(distribution)
     top = float(np.abs(x).max())
     thresholds = np.geomspace(top / 200, top, CURVE_POINTS)
-    parts = np.array([split_error(x, t, bits) for t in thresholds])
-    return ErrorCurve(thresholds, parts[:, 0], parts[:, 1])
+    rounding, clipping = split_errors(x, thresholds, bits)
+    return ErrorCurve(thresholds, rounding, clipping)
 
 
 @st.cache_data(max_entries=24, show_spinner=False)
