@@ -13,6 +13,7 @@ import streamlit as st
 from quant_core.config import PRESETS, LayerQuant, QuantConfig
 from quant_core.errors import QuantLabError
 from quant_core.formats import parse_format
+from quant_core.suggest import DEFAULT_CANDIDATES as SUGGESTION_FORMATS
 from ui import cache, engine_figures, state
 
 SENS_FORMATS = "sens_formats"
@@ -36,7 +37,7 @@ _APPLIED_SUGGESTION = "_sens_applied_suggestion"
 
 SWEEP_FORMATS = ["int8", "int6", "int5", "int4", "int3", "int2", "uint8", "fp16", "bf16", "fp8_e4m3fn",
                  "fp8_e5m2", "binary", "ternary", "kmeans2", "kmeans3", "kmeans4"]
-DEFAULT_SWEEP_FORMATS = ["int8", "int4", "int2"]
+DEFAULT_SWEEP_FORMATS = list(SUGGESTION_FORMATS)  # so that the sweep also speeds up the suggestion
 WEIGHTS_ONLY, WEIGHTS_AND_ACTIVATIONS = "weights only", "weights + activations"
 DROP, SQNR = "accuracy drop (pp)", "SQNR (dB)"
 SIZE_BUDGET, MIN_ACCURACY = "size budget", "minimum accuracy"
@@ -246,6 +247,13 @@ def _request_suggestion(ctx_key: tuple) -> None:
 
 
 def suggestion_button(ctx) -> None:
+    if sweep_rows_for_suggestion(ctx) is not None:
+        st.caption("The search ranks its steps with the sweep's measurements where they cover them "
+                   f"(candidates {', '.join(SUGGESTION_FORMATS)}); run a weights-only sweep of those formats for "
+                   "the fastest search.")
+    else:
+        st.caption(f"Candidates {', '.join(SUGGESTION_FORMATS)}, weight-only, per-channel. Every candidate step is "
+                   "measured; a weights-only sweep of these formats first makes the search much faster.")
     st.button("Suggest a mixed-precision config", key=SENS_SUGGEST, type="primary", on_click=_request_suggestion,
               args=((ctx.model_key, ctx.data_key),))
 
@@ -262,10 +270,17 @@ def run_suggestion(ctx, evaluator, baseline):
         bar = st.progress(0.0, text="Searching (greedy, measured at every step)…")
         budget = ({"max_size_bytes": int(baseline.fp32_size_bytes * value)} if kind == SIZE_BUDGET
                   else {"min_accuracy": value})
-        entry["suggestion"] = suggest_config(evaluator, progress=lambda f: bar.progress(min(max(f, 0.0), 1.0)),
-                                             **budget)
+        entry["suggestion"] = suggest_config(evaluator, sweep_rows=sweep_rows_for_suggestion(ctx),
+                                             progress=lambda f: bar.progress(min(max(f, 0.0), 1.0)), **budget)
         bar.empty()
     return entry["suggestion"]
+
+
+def sweep_rows_for_suggestion(ctx):
+    """The rows of a weights-only sweep of this model, or None: they rank the greedy steps without
+    measuring every candidate (each chosen step is still measured)."""
+    job = _job(ctx)
+    return list(job.rows) if job is not None and job.rows and not job.activations else None
 
 
 def steps_frame(suggestion) -> pd.DataFrame:
