@@ -1,0 +1,147 @@
+"""Hostile and broken config JSON: one line on the command line, one error in the sidebar, the config kept.
+
+The demo MLP (layers /fc1/Gemm, /fc2/Gemm, /fc3/Gemm; weights (128, 64), (64, 128), (10, 64)) is the
+target. Structural problems are refused while reading the file; problems only the model can tell
+(a layer it does not have, a format a layer cannot take) are refused when the config meets the model.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from quant_core.config import PRESETS, QuantConfig
+from quant_core.demo import DEMO_MODELS
+from tests.reliability import hostile
+from tests.reliability.conftest import (
+    assert_no_traceback, assert_one_line_error, error_texts, new_session, run_cli, upload, write)
+
+MLP = DEMO_MODELS["mlp"].path
+FP32_LAYER = {"weights": None, "activations": None}
+
+
+def _config(default=None, layers=None, **extra) -> bytes:
+    document = {"name": "hostile", "default": FP32_LAYER if default is None else default, **extra}
+    if layers is not None:
+        document["layers"] = layers
+    return json.dumps(document).encode()
+
+
+def _int8(**fields) -> dict:
+    return {"format": "int8", **fields}
+
+
+# (case id, file content, fragments the message must hold)
+REFUSED = [
+    ("malformed", b"{not json", ["the config is not valid JSON"]),
+    ("not-text", b"\xff\xfe\x00garbage", ["the config is not valid JSON"]),
+    ("array", b"[1, 2]", ["a config must be a JSON object with 'default'"]),
+    ("no-default", json.dumps({"name": "x"}).encode(), ["a config must be a JSON object with 'default'"]),
+    ("layers-not-object", _config(layers=[1]), ["'layers' must map ONNX node names to layer entries"]),
+    ("layer-entry-not-object", _config(layers={"/fc1/Gemm": "int4"}),
+     ["a layer entry must be an object with 'weights' and 'activations'"]),
+    ("unknown-layer-key", _config({"weights": None, "activations": None, "bias": _int8()}),
+     ["unknown layer keys ['bias']"]),
+    ("unknown-format", _config({"weights": {"format": "int9x"}}), ["unknown number format 'int9x'", "expected int2..int16"]),
+    ("too-many-bits", _config({"weights": {"format": "int17"}}), ["integer formats have 2 to 16 bits"]),
+    ("no-format", _config({"weights": {"symmetric": True}}), ["needs a 'format'"]),
+    ("unknown-tensor-key", _config({"weights": _int8(bits=3)}), ["unknown tensor-quantization keys ['bits']"]),
+    ("block-size", _config({"weights": _int8(granularity="per_group", block_size=8)}),
+     ["block_size must be between 16 and 256, got 8"]),
+    ("percentile", _config({"weights": _int8(range_method="percentile", percentile=30)}),
+     ["percentile must be in (50, 100], got 30"]),
+    ("granularity", _config({"weights": _int8(granularity="per_row")}), ["'per_row'", "Granularity"]),
+    ("range-method", _config({"weights": _int8(range_method="magic")}), ["'magic'", "RangeMethod"]),
+    # Known only against the model:
+    ("unknown-layer", _config(layers={"/nope/Gemm": {"weights": _int8()}}), ["/nope/Gemm"]),
+    ("binary-activations", _config({"weights": None, "activations": {"format": "binary"}}),
+     ["binary cannot quantize activations", "expected an int/uint, fp16, bf16 or fp8 format"]),
+    ("per-channel-activations", _config({"weights": None, "activations": {"format": "uint8", "granularity": "per_channel"}}),
+     ["activations are quantized per_tensor"]),
+    ("axis-out-of-range", _config({"weights": _int8(granularity="per_channel", axis=5)}),
+     ["axis 5 is out of range", "expected an axis in [-2, 1]"]),
+    ("block-larger-than-axis", _config(layers={"/fc3/Gemm": {"weights": _int8(granularity="per_group", block_size=32, axis=0)}}),
+     ["/fc3/Gemm", "block_size 32 is larger than axis 0"]),
+]
+IDS = [case[0] for case in REFUSED]
+
+
+@pytest.mark.parametrize(("case", "content", "fragments"), REFUSED, ids=IDS)
+def test_evaluate_refuses_the_config_with_one_line(tmp_path, digits_npz, case, content, fragments):
+    config = write(tmp_path / f"{case}.json", content)
+    assert_one_line_error(run_cli("evaluate", MLP, "--data", digits_npz, "--config", config), *fragments)
+
+
+@pytest.fixture(scope="module")
+def lab():
+    """One session on the demo MLP with a custom config (W4A8 with the last layer FP32), kept across the cases."""
+    at = new_session()
+    at.selectbox(key="model_choice").set_value("mlp").run()
+    custom = PRESETS["W4A8"].with_layer("/fc3/Gemm", PRESETS["FP32"].default)
+    upload(at, "config_upload", "mine.json", custom.to_json().encode())
+    assert not error_texts(at) and at.selectbox(key="config_preset").value == "custom"
+    at.custom = custom
+    return at
+
+
+@pytest.mark.parametrize(("case", "content", "fragments"), REFUSED, ids=IDS)
+def test_the_app_refuses_the_config_and_keeps_the_previous_one(lab, downloads, case, content, fragments):
+    upload(lab, "config_upload", f"{case}.json", content)
+    assert_no_traceback(lab)
+    (message,) = error_texts(lab)
+    assert f"{case}.json" in message and "previous config is kept" in message
+    for fragment in fragments:
+        assert fragment in message
+    assert lab.selectbox(key="config_preset").value == "custom"
+    assert QuantConfig.from_json(downloads["quant_config_custom.json"]) == lab.custom
+
+
+@pytest.fixture
+def downloads(monkeypatch) -> dict[str, bytes]:
+    """What each st.download_button serves, by file name."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    served: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def record(self, path_or_data, mimetype, kind, filename=None):
+        if isinstance(path_or_data, bytes):
+            served[filename] = path_or_data
+        return original(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
+    return served
+
+
+def test_a_config_for_another_model_is_refused_by_the_current_one(tmp_path, digits_npz):
+    cnn_only = PRESETS["W8A8"].with_layer("/conv1/Conv", PRESETS["FP32"].default)
+    config = write(tmp_path / "cnn.json", cnn_only.to_json().encode())
+    assert_one_line_error(run_cli("evaluate", MLP, "--data", digits_npz, "--config", config), "/conv1/Conv",
+                          "/fc1/Gemm")
+
+
+def test_a_config_file_that_does_not_exist_is_one_line(tmp_path, digits_npz):
+    result = run_cli("evaluate", MLP, "--data", digits_npz, "--config", tmp_path / "missing.json")
+    assert_one_line_error(result, "missing.json")
+
+
+def test_a_good_config_after_bad_ones_is_applied(lab):
+    upload(lab, "config_upload", "bad.json", b"{")
+    upload(lab, "config_upload", "w8.json", PRESETS["W8 weight-only"].to_json().encode())
+    assert_no_traceback(lab)
+    assert not error_texts(lab)
+    assert lab.selectbox(key="config_preset").value == "W8 weight-only"
+
+
+def test_json_is_data_not_code(tmp_path, digits_npz):
+    """A config whose strings look like code or paths is only ever compared against known names."""
+    marker = tmp_path / "ran"
+    payload = _config({"weights": {"format": f"__import__('os').system('touch {marker}')"}})
+    config = write(tmp_path / "code.json", payload)
+    assert_one_line_error(run_cli("evaluate", MLP, "--data", digits_npz, "--config", config), "unknown number format")
+    at = new_session()
+    upload(at, "config_upload", "code.json", payload)
+    assert len(error_texts(at)) == 1 and not marker.exists()
+    named = write(tmp_path / "path.json", _config(layers={"../../etc/passwd": {"weights": _int8()}}))
+    model, data = write(tmp_path / "m.onnx", hostile.good_model()), write(tmp_path / "d.npz", hostile.good_data())
+    assert_one_line_error(run_cli("evaluate", model, "--data", data, "--config", named), "'../../etc/passwd'")
