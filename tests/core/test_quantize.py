@@ -124,25 +124,53 @@ def test_fake_quantize_equals_dequantize_of_quantize(shape, granularity, axis, b
     assert same_bits(fake_quantize(x, scale, zero_point, fmt, **kwargs), dequantize(q, scale, zero_point, **kwargs))
 
 
-@pytest.mark.parametrize("shape, axis", [((1 << 22,), None), ((2048, 2050), 0), ((2050, 2048), 1),
-                                         ((64, 300, 220), 1)])
-def test_large_tensors_take_the_chunked_threaded_path_and_stay_bit_exact(shape, axis):
-    assert np.prod(shape) >= quantize_module._THREAD_MIN  # the fast path is what is tested here
+FAST_PATHS = {"numpy chunks on two threads": {"_ORT_MIN": 1 << 40},
+              "onnxruntime session": {"_ORT_MIN": 0, "_ORT_MIN_ROW": 0}}
+
+
+@pytest.mark.parametrize("path", list(FAST_PATHS))
+@pytest.mark.parametrize("shape, axis", [((1 << 21,), None), ((1024, 2050), 0), ((2050, 1024), 1),
+                                         ((32, 300, 220), 1)])
+@pytest.mark.parametrize("name", ["uint8", "int8", "int16"])
+def test_large_tensors_take_a_fast_path_and_stay_bit_exact(path, shape, axis, name, monkeypatch):
+    for constant, value in FAST_PATHS[path].items():
+        monkeypatch.setattr(quantize_module, constant, value)
+    assert np.prod(shape) >= quantize_module._THREAD_MIN  # big enough for the threads too
     rng = np.random.default_rng(5)
     x = rng.standard_normal(shape, dtype=np.float32)
-    fmt = parse_format("uint8")
+    fmt = parse_format(name)
     if axis is None:
         scale, zero_point = qparams_from_range(-2.0, 2.5, fmt, symmetric=False)  # values beyond the range clip
         expected = reference_fake_quantize(x, scale, zero_point, fmt)
     else:
         channels = shape[axis]
-        scale = rng.uniform(0.005, 0.03, channels).astype(np.float32)
-        zero_point = rng.integers(0, 256, channels).astype(np.int32)
+        scale = rng.uniform(0.005, 0.03, channels).astype(np.float32) * np.float32(256 / 2**fmt.bits)
+        zero_point = rng.integers(fmt.qmin, fmt.qmax + 1, channels).astype(np.int32)
         view = (-1,) + (1,) * (len(shape) - axis - 1)
         expected = reference_fake_quantize(x, scale.reshape(view), zero_point.reshape(view), fmt)
     assert same_bits(fake_quantize(x, scale, zero_point, fmt, axis=axis), expected)
     q = quantize(x, scale, zero_point, fmt, axis=axis)
     assert same_bits(dequantize(q, scale, zero_point, axis=axis), expected)
+
+
+@pytest.mark.parametrize("path", list(FAST_PATHS))
+def test_a_nan_or_inf_deep_inside_a_large_tensor_is_found_on_every_path(path, monkeypatch):
+    for constant, value in FAST_PATHS[path].items():
+        monkeypatch.setattr(quantize_module, constant, value)
+    x = np.zeros(quantize_module._THREAD_MIN + 12345, dtype=np.float32)
+    for bad, word in ((np.nan, "NaN"), (-np.inf, "Inf")):
+        x[-7] = bad
+        with pytest.raises(QuantLabError, match=f"'big' contains 1 {word}"):
+            fake_quantize(x, 0.1, 0, parse_format("int8"), name="big")
+
+
+def test_formats_onnxruntime_cannot_run_take_the_numpy_path_on_large_tensors():
+    x = np.random.default_rng(13).standard_normal(quantize_module._ORT_MIN + 1).astype(np.float32)
+    for name in ("int8_narrow", "int4", "uint7"):
+        fmt = parse_format(name)
+        assert not quantize_module._use_onnxruntime(x, fmt, None, None)
+        scale, zero_point = qparams_from_range(-2.0, 2.0, fmt, symmetric=False)
+        assert same_bits(fake_quantize(x, scale, zero_point, fmt), reference_fake_quantize(x, scale, zero_point, fmt))
 
 
 def test_per_channel_equals_per_tensor_applied_channel_by_channel():
@@ -220,13 +248,6 @@ def test_non_finite_values_are_refused_by_every_entry(bad):
     for call in calls:
         with pytest.raises(QuantLabError, match="'layer3.weight'"):
             call()
-
-
-def test_a_nan_deep_inside_a_large_tensor_is_found():
-    x = np.zeros(quantize_module._THREAD_MIN + 12345, dtype=np.float32)
-    x[-7] = np.nan
-    with pytest.raises(QuantLabError, match="'big' contains 1 NaN"):
-        fake_quantize(x, 0.1, 0, parse_format("int8"), name="big")
 
 
 def test_huge_finite_values_are_clipped_not_refused():
