@@ -72,7 +72,8 @@ def render(ctx) -> None:
     st.markdown(
         "Not every layer suffers equally from fewer bits. A common rule of thumb says the **first** layer (it sees "
         "the raw input), the **last** (its errors go straight to the answer) and **attention** projections are the "
-        "most fragile. Rather than trust it, *measure*: quantize one layer at a time and watch the accuracy — a "
+        "most fragile; many low-bit papers keep the first and last layers in full precision for that reason "
+        "(e.g. DoReFa-Net, Zhou et al., 2016). Rather than trust it, *measure*: quantize one layer at a time and watch the accuracy — a "
         "**sensitivity sweep**. Then keep only the most sensitive layers at 8 bits: **mixed precision**.")
     controls, chart = st.columns([1, 3])
     with controls:

@@ -110,7 +110,7 @@ def render(ctx) -> None:
     st.markdown(
         "An **integer** format spreads its values evenly over the range. A **floating-point** format (FP16, BF16, "
         "FP8) puts many values near zero and few far away: constant *relative* precision. FP8 E4M3 spends its bits "
-        "on precision, E5M2 on range. **Binary** and **ternary** keep only the sign (and zero) times one scale per "
+        "on precision, E5M2 on range (Micikevicius et al., *FP8 Formats for Deep Learning*, 2022). **Binary** and **ternary** keep only the sign (and zero) times one scale per "
         "channel. Below, one output channel of a real layer; pick formats and compare.")
     controls, chart = st.columns([1, 3])
     with controls:

@@ -93,7 +93,7 @@ def render(ctx) -> None:
         "the rounding error is large. **Quantization-aware training (QAT)** fine-tunes the network *with* the "
         "rounding in the forward pass, so the weights learn to sit where rounding hurts least. Rounding has no "
         "useful gradient (it is flat almost everywhere), so the backward pass pretends it is the identity: the "
-        "*straight-through estimator*. Below, the demo MLP is fine-tuned live in numpy (Adam, fixed seed) on the "
+        "*straight-through estimator* (Bengio et al., 2013). Below, the demo MLP is fine-tuned live in numpy (Adam, fixed seed) on the "
         "calibration split and scored on the evaluation split, which it never trains on.")
     demo = demo_context("mlp", ctx)
     model_bytes, _, _ = _demo_bytes()

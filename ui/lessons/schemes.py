@@ -172,8 +172,9 @@ def render(ctx) -> None:
         f"At {bits} bits, **{worse['choice']}** can use {worse['usable levels']:.1f} of {worse['levels in the grid']} levels "
         f"and gives {worse[sqnr_key]:.1f} dB at the layer's output ({worse['model accuracy']:.1%} accuracy); "
         f"**{better['choice']}** {better['usable levels']:.1f} and gives {better[sqnr_key]:.1f} dB "
-        f"({better['model accuracy']:.1%}); FP32: {fp32:.1%}. Each extra bit is worth about 6 dB of SQNR, so wasting "
-        "half the levels throws away one bit of precision; the gap matters once that bit is one you cannot spare.")
+        f"({better['model accuracy']:.1%}); FP32: {fp32:.1%}. Each extra bit is worth about 6 dB of SQNR (the "
+        "uniform-quantizer rule, noise = step²/12: Bennett, *Spectra of Quantized Signals*, Bell System Technical "
+        "Journal, 1948), so wasting half the levels throws away one bit of precision; the gap matters once that bit is one you cannot spare.")
     try_on_page("pages/1_Weights.py", "Compare per-tensor and per-channel on any layer: the Weights page")
 
 
