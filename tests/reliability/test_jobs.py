@@ -1,0 +1,153 @@
+"""ui.jobs: at most N heavy jobs run at once across threads; the others wait, say so, or time out cleanly."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from quant_core.errors import QuantLabError
+from ui import jobs
+from ui.jobs import JobLimiter, JobsBusy
+
+
+def _run_threads(count: int, work) -> None:
+    threads = [threading.Thread(target=work, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_no_more_than_the_cap_run_at_once(slots):
+    limiter = JobLimiter(slots)
+    lock = threading.Lock()
+    running, peak, finished = [0], [0], []
+
+    def work(index):
+        with limiter.job(f"job {index}", timeout_s=10):
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            time.sleep(0.02)
+            with lock:
+                running[0] -= 1
+        finished.append(index)
+
+    _run_threads(6, work)
+    assert peak[0] == slots
+    assert sorted(finished) == list(range(6))
+
+
+def test_a_waiting_job_tells_its_user_and_clears_the_message_when_it_starts():
+    limiter = JobLimiter(1)
+    started, release = threading.Event(), threading.Event()
+    messages: list[str | None] = []
+
+    def holder():
+        with limiter.job("calibration"):
+            started.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    started.wait(5)
+    threading.Timer(0.05, release.set).start()
+    with limiter.job("the sensitivity sweep", notify=messages.append, timeout_s=5) as waited:
+        assert waited >= 0.04
+    thread.join(5)
+    assert messages[0].startswith("Waiting for another user's job to finish before the sensitivity sweep")
+    assert messages[1:] == [None]
+
+
+def test_a_free_slot_starts_at_once_without_a_message():
+    messages = []
+    with JobLimiter(1).job("calibration", notify=messages.append) as waited:
+        assert waited < 0.05
+    assert messages == []
+
+
+def test_a_job_nested_in_the_same_thread_does_not_wait_for_itself():
+    limiter = JobLimiter(1)
+    with limiter.job("the sweep", timeout_s=1):
+        with limiter.job("calibration", timeout_s=1) as waited:
+            assert waited == 0.0
+        with limiter.job("calibration again", timeout_s=1):
+            pass
+    with limiter.job("the next job", timeout_s=0.1):  # the slot was released exactly once
+        pass
+
+
+def test_waiting_too_long_raises_a_one_line_user_error_and_keeps_the_slot_count():
+    limiter = JobLimiter(1)
+    started, release = threading.Event(), threading.Event()
+
+    def holder():
+        with limiter.job("a long sweep"):
+            started.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    started.wait(5)
+    messages = []
+    with pytest.raises(JobsBusy) as caught:
+        with limiter.job("calibration", notify=messages.append, timeout_s=0.05):
+            pytest.fail("the job ran without a slot")
+    release.set()
+    thread.join(5)
+    assert isinstance(caught.value, QuantLabError) and "\n" not in str(caught.value)
+    assert "calibration did not start" in str(caught.value) and "try again" in str(caught.value)
+    assert messages[-1] is None  # the waiting message was cleared
+    with limiter.job("after", timeout_s=0.1):
+        pass
+
+
+def test_an_exception_in_the_job_frees_the_slot():
+    limiter = JobLimiter(1)
+    with pytest.raises(RuntimeError):
+        with limiter.job("a failing job"):
+            raise RuntimeError("boom")
+    with limiter.job("the next job", timeout_s=0.1):
+        pass
+
+
+def test_heavy_job_takes_a_slot_of_the_process_wide_limiter():
+    outcome = []
+
+    def other_user():
+        try:
+            with jobs.heavy_job("another user's job", timeout_s=0.05):
+                outcome.append("ran")
+        except JobsBusy:
+            outcome.append("waited, then gave up")
+
+    assert jobs.HEAVY_JOBS.slots == jobs.MAX_HEAVY_JOBS >= 1
+    with jobs.heavy_job("this user's job", timeout_s=1):
+        _run_threads(1, lambda index: other_user())
+    assert outcome == ["waited, then gave up" if jobs.MAX_HEAVY_JOBS == 1 else "ran"]
+
+
+def test_a_limiter_needs_at_least_one_slot():
+    with pytest.raises(ValueError, match="slots must be at least 1"):
+        JobLimiter(0)
+
+
+def test_streamlit_notice_shows_then_clears_the_message():
+    from streamlit.testing.v1 import AppTest
+
+    script = """
+import streamlit as st
+from ui.jobs import streamlit_notice
+notify = streamlit_notice()
+notify("Waiting for another user's job to finish before calibration")
+if st.session_state.get("clear"):
+    notify(None)
+"""
+    at = AppTest.from_string(script).run()
+    assert [info.value for info in at.info] == ["Waiting for another user's job to finish before calibration"]
+    at.session_state["clear"] = True
+    at.run()
+    assert not at.info
