@@ -60,6 +60,14 @@ def test_the_page_lists_seven_lessons_and_opens_on_the_first():
     assert "Question." in texts(at)
 
 
+def test_the_chosen_lesson_is_still_open_after_visiting_another_page():
+    at = open_lesson(lesson_titles()[4])
+    at.switch_page("pages/1_Weights.py").run()
+    at.switch_page(PAGE).run()
+    assert_clean(at)
+    assert at.radio(key="lesson").value == lesson_titles()[4]
+
+
 # (lesson index, widget key, new value): one widget per lesson whose change must redraw the chart.
 CHANGES = [
     (0, "l1_bits", 6),

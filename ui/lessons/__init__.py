@@ -8,6 +8,7 @@ from ui.lessons import (calibration_data, mixed_precision, number_formats, ptq_v
                         scale_zero_point, schemes)
 
 LESSON = "lesson"  # the lesson selector's widget key
+_LAST_LESSON = "_lab_lesson"  # plain session state: Streamlit forgets a widget's value when its page is left
 LESSONS = (scale_zero_point, rounding_clipping, schemes, number_formats, calibration_data, ptq_vs_qat,
            mixed_precision)
 
@@ -17,8 +18,12 @@ def lesson_titles() -> list[str]:
 
 
 def choose_lesson() -> str:
-    """The lesson selector; returns the chosen title."""
-    return st.radio("Lesson", lesson_titles(), key=LESSON, horizontal=True, label_visibility="collapsed")
+    """The lesson selector; returns the chosen title. The choice survives a visit to another page."""
+    if LESSON not in st.session_state and st.session_state.get(_LAST_LESSON) in lesson_titles():
+        st.session_state[LESSON] = st.session_state[_LAST_LESSON]
+    title = st.radio("Lesson", lesson_titles(), key=LESSON, horizontal=True, label_visibility="collapsed")
+    st.session_state[_LAST_LESSON] = title
+    return title
 
 
 def render_lesson(title: str, ctx) -> None:
