@@ -25,7 +25,7 @@ with page_errors("the evaluation of this config"):
     with errors_column:
         mixed_view.show_layer_errors(ctx, config, result)
     with classes_column:
-        mixed_view.show_per_class(result, baseline)
+        mixed_view.show_per_class(ctx, config, result, baseline)
 
 st.subheader("Downloads")
 with page_errors("the downloads"):

@@ -20,8 +20,7 @@ sensitivity_view.sweep_controls(ctx, evaluator)
 with page_errors("the sweep"):
     job = sensitivity_view.run_pending(ctx, evaluator)
     if job is not None and job.rows:
-        frame = sensitivity_view.sweep_frame(job.rows, baseline.accuracy)
-        sensitivity_view.show_sweep(job, frame)
+        sensitivity_view.show_sweep(ctx, job, baseline.accuracy)
         sensitivity_view.apply_cell_controls(ctx, evaluator, job)
     elif job is None:
         st.caption("Pick formats and press Run sweep.")

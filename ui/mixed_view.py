@@ -225,17 +225,30 @@ def show_layer_errors(ctx, config: QuantConfig, result) -> None:
     if config == PRESETS["FP32"]:
         st.info("Every layer is FP32: there is no quantization error to show.")
         return
-    errors = cache.get_evaluator(ctx).layer_errors(config)
-    frame = layer_error_frame(errors, result.simulated_only)
-    st.plotly_chart(engine_figures.layer_error_figure(frame), key="mixed_layer_errors")
+    figure = _layer_error_chart(ctx.model_key, ctx.data_key, config.to_json(), ctx, config, result.simulated_only)
+    st.plotly_chart(figure, key="mixed_layer_errors")
 
 
-def show_per_class(result, baseline) -> None:
-    frame = per_class_frame(result, baseline)
-    if frame is None:
+# Figures are cached per model, data and config (building a Plotly figure costs ~10 ms) and shared:
+# st.plotly_chart only reads them.
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _layer_error_chart(model_key: str, data_key: str, config_json: str, _ctx, _config: QuantConfig, _simulated):
+    errors = cache.get_evaluator(_ctx).layer_errors(_config)
+    return engine_figures.layer_error_figure(layer_error_frame(errors, _simulated))
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _per_class_chart(model_key: str, data_key: str, config_json: str, _result, _baseline):
+    frame = per_class_frame(_result, _baseline)
+    return None if frame is None else engine_figures.per_class_change_figure(frame)
+
+
+def show_per_class(ctx, config: QuantConfig, result, baseline) -> None:
+    figure = _per_class_chart(ctx.model_key, ctx.data_key, config.to_json(), result, baseline)
+    if figure is None:
         st.caption("Per-class accuracy needs labels in the data.")
         return
-    st.plotly_chart(engine_figures.per_class_change_figure(frame), key="mixed_per_class")
+    st.plotly_chart(figure, key="mixed_per_class")
 
 
 def show_simulated(result) -> None:

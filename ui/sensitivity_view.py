@@ -5,6 +5,7 @@ click (which interrupts the script run) or any other rerun keeps what was alread
 """
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -153,21 +154,31 @@ def ranking(frame: pd.DataFrame) -> pd.DataFrame:
     return table.rename(columns={"format": "worst format", "drop_pp": "accuracy drop (pp)", "sqnr_db": "SQNR (dB)"})
 
 
-def show_sweep(job: SweepJob, frame: pd.DataFrame) -> None:
+def show_sweep(ctx, job: SweepJob, fp32_accuracy: float | None) -> None:
     """Status line, the heatmap (drop or SQNR) and the ranked list."""
     status = "stopped" if job.stopped and job.done_layers < len(job.layers) else "finished"
     st.caption(f"Sweep {status}: {job.done_layers} of {len(job.layers)} layers × {len(job.formats)} formats "
                f"({'weights + activations' if job.activations else 'weights only'}); every other layer FP32.")
     metric = st.radio("Heatmap shows", [DROP, SQNR], key=SENS_METRIC, horizontal=True)
-    if metric == DROP:
-        figure = engine_figures.sensitivity_heatmap(frame, value="drop_pp", label=DROP, higher_is_worse=True)
-    else:
-        figure = engine_figures.sensitivity_heatmap(frame, value="sqnr_db", label=SQNR, higher_is_worse=False)
+    key = (ctx.model_key, ctx.data_key, job.formats, job.activations, job.done_layers, len(job.rows))
+    figure, ranked_table = _sweep_view(key, metric, job.rows, fp32_accuracy)
     heat, ranked = st.columns([3, 2])
     heat.plotly_chart(figure, key="sens_heatmap")
     with ranked:
         st.markdown("**Most sensitive layers**")
-        st.dataframe(ranking(frame), width="stretch")
+        st.dataframe(ranked_table, width="stretch")
+
+
+# Cached and shared (st.plotly_chart / st.dataframe only read them): a rerun caused by another
+# widget does not rebuild the Plotly figures (~10 ms each).
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _sweep_view(key: tuple, metric: str, _rows, _fp32_accuracy):
+    frame = sweep_frame(_rows, _fp32_accuracy)
+    if metric == DROP:
+        figure = engine_figures.sensitivity_heatmap(frame, value="drop_pp", label=DROP, higher_is_worse=True)
+    else:
+        figure = engine_figures.sensitivity_heatmap(frame, value="sqnr_db", label=SQNR, higher_is_worse=False)
+    return figure, ranking(frame)
 
 
 def cell_choice(evaluator, current: LayerQuant, layer: str, fmt: str, *, activations: bool) -> LayerQuant:
@@ -243,7 +254,8 @@ def _request_suggestion(ctx_key: tuple) -> None:
     # Read the budget now, not when the button was drawn: a slider moved in the same rerun counts.
     kind = st.session_state[SENS_BUDGET_KIND]
     value = st.session_state[SENS_SIZE_BUDGET if kind == SIZE_BUDGET else SENS_MIN_ACCURACY] / 100
-    st.session_state[_SUGGESTION] = {"key": ctx_key, "request": (kind, value), "suggestion": None}
+    st.session_state[_SUGGESTION] = {"key": ctx_key, "request": (kind, value), "suggestion": None,
+                                     "token": uuid.uuid4().hex}
 
 
 def suggestion_button(ctx) -> None:
@@ -321,8 +333,13 @@ def show_suggestion(suggestion, baseline) -> None:
     if st.session_state.pop(_APPLIED_SUGGESTION, False):
         st.success("The suggestion is now the current config (see the Mixed precision page).")
     chart, trace = st.columns([2, 3])
-    frame = pareto_frame(suggestion)
-    chosen = (result.size_bytes / 1024, metric)
-    chart.plotly_chart(engine_figures.pareto_figure(frame, chosen=chosen), key="sens_pareto")
-    trace.dataframe(steps_frame(suggestion), width="stretch")
+    token = st.session_state[_SUGGESTION]["token"]
+    figure, steps = _suggestion_view(token, suggestion, (result.size_bytes / 1024, metric))
+    chart.plotly_chart(figure, key="sens_pareto")
+    trace.dataframe(steps, width="stretch")
 
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _suggestion_view(token: str, _suggestion, _chosen):
+    # Keyed by a token made when the suggestion was computed (it then stays unchanged in session state).
+    return engine_figures.pareto_figure(pareto_frame(_suggestion), chosen=_chosen), steps_frame(_suggestion)

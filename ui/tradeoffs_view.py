@@ -160,23 +160,34 @@ def show_results(ctx, config: QuantConfig, settings: MeasurementSettings, frame:
     st.info(f"Measured: {settings.describe()}. Accuracy: each exported model run by onnxruntime on the "
             f"{ctx.evaluation_data.num_samples} evaluation samples"
             + ("" if ctx.evaluation_data.labels is not None else " (no labels: top-1 agreement with FP32)") + ".")
+    view = _results_view(repr(_settings_key(ctx, config, settings)), frame, notes, ctx.model_name, config, settings)
+    latency_figure, size_figure, table, csv, markdown = view
     latency_column, size_column = st.columns(2)
-    latency_column.plotly_chart(engine_figures.tradeoff_figure(frame, x="latency_ms"), key="tradeoff_latency")
-    size_column.plotly_chart(engine_figures.tradeoff_figure(frame, x="size_kb"), key="tradeoff_size")
+    latency_column.plotly_chart(latency_figure, key="tradeoff_latency")
+    size_column.plotly_chart(size_figure, key="tradeoff_size")
     simulated = frame.loc[frame["simulated"], "variant"].tolist()
     if simulated:
         st.caption("Simulated (no onnxruntime kernel, so no latency; size = packed weights and parameters): "
                    + ", ".join(simulated))
-    table = report.report_table(frame)
-    table["kernels"] = frame["kernels"].to_numpy()
-    st.dataframe(table, hide_index=True, width="stretch", key="tradeoff_table")
+    st.dataframe(table, hide_index=True, width="stretch")
     for note in notes:
         st.caption(note)
     csv_column, markdown_column = st.columns(2)
-    csv_column.download_button("Table (CSV)", data=report.tradeoffs_csv(frame), file_name="tradeoffs.csv",
-                               mime="text/csv", on_click="ignore", key="tradeoff_download_csv")
-    markdown = report.tradeoffs_markdown(frame, model_name=ctx.model_name, config=config, settings=settings,
-                                         notes=notes)
+    csv_column.download_button("Table (CSV)", data=csv, file_name="tradeoffs.csv", mime="text/csv",
+                               on_click="ignore", key="tradeoff_download_csv")
     markdown_column.download_button("Report (Markdown, with the config JSON)", data=markdown,
                                     file_name="tradeoffs.md", mime="text/markdown", on_click="ignore",
                                     key="tradeoff_download_report")
+
+
+# Built once per measurement (figures with one trace per variant cost ~50 ms each) and shared:
+# st.plotly_chart, st.dataframe and st.download_button only read them.
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _results_view(key: str, _frame: pd.DataFrame, _notes, _model_name: str, _config: QuantConfig,
+                  _settings: MeasurementSettings):
+    table = report.report_table(_frame)
+    table["kernels"] = _frame["kernels"].to_numpy()
+    markdown = report.tradeoffs_markdown(_frame, model_name=_model_name, config=_config, settings=_settings,
+                                         notes=list(_notes))
+    return (engine_figures.tradeoff_figure(_frame, x="latency_ms"), engine_figures.tradeoff_figure(_frame, x="size_kb"),
+            table, report.tradeoffs_csv(_frame), markdown)
