@@ -167,8 +167,9 @@ def _scaled_chunk(x, out, scale, low, high, safe_low, safe_high, uniform, name) 
     if bottom < safe_low or top > safe_high:
         if uniform:  # one zero point for all channels: scalar bounds keep the clip loop vectorized
             np.clip(out, safe_low, safe_high, out=out)
-        else:
-            np.clip(out, low, high, out=out)
+        else:  # np.clip with array bounds is 3x slower than these two vectorized passes
+            np.maximum(out, low, out=out)
+            np.minimum(out, high, out=out)
 
 
 def _fake_quantize_chunk(x, out, scale, low, high, zero_point, safe_low, safe_high, uniform, name) -> None:
