@@ -90,6 +90,7 @@ def _screenshot(page, path: Path) -> None:
 
 
 def test_every_page_runs_without_an_exception_and_draws_its_main_chart(app_url, tmp_path_factory):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     shots = tmp_path_factory.mktemp("screenshots")
@@ -104,13 +105,20 @@ def test_every_page_runs_without_an_exception_and_draws_its_main_chart(app_url, 
             urls = list(dict.fromkeys(links.nth(i).get_attribute("href") for i in range(links.count())))
             assert len(urls) >= 3, f"expected the Model, Weights and Activations pages in the sidebar, got {urls}"
             for index, url in enumerate(urls):
+                name = urllib.parse.urlparse(url).path.strip("/").replace("/", "_") or "Model"
+                started = time.monotonic()
                 page.goto(url if url.startswith("http") else app_url + url, timeout=PAGE_TIMEOUT_MS)
-                _settle(page)
+                try:
+                    _settle(page)
+                except PlaywrightTimeout:
+                    problems.append(f"{name}: the script did not finish within {PAGE_TIMEOUT_MS / 1000:.0f} s")
+                    _screenshot(page, shots / f"{index:02d}_{name}_unfinished.png")
+                    continue
                 try:
                     page.wait_for_selector(".js-plotly-plot", timeout=CHART_TIMEOUT_MS)
-                except Exception:  # noqa: BLE001 - counted below and reported with the page's name
-                    pass
-                name = urllib.parse.urlparse(url).path.strip("/").replace("/", "_") or "Model"
+                except PlaywrightTimeout:
+                    pass  # reported below, with the page's name
+                print(f"{name}: finished in {time.monotonic() - started:.1f} s")
                 _screenshot(page, shots / f"{index:02d}_{name}.png")
                 exceptions = page.locator("[data-testid='stException']")
                 if exceptions.count():
