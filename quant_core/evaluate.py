@@ -5,7 +5,7 @@ computed once and reused as the reference.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from onnx import helper
@@ -115,6 +115,17 @@ def _weight_bytes(shape: tuple[int, ...], tq: TensorQuant | None) -> int:
     return int(tensor_bytes(shape, tq))
 
 
+def weight_key(tq: TensorQuant) -> TensorQuant:
+    """`tq` with the fields that cannot change a weight's quantization reset, so equal weights share a cache entry.
+
+    percentile matters only to the percentile method, axis only beyond per-tensor, block_size only per group.
+    """
+    default = TensorQuant(tq.format)
+    return replace(tq, percentile=tq.percentile if tq.range_method == RangeMethod.PERCENTILE else default.percentile,
+                   axis=default.axis if tq.granularity == Granularity.PER_TENSOR else tq.axis,
+                   block_size=tq.block_size if tq.granularity == Granularity.PER_GROUP else default.block_size)
+
+
 class Evaluator:
     """Evaluate configs of one model on one evaluation split, reusing one simulation session.
 
@@ -140,6 +151,8 @@ class Evaluator:
         self._layer_sqnr: dict[QuantConfig, dict[str, float]] = {}
         self._weights: dict[tuple[str, TensorQuant], np.ndarray] = {}
         self._fp32_layer_outputs: dict[str, np.ndarray] | None = None
+        self._weight_bytes: dict[tuple, int] = {}
+        self._other_bytes = self._initializer_bytes()
         self.fp32_outputs = self._run_outputs({}, {})
         self.fp32_size_bytes = self.size_bytes(QuantConfig())
         self.fp32_accuracy = self._accuracy(self.fp32_outputs[0])
@@ -148,7 +161,7 @@ class Evaluator:
 
     def quantized_weight(self, layer: str, tq: TensorQuant) -> np.ndarray:
         """Return the layer's weight fake-quantized as `tq` says (float32; cached per weight and tq)."""
-        key = (self._specs[layer].weight, tq)
+        key = (self._specs[layer].weight, weight_key(tq))
         if key not in self._weights:
             x, name = self.session.fp32_weight(layer), f"{layer} weight"
             lo = hi = None
@@ -218,10 +231,11 @@ class Evaluator:
     def _per_class(self, logits: np.ndarray) -> tuple[float, ...] | None:
         if self.labels is None:
             return None
-        predicted = _top1(logits)
         classes = max(int(self.labels.max()) + 1, logits.reshape(len(logits), -1).shape[1])
-        return tuple(float(np.mean(predicted[self.labels == c] == c)) if np.any(self.labels == c) else float("nan")
-                     for c in range(classes))
+        totals = np.bincount(self.labels, minlength=classes)
+        correct = np.bincount(self.labels[_top1(logits) == self.labels], minlength=classes)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return tuple(float(v) for v in np.where(totals > 0, correct / totals, np.nan))
 
     def size_bytes(self, config: QuantConfig) -> int:
         """Bytes of every initializer: quantized weights at their format's size, the rest as stored."""
@@ -229,13 +243,18 @@ class Evaluator:
         for layer, choice in self._choices(config).items():
             spec = self._specs[layer]
             if spec.weight and spec.weight not in quantized:
-                shape = self.session.fp32_weight(layer).shape
-                quantized[spec.weight] = _weight_bytes(shape, choice.weights)
+                key = (spec.weight, None if choice.weights is None else weight_key(choice.weights))
+                if key not in self._weight_bytes:
+                    self._weight_bytes[key] = _weight_bytes(self.session.fp32_weight(layer).shape, choice.weights)
+                quantized[spec.weight] = self._weight_bytes[key]
+        return self._other_bytes + sum(quantized.values())
+
+    def _initializer_bytes(self) -> int:
+        """Bytes of the initializers that are not quantizable weights, as stored."""
+        weights = {spec.weight for spec in self._specs.values() if spec.weight}
         total = 0
         for init in self.prepared.model.graph.initializer:
-            if init.name in quantized:
-                total += quantized[init.name]
-            else:
+            if init.name not in weights:
                 itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
                 total += int(np.prod(init.dims, dtype=np.int64)) * itemsize
         return total

@@ -1,0 +1,305 @@
+"""Benchmark the what-if engine against the obvious onnxruntime paths, side by side in one run.
+
+    /work/venv/bin/python bench/bench_engine.py [--repeats 4]
+
+Prints ratios measured in this run (nothing hard-coded):
+1. evaluating a new config on the demo CNN's 797 held-out digits vs a plain FP32 onnxruntime
+   forward pass of the same split, and vs the naive path (rewrite weights + insert Q/DQ,
+   serialize, new InferenceSession, run);
+2. a sweep of every layer x {int8, int6, int4, int3, int2} weights vs the same sweep done with
+   onnxruntime.quantization.quantize_static + a new InferenceSession per config;
+3. calibration with 1,024 samples (2,048-bin histograms, all four range methods) vs onnxruntime's
+   EntropyCalibrater(num_bins=2048), and the peak extra resident memory (VmHWM, measured in a
+   child process) when the sample count grows fourfold.
+Every session uses one intra-op thread with spinning off (the machine is shared).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from quant_core.calibrate import calibrate  # noqa: E402
+from quant_core.config import FP32_LAYER, LayerQuant, QuantConfig, TensorQuant  # noqa: E402
+from quant_core.data import Dataset  # noqa: E402
+from quant_core.demo import load_demo  # noqa: E402
+from quant_core.evaluate import Evaluator  # noqa: E402
+from quant_core.formats import RangeMethod  # noqa: E402
+from quant_core.model_io import prepare_model  # noqa: E402
+from quant_core.quantize import quantize_tensor  # noqa: E402
+from quant_core.sensitivity import run_sweep  # noqa: E402
+from quant_core.simulate import ActivationQuant, session_options  # noqa: E402
+
+SWEEP_FORMATS = ("int8", "int6", "int4", "int3", "int2")
+
+
+def timed(function, repeats: int) -> float:
+    """Median wall time of `function()` over `repeats` runs, in seconds."""
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def new_session(model: onnx.ModelProto | bytes) -> ort.InferenceSession:
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    return ort.InferenceSession(data, session_options(1), providers=["CPUExecutionProvider"])
+
+
+def w_a8_config(bits: int) -> QuantConfig:
+    return QuantConfig(LayerQuant(TensorQuant(f"int{bits}", granularity="per_channel"),
+                                  TensorQuant("uint8", symmetric=False)), name=f"W{bits}A8")
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. evaluating one new config
+# ---------------------------------------------------------------------------------------------
+
+def naive_model(prepared, calibration, config: QuantConfig) -> onnx.ModelProto:
+    """The config written into a copy of the model: fake-quantized initializers and Q/DQ before each layer."""
+    model = onnx.ModelProto()
+    model.CopyFrom(prepared.model)
+    initializers = {init.name: init for init in model.graph.initializer}
+    nodes = []
+    for node in model.graph.node:
+        layer = next((l for l in prepared.info.layers if l.name == node.name), None)
+        if layer is not None:
+            choice = config.for_layer(layer.name)
+            if choice.weights is not None and layer.weight is not None:
+                init = initializers[layer.weight.name]
+                values = quantize_tensor(numpy_helper.to_array(init), choice.weights).values
+                init.CopyFrom(numpy_helper.from_array(values.astype(np.float32), init.name))
+            if choice.activations is not None and layer.activation_input:
+                found = calibration.range_for(layer.activation_input, choice.activations)
+                params = ActivationQuant.from_range(float(found.lo), float(found.hi), choice.activations)
+                p = f"naive.{len(nodes)}"
+                model.graph.initializer.extend([numpy_helper.from_array(np.float32(params.scale), p + ".s"),
+                                                numpy_helper.from_array(np.uint8(params.zero_point), p + ".z")])
+                nodes += [helper.make_node("QuantizeLinear", [layer.activation_input, p + ".s", p + ".z"], [p + ".q"]),
+                          helper.make_node("DequantizeLinear", [p + ".q", p + ".s", p + ".z"], [p + ".dq"])]
+                node.input[list(node.input).index(layer.activation_input)] = p + ".dq"
+        nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
+def fresh_configs(count: int):
+    """`count` configs whose weights were never quantized before (nothing comes from a cache)."""
+    choices = [(bits, symmetric, granularity) for granularity in ("per_channel", "per_tensor")
+               for symmetric in (True, False) for bits in range(8, 1, -1)]
+    if count > len(choices):
+        raise SystemExit(f"at most {len(choices)} fresh configs; lower --repeats")
+    return iter([QuantConfig(LayerQuant(TensorQuant(f"int{bits}", symmetric=symmetric, granularity=granularity),
+                                        TensorQuant("uint8", symmetric=False)), name=f"fresh {i}")
+                 for i, (bits, symmetric, granularity) in enumerate(choices[:count])])
+
+
+def bench_evaluate(prepared, calibration, evaluation: Dataset, repeats: int) -> dict:
+    plain = new_session(prepared.model)
+    evaluator = Evaluator(prepared, calibration, evaluation)
+    engine_configs, naive_configs = fresh_configs(repeats * 6), fresh_configs(repeats * 6)
+
+    def naive():
+        session = new_session(naive_model(prepared, calibration, next(naive_configs)))
+        session.run(None, evaluation.inputs)
+
+    # Interleaved, so that load from other processes on the shared machine hits all three alike.
+    fp32_times, engine_times, naive_times = [], [], []
+    for _ in range(repeats * 6):
+        fp32_times.append(timed(lambda: plain.run(None, evaluation.inputs), 1))
+        engine_times.append(timed(lambda: evaluator.evaluate(next(engine_configs)), 1))
+        naive_times.append(timed(naive, 1))
+    fp32_time, engine_time, naive_time = (statistics.median(t) for t in (fp32_times, engine_times, naive_times))
+    # onnxruntime's graph optimizations rewrite Q/DQ around the layers of the naive model; with
+    # them disabled it computes what the config means, which the engine must match.
+    options = session_options(1)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    check = naive_model(prepared, calibration, w_a8_config(8)).SerializeToString()
+    naive_logits = ort.InferenceSession(check, options, providers=["CPUExecutionProvider"]).run(None, evaluation.inputs)[0]
+    engine_logits = evaluator.outputs(w_a8_config(8))[0]
+    return {"fp32": fp32_time, "engine": engine_time, "naive": naive_time,
+            "agree": float(np.mean(naive_logits.argmax(1) == engine_logits.argmax(1))),
+            "reordered": evaluator.session.reordered}
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. sweep
+# ---------------------------------------------------------------------------------------------
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over one array, in batches."""
+
+    def __init__(self, x: np.ndarray, batch_size: int = 64):
+        self.batches = iter([{"image": x[i:i + batch_size]} for i in range(0, len(x), batch_size)])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+def bench_sweep(prepared, calibration_data: Dataset, evaluation: Dataset) -> dict:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    def engine():
+        evaluator = Evaluator(prepared, calibrate(prepared, calibration_data), evaluation)
+        return run_sweep(evaluator, SWEEP_FORMATS)
+
+    start = time.perf_counter()
+    rows = engine()
+    engine_time = time.perf_counter() - start
+    evaluator = Evaluator(prepared, calibrate(prepared, calibration_data), evaluation)
+    start = time.perf_counter()
+    run_sweep(evaluator, SWEEP_FORMATS)
+    sweep_only = time.perf_counter() - start
+    # onnxruntime has int8 and int4 weights only: for int6/int3/int2 the same per-config work is done with int8.
+    weight_types = {"int8": QuantType.QInt8, "int4": QuantType.QInt4}
+    x = calibration_data.inputs["image"]
+    layers = [layer.name for layer in prepared.info.layers if layer.weight is not None]
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as directory:
+        source, target = os.path.join(directory, "model.onnx"), os.path.join(directory, "quantized.onnx")
+        onnx.save(prepared.model, source)
+        for layer in layers:
+            for fmt in SWEEP_FORMATS:
+                quantize_static(source, target, _Reader(x), quant_format=QuantFormat.QDQ, per_channel=True,
+                                activation_type=QuantType.QUInt8, weight_type=weight_types.get(fmt, QuantType.QInt8),
+                                nodes_to_quantize=[layer])
+                new_session(onnx.load(target)).run(None, evaluation.inputs)
+    ort_time = time.perf_counter() - start
+    return {"engine": engine_time, "sweep_only": sweep_only, "ort": ort_time,
+            "configs": len(layers) * len(SWEEP_FORMATS), "rows": len(rows)}
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. calibration
+# ---------------------------------------------------------------------------------------------
+
+def jittered(x: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """`count` samples: x tiled, with small noise so no two copies are identical; clipped to [0, 1]."""
+    tiled = np.concatenate([x] * (-(-count // len(x))))[:count]
+    noise = np.random.default_rng(seed).normal(scale=0.02, size=tiled.shape).astype(np.float32)
+    return np.clip(tiled + noise, 0.0, 1.0).astype(np.float32)
+
+
+def engine_calibration(prepared, x: np.ndarray) -> None:
+    calibration = calibrate(prepared, Dataset({"image": x}), bins=2048, batch_size=64)
+    for method in RangeMethod:
+        tq = TensorQuant("uint8", symmetric=False, range_method=method)
+        for tensor in calibration.tensors:
+            calibration.range_for(tensor, tq)
+
+
+def ort_entropy_calibration(prepared, x: np.ndarray) -> None:
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    with tempfile.TemporaryDirectory() as directory:
+        source = os.path.join(directory, "model.onnx")
+        onnx.save(prepared.model, source)
+        calibrator = create_calibrator(source, ["Conv", "Gemm", "MatMul"], os.path.join(directory, "augmented.onnx"),
+                                       calibrate_method=CalibrationMethod.Entropy, extra_options={"num_bins": 2048})
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints progress
+            calibrator.collect_data(_Reader(x))
+            calibrator.compute_data()
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def memory_child(which: str, count: int) -> None:
+    """In a fresh process: print the peak resident memory (bytes) added by one calibration."""
+    model_bytes, held_out = load_demo("cnn")
+    prepared = prepare_model(onnx.load_from_string(model_bytes))
+    x = jittered(held_out.inputs["image"], count)
+    function = engine_calibration if which == "engine" else ort_entropy_calibration
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current RSS
+    before = _status_kib("VmRSS")
+    function(prepared, x)
+    print((_status_kib("VmHWM") - before) * 1024)
+
+
+def peak_memory(which: str, count: int) -> int:
+    """Peak extra resident memory of one calibration of `count` samples, measured in a child process."""
+    done = subprocess.run([sys.executable, __file__, "--memory-child", which, str(count)],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+def bench_calibration(prepared, x: np.ndarray) -> dict:
+    small, large = jittered(x, 1024), jittered(x, 4096, seed=1)
+    start = time.perf_counter()
+    engine_calibration(prepared, small)
+    engine_time = time.perf_counter() - start
+    start = time.perf_counter()
+    ort_entropy_calibration(prepared, small)
+    ort_time = time.perf_counter() - start
+    return {"engine": engine_time, "ort": ort_time,
+            "engine_mem": (peak_memory("engine", 1024), peak_memory("engine", 4096)),
+            "ort_mem": (peak_memory("ort", 1024), peak_memory("ort", 4096))}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=4, help="evaluate: 6 x this many interleaved runs (at most 4)")
+    parser.add_argument("--memory-child", nargs=2, metavar=("WHICH", "COUNT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child[0], int(args.memory_child[1]))
+        return 0
+    model_bytes, held_out = load_demo("cnn")
+    prepared = prepare_model(onnx.load_from_string(model_bytes))
+    calibration_data = held_out.subset(np.arange(256))
+    calibration = calibrate(prepared, calibration_data)
+    print(f"demo CNN, {held_out.num_samples} held-out digits, onnxruntime {ort.__version__}, 1 intra-op thread")
+
+    e = bench_evaluate(prepared, calibration, held_out, args.repeats)
+    print("\n1. evaluate one new config (W{b}A8, 797 samples)")
+    print(f"   plain FP32 forward        {e['fp32'] * 1e3:8.2f} ms")
+    print(f"   engine evaluate()         {e['engine'] * 1e3:8.2f} ms   = {e['engine'] / e['fp32']:.2f} x FP32 forward "
+          f"(weights fed in NCHWc layout: {e['reordered']})")
+    print(f"   naive rewrite+new session {e['naive'] * 1e3:8.2f} ms   engine is {e['naive'] / e['engine']:.1f} x faster")
+    print(f"   top-1 agreement engine vs naive W8A8 (graph optimizations off): {e['agree']:.4f}")
+
+    s = bench_sweep(prepared, calibration_data, held_out)
+    print(f"\n2. sweep {s['configs']} configs (every layer x {','.join(SWEEP_FORMATS)} weights)")
+    print(f"   engine (calibrate + Evaluator + run_sweep) {s['engine']:8.3f} s")
+    print(f"   engine run_sweep alone (Evaluator built)   {s['sweep_only']:8.3f} s")
+    print(f"   quantize_static + new session per config   {s['ort']:8.3f} s   engine is {s['ort'] / s['engine']:.1f} x "
+          f"faster with its one-off setup, {s['ort'] / s['sweep_only']:.1f} x without")
+
+    c = bench_calibration(prepared, held_out.inputs["image"])
+    print("\n3. calibration, 1,024 samples, 2,048 bins")
+    print(f"   engine (one pass + minmax/percentile/mse/entropy)  {c['engine']:8.3f} s")
+    print(f"   onnxruntime EntropyCalibrater(num_bins=2048)        {c['ort']:8.3f} s   engine is "
+          f"{c['ort'] / c['engine']:.1f} x faster")
+    for name in ("engine", "ort"):
+        small, large = c[f"{name}_mem"]
+        print(f"   peak extra RSS {name:>6}: {small / 2**20:7.2f} MiB at 1,024 samples, "
+              f"{large / 2**20:7.2f} MiB at 4,096 (x{large / small:.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
