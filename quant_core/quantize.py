@@ -161,7 +161,8 @@ def _scaled_chunk(x, out, scale, low, high, safe_low, safe_high, uniform, name) 
     np.divide(x, scale, out=out)
     # Two fast in-cache reductions do two jobs: NaN or Inf in x shows as a non-finite extreme, and
     # when every value already lies inside the tightest bounds the clip pass can be skipped.
-    top, bottom = np.maximum.reduce(out, axis=None), np.minimum.reduce(out, axis=None)
+    flat = out.reshape(-1) if out.flags.c_contiguous else out  # 1-D reductions are the fastest
+    top, bottom = np.maximum.reduce(flat, axis=None), np.minimum.reduce(flat, axis=None)
     if not (np.isfinite(top) and np.isfinite(bottom)):
         _refuse_non_finite(x, name)  # raises, unless x / scale merely overflowed: the clip handles that
     if bottom < safe_low or top > safe_high:
