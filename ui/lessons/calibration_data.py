@@ -37,9 +37,12 @@ def _skewed_evaluator(model_key: str, scenario: str, classes: tuple[int, ...], b
     from quant_core.calibrate import calibrate
     from quant_core.evaluate import Evaluator
 
+    from ui.jobs import heavy_job
+
     data = skewed_calibration_set(_ctx.calibration_data, scenario, classes, brightness)
-    calibration = calibrate(_ctx.prepared, data)
-    return Evaluator(_ctx.prepared, calibration, _ctx.evaluation_data)
+    with heavy_job("the calibration on the skewed set"):
+        calibration = calibrate(_ctx.prepared, data)
+        return Evaluator(_ctx.prepared, calibration, _ctx.evaluation_data)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -50,11 +53,14 @@ def dynamic_int8(model_key: str, _ctx) -> tuple[float, tuple[float, ...]]:
     from quant_core.export import export_dynamic_int8
     from quant_core.model_io import load_model, prepare_model
 
-    prepared = prepare_model(load_model(export_dynamic_int8(_ctx.prepared).model))
-    # The exported model is evaluated as is (FP32 config): its own DynamicQuantizeLinear nodes pick each
-    # input's range at run time. The Evaluator needs a calibration; a few samples suffice, it is unused.
-    calibration = calibrate(prepared, _ctx.calibration_data.subset(np.arange(8)))
-    result = Evaluator(prepared, calibration, _ctx.evaluation_data, batch_size=1).evaluate(QuantConfig())
+    from ui.jobs import heavy_job
+
+    with heavy_job("the dynamic INT8 export"):
+        prepared = prepare_model(load_model(export_dynamic_int8(_ctx.prepared).model))
+        # The exported model is evaluated as is (FP32 config): its own DynamicQuantizeLinear nodes pick each
+        # input's range at run time. The Evaluator needs a calibration; a few samples suffice, it is unused.
+        calibration = calibrate(prepared, _ctx.calibration_data.subset(np.arange(8)))
+        result = Evaluator(prepared, calibration, _ctx.evaluation_data, batch_size=1).evaluate(QuantConfig())
     return result.accuracy, tuple(result.per_class_accuracy)
 
 

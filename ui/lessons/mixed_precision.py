@@ -30,9 +30,11 @@ def sweep(model_key: str, bits: int, _ctx) -> pd.DataFrame:
     """Accuracy with one layer's weights at int`bits` and every other layer FP32 (sensitivity.run_sweep)."""
     from quant_core.sensitivity import run_sweep
     from ui.cache import get_evaluator
+    from ui.jobs import heavy_job
 
-    evaluator = get_evaluator(_ctx)
-    rows = run_sweep(evaluator, [f"int{bits}"])
+    with heavy_job("the sensitivity sweep"):
+        evaluator = get_evaluator(_ctx)
+        rows = run_sweep(evaluator, [f"int{bits}"])
     layers = tuple(row.layer for row in rows)
     return pd.DataFrame({"layer": layers, "role": [role(r.layer, layers) for r in rows],
                          "accuracy": [r.accuracy for r in rows],

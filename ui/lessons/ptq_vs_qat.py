@@ -113,9 +113,13 @@ def render(ctx) -> None:
     ptq = ptq_accuracies(weights, evaluation, bits)
     runs = st.session_state.setdefault(_RUNS, {})
     if clicked:
+        from ui.jobs import heavy_job, streamlit_notice
+
         todo = [b for b in bits if (b, epochs) not in runs]
-        for run in run_fine_tunes(weights, train, evaluation, todo, epochs, ptq):
-            runs[(run.bits, run.epochs)] = run
+        if todo:
+            with heavy_job("the QAT fine-tune", notify=streamlit_notice()):
+                for run in run_fine_tunes(weights, train, evaluation, todo, epochs, ptq):
+                    runs[(run.bits, run.epochs)] = run
     shown = {b: runs[(b, epochs)] for b in bits if (b, epochs) in runs}
     with chart:
         show_figure(figure(ptq, shown, bits), key="l6_chart")
