@@ -120,7 +120,8 @@ def main() -> None:
     for label, fn, reference in variants:  # warm-up (page faults, thread start, session), then check
         result = fn()
         if reference is not None:
-            exact[label] = "bit-exact" if np.array_equal(result.view(np.uint32), reference.view(np.uint32)) else "MISMATCH"
+            same = np.array_equal(result.view(np.uint32), reference.view(np.uint32))
+            exact[label] = "bit-exact" if same else "MISMATCH"
         del result
     # Interleaved rounds, best of each: a burst of load from other processes hits all variants alike.
     best = {label: float("inf") for label, _, _ in variants}

@@ -72,7 +72,8 @@ def _param_arrays(x: np.ndarray, scale, zero_point, axis, block_size, name: str)
     scale = np.asarray(scale, dtype=np.float32)
     zero_point = np.asarray(zero_point if zero_point is not None else 0).astype(np.int32)
     if zero_point.shape != scale.shape and zero_point.size != 1:
-        raise QuantLabError(f"tensor {name!r}: zero_point shape {zero_point.shape} differs from scale shape {scale.shape}")
+        raise QuantLabError(f"tensor {name!r}: zero_point shape {zero_point.shape} differs from "
+                            f"scale shape {scale.shape}")
     zero_point = np.broadcast_to(zero_point, scale.shape)
     if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
         raise QuantLabError(f"tensor {name!r}: every scale must be finite and > 0")
