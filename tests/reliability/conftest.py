@@ -93,6 +93,23 @@ def page_text(at: AppTest) -> str:
     return "\n".join(parts)
 
 
+@pytest.fixture
+def downloads(monkeypatch) -> dict[str, bytes]:
+    """What each st.download_button serves, by file name (recorded as Streamlit stores it)."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    served: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def record(self, path_or_data, mimetype, kind, filename=None):
+        if isinstance(path_or_data, bytes):
+            served[filename] = path_or_data
+        return original(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
+    return served
+
+
 def assert_no_traceback(at: AppTest) -> None:
     assert not at.exception, [e.message for e in at.exception]
     assert "Traceback" not in page_text(at)

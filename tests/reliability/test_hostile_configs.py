@@ -96,23 +96,6 @@ def test_the_app_refuses_the_config_and_keeps_the_previous_one(lab, downloads, c
     assert QuantConfig.from_json(downloads["quant_config_custom.json"]) == lab.custom
 
 
-@pytest.fixture
-def downloads(monkeypatch) -> dict[str, bytes]:
-    """What each st.download_button serves, by file name."""
-    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
-
-    served: dict[str, bytes] = {}
-    original = MemoryMediaFileStorage.load_and_get_id
-
-    def record(self, path_or_data, mimetype, kind, filename=None):
-        if isinstance(path_or_data, bytes):
-            served[filename] = path_or_data
-        return original(self, path_or_data, mimetype, kind, filename)
-
-    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
-    return served
-
-
 def test_a_config_for_another_model_is_refused_by_the_current_one(tmp_path, digits_npz):
     cnn_only = PRESETS["W8A8"].with_layer("/conv1/Conv", PRESETS["FP32"].default)
     config = write(tmp_path / "cnn.json", cnn_only.to_json().encode())
