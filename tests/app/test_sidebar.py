@@ -126,3 +126,22 @@ def test_data_too_small_to_split_is_refused_with_one_line():
     at.run()
     assert not at.exception
     assert len(at.error) == 1 and "one.npz" in at.error[0].value and "2 samples" in at.error[0].value
+
+
+def test_the_chosen_model_follows_the_user_to_other_pages():
+    at = run_page("app.py")
+    at.selectbox(key="model_choice").set_value("mlp").run()
+    at.switch_page("pages/1_Weights.py").run()
+    assert not at.exception
+    assert at.selectbox(key="weights_layer").options == ["/fc1/Gemm", "/fc2/Gemm", "/fc3/Gemm"]
+    assert at.selectbox(key="model_choice").value == "mlp"
+
+
+def test_an_uploaded_model_follows_the_user_to_other_pages():
+    at = run_page("app.py")
+    at.file_uploader(key="model_upload").set_value(("tiny.onnx", tiny_model_bytes(), "application/octet-stream"))
+    at.run()
+    at.switch_page("pages/1_Weights.py").run()
+    assert not at.exception
+    assert at.selectbox(key="weights_layer").options == ["/first/MatMul", "/second/MatMul"]
+    assert "Current model: **tiny.onnx** (uploaded)" in texts(at)
