@@ -85,24 +85,30 @@ def density_figure(weight_row: np.ndarray, formats: list[str], channel: int, lay
     return fig
 
 
-def format_table(ctx, weight: np.ndarray, formats: list[str]) -> pd.DataFrame:
-    """Bits, memory and error per format on one weight, and the model's accuracy with every weight in it."""
+def format_table(ctx, model: str, weight: np.ndarray, formats: list[str]) -> pd.DataFrame:
+    """Per format: bits and SQNR on one weight, the chosen model's size, and every demo model's accuracy drop.
+
+    Accuracy drops are measured with every layer's weights in the format (per-channel where the format has a
+    scale), activations FP32, on each demo's evaluation split; size counts scales, biases and other floats.
+    """
     from quant_core.metrics import sqnr_db
     from quant_core.size import bits_per_parameter
     from ui.cache import evaluate_cached, get_evaluator
 
-    evaluator = get_evaluator(ctx)
-    fp32 = evaluator.fp32_accuracy
+    contexts = {name: (ctx if name == model else demo_context(name, ctx)) for name in DEMOS}
+    fp32 = {name: get_evaluator(demo).fp32_accuracy for name, demo in contexts.items()}
     rows = []
     for name in formats:
         tq = weight_quant(name)
-        quantized = quantize_tensor(weight, tq, name="weight")
-        bits = bits_per_parameter(weight.shape, tq)
-        result = evaluate_cached(ctx, QuantConfig(LayerQuant(weights=tq), name=f"{name} weights"))
-        rows.append({"format": LABELS[name], "storage bits": tq.format.bits, "bits per weight (with scales)": bits,
-                     "memory vs FP32": 32.0 / bits, "SQNR on this weight (dB)": sqnr_db(weight, quantized.values),
-                     "model accuracy": result.accuracy,
-                     "accuracy drop (points)": 100 * (fp32 - result.accuracy)})
+        config = QuantConfig(LayerQuant(weights=tq), name=f"{name} weights")
+        results = {demo_name: evaluate_cached(demo, config) for demo_name, demo in contexts.items()}
+        row = {"format": LABELS[name], "storage bits": tq.format.bits,
+               "bits per weight, this layer": bits_per_parameter(weight.shape, tq),
+               "SQNR on this weight (dB)": sqnr_db(weight, quantize_tensor(weight, tq, name="weight").values),
+               f"{model} size vs FP32": results[model].fp32_size_bytes / results[model].size_bytes}
+        for demo_name, result in results.items():
+            row[f"accuracy drop, {demo_name} (points)"] = 100 * (fp32[demo_name] - result.accuracy)
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -110,8 +116,9 @@ def render(ctx) -> None:
     st.markdown(
         "An **integer** format spreads its values evenly over the range. A **floating-point** format (FP16, BF16, "
         "FP8) puts many values near zero and few far away: constant *relative* precision. FP8 E4M3 spends its bits "
-        "on precision, E5M2 on range (Micikevicius et al., *FP8 Formats for Deep Learning*, 2022). **Binary** and **ternary** keep only the sign (and zero) times one scale per "
-        "channel. Below, one output channel of a real layer; pick formats and compare.")
+        "on precision, E5M2 on range (Micikevicius et al., *FP8 Formats for Deep Learning*, 2022). **Binary** and "
+        "**ternary** keep only the sign (and zero) times one scale per channel. Below, one channel of a real layer; "
+        "pick formats and compare.")
     controls, chart = st.columns([1, 3])
     with controls:
         model = st.selectbox("Demo model", DEMOS, key=MODEL)
@@ -129,32 +136,35 @@ def render(ctx) -> None:
     with chart:
         show_figure(density_figure(rows[channel], formats, channel, layer), key="l4_chart")
 
-    with st.spinner("Measuring the accuracy of each format on the evaluation split…"):
-        table = format_table(demo, weight, formats)
-    st.markdown(f"**The precision comparison table, measured** on the {model} demo ({demo.evaluation_data.num_samples} "
-                "held-out digits; every layer's weights in the format, activations FP32):")
-    st.dataframe(table.style.format({"bits per weight (with scales)": "{:.2f}", "memory vs FP32": "{:.1f}×",
-                                     "SQNR on this weight (dB)": "{:.1f}", "model accuracy": "{:.1%}",
-                                     "accuracy drop (points)": "{:+.1f}"}),
-                 hide_index=True, width="stretch")
+    with st.spinner("Measuring every format on the three demo models…"):
+        table = format_table(demo, model, weight, formats)
+    st.markdown(f"**The precision comparison table, measured**: bits and SQNR on the layer above; size of the whole "
+                f"{model} model; accuracy drop of each demo model with every weight in the format (activations FP32, "
+                f"{demo.evaluation_data.num_samples} held-out digits each):")
+    formats_shown = {column: "{:+.1f}" for column in table.columns if column.startswith("accuracy drop")}
+    formats_shown.update({"bits per weight, this layer": "{:.2f}", f"{model} size vs FP32": "{:.1f}× smaller",
+                          "SQNR on this weight (dB)": "{:.1f}"})
+    st.dataframe(table.style.format(formats_shown), hide_index=True, width="stretch")
     by_sqnr = table.sort_values("SQNR on this weight (dB)", ascending=False)
     int8 = table[table["format"] == "INT8"]
     fp8 = table[table["format"] == "FP8 E4M3"]
     comparison = ""
     if len(int8) and len(fp8):
-        comparison = (f" On this layer INT8 gives {int8['SQNR on this weight (dB)'].iloc[0]:.1f} dB and FP8 E4M3 "
-                      f"{fp8['SQNR on this weight (dB)'].iloc[0]:.1f} dB at the same 8 bits: with few outliers the "
-                      "even grid wins, FP8 shines when values span many orders of magnitude.")
+        int8_db, fp8_db = int8["SQNR on this weight (dB)"].iloc[0], fp8["SQNR on this weight (dB)"].iloc[0]
+        why = ("most weights are of the same order as the largest, so INT8's evenly spaced steps fit them better"
+               if int8_db > fp8_db else
+               "a few large weights stretch the range, and FP8 keeps fine steps near zero where most weights are")
+        comparison = (f" On this layer INT8 gives {int8_db:.1f} dB and FP8 E4M3 {fp8_db:.1f} dB at the same 8 bits: "
+                      f"{why}.")
     question(
         "Which 8-bit format is more precise on these weights, INT8 or FP8 E4M3 — and why does the picture tell you?",
         f"Ranked by SQNR on this weight: {', '.join(by_sqnr['format'])}.{comparison} The smallest format whose "
-        f"accuracy drop stays under one point here is "
-        f"**{_smallest_ok(table)}**.")
+        f"accuracy drop stays under one point on the {model} is **{_smallest_ok(table, model)}**.")
     try_on_page("pages/1_Weights.py", "Look at any layer in any format: the Weights page")
 
 
-def _smallest_ok(table: pd.DataFrame) -> str:
-    ok = table[table["accuracy drop (points)"] < 1.0].sort_values("bits per weight (with scales)")
+def _smallest_ok(table: pd.DataFrame, model: str) -> str:
+    ok = table[table[f"accuracy drop, {model} (points)"] < 1.0].sort_values("bits per weight, this layer")
     return ok["format"].iloc[0] if len(ok) else "none of them"
 
 
