@@ -152,6 +152,7 @@ class Evaluator:
         self._weights: dict[tuple[str, TensorQuant], np.ndarray] = {}
         self._fp32_layer_outputs: dict[str, np.ndarray] | None = None
         self._weight_bytes: dict[tuple, int] = {}
+        self._activation_params: dict[tuple[str, TensorQuant], ActivationQuant] = {}
         self._other_bytes = self._initializer_bytes()
         self.fp32_outputs = self._run_outputs({}, {})
         self.fp32_size_bytes = self.size_bytes(QuantConfig())
@@ -183,9 +184,16 @@ class Evaluator:
                 weights[layer] = self.quantized_weight(layer, choice.weights)
             a = choice.activations
             if a is not None and not a.format.is_identity and layer in quantizable:
-                found = self.calibration.range_for(spec.activation_input, a)
-                activations[layer] = ActivationQuant.from_range(float(np.min(found.lo)), float(np.max(found.hi)), a)
+                activations[layer] = self.activation_quant(spec.activation_input, a)
         return weights, activations
+
+    def activation_quant(self, tensor: str, tq: TensorQuant) -> ActivationQuant:
+        """Return the fake-quant parameters of an activation from its calibrated range (cached per tensor and tq)."""
+        key = (tensor, tq)
+        if key not in self._activation_params:
+            found = self.calibration.range_for(tensor, tq)
+            self._activation_params[key] = ActivationQuant.from_range(float(found.lo), float(found.hi), tq)
+        return self._activation_params[key]
 
     # -- running ----------------------------------------------------------------------------------
 
