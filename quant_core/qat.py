@@ -114,7 +114,7 @@ def forward(weights: tuple[Dense, ...], x: np.ndarray, bits: int | None = None) 
 
 def evaluate_numpy_mlp(weights: tuple[Dense, ...], data, bits: int | None = None) -> float:
     """Return the top-1 accuracy of the MLP on a labelled dataset, with weights fake-quantized to `bits`."""
-    x, labels = _inputs_and_labels(data)
+    x, labels = _examples(data, weights)
     return float(np.mean(np.argmax(forward(weights, x, bits), axis=1) == labels))
 
 
@@ -133,13 +133,7 @@ def fine_tune_qat(weights: tuple[Dense, ...], train, *, bits: int | None, epochs
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise ConfigError(f"epochs, batch_size and lr must be positive, got epochs={epochs}, "
                           f"batch_size={batch_size}, lr={lr}")
-    x, labels = _inputs_and_labels(train)
-    x = x.reshape(len(x), -1).astype(np.float32)
-    n_classes = weights[-1].weight.shape[0]
-    if labels.min() < 0 or labels.max() >= n_classes:
-        raise DataError(f"labels must be class indices in [0, {n_classes - 1}] for this model")
-    if x.shape[1] != weights[0].weight.shape[1]:
-        raise DataError(f"the data has {x.shape[1]} features per example, the model expects {weights[0].weight.shape[1]}")
+    x, labels = _examples(train, weights)
 
     params = [p.copy() for layer in weights for p in (layer.weight, layer.bias)]
     adam = _Adam(params, lr)
@@ -214,9 +208,19 @@ class _Adam:
             p -= (self.lr * correction) * m / (np.sqrt(v) + 1e-8)
 
 
-def _inputs_and_labels(data) -> tuple[np.ndarray, np.ndarray]:
+def _examples(data, weights: tuple[Dense, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Return (x flattened to (samples, features) float32, labels int64), checked against the MLP."""
     labels = getattr(data, "labels", None)
     if labels is None:
         raise DataError("quantization-aware training needs labelled data (an .npz with a 'labels' array)")
+    if len(data.inputs) != 1:
+        raise DataError(f"the MLP takes one input, the data has {len(data.inputs)}: {sorted(data.inputs)}")
     x = np.asarray(next(iter(data.inputs.values())), dtype=np.float32)
-    return x, np.asarray(labels, dtype=np.int64).reshape(-1)
+    x = x.reshape(len(x), -1)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    features, classes = weights[0].weight.shape[1], weights[-1].weight.shape[0]
+    if x.shape[1] != features:
+        raise DataError(f"the data has {x.shape[1]} features per example, the model expects {features}")
+    if len(labels) != len(x) or labels.min() < 0 or labels.max() >= classes:
+        raise DataError(f"labels must be one class index in [0, {classes - 1}] per example")
+    return x, labels

@@ -143,6 +143,11 @@ def test_data_without_labels_or_with_the_wrong_width_is_refused(demo):
     narrow = Dataset(inputs={"image": np.zeros((4, 1, 4, 4), np.float32)}, labels=np.zeros(4, np.int64))
     with pytest.raises(DataError, match="16 features per example, the model expects 64"):
         fine_tune_qat(weights, narrow, bits=4)
+    with pytest.raises(DataError, match="16 features per example, the model expects 64"):
+        evaluate_numpy_mlp(weights, narrow)
+    eleven_classes = Dataset(inputs=calibration.inputs, labels=np.full(calibration.num_samples, 10))
+    with pytest.raises(DataError, match=r"class index in \[0, 9\]"):
+        fine_tune_qat(weights, eleven_classes, bits=4)
 
 
 def test_a_model_that_is_not_a_gemm_relu_mlp_is_refused_with_the_offending_node():
