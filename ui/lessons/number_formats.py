@@ -103,11 +103,11 @@ def format_table(ctx, model: str, weight: np.ndarray, formats: list[str]) -> pd.
         config = QuantConfig(LayerQuant(weights=tq), name=f"{name} weights")
         results = {demo_name: evaluate_cached(demo, config) for demo_name, demo in contexts.items()}
         row = {"format": LABELS[name], "storage bits": tq.format.bits,
-               "bits per weight, this layer": bits_per_parameter(weight.shape, tq),
-               "SQNR on this weight (dB)": sqnr_db(weight, quantize_tensor(weight, tq, name="weight").values),
-               f"{model} size vs FP32": results[model].fp32_size_bytes / results[model].size_bytes}
+               "bits / weight": bits_per_parameter(weight.shape, tq),
+               "weight SQNR (dB)": sqnr_db(weight, quantize_tensor(weight, tq, name="weight").values),
+               f"{model} size": results[model].fp32_size_bytes / results[model].size_bytes}
         for demo_name, result in results.items():
-            row[f"accuracy drop, {demo_name} (points)"] = 100 * (fp32[demo_name] - result.accuracy)
+            row[f"{demo_name} drop (points)"] = 100 * (fp32[demo_name] - result.accuracy)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -138,19 +138,20 @@ def render(ctx) -> None:
 
     with st.spinner("Measuring every format on the three demo models…"):
         table = format_table(demo, model, weight, formats)
-    st.markdown(f"**The precision comparison table, measured**: bits and SQNR on the layer above; size of the whole "
-                f"{model} model; accuracy drop of each demo model with every weight in the format (activations FP32, "
-                f"{demo.evaluation_data.num_samples} held-out digits each):")
-    formats_shown = {column: "{:+.1f}" for column in table.columns if column.startswith("accuracy drop")}
-    formats_shown.update({"bits per weight, this layer": "{:.2f}", f"{model} size vs FP32": "{:.1f}× smaller",
-                          "SQNR on this weight (dB)": "{:.1f}"})
+    st.markdown(f"**The precision comparison table, measured.** *bits / weight* (scales included) and *weight SQNR*: "
+                f"the layer above. *{model} size*: the whole model against FP32. *… drop*: accuracy lost by each demo "
+                f"model with every weight in the format (activations FP32; {demo.evaluation_data.num_samples} "
+                "held-out digits each), in percentage points.")
+    formats_shown = {column: "{:+.1f}" for column in table.columns if column.endswith("drop (points)")}
+    formats_shown.update({"bits / weight": "{:.2f}", f"{model} size": "{:.1f}× smaller",
+                          "weight SQNR (dB)": "{:.1f}"})
     st.dataframe(table.style.format(formats_shown), hide_index=True, width="stretch")
-    by_sqnr = table.sort_values("SQNR on this weight (dB)", ascending=False)
+    by_sqnr = table.sort_values("weight SQNR (dB)", ascending=False)
     int8 = table[table["format"] == "INT8"]
     fp8 = table[table["format"] == "FP8 E4M3"]
     comparison = ""
     if len(int8) and len(fp8):
-        int8_db, fp8_db = int8["SQNR on this weight (dB)"].iloc[0], fp8["SQNR on this weight (dB)"].iloc[0]
+        int8_db, fp8_db = int8["weight SQNR (dB)"].iloc[0], fp8["weight SQNR (dB)"].iloc[0]
         why = ("most weights are of the same order as the largest, so INT8's evenly spaced steps fit them better"
                if int8_db > fp8_db else
                "a few large weights stretch the range, and FP8 keeps fine steps near zero where most weights are")
@@ -164,7 +165,7 @@ def render(ctx) -> None:
 
 
 def _smallest_ok(table: pd.DataFrame, model: str) -> str:
-    ok = table[table[f"accuracy drop, {model} (points)"] < 1.0].sort_values("bits per weight, this layer")
+    ok = table[table[f"{model} drop (points)"] < 1.0].sort_values("bits / weight")
     return ok["format"].iloc[0] if len(ok) else "none of them"
 
 
