@@ -19,6 +19,7 @@ MIXED_TABLE = "mixed_table"
 MIXED_PRESET = "mixed_preset"
 MIXED_APPLY_PRESET = "mixed_apply_preset"
 MIXED_EXPORT = "mixed_export"
+MIXED_LAYER_CHART = "mixed_layer_chart"
 _GENERATION = "_mixed_generation"  # bumped to start a fresh editor (its edits are dropped)
 _LAST_CONFIG = "_mixed_last_config"  # the config this page last produced from the table
 _EXPORTS = "_mixed_exports"  # (model_key, config JSON) -> exported model bytes, this session only
@@ -221,7 +222,12 @@ def per_class_frame(result, baseline) -> pd.DataFrame | None:
 
 
 def show_layer_errors(ctx, config: QuantConfig, result) -> None:
-    """The isolated vs accumulated per-layer SQNR chart (simulated-only layers labelled)."""
+    """The isolated vs accumulated per-layer SQNR chart (simulated-only layers labelled), unless turned off."""
+    layers = len(ctx.info.layers)
+    if not st.toggle("Per-layer error chart", value=True, key=MIXED_LAYER_CHART,
+                     help=f"Runs the simulation {layers + 1} times for each new config (each layer alone, then "
+                          "all together): turn it off for faster edits on large models."):
+        return
     if config == PRESETS["FP32"]:
         st.info("Every layer is FP32: there is no quantization error to show.")
         return

@@ -101,3 +101,16 @@ def test_export_builds_a_real_onnx_model_on_click_and_offers_it_for_download():
     onnx_buttons = [b for b in at.get("download_button") if ".onnx (" in b.label]
     assert len(onnx_buttons) == 1
     assert "KB)" in onnx_buttons[0].label
+
+
+def test_the_per_layer_chart_labels_simulated_layers_and_can_be_turned_off():
+    at = _page()
+    at.run()
+    _edit(at, 0, "weight format", "int3")
+    at.run()
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2, "per-layer error and per-class change"
+    assert "(simulated)" in charts[0].proto.spec, "the int3 layer is labelled simulated on the chart"
+    at.toggle(key="mixed_layer_chart").set_value(False)
+    at.run()
+    assert len(at.get("plotly_chart")) == 1, "only the per-class chart is left"
