@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from .errors import ConfigError, DataError, ModelError
 from .formats import FormatKind, Granularity, NumberFormat
+from .model_io import load_model, weight_array
 from .qparams import qparams_from_range
 from .quantize import fake_quantize, tensor_range
 
@@ -49,8 +49,8 @@ class QatResult:
 def mlp_weights(model: onnx.ModelProto | bytes) -> tuple[Dense, ...]:
     """Read the Gemm layers of a Flatten → Gemm → ReLU → ... → Gemm ONNX model, in graph order."""
     if isinstance(model, (bytes, bytearray)):
-        model = onnx.load_model_from_string(bytes(model))
-    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+        model = load_model(bytes(model))
+    initializers = {tensor.name for tensor in model.graph.initializer}
     layers, expect = [], ("Flatten", "Gemm")
     for node in model.graph.node:
         if node.op_type not in expect:
@@ -58,7 +58,7 @@ def mlp_weights(model: onnx.ModelProto | bytes) -> tuple[Dense, ...]:
                 f"quantization-aware training needs a Flatten → Gemm → ReLU → ... → Gemm network; "
                 f"node {node.name!r} is a {node.op_type}, expected {' or '.join(expect)}")
         if node.op_type == "Gemm":
-            layers.append(_dense(node, initializers))
+            layers.append(_dense(node, initializers, model))
             expect = ("Relu",)
         elif node.op_type == "Relu":
             expect = ("Gemm",)
@@ -73,17 +73,16 @@ def mlp_weights(model: onnx.ModelProto | bytes) -> tuple[Dense, ...]:
     return tuple(layers)
 
 
-def _dense(node: onnx.NodeProto, initializers: dict) -> Dense:
+def _dense(node: onnx.NodeProto, initializers: set[str], model: onnx.ModelProto) -> Dense:
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     if attributes.get("transA", 0) or attributes.get("alpha", 1.0) != 1.0 or attributes.get("beta", 1.0) != 1.0:
         raise ModelError(f"Gemm {node.name!r}: only transA=0, alpha=1, beta=1 is supported for training")
     if len(node.input) < 3 or node.input[1] not in initializers or node.input[2] not in initializers:
         raise ModelError(f"Gemm {node.name!r} needs a constant weight and bias (ONNX initializers)")
-    weight = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float32)
+    weight = weight_array(model, node.input[1]).astype(np.float32)
     if not attributes.get("transB", 0):
         weight = weight.T  # stored (in, out): make it (out, in), one row per output channel
-    bias = np.broadcast_to(numpy_helper.to_array(initializers[node.input[2]]).astype(np.float32),
-                           (weight.shape[0],))
+    bias = np.broadcast_to(weight_array(model, node.input[2]).astype(np.float32), (weight.shape[0],))
     return Dense(node.name, np.ascontiguousarray(weight), np.array(bias))
 
 

@@ -154,3 +154,26 @@ def test_a_model_that_is_not_a_gemm_relu_mlp_is_refused_with_the_offending_node(
     model_bytes, _ = load_demo("cnn")
     with pytest.raises(ModelError, match="'/conv1/Conv' is a Conv"):
         mlp_weights(model_bytes)
+
+
+def test_gemm_weights_stored_either_way_round_give_the_onnxruntime_output():
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    w1 = rng.normal(size=(6, 5)).astype(np.float32)  # transB=0: stored (in, out)
+    w2 = rng.normal(size=(3, 5)).astype(np.float32)  # transB=1: stored (out, in)
+    tensors = [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (rng.normal(size=5).astype(np.float32), "b1"),
+                                                          (w2, "w2"), (rng.normal(size=3).astype(np.float32), "b2"))]
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["f"], name="flat"),
+         helper.make_node("Gemm", ["f", "w1", "b1"], ["h"], name="first"),
+         helper.make_node("Relu", ["h"], ["r"], name="relu"),
+         helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], name="second", transB=1)],
+        "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])], initializer=tensors)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.normal(size=(4, 2, 3)).astype(np.float32)
+    reference = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    weights = mlp_weights(model)
+    assert [layer.weight.shape for layer in weights] == [(5, 6), (3, 5)]
+    np.testing.assert_allclose(forward(weights, x), reference, rtol=1e-5, atol=1e-5)
