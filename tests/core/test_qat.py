@@ -171,7 +171,7 @@ def test_gemm_weights_stored_either_way_round_give_the_onnxruntime_output():
          helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], name="second", transB=1)],
         "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2, 3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])], initializer=tensors)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
     x = rng.normal(size=(4, 2, 3)).astype(np.float32)
     reference = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     weights = mlp_weights(model)
