@@ -107,3 +107,18 @@ def test_the_clip_slider_moves_the_error_and_the_best_clip_is_the_highest_sqnr(c
     values = quantize_tensor(x, TensorQuant(NumberFormat(FormatKind.INT, 3)), name="conv1.weight",
                              lo=np.float32(lo) * 0.4, hi=np.float32(hi) * 0.4).values
     assert float(clipped.split()[0]) == pytest.approx(sqnr_db(x, values), abs=0.005)
+
+
+def test_every_chart_is_a_valid_plotly_figure():
+    """ui.figures skips Plotly's validation for speed; a full validation of what the pages draw must pass."""
+    import plotly.graph_objects as go
+
+    for page, change in (("app.py", None), (PAGE, ("weights_granularity", "per-channel")),
+                         ("pages/2_Activations.py", ("activations_method", "mse"))):
+        at = run_page(page)
+        if change:
+            at.radio(key=change[0]).set_value(change[1]).run()
+        specs = _charts(at)
+        assert specs, page
+        for spec in specs:
+            go.Figure(spec)  # raises ValueError on any invalid property
