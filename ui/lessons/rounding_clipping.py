@@ -124,7 +124,9 @@ def figure(curve: ErrorCurve, x: np.ndarray, threshold: float, methods: dict[str
         fig.add_trace(go.Scatter(x=[value, value], y=[curve.total.min() / 3, curve.total.max()], mode="lines",
                                  name=f"{label}: T = {value:.3g}", line=dict(color=METHOD_COLORS[label], dash="dot"),
                                  hovertemplate=f"{label}: T = {value:.3g}<extra></extra>"), 1, 2)
-    fig.update_xaxes(type="log", title_text="threshold T", row=1, col=2)
+    ticks = [t for t in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50) if curve.thresholds[0] <= t <= curve.thresholds[-1]]
+    fig.update_xaxes(type="log", title_text="threshold T", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks],
+                     row=1, col=2)
     fig.update_xaxes(title_text="value", row=1, col=1)
     fig.update_yaxes(type="log", title_text="mean squared error", row=1, col=2)
     fig.update_layout(height=420)
