@@ -148,7 +148,7 @@ def edit_config(ctx) -> QuantConfig:
     table = config_table(config, ctx.info)
     table.index.name = f"edit {st.session_state.get(_GENERATION, 0)}"
     edited = st.data_editor(table, key=MIXED_TABLE, column_config=_column_config(), hide_index=True,
-                            num_rows="fixed", width="stretch")
+                            num_rows="fixed", width="stretch", on_change=_table_edited, args=(ctx.info,))
     try:
         new_config = config_from_table(edited, config)
         _validate(new_config, ctx.info)
@@ -159,6 +159,25 @@ def edit_config(ctx) -> QuantConfig:
         state.set_config(new_config)
     st.session_state[_LAST_CONFIG] = new_config
     return new_config
+
+
+def _table_edited(info) -> None:
+    # Runs before the script: the sidebar (drawn first) then already shows the edited config and
+    # its "Download config" button serves it. The script's own pass below gives the same config.
+    config = state.get_config()
+    table = config_table(config, info)
+    for row, changes in (st.session_state.get(MIXED_TABLE) or {}).get("edited_rows", {}).items():
+        for column, value in changes.items():
+            if column in table.columns and int(row) < len(table):
+                table.at[int(row), column] = value
+    try:
+        new_config = config_from_table(table, config)
+        _validate(new_config, info)
+    except (QuantLabError, ValueError):
+        return  # the script shows the error
+    if new_config != config:
+        state.set_config(new_config)
+        st.session_state[_LAST_CONFIG] = new_config  # not an outside change: keep the editor and its edits
 
 
 def _validate(config: QuantConfig, info) -> None:
