@@ -52,6 +52,23 @@ def named_inputs(inputs: Mapping[str, np.ndarray], input_names: tuple[str, ...])
     return {name: np.asarray(inputs[name]) for name in input_names}
 
 
+def fit_batch(inputs: dict[str, np.ndarray], batch_size: int, info) -> tuple[dict[str, np.ndarray], int]:
+    """Return (inputs, batch size) for a model whose inputs may fix the batch dimension.
+
+    A fixed batch dimension n (e.g. 1) sets the batch size to n and drops the last partial batch
+    (the model could not run it), as `data.iter_batches` does.
+    """
+    from .data import fixed_batch_size
+    fixed = fixed_batch_size(info)
+    if not fixed:
+        return inputs, batch_size
+    total = sample_count(inputs)
+    usable = total - total % fixed
+    if usable == 0:
+        raise DataError(f"the model takes batches of exactly {fixed} samples; the data has only {total}")
+    return {name: array[:usable] for name, array in inputs.items()}, fixed
+
+
 def batches(inputs: Mapping[str, np.ndarray], batch_size: int):
     """Yield dicts of consecutive slices of at most `batch_size` samples."""
     total = sample_count(inputs)
@@ -119,7 +136,8 @@ def calibrate(prepared, data, *, bins: int = 2048, batch_size: int = 64,
     One onnxruntime session whose outputs include every calibrated tensor; each batch's
     activations are folded into the histograms and dropped, so memory does not grow with the
     number of samples. `progress(fraction)` is called after each batch; `cancel()` is polled
-    before each batch and raises Cancelled when it returns True.
+    before each batch and raises Cancelled when it returns True. A model with a fixed batch
+    dimension n is fed n samples at a time (a last partial batch is dropped).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise QuantLabError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -130,7 +148,7 @@ def calibrate(prepared, data, *, bins: int = 2048, batch_size: int = 64,
     except Exception as err:  # onnxruntime raises its own exception types
         raise ModelError(f"onnxruntime cannot run the model for calibration: {str(err).splitlines()[0]}") from None
     input_names = tuple(i.name for i in session.get_inputs())
-    inputs = named_inputs(_tensor_inputs(data), input_names)
+    inputs, batch_size = fit_batch(named_inputs(_tensor_inputs(data), input_names), batch_size, prepared.info)
     total = sample_count(inputs)
     if total == 0:
         raise DataError("the calibration data has no samples")

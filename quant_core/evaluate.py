@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 from onnx import helper
 
-from .calibrate import Calibration, batches, named_inputs, sample_count
+from .calibrate import Calibration, batches, fit_batch, named_inputs, sample_count
 from .config import FP32_LAYER, LayerQuant, QuantConfig, TensorQuant
 from .errors import DataError
 from .formats import FormatKind, Granularity, RangeMethod
@@ -139,13 +139,13 @@ class Evaluator:
         self._specs = {spec.name: spec for spec in layer_specs(prepared)}
         self.layers = self.session.layers
         self._info_layers = {layer.name: layer for layer in prepared.info.layers}
-        self._inputs = named_inputs(getattr(data, "inputs", data), self.session.input_names)
-        self.sample_count = sample_count(self._inputs)
-        if self.sample_count == 0:
+        inputs = named_inputs(getattr(data, "inputs", data), self.session.input_names)
+        if sample_count(inputs) == 0:
             raise DataError("the evaluation data has no samples")
+        self._inputs, self.batch_size = fit_batch(inputs, batch_size, prepared.info)
+        self.sample_count = sample_count(self._inputs)
         labels = getattr(data, "labels", None)
-        self.labels = None if labels is None else np.asarray(labels).reshape(-1)
-        self.batch_size = batch_size
+        self.labels = None if labels is None else np.asarray(labels).reshape(-1)[:self.sample_count]
         self._results: dict[QuantConfig, EvaluationResult] = {}
         self._layer_errors: dict[QuantConfig, tuple[LayerError, ...]] = {}
         self._layer_sqnr: dict[QuantConfig, dict[str, float]] = {}

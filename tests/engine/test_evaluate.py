@@ -113,3 +113,15 @@ def test_suggestion_under_an_accuracy_floor_keeps_it(cnn_evaluator):
 def test_suggestion_needs_exactly_one_budget(cnn_evaluator):
     with pytest.raises(ConfigError, match="exactly one budget"):
         suggest_config(cnn_evaluator)
+
+
+def test_a_fixed_batch_dimension_is_respected(chain):
+    from quant_core.model_io import prepare_model
+    from .conftest import chain_model
+    model = chain_model()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 7  # the model takes exactly 7 samples
+    prepared = prepare_model(model)
+    _, data = chain
+    evaluator = Evaluator(prepared, calibrate(prepared, data), data)
+    assert evaluator.sample_count == 294  # 42 batches of 7; the last 6 samples cannot run
+    assert evaluator.evaluate(PRESETS["W8A8"]).sample_count == 294
