@@ -18,7 +18,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from .config import TensorQuant
-from .errors import ModelError
+from .errors import DataError, ModelError
 from .formats import FormatKind
 from .qparams import qparams_from_range
 
@@ -109,6 +109,11 @@ class _LayerSpec:
     weight: str | None            # initializer name of the quantizable weight
     activation_input: str | None  # float activation tensor the layer reads
     output: str
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def _name(index: int, what: str) -> str:
@@ -421,7 +426,7 @@ class _Variant:
         try:
             self.session = ort.InferenceSession(built.SerializeToString(), options, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own exception types
-            raise ModelError(f"onnxruntime cannot build the simulation session: {str(err).splitlines()[0]}") from None
+            raise ModelError(f"onnxruntime cannot build the simulation session: {_first_line(err)}") from None
 
 
 class SimulationSession:
@@ -494,7 +499,10 @@ class SimulationSession:
         names = list(self.output_names)
         if with_layer_outputs:
             names += [out for out in dict.fromkeys(self.layer_outputs.values()) if out not in self.output_names]
-        values = variant.session.run(names, all_feeds)
+        try:
+            values = variant.session.run(names, all_feeds)
+        except Exception as err:  # onnxruntime's own exception types: wrong shapes or dtypes in the data
+            raise DataError(f"onnxruntime cannot run the model on this data: {_first_line(err)}") from None
         outputs = tuple(values[:len(self.output_names)])
         if not with_layer_outputs:
             return SimulationOutput(outputs)

@@ -84,3 +84,11 @@ def test_range_for_uses_the_histogram_and_is_cached(chain):
     first = calibration.range_for("r0", tq)
     assert first is calibration.range_for("r0", tq)
     assert (first.lo, first.hi) == (calibration.histogram("r0").min, calibration.histogram("r0").max)
+
+
+def test_data_the_model_cannot_run_gives_a_one_line_data_error(chain):
+    from quant_core.errors import DataError
+    prepared, _ = chain
+    with pytest.raises(DataError, match="cannot run the model on this data") as error:
+        calibrate(prepared, Dataset({"x": np.zeros((10, 9), np.float32)}))
+    assert "\n" not in str(error.value)
