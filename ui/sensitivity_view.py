@@ -158,7 +158,9 @@ def show_sweep(ctx, job: SweepJob, fp32_accuracy: float | None) -> None:
     """Status line, the heatmap (drop or SQNR) and the ranked list."""
     status = "stopped" if job.stopped and job.done_layers < len(job.layers) else "finished"
     st.caption(f"Sweep {status}: {job.done_layers} of {len(job.layers)} layers × {len(job.formats)} formats "
-               f"({'weights + activations' if job.activations else 'weights only'}); every other layer FP32.")
+               f"({'weights + activations' if job.activations else 'weights only'}); every other layer FP32. "
+               + ("Drop = accuracy lost vs FP32." if fp32_accuracy is not None
+                  else "No labels: drop = top-1 agreement with FP32 lost."))
     metric = st.radio("Heatmap shows", [DROP, SQNR], key=SENS_METRIC, horizontal=True)
     key = (ctx.model_key, ctx.data_key, job.formats, job.activations, job.done_layers, len(job.rows))
     figure, ranked_table = _sweep_view(key, metric, job.rows, fp32_accuracy)
