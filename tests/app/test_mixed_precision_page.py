@@ -114,3 +114,14 @@ def test_the_per_layer_chart_labels_simulated_layers_and_can_be_turned_off():
     at.toggle(key="mixed_layer_chart").set_value(False)
     at.run()
     assert len(at.get("plotly_chart")) == 1, "only the per-class chart is left"
+
+
+@pytest.mark.parametrize("model", ["cnn", "transformer"])
+def test_the_page_opens_on_the_other_demo_models_with_one_row_per_layer(model):
+    at = _page(model)
+    at.run()
+    assert not at.exception
+    assert not at.error, [e.value for e in at.error]
+    table = at.data_editor(key="mixed_table").value
+    assert len(table) == len(set(table["layer"])) >= 3
+    assert {m.label for m in at.metric} >= {"Accuracy", "Size"}
