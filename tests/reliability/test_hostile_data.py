@@ -114,3 +114,21 @@ def test_good_data_after_bad_data_is_used():
     assert_no_traceback(at)
     assert not error_texts(at)
     assert "good.npz: 50 calibration / 50 evaluation samples" in page_text(at)
+
+
+def test_an_archive_that_unpacks_over_the_limit_is_refused_before_reading_an_array(tmp_path, monkeypatch):
+    """A small compressed .npz (a "zip bomb" in miniature) is judged by its unpacked size, not read."""
+    import io
+
+    from quant_core import data as data_module
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, image=np.zeros((8192, 1, 8, 8), np.float32))  # 2 MiB unpacked
+    bomb = write(tmp_path / "bomb.npz", buffer.getvalue())
+    assert bomb.stat().st_size < 2**16
+    monkeypatch.setattr(data_module, "MAX_DATA_BYTES", 2**20)
+    reads = []
+    original = np.lib.npyio.NpzFile.__getitem__
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", lambda self, key: reads.append(key) or original(self, key))
+    assert_one_line_error(run_cli("evaluate", CNN, "--data", bomb), "unpacks to 2 MiB, over the 1 MiB limit")
+    assert reads == []

@@ -265,3 +265,28 @@ def test_degenerate_weights_show_on_the_weights_page_without_error(build):
     at.switch_page("pages/1_Weights.py").run()
     assert_no_traceback(at)
     assert not error_texts(at)
+
+
+def test_the_real_command_line_process_prints_one_line_and_no_traceback(tmp_path):
+    """The same refusals through `python -m quant_core` in a separate process (what a user runs)."""
+    import subprocess
+    import sys
+
+    from tests.reliability.conftest import ROOT
+
+    cases = {"picture.onnx": hostile.not_onnx(), "exfil.onnx": hostile.external_data("/etc/passwd"),
+             "cycle.onnx": hostile.cycle()}
+    paths = [write(tmp_path / name, content) for name, content in cases.items()]
+    script = ("import sys\nfrom quant_core.cli import main\n"
+              "codes = [main(['inspect', path]) for path in sys.argv[1:]]\nsys.exit(max(codes))")
+    completed = subprocess.run([sys.executable, "-c", script, *map(str, paths)], capture_output=True, text=True,
+                               cwd=ROOT, timeout=120, check=False)
+    assert completed.returncode == 2 and completed.stdout == ""
+    lines = completed.stderr.splitlines()
+    assert len(lines) == len(cases) and all(line.startswith("error: ") for line in lines), completed.stderr
+    assert "Traceback" not in completed.stderr
+    for name, line in zip(cases, lines):
+        assert "external file ('/etc/passwd')" in line if name == "exfil.onnx" else f"'{name}'" in line
+    single = subprocess.run([sys.executable, "-m", "quant_core", "inspect", str(paths[0])], capture_output=True,
+                            text=True, cwd=ROOT, timeout=120, check=False)
+    assert single.returncode == 2 and single.stderr.count("\n") == 1 and single.stderr.startswith("error: ")
