@@ -101,20 +101,11 @@ def weights_view(ctx: LabContext, choice: WeightChoice) -> WeightsView:
 
 
 def channel_axis(ctx: LabContext, layer_name: str) -> int:
-    """The output-channel axis of a layer's weight (the axis onnxruntime quantizes per channel)."""
+    """The output-channel axis of a layer's weight: the one the export quantizes per channel."""
+    from quant_core.overrides import output_channel_axis
+
     node = _nodes(ctx.model_key, ctx).get(layer_name)
-    if node is None:
-        return 0
-    op_type, attributes = node
-    if op_type == "Gemm":
-        return 0 if attributes.get("transB", 0) else 1
-    if op_type == "MatMul":
-        return -1
-    if op_type == "ConvTranspose":
-        return 1
-    if op_type in ("LSTM", "GRU", "RNN"):
-        return 1
-    return 0
+    return 0 if node is None else output_channel_axis(node.op_type, node)
 
 
 # --- cached computations --------------------------------------------------------------------------
@@ -127,11 +118,9 @@ def _weight(model_key: str, weight_name: str, _ctx: LabContext) -> np.ndarray:
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _nodes(model_key: str, _ctx: LabContext) -> dict[str, tuple[str, dict]]:
-    import onnx
-
-    return {node.name: (node.op_type, {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute})
-            for node in _ctx.prepared.model.graph.node}
+def _nodes(model_key: str, _ctx: LabContext) -> dict:
+    """ONNX node name -> NodeProto of the prepared model (read-only)."""
+    return {node.name: node for node in _ctx.prepared.model.graph.node}
 
 
 @dataclass(frozen=True)
