@@ -21,7 +21,7 @@ MIXED_APPLY_PRESET = "mixed_apply_preset"
 MIXED_EXPORT = "mixed_export"
 MIXED_LAYER_CHART = "mixed_layer_chart"
 _GENERATION = "_mixed_generation"  # bumped to start a fresh editor (its edits are dropped)
-_LAST_CONFIG = "_mixed_last_config"  # the config this page last produced from the table
+_LAST_CONFIG = "_mixed_last_config"  # (model_key, config) this page last produced from the table
 _EXPORTS = "_mixed_exports"  # (model_key, config JSON) -> exported model bytes, this session only
 
 NO_ACTIVATION = "none"
@@ -133,22 +133,24 @@ def _apply_preset() -> None:
 def preset_controls() -> None:
     """A preset picker and an 'apply preset to all layers' button (drops the table's edits)."""
     left, right = st.columns([3, 2], vertical_alignment="bottom")
-    left.selectbox("Preset", list(PRESETS), key=MIXED_PRESET, index=list(PRESETS).index(state.DEFAULT_PRESET))
+    current = state.preset_label(state.get_config())
+    default = current if current in PRESETS else state.DEFAULT_PRESET
+    left.selectbox("Preset", list(PRESETS), key=MIXED_PRESET, index=list(PRESETS).index(default))
     right.button("Apply preset to all layers", key=MIXED_APPLY_PRESET, on_click=_apply_preset)
 
 
 def edit_config(ctx) -> QuantConfig:
     """Draw the per-layer table and return the config it describes (made current when valid)."""
     config = state.get_config()
-    if st.session_state.get(_LAST_CONFIG) != config:
-        # The config changed elsewhere (sidebar preset, loaded JSON, another page): start a fresh
+    if st.session_state.get(_LAST_CONFIG) != (ctx.model_key, config):
+        # The model or the config changed elsewhere (sidebar, loaded JSON, another page): start a fresh
         # editor so stale cell edits are not laid over it. A fixed-rows editor's identity is its
         # schema, and the (hidden) index name is part of it.
         st.session_state[_GENERATION] = st.session_state.get(_GENERATION, 0) + 1
     table = config_table(config, ctx.info)
     table.index.name = f"edit {st.session_state.get(_GENERATION, 0)}"
     edited = st.data_editor(table, key=MIXED_TABLE, column_config=_column_config(), hide_index=True,
-                            num_rows="fixed", width="stretch", on_change=_table_edited, args=(ctx.info,))
+                            num_rows="fixed", width="stretch", on_change=_table_edited, args=(ctx.info, ctx.model_key))
     try:
         new_config = config_from_table(edited, config)
         _validate(new_config, ctx.info)
@@ -157,11 +159,11 @@ def edit_config(ctx) -> QuantConfig:
         new_config = config
     if new_config != config:
         state.set_config(new_config)
-    st.session_state[_LAST_CONFIG] = new_config
+    st.session_state[_LAST_CONFIG] = (ctx.model_key, new_config)
     return new_config
 
 
-def _table_edited(info) -> None:
+def _table_edited(info, model_key: str) -> None:
     # Runs before the script: the sidebar (drawn first) then already shows the edited config and
     # its "Download config" button serves it. The script's own pass below gives the same config.
     config = state.get_config()
@@ -177,7 +179,8 @@ def _table_edited(info) -> None:
         return  # the script shows the error
     if new_config != config:
         state.set_config(new_config)
-        st.session_state[_LAST_CONFIG] = new_config  # not an outside change: keep the editor and its edits
+        # Not an outside change: keep the editor and its edits.
+        st.session_state[_LAST_CONFIG] = (model_key, new_config)
 
 
 def _validate(config: QuantConfig, info) -> None:

@@ -125,3 +125,4 @@ def test_the_page_opens_on_the_other_demo_models_with_one_row_per_layer(model):
     table = at.data_editor(key="mixed_table").value
     assert len(table) == len(set(table["layer"])) >= 3
     assert {m.label for m in at.metric} >= {"Accuracy", "Size"}
+
