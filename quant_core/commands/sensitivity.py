@@ -42,9 +42,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     metric = "accuracy" if with_labels else "agreement"
     width = max([len("layer")] + [len(row.layer) for row in rows])
-    lines = [f"{'layer':<{width}}  {'format':<8} {'SQNR dB':>8} {'cosine':>9} {metric:>9} {'bytes':>9}"]
+    fmt_width = max([len("format")] + [len(row.format) for row in rows])
+    lines = [f"{'layer':<{width}}  {'format':<{fmt_width}} {'SQNR dB':>8} {'cosine':>9} {metric:>9} {'bytes':>9}"]
     for doc in documents:
-        lines.append(f"{doc['layer']:<{width}}  {doc['format']:<8} {doc['sqnr_db']:>8.2f} {doc['cosine']:>9.5f} "
+        lines.append(f"{doc['layer']:<{width}}  {doc['format']:<{fmt_width}} {doc['sqnr_db']:>8.2f} {doc['cosine']:>9.5f} "
                      f"{doc[metric]:>9.4f} {doc['size_bytes']:>9}")
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
