@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from quant_core.config import TensorQuant
+from quant_core.errors import QuantLabError
 from quant_core.formats import FormatKind, Granularity, NumberFormat, RangeMethod
 from quant_core.quantize import dequantize, fake_quantize, quantize_tensor, tensor_range
 from quant_core.qparams import qparams_from_range
@@ -160,12 +161,18 @@ def _error_table(model_key: str, weight_name: str, symmetric: bool, granularity:
     for bits in BIT_WIDTHS:
         for method in METHODS:
             tq = _tq(bits, symmetric, Granularity(granularity), axis, method)
-            lo, hi = _method_range(_x, tq, weight_name, model_key)
-            values = quantize_tensor(_x, tq, name=weight_name, lo=lo, hi=hi).values
-            rows.append({"bits": bits, "method": method.value, "MSE": float(mse(_x, values)),
-                         "SQNR (dB)": round(float(sqnr_db(_x, values)), 2),
-                         "clipped (%)": round(100.0 * _clipped_fraction(_x, lo, hi, tq), 3)})
-    return pd.DataFrame(rows)
+            row = {"bits": bits, "method": method.value, "MSE": np.nan, "SQNR (dB)": np.nan, "clipped (%)": np.nan,
+                   "note": ""}
+            try:
+                lo, hi = _method_range(_x, tq, weight_name, model_key)
+                values = quantize_tensor(_x, tq, name=weight_name, lo=lo, hi=hi).values
+                row.update({"MSE": float(mse(_x, values)), "SQNR (dB)": round(float(sqnr_db(_x, values)), 2),
+                            "clipped (%)": round(100.0 * _clipped_fraction(_x, lo, hi, tq), 3)})
+            except QuantLabError as err:  # one failing estimator must not hide the other 19 rows
+                row["note"] = str(err)
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    return table if table["note"].any() else table.drop(columns="note")
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

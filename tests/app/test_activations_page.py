@@ -4,7 +4,7 @@ import json
 import streamlit as st
 
 from quant_core import calibrate as calibrate_module
-from tests.app.conftest import run_page
+from tests.app.conftest import run_page, tiny_model_bytes
 
 PAGE = "pages/2_Activations.py"
 
@@ -78,3 +78,13 @@ def test_the_transformer_demo_calibrates_and_shows_its_tensors():
     at.selectbox(key="model_choice").set_value("transformer").run()
     assert not at.exception and not at.error
     assert len(_outliers(at)) > 10
+
+
+def test_a_model_without_data_asks_for_data_instead_of_calibrating():
+    at = run_page("app.py")
+    at.file_uploader(key="model_upload").set_value(("tiny.onnx", tiny_model_bytes(), "application/octet-stream"))
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception and not at.error
+    assert any("upload a .npz" in warning.value for warning in at.warning)
+    assert not at.get("plotly_chart")

@@ -10,7 +10,7 @@ from quant_core.formats import FormatKind, NumberFormat
 from quant_core.metrics import mse, sqnr_db
 from quant_core.model_io import load_model, weight_array
 from quant_core.quantize import quantize_tensor
-from tests.app.conftest import run_page
+from tests.app.conftest import run_page, tiny_model_bytes
 
 PAGE = "pages/1_Weights.py"
 
@@ -122,3 +122,17 @@ def test_every_chart_is_a_valid_plotly_figure():
         assert specs, page
         for spec in specs:
             go.Figure(spec)  # raises ValueError on any invalid property
+
+
+def test_an_uploaded_matmul_model_shows_one_range_per_output_column():
+    at = run_page("app.py")
+    at.file_uploader(key="model_upload").set_value(("tiny.onnx", tiny_model_bytes(), "application/octet-stream"))
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="weights_layer").options == ["/first/MatMul", "/second/MatMul"]
+    at.radio(key="weights_granularity").set_value("per-channel").run()
+    channels = _charts(at)[2]
+    assert len(channels["data"][0]["x"]) == 6  # w1 is (4, 6): MatMul's output channels are its columns
+    assert "(axis 1)" in channels["layout"]["title"]["text"]
+    assert len(_table(at)) == 20
