@@ -63,7 +63,7 @@ def load_npz(source: bytes | str | os.PathLike, info: ModelInfo) -> Dataset:
     num_samples = next(iter(counts.values()))
     if num_samples == 0:
         raise DataError("the .npz holds zero samples")
-    labels = arrays.get(LABELS_KEY)
+    labels = None if LABELS_KEY in expected else arrays.get(LABELS_KEY)  # an input may be named "labels"
     if labels is not None:
         labels = _check_labels(labels, num_samples, info)
     return Dataset(inputs=inputs, labels=labels)
@@ -131,8 +131,7 @@ def _read_npz(source: bytes | str | os.PathLike) -> dict[str, np.ndarray]:
     with loaded:
         total = sum(member.file_size for member in loaded.zip.infolist())
         if total > MAX_DATA_BYTES:
-            raise DataError(f"the .npz unpacks to {total / 2**20:.0f} MiB, over the "
-                            f"{MAX_DATA_BYTES / 2**20:.0f} MiB limit")
+            raise DataError(f"the .npz unpacks to {_size_text(total)}, over the {_size_text(MAX_DATA_BYTES)} limit")
         arrays = {}
         for name in loaded.files:
             try:
@@ -178,6 +177,10 @@ def _check_labels(labels: np.ndarray, num_samples: int, info: ModelInfo) -> np.n
         raise DataError(f"'{LABELS_KEY}' holds class {labels.max()}, but the model's output "
                         f"'{info.outputs[0].name}' has {classes} classes")
     return labels.astype(np.int64, copy=False)
+
+
+def _size_text(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 1024:.1f} KiB"
 
 
 def _one_line(err: BaseException) -> str:

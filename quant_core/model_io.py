@@ -275,17 +275,18 @@ def inspect_model(model: onnx.ModelProto) -> ModelInfo:
 
 def weight_array(model: onnx.ModelProto, name: str) -> np.ndarray:
     """Return the value of the initializer or Constant-node output `name` as a numpy array."""
-    for tensor in model.graph.initializer:
-        if tensor.name == name:
-            _refuse_external_tensor(tensor, name)
-            return numpy_helper.to_array(tensor)
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.output and node.output[0] == name:
-            tensor = _constant_tensor(node)
-            if tensor is not None:
-                _refuse_external_tensor(tensor, name)
-                return numpy_helper.to_array(tensor)
-    raise ModelError(f"the model has no initializer or Constant named '{name}'")
+    tensor = next((tensor for tensor in model.graph.initializer if tensor.name == name), None)
+    if tensor is None:
+        tensor = next((_constant_tensor(node) for node in model.graph.node
+                       if node.op_type == "Constant" and node.output and node.output[0] == name), None)
+    if tensor is None:
+        raise ModelError(f"the model has no initializer or Constant named '{name}'")
+    _refuse_external_tensor(tensor, name)
+    try:
+        return numpy_helper.to_array(tensor)
+    except (ValueError, TypeError) as err:  # e.g. raw_data shorter than its dims say
+        raise ModelError(f"tensor '{name}' is corrupt: its data does not match its shape "
+                         f"{tuple(tensor.dims)} ({_one_line(err)})") from None
 
 
 def node_names(graph: onnx.GraphProto) -> tuple[str, ...]:

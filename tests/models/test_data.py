@@ -140,3 +140,19 @@ def test_iter_batches_feeds_one_sample_at_a_time_for_a_fixed_batch_of_one():
     info = inspect_model(graphs.opset9_model())  # input x has shape (1, 1, 4, 4)
     data = Dataset(inputs={"x": np.zeros((3, 1, 4, 4), np.float32)}, labels=None)
     assert [batch["x"].shape for batch in iter_batches(data, info, 64)] == [(1, 1, 4, 4)] * 3
+
+
+def test_a_model_input_named_labels_is_an_input_not_the_labels():
+    info = ModelInfo(inputs=(TensorInfo("labels", ("batch",), "int64"),), outputs=(), opset=17, producer="",
+                     ir_version=8, already_quantized=False, quantized_ops=(), layers=(), total_params=0, notes=())
+    data = load_npz(npz_bytes(labels=np.arange(4)), info)
+    assert data.labels is None
+    np.testing.assert_array_equal(data.inputs["labels"], np.arange(4))
+
+
+def test_archive_unpacking_past_the_limit_is_refused_before_reading(monkeypatch):
+    monkeypatch.setattr("quant_core.data.MAX_DATA_BYTES", 1000)
+    compressed = io.BytesIO()
+    np.savez_compressed(compressed, image=np.zeros((100, 1, 8, 8), np.float32))  # 25.6 kB unpacked, tiny packed
+    with pytest.raises(DataError, match="unpacks to 25.1 KiB, over the 1.0 KiB limit"):
+        load_npz(compressed.getvalue(), DIGITS_INFO)

@@ -342,6 +342,13 @@ def test_weight_array_reads_initializers_and_constants_and_names_the_missing():
         weight_array(gemm, "nope")
 
 
+def test_weight_array_of_a_tensor_whose_data_does_not_fit_its_shape_is_a_model_error():
+    model = graphs.gemm_model()
+    model.graph.initializer[0].dims[:] = [500, 400]  # 200,000 floats claimed, 20 stored
+    with pytest.raises(ModelError, match="tensor 'w1' is corrupt"):
+        weight_array(model, "w1")
+
+
 def test_model_info_layer_lookup_by_name():
     info = open_bytes(graphs.gemm_model()).info
     assert info.layer("fc1").op_type == "Gemm"
