@@ -1,4 +1,5 @@
 """The Weights page: one layer's histogram with every method's range, the grid, channels and errors."""
+import base64
 import json
 
 import numpy as np
@@ -17,6 +18,13 @@ PAGE = "pages/1_Weights.py"
 
 def _charts(at) -> list[dict]:
     return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def _values(data) -> np.ndarray:
+    """A Plotly JSON array: a plain list, or numpy data sent as {"dtype": ..., "bdata": base64}."""
+    if isinstance(data, dict):
+        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"])
+    return np.asarray(data)
 
 
 def _trace_names(figure: dict) -> list[str]:
@@ -97,7 +105,7 @@ def test_the_clip_slider_moves_the_error_and_the_best_clip_is_the_highest_sqnr(c
     clipped = _metric(at, "SQNR at your clip")
     assert clipped != full
     curve = _charts(at)[1]
-    sqnr = np.array(curve["data"][0]["y"], dtype=float)
+    sqnr = _values(curve["data"][0]["y"]).astype(float)
     best = next(trace for trace in curve["data"] if trace["name"].startswith("best"))
     assert best["y"][0] == pytest.approx(sqnr.max())
     yours = next(trace for trace in curve["data"] if trace["name"].startswith("yours"))
@@ -133,6 +141,6 @@ def test_an_uploaded_matmul_model_shows_one_range_per_output_column():
     assert at.selectbox(key="weights_layer").options == ["/first/MatMul", "/second/MatMul"]
     at.radio(key="weights_granularity").set_value("per-channel").run()
     channels = _charts(at)[2]
-    assert len(channels["data"][0]["x"]) == 6  # w1 is (4, 6): MatMul's output channels are its columns
+    assert len(_values(channels["data"][0]["x"])) == 6  # w1 is (4, 6): MatMul's output channels are its columns
     assert "(axis 1)" in channels["layout"]["title"]["text"]
     assert len(_table(at)) == 20
