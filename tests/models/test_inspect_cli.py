@@ -50,3 +50,15 @@ def test_bad_file_exits_2_with_one_line_and_no_traceback(tmp_path):
     assert result.stdout == ""
     assert result.stderr.startswith("error: 'broken.onnx' is not a valid ONNX model")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_json_writes_unknown_dims_as_null_and_lists_runtime_weight_layers(tmp_path, capsys):
+    model = graphs.constant_of_shape_model()
+    model.graph.input[0].type.tensor_type.shape.dim[0].Clear()  # batch dim: neither a size nor a name
+    path = tmp_path / "runtime.onnx"
+    path.write_bytes(model.SerializeToString())
+    assert main(["inspect", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["inputs"][0]["shape"] == [None, 4]
+    assert report["layers"] == [{"layer": "matmul", "op_type": "MatMul", "weights": [], "bias": None, "params": 0,
+                                 "input": "x", "note": "no static weights (computed at run time)"}]
