@@ -30,9 +30,11 @@ SENS_SIZE_BUDGET = "sens_size_budget"
 SENS_MIN_ACCURACY = "sens_min_accuracy"
 SENS_SUGGEST = "sens_suggest"
 SENS_APPLY_SUGGESTION = "sens_apply_suggestion"
+SENS_CANCEL_SUGGESTION = "sens_cancel_suggestion"
 _JOB = "_sens_job"
 _SUGGESTION = "_sens_suggestion"
 _MESSAGE = "_sens_message"
+_SUGGESTION_MESSAGE = "_sens_suggestion_message"
 _APPLIED = "_sens_applied"
 _APPLIED_SUGGESTION = "_sens_applied_suggestion"
 
@@ -113,7 +115,7 @@ def sweep_controls(ctx, evaluator) -> None:
     run.button("Run sweep", key=SENS_RUN, type="primary", on_click=_start,
                args=((ctx.model_key, ctx.data_key), tuple(evaluator.layers)))
     job = _job(ctx)
-    stop.button("Stop", key=SENS_STOP, on_click=_stop, disabled=job is None or job.finished)
+    stop.button("Stop sweep", key=SENS_STOP, on_click=_stop, disabled=job is None or job.finished)
     if message := st.session_state.get(_MESSAGE):
         st.warning(message)
 
@@ -164,11 +166,9 @@ def show_sweep(ctx, job: SweepJob, fp32_accuracy: float | None) -> None:
     metric = st.radio("Heatmap shows", [DROP, SQNR], key=SENS_METRIC, horizontal=True)
     key = (ctx.model_key, ctx.data_key, job.formats, job.activations, job.done_layers, len(job.rows))
     figure, ranked_table = _sweep_view(key, metric, job.rows, fp32_accuracy)
-    heat, ranked = st.columns([3, 2])
-    heat.plotly_chart(figure, key="sens_heatmap")
-    with ranked:
-        st.markdown("**Most sensitive layers**")
-        st.dataframe(ranked_table, width="stretch")
+    st.plotly_chart(figure, key="sens_heatmap")
+    st.markdown("**Most sensitive layers** (worst drop over the swept formats)")
+    st.dataframe(ranked_table, width="stretch")
 
 
 # Cached and shared (st.plotly_chart / st.dataframe only read them): a rerun caused by another
@@ -253,6 +253,7 @@ def budget_controls(baseline) -> tuple[str, float]:
 
 
 def _request_suggestion(ctx_key: tuple) -> None:
+    st.session_state[_SUGGESTION_MESSAGE] = None
     # Read the budget now, not when the button was drawn: a slider moved in the same rerun counts.
     kind = st.session_state[SENS_BUDGET_KIND]
     value = st.session_state[SENS_SIZE_BUDGET if kind == SIZE_BUDGET else SENS_MIN_ACCURACY] / 100
@@ -270,6 +271,8 @@ def suggestion_button(ctx) -> None:
                    "measured; a weights-only sweep of these formats first makes the search much faster.")
     st.button("Suggest a mixed-precision config", key=SENS_SUGGEST, type="primary", on_click=_request_suggestion,
               args=((ctx.model_key, ctx.data_key),))
+    if message := st.session_state.get(_SUGGESTION_MESSAGE):
+        st.info(message)
 
 
 def run_suggestion(ctx, evaluator, baseline):
@@ -281,13 +284,23 @@ def run_suggestion(ctx, evaluator, baseline):
         from quant_core.suggest import suggest_config
 
         kind, value = entry["request"]
+        # A click on Cancel interrupts this run; its callback then drops the request (a search
+        # cannot resume half-way, and any other rerun would start it again).
+        cancel = st.empty()
+        cancel.button("Cancel the search", key=SENS_CANCEL_SUGGESTION, on_click=_cancel_suggestion)
         bar = st.progress(0.0, text="Searching (greedy, measured at every step)…")
         budget = ({"max_size_bytes": int(baseline.fp32_size_bytes * value)} if kind == SIZE_BUDGET
                   else {"min_accuracy": value})
         entry["suggestion"] = suggest_config(evaluator, sweep_rows=sweep_rows_for_suggestion(ctx),
                                              progress=lambda f: bar.progress(min(max(f, 0.0), 1.0)), **budget)
         bar.empty()
+        cancel.empty()
     return entry["suggestion"]
+
+
+def _cancel_suggestion() -> None:
+    st.session_state.pop(_SUGGESTION, None)
+    st.session_state[_SUGGESTION_MESSAGE] = "Search cancelled: press Suggest to start again."
 
 
 def sweep_rows_for_suggestion(ctx):
