@@ -132,7 +132,12 @@ def run_pending(ctx, evaluator) -> SweepJob | None:
     while job.done_layers < total and not job.stopped:
         layer = job.layers[job.done_layers]
         bar.progress(job.done_layers / total, text=f"Sweeping layer {job.done_layers + 1} of {total}: {layer}")
-        job.rows.extend(run_sweep(evaluator, list(job.formats), activations=job.activations, layers=[layer]))
+        try:
+            rows = run_sweep(evaluator, list(job.formats), activations=job.activations, layers=[layer])
+        except Exception:
+            job.stopped = True  # shown once by the page; not retried on every rerun
+            raise
+        job.rows.extend(rows)
         job.done_layers += 1
     bar.empty()
     return job
