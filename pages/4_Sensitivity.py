@@ -24,6 +24,8 @@ with page_errors("the sweep"):
         sensitivity_view.apply_cell_controls(ctx, evaluator, job)
     elif job is None:
         st.caption("Pick formats and press Run sweep.")
+    elif job.finished:
+        st.caption("The sweep stopped before any layer finished: press Run sweep to start again.")
 
 st.subheader("Mixed-precision suggestion")
 sensitivity_view.budget_controls(baseline)
