@@ -16,12 +16,7 @@ from ui import cache, state
 MAX_UPLOAD_MB = MAX_MODEL_BYTES // 2**20  # also .streamlit/config.toml server.maxUploadSize
 
 
-def _demo_names() -> list[str]:
-    return list(DEMO_MODELS)
-
-
-def _demo_title(name: str) -> str:
-    return DEMO_MODELS[name].title
+UPLOADED = "uploaded"  # the demo selectbox's entry for the uploaded model, present while it is the current one
 
 
 def _demo_source(name: str) -> state.ModelSource:
@@ -30,32 +25,37 @@ def _demo_source(name: str) -> state.ModelSource:
 
 
 def _use_demo() -> None:
-    state.set_model_source(_demo_source(st.session_state[state.MODEL_CHOICE]))
+    choice = st.session_state[state.MODEL_CHOICE]
+    if choice in DEMO_MODELS:
+        state.set_model_source(_demo_source(choice))
 
 
 def model_section():
     """Demo choice and model upload; return the current (PreparedModel, ModelSource)."""
-    names = _demo_names()
-    source = state.get_model_source()
-    if st.session_state.get(state.MODEL_CHOICE) not in names:
-        default = source.demo if source is not None and source.demo else state.DEFAULT_MODEL
-        st.session_state[state.MODEL_CHOICE] = default if default in names else names[0]
-    st.selectbox("Demo model", names, format_func=_demo_title, key=state.MODEL_CHOICE, on_change=_use_demo)
+    choice_slot = st.container()  # drawn first, filled after the upload is handled so it shows the result
     upload = st.file_uploader(f"…or upload an ONNX model (up to {MAX_UPLOAD_MB} MB)", type=["onnx"],
                               key=state.MODEL_UPLOAD)
     if upload is not None and state.upload_is_new(state.MODEL_UPLOAD, upload.file_id):
         _open_uploaded_model(upload)
     _show_message(state.MODEL_UPLOAD, upload)
 
-    source = state.get_model_source() or _demo_source(st.session_state[state.MODEL_CHOICE])
+    source = state.get_model_source() or _demo_source(state.DEFAULT_MODEL)
     try:
         prepared = _prepared_for(source)
     except QuantLabError as err:
         st.error(f"Cannot open {source.name}: {err}")
         st.stop()
     state.set_model_source(source)
-    st.caption(f"Current model: **{source.name}**" + (" (demo)" if source.demo else " (uploaded)"))
+    options = list(DEMO_MODELS) + ([] if source.demo else [UPLOADED])
+    st.session_state[state.MODEL_CHOICE] = source.demo or UPLOADED
+    with choice_slot:
+        st.selectbox("Model in use (a demo, or your upload)", options, key=state.MODEL_CHOICE, on_change=_use_demo,
+                     format_func=lambda name: _choice_label(name, source))
     return prepared, source
+
+
+def _choice_label(name: str, source: state.ModelSource) -> str:
+    return DEMO_MODELS[name].title if name in DEMO_MODELS else f"Uploaded: {source.name}"
 
 
 def _prepared_for(source: state.ModelSource):

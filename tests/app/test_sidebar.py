@@ -71,7 +71,7 @@ def test_choosing_another_demo_shows_its_layers():
     at.selectbox(key="model_choice").set_value("mlp").run()
     assert not at.exception
     assert _layer_names(at) == ["/fc1/Gemm", "/fc2/Gemm", "/fc3/Gemm"]
-    assert "Current model: **mlp** (demo)" in texts(at)
+    assert any(h.value == "Model: mlp" for h in at.header)
 
 
 def test_an_uploaded_model_replaces_the_demo_and_data_can_be_added_for_it():
@@ -80,7 +80,8 @@ def test_an_uploaded_model_replaces_the_demo_and_data_can_be_added_for_it():
     at.run()
     assert not at.exception and not at.error
     assert _layer_names(at) == ["/first/MatMul", "/second/MatMul"]
-    assert "Current model: **tiny.onnx** (uploaded)" in texts(at)
+    assert at.selectbox(key="model_choice").value == "uploaded"
+    assert any(h.value == "Model: tiny.onnx" for h in at.header)
     assert any("upload a .npz" in w.value for w in at.warning)
 
     at.file_uploader(key="data_upload").set_value(("tiny.npz", tiny_data_bytes(300), "application/octet-stream"))
@@ -144,4 +145,15 @@ def test_an_uploaded_model_follows_the_user_to_other_pages():
     at.switch_page("pages/1_Weights.py").run()
     assert not at.exception
     assert at.selectbox(key="weights_layer").options == ["/first/MatMul", "/second/MatMul"]
-    assert "Current model: **tiny.onnx** (uploaded)" in texts(at)
+    assert at.selectbox(key="model_choice").value == "uploaded"
+
+
+def test_choosing_a_demo_after_an_upload_goes_back_to_the_demo():
+    at = run_page("app.py")
+    at.file_uploader(key="model_upload").set_value(("tiny.onnx", tiny_model_bytes(), "application/octet-stream"))
+    at.run()
+    assert at.selectbox(key="model_choice").options[-1] == "Uploaded: tiny.onnx"
+    at.selectbox(key="model_choice").set_value("cnn").run()
+    assert not at.exception
+    assert _layer_names(at) == ["/conv1/Conv", "/conv2/Conv", "/fc/Gemm"]
+    assert not any(option.startswith("Uploaded") for option in at.selectbox(key="model_choice").options)
