@@ -78,7 +78,8 @@ def _summary(model_key: str, _ctx: LabContext) -> ModelSummary:
     if info.already_quantized:
         notes = (f"Already quantized ({', '.join(info.quantized_ops)}): its quantized layers are not offered again.",
                  *notes)
-    return ModelSummary(description=_description(_ctx), producer=info.producer or "unknown", facts=facts, notes=notes, inputs=_tensor_table(info.inputs),
+    return ModelSummary(description=_description(_ctx), producer=info.producer or "unknown", facts=facts,
+                        notes=notes, inputs=_tensor_table(info.inputs),
                         outputs=_tensor_table(info.outputs), layers=_layer_table(info), sizes=_size_table(info))
 
 

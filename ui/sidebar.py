@@ -71,7 +71,8 @@ def _open_uploaded_model(upload) -> None:
     try:
         cache.load_prepared(model_bytes, key)
     except QuantLabError as err:
-        state.push_message(state.MODEL_UPLOAD, f"Could not open {upload.name}: {err} The previous model is still loaded.")
+        state.push_message(state.MODEL_UPLOAD,
+                           f"Could not open {upload.name}: {err} The previous model is still loaded.")
         return
     except Exception as err:  # noqa: BLE001 - untrusted input: report it, keep the previous model
         state.push_message(state.MODEL_UPLOAD, f"Could not open {upload.name} ({type(err).__name__}: {err}). "

@@ -26,7 +26,8 @@ def _opset9_model() -> bytes:
     weight = numpy_helper.from_array(np.ones((4, 2), dtype=np.float32), "w")
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="/old/MatMul")], "old",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])], initializer=[weight])
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+                              initializer=[weight])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)], ir_version=7).SerializeToString()
 
 
