@@ -74,10 +74,7 @@ def _summary(model_key: str, _ctx: LabContext) -> ModelSummary:
     info = _ctx.info
     facts = {"Opset": str(info.opset), "IR version": str(info.ir_version), "Parameters": f"{info.total_params:,}",
              "Quantizable layers": str(_quantizable_count(info))}
-    notes = tuple(dict.fromkeys((*_ctx.prepared.notes, *info.notes)))
-    if info.already_quantized:
-        notes = (f"Already quantized ({', '.join(info.quantized_ops)}): its quantized layers are not offered again.",
-                 *notes)
+    notes = tuple(dict.fromkeys((*_ctx.prepared.notes, *info.notes)))  # model_io's notes say "already quantized"
     return ModelSummary(description=_description(_ctx), producer=info.producer or "unknown", facts=facts,
                         notes=notes, inputs=_tensor_table(info.inputs),
                         outputs=_tensor_table(info.outputs), layers=_layer_table(info), sizes=_size_table(info))

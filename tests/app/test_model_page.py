@@ -71,3 +71,28 @@ def test_the_guide_links_to_every_page_of_the_pages_folder():
     pages = {re.sub(r"^\d+_", "", path.stem) for path in (ROOT / "pages").glob("*.py")}
     assert {"Weights", "Activations"} <= pages
     assert pages <= links
+
+
+def _already_quantized_model() -> bytes:
+    rng = np.random.default_rng(0)
+    initializers = [numpy_helper.from_array(np.array(0.05, dtype=np.float32), "scale"),
+                    numpy_helper.from_array(np.array(0, dtype=np.int8), "zero_point"),
+                    numpy_helper.from_array(rng.integers(-100, 100, size=(4, 2)).astype(np.int8), "w_q"),
+                    numpy_helper.from_array(np.array(0.01, dtype=np.float32), "w_scale")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "scale", "zero_point"], ["x_q"], name="/q/QuantizeLinear"),
+             helper.make_node("DequantizeLinear", ["x_q", "scale", "zero_point"], ["x_dq"], name="/q/DequantizeLinear"),
+             helper.make_node("DequantizeLinear", ["w_q", "w_scale"], ["w"], name="/w/DequantizeLinear"),
+             helper.make_node("MatMul", ["x_dq", "w"], ["y"], name="/fc/MatMul")]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+                              initializer=initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_an_already_quantized_model_is_described_as_such():
+    at = run_page("app.py")
+    at.file_uploader(key="model_upload").set_value(("qdq.onnx", _already_quantized_model(), "application/octet-stream"))
+    at.run()
+    assert not at.exception and not at.error
+    assert any("already quantized" in note.value for note in at.info), [n.value for n in at.info]
+    assert list(at.dataframe[LAYERS].value["note"]) == ["weight already quantized (comes from DequantizeLinear)"]
