@@ -95,4 +95,4 @@ def test_an_already_quantized_model_is_described_as_such():
     at.run()
     assert not at.exception and not at.error
     assert any("already quantized" in note.value for note in at.info), [n.value for n in at.info]
-    assert list(at.dataframe[LAYERS].value["note"]) == ["weight already quantized (comes from DequantizeLinear)"]
+    assert "already quantized" in at.dataframe[LAYERS].value["note"].iloc[0]
