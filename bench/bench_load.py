@@ -147,8 +147,9 @@ def walk(index: int, model: str, preset: str, rounds: int, reference: dict | Non
             outcome.errors.append(f"{where}: exception {at.exception[0].message[:200]}")
         for error in at.error:
             outcome.errors.append(f"{where}: error {str(error.value)[:200]}")
-        captions = "\n".join(c.value for c in at.caption)
-        if f"Current model: **{model_name}**" not in captions:
+        box = at.selectbox(key="model_choice")
+        shown = box.format_func(box.value) if box.value == "uploaded" else box.value
+        if shown not in (model_name, f"Uploaded: {model_name}"):
             outcome.crosstalk.append(f"{where}: the sidebar does not show this session's model {model_name}")
         if preset_picked and at.selectbox(key="config_preset").value != preset:
             outcome.crosstalk.append(f"{where}: preset {at.selectbox(key='config_preset').value} instead of {preset}")
@@ -179,7 +180,8 @@ def walk(index: int, model: str, preset: str, rounds: int, reference: dict | Non
                 if outcome.metrics is None:
                     outcome.metrics = metrics
                 if reference is not None and metrics != reference:
-                    outcome.crosstalk.append(f"Mixed precision metrics {metrics} differ from a solo session's {reference}")
+                    outcome.crosstalk.append(f"Mixed precision metrics {metrics} differ from a solo session's "
+                                             f"{reference}")
     return outcome
 
 

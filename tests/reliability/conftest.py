@@ -85,6 +85,12 @@ def layer_names(at: AppTest) -> list[str]:
     raise AssertionError("the Model page shows no layer table")
 
 
+def current_model(at: AppTest) -> str:
+    """The model in use as the sidebar shows it: a demo name, or "Uploaded: <file name>"."""
+    box = at.selectbox(key="model_choice")
+    return box.value if box.value != "uploaded" else box.format_func(box.value)
+
+
 def page_text(at: AppTest) -> str:
     """Everything readable on the page (markdown, captions, alerts, metrics), joined."""
     parts = [e.value for e in (*at.markdown, *at.caption, *at.header, *at.subheader, *at.title)]

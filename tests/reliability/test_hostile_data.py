@@ -130,5 +130,6 @@ def test_an_archive_that_unpacks_over_the_limit_is_refused_before_reading_an_arr
     reads = []
     original = np.lib.npyio.NpzFile.__getitem__
     monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", lambda self, key: reads.append(key) or original(self, key))
-    assert_one_line_error(run_cli("evaluate", CNN, "--data", bomb), "unpacks to 2 MiB, over the 1 MiB limit")
+    message = assert_one_line_error(run_cli("evaluate", CNN, "--data", bomb), "unpacks to 2", "over the 1")
+    assert "MiB limit" in message
     assert reads == []
