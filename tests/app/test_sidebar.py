@@ -157,3 +157,15 @@ def test_choosing_a_demo_after_an_upload_goes_back_to_the_demo():
     assert not at.exception
     assert _layer_names(at) == ["/conv1/Conv", "/conv2/Conv", "/fc/Gemm"]
     assert not any(option.startswith("Uploaded") for option in at.selectbox(key="model_choice").options)
+
+
+def test_switching_model_drops_a_config_naming_the_old_models_layers():
+    at = run_page("app.py")
+    custom = PRESETS["W8A8"].with_layer("/conv2/Conv", LayerQuant(TensorQuant("int4")))
+    at.file_uploader(key="config_upload").set_value(("cnn.json", custom.to_json().encode(), "application/json"))
+    at.run()
+    assert at.selectbox(key="config_preset").value == "custom"
+    at.selectbox(key="model_choice").set_value("mlp").run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="config_preset").value == "W8A8"
+    assert any("/conv2/Conv" in note.value for note in at.info)
