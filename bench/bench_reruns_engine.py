@@ -115,8 +115,10 @@ def _p95(values: list[float]) -> float:
 def bench_page(name: str, model: str, changes: int, seed: int, layer_chart: bool = True) -> dict:
     path, move, prepare = PAGES[name]
     at = AppTest.from_file(str(ROOT / path), default_timeout=600)
-    at.session_state["model_choice"] = model
     first = _timed_run(at)
+    if at.selectbox(key="model_choice").value != model:
+        at.selectbox(key="model_choice").set_value(model)
+        first = _timed_run(at)  # the first run on this model
     if name == "Mixed precision" and not layer_chart:
         at.toggle(key="mixed_layer_chart").set_value(False)
         _timed_run(at)

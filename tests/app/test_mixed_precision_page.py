@@ -12,8 +12,11 @@ CONFIG_KEY = "_lab_config"  # ui.state's private key of the current config
 
 
 def _page(model: str = "mlp") -> AppTest:
+    """The page, run once on the demo `model` (chosen in the sidebar like a user does)."""
     at = AppTest.from_file(PAGE, default_timeout=90)
-    at.session_state["model_choice"] = model
+    at.run()
+    if at.selectbox(key="model_choice").value != model:
+        at.selectbox(key="model_choice").set_value(model).run()
     return at
 
 

@@ -11,8 +11,11 @@ MLP_VARIANTS = {"FP32", "FP16", "Dynamic INT8", "Static INT8 per-tensor", "Stati
 
 
 def _page(model: str = "mlp") -> AppTest:
+    """The page, run once on the demo `model` (chosen in the sidebar like a user does)."""
     at = AppTest.from_file(PAGE, default_timeout=180)
-    at.session_state["model_choice"] = model
+    at.run()
+    if at.selectbox(key="model_choice").value != model:
+        at.selectbox(key="model_choice").set_value(model).run()
     return at
 
 
