@@ -19,7 +19,7 @@ from quant_core.formats import Granularity, RangeMethod, parse_format
 from quant_core.model_io import load_model, prepare_model
 from quant_core.validate import validate_config
 from tests.reliability import hostile
-from tests.reliability.conftest import assert_no_traceback, error_texts, new_session, upload
+from tests.reliability.conftest import assert_no_traceback, current_model, error_texts, new_session, upload
 
 PAGES = ["app.py", "pages/1_Weights.py", "pages/2_Activations.py", "pages/3_Mixed_precision.py",
          "pages/4_Sensitivity.py", "pages/5_Trade-offs.py", "pages/6_Learn.py"]
@@ -195,3 +195,18 @@ def test_a_failed_export_write_leaves_the_previous_file_whole_and_no_temporary_f
     assert target.read_bytes() == before
     ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])  # still a whole, loadable model
     assert sorted(os.listdir(tmp_path)) == ["out.onnx", "out.overrides.json"]
+
+
+def test_the_model_in_use_survives_every_page_and_bad_uploads():
+    at = new_session()
+    at.selectbox(key="model_choice").set_value("transformer").run()
+    for page in ("pages/1_Weights.py", "pages/6_Learn.py", "app.py"):  # the cheap pages: it is the sidebar's state
+        at.switch_page(page).run()
+        assert_no_traceback(at)
+        assert current_model(at) == "transformer", page
+    at.switch_page("app.py").run()
+    upload(at, "model_upload", "mine.onnx", hostile.good_model())
+    upload(at, "model_upload", "broken.onnx", hostile.truncated())
+    for page in PAGES:  # without data every page stops early, so all of them are cheap
+        at.switch_page(page).run()
+        assert current_model(at) == "Uploaded: mine.onnx", page
