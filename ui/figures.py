@@ -9,6 +9,8 @@ import plotly.graph_objects as go
 
 # One colour per range method, the same on every chart.
 METHOD_COLORS = {"minmax": "#444444", "percentile": "#2E6FD8", "mse": "#D8572A", "entropy": "#2A9D55"}
+# Ranges often coincide (e.g. minmax = MSE at 8 bits): a dash pattern per line keeps every colour visible.
+_DASHES = ("dash", "dot", "dashdot", "longdash", "longdashdot")
 GRID_COLOR = "rgba(120, 60, 160, 0.55)"
 MAX_GRID_LINES = 64
 DISPLAY_BINS = 256
@@ -76,9 +78,9 @@ def histogram_with_ranges(edges: np.ndarray, counts: np.ndarray, ranges: Sequenc
         ys = np.tile([0.0, top, np.nan], len(shown))
         traces.append(dict(type="scatter", x=xs, y=ys, mode="lines", line=dict(color=GRID_COLOR, width=1),
                            name=(grid_label or "quantization grid") + suffix, hoverinfo="skip"))
-    for line in ranges:
+    for index, line in enumerate(ranges):
         traces.append(dict(type="scatter", x=[line.lo, line.lo, None, line.hi, line.hi], y=[0, top, None, 0, top],
-                           mode="lines", line=dict(color=line.color, width=2, dash="dash"),
+                           mode="lines", line=dict(color=line.color, width=2, dash=_DASHES[index % len(_DASHES)]),
                            name=f"{line.label} [{line.lo:.4g}, {line.hi:.4g}]",
                            hovertemplate=f"{line.label}: %{{x:.4g}}<extra></extra>"))
     return figure(traces, title=title, x_title=x_title, y_title="count", log_y=log_y)
