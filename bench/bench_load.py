@@ -74,6 +74,7 @@ class Outcome:
     name: str
     first_run_s: float = 0.0
     rerun_s: list[float] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)  # what each rerun_s entry was
     errors: list[str] = field(default_factory=list)
     crosstalk: list[str] = field(default_factory=list)
     metrics: dict | None = None
@@ -140,6 +141,7 @@ def walk(index: int, model: str, preset: str, rounds: int, reference: dict | Non
         began = time.perf_counter()
         at.run()
         outcome.rerun_s.append(time.perf_counter() - began)
+        outcome.steps.append(where)
         check(where)
 
     def check(where: str) -> None:
@@ -247,7 +249,13 @@ def main() -> int:
     print(f"ratio load/solo: median x{statistics.median(load_times) / statistics.median(solo_times):.2f}, "
           f"p95 x{percentile(load_times, 95) / percentile(solo_times, 95):.2f}, "
           f"wall x{load_wall / solo_wall:.2f}")
-    print(f"first page load under load: median {statistics.median([o.first_run_s for o in concurrent]):.2f} s, "
+    print(f"\n{'step':28}{'solo median':>12}{'load median':>12}{'load p95':>10}  (ms)")
+    for step in dict.fromkeys(step for o in concurrent for step in o.steps):
+        solo_step = [t for o in solo for w, t in zip(o.steps, o.rerun_s) if w == step]
+        load_step = [t for o in concurrent for w, t in zip(o.steps, o.rerun_s) if w == step]
+        print(f"{step:28}{1000 * statistics.median(solo_step):12.0f}{1000 * statistics.median(load_step):12.0f}"
+              f"{1000 * percentile(load_step, 95):10.0f}")
+    print(f"\nfirst page load under load: median {statistics.median([o.first_run_s for o in concurrent]):.2f} s, "
           f"solo {statistics.median([o.first_run_s for o in solo]):.2f} s")
     print(f"peak resident memory of the process (server + all sessions): "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
