@@ -15,11 +15,15 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
+from quant_core.calibrate import calibrate
 from quant_core.config import QuantConfig
+from quant_core.data import Dataset, load_npz, split_dataset
+from quant_core.demo import load_demo
+from quant_core.errors import DataError
+from quant_core.evaluate import Evaluator
+from quant_core.model_io import PreparedModel, load_model, prepare_model
 
 if TYPE_CHECKING:
-    from quant_core.data import Dataset
-    from quant_core.model_io import PreparedModel
     from ui.setup import LabContext
 
 Progress = Callable[[float], None]
@@ -36,8 +40,6 @@ def content_key(content: bytes) -> str:
 @st.cache_resource(max_entries=3, show_spinner=False)
 def demo_source(name: str) -> tuple[bytes, str, Dataset]:
     """Return a demo model's bytes, their content key and its held-out data."""
-    from quant_core.demo import load_demo
-
     model_bytes, data = load_demo(name)
     return model_bytes, content_key(model_bytes), data
 
@@ -49,24 +51,18 @@ def load_prepared(model_bytes: bytes, model_key: str | None = None) -> PreparedM
 
 @st.cache_resource(max_entries=4, show_spinner="Opening the model…")
 def _prepared(model_key: str, _model_bytes: bytes) -> PreparedModel:
-    from quant_core.model_io import load_model, prepare_model
-
     return prepare_model(load_model(_model_bytes))
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
 def load_data(model_key: str, data_key: str, _data_bytes: bytes, _prepared_model: PreparedModel) -> Dataset:
     """Read and validate an uploaded .npz against the model (once per model and file)."""
-    from quant_core.data import load_npz
-
     return load_npz(_data_bytes, _prepared_model.info)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
 def split_data(model_key: str, data_key: str, _data: Dataset) -> tuple[Dataset, Dataset]:
     """Deterministic (calibration, evaluation) split of a model's data."""
-    from quant_core.data import split_dataset
-
     return split_dataset(_data, calibration_samples=CALIBRATION_SAMPLES, seed=0)
 
 
@@ -92,8 +88,6 @@ def get_calibration(ctx: LabContext, progress: Progress | None = None):
     sessions asking at once share one pass.
     """
     _require_data(ctx)
-    from quant_core.calibrate import calibrate
-
     slot = _calibration_slot(ctx.model_key, ctx.data_key)
     with slot.lock:
         if slot.value is None:
@@ -109,8 +103,6 @@ def get_evaluator(ctx: LabContext, progress: Progress | None = None):
 
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _evaluator(model_key: str, data_key: str, _prepared_model, _calibration_result, _evaluation_data):
-    from quant_core.evaluate import Evaluator
-
     return Evaluator(_prepared_model, _calibration_result, _evaluation_data)
 
 
@@ -127,6 +119,4 @@ def _evaluation(model_key: str, data_key: str, config_json: str, _evaluator, _co
 
 def _require_data(ctx: LabContext) -> None:
     if ctx.calibration_data is None or ctx.evaluation_data is None:
-        from quant_core.errors import DataError
-
         raise DataError("this needs data: upload a .npz file with the model's inputs in the sidebar")

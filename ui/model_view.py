@@ -10,7 +10,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from quant_core.config import TensorQuant
+from quant_core.demo import DEMO_MODELS
 from quant_core.formats import FP16, INT4, INT8, Granularity
+from quant_core.size import model_bytes
 from ui import figures
 from ui.cache import get_evaluator
 from ui.setup import LabContext
@@ -93,8 +95,6 @@ def size_figure(sizes: pd.DataFrame) -> go.Figure:
 def _description(ctx: LabContext) -> str:
     if not ctx.is_demo:
         return f"Uploaded model {ctx.model_name}."
-    from quant_core.demo import DEMO_MODELS
-
     demo = DEMO_MODELS[ctx.model_name]
     return f"**{demo.title}** — {demo.description}"
 
@@ -122,8 +122,6 @@ def _layer_table(info) -> pd.DataFrame:
 
 
 def _size_table(info) -> pd.DataFrame:
-    from quant_core.size import model_bytes
-
     weights = [layer.weight.shape for layer in info.layers if layer.weight is not None]
     other = info.total_params - sum(int(_numel(shape)) for shape in weights)
     rows = []

@@ -11,6 +11,7 @@ from quant_core.config import PRESETS, QuantConfig
 from quant_core.demo import DEMO_MODELS
 from quant_core.errors import ConfigError, QuantLabError
 from quant_core.model_io import MAX_MODEL_BYTES
+from quant_core.validate import validate_config
 from ui import cache, state
 
 MAX_UPLOAD_MB = MAX_MODEL_BYTES // 2**20  # also .streamlit/config.toml server.maxUploadSize
@@ -163,8 +164,6 @@ def _open_uploaded_config(upload, info) -> None:
 
 
 def _validate(config: QuantConfig, info) -> None:
-    from quant_core.validate import validate_config
-
     validate_config(config, info)
 
 

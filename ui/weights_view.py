@@ -9,10 +9,14 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from quant_core.config import TensorQuant
-from quant_core.errors import QuantLabError
+from quant_core.errors import ConfigError, QuantLabError
 from quant_core.formats import FormatKind, Granularity, NumberFormat, RangeMethod
+from quant_core.metrics import clipped_fraction, mse, sqnr_db
+from quant_core.model_io import weight_array
+from quant_core.overrides import output_channel_axis
 from quant_core.quantize import dequantize, fake_quantize, quantize_tensor, tensor_range
 from quant_core.qparams import qparams_from_range
+from quant_core.ranges import weight_ranges
 from ui import figures
 from ui.setup import LabContext
 
@@ -103,8 +107,6 @@ def weights_view(ctx: LabContext, choice: WeightChoice) -> WeightsView:
 
 def channel_axis(ctx: LabContext, layer_name: str) -> int:
     """The output-channel axis of a layer's weight: the one the export quantizes per channel."""
-    from quant_core.overrides import output_channel_axis
-
     node = _nodes(ctx.model_key, ctx).get(layer_name)
     return 0 if node is None else output_channel_axis(node.op_type, node)
 
@@ -113,8 +115,6 @@ def channel_axis(ctx: LabContext, layer_name: str) -> int:
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _weight(model_key: str, weight_name: str, _ctx: LabContext) -> np.ndarray:
-    from quant_core.model_io import weight_array
-
     return np.asarray(weight_array(_ctx.prepared.model, weight_name), dtype=np.float32)
 
 
@@ -155,8 +155,6 @@ def _distribution(model_key: str, weight_name: str, bits: int, symmetric: bool, 
 def _error_table(model_key: str, weight_name: str, symmetric: bool, granularity: str, axis: int,
                  _x: np.ndarray) -> pd.DataFrame:
     """MSE, SQNR and clipped fraction for every bit-width × range method."""
-    from quant_core.metrics import mse, sqnr_db
-
     rows = []
     for bits in BIT_WIDTHS:
         for method in METHODS:
@@ -184,8 +182,6 @@ def _clip_points(model_key: str, weight_name: str, bits: int, symmetric: bool, g
     All candidates are fake-quantized in one call: the weight is stacked once per candidate (rows of
     one channel each, per channel) and each row gets its own scale and zero point.
     """
-    from quant_core.metrics import mse, sqnr_db
-
     tq = _tq(bits, symmetric, Granularity(granularity), axis)
     if percents is None:
         percents = tuple(CLIP_PERCENTS)[:: 1 if _x.size <= LARGE_WEIGHT else 5]
@@ -223,16 +219,12 @@ def _method_range(x: np.ndarray, tq: TensorQuant, name: str, model_key: str):
 @st.cache_data(max_entries=512, show_spinner=False)
 def _cached_range(model_key: str, weight_name: str, method: str, bits: int, symmetric: bool, granularity: str,
                   axis: int, _x: np.ndarray):
-    from quant_core.ranges import weight_ranges
-
     tq = _tq(bits or 8, symmetric, Granularity(granularity), axis, RangeMethod(method))
     return weight_ranges(_x, tq, name=weight_name)
 
 
 def _clipped_fraction(x: np.ndarray, lo, hi, tq: TensorQuant) -> float:
     """Fraction of weights outside their (per-tensor or per-channel) range."""
-    from quant_core.metrics import clipped_fraction
-
     lo, hi = np.asarray(lo), np.asarray(hi)
     if lo.ndim == 1 and tq.granularity == Granularity.PER_CHANNEL:
         shape = [1] * x.ndim
@@ -265,6 +257,4 @@ def _layer(ctx: LabContext, name: str):
     for layer in ctx.info.layers:
         if layer.name == name and layer.weight is not None:
             return layer
-    from quant_core.errors import ConfigError
-
     raise ConfigError(f"layer {name!r} has no static weight; pick one of {', '.join(weight_layers(ctx)[:5])}")

@@ -3,7 +3,7 @@ import json
 
 import streamlit as st
 
-from quant_core import calibrate as calibrate_module
+from ui import cache as ui_cache
 from tests.app.conftest import run_page, tiny_model_bytes
 
 PAGE = "pages/2_Activations.py"
@@ -61,8 +61,8 @@ def test_the_outlier_table_has_every_calibrated_tensor_ranked_by_ratio():
 
 def test_calibration_runs_once_per_model_and_data(monkeypatch):
     calls = []
-    real = calibrate_module.calibrate
-    monkeypatch.setattr(calibrate_module, "calibrate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = ui_cache.calibrate
+    monkeypatch.setattr(ui_cache, "calibrate", lambda *a, **k: calls.append(1) or real(*a, **k))
     st.cache_resource.clear()
     at = run_page("app.py")
     at.switch_page(PAGE).run()
