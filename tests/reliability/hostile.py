@@ -261,3 +261,12 @@ def config_json(default: dict | None = None, layers: dict | None = None) -> byte
 
     return json.dumps({"name": "hostile", "default": default or {"weights": None, "activations": None},
                        "layers": layers or {}}).encode()
+
+
+def lying_header() -> bytes:
+    """The Gemm model whose weight header claims (3, 4e9) elements while its data holds 12."""
+    model = gemm_weights()
+    weight = model.graph.initializer[0]
+    del weight.dims[:]
+    weight.dims.extend([CLASSES, 4_000_000_000])
+    return model.SerializeToString()

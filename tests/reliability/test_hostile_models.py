@@ -290,3 +290,16 @@ def test_the_real_command_line_process_prints_one_line_and_no_traceback(tmp_path
     single = subprocess.run([sys.executable, "-m", "quant_core", "inspect", str(paths[0])], capture_output=True,
                             text=True, cwd=ROOT, timeout=120, check=False)
     assert single.returncode == 2 and single.stderr.count("\n") == 1 and single.stderr.startswith("error: ")
+
+
+def test_a_weight_whose_header_lies_about_its_size_gives_one_message(tmp_path):
+    """Headers are read without the data (cheap inventory); whatever reads the data says the tensor is corrupt."""
+    model = write(tmp_path / "liar.onnx", hostile.lying_header())
+    data = write(tmp_path / "d.npz", hostile.good_data())
+    assert_one_line_error(run_cli("evaluate", model, "--data", data), "onnxruntime cannot run the model")
+    at = new_session()
+    upload(at, "model_upload", "liar.onnx", model.read_bytes())
+    at.switch_page("pages/1_Weights.py").run()
+    assert_no_traceback(at)
+    (message,) = error_texts(at)
+    assert "tensor 'w' is corrupt" in message and "(3, 4000000000)" in message
