@@ -92,3 +92,30 @@ def test_a_config_with_simulated_only_formats_is_plotted_apart_without_latency(m
     exported = table.loc["Current config (all int3) — exported, simulated-only layers kept FP32"]
     assert exported["kind"] == "onnxruntime" and exported["latency median (ms)"] > 0
     assert any("Simulated (no onnxruntime kernel" in c.value for c in at.caption)
+
+
+def test_the_markdown_report_holds_how_it_was_measured_every_variant_and_the_config_json(measured):
+    import json
+
+    from quant_core.config import QuantConfig
+    from ui.report import MeasurementSettings, tradeoffs_csv, tradeoffs_markdown
+
+    key, (frame, notes) = next(iter(measured.session_state["_tradeoff_results"].items()))  # the first measurement
+    config = QuantConfig.from_json(key[2])
+    report = tradeoffs_markdown(frame, model_name="mlp", config=config,
+                                settings=MeasurementSettings(batch_size=1, threads=1, warmup=5, repeats=3), notes=notes)
+    assert "batch size 1, 1 intra-op thread(s), 5 warm-up run(s) then 3 timed run(s)" in report
+    table_rows = [line for line in report.splitlines() if line.startswith("| ") and "variant" not in line]
+    assert len(table_rows) == len(frame)
+    config_json = report.split("```json\n")[1].split("\n```")[0]
+    assert QuantConfig.from_dict(json.loads(config_json)) == config
+    assert tradeoffs_csv(frame).decode().count("\n") == len(frame) + 1
+
+
+def test_the_pareto_front_keeps_the_points_nothing_beats_on_cost_and_value():
+    from ui.engine_figures import pareto_front
+
+    cost = [1.0, 2.0, 3.0, 2.0, 0.5, float("nan")]
+    value = [0.5, 0.9, 0.8, 0.9, 0.1, 1.0]
+    # 3.0/0.8 is beaten by 2.0/0.9; the two 2.0/0.9 tie and both stay; NaN never counts.
+    assert pareto_front(cost, value) == [True, True, False, True, True, False]
