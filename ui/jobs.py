@@ -11,6 +11,10 @@ Usage in a `ui` helper::
     with heavy_job("the sensitivity sweep", notify=streamlit_notice()):
         rows = run_sweep(...)
 
+Take the slot before any other lock the job needs (e.g. `ui.cache`'s per-model calibration lock):
+`heavy_job` first, then the lock. The other order lets a job holding the slot wait for a lock whose
+owner waits for the slot (it would end only with the waiting side's `JobsBusy` timeout).
+
 The only module-level state is `HEAVY_JOBS`, a `JobLimiter`: a `threading.BoundedSemaphore` plus
 a thread-local nesting depth (so a job that calls another heavy job in the same script thread,
 e.g. a sweep that first calibrates, does not wait for itself).
