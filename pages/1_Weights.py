@@ -47,5 +47,7 @@ with page_errors(f"the weight views of {layer}"):
         st.plotly_chart(result.channels, width="stretch", key="weights_channels")
 
     st.subheader(f"Error by bit-width and range method ({scheme}, {granularity})")
-    st.dataframe(result.table, hide_index=True, width="stretch", height=36 * (len(result.table) + 1),
-                 column_config={"MSE": st.column_config.NumberColumn(format="%.3e")})
+    chart_column, table_column = st.columns([2, 3])
+    chart_column.plotly_chart(result.table_figure, width="stretch", key="weights_sqnr_by_bits")
+    table_column.dataframe(result.table, hide_index=True, width="stretch", height=36 * (len(result.table) + 1),
+                           column_config={"MSE": st.column_config.NumberColumn(format="%.3e")})

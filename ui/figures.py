@@ -112,6 +112,16 @@ def curve(x: np.ndarray, y: np.ndarray, *, marks: Sequence[tuple[str, float, flo
     return figure(traces, title=title, x_title=x_title, y_title=y_title, log_y=log_y)
 
 
+def lines(x: Sequence[float], series: dict[str, Sequence[float]], *, colors: dict[str, str] | None = None,
+          title: str = "", x_title: str = "", y_title: str = "") -> go.Figure:
+    """Several labelled lines over the same x (e.g. SQNR against bits, one line per range method)."""
+    colors = colors or {}
+    traces = [dict(type="scatter", x=list(x), y=list(y), mode="lines+markers", name=label,
+                   line=dict(color=colors.get(label, "#2E6FD8")),
+                   hovertemplate=f"{label}: %{{x}} → %{{y:.4g}}<extra></extra>") for label, y in series.items()]
+    return figure(traces, title=title, x_title=x_title, y_title=y_title)
+
+
 def bars(labels: Sequence[str], values: Sequence[float], *, title: str = "", y_title: str = "",
          text: Sequence[str] | None = None) -> go.Figure:
     """A plain bar chart (e.g. model size per format)."""

@@ -59,6 +59,7 @@ class WeightsView:
     channels: go.Figure | None
     channel_note: str
     table: pd.DataFrame
+    table_figure: go.Figure
     clip_figure: go.Figure
     clip: ClipPoint
     best_clip: ClipPoint
@@ -102,7 +103,16 @@ def weights_view(ctx: LabContext, choice: WeightChoice) -> WeightsView:
         x_title="clip range (% of min-max range kept)", y_title="SQNR (dB)")
     return WeightsView(layer=layer.name, weight_name=layer.weight.name, shape=tuple(x.shape), axis=axis,
                        fmt_name=tq.format.name, histogram=histogram, channels=channels, channel_note=note,
-                       table=table, clip_figure=clip_figure, clip=clip, best_clip=best)
+                       table=table, table_figure=_sqnr_by_bits(table, symmetric=choice.symmetric,
+                                                               granularity=granularity),
+                       clip_figure=clip_figure, clip=clip, best_clip=best)
+
+
+def _sqnr_by_bits(table: pd.DataFrame, *, symmetric: bool, granularity: Granularity) -> go.Figure:
+    series = {method: table.loc[table["method"] == method, "SQNR (dB)"].tolist() for method in table["method"].unique()}
+    return figures.lines(BIT_WIDTHS, series, colors=figures.METHOD_COLORS, x_title="bits", y_title="SQNR (dB)",
+                         title=f"SQNR by bit-width ({'symmetric' if symmetric else 'asymmetric'}, "
+                               f"{granularity.value.replace('_', '-')})")
 
 
 def channel_axis(ctx: LabContext, layer_name: str) -> int:

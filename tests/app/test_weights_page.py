@@ -69,6 +69,16 @@ def test_the_table_reports_the_measured_error_of_quantizing_the_weight(cnn_model
     assert row["clipped (%)"] == 0
 
 
+def test_the_sqnr_by_bits_chart_draws_the_table():
+    at = run_page(PAGE)
+    chart = _charts(at)[-1]
+    table = _table(at)
+    for trace in chart["data"]:
+        expected = table.loc[table["method"] == trace["name"], "SQNR (dB)"].to_numpy()
+        assert list(_values(trace["x"])) == [2, 3, 4, 6, 8]
+        assert np.allclose(_values(trace["y"]).astype(float), expected)
+
+
 def test_choosing_another_layer_shows_its_weight_and_its_errors():
     at = run_page(PAGE)
     before = _table(at)
@@ -93,7 +103,7 @@ def test_per_channel_beats_per_tensor_on_conv1_whose_channels_differ_in_range():
     at.radio(key="weights_granularity").set_value("per-channel").run()
     per_channel = _table(at).set_index(["bits", "method"])["SQNR (dB)"]
     assert (per_channel.loc[(4, "minmax")] > per_tensor.loc[(4, "minmax")])
-    assert len(_charts(at)) == 3  # histogram, clip curve, per-channel ranges
+    assert len(_charts(at)) == 4  # histogram, clip curve, per-channel ranges, SQNR by bits
 
 
 def test_the_clip_slider_moves_the_error_and_the_best_clip_is_the_highest_sqnr(cnn_model):
