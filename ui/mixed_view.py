@@ -12,6 +12,7 @@ import streamlit as st
 
 from quant_core.config import PRESETS, LayerQuant, QuantConfig, TensorQuant
 from quant_core.errors import QuantLabError
+from quant_core.validate import validate_config
 from quant_core.formats import Granularity, RangeMethod, parse_format
 from ui import cache, engine_figures, state
 
@@ -22,7 +23,7 @@ MIXED_EXPORT = "mixed_export"
 MIXED_LAYER_CHART = "mixed_layer_chart"
 _GENERATION = "_mixed_generation"  # bumped to start a fresh editor (its edits are dropped)
 _LAST_CONFIG = "_mixed_last_config"  # (model_key, config) this page last produced from the table
-_EXPORTS = "_mixed_exports"  # (model_key, config JSON) -> exported model bytes, this session only
+_EXPORTS = "_mixed_exports"  # (model_key, data_key, config JSON) -> ExportResult; this session, the last one
 
 NO_ACTIVATION = "none"
 WEIGHT_FORMATS = ["fp32", "fp16", "bf16", "fp8_e4m3fn", "fp8_e5m2", "int8", "int7", "int6", "int5", "int4", "int3",
@@ -153,7 +154,7 @@ def edit_config(ctx) -> QuantConfig:
                             num_rows="fixed", width="stretch", on_change=_table_edited, args=(ctx.info, ctx.model_key))
     try:
         new_config = config_from_table(edited, config)
-        _validate(new_config, ctx.info)
+        validate_config(new_config, ctx.info)
     except (QuantLabError, ValueError) as err:
         st.error(f"That edit cannot apply: {err}. The previous config is kept.")
         new_config = config
@@ -174,7 +175,7 @@ def _table_edited(info, model_key: str) -> None:
                 table.at[int(row), column] = value
     try:
         new_config = config_from_table(table, config)
-        _validate(new_config, info)
+        validate_config(new_config, info)
     except (QuantLabError, ValueError):
         return  # the script shows the error
     if new_config != config:
@@ -183,12 +184,6 @@ def _table_edited(info, model_key: str) -> None:
         st.session_state[_LAST_CONFIG] = (model_key, new_config)
 
 
-def _validate(config: QuantConfig, info) -> None:
-    try:
-        from quant_core.validate import validate_config
-    except ModuleNotFoundError:  # lands separately; evaluation still reports a bad config
-        return
-    validate_config(config, info)
 
 
 # --- results ------------------------------------------------------------------------------------

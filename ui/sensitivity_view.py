@@ -13,6 +13,7 @@ import streamlit as st
 
 from quant_core.config import PRESETS, LayerQuant, QuantConfig
 from quant_core.errors import QuantLabError
+from quant_core.validate import validate_config
 from quant_core.formats import parse_format
 from quant_core.suggest import DEFAULT_CANDIDATES as SUGGESTION_FORMATS
 from ui import cache, engine_figures, state
@@ -205,7 +206,7 @@ def _apply_cell(evaluator, info, activations: bool) -> None:
     new_config = config.with_layer(layer, cell_choice(evaluator, config.for_layer(layer), layer, fmt,
                                                       activations=activations))
     try:
-        _validate(new_config, info)
+        validate_config(new_config, info)
     except QuantLabError as err:
         st.session_state[_APPLIED] = None
         st.session_state[_MESSAGE] = f"Cannot apply {fmt} to {layer}: {err}"
@@ -231,12 +232,6 @@ def apply_cell_controls(ctx, evaluator, job: SweepJob) -> None:
         st.caption(f"{layer} currently uses {current} weights in the config '{config.name}'.")
 
 
-def _validate(config: QuantConfig, info) -> None:
-    try:
-        from quant_core.validate import validate_config
-    except ModuleNotFoundError:  # lands separately; evaluation still reports a bad config
-        return
-    validate_config(config, info)
 
 
 # --- suggestion ----------------------------------------------------------------------------------
