@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import streamlit as st
 
-from quant_core.config import PRESETS, LayerQuant, QuantConfig
+from quant_core.config import PRESETS, LayerQuant
 from quant_core.errors import QuantLabError
 from quant_core.validate import validate_config
 from quant_core.formats import parse_format
