@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -315,10 +315,13 @@ def _broadcastable(param: np.ndarray, shape, axis, block_size) -> np.ndarray:
 
 
 def fake_quantize(x, scale, zero_point, fmt: NumberFormat, *, axis: int | None = None,
-                  block_size: int | None = None, name: str = "tensor") -> np.ndarray:
+                  block_size: int | None = None, name: str = "tensor", out: np.ndarray | None = None) -> np.ndarray:
     """Return dequantize(quantize(x)) as float32, bit for bit, in one cache-friendly pass.
 
     x' = clip(rint(x / scale), qmin - zero_point, qmax - zero_point) * scale
+
+    `out`, if given, is a C-contiguous float32 array of x's shape (x itself for in place) that
+    receives the result and is returned; reusing it saves the page faults of a fresh array.
 
     Notes
     -----
@@ -330,13 +333,25 @@ def fake_quantize(x, scale, zero_point, fmt: NumberFormat, *, axis: int | None =
     _require_integer(fmt)
     x = _as_float32(x, name)
     scale, zero_point, axis, block_size = _param_arrays(x, scale, zero_point, axis, block_size, name)
-    if _use_onnxruntime(x, fmt, axis, block_size):
-        return _onnxruntime_fake_quantize(x, scale, zero_point, _ORT_TYPES[fmt.signed, fmt.bits], axis, name)
-    out = np.empty_like(x)
+    if out is not None:
+        _check_out(out, x, name)
+    if out is not x and _use_onnxruntime(x, fmt, axis, block_size):
+        return _onnxruntime_fake_quantize(x, scale, zero_point, _ORT_TYPES[fmt.signed, fmt.bits], axis, name, out)
+    if out is None:
+        out = np.empty_like(x)
+    # In place is safe: each chunk of x is read (divided into out) before that chunk of out is written.
     items = _work_items(x, out, scale, zero_point, fmt, axis, block_size)
     safe = _bounds(zero_point, fmt)
     _run(((*item, *safe, name) for item in items), _fake_quantize_chunk, parallel=x.size >= _THREAD_MIN)
     return out
+
+
+def _check_out(out, x: np.ndarray, name: str) -> None:
+    if not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == x.shape
+            and out.flags.c_contiguous and out.flags.writeable):
+        raise QuantLabError(f"tensor {name!r}: out must be a writeable C-contiguous float32 array of shape {x.shape}")
+    if out is not x and np.may_share_memory(out, x):
+        raise QuantLabError(f"tensor {name!r}: out overlaps x without being x; pass out=x for in place")
 
 
 # (signed, bits) -> (onnx element type, numpy zero-point dtype) that onnxruntime quantizes to on CPU.
@@ -380,7 +395,7 @@ def _qdq_session(element_type: str, axis: int | None):
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def _onnxruntime_fake_quantize(x, scale, zero_point, element, axis, name) -> np.ndarray:
+def _onnxruntime_fake_quantize(x, scale, zero_point, element, axis, name, out=None) -> np.ndarray:
     element_type, zero_point_dtype = element
     flat = x.reshape(-1)
     # One read pass refuses NaN and Inf (onnxruntime would quantize them silently): x.x is finite
@@ -389,9 +404,11 @@ def _onnxruntime_fake_quantize(x, scale, zero_point, element, axis, name) -> np.
         _refuse_non_finite(x, name)
     session = _qdq_session(element_type, axis)
     scale, zero_point = np.ascontiguousarray(scale), zero_point.astype(zero_point_dtype)
-    out = np.empty_like(x)
-    # Writing into our own array keeps onnxruntime's arena down to the int codes between Q and DQ
-    # (x.size bytes for 8 bits): a returned output would stay cached there too, 4 bytes a value.
+    if out is None:
+        # The result lives in onnxruntime's arena, which reuses its already-mapped memory from run to
+        # run: much faster than writing into a fresh array, for memory kept about the size of the
+        # largest tensor seen (docs/benchmarks/fake_quant.md).
+        return session.run(None, {"x": x, "scale": scale, "zero_point": zero_point})[0]
     binding = session.io_binding()
     binding.bind_cpu_input("x", x)
     binding.bind_cpu_input("scale", scale)
@@ -419,7 +436,8 @@ class QuantizedTensor:
     zero_point  int32 zero point(s) (int formats), else None
     codes       integer codes (int: q; binary: -1/+1; ternary: -1/0/+1; kmeans: centroid index), else None
     codebook    float32 centroids (kmeans), else None
-    axis, block_size   the layout of scale (None, None for per-tensor)
+    axis, block_size   the layout of scale (None, None for per-tensor); with TensorQuant.axis=None
+                       per group, they refer to the weight viewed as (shape[0], rest flattened)
     """
 
     values: np.ndarray
@@ -467,6 +485,15 @@ def quantize_tensor(x, tq: TensorQuant, *, name: str = "tensor", lo=None, hi=Non
     """
     fmt = tq.format
     x = _as_float32(x, name)
+    if tq.axis is None and tq.granularity != Granularity.PER_TENSOR:
+        # "The layer's natural axis" without a layer: the bare-shape rule of quant_core.axes (output
+        # channels on axis 0; groups along the rest of the weight, flattened). Callers that know the
+        # layer resolve the axis themselves (axes.resolve) and pass the view to quantize.
+        from .axes import resolve, shape_axes
+        layout = resolve(tq, shape_axes(x.shape))
+        result = quantize_tensor(x.reshape(layout.shape), layout.tq, name=name, lo=lo, hi=hi)
+        codes = None if result.codes is None else result.codes.reshape(x.shape)
+        return replace(result, values=result.values.reshape(x.shape), codes=codes)
     if fmt.is_identity:
         _refuse_non_finite(x, name)
         return QuantizedTensor(x.copy(), None, None, None, None, fmt)

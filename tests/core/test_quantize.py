@@ -173,6 +173,29 @@ def test_formats_onnxruntime_cannot_run_take_the_numpy_path_on_large_tensors():
         assert same_bits(fake_quantize(x, scale, zero_point, fmt), reference_fake_quantize(x, scale, zero_point, fmt))
 
 
+@pytest.mark.parametrize("path", list(FAST_PATHS))
+def test_out_receives_the_result_and_may_be_x_itself(path, monkeypatch):
+    for constant, value in FAST_PATHS[path].items():
+        monkeypatch.setattr(quantize_module, constant, value)
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((1024, 2048)).astype(np.float32)
+    fmt = parse_format("int8")
+    scale, zero_point = rng.uniform(0.01, 0.02, 1024).astype(np.float32), np.zeros(1024, np.int32)
+    expected = reference_fake_quantize(x, scale[:, None], zero_point[:, None], fmt)
+    out = np.empty_like(x)
+    assert fake_quantize(x, scale, zero_point, fmt, axis=0, out=out) is out and same_bits(out, expected)
+    assert fake_quantize(x, scale, zero_point, fmt, axis=0, out=x) is x and same_bits(x, expected)
+
+
+def test_a_bad_out_is_refused():
+    x = np.zeros((4, 4), dtype=np.float32)
+    fmt = parse_format("int8")
+    with pytest.raises(QuantLabError, match="float32 array of shape \\(4, 4\\)"):
+        fake_quantize(x, 1.0, 0, fmt, out=np.zeros((4, 4)))
+    with pytest.raises(QuantLabError, match="overlaps"):
+        fake_quantize(x, 1.0, 0, fmt, out=x.reshape(4, 4))  # another view of x
+
+
 def test_per_channel_equals_per_tensor_applied_channel_by_channel():
     rng = np.random.default_rng(6)
     x = rng.standard_normal((6, 5, 7)).astype(np.float32) * np.arange(1, 7, dtype=np.float32)[:, None, None]
@@ -302,7 +325,7 @@ def test_quantize_tensor_integer_records_its_parameters_and_codes():
 
 def test_quantize_tensor_per_group_layout():
     w = np.random.default_rng(9).standard_normal((100, 6)).astype(np.float32)
-    result = quantize_tensor(w, TensorQuant("int4", granularity="per_group", block_size=32), name="w")
+    result = quantize_tensor(w, TensorQuant("int4", granularity="per_group", axis=0, block_size=32), name="w")
     assert result.scale.shape == (4, 6) and (result.axis, result.block_size) == (0, 32)
 
 
