@@ -6,6 +6,7 @@ import streamlit as st
 
 from ui.lessons import (calibration_data, mixed_precision, number_formats, ptq_vs_qat, rounding_clipping,
                         scale_zero_point, schemes)
+from ui.setup import page_errors
 
 LESSON = "lesson"  # the lesson selector's widget key
 _LAST_LESSON = "_lab_lesson"  # plain session state: Streamlit forgets a widget's value when its page is left
@@ -28,8 +29,6 @@ def choose_lesson() -> str:
 
 def render_lesson(title: str, ctx) -> None:
     """Draw the lesson called `title`; its errors show as one line, never as a traceback."""
-    from ui.setup import page_errors
-
     lesson = next(lesson for lesson in LESSONS if lesson.TITLE == title)
     st.header(title)
     with page_errors(f"the lesson “{title}”"):

@@ -6,6 +6,10 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
+from quant_core.config import PRESETS
+from ui import cache
+from ui.setup import LabContext
+
 _ROOT = Path(__file__).resolve().parents[2]
 LAYOUT = dict(margin=dict(l=50, r=20, t=50, b=45), hovermode="closest",
               legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0))
@@ -44,9 +48,6 @@ def demo_context(name: str, ctx=None):
     Reuses the page's own context when it already is that demo, so the caches (calibration,
     evaluator) are shared with the other pages.
     """
-    from ui import cache
-    from ui.setup import LabContext
-
     model_bytes, key, data = cache.demo_source(name)
     if ctx is not None and ctx.model_key == key and ctx.data_key == DEMO_DATA_KEY:
         return ctx
@@ -62,6 +63,4 @@ DEMO_DATA_KEY = "digits"  # the data key ui.setup gives the demos' own data
 
 
 def _default_config():
-    from quant_core.config import PRESETS
-
     return PRESETS["FP32"]

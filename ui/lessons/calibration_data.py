@@ -5,9 +5,15 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from quant_core.calibrate import calibrate
 from quant_core.config import LayerQuant, QuantConfig, TensorQuant
 from quant_core.data import Dataset
+from quant_core.evaluate import Evaluator
+from quant_core.export import export_dynamic_int8
 from quant_core.formats import FormatKind, NumberFormat
+from quant_core.model_io import load_model, prepare_model
+from ui.cache import evaluate_cached, get_evaluator
+from ui.jobs import heavy_job
 from ui.lessons._common import COLORS, demo_context, question, show_figure, try_on_page
 
 TITLE = "5 · Static or dynamic, and calibration data"
@@ -34,10 +40,7 @@ def skewed_calibration_set(calibration: Dataset, scenario: str, classes: tuple[i
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _skewed_evaluator(model_key: str, scenario: str, classes: tuple[int, ...], brightness: float, _ctx):
     """An Evaluator whose activation ranges come from the skewed calibration set (evaluation split unchanged)."""
-    from quant_core.calibrate import calibrate
-    from quant_core.evaluate import Evaluator
 
-    from ui.jobs import heavy_job
 
     data = skewed_calibration_set(_ctx.calibration_data, scenario, classes, brightness)
     with heavy_job("the calibration on the skewed set"):
@@ -48,12 +51,7 @@ def _skewed_evaluator(model_key: str, scenario: str, classes: tuple[int, ...], b
 @st.cache_data(max_entries=8, show_spinner=False)
 def dynamic_int8(model_key: str, _ctx) -> tuple[float, tuple[float, ...]]:
     """Accuracy and per-class accuracy of onnxruntime's dynamic INT8 model, run one digit at a time."""
-    from quant_core.calibrate import calibrate
-    from quant_core.evaluate import Evaluator
-    from quant_core.export import export_dynamic_int8
-    from quant_core.model_io import load_model, prepare_model
 
-    from ui.jobs import heavy_job
 
     with heavy_job("the dynamic INT8 export"):
         prepared = prepare_model(load_model(export_dynamic_int8(_ctx.prepared).model))
@@ -99,7 +97,6 @@ def render(ctx) -> None:
         st.info("Pick at least one digit to calibrate on.")
         return
     demo = demo_context(model, ctx)
-    from ui.cache import evaluate_cached, get_evaluator
 
     config = activation_config(bits)
     with st.spinner("Calibrating and evaluating…"):

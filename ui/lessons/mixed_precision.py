@@ -8,6 +8,9 @@ import streamlit as st
 
 from quant_core.config import FP32_LAYER, LayerQuant, QuantConfig
 from quant_core.formats import parse_format
+from quant_core.sensitivity import run_sweep, weight_quant
+from ui.cache import evaluate_cached, get_evaluator
+from ui.jobs import heavy_job
 from ui.lessons._common import demo_context, question, show_figure, try_on_page
 
 TITLE = "7 · Mixed precision and sensitivity"
@@ -28,10 +31,6 @@ def role(layer: str, layers: tuple[str, ...]) -> str:
 @st.cache_data(max_entries=16, show_spinner=False)
 def sweep(model_key: str, bits: int, _ctx) -> pd.DataFrame:
     """Accuracy with one layer's weights at int`bits` and every other layer FP32 (sensitivity.run_sweep)."""
-    from quant_core.sensitivity import run_sweep
-    from ui.cache import get_evaluator
-    from ui.jobs import heavy_job
-
     with heavy_job("the sensitivity sweep"):
         evaluator = get_evaluator(_ctx)
         rows = run_sweep(evaluator, [f"int{bits}"])
@@ -43,9 +42,6 @@ def sweep(model_key: str, bits: int, _ctx) -> pd.DataFrame:
 
 def mixed_config(ctx, low_bits: int, keep: set[str], layers: tuple[str, ...]) -> QuantConfig:
     """Every layer's weights at int`low_bits` except those in `keep`, which stay at int8 (per-channel, min-max)."""
-    from quant_core.sensitivity import weight_quant
-    from ui.cache import get_evaluator
-
     session = get_evaluator(ctx).session
     choices = []
     for layer in layers:
@@ -92,7 +88,6 @@ def render(ctx) -> None:
     with chart:
         show_figure(figure(table, kept, bits), key="l7_chart")
 
-    from ui.cache import evaluate_cached, get_evaluator
 
     fp32 = get_evaluator(demo).fp32_accuracy
     candidates = {f"all int{bits}": set(), f"mixed: {keep_count} kept at int8": kept, "all int8": set(layers)}

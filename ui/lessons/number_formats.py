@@ -10,7 +10,11 @@ from plotly.subplots import make_subplots
 from quant_core.config import LayerQuant, QuantConfig, TensorQuant
 from quant_core.floats import FLOAT_SPECS
 from quant_core.formats import FormatKind, Granularity, NumberFormat, parse_format
+from quant_core.metrics import sqnr_db
+from quant_core.model_io import weight_array
 from quant_core.quantize import quantize_tensor
+from quant_core.size import bits_per_parameter
+from ui.cache import evaluate_cached, get_evaluator
 from ui.lessons._common import demo_context, question, show_figure, try_on_page
 
 TITLE = "4 · Number formats side by side"
@@ -91,10 +95,6 @@ def format_table(ctx, model: str, weight: np.ndarray, formats: list[str]) -> pd.
     Accuracy drops are measured with every layer's weights in the format (per-channel where the format has a
     scale), activations FP32, on each demo's evaluation split; size counts scales, biases and other floats.
     """
-    from quant_core.metrics import sqnr_db
-    from quant_core.size import bits_per_parameter
-    from ui.cache import evaluate_cached, get_evaluator
-
     contexts = {name: (ctx if name == model else demo_context(name, ctx)) for name in DEMOS}
     fp32 = {name: get_evaluator(demo).fp32_accuracy for name, demo in contexts.items()}
     rows = []
@@ -171,8 +171,6 @@ def _smallest_ok(table: pd.DataFrame, model: str) -> str:
 
 def _weight_layers(ctx) -> dict[str, np.ndarray]:
     """Quantizable layers with a weight of at least two dimensions, by ONNX node name."""
-    from quant_core.model_io import weight_array
-
     found = {}
     for layer in ctx.info.quantizable_layers:
         if len(layer.weight.shape) >= 2:

@@ -9,6 +9,8 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from quant_core.qat import Dense, evaluate_numpy_mlp, fine_tune_qat, mlp_weights
+from ui import cache
+from ui.jobs import heavy_job, streamlit_notice
 from ui.lessons._common import COLORS, demo_context, question, show_figure, try_on_page
 
 TITLE = "6 · PTQ against QAT"
@@ -22,7 +24,6 @@ _RUNS = "_l6_runs"  # session state: finished fine-tunes, keyed by (bits, epochs
 @dataclass(frozen=True)
 class QatRun:
     """One finished fine-tune: accuracies on the evaluation split and the loss per epoch."""
-
     bits: int
     epochs: int
     ptq_accuracy: float  # the shipped weights rounded
@@ -96,7 +97,7 @@ def render(ctx) -> None:
         "*straight-through estimator* (Bengio et al., 2013). Below, the demo MLP is fine-tuned live in numpy (Adam, fixed seed) on the "
         "calibration split and scored on the evaluation split, which it never trains on.")
     demo = demo_context("mlp", ctx)
-    model_bytes, _, _ = _demo_bytes()
+    model_bytes, _, _ = cache.demo_source("mlp")
     weights = _weights(demo.model_key, model_bytes)
     train, evaluation = demo.calibration_data, demo.evaluation_data
 
@@ -113,8 +114,6 @@ def render(ctx) -> None:
     ptq = ptq_accuracies(weights, evaluation, bits)
     runs = st.session_state.setdefault(_RUNS, {})
     if clicked:
-        from ui.jobs import heavy_job, streamlit_notice
-
         todo = [b for b in bits if (b, epochs) not in runs]
         if todo:
             with heavy_job("the QAT fine-tune", notify=streamlit_notice()):
@@ -155,8 +154,3 @@ def render(ctx) -> None:
     question(f"At which bit width does QAT help the most, and is it worth training at 4 bits?", answer)
     try_on_page("pages/3_Mixed_precision.py", "See what PTQ does layer by layer: the Mixed precision page")
 
-
-def _demo_bytes():
-    from ui import cache
-
-    return cache.demo_source("mlp")

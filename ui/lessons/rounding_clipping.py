@@ -8,9 +8,12 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from quant_core.config import TensorQuant
 from quant_core.formats import FormatKind, NumberFormat
+from quant_core.histogram import StreamingHistogram
 from quant_core.qparams import qparams_from_range
 from quant_core.quantize import fake_quantize
+from quant_core.ranges import estimate_range
 from ui.lessons._common import COLORS, question, show_figure, try_on_page
 
 TITLE = "2 · Rounding against clipping"
@@ -25,7 +28,6 @@ METHOD_COLORS = {"min-max": "#444444", "percentile 99.99": "#2E6FD8", "MSE": "#D
 @dataclass(frozen=True)
 class ErrorCurve:
     """Mean squared error split by cause, for each symmetric threshold T (range [-T, T])."""
-
     thresholds: np.ndarray
     rounding: np.ndarray  # from values inside the grid: rounded to the nearest level
     clipping: np.ndarray  # from values beyond the last level: saturated
@@ -86,10 +88,6 @@ def error_curve(distribution: str, bits: int) -> ErrorCurve:
 @st.cache_data(max_entries=24, show_spinner=False)
 def method_thresholds(distribution: str, bits: int) -> dict[str, float]:
     """Where min-max, percentile, MSE and entropy calibration put the threshold max(|lo|, |hi|)."""
-    from quant_core.config import TensorQuant
-    from quant_core.histogram import StreamingHistogram
-    from quant_core.ranges import estimate_range
-
     histogram = StreamingHistogram.from_array(sample(distribution))
     fmt = NumberFormat(FormatKind.INT, bits)
     found = {}

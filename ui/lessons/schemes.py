@@ -15,6 +15,7 @@ from quant_core.metrics import sqnr_db
 from quant_core.model_io import weight_array
 from quant_core.qparams import qparams_from_range
 from quant_core.quantize import quantize_tensor
+from ui.cache import get_calibration, get_evaluator
 from ui.lessons._common import demo_context, question, show_figure, try_on_page
 
 TITLE = "3 · Symmetric or asymmetric, per-tensor or per-channel"
@@ -28,7 +29,6 @@ WEIGHT_LAYER = "/conv1/Conv"  # 16 output channels with very different ranges (B
 @dataclass(frozen=True)
 class Choice:
     """One way to quantize one tensor, with its cost in codes and its measured error."""
-
     label: str
     config: QuantConfig
     codes_used: float  # grid levels inside the data's range (mean over channels for a weight)
@@ -115,8 +115,6 @@ def weight_figure(weight: np.ndarray, used: dict[str, np.ndarray], bits: int) ->
 @st.cache_data(max_entries=32, show_spinner=False)
 def measure(model_key: str, config_json: str, _ctx, _config: QuantConfig, layer: str) -> tuple[float, float]:
     """(isolated SQNR at the layer's output in dB, model accuracy) with only this choice applied."""
-    from ui.cache import get_evaluator
-
     evaluator = get_evaluator(_ctx)
     errors = {error.layer: error for error in evaluator.layer_errors(_config)}
     return errors[layer].isolated_sqnr_db, evaluator.evaluate(_config).accuracy
@@ -135,8 +133,6 @@ def render(ctx) -> None:
         view = st.radio("Look at", VIEWS, key=VIEW)
         bits = st.slider("Bits", 2, 8, 4, key=BITS)
     if view == VIEWS[0]:
-        from ui.cache import get_calibration
-
         layer = ACTIVATION_LAYER
         tensor = demo.info.layer(layer).activation_input
         histogram = get_calibration(demo).histogram(tensor)
@@ -179,6 +175,4 @@ def render(ctx) -> None:
 
 
 def get_fp32_accuracy(ctx) -> float:
-    from ui.cache import get_evaluator
-
     return get_evaluator(ctx).fp32_accuracy
