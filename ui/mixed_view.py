@@ -308,6 +308,19 @@ def show_downloads(ctx, config: QuantConfig) -> None:
                                 "{'TensorQuantOverrides': ...}); only layers exported with integer kernels")
     with export_column:
         show_export(ctx, config, stem)
+    show_export_plan(ctx, config)
+
+
+def show_export_plan(ctx, config: QuantConfig) -> None:
+    """Which layers the export cannot run as configured (kept FP32 there), grouped by reason."""
+    from quant_core.overrides import ExportKind, plan_export
+
+    reasons: dict[str, list[str]] = {}
+    for entry in plan_export(ctx.prepared, config):
+        if entry.kind == ExportKind.SIMULATED_ONLY:
+            reasons.setdefault(entry.reason, []).append(entry.layer)
+    for reason, layers in reasons.items():
+        st.caption(f"In the exported model these layers stay FP32 ({reason}): {', '.join(layers)}")
 
 
 def show_export(ctx, config: QuantConfig, stem: str) -> None:

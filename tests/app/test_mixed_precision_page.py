@@ -129,3 +129,13 @@ def test_the_page_opens_on_the_other_demo_models_with_one_row_per_layer(model):
     assert len(table) == len(set(table["layer"])) >= 3
     assert {m.label for m in at.metric} >= {"Accuracy", "Size"}
 
+
+
+def test_the_downloads_say_which_layers_the_onnx_export_keeps_in_fp32():
+    at = _page()
+    _edit(at, 1, "weight format", "int4")
+    at.run()
+    layer = at.data_editor(key="mixed_table").value["layer"].iloc[1]
+    notes = [c.value for c in at.caption if c.value.startswith("In the exported model these layers stay FP32")]
+    assert len(notes) == 1 and notes[0].endswith(layer)
+    assert "int4" in notes[0]
