@@ -93,18 +93,22 @@ def main() -> None:
                 quantize_module._ORT_MIN = saved
         return run
 
+    out = np.empty_like(x)
     variants = [  # label, function, reference result for the bit-exactness check
         ("np.copyto (baseline)", lambda: np.copyto(destination, x), None),
         ("fake_quantize uint8 per-tensor", lambda: fake_quantize(x, scale_t, zero_t, UINT8), ref_t),
+        ("fake_quantize uint8 per-tensor, out=", lambda: fake_quantize(x, scale_t, zero_t, UINT8, out=out), ref_t),
         ("fake_quantize int8 per-channel (axis 0)", lambda: fake_quantize(x, scale_c, zero_c, INT8, axis=0), ref_c),
-        ("fake_quantize uint8 per-channel (last axis)*",
-         lambda: fake_quantize(x, scale_l, zero_l, UINT8, axis=1),
+        ("fake_quantize int8 per-channel (axis 0), out=",
+         lambda: fake_quantize(x, scale_c, zero_c, INT8, axis=0, out=out), ref_c),
+        ("fake_quantize uint8 per-channel (last axis)*, out=",
+         lambda: fake_quantize(x, scale_l, zero_l, UINT8, axis=1, out=out),
          naive(x, scale_l, zero_l.astype(np.float32), 0, 255, axis=1)),
-        ("fake_quantize int4 per-tensor*", lambda: fake_quantize(x, scale_4, zero_4, INT4), ref_4),
-        ("fake_quantize uint8 per-tensor, numpy path*",
-         numpy_path(lambda: fake_quantize(x, scale_t, zero_t, UINT8)), ref_t),
-        ("fake_quantize int8 per-channel, numpy path*",
-         numpy_path(lambda: fake_quantize(x, scale_c, zero_c, INT8, axis=0)), ref_c),
+        ("fake_quantize int4 per-tensor*, out=", lambda: fake_quantize(x, scale_4, zero_4, INT4, out=out), ref_4),
+        ("fake_quantize uint8 per-tensor, numpy path*, out=",
+         numpy_path(lambda: fake_quantize(x, scale_t, zero_t, UINT8, out=out)), ref_t),
+        ("fake_quantize int8 per-channel, numpy path*, out=",
+         numpy_path(lambda: fake_quantize(x, scale_c, zero_c, INT8, axis=0, out=out)), ref_c),
         ("naive numpy expression, per-tensor", lambda: naive(x, scale_t, zero_t.astype(np.float32), 0, 255), None),
         ("naive numpy expression, per-channel",
          lambda: naive(x, scale_c, zero_c.astype(np.float32), -128, 127, axis=0), None),
@@ -136,10 +140,11 @@ def main() -> None:
           f"GB/s = (bytes read + written) / time; ratio to np.copyto")
     print(f"{os.cpu_count()} CPUs, load average before/after: {load_before:.1f} / {os.getloadavg()[0]:.1f} "
           "(other processes slow the compute-bound variants more than the copy)")
-    print("* = chunked numpy ufuncs on two threads; the others run onnxruntime's fused kernel inside fake_quantize")
+    print("* = chunked numpy ufuncs on two threads; the others run onnxruntime's fused kernel inside "
+          "fake_quantize. out= writes into a reused array (like the copy); without it, a new array")
     for label, _, _ in variants:
         gbs = nbytes / best[label] / 1e9
-        print(f"{label:46s} {best[label] * 1e3:8.1f} ms {gbs:7.2f} GB/s {gbs / copy_gbs * 100:5.0f}%  "
+        print(f"{label:52s} {best[label] * 1e3:8.1f} ms {gbs:7.2f} GB/s {gbs / copy_gbs * 100:5.0f}%  "
               f"{exact.get(label, '')}")
 
 
