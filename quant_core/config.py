@@ -9,12 +9,17 @@ from .formats import FormatKind, Granularity, NumberFormat, RangeMethod, parse_f
 
 @dataclass(frozen=True)
 class TensorQuant:
-    """How one tensor (a layer's weight or its input activation) is quantized."""
+    """How one tensor (a layer's weight or its input activation) is quantized.
+
+    `axis=None` (the default) is the layer's natural axis, resolved per layer by `quant_core.axes`:
+    its output channels for per-channel, its reduction (input channels) for per-group. An integer
+    is a fixed axis of the weight as stored. Unused per tensor.
+    """
 
     format: NumberFormat
     symmetric: bool = True
     granularity: Granularity = Granularity.PER_TENSOR
-    axis: int = 0
+    axis: int | None = None
     block_size: int = 128
     range_method: RangeMethod = RangeMethod.MINMAX
     percentile: float = 99.99
@@ -24,6 +29,8 @@ class TensorQuant:
             object.__setattr__(self, "format", parse_format(self.format))
         object.__setattr__(self, "granularity", Granularity(self.granularity))
         object.__setattr__(self, "range_method", RangeMethod(self.range_method))
+        if self.axis is not None and (isinstance(self.axis, bool) or not isinstance(self.axis, int)):
+            raise ValueError(f"axis must be an integer or null (the layer's natural axis), got {self.axis!r}")
         if not 16 <= self.block_size <= 256:
             raise ValueError(f"block_size must be between 16 and 256, got {self.block_size}")
         if not 50.0 < self.percentile <= 100.0:

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 from onnx import helper
 
+from .axes import WeightLayout, layer_axes, resolve, shape_axes
 from .calibrate import Calibration, batches, fit_batch, named_inputs, sample_count
 from .config import FP32_LAYER, LayerQuant, QuantConfig, TensorQuant
 from .errors import DataError
@@ -119,6 +120,7 @@ def weight_key(tq: TensorQuant) -> TensorQuant:
     """`tq` with the fields that cannot change a weight's quantization reset, so equal weights share a cache entry.
 
     percentile matters only to the percentile method, axis only beyond per-tensor, block_size only per group.
+    Give it a resolved TensorQuant (`axes.resolve`) so that axis=None and the explicit natural axis agree.
     """
     default = TensorQuant(tq.format)
     return replace(tq, percentile=tq.percentile if tq.range_method == RangeMethod.PERCENTILE else default.percentile,
@@ -149,7 +151,9 @@ class Evaluator:
         self._results: dict[QuantConfig, EvaluationResult] = {}
         self._layer_errors: dict[QuantConfig, tuple[LayerError, ...]] = {}
         self._layer_sqnr: dict[QuantConfig, dict[str, float]] = {}
-        self._weights: dict[tuple[str, TensorQuant], np.ndarray] = {}
+        self._axes = layer_axes(prepared)
+        self._layouts: dict[tuple[str, TensorQuant], WeightLayout] = {}
+        self._weights: dict[tuple, np.ndarray] = {}
         self._fp32_layer_outputs: dict[str, np.ndarray] | None = None
         self._weight_bytes: dict[tuple, int] = {}
         self._activation_params: dict[tuple[str, TensorQuant], ActivationQuant] = {}
@@ -160,15 +164,27 @@ class Evaluator:
 
     # -- feeds ------------------------------------------------------------------------------------
 
+    def weight_layout(self, layer: str, tq: TensorQuant) -> WeightLayout:
+        """Return `tq` resolved for the layer's weight (`axes.resolve`: concrete axis, shape to quantize in)."""
+        key = (layer, tq)
+        found = self._layouts.get(key)
+        if found is None:
+            axes = self._axes.get(layer) or shape_axes(self.session.fp32_weight(layer).shape)
+            layout = resolve(tq, axes)
+            found = self._layouts[key] = WeightLayout(weight_key(layout.tq), layout.shape)
+        return found
+
     def quantized_weight(self, layer: str, tq: TensorQuant) -> np.ndarray:
-        """Return the layer's weight fake-quantized as `tq` says (float32; cached per weight and tq)."""
-        key = (self._specs[layer].weight, weight_key(tq))
+        """Return the layer's weight fake-quantized as `tq` says (float32; cached per weight and resolved tq)."""
+        layout = self.weight_layout(layer, tq)
+        key = (self._specs[layer].weight, layout.tq, layout.shape)
         if key not in self._weights:
             x, name = self.session.fp32_weight(layer), f"{layer} weight"
+            tq, view = layout.tq, x.reshape(layout.shape)
             lo = hi = None
             if tq.format.is_integer and tq.range_method != RangeMethod.MINMAX:
-                lo, hi = weight_ranges(x, tq, name=name)
-            values = quantize_tensor(x, tq, name=name, lo=lo, hi=hi).values
+                lo, hi = weight_ranges(view, tq, name=name)
+            values = quantize_tensor(view, tq, name=name, lo=lo, hi=hi).values.reshape(x.shape)
             self._weights[key] = np.ascontiguousarray(values, dtype=np.float32)
         return self._weights[key]
 
@@ -251,9 +267,11 @@ class Evaluator:
         for layer, choice in self._choices(config).items():
             spec = self._specs[layer]
             if spec.weight and spec.weight not in quantized:
-                key = (spec.weight, None if choice.weights is None else weight_key(choice.weights))
+                layout = None if choice.weights is None else self.weight_layout(layer, choice.weights)
+                key = (spec.weight, None) if layout is None else (spec.weight, layout.tq, layout.shape)
                 if key not in self._weight_bytes:
-                    self._weight_bytes[key] = _weight_bytes(self.session.fp32_weight(layer).shape, choice.weights)
+                    shape = self.session.fp32_weight(layer).shape if layout is None else layout.shape
+                    self._weight_bytes[key] = _weight_bytes(shape, None if layout is None else layout.tq)
                 quantized[spec.weight] = self._weight_bytes[key]
         return self._other_bytes + sum(quantized.values())
 

@@ -23,7 +23,7 @@ from onnx import helper, numpy_helper
 
 from .config import QuantConfig
 from .errors import ModelError
-from .overrides import (ExportKind, LayerExport, build_override_plan, model_proto, ort_overrides,
+from .overrides import (ExportKind, LayerExport, build_override_plan, model_proto, ort_overrides, resolved_weights,
                         overrides_to_json, weight_grid)
 
 CALIBRATION_SAMPLES = 64  # onnxruntime wants a data reader; every range it would compute is overridden
@@ -299,6 +299,11 @@ def export_model(prepared, config: QuantConfig, calibration, *, calibration_data
         raise TypeError(f"config must be a QuantConfig, got {type(config).__name__}")
     plan = build_override_plan(prepared, config, calibration)
     model = model_proto(prepared)
+    nodes = {node.name: node for node in model.graph.node}
+    initializers = {init.name: init for init in model.graph.initializer}
+    weight_only = {entry.layer: resolved_weights(config.for_layer(entry.layer).weights, nodes[entry.layer],
+                                                 initializers[nodes[entry.layer].input[1]])
+                   for entry in plan.layers if entry.kind == ExportKind.WEIGHT_INT8}
     notes = list(plan.notes)
     integer = [entry for entry in plan.layers if entry.kind == ExportKind.INTEGER]
     if integer:
@@ -308,7 +313,7 @@ def export_model(prepared, config: QuantConfig, calibration, *, calibration_data
         _shape_reads_float(model)
     for entry in plan.layers:
         if entry.kind == ExportKind.WEIGHT_INT8:
-            _replace_weight(model, entry.layer, _weight_int8_nodes(config.for_layer(entry.layer).weights))
+            _replace_weight(model, entry.layer, _weight_int8_nodes(weight_only[entry.layer]))
         elif entry.kind == ExportKind.WEIGHT_FP16:
             _replace_weight(model, entry.layer, _weight_fp16_nodes)
     if any(entry.kind == ExportKind.WEIGHT_INT8 for entry in plan.layers):

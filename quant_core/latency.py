@@ -175,26 +175,17 @@ class Variant:
 def static_int8_config(prepared, *, per_channel: bool):
     """W8A8 for every layer: int8 symmetric weights, uint8 asymmetric activations, min-max ranges.
 
-    Per-channel uses each layer's output-channel axis (the one onnxruntime's kernels accept).
+    Per-channel leaves the axis to each layer (`axis=None`, resolved by `quant_core.axes`): its
+    output-channel axis, the one onnxruntime's integer kernels accept. `prepared` is unused, kept
+    for the callers.
     """
     from .config import LayerQuant, QuantConfig, TensorQuant
     from .formats import Granularity, parse_format
-    from .overrides import model_proto, output_channel_axis
     activations = TensorQuant(parse_format("uint8"), symmetric=False)
-    default = LayerQuant(TensorQuant(parse_format("int8")), activations)
+    granularity = Granularity.PER_CHANNEL if per_channel else Granularity.PER_TENSOR
+    weights = TensorQuant(parse_format("int8"), granularity=granularity)
     name = "Static INT8 per-channel" if per_channel else "Static INT8 per-tensor"
-    if not per_channel:
-        return QuantConfig(default, name=name)
-    nodes = {node.name: node for node in model_proto(prepared).graph.node}
-    overrides = []
-    for layer in prepared.info.layers:
-        node = nodes.get(layer.name)
-        if node is None:
-            continue
-        weights = TensorQuant(parse_format("int8"), granularity=Granularity.PER_CHANNEL,
-                              axis=output_channel_axis(layer.op_type, node))
-        overrides.append((layer.name, LayerQuant(weights, activations)))
-    return QuantConfig(default, tuple(overrides), name=name)
+    return QuantConfig(LayerQuant(weights, activations), name=name)
 
 
 def _try(name: str, build) -> Variant:

@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .axes import natural_axes, output_channel_axis, resolve
 from .config import LayerQuant, QuantConfig, TensorQuant
 from .errors import ConfigError, ModelError
 from .formats import FormatKind, Granularity, NumberFormat
@@ -94,12 +95,11 @@ def _weight_reason(tq: TensorQuant) -> str:
     return ""
 
 
-def output_channel_axis(op_type: str, node: onnx.NodeProto) -> int:
-    """Return the weight axis of a layer's output channels: Conv 0, MatMul 1, Gemm 0 if transB else 1."""
-    if op_type == "Gemm":
-        trans_b = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "transB"), 0)
-        return 0 if trans_b else 1
-    return 1 if op_type == "MatMul" else 0
+def resolved_weights(tq: TensorQuant, node: onnx.NodeProto, weight: onnx.TensorProto) -> TensorQuant:
+    """Return a layer's weight TensorQuant with its natural axis filled in (`axes.resolve`), for a node
+    whose weight is its second input. Only per-tensor / per-channel are exported, on the weight's own shape."""
+    dims = tuple(int(d) for d in weight.dims)
+    return resolve(tq, natural_axes(node.op_type, node, rank=len(dims), shape=dims)).tq
 
 
 def classify_layer(name: str, op_type: str, choice: LayerQuant, node: onnx.NodeProto | None,
@@ -121,8 +121,9 @@ def classify_layer(name: str, op_type: str, choice: LayerQuant, node: onnx.NodeP
                            f"{weights.format.name} weights have no onnxruntime CPU kernel")
     reason = _weight_reason(weights)
     rank = len(initializers[node.input[1]].dims)
+    weights = resolved_weights(weights, node, initializers[node.input[1]])
     if not reason and activations is not None and weights.granularity == Granularity.PER_CHANNEL and rank >= 2:
-        wanted = output_channel_axis(op_type, node)
+        wanted = output_channel_axis(op_type, node, rank=rank)
         if weights.axis % rank != wanted:
             reason = (f"per-channel along weight axis {weights.axis}, not the output-channel axis {wanted} "
                       "that onnxruntime's integer kernels and bias quantization need")
@@ -199,7 +200,7 @@ def activation_grid(calibration, tensor: str, tq: TensorQuant) -> _Grid:
 
 
 def weight_grid(weight: np.ndarray, tq: TensorQuant, *, name: str) -> _Grid:
-    """Return the grid of a weight exactly as the simulation quantizes it (`quantize_tensor`)."""
+    """Return the grid of a weight exactly as the simulation quantizes it (`quantize_tensor`; `tq` resolved)."""
     from .formats import RangeMethod
     from .quantize import quantize_tensor
     from .ranges import weight_ranges
@@ -259,7 +260,8 @@ def build_override_plan(prepared, config: QuantConfig, calibration) -> OverrideP
         grids.setdefault(node.input[0], activation_grid(calibration, node.input[0], choice.activations))
         weight_name = node.input[1]
         weight = numpy_helper.to_array(initializers[weight_name])
-        grids[weight_name] = weight_grid(weight, choice.weights, name=weight_name)
+        tq = resolved_weights(choice.weights, node, initializers[weight_name])
+        grids[weight_name] = weight_grid(weight, tq, name=weight_name)
     inputs_of_integer_layers = {nodes[entry.layer].input[0] for entry in integer}
     nodes_to_quantize = [entry.layer for entry in integer]
     notes = []

@@ -30,7 +30,7 @@ class SweepRow:
 
 
 def weight_quant(fmt: NumberFormat, weight_shape: tuple[int, ...] | None) -> TensorQuant:
-    """Symmetric min-max weights, per channel (axis 0) when the weight has a channel axis."""
+    """Symmetric min-max weights, per channel (each layer's output-channel axis, `quant_core.axes`) when the weight has 2+ dimensions."""
     per_channel = weight_shape is not None and len(weight_shape) >= 2 and (fmt.is_integer or fmt.is_float)
     return TensorQuant(fmt, symmetric=True,
                        granularity=Granularity.PER_CHANNEL if per_channel else Granularity.PER_TENSOR)

@@ -11,7 +11,7 @@ What is counted for a weight of N parameters (N = product of the shape):
     kmeans<b>           b             -                                  2^b x 32 (fp32 codebook)
 
 S = 1 per tensor, shape[axis] per channel, and (N / shape[axis]) x ceil(shape[axis] / block_size)
-per group; binary and ternary always have one scale per output channel (axis 0; a tensor of
+per group (a block larger than its axis is one block per row); binary and ternary always have one scale per output channel (axis 0; a tensor of
 fewer than 2 dimensions is one channel), as extreme.py computes them.
 
 Zero points are counted for every scale, symmetric or not: onnxruntime's QDQ models store a
@@ -19,6 +19,10 @@ zero-point tensor of the quantized type next to each scale even when it holds on
 (symmetric schemes), so that is what the exported file costs. Values are counted bit-packed
 (b bits each); onnxruntime packs int4/uint4 two per byte, and widths that are no ONNX type
 (int3, int5, ...) are counted as if packed too. Bytes are ceil(total bits / 8) per tensor.
+
+`axis=None` is the layer's natural axis: callers that know the layer pass the shape and TensorQuant
+of `axes.resolve` (the Evaluator does). A bare shape is read as `axes.shape_axes` does: output
+channels first (per-channel axis 0), the rest flattened for per-group blocks.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .axes import resolve, shape_axes
 from .config import TensorQuant
 from .errors import ConfigError, QuantLabError
 from .formats import FormatKind, Granularity
@@ -73,6 +78,9 @@ def _scale_count(shape: tuple[int, ...], tq: TensorQuant) -> int:
         return shape[0] if len(shape) >= 2 else 1
     if tq.granularity == Granularity.PER_TENSOR:
         return 1
+    if tq.axis is None:
+        layout = resolve(tq, shape_axes(shape))
+        shape, tq = layout.shape, layout.tq
     if not -len(shape) <= tq.axis < len(shape) or not shape:
         raise ConfigError(f"axis {tq.axis} is out of range for a weight of shape {shape}")
     length = shape[tq.axis]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .config import QuantConfig, TensorQuant
 from .errors import ConfigError
+from .axes import WeightAxes, layer_axes
 from .formats import FormatKind, Granularity
 
 # Activations are quantized on a grid (int/uint) or cast (floats); codebooks and sign formats are weight-only.
@@ -24,28 +25,19 @@ def _float_activation_inputs(info_or_prepared) -> dict[str, str | None]:
     return {spec.name: spec.activation_input for spec in layer_specs(info_or_prepared)}
 
 
-def _weight_shape(layer) -> tuple[int, ...] | None:
-    weight = getattr(layer, "weight", None)
-    shape = getattr(weight, "shape", None)
-    return tuple(int(d) for d in shape) if shape is not None else None
-
-
-def _check_weights(layer_name: str, tq: TensorQuant, shape: tuple[int, ...] | None) -> None:
-    if shape is None:
+def _check_weights(layer_name: str, tq: TensorQuant, axes: WeightAxes | None) -> None:
+    if axes is None:
         raise ConfigError(f"layer {layer_name!r} has no constant weight to quantize: set its 'weights' to null")
     if tq.granularity == Granularity.PER_TENSOR or not tq.format.is_integer and not tq.format.is_float:
         return
-    rank = len(shape)
+    shape, rank = axes.shape, len(axes.shape)
     if rank < 2:
         raise ConfigError(f"layer {layer_name!r}: {tq.granularity.value} needs a weight with 2 or more dimensions, "
                           f"its weight has shape {shape}; use per_tensor")
-    if not -rank <= tq.axis < rank:
+    if tq.axis is not None and not -rank <= tq.axis < rank:
         raise ConfigError(f"layer {layer_name!r}: axis {tq.axis} is out of range for its weight of shape {shape}; "
-                          f"expected an axis in [{-rank}, {rank - 1}]")
-    length = shape[tq.axis % rank]
-    if tq.granularity == Granularity.PER_GROUP and tq.block_size > length:
-        raise ConfigError(f"layer {layer_name!r}: block_size {tq.block_size} is larger than axis {tq.axis} of its "
-                          f"weight (size {length}, shape {shape}); use a block_size <= {length} or per_channel")
+                          f"expected an axis in [{-rank}, {rank - 1}], or null for the layer's natural axis")
+    # A block_size larger than its axis is one block per row (see quant_core.axes): nothing to refuse.
 
 
 def _check_activations(layer_name: str, tq: TensorQuant, activation_input: str | None) -> None:
@@ -65,14 +57,15 @@ def validate_config(config: QuantConfig, info) -> None:
     """Raise ConfigError, naming the layer and what is expected, if `config` cannot apply to the model.
 
     `info` is a ModelInfo, or a PreparedModel (then activation inputs must also be float32). Checked: overrides name existing layers; weight
-    granularity fits the weight's shape (per-channel / per-group need 2-D or more, axis in range,
-    block_size <= the axis length); activation quantization only on layers with a float
+    granularity fits the weight's shape (per-channel / per-group need 2-D or more, an explicit axis
+    in range; axis=None is the layer's natural axis, see quant_core.axes); activation quantization only on layers with a float
     activation input, per tensor, in a format that can hold activations.
 
     Notes
     -----
     The default applies to every layer, but only where it can: its weight part is skipped for a
     layer without weights and its activation part for a layer without a float activation input.
+    A block_size larger than its axis is one block per row, not an error.
     """
     layers = {layer.name: layer for layer in _info(info).layers}
     unknown = [name for name, _ in config.overrides if name not in layers]
@@ -82,11 +75,12 @@ def validate_config(config: QuantConfig, info) -> None:
                           f"its layers are: {sample}{', ...' if len(layers) > 5 else ''}")
     explicit = dict(config.overrides)
     activation_inputs = _float_activation_inputs(info)
-    for name, layer in layers.items():
+    weight_axes = layer_axes(info)
+    for name in layers:
         choice = config.for_layer(name)
-        shape = _weight_shape(layer)
+        axes = weight_axes.get(name)
         activation_input = activation_inputs.get(name)
-        if choice.weights is not None and (name in explicit or shape is not None):
-            _check_weights(name, choice.weights, shape)
+        if choice.weights is not None and (name in explicit or axes is not None):
+            _check_weights(name, choice.weights, axes)
         if choice.activations is not None and (name in explicit or activation_input):
             _check_activations(name, choice.activations, activation_input)

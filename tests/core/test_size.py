@@ -48,6 +48,20 @@ def test_int4_per_group_has_one_scale_per_block_including_the_partial_one():
     assert size.bits_per_parameter == pytest.approx(4 + blocks * 36 / 18_432)
 
 
+def test_a_bare_shape_with_the_natural_axis_has_output_channels_first_and_blocks_along_the_rest():
+    # axis=None without a layer: per-channel along axis 0; per-group along the 32 x 3 x 3 = 288 values of
+    # each output channel (a conv's reduction), 288 / 32 = 9 blocks for each of the 64 channels.
+    assert tensor_size(SHAPE, _tq("int8", Granularity.PER_CHANNEL)).scale_bits == 64 * 32
+    assert tensor_size(SHAPE, _tq("int4", Granularity.PER_GROUP, block_size=32)).scale_bits == 64 * 9 * 32
+
+
+def test_a_block_larger_than_its_axis_is_one_block_per_row():
+    # (10, 20) along axis 1 with blocks of 32: one block for each of the 10 rows, as per-channel on axis 0.
+    grouped = tensor_size((10, 20), _tq("int4", Granularity.PER_GROUP, axis=1, block_size=32))
+    assert grouped == tensor_size((10, 20), _tq("int4", Granularity.PER_CHANNEL, axis=0))
+    assert grouped.scale_bits == 10 * 32
+
+
 def test_int4_per_group_of_32_is_5_125_bits_per_parameter():
     # The textbook figure: 4 bits + (32-bit scale + 4-bit zero point) / 32.
     assert bits_per_parameter((256, 1024), _tq("int4", Granularity.PER_GROUP, axis=1, block_size=32)) == 5.125

@@ -4,7 +4,9 @@ For every demo model (the app's split of the held-out digits: 256 to calibrate, 
 W8A8 per-channel, W8A8 per-tensor, a mixed config (first layer FP32, last layer per-tensor, the rest
 per-channel) and per-channel with 99.9-percentile activation ranges agree within 0.5 percentage
 point, with nothing left simulated-only, and the exported model really runs integer kernels (no
-DequantizeLinear is left after onnxruntime's graph optimizations).
+DequantizeLinear is left after onnxruntime's graph optimizations). So does the W8A8 preset, whose
+per-channel axis is each layer's own (the transformer's MatMuls along their output columns). No
+preset leaves a quantizable layer FP32 in the export without saying why.
 """
 from __future__ import annotations
 
@@ -16,11 +18,12 @@ import onnx
 import pytest
 
 from quant_core.calibrate import calibrate
-from quant_core.config import LayerQuant, QuantConfig, TensorQuant
+from quant_core.config import PRESETS, LayerQuant, QuantConfig, TensorQuant
 from quant_core.data import split_dataset
 from quant_core.demo import load_demo
 from quant_core.evaluate import Evaluator
 from quant_core.export import export_model
+from quant_core.overrides import ExportKind, plan_export
 from quant_core.formats import RangeMethod, parse_format
 from quant_core.latency import create_session, static_int8_config
 from quant_core.model_io import load_model, prepare_model
@@ -39,6 +42,8 @@ def demo(request):
 
 
 def _config(prepared, kind: str):
+    if kind in PRESETS:
+        return PRESETS[kind]
     per_channel = static_int8_config(prepared, per_channel=True)
     if kind == "per_channel":
         return per_channel
@@ -47,8 +52,7 @@ def _config(prepared, kind: str):
     if kind == "percentile":  # our range estimator, not onnxruntime's min-max, must reach the export
         activations = TensorQuant(parse_format("uint8"), symmetric=False, range_method=RangeMethod.PERCENTILE,
                                   percentile=99.9)
-        return QuantConfig(per_channel.default, tuple((layer, LayerQuant(choice.weights, activations))
-                                                      for layer, choice in per_channel.overrides))
+        return QuantConfig(LayerQuant(per_channel.default.weights, activations))
     layers = prepared.info.layers
     last_per_tensor = LayerQuant(TensorQuant(parse_format("int8")),
                                  TensorQuant(parse_format("uint8"), symmetric=False))
@@ -62,7 +66,7 @@ def _optimized_ops(model: bytes) -> set[str]:
         return {node.op_type for node in onnx.load(path).graph.node}
 
 
-@pytest.mark.parametrize("kind", ["per_channel", "per_tensor", "mixed", "percentile"])
+@pytest.mark.parametrize("kind", ["per_channel", "per_tensor", "mixed", "percentile", "W8A8"])
 def test_exported_accuracy_is_within_half_a_point_of_the_simulation(demo, kind):
     prepared, calibration, calibration_inputs, evaluation, evaluator = demo
     config = _config(prepared, kind)
@@ -84,3 +88,23 @@ def test_the_fp32_fallback_layer_is_not_quantized_in_the_export(demo):
     node = next(n for n in onnx.load_from_string(result.model).graph.node if n.name == first.name)
     assert first.weight.name in node.input  # the original float initializer, no DequantizeLinear
     assert first.weight.name not in result.overrides
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_no_preset_leaves_a_quantized_layer_fp32_in_the_export_without_a_reason(demo, preset):
+    prepared, calibration, calibration_inputs, _, _ = demo
+    config = PRESETS[preset]
+    result = export_model(prepared, config, calibration, calibration_data=calibration_inputs)
+    exported = onnx.load_from_string(result.model)
+    float_weights = {init.name for init in exported.graph.initializer if init.data_type == onnx.TensorProto.FLOAT}
+    for entry in plan_export(prepared, config):
+        layer = next(layer for layer in prepared.info.layers if layer.name == entry.layer)
+        if config.for_layer(entry.layer).is_fp32:
+            continue
+        if entry.kind == ExportKind.SIMULATED_ONLY:
+            assert entry.layer in result.simulated_only
+            assert f"{entry.layer}: simulated only ({entry.reason})" in " ".join(result.notes) and entry.reason
+        else:  # its float weight is gone: replaced by a quantized (or float16) initializer
+            assert entry.kind != ExportKind.FP32 and layer.weight.name not in float_weights, entry
+    if preset in ("W8A8", "W8 weight-only", "FP16"):
+        assert result.simulated_only == ()

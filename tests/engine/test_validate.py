@@ -25,7 +25,6 @@ def test_a_valid_config_passes(prepared):
 
 @pytest.mark.parametrize("choice, expected", [
     (LayerQuant(TensorQuant("int8", granularity="per_channel", axis=2)), "axis 2 is out of range"),
-    (LayerQuant(TensorQuant("int4", granularity="per_group", axis=1, block_size=64)), "block_size 64 is larger"),
     (LayerQuant(None, TensorQuant("kmeans3")), "kmeans3 cannot quantize activations"),
     (LayerQuant(None, TensorQuant("uint8", granularity="per_channel")), "activations are quantized per_tensor"),
 ])
@@ -54,3 +53,15 @@ def test_activation_quantization_needs_a_float_activation_input():
     info = SimpleNamespace(layers=(layer,))
     with pytest.raises(ConfigError, match="'embed' has no float activation input"):
         validate_config(_only("embed", LayerQuant(None, TensorQuant("uint8", symmetric=False))), info)
+
+
+def test_a_block_larger_than_its_axis_is_accepted(prepared):
+    # dense0's weight is (20, 40): blocks of 64 along its 40 inputs are one block per row (quant_core.axes).
+    validate_config(_only("dense0", LayerQuant(TensorQuant("int4", granularity="per_group", block_size=64))), prepared)
+    validate_config(_only("dense0", LayerQuant(TensorQuant("int4", granularity="per_group", axis=1, block_size=64))),
+                    prepared)
+
+
+def test_an_axis_that_is_not_an_integer_is_refused_when_the_config_is_built():
+    with pytest.raises(ValueError, match="axis must be an integer or null"):
+        TensorQuant("int8", granularity="per_channel", axis="1")
