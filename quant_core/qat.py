@@ -55,7 +55,7 @@ def mlp_weights(model: onnx.ModelProto | bytes) -> tuple[Dense, ...]:
     for node in model.graph.node:
         if node.op_type not in expect:
             raise ModelError(
-                f"quantization-aware training needs a Flatten → Gemm → ReLU → ... → Gemm network; "
+                "quantization-aware training needs a Flatten → Gemm → ReLU → ... → Gemm network; "
                 f"node {node.name!r} is a {node.op_type}, expected {' or '.join(expect)}")
         if node.op_type == "Gemm":
             layers.append(_dense(node, initializers, model))

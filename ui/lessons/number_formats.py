@@ -138,7 +138,7 @@ def render(ctx) -> None:
 
     with st.spinner("Measuring every format on the three demo models…"):
         table = format_table(demo, model, weight, formats)
-    st.markdown(f"**The precision comparison table, measured.** *bits / weight* (scales included) and *weight SQNR*: "
+    st.markdown("**The precision comparison table, measured.** *bits / weight* (scales included) and *weight SQNR*: "
                 f"the layer above. *{model} size*: the whole model against FP32. *… drop*: accuracy lost by each demo "
                 f"model with every weight in the format (activations FP32; {demo.evaluation_data.num_samples} "
                 "held-out digits each), in percentage points.")

@@ -149,8 +149,7 @@ def render(ctx) -> None:
                   "bigger the rounding error PTQ must live with, and the more QAT wins back; at 4 bits, PTQ is "
                   "often good enough to skip training.")
     else:
-        answer = (f"PTQ alone: " + ", ".join(f"{b}-bit {ptq[b]:.1%}" for b in bits) +
+        answer = ("PTQ alone: " + ", ".join(f"{b}-bit {ptq[b]:.1%}" for b in bits) +
                   f" (FP32 {ptq[None]:.1%}). Run the fine-tune to see how much QAT wins back.")
-    question(f"At which bit width does QAT help the most, and is it worth training at 4 bits?", answer)
+    question("At which bit width does QAT help the most, and is it worth training at 4 bits?", answer)
     try_on_page("pages/3_Mixed_precision.py", "See what PTQ does layer by layer: the Mixed precision page")
-

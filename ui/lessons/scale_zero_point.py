@@ -125,8 +125,8 @@ def render(ctx) -> None:
         "and what happens to the outlier's error? Then switch the scheme: how many codes are wasted?",
         f"With your settings {clipped} value(s) are clipped. Inside the range every error is at most half a step: "
         f"largest {inside.max() if inside.size else 0:.4f} ≤ scale/2 = {half:.4f}. A narrower range makes the "
-        f"step smaller, so the values inside get *more* precise, while a clipped value's error grows with its "
+        "step smaller, so the values inside get *more* precise, while a clipped value's error grows with its "
         f"distance to the end of the range. {unused} of the {len(grid.levels)} codes stand for values outside "
         f"the data [{EXAMPLE.min():.2f}, {EXAMPLE.max():.2f}] and are never used: the symmetric scheme mirrors "
-        f"the range around 0, which wastes codes on this lopsided tensor.")
+        "the range around 0, which wastes codes on this lopsided tensor.")
     try_on_page("pages/1_Weights.py", "Now try this on a real layer: the Weights page")
