@@ -329,6 +329,22 @@ def test_quantize_tensor_per_group_layout():
     assert result.scale.shape == (4, 6) and (result.axis, result.block_size) == (0, 32)
 
 
+def test_quantize_tensor_without_an_axis_takes_the_bare_shape_natural_axes():
+    # TensorQuant.axis=None is "the layer's natural axis"; knowing only the shape: output channels on
+    # axis 0, groups along the rest of the weight flattened (a conv's I x kh x kw).
+    pytest.importorskip("quant_core.axes")  # the natural-axis rules (quant_core/axes.py)
+    w = np.random.default_rng(10).standard_normal((8, 3, 5, 5)).astype(np.float32)
+    per_channel = quantize_tensor(w, TensorQuant("int8", granularity="per_channel", axis=None), name="conv.w")
+    assert per_channel.scale.shape == (8,) and per_channel.axis == 0
+    per_group = quantize_tensor(w, TensorQuant("int4", granularity="per_group", axis=None, block_size=32),
+                                name="conv.w")
+    assert per_group.values.shape == per_group.codes.shape == w.shape
+    assert per_group.scale.shape == (8, 3) and (per_group.axis, per_group.block_size) == (1, 32)  # 75 = 32+32+11
+    view = w.reshape(8, 75)
+    explicit = quantize_tensor(view, TensorQuant("int4", granularity="per_group", axis=1, block_size=32), name="v")
+    assert same_bits(per_group.values, explicit.values.reshape(w.shape))
+
+
 def test_quantize_tensor_uses_the_callers_range():
     x = np.linspace(-4, 4, 81, dtype=np.float32)
     result = quantize_tensor(x, TensorQuant("int8", symmetric=True), name="x", lo=np.float32(-1), hi=np.float32(1))
