@@ -1,12 +1,15 @@
 """Lesson 4: number formats side by side — where their values fall, what they cost, what they lose."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from quant_core.axes import resolved
 from quant_core.config import LayerQuant, QuantConfig, TensorQuant
 from quant_core.floats import FLOAT_SPECS
 from quant_core.formats import FormatKind, Granularity, NumberFormat, parse_format
@@ -27,8 +30,9 @@ DEMOS = ("mlp", "cnn", "transformer")
 
 
 def weight_quant(name: str) -> TensorQuant:
-    """How the lesson quantizes weights in `name`: symmetric, per output channel, min-max."""
-    return TensorQuant(parse_format(name), symmetric=True, granularity=Granularity.PER_CHANNEL, axis=0)
+    """How the lesson quantizes weights in `name`: symmetric, min-max, per output channel (each layer's natural
+    axis, `quant_core.axes`)."""
+    return TensorQuant(parse_format(name), symmetric=True, granularity=Granularity.PER_CHANNEL)
 
 
 def _all_float_values(fmt: NumberFormat) -> np.ndarray:
@@ -46,7 +50,7 @@ def _all_float_values(fmt: NumberFormat) -> np.ndarray:
 
 def representable_values(weight_row: np.ndarray, name: str) -> np.ndarray:
     """The values one output channel can take in format `name`, within the channel's [-max|w|, max|w|]."""
-    tq = weight_quant(name)
+    tq = replace(weight_quant(name), axis=0)
     row = np.asarray(weight_row, dtype=np.float32).reshape(1, -1)
     quantized = quantize_tensor(row, tq, name="channel")
     amax = float(np.abs(row).max())
@@ -71,7 +75,7 @@ def density_figure(weight_row: np.ndarray, formats: list[str], channel: int, lay
     edges = np.linspace(-amax, amax, DENSITY_BINS + 1)
     centers = (edges[:-1] + edges[1:]) / 2
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.3, 0.7], vertical_spacing=0.06,
-                        subplot_titles=(f"weights of {layer}, channel {channel} (axis 0, its widest)",
+                        subplot_titles=(f"weights of {layer}, output channel {channel} (its widest)",
                                         "representable values per bin (log scale)"))
     counts, _ = np.histogram(weight_row, bins=edges)
     fig.add_trace(go.Bar(x=centers, y=counts, width=np.diff(edges), marker_color="#8FA9C9", name="weights",
@@ -89,7 +93,7 @@ def density_figure(weight_row: np.ndarray, formats: list[str], channel: int, lay
     return fig
 
 
-def format_table(ctx, model: str, weight: np.ndarray, formats: list[str]) -> pd.DataFrame:
+def format_table(ctx, model: str, layer: str, weight: np.ndarray, formats: list[str]) -> pd.DataFrame:
     """Per format: bits and SQNR on one weight, the chosen model's size, and every demo model's accuracy drop.
 
     Accuracy drops are measured with every layer's weights in the format (per-channel where the format has a
@@ -100,11 +104,12 @@ def format_table(ctx, model: str, weight: np.ndarray, formats: list[str]) -> pd.
     rows = []
     for name in formats:
         tq = weight_quant(name)
+        layer_tq = resolved(tq, ctx.info.layer(layer), ctx.prepared.model)
         config = QuantConfig(LayerQuant(weights=tq), name=f"{name} weights")
         results = {demo_name: evaluate_cached(demo, config) for demo_name, demo in contexts.items()}
         row = {"format": LABELS[name], "storage bits": tq.format.bits,
-               "bits / weight": bits_per_parameter(weight.shape, tq),
-               "weight SQNR (dB)": sqnr_db(weight, quantize_tensor(weight, tq, name="weight").values),
+               "bits / weight": bits_per_parameter(weight.shape, layer_tq),
+               "weight SQNR (dB)": sqnr_db(weight, quantize_tensor(weight, layer_tq, name="weight").values),
                f"{model} size": results[model].fp32_size_bytes / results[model].size_bytes}
         for demo_name, result in results.items():
             row[f"{demo_name} drop (points)"] = 100 * (fp32[demo_name] - result.accuracy)
@@ -131,13 +136,14 @@ def render(ctx) -> None:
         st.info("Pick at least one format.")
         return
     weight = layers[layer]
-    rows = weight.reshape(weight.shape[0], -1)
+    axis = resolved(weight_quant("int8"), demo.info.layer(layer), demo.prepared.model).axis
+    rows = np.moveaxis(weight, axis, 0).reshape(weight.shape[axis], -1)  # one row per output channel
     channel = int(np.argmax(np.abs(rows).max(axis=1)))  # the channel with the widest range
     with chart:
         show_figure(density_figure(rows[channel], formats, channel, layer), key="l4_chart")
 
     with st.spinner("Measuring every format on the three demo models…"):
-        table = format_table(demo, model, weight, formats)
+        table = format_table(demo, model, layer, weight, formats)
     st.markdown("**The precision comparison table, measured.** *bits / weight* (scales included) and *weight SQNR*: "
                 f"the layer above. *{model} size*: the whole model against FP32. *… drop*: accuracy lost by each demo "
                 f"model with every weight in the format (activations FP32; {demo.evaluation_data.num_samples} "
