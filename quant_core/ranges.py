@@ -69,7 +69,18 @@ def _clipped_fraction(hist: StreamingHistogram, lo: float, hi: float) -> float:
 
 def _clamp(lo, hi, hist: StreamingHistogram) -> tuple[float, float]:
     # As onnxruntime: a threshold beyond the data is pulled back to the data's min / max.
-    return float(max(lo, hist.min)), float(min(hi, hist.max))
+    lo, hi = _clamp_rows(np.asarray(lo), np.asarray(hi), np.asarray(hist.min), np.asarray(hist.max))
+    return float(lo), float(hi)
+
+
+def _clamp_rows(lo, hi, data_lo, data_hi):
+    """Pull thresholds beyond the data back to it, but never past zero.
+
+    Every grid holds zero (qparams_from_range widens the range to include it), so the data range
+    that matters is [min(data_lo, 0), max(data_hi, 0)]. Clamping to the raw [data_lo, data_hi]
+    would invert the range (lo > hi) for one-signed data clipped by a symmetric threshold.
+    """
+    return np.maximum(lo, np.minimum(data_lo, 0.0)), np.minimum(hi, np.maximum(data_hi, 0.0))
 
 
 def range_minmax(hist: StreamingHistogram) -> RangeResult:
@@ -355,10 +366,10 @@ def _row_percentile(rows: np.ndarray, percentile: float, symmetric: bool):
     lo, hi = rows.min(axis=1), rows.max(axis=1)
     if symmetric:
         t = np.quantile(np.abs(rows), percentile / 100.0, axis=1, method="inverted_cdf")
-        return np.maximum(-t, lo), np.minimum(t, hi)
+        return _clamp_rows(-t, t, lo, hi)
     cut = (100.0 - percentile) / 200.0
     q = np.quantile(rows, [cut, 1.0 - cut], axis=1, method="inverted_cdf")
-    return np.maximum(q[0], lo), np.minimum(q[1], hi)
+    return _clamp_rows(q[0], q[1], lo, hi)
 
 
 def _row_histograms(rows: np.ndarray, lo: np.ndarray, hi: np.ndarray, bins: int):
@@ -396,8 +407,7 @@ def _row_mse(rows: np.ndarray, fmt: NumberFormat, symmetric: bool):
         curves = _mse_curves(centers[part], weights[part], cand_lo, cand_hi, fmt, symmetric)
         best = candidates - 1 - np.argmin(curves[:, ::-1], axis=1)  # ties: the widest range
         pick = np.arange(best.size)
-        out_lo[part] = np.maximum(cand_lo[pick, best], lo[part])
-        out_hi[part] = np.minimum(cand_hi[pick, best], hi[part])
+        out_lo[part], out_hi[part] = _clamp_rows(cand_lo[pick, best], cand_hi[pick, best], lo[part], hi[part])
     return out_lo, out_hi
 
 
@@ -410,7 +420,7 @@ def _row_entropy(rows: np.ndarray):
     for part in _row_chunks(rows.shape[0], start.size * (NUM_QUANTIZED_BINS + 1) * 4):
         best[part] = np.argmin(_kl_curves(counts[part], NUM_QUANTIZED_BINS), axis=1)
     pick = np.arange(rows.shape[0])
-    return np.maximum(edges[pick, start[best]], lo), np.minimum(edges[pick, end[best]], hi)
+    return _clamp_rows(edges[pick, start[best]], edges[pick, end[best]], lo, hi)
 
 
 def weight_ranges(x, tq: TensorQuant, *, name: str = "weight") -> tuple[np.ndarray, np.ndarray]:

@@ -246,3 +246,14 @@ def test_mse_with_a_flat_curve_keeps_the_minmax_range():
     result = range_mse(h, INT8, symmetric=False)
     assert np.all(result.curve == result.curve[0])
     assert (result.lo, result.hi, result.clipped_fraction) == (float(h.min), float(h.max), 0.0)
+
+
+@pytest.mark.parametrize("method", ["percentile", "mse", "entropy"])
+def test_weight_ranges_never_invert_on_one_signed_channels(method):
+    # Each column of this matrix is a channel; some are all negative. A symmetric threshold that
+    # clips such a channel must still give lo <= hi (the grid always holds zero).
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+    tq = TensorQuant("int2", granularity="per_channel", axis=1, range_method=method, percentile=90.0)
+    lo, hi = weight_ranges(x, tq, name="w")
+    assert np.all(lo <= hi)
+    assert np.all(lo <= 0) and np.all(hi >= 0)
