@@ -62,9 +62,10 @@ REFUSED = [
      ["activations are quantized per_tensor"]),
     ("axis-out-of-range", _config({"weights": _int8(granularity="per_channel", axis=5)}),
      ["axis 5 is out of range", "expected an axis in [-2, 1]"]),
-    ("block-larger-than-axis",
-     _config(layers={"/fc3/Gemm": {"weights": _int8(granularity="per_group", block_size=32, axis=0)}}),
-     ["/fc3/Gemm", "block_size 32 is larger than axis 0"]),
+    ("kmeans-activations", _config(layers={"/fc3/Gemm": {"weights": _int8(), "activations": {"format": "kmeans3"}}}),
+     ["/fc3/Gemm", "kmeans3 cannot quantize activations"]),
+    ("axis-not-integer", _config({"weights": _int8(granularity="per_channel", axis="0")}),
+     ["axis must be an integer or null", "'0'"]),
 ]
 IDS = [case[0] for case in REFUSED]
 
@@ -131,3 +132,14 @@ def test_json_is_data_not_code(tmp_path, digits_npz):
     named = write(tmp_path / "path.json", _config(layers={"../../etc/passwd": {"weights": _int8()}}))
     model, data = write(tmp_path / "m.onnx", hostile.good_model()), write(tmp_path / "d.npz", hostile.good_data())
     assert_one_line_error(run_cli("evaluate", model, "--data", data, "--config", named), "'../../etc/passwd'")
+
+
+@pytest.mark.parametrize("name", list(DEMO_MODELS))
+def test_every_shipped_preset_applies_to_every_demo_model(name):
+    """A preset picked in the sidebar never meets a refusal on a shipped model."""
+    from quant_core.model_io import load_model, prepare_model
+    from quant_core.validate import validate_config
+
+    prepared = prepare_model(load_model(DEMO_MODELS[name].path))
+    for preset in PRESETS.values():
+        validate_config(preset, prepared)
