@@ -5,6 +5,7 @@ each edit becomes a new config through `ui.state.set_config`, so it survives pag
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
 import pandas as pd
@@ -287,11 +288,10 @@ def _file_stem(ctx, config: QuantConfig) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def _overrides_json(model_key: str, data_key: str, config_json: str, _ctx, _config: QuantConfig) -> str:
+def _overrides_json(prepared, config: QuantConfig, calibration) -> str:
     from quant_core.overrides import overrides_to_json, tensor_quant_overrides
 
-    return overrides_to_json(tensor_quant_overrides(_ctx.prepared, _config, cache.get_calibration(_ctx)))
+    return overrides_to_json(tensor_quant_overrides(prepared, config, calibration))
 
 
 def show_downloads(ctx, config: QuantConfig) -> None:
@@ -301,7 +301,8 @@ def show_downloads(ctx, config: QuantConfig) -> None:
     config_column.download_button("Config JSON", data=config.to_json(), file_name=f"{stem}.json",
                                   mime="application/json", on_click="ignore", key="mixed_download_config")
     with overrides_column:
-        overrides = _overrides_json(ctx.model_key, ctx.data_key, config.to_json(), ctx, config)
+        # Deferred: built when the user clicks, not on every edit of the table.
+        overrides = functools.partial(_overrides_json, ctx.prepared, config, cache.get_calibration(ctx))
         st.download_button("TensorQuantOverrides JSON", data=overrides, file_name=f"{stem}_overrides.json",
                            mime="application/json", on_click="ignore", key="mixed_download_overrides",
                            help="for onnxruntime.quantization.quantize_static(extra_options="
