@@ -74,13 +74,25 @@ def _clamp(lo, hi, hist: StreamingHistogram) -> tuple[float, float]:
 
 
 def _clamp_rows(lo, hi, data_lo, data_hi):
-    """Pull thresholds beyond the data back to it, but never past zero.
+    """Pull thresholds beyond the data back to [data_lo, data_hi], as onnxruntime does.
 
-    Every grid holds zero (qparams_from_range widens the range to include it), so the data range
-    that matters is [min(data_lo, 0), max(data_hi, 0)]. Clamping to the raw [data_lo, data_hi]
-    would invert the range (lo > hi) for one-signed data clipped by a symmetric threshold.
+    Notes
+    -----
+    Clamping can invert a range (lo > hi): a symmetric threshold t below all of one-signed data,
+    or both thresholds inside the single bin of a constant. Then the bound that does the clipping
+    is kept on both sides: -t for negative data, +t for positive data (the grid spans zero
+    anyway), and a constant gets exactly its value.
     """
-    return np.maximum(lo, np.minimum(data_lo, 0.0)), np.minimum(hi, np.maximum(data_hi, 0.0))
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    data_lo, data_hi = np.asarray(data_lo, np.float64), np.asarray(data_hi, np.float64)
+    raw_lo, raw_hi = np.maximum(lo, data_lo), np.minimum(hi, data_hi)
+    inverted = raw_lo > raw_hi
+    constant = data_lo == data_hi
+    keep_lo = inverted & (data_hi <= 0)  # negative data: -t clips
+    keep_hi = inverted & ~keep_lo  # positive data: +t clips
+    out_lo = np.where(constant & inverted, data_lo, np.where(keep_hi, raw_hi, raw_lo))
+    out_hi = np.where(constant & inverted, data_hi, np.where(keep_lo, raw_lo, raw_hi))
+    return out_lo, out_hi
 
 
 def range_minmax(hist: StreamingHistogram) -> RangeResult:
