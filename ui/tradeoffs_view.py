@@ -44,7 +44,9 @@ def _settings_key(ctx, config: QuantConfig, settings: MeasurementSettings) -> tu
     return (ctx.model_key, ctx.data_key, config.to_json(), settings)
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
+# A resource, not data: the exported models are immutable bytes, and copying up to 7 models on
+# every read (st.cache_data) would cost memory and time on a large upload.
+@st.cache_resource(max_entries=2, show_spinner=False)
 def _variants(model_key: str, data_key: str, config_json: str, _ctx, _config: QuantConfig):
     from quant_core.latency import standard_variants
 
