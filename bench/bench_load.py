@@ -99,7 +99,7 @@ def share_apptest_globals() -> None:
     from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
     from streamlit.runtime.pages_manager import PagesManager
     from streamlit.runtime.scriptrunner.script_cache import ScriptCache
-    from streamlit.testing.v1 import app_test
+    from streamlit.testing.v1 import app_test, local_script_runner
 
     shared = MagicMock(spec=Runtime)
     shared.media_file_mgr = MediaFileManager(MemoryMediaFileStorage("/mock/media"))
@@ -117,6 +117,7 @@ def share_apptest_globals() -> None:
 
     shared_scripts = ScriptCache()  # the server compiles each page once for every session
     app_test.ScriptCache = lambda: shared_scripts
+    local_script_runner.ScriptCache = lambda: shared_scripts
     app_test.Runtime = RuntimeSwaps
     app_test.PagesManager = PagesManagerSwaps
     app_test.patch_config_options = lambda options: contextlib.nullcontext()
