@@ -1,6 +1,7 @@
 """What every lesson shares: the question box, links to the tool's pages, the chart style."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -31,15 +32,34 @@ def try_on_page(page: str, label: str) -> None:
         st.page_link(page, label=label, icon=":material/arrow_forward:")
 
 
-def show_figure(fig: go.Figure, key: str) -> None:
-    """Draw a lesson's chart. Figures with subplot titles get their legend on the right, clear of the titles."""
+def figure_spec(fig: go.Figure) -> dict:
+    """The figure with the lessons' common layout, as a plain dict (what st.plotly_chart sends).
+
+    Figures with subplot titles get their legend on the right, clear of the titles; figures with a title
+    get a top margin that holds the title above the horizontal legend.
+    """
     fig.update_layout(**LAYOUT)
     if fig.layout.annotations:
         fig.update_layout(legend=dict(orientation="v", yanchor="top", y=1.0, xanchor="left", x=1.02))
-    elif fig.layout.title.text:  # title on top, the horizontal legend between it and the plot
+    elif fig.layout.title.text:
         fig.update_layout(margin=dict(t=100), title=dict(yref="container", y=0.97, yanchor="top"),
                           legend=dict(y=1.02))
-    st.plotly_chart(fig, key=key, width="stretch")
+    return fig.to_dict()
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def cached_spec(name: str, key: tuple, _build: Callable[[], go.Figure]) -> dict:
+    """The spec of the figure `_build()` draws, cached by (name, key): `key` must determine the figure.
+
+    Building a Plotly figure validates every property (tens of milliseconds for a few traces); a cached
+    spec costs one unpickling.
+    """
+    return figure_spec(_build())
+
+
+def show_figure(figure: go.Figure | dict, key: str) -> None:
+    """Draw a lesson's chart (a Figure, or a spec from `figure_spec` / `cached_spec`)."""
+    st.plotly_chart(figure_spec(figure) if isinstance(figure, go.Figure) else figure, key=key, width="stretch")
 
 
 def demo_context(name: str, ctx=None):

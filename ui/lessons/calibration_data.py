@@ -14,7 +14,7 @@ from quant_core.formats import FormatKind, NumberFormat
 from quant_core.model_io import load_model, prepare_model
 from ui.cache import evaluate_cached, get_evaluator
 from ui.jobs import heavy_job
-from ui.lessons._common import COLORS, demo_context, question, show_figure, try_on_page
+from ui.lessons._common import COLORS, cached_spec, demo_context, question, show_figure, try_on_page
 
 TITLE = "5 · Static or dynamic, and calibration data"
 MODEL, SCENARIO, CLASSES, BRIGHTNESS, BITS = "l5_model", "l5_scenario", "l5_classes", "l5_brightness", "l5_bits"
@@ -108,7 +108,8 @@ def render(ctx) -> None:
                  "static, skewed calibration": skewed.per_class_accuracy,
                  "dynamic INT8 (onnxruntime)": dynamic_per_class}
     with chart:
-        show_figure(figure(per_class), key="l5_chart")
+        spec = cached_spec("l5", (demo.model_key, bits, scenario, classes, brightness), lambda: figure(per_class))
+        show_figure(spec, key="l5_chart")
 
     fp32 = get_evaluator(demo).fp32_accuracy
     a, b, c, d = st.columns(4)

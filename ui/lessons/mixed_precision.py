@@ -11,7 +11,7 @@ from quant_core.formats import parse_format
 from quant_core.sensitivity import run_sweep, weight_quant
 from ui.cache import evaluate_cached, get_evaluator
 from ui.jobs import heavy_job
-from ui.lessons._common import demo_context, question, show_figure, try_on_page
+from ui.lessons._common import cached_spec, demo_context, question, show_figure, try_on_page
 
 TITLE = "7 · Mixed precision and sensitivity"
 MODEL, BITS, KEEP = "l7_model", "l7_bits", "l7_keep"
@@ -86,7 +86,8 @@ def render(ctx) -> None:
     ranked = table.sort_values("accuracy drop (points)", ascending=False)
     kept = set(ranked["layer"].head(keep_count))
     with chart:
-        show_figure(figure(table, kept, bits), key="l7_chart")
+        spec = cached_spec("l7", (demo.model_key, bits, tuple(sorted(kept))), lambda: figure(table, kept, bits))
+        show_figure(spec, key="l7_chart")
 
 
     fp32 = get_evaluator(demo).fp32_accuracy

@@ -18,7 +18,7 @@ from quant_core.model_io import weight_array
 from quant_core.quantize import quantize_tensor
 from quant_core.size import bits_per_parameter
 from ui.cache import evaluate_cached, get_evaluator
-from ui.lessons._common import demo_context, question, show_figure, try_on_page
+from ui.lessons._common import cached_spec, demo_context, question, show_figure, try_on_page
 
 TITLE = "4 · Number formats side by side"
 MODEL, LAYER, FORMATS = "l4_model", "l4_layer", "l4_formats"
@@ -140,7 +140,9 @@ def render(ctx) -> None:
     rows = np.moveaxis(weight, axis, 0).reshape(weight.shape[axis], -1)  # one row per output channel
     channel = int(np.argmax(np.abs(rows).max(axis=1)))  # the channel with the widest range
     with chart:
-        show_figure(density_figure(rows[channel], formats, channel, layer), key="l4_chart")
+        spec = cached_spec("l4", (demo.model_key, layer, tuple(formats)),
+                           lambda: density_figure(rows[channel], formats, channel, layer))
+        show_figure(spec, key="l4_chart")
 
     with st.spinner("Measuring every format on the three demo models…"):
         table = format_table(demo, model, layer, weight, formats)

@@ -14,7 +14,7 @@ from quant_core.histogram import StreamingHistogram
 from quant_core.qparams import qparams_from_range
 from quant_core.quantize import fake_quantize
 from quant_core.ranges import estimate_range
-from ui.lessons._common import COLORS, question, show_figure, try_on_page
+from ui.lessons._common import COLORS, cached_spec, question, show_figure, try_on_page
 
 TITLE = "2 · Rounding against clipping"
 BITS, THRESHOLD, DISTRIBUTION = "l2_bits", "l2_threshold", "l2_distribution"
@@ -98,16 +98,15 @@ def method_thresholds(distribution: str, bits: int) -> dict[str, float]:
     return found
 
 
-def figure(curve: ErrorCurve, x: np.ndarray, threshold: float, methods: dict[str, float]) -> go.Figure:
-    """Left: the data and the chosen range. Right: rounding, clipping and total error against the threshold."""
+def figure(curve: ErrorCurve, x: np.ndarray, methods: dict[str, float]) -> go.Figure:
+    """Left: the data. Right: rounding, clipping and total error against the threshold, the minimum and where
+    each calibration method puts T. The learner's T is added by `with_threshold`."""
     fig = make_subplots(rows=1, cols=2, column_widths=[0.4, 0.6], horizontal_spacing=0.12,
                         subplot_titles=("the data (log count)", "error against the clipping threshold T"))
     counts, edges = np.histogram(x, bins=200)
     fig.add_trace(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, width=np.diff(edges), name="values",
                          marker_color="#8FA9C9", showlegend=False,
                          hovertemplate="%{x:.3g}: %{y} values<extra></extra>"), 1, 1)
-    for side in (-threshold, threshold):
-        fig.add_vline(x=side, line=dict(color=COLORS["total"], dash="dash"), row=1, col=1)
     fig.update_yaxes(type="log", row=1, col=1)
     for name in ("rounding", "clipping", "total"):
         fig.add_trace(go.Scatter(x=curve.thresholds, y=getattr(curve, name), mode="lines", name=f"{name} error",
@@ -117,7 +116,6 @@ def figure(curve: ErrorCurve, x: np.ndarray, threshold: float, methods: dict[str
     fig.add_trace(go.Scatter(x=[curve.thresholds[best]], y=[curve.total[best]], mode="markers", name="minimum",
                              marker=dict(symbol="star", size=16, color="#F2B700", line=dict(color="#222", width=1)),
                              hovertemplate="best T = %{x:.3g}: MSE %{y:.3g}<extra></extra>"), 1, 2)
-    fig.add_vline(x=threshold, line=dict(color=COLORS["total"], dash="dash"), row=1, col=2)
     for label, value in methods.items():
         fig.add_trace(go.Scatter(x=[value, value], y=[curve.total.min() / 3, curve.total.max()], mode="lines",
                                  name=f"{label}: T = {value:.3g}", line=dict(color=METHOD_COLORS[label], dash="dot"),
@@ -129,6 +127,25 @@ def figure(curve: ErrorCurve, x: np.ndarray, threshold: float, methods: dict[str
     fig.update_yaxes(type="log", title_text="mean squared error", row=1, col=2)
     fig.update_layout(height=420)
     return fig
+
+
+def with_threshold(spec: dict, threshold: float, x: np.ndarray, curve: ErrorCurve) -> dict:
+    """Add the learner's T to a cached spec as plain traces: ±T on the data, T on the error curves.
+
+    Plain dicts skip Plotly's validation, so moving the slider only costs this and the chart's one
+    validation in st.plotly_chart.
+    """
+    line = {"color": COLORS["total"], "dash": "dash", "width": 2}
+    top = float(np.histogram(x, bins=200)[0].max())
+    spec["data"] = list(spec["data"]) + [
+        {"type": "scatter", "x": [-threshold, -threshold, None, threshold, threshold], "y": [1, top, None, 1, top],
+         "mode": "lines", "line": line, "xaxis": "x", "yaxis": "y", "name": f"your range ±{threshold:g}",
+         "showlegend": False, "hoverinfo": "skip"},
+        {"type": "scatter", "x": [threshold, threshold], "y": [float(curve.total.min()) / 3, float(curve.total.max())],
+         "mode": "lines", "line": line, "xaxis": "x2", "yaxis": "y2", "name": f"your T = {threshold:g}",
+         "hovertemplate": f"your T = {threshold:g}<extra></extra>"},
+    ]
+    return spec
 
 
 def render(ctx) -> None:
@@ -147,8 +164,9 @@ def render(ctx) -> None:
                               min(4.0, round(top, 1)), step=0.1, key=THRESHOLD)
     curve = error_curve(distribution, bits)
     methods = method_thresholds(distribution, bits)
+    spec = cached_spec("l2", (distribution, bits), lambda: figure(curve, x, methods))
     with chart:
-        show_figure(figure(curve, x, threshold, methods), key="l2_chart")
+        show_figure(with_threshold(spec, threshold, x, curve), key="l2_chart")
 
     rounding, clipping = split_error(x, threshold, bits)
     best = curve.best

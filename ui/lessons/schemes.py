@@ -16,7 +16,7 @@ from quant_core.model_io import weight_array
 from quant_core.qparams import qparams_from_range
 from quant_core.quantize import quantize_tensor
 from ui.cache import get_calibration, get_evaluator
-from ui.lessons._common import demo_context, question, show_figure, try_on_page
+from ui.lessons._common import cached_spec, demo_context, question, show_figure, try_on_page
 
 TITLE = "3 · Symmetric or asymmetric, per-tensor or per-channel"
 BITS, VIEW = "l3_bits", "l3_view"
@@ -137,14 +137,14 @@ def render(ctx) -> None:
         tensor = demo.info.layer(layer).activation_input
         histogram = get_calibration(demo).histogram(tensor)
         choices = activation_choices(histogram, bits)
-        fig = activation_figure(histogram, choices, bits)
+        spec = cached_spec("l3", (demo.model_key, view, bits), lambda: activation_figure(histogram, choices, bits))
     else:
         layer = WEIGHT_LAYER
         weight = np.asarray(weight_array(demo.prepared.model, demo.info.layer(layer).weight.name), dtype=np.float32)
         choices, used = weight_choices(weight, bits)
-        fig = weight_figure(weight, used, bits)
+        spec = cached_spec("l3", (demo.model_key, view, bits), lambda: weight_figure(weight, used, bits))
     with chart:
-        show_figure(fig, key="l3_chart")
+        show_figure(spec, key="l3_chart")
 
     rows = []
     for choice in choices:
