@@ -231,7 +231,7 @@ def _run(items, kernel, parallel: bool) -> None:
 # Public integer API
 # ---------------------------------------------------------------------------------------------
 
-def tensor_range(x, *, granularity: Granularity | str, axis: int = 0, block_size: int = 128,
+def tensor_range(x, *, granularity: Granularity | str, axis: int | None = 0, block_size: int = 128,
                  name: str = "tensor") -> tuple[np.ndarray, np.ndarray]:
     """Return the min-max range `(lo, hi)` of x per tensor, per channel along `axis`, or per block.
 
@@ -241,9 +241,13 @@ def tensor_range(x, *, granularity: Granularity | str, axis: int = 0, block_size
     Notes
     -----
     NaN or Inf in x raises QuantLabError naming the tensor. Per-channel needs at least 2 dimensions.
+    axis=None (TensorQuant's "natural axis") follows the bare-shape rule of quant_core.axes: channels
+    on axis 0, groups along the last axis of a 2-D (or the only axis of a 1-D) tensor.
     """
     granularity = Granularity(granularity)
     x = _as_float32(x, name)
+    if axis is None and granularity != Granularity.PER_TENSOR:
+        axis = _natural_axis(x.shape, granularity, name)
     if granularity == Granularity.PER_TENSOR:
         lo, hi = np.min(x), np.max(x)
     elif granularity == Granularity.PER_CHANNEL:
@@ -450,10 +454,25 @@ class QuantizedTensor:
     block_size: int | None = None
 
 
-def _check_layout(x: np.ndarray, granularity: Granularity, axis: int, name: str) -> None:
+def _natural_axis(shape: tuple[int, ...], granularity: Granularity, name: str) -> int:
+    """Return the axis of a tensor known only by its shape (quant_core.axes.shape_axes)."""
+    from .axes import shape_axes
+
+    axes = shape_axes(shape)
+    if granularity == Granularity.PER_CHANNEL:
+        return axes.channel_axis
+    if tuple(axes.group_shape) != tuple(shape):
+        raise ConfigError(f"per-group quantization of tensor {name!r} along its natural axis needs the tensor "
+                          f"viewed as {tuple(axes.group_shape)}: pass that view (quant_core.axes.resolve) or an axis")
+    return axes.group_axis
+
+
+def _check_layout(x: np.ndarray, granularity: Granularity, axis: int | None, name: str) -> None:
     """Raise ConfigError if `granularity` along `axis` cannot apply to x."""
     if granularity == Granularity.PER_TENSOR:
         return
+    if axis is None:
+        axis = _natural_axis(x.shape, granularity, name)
     if granularity == Granularity.PER_CHANNEL and x.ndim < 2:
         raise ConfigError(f"per-channel quantization of tensor {name!r} needs at least 2 dimensions, "
                           f"got shape {x.shape}; use per-tensor for it")

@@ -236,6 +236,16 @@ def test_tensor_range_per_tensor_channel_and_group():
     assert lo[:, 0].tolist() == [-10, -4, 2, 8] and hi[:, 1].tolist() == [-5, 1, 7, 13]
 
 
+def test_tensor_range_without_an_axis_takes_the_bare_shape_natural_axes():
+    pytest.importorskip("quant_core.axes")  # the natural-axis rules (quant_core/axes.py)
+    x = np.arange(24, dtype=np.float32).reshape(4, 6)
+    assert tensor_range(x, granularity="per_channel", axis=None)[0].tolist() == [0, 6, 12, 18]
+    lo, _ = tensor_range(x, granularity="per_group", axis=None, block_size=4)  # along the last axis
+    assert lo.tolist() == [[0, 4], [6, 10], [12, 16], [18, 22]]
+    with pytest.raises(ConfigError, match="'conv.w'.*viewed as \\(2, 27\\)"):
+        tensor_range(np.ones((2, 3, 3, 3)), granularity="per_group", axis=None, name="conv.w")
+
+
 def test_per_channel_of_a_1d_tensor_is_a_config_error_naming_it():
     with pytest.raises(ConfigError, match="'fc.bias'.*2 dimensions"):
         tensor_range(np.ones(5), granularity="per_channel", name="fc.bias")
