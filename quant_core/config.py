@@ -92,9 +92,10 @@ class QuantConfig:
     def __post_init__(self):
         # Sorted so that equal configs hash equal whatever order they were built in.
         object.__setattr__(self, "overrides", tuple(sorted(dict(self.overrides).items())))
+        object.__setattr__(self, "_by_layer", dict(self.overrides))  # not a field: no effect on eq / hash
 
     def for_layer(self, layer: str) -> LayerQuant:
-        return dict(self.overrides).get(layer, self.default)
+        return self._by_layer.get(layer, self.default)
 
     def with_layer(self, layer: str, choice: LayerQuant) -> QuantConfig:
         items = dict(self.overrides)

@@ -5,6 +5,7 @@ computed once and reused as the reference.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -20,10 +21,12 @@ from .metrics import cosine_similarity, sqnr_db
 from .ranges import weight_ranges
 from .size import tensor_bytes
 from .simulate import ActivationQuant, SimulationSession, layer_specs
-from .validate import validate_config
+from .validate import check_config, model_facts, validate_config
 
 __all__ = ["EvaluationResult", "Evaluator", "LayerError", "evaluate_config", "simulated_only", "validate_config"]
 
+# FP32 activations kept for single-layer weight configs (sweeps) at most; above it every config runs whole.
+SUFFIX_MEMORY_BYTES = 256 * 2**20
 # Integer widths with an onnxruntime QDQ kernel on CPU; others are simulated only.
 _KERNEL_INT_BITS = {"weights": (4, 8, 16), "activations": (8, 16)}
 
@@ -137,7 +140,9 @@ class Evaluator:
     def __init__(self, prepared, calibration: Calibration, data, *, batch_size: int = 1024, threads: int = 1):
         self.prepared = prepared
         self.calibration = calibration
+        started = time.perf_counter()
         self.session = SimulationSession(prepared, threads=threads)
+        self._build_seconds = time.perf_counter() - started
         self._specs = {spec.name: spec for spec in layer_specs(prepared)}
         self.layers = self.session.layers
         self._info_layers = {layer.name: layer for layer in prepared.info.layers}
@@ -152,12 +157,18 @@ class Evaluator:
         self._layer_errors: dict[QuantConfig, tuple[LayerError, ...]] = {}
         self._layer_sqnr: dict[QuantConfig, dict[str, float]] = {}
         self._axes = layer_axes(prepared)
+        self._facts = model_facts(prepared)
         self._layouts: dict[tuple[str, TensorQuant], WeightLayout] = {}
         self._weights: dict[tuple, np.ndarray] = {}
         self._fp32_layer_outputs: dict[str, np.ndarray] | None = None
+        self._cuts: list[dict[str, np.ndarray]] | None = None
+        self._cut_layers: set[str] = set()
+        self._declared = {v.name: v for v in prepared.model.graph.value_info}
         self._weight_bytes: dict[tuple, int] = {}
         self._activation_params: dict[tuple[str, TensorQuant], ActivationQuant] = {}
         self._other_bytes = self._initializer_bytes()
+        self._suffix_ready: dict[str, bool] = {}
+        self._run_seconds = float("inf")
         self.fp32_outputs = self._run_outputs({}, {})
         self.fp32_size_bytes = self.size_bytes(QuantConfig())
         self.fp32_accuracy = self._accuracy(self.fp32_outputs[0])
@@ -214,9 +225,102 @@ class Evaluator:
     # -- running ----------------------------------------------------------------------------------
 
     def _run_outputs(self, weights, activations) -> tuple[np.ndarray, ...]:
+        if not activations and len(weights) == 1:
+            (layer, weight), = weights.items()
+            outputs = self._suffix_outputs(layer, weight)
+            if outputs is not None:
+                return outputs
+        started = time.perf_counter()
         parts = [self.session.run(batch, weights=weights, activations=activations).outputs
                  for batch in batches(self._inputs, self.batch_size)]
+        # The fastest full run seen so far (the first one pays onnxruntime's warm-up).
+        self._run_seconds = min(self._run_seconds, time.perf_counter() - started)
         return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))
+
+    def prepare_sweep(self, layer: str, configs: int) -> bool:
+        """Get ready for `configs` configs that change only `layer`'s weights; return True if they will run
+        only the model from `layer` on (fed cached FP32 activations; the same outputs bit for bit).
+
+        That needs one more onnxruntime session (built here) and the FP32 activations the rest of the
+        model reads (kept, at most SUFFIX_MEMORY_BYTES). It is done only when the time it saves,
+        configs x (one run of the split) x (share s of the multiply-adds before the layer), is larger
+        than building it, estimated as (1 - s) x the full session's build; both times are measured
+        when this Evaluator is built.
+        """
+        if layer not in self._suffix_ready:
+            # A suffix session costs about the share of the full session's build that it keeps.
+            share = self._prefix_share(layer)
+            if configs * self._run_seconds * share <= self._build_seconds * (1.0 - share):
+                return False
+            self._suffix_ready[layer] = (bool(self._cut_values()) and layer in self._cut_layers
+                                         and self.session.suffix(layer) is not None)
+        return self._suffix_ready[layer]
+
+    def _prefix_share(self, layer: str) -> float:
+        """Share of the model's weight multiply-adds in the layers before `layer` (node order)."""
+        graph = self.prepared.model.graph
+        declared = {v.name: v for v in list(graph.value_info) + list(graph.output)}
+        order = [node.name for node in self.prepared.model.graph.node]
+        macs = {}
+        for name, info in self._info_layers.items():
+            weight, outputs = getattr(info, "weight", None), tuple(getattr(info, "outputs", ()) or ())
+            if weight is None or not outputs or outputs[0] not in declared or name not in order:
+                continue
+            dims = [d.dim_value for d in declared[outputs[0]].type.tensor_type.shape.dim]
+            # Conv: one weight use per output position; MatMul / Gemm: per row (token) of the output.
+            positions = dims[2:] if info.op_type in ("Conv", "ConvTranspose") else dims[1:-1]
+            macs[name] = float(np.prod(weight.shape)) * float(np.prod([d or 1 for d in positions] or [1]))
+        total = sum(macs.values())
+        if layer not in macs or not total:
+            return 0.0
+        position = order.index(layer)
+        return sum(v for name, v in macs.items() if order.index(name) < position) / total
+
+    def _suffix_outputs(self, layer: str, weight: np.ndarray) -> tuple[np.ndarray, ...] | None:
+        """Outputs when only `layer`'s weight differs from FP32: its suffix fed the cached FP32 activations."""
+        if not self._suffix_ready.get(layer):
+            return None
+        cuts, suffix = self._cut_values(), self.session.suffix(layer)
+        parts = [suffix.run(values, weight) for values in cuts]
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))
+
+    def _cut_values(self) -> list[dict[str, np.ndarray]]:
+        """Per batch, the FP32 activations the layers' suffixes read (captured once; [] over budget).
+
+        Layers whose cut has a tensor of unknown size are left out (`self._cut_layers`).
+        """
+        if self._cuts is None:
+            self._cuts, self._cut_layers = [], set()
+            inputs = set(self.session.input_names)
+            cuts = {layer: self.session.cut_tensors(layer) for layer in self.layers if self._specs[layer].weight}
+            sizes = {}
+            for layer, cut in cuts.items():
+                if cut is not None:
+                    found = {t: self._tensor_bytes(t) for t in cut if t not in inputs}
+                    if all(np.isfinite(v) for v in found.values()):
+                        sizes.update(found)
+                        self._cut_layers.add(layer)
+            tensors = tuple(sorted(sizes))
+            if sum(sizes.values()) > SUFFIX_MEMORY_BYTES:
+                self._cut_layers = set()
+                return self._cuts
+            for batch in batches(self._inputs, self.batch_size):
+                values = dict(batch)
+                values.update(self.session.capture(batch, tensors) if tensors else {})
+                self._cuts.append(values)
+        return self._cuts
+
+    def _tensor_bytes(self, name: str) -> float:
+        """Bytes of an intermediate tensor over the split (8 per value, an upper bound); inf when unknown."""
+        declared = self._declared.get(name)
+        dims = declared.type.tensor_type.shape.dim if declared is not None else None
+        if dims is None:
+            return float("inf")
+        if not dims or dims[0].dim_value and dims[0].dim_value != self.batch_size:
+            return 0.0  # not per sample (a shape, a constant): a few bytes
+        if any(not d.dim_value for d in dims[1:]):
+            return float("inf")
+        return 8.0 * self.sample_count * float(np.prod([d.dim_value for d in dims[1:]]))
 
     def _fp32_layers(self) -> dict[str, np.ndarray]:
         if self._fp32_layer_outputs is None:
@@ -289,7 +393,7 @@ class Evaluator:
         """Return accuracy and fidelity of `config` on the evaluation split (cached per config)."""
         if config in self._results:
             return self._results[config]
-        validate_config(config, self.prepared)
+        check_config(config, self._facts)
         weights, activations = self._feeds(config)
         outputs = self._run_outputs(weights, activations) if (weights or activations) else self.fp32_outputs
         reference = self.fp32_outputs[0]
@@ -311,7 +415,7 @@ class Evaluator:
 
     def outputs(self, config: QuantConfig) -> tuple[np.ndarray, ...]:
         """Return the model outputs of `config` on the whole split (not cached)."""
-        validate_config(config, self.prepared)
+        check_config(config, self._facts)
         return self._run_outputs(*self._feeds(config))
 
     def layer_errors(self, config: QuantConfig) -> tuple[LayerError, ...]:
@@ -322,7 +426,7 @@ class Evaluator:
         """
         if config in self._layer_errors:
             return self._layer_errors[config]
-        validate_config(config, self.prepared)
+        check_config(config, self._facts)
         accumulated = self._layer_sqnr_db(config)
         errors = []
         for layer in self.layers:

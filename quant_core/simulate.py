@@ -450,6 +450,8 @@ class SimulationSession:
         self.input_names = tuple(i.name for i in model.graph.input if i.name not in initializers)
         self.output_names = tuple(o.name for o in model.graph.output)
         self._variants: dict[bool, _Variant] = {False: self._build(layer_outputs=False)}
+        self._suffixes: dict[str, LayerSuffix | None] = {}
+        self._captures: dict[tuple[str, ...], ort.InferenceSession] = {}
 
     def _build(self, *, layer_outputs: bool) -> _Variant:
         variant = _Variant(self._model, self._specs, self.modes, self._threads, layer_outputs=layer_outputs)
@@ -480,6 +482,39 @@ class SimulationSession:
     def fp32_weight(self, layer: str) -> np.ndarray:
         return self._fp32_weights[layer]
 
+    def cut_tensors(self, layer: str) -> tuple[str, ...] | None:
+        """Activations computed before `layer` that the rest of the model reads (None: cannot be cut)."""
+        found = suffix_model(self._model, layer)
+        return None if found is None else found[1]
+
+    def suffix(self, layer: str) -> LayerSuffix | None:
+        """The model from `layer` on with only its weight as an input (built on first use, cached); None if
+        the model cannot be cut there."""
+        if layer not in self._suffixes:
+            spec = next((spec for spec in self._specs if spec.name == layer), None)
+            try:
+                later = tuple(s for s in self._specs if s.name in self._fp32_weights)
+                self._suffixes[layer] = None if spec is None else LayerSuffix(self._model, spec, self._threads, later,
+                                                                              self._fp32_weights)
+            except ModelError:
+                self._suffixes[layer] = None
+        return self._suffixes[layer]
+
+    def capture(self, feeds: Mapping[str, np.ndarray], tensors: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Return the FP32 values of the model's intermediate `tensors` for one batch (session cached per tuple)."""
+        if tensors not in self._captures:
+            model = onnx.ModelProto()
+            model.CopyFrom(self._model)
+            declared = {v.name: v for v in model.graph.value_info}
+            model.graph.output.extend(declared[name] for name in tensors)
+            self._captures[tensors] = ort.InferenceSession(model.SerializeToString(), session_options(self._threads),
+                                                           providers=["CPUExecutionProvider"])
+        try:
+            values = self._captures[tensors].run(list(tensors), dict(feeds))
+        except Exception as err:  # onnxruntime's own exception types
+            raise DataError(f"onnxruntime cannot run the model on this data: {_first_line(err)}") from None
+        return dict(zip(tensors, values))
+
     def run(self, feeds: Mapping[str, np.ndarray], *, weights: Mapping[str, np.ndarray] | None = None,
             activations: Mapping[str, ActivationQuant] | None = None,
             with_layer_outputs: bool = False) -> SimulationOutput:
@@ -508,3 +543,91 @@ class SimulationSession:
             return SimulationOutput(outputs)
         by_name = dict(zip(names, values))
         return SimulationOutput(outputs, {layer: by_name[out] for layer, out in self.layer_outputs.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# Suffixes: the model from one layer on, for configs that change only that layer's weight
+# ---------------------------------------------------------------------------------------------
+
+def _has_subgraph(node: onnx.NodeProto) -> bool:
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+
+
+def suffix_model(model: onnx.ModelProto, layer: str) -> tuple[onnx.ModelProto, tuple[str, ...]] | None:
+    """Return the nodes from `layer` on as a model whose inputs are the tensors they read from before it.
+
+    The second item lists those "cut" tensors (activations, shapes... computed before the layer, or
+    model inputs). None when the model has subgraphs (their outer-scope reads are not traced), when a
+    cut tensor has no declared type, or when a model output is computed before the layer.
+    """
+    graph = model.graph
+    names = [node.name for node in graph.node]
+    if layer not in names or any(_has_subgraph(node) for node in graph.node):
+        return None
+    nodes = list(graph.node)[names.index(layer):]
+    produced = {out for node in nodes for out in node.output}
+    if any(out.name not in produced for out in graph.output):
+        return None
+    initializers = {init.name: init for init in graph.initializer}
+    cut = list(dict.fromkeys(name for node in nodes for name in node.input
+                             if name and name not in produced and name not in initializers))
+    declared = {v.name: v for v in list(graph.input) + list(graph.value_info)}
+    if any(name not in declared or not declared[name].type.tensor_type.elem_type for name in cut):
+        return None
+    used = {name for node in nodes for name in node.input}
+    suffix = helper.make_graph(nodes, f"{graph.name}.from.{layer}", [declared[name] for name in cut],
+                               list(graph.output), [init for init in graph.initializer if init.name in used],
+                               value_info=[v for v in graph.value_info if v.name in produced])
+    built = helper.make_model(suffix, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    return built, tuple(cut)
+
+
+class LayerSuffix:
+    """An InferenceSession of the model from one layer on: only that layer's weight is an input.
+
+    Every other weight stays a constant, so onnxruntime optimizes the suffix fully; the layer's weight
+    is fed in onnxruntime's optimized layout when it can be traced (as `SimulationSession` does).
+    """
+
+    def __init__(self, model: onnx.ModelProto, spec: _LayerSpec, threads: int,
+                 later: tuple[_LayerSpec, ...] = (), fp32_weights: Mapping[str, np.ndarray] | None = None):
+        found = suffix_model(model, spec.name)
+        if found is None or spec.weight is None:
+            raise ModelError(f"layer {spec.name!r}: the model cannot be cut before it")
+        built, self.cut = found
+        # The later layers' weights are fed too, in the same layout as the full session's: onnxruntime then
+        # runs them with the same kernels, so the outputs equal the full session's bit for bit.
+        inside = {init.name for init in built.graph.initializer}
+        later = tuple(s for s in later if s.weight in inside and s.weight != spec.weight)
+        traced = _reorder_weight_inputs(built, (spec, *later), threads)
+        options = session_options(threads)
+        self.constant_feeds = {}
+        if traced is not None:
+            built, by_weight = traced
+            self.weight_feeds = by_weight[spec.weight]
+            for other in later:
+                for feed in by_weight[other.weight]:
+                    self.constant_feeds[feed.name] = feed.value(fp32_weights[other.name])
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        else:
+            init = next(i for i in built.graph.initializer if i.name == spec.weight)
+            kept = [i for i in built.graph.initializer if i.name != spec.weight]
+            del built.graph.initializer[:]
+            built.graph.initializer.extend(kept)
+            built.graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+            self.weight_feeds = [_WeightFeed(init.name, tuple(init.dims))]
+        self.output_names = tuple(o.name for o in built.graph.output)
+        try:
+            self.session = ort.InferenceSession(built.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise ModelError(f"onnxruntime cannot build the suffix session of {spec.name!r}: {_first_line(err)}") from None
+
+    def run(self, cut_values: Mapping[str, np.ndarray], weight: np.ndarray) -> tuple[np.ndarray, ...]:
+        feeds = dict(self.constant_feeds)
+        feeds.update((name, cut_values[name]) for name in self.cut)
+        for feed in self.weight_feeds:
+            feeds[feed.name] = feed.value(np.asarray(weight, dtype=np.float32))
+        try:
+            return tuple(self.session.run(list(self.output_names), feeds))
+        except Exception as err:  # onnxruntime's own exception types
+            raise DataError(f"onnxruntime cannot run the model on this data: {_first_line(err)}") from None

@@ -1,9 +1,11 @@
 """Check once, at the entry, that a quantization config can apply to a model's layers."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from .axes import WeightAxes, layer_axes
 from .config import QuantConfig, TensorQuant
 from .errors import ConfigError
-from .axes import WeightAxes, layer_axes
 from .formats import FormatKind, Granularity
 
 # Activations are quantized on a grid (int/uint) or cast (floats); codebooks and sign formats are weight-only.
@@ -67,15 +69,34 @@ def validate_config(config: QuantConfig, info) -> None:
     layer without weights and its activation part for a layer without a float activation input.
     A block_size larger than its axis is one block per row, not an error.
     """
-    layers = {layer.name: layer for layer in _info(info).layers}
+    check_config(config, model_facts(info))
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What validation reads from a model, computed once (`model_facts`) for many configs."""
+
+    layers: tuple[str, ...]
+    activation_inputs: dict[str, str | None]
+    weight_axes: dict[str, WeightAxes]
+
+
+def model_facts(info) -> ModelFacts:
+    """Return the layers, float activation inputs and weight axes of a ModelInfo or PreparedModel."""
+    return ModelFacts(tuple(layer.name for layer in _info(info).layers), _float_activation_inputs(info),
+                      layer_axes(info))
+
+
+def check_config(config: QuantConfig, facts: ModelFacts) -> None:
+    """validate_config against facts computed once (what an Evaluator does for every config)."""
+    layers = dict.fromkeys(facts.layers)
     unknown = [name for name, _ in config.overrides if name not in layers]
     if unknown:
         sample = ", ".join(list(layers)[:5])
         raise ConfigError(f"the config names layer(s) {unknown} that the model does not have; "
                           f"its layers are: {sample}{', ...' if len(layers) > 5 else ''}")
     explicit = dict(config.overrides)
-    activation_inputs = _float_activation_inputs(info)
-    weight_axes = layer_axes(info)
+    activation_inputs, weight_axes = facts.activation_inputs, facts.weight_axes
     for name in layers:
         choice = config.for_layer(name)
         axes = weight_axes.get(name)

@@ -1,0 +1,90 @@
+"""Single-layer weight configs may run only the model from that layer on, with the same outputs bit for bit."""
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from quant_core.calibrate import calibrate
+from quant_core.config import FP32_LAYER, LayerQuant, QuantConfig
+from quant_core.data import split_dataset
+from quant_core.demo import load_demo
+from quant_core.evaluate import Evaluator
+from quant_core.formats import parse_format
+from quant_core.model_io import load_model, prepare_model
+from quant_core.sensitivity import run_sweep, sweep_config
+from quant_core.simulate import suffix_model
+
+ALWAYS = 10**9  # configs: makes any saving worth a session
+
+
+@pytest.fixture(scope="module", params=["mlp", "cnn", "transformer"])
+def two_evaluators(request):
+    model, held_out = load_demo(request.param)
+    prepared = prepare_model(load_model(model))
+    calibration_data, evaluation = split_dataset(held_out)
+    calibration = calibrate(prepared, calibration_data)
+    return Evaluator(prepared, calibration, evaluation), Evaluator(prepared, calibration, evaluation)
+
+
+def test_the_suffix_gives_the_full_sessions_outputs_bit_for_bit(two_evaluators):
+    whole, cut = two_evaluators
+    ready = [layer for layer in cut.layers if cut.prepare_sweep(layer, ALWAYS)]
+    # Not the first layer (nothing runs before it), nor layers whose cut reads a tensor of unknown shape
+    # (the transformer's attention reshapes): those run the whole model.
+    assert cut.layers[0] not in ready and len(ready) >= (len(cut.layers) - 1) // 2
+    for layer in cut.layers:
+        for fmt in ("int8", "int3"):
+            config = sweep_config(cut, layer, parse_format(fmt), activations=False)
+            for expected, found in zip(whole.outputs(config), cut.outputs(config)):
+                assert np.array_equal(expected, found), (layer, fmt)
+
+
+def test_a_sweep_with_suffixes_gives_the_same_rows(two_evaluators):
+    whole, cut = two_evaluators
+    for layer in cut.layers:
+        cut.prepare_sweep(layer, ALWAYS)
+    expected = [whole.evaluate(sweep_config(whole, layer, parse_format("int4"), activations=False))
+                for layer in whole.layers]
+    rows = run_sweep(cut, ["int4"])
+    assert [(r.sqnr_db, r.accuracy, r.size_bytes) for r in rows] == \
+        [(e.sqnr_db, e.accuracy, e.size_bytes) for e in expected]
+
+
+def test_a_single_config_never_builds_a_session_for_the_first_layer(cnn_evaluator):
+    # Nothing runs before the first layer: no time to save.
+    assert cnn_evaluator.prepare_sweep(cnn_evaluator.layers[0], 5) is False
+
+
+def test_a_config_of_two_layers_runs_the_whole_model(two_evaluators):
+    whole, cut = two_evaluators
+    last = cut.layers[-1]
+    cut.prepare_sweep(last, ALWAYS)
+    int8 = LayerQuant(sweep_config(cut, last, parse_format("int8"), activations=False).for_layer(last).weights)
+    two = QuantConfig(FP32_LAYER, ((last, int8), (cut.layers[0], int8)))
+    for expected, found in zip(whole.outputs(two), cut.outputs(two)):
+        assert np.array_equal(expected, found)
+
+
+def _residual_model() -> onnx.ModelProto:
+    """x -> dense0 -> h; y = dense1(h) + h: the cut before dense1 must keep h for the Add."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=(4, 4)).astype(np.float32), f"w{i}") for i in range(2)]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w0"], ["h"], name="dense0"),
+         helper.make_node("MatMul", ["h", "w1"], ["g"], name="dense1"),
+         helper.make_node("Add", ["g", "h"], ["y"], name="residual")],
+        "residual", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits,
+        value_info=[helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 4]) for n in ("h", "g")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_the_cut_lists_every_tensor_the_rest_of_the_model_reads():
+    suffix, cut = suffix_model(_residual_model(), "dense1")
+    assert cut == ("h",)
+    assert [node.name for node in suffix.graph.node] == ["dense1", "residual"]
+    assert [value.name for value in suffix.graph.input] == ["h"]
+    _, first = suffix_model(_residual_model(), "dense0")
+    assert first == ("x",)
