@@ -114,10 +114,9 @@ def render(ctx) -> None:
     fp32 = get_evaluator(demo).fp32_accuracy
     a, b, c, d = st.columns(4)
     a.metric("FP32", f"{fp32:.1%}")
-    b.metric("static, representative", f"{representative.accuracy:.1%}",
-             f"{100 * (representative.accuracy - fp32):+.1f} points")
-    c.metric("static, skewed", f"{skewed.accuracy:.1%}", f"{100 * (skewed.accuracy - fp32):+.1f} points")
-    d.metric("dynamic INT8", f"{dynamic_accuracy:.1%}", f"{100 * (dynamic_accuracy - fp32):+.1f} points")
+    b.metric("static, representative", f"{representative.accuracy:.1%}", _points(representative.accuracy - fp32))
+    c.metric("static, skewed", f"{skewed.accuracy:.1%}", _points(skewed.accuracy - fp32))
+    d.metric("dynamic INT8", f"{dynamic_accuracy:.1%}", _points(dynamic_accuracy - fp32))
     drops = np.array(representative.per_class_accuracy) - np.array(skewed.per_class_accuracy)
     worst = int(np.nanargmax(drops))
     skew_text = (f"calibrating only on digits {', '.join(map(str, classes))}" if scenario == SCENARIOS[0]
@@ -132,3 +131,8 @@ def render(ctx) -> None:
         "activations; fainter images shrink every range, and the real, brighter inputs get clipped. Dynamic "
         "quantization cannot be mis-calibrated: whatever it loses comes from rounding (and its per-tensor weights).")
     try_on_page("pages/2_Activations.py", "See each activation's calibration range: the Activations page")
+
+
+def _points(difference: float) -> str | None:
+    """A metric's delta in percentage points; None (no arrow) when it rounds to zero."""
+    return f"{100 * difference:+.1f} points" if round(100 * difference, 1) != 0 else None
