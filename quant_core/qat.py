@@ -4,7 +4,8 @@ The network is the demo MLP's shape: Flatten → Gemm → ReLU → ... → Gemm.
 every weight matrix in the forward pass (per output channel, symmetric, with the lab's one
 `fake_quantize`), and the backward pass uses the straight-through estimator: the gradient with
 respect to the fake-quantized weight is applied to the float weight as if rounding were the
-identity. Biases stay float, as they do in onnxruntime's QDQ models (int32 with the product scale).
+identity. Biases stay float: onnxruntime stores them as int32 with scale = input scale x weight scale,
+fine enough to count as float here.
 """
 from __future__ import annotations
 
