@@ -11,7 +11,7 @@ Baseline, measured in the same run: every session's walk alone, one after the ot
 before each solo walk and before the concurrent phase, so both start cold (calibration included) and the
 concurrent phase also tests that sessions asking for the same calibration at once share it.
 
-    /work/venv/bin/python bench/bench_load.py [--sessions 8] [--rounds 3]
+    /work/venv/bin/python bench/bench_load.py [--sessions 8] [--rounds 3] [--all-upload]
 """
 from __future__ import annotations
 
@@ -123,6 +123,24 @@ def share_apptest_globals() -> None:
     app_test.patch_config_options = lambda options: contextlib.nullcontext()
 
 
+CALLS: dict[str, int] = {}  # how often each expensive core step ran (bench bookkeeping, not app state)
+
+
+def count_core_calls() -> None:
+    """Count calibrations and model preparations: more than one per model means a cache evicted it."""
+    import quant_core.calibrate
+    import quant_core.model_io
+
+    for module, name in ((quant_core.calibrate, "calibrate"), (quant_core.model_io, "prepare_model")):
+        original = getattr(module, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            CALLS[_name] = CALLS.get(_name, 0) + 1
+            return _original(*args, **kwargs)
+
+        setattr(module, name, counted)
+
+
 def _metrics(at) -> dict[str, str]:
     return {metric.label: metric.value for metric in at.metric}
 
@@ -201,11 +219,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--all-upload", action="store_true",
+                        help="every user uploads their own model and data (more models than the caches hold)")
     args = parser.parse_args()
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("streamlit")]:
         logging.getLogger(name).setLevel(logging.ERROR)  # "No runtime found" on every cache clear
     assignments = [ASSIGNMENTS[i % len(ASSIGNMENTS)] for i in range(args.sessions)]
+    if args.all_upload:
+        assignments = [(UPLOAD, preset) for _, preset in assignments]
     share_apptest_globals()
+    count_core_calls()
 
     solo: list[Outcome] = []
     began = time.perf_counter()
@@ -214,6 +237,8 @@ def main() -> int:
         solo.append(walk(index, model, preset, args.rounds, None))
     solo_wall = time.perf_counter() - began
 
+    solo_calls = dict(CALLS)
+    CALLS.clear()
     _clear_caches()
     start = threading.Barrier(args.sessions)
     results: list[Outcome | None] = [None] * args.sessions
@@ -260,6 +285,10 @@ def main() -> int:
           f"solo {statistics.median([o.first_run_s for o in solo]):.2f} s")
     print(f"peak resident memory of the process (server + all sessions): "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    models = len({m for m, _ in assignments if m != UPLOAD}) + sum(m == UPLOAD for m, _ in assignments)
+    print(f"{models} distinct models; calibrations / model preparations: solo {solo_calls.get('calibrate', 0)} / "
+          f"{solo_calls.get('prepare_model', 0)}, concurrent {CALLS.get('calibrate', 0)} / "
+          f"{CALLS.get('prepare_model', 0)}")
     print(f"errors: {len(errors)}; cross-talk: {len(crosstalk)}")
     for line in (errors + crosstalk)[:20]:
         print(f"  {line}")
