@@ -1,7 +1,6 @@
 """Lesson 7: layers differ in sensitivity; mixed precision keeps the fragile ones wide."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
