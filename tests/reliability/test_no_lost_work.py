@@ -127,9 +127,10 @@ def demo(request):
     return request.param, prepared, calibrate(prepared, data.subset(np.arange(64))), data.subset(np.arange(64, 96))
 
 
-def _exports(prepared, calibration, data):
+def _exports(name, prepared, calibration, data):
     for preset in ("W8A8", "W4A8", "W8 weight-only", "FP16", "W4 weight-only per-group"):
         yield preset, export.export_model(prepared, PRESETS[preset], calibration, calibration_data=data)
+    yield "every choice per layer", export.export_model(prepared, rich_config(name), calibration, calibration_data=data)
     yield "dynamic int8", export.export_dynamic_int8(prepared)
     yield "fp16", export.export_fp16(prepared)
     if any(layer.op_type in ("MatMul", "Gemm") for layer in prepared.info.quantizable_layers):
@@ -141,7 +142,7 @@ def test_every_exported_model_loads_and_runs_in_onnxruntime(tmp_path, demo):
     image = data.inputs["image"]
     reference = ort.InferenceSession(prepared.model.SerializeToString(), providers=["CPUExecutionProvider"])
     (expected,) = reference.run(None, {"image": image})
-    for kind, result in _exports(prepared, calibration, data):
+    for kind, result in _exports(name, prepared, calibration, data):
         model_path, overrides_path = export.save_export(result, tmp_path / f"{name}-{kind}.onnx")
         session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
         (logits,) = session.run(None, {"image": image})
