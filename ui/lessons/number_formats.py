@@ -26,6 +26,8 @@ FORMAT_NAMES = ("int8", "int4", "fp16", "bf16", "fp8_e4m3fn", "fp8_e5m2", "binar
 LABELS = {"int8": "INT8", "int4": "INT4", "fp16": "FP16", "bf16": "BF16", "fp8_e4m3fn": "FP8 E4M3",
           "fp8_e5m2": "FP8 E5M2", "binary": "binary", "ternary": "ternary"}
 DENSITY_BINS = 120
+STRIP_MAX = 256  # formats with at most this many values in the range also get one tick per value
+FORMAT_COLORS = ("#2E6FD8", "#D8572A", "#E377C2", "#2A9D55", "#9467BD", "#E9A23B", "#17BECF", "#444444")
 DEMOS = ("mlp", "cnn", "transformer")
 
 
@@ -70,26 +72,37 @@ def representable_values(weight_row: np.ndarray, name: str) -> np.ndarray:
 
 
 def density_figure(weight_row: np.ndarray, formats: list[str], channel: int, layer: str) -> go.Figure:
-    """Top: the channel's weights. Bottom: how many representable values of each format fall in each bin."""
+    """Top: the channel's weights. Middle: how many representable values of each format fall in each bin.
+    Bottom: every value of the formats with few of them (at most STRIP_MAX), one row per format."""
     amax = float(np.abs(weight_row).max())
     edges = np.linspace(-amax, amax, DENSITY_BINS + 1)
     centers = (edges[:-1] + edges[1:]) / 2
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.3, 0.7], vertical_spacing=0.06,
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, row_heights=[0.25, 0.45, 0.3], vertical_spacing=0.07,
                         subplot_titles=(f"weights of {layer}, output channel {channel} (its widest)",
-                                        "representable values per bin (log scale)"))
+                                        "representable values per bin (log scale)",
+                                        f"every representable value (formats with at most {STRIP_MAX})"))
     counts, _ = np.histogram(weight_row, bins=edges)
     fig.add_trace(go.Bar(x=centers, y=counts, width=np.diff(edges), marker_color="#8FA9C9", name="weights",
                          hovertemplate="%{x:.3g}: %{y} weights<extra></extra>"), 1, 1)
-    for name in formats:
+    strips = []
+    for index, name in enumerate(formats):
+        color = FORMAT_COLORS[index % len(FORMAT_COLORS)]
         levels = representable_values(weight_row, name)
         density, _ = np.histogram(levels, bins=edges)
         fig.add_trace(go.Scatter(x=centers, y=np.where(density > 0, density, np.nan), mode="lines+markers",
-                                 line_shape="hvh", marker=dict(size=4), connectgaps=False,
-                                 name=f"{LABELS[name]} ({len(levels)} values)",
+                                 line_shape="hvh", marker=dict(size=4, color=color), line=dict(color=color),
+                                 connectgaps=False, name=f"{LABELS[name]} ({len(levels)} values)",
+                                 legendgroup=name,
                                  hovertemplate=f"{LABELS[name]}: %{{y}} values near %{{x:.3g}}<extra></extra>"), 2, 1)
+        if len(levels) <= STRIP_MAX:
+            strips.append(LABELS[name])
+            fig.add_trace(go.Scatter(x=levels, y=[LABELS[name]] * len(levels), mode="markers", legendgroup=name,
+                                     marker=dict(symbol="line-ns-open", size=12, color=color), showlegend=False,
+                                     hovertemplate=f"{LABELS[name]}: %{{x:.4g}}<extra></extra>"), 3, 1)
     fig.update_yaxes(type="log", row=2, col=1)
-    fig.update_xaxes(title_text="weight value", row=2, col=1)
-    fig.update_layout(height=520)
+    fig.update_yaxes(type="category", categoryorder="array", categoryarray=strips[::-1], row=3, col=1)
+    fig.update_xaxes(title_text="weight value", row=3, col=1)
+    fig.update_layout(height=460 + 26 * len(strips))
     return fig
 
 
