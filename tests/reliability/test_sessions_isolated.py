@@ -123,3 +123,40 @@ def test_shared_cached_models_and_data_are_never_mutated(pair):
         fresh = prepare_model(load_model(fresh_bytes))
         assert cached.model.SerializeToString() == fresh.model.SerializeToString()
         assert cached.info == fresh.info
+
+
+def test_a_shared_evaluator_used_by_several_threads_gives_each_the_numbers_it_gives_alone():
+    """Sessions share one cached Evaluator per model; concurrent sweeps and evaluations must not mix."""
+    import threading
+
+    from quant_core.calibrate import calibrate
+    from quant_core.config import PRESETS
+    from quant_core.data import split_dataset
+    from quant_core.evaluate import Evaluator
+    from quant_core.sensitivity import run_sweep
+
+    def fresh() -> Evaluator:
+        model_bytes, data = load_demo("mlp")
+        prepared = prepare_model(load_model(model_bytes))
+        calibration_data, evaluation_data = split_dataset(data)
+        return Evaluator(prepared, calibrate(prepared, calibration_data), evaluation_data)
+
+    jobs = {f"sweep {formats}": (lambda ev, f=formats: [r.to_dict() for r in run_sweep(ev, f.split(","))])
+            for formats in ("int8,int4", "int2,fp8_e4m3fn", "kmeans3,ternary")}
+    jobs |= {f"evaluate {name}": (lambda ev, n=name: ev.evaluate(PRESETS[n]).to_dict())
+             for name in ("W8A8", "W4A8", "FP16")}
+    alone = {label: job(fresh()) for label, job in jobs.items()}
+    shared = fresh()
+    results: dict[str, object] = {}
+    start = threading.Barrier(len(jobs))
+
+    def run(label, job):
+        start.wait()
+        results[label] = job(shared)
+
+    threads = [threading.Thread(target=run, args=item) for item in jobs.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert results == alone
