@@ -1,21 +1,27 @@
 """Benchmark the what-if engine against the obvious onnxruntime paths, side by side in one run.
 
-    /work/venv/bin/python bench/bench_engine.py [--repeats 4]
+    /work/venv/bin/python bench/bench_engine.py [--repeats 4] [--sweep-repeats 3] [--models cnn,cnn28]
+                                                [--no-calibration]
 
-Prints ratios measured in this run (nothing hard-coded):
-1. evaluating a new config on the demo CNN's 797 held-out digits vs a plain FP32 onnxruntime
-   forward pass of the same split, and vs the naive path (rewrite weights + insert Q/DQ,
-   serialize, new InferenceSession, run);
+Prints ratios measured in this run (nothing hard-coded), for the demo CNN (797 held-out digits)
+and a generated, larger CNN on 28x28 inputs (random He-initialised weights, fixed seed; see
+`generated_cnn28`):
+1. evaluating a new config vs a plain FP32 onnxruntime forward pass of the same split, and vs the
+   naive path (rewrite weights + insert Q/DQ, serialize, new InferenceSession, run): interleaved
+   rounds, medians;
 2. a sweep of every layer x {int8, int6, int4, int3, int2} weights vs the same sweep done with
-   onnxruntime.quantization.quantize_static + a new InferenceSession per config;
-3. calibration with 1,024 samples (2,048-bin histograms, all four range methods) vs onnxruntime's
-   EntropyCalibrater(num_bins=2048), and the peak extra resident memory (VmHWM, measured in a
-   child process) when the sample count grows fourfold.
-Every session uses one intra-op thread with spinning off (the machine is shared).
+   onnxruntime.quantization.quantize_static + a new InferenceSession per config: rounds
+   alternating engine and onnxruntime, medians (each engine round starts from a new Evaluator,
+   so nothing is cached from the previous round);
+3. (demo CNN) calibration with 1,024 samples (2,048-bin histograms, all four range methods) vs
+   onnxruntime's EntropyCalibrater(num_bins=2048), and the peak extra resident memory (VmHWM,
+   measured in a child process) when the sample count grows fourfold.
+Every session, ours and the baselines', uses one intra-op thread with spinning off (the machine is shared).
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import contextlib
 import gc
 import io
@@ -34,6 +40,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from quant_core.axes import resolve, weight_axes  # noqa: E402
 from quant_core.calibrate import calibrate  # noqa: E402
 from quant_core.config import FP32_LAYER, LayerQuant, QuantConfig, TensorQuant  # noqa: E402
 from quant_core.data import Dataset  # noqa: E402
@@ -85,7 +92,9 @@ def naive_model(prepared, calibration, config: QuantConfig) -> onnx.ModelProto:
             choice = config.for_layer(layer.name)
             if choice.weights is not None and layer.weight is not None:
                 init = initializers[layer.weight.name]
-                values = quantize_tensor(numpy_helper.to_array(init), choice.weights).values
+                layout = resolve(choice.weights, weight_axes(layer, prepared))
+                x = numpy_helper.to_array(init)
+                values = quantize_tensor(x.reshape(layout.shape), layout.tq).values.reshape(x.shape)
                 init.CopyFrom(numpy_helper.from_array(values.astype(np.float32), init.name))
             if choice.activations is not None and layer.activation_input:
                 found = calibration.range_for(layer.activation_input, choice.activations)
@@ -117,6 +126,8 @@ def bench_evaluate(prepared, calibration, evaluation: Dataset, repeats: int) -> 
     plain = new_session(prepared.model)
     evaluator = Evaluator(prepared, calibration, evaluation)
     engine_configs, naive_configs = fresh_configs(repeats * 6), fresh_configs(repeats * 6)
+    evaluator.evaluate(w_a8_config(8))  # warm-up: the first run of a session pays onnxruntime's allocations
+    plain.run(None, evaluation.inputs)
 
     def naive():
         session = new_session(naive_model(prepared, calibration, next(naive_configs)))
@@ -152,44 +163,58 @@ def bench_evaluate(prepared, calibration, evaluation: Dataset, repeats: int) -> 
 class _Reader:
     """onnxruntime CalibrationDataReader over one array, in batches."""
 
-    def __init__(self, x: np.ndarray, batch_size: int = 64):
-        self.batches = iter([{"image": x[i:i + batch_size]} for i in range(0, len(x), batch_size)])
+    def __init__(self, x: np.ndarray, name: str = "image", batch_size: int = 64):
+        self.batches = iter([{name: x[i:i + batch_size]} for i in range(0, len(x), batch_size)])
 
     def get_next(self):
         return next(self.batches, None)
 
 
-def bench_sweep(prepared, calibration_data: Dataset, evaluation: Dataset) -> dict:
+def bench_sweep(prepared, calibration_data: Dataset, evaluation: Dataset, repeats: int) -> dict:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    def engine():
+    # onnxruntime has int8 and int4 weights only: for int6/int3/int2 the same per-config work is done with int8.
+    weight_types = {"int8": QuantType.QInt8, "int4": QuantType.QInt4}
+    input_name = prepared.model.graph.input[0].name
+    x = calibration_data.inputs[input_name]
+    layers = [layer.name for layer in prepared.info.layers if layer.weight is not None]
+
+    def with_setup():
         evaluator = Evaluator(prepared, calibrate(prepared, calibration_data), evaluation)
         return run_sweep(evaluator, SWEEP_FORMATS)
 
-    start = time.perf_counter()
-    rows = engine()
-    engine_time = time.perf_counter() - start
-    evaluator = Evaluator(prepared, calibrate(prepared, calibration_data), evaluation)
-    start = time.perf_counter()
-    run_sweep(evaluator, SWEEP_FORMATS)
-    sweep_only = time.perf_counter() - start
-    # onnxruntime has int8 and int4 weights only: for int6/int3/int2 the same per-config work is done with int8.
-    weight_types = {"int8": QuantType.QInt8, "int4": QuantType.QInt4}
-    x = calibration_data.inputs["image"]
-    layers = [layer.name for layer in prepared.info.layers if layer.weight is not None]
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as directory:
+    def onnxruntime_sweep(directory):
         source, target = os.path.join(directory, "model.onnx"), os.path.join(directory, "quantized.onnx")
         onnx.save(prepared.model, source)
         for layer in layers:
             for fmt in SWEEP_FORMATS:
-                quantize_static(source, target, _Reader(x), quant_format=QuantFormat.QDQ, per_channel=True,
+                quantize_static(source, target, _Reader(x, input_name), quant_format=QuantFormat.QDQ, per_channel=True,
                                 activation_type=QuantType.QUInt8, weight_type=weight_types.get(fmt, QuantType.QInt8),
                                 nodes_to_quantize=[layer])
                 new_session(onnx.load(target)).run(None, evaluation.inputs)
-    ort_time = time.perf_counter() - start
-    return {"engine": engine_time, "sweep_only": sweep_only, "ort": ort_time,
-            "configs": len(layers) * len(SWEEP_FORMATS), "rows": len(rows)}
+
+    setup_times, sweep_times, ort_times = [], [], []
+    with tempfile.TemporaryDirectory() as directory:
+        for _ in range(repeats):
+            gc.collect()
+            start = time.perf_counter()
+            rows = with_setup()
+            setup_times.append(time.perf_counter() - start)
+            evaluator = Evaluator(prepared, calibrate(prepared, calibration_data), evaluation)  # built untimed
+            gc.collect()
+            start = time.perf_counter()
+            run_sweep(evaluator, SWEEP_FORMATS)
+            sweep_times.append(time.perf_counter() - start)
+            gc.collect()
+            start = time.perf_counter()
+            onnxruntime_sweep(directory)
+            ort_times.append(time.perf_counter() - start)
+    suffixes = sum(bool(evaluator._suffix_ready.get(layer)) for layer in evaluator.layers)
+    return {"engine": statistics.median(setup_times), "sweep_only": statistics.median(sweep_times),
+            "ort": statistics.median(ort_times), "configs": len(layers) * len(SWEEP_FORMATS), "rows": len(rows),
+            "suffixes": suffixes, "layers": len(layers),
+            "ratios": [o / e for o, e in zip(ort_times, setup_times)],
+            "ratios_alone": [o / e for o, e in zip(ort_times, sweep_times)]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,22 +289,61 @@ def bench_calibration(prepared, x: np.ndarray) -> dict:
             "ort_mem": (peak_memory("ort", 1024), peak_memory("ort", 4096))}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=4, help="evaluate: 6 x this many interleaved runs (at most 4)")
-    parser.add_argument("--memory-child", nargs=2, metavar=("WHICH", "COUNT"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.memory_child:
-        memory_child(args.memory_child[0], int(args.memory_child[1]))
-        return 0
-    model_bytes, held_out = load_demo("cnn")
-    prepared = prepare_model(onnx.load_from_string(model_bytes))
-    calibration_data = held_out.subset(np.arange(256))
-    calibration = calibrate(prepared, calibration_data)
-    print(f"demo CNN, {held_out.num_samples} held-out digits, onnxruntime {ort.__version__}, 1 intra-op thread")
+# ---------------------------------------------------------------------------------------------
+# models
+# ---------------------------------------------------------------------------------------------
 
-    e = bench_evaluate(prepared, calibration, held_out, args.repeats)
-    print("\n1. evaluate one new config (W{b}A8, 797 samples)")
+def generated_cnn28(seed: int = 0) -> onnx.ModelProto:
+    """A larger CNN than the demo: 1x28x28 -> Conv 16 -> ReLU -> MaxPool -> Conv 32 -> ReLU -> MaxPool
+    -> Conv 64 (valid) -> ReLU -> Flatten -> Gemm 10. He-initialised random weights (fixed seed)."""
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], []
+
+    def conv(name, x, c_in, c_out, pad):
+        w = rng.normal(scale=np.sqrt(2.0 / (c_in * 9)), size=(c_out, c_in, 3, 3)).astype(np.float32)
+        b = rng.normal(scale=0.01, size=c_out).astype(np.float32)
+        inits.extend([numpy_helper.from_array(w, f"{name}.weight"), numpy_helper.from_array(b, f"{name}.bias")])
+        nodes.append(helper.make_node("Conv", [x, f"{name}.weight", f"{name}.bias"], [f"{name}.out"], name=name,
+                                      kernel_shape=[3, 3], pads=[pad] * 4))
+        nodes.append(helper.make_node("Relu", [f"{name}.out"], [f"{name}.relu"], name=f"{name}.relu"))
+        return f"{name}.relu"
+
+    x = conv("conv1", "image", 1, 16, 1)
+    nodes.append(helper.make_node("MaxPool", [x], ["pool1"], name="pool1", kernel_shape=[2, 2], strides=[2, 2]))
+    x = conv("conv2", "pool1", 16, 32, 1)
+    nodes.append(helper.make_node("MaxPool", [x], ["pool2"], name="pool2", kernel_shape=[2, 2], strides=[2, 2]))
+    x = conv("conv3", "pool2", 32, 64, 0)
+    nodes.append(helper.make_node("Flatten", [x], ["flat"], name="flatten"))
+    w = rng.normal(scale=np.sqrt(1.0 / 1600), size=(10, 1600)).astype(np.float32)
+    inits.extend([numpy_helper.from_array(w, "fc.weight"), numpy_helper.from_array(np.zeros(10, np.float32), "fc.bias")])
+    nodes.append(helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], name="fc", transB=1))
+    graph = helper.make_graph(nodes, "cnn28", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 28, 28])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def load_bench_model(name: str):
+    """(prepared, calibration split, evaluation split, description) of a benchmark model."""
+    if name == "cnn":
+        model_bytes, held_out = load_demo("cnn")
+        return (prepare_model(onnx.load_from_string(model_bytes)), held_out.subset(np.arange(256)), held_out,
+                f"demo CNN, its {held_out.num_samples} held-out digits (1x8x8)")
+    if name == "cnn28":
+        x = np.random.default_rng(1).random((256 + 512, 1, 28, 28), dtype=np.float32)
+        return (prepare_model(generated_cnn28()), Dataset({"image": x[:256]}), Dataset({"image": x[256:]}),
+                "generated CNN on 28x28 (conv 16/32/64 + gemm, ~1.5 M multiply-adds a sample), 512 uniform samples")
+    raise SystemExit(f"unknown model {name!r}: cnn or cnn28")
+
+
+def report_model(name: str, args) -> None:
+    prepared, calibration_data, evaluation, description = load_bench_model(name)
+    calibration = calibrate(prepared, calibration_data)
+    print(f"\n=== {description}; onnxruntime {ort.__version__}, 1 intra-op thread")
+    e = bench_evaluate(prepared, calibration, evaluation, args.repeats)
+    print(f"1. evaluate one new config (W{{b}}A8, {evaluation.num_samples} samples; medians of {args.repeats * 6} "
+          "interleaved rounds)")
     print(f"   plain FP32 forward        {e['fp32'] * 1e3:8.2f} ms")
     print(f"   engine evaluate()         {e['engine'] * 1e3:8.2f} ms   = {e['engine'] / e['fp32']:.2f} x FP32 forward "
           f"(weights fed in NCHWc layout: {e['reordered']})")
@@ -287,23 +351,43 @@ def main() -> int:
           "(W8A8 feeds ready: the part of evaluate() spent in onnxruntime)")
     print(f"   naive rewrite+new session {e['naive'] * 1e3:8.2f} ms   engine is {e['naive'] / e['engine']:.1f} x faster")
     print(f"   top-1 agreement engine vs naive W8A8 (graph optimizations off): {e['agree']:.4f}")
-
-    s = bench_sweep(prepared, calibration_data, held_out)
-    print(f"\n2. sweep {s['configs']} configs (every layer x {','.join(SWEEP_FORMATS)} weights)")
+    s = bench_sweep(prepared, calibration_data, evaluation, args.sweep_repeats)
+    print(f"2. sweep {s['configs']} configs (every layer x {','.join(SWEEP_FORMATS)} weights; medians of "
+          f"{args.sweep_repeats} rounds; {s['suffixes']} of {s['layers']} layers ran only the model from that layer on)")
     print(f"   engine (calibrate + Evaluator + run_sweep) {s['engine']:8.3f} s")
     print(f"   engine run_sweep alone (Evaluator built)   {s['sweep_only']:8.3f} s")
     print(f"   quantize_static + new session per config   {s['ort']:8.3f} s   engine is {s['ort'] / s['engine']:.1f} x "
           f"faster with its one-off setup, {s['ort'] / s['sweep_only']:.1f} x without")
+    print("   per-round ratios with setup: " + ", ".join(f"{r:.1f}" for r in s["ratios"])
+          + "; without: " + ", ".join(f"{r:.1f}" for r in s["ratios_alone"]))
+    if name == "cnn" and not args.no_calibration:
+        c = bench_calibration(prepared, evaluation.inputs["image"])
+        print("3. calibration, 1,024 samples, 2,048 bins")
+        print(f"   engine (one pass + minmax/percentile/mse/entropy)  {c['engine']:8.3f} s")
+        print(f"   onnxruntime EntropyCalibrater(num_bins=2048)        {c['ort']:8.3f} s   engine is "
+              f"{c['ort'] / c['engine']:.1f} x faster")
+        for which in ("engine", "ort"):
+            small, large = c[f"{which}_mem"]
+            print(f"   peak extra RSS {which:>6}: {small / 2**20:7.2f} MiB at 1,024 samples, "
+                  f"{large / 2**20:7.2f} MiB at 4,096 (x{large / small:.2f})")
 
-    c = bench_calibration(prepared, held_out.inputs["image"])
-    print("\n3. calibration, 1,024 samples, 2,048 bins")
-    print(f"   engine (one pass + minmax/percentile/mse/entropy)  {c['engine']:8.3f} s")
-    print(f"   onnxruntime EntropyCalibrater(num_bins=2048)        {c['ort']:8.3f} s   engine is "
-          f"{c['ort'] / c['engine']:.1f} x faster")
-    for name in ("engine", "ort"):
-        small, large = c[f"{name}_mem"]
-        print(f"   peak extra RSS {name:>6}: {small / 2**20:7.2f} MiB at 1,024 samples, "
-              f"{large / 2**20:7.2f} MiB at 4,096 (x{large / small:.2f})")
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=4, help="evaluate: 6 x this many interleaved runs (at most 4)")
+    parser.add_argument("--sweep-repeats", type=int, default=3, help="sweep: rounds of engine and onnxruntime")
+    parser.add_argument("--models", default="cnn,cnn28", help="comma-separated: cnn (demo), cnn28 (generated)")
+    parser.add_argument("--no-calibration", action="store_true", help="skip the calibration section")
+    parser.add_argument("--memory-child", nargs=2, metavar=("WHICH", "COUNT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child[0], int(args.memory_child[1]))
+        return 0
+    logging.disable(logging.WARNING)  # onnxruntime.quantization logs advice on the root logger for every config
+    print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    for name in args.models.split(","):
+        report_model(name.strip(), args)
+    print(f"\nload average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return 0
 
 

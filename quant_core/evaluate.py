@@ -85,6 +85,13 @@ def _power(x: np.ndarray) -> float:
     return float(np.dot(x, x))
 
 
+def _joined(parts: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """Each output concatenated over the batches (no copy for a single batch)."""
+    if len(parts) == 1:
+        return tuple(parts[0])
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))
+
+
 def _top1(x: np.ndarray) -> np.ndarray:
     return x.reshape(len(x), -1).argmax(axis=1)
 
@@ -172,6 +179,7 @@ class Evaluator:
         self.fp32_outputs = self._run_outputs({}, {})
         self.fp32_size_bytes = self.size_bytes(QuantConfig())
         self.fp32_accuracy = self._accuracy(self.fp32_outputs[0])
+        self._fp32_top1 = _top1(self.fp32_outputs[0])
 
     # -- feeds ------------------------------------------------------------------------------------
 
@@ -235,7 +243,7 @@ class Evaluator:
                  for batch in batches(self._inputs, self.batch_size)]
         # The fastest full run seen so far (the first one pays onnxruntime's warm-up).
         self._run_seconds = min(self._run_seconds, time.perf_counter() - started)
-        return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))
+        return _joined(parts)
 
     def prepare_sweep(self, layer: str, configs: int) -> bool:
         """Get ready for `configs` configs that change only `layer`'s weights; return True if they will run
@@ -281,8 +289,7 @@ class Evaluator:
         if not self._suffix_ready.get(layer):
             return None
         cuts, suffix = self._cut_values(), self.session.suffix(layer)
-        parts = [suffix.run(values, weight) for values in cuts]
-        return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))
+        return _joined([suffix.run(values, weight) for values in cuts])
 
     def _cut_values(self) -> list[dict[str, np.ndarray]]:
         """Per batch, the FP32 activations the layers' suffixes read (captured once; [] over budget).
@@ -351,17 +358,18 @@ class Evaluator:
 
     # -- scoring ----------------------------------------------------------------------------------
 
-    def _accuracy(self, logits: np.ndarray) -> float | None:
+    def _accuracy(self, logits: np.ndarray, top1: np.ndarray | None = None) -> float | None:
         if self.labels is None:
             return None
-        return float(np.mean(_top1(logits) == self.labels))
+        return float(np.mean((_top1(logits) if top1 is None else top1) == self.labels))
 
-    def _per_class(self, logits: np.ndarray) -> tuple[float, ...] | None:
+    def _per_class(self, logits: np.ndarray, top1: np.ndarray | None = None) -> tuple[float, ...] | None:
         if self.labels is None:
             return None
         classes = max(int(self.labels.max()) + 1, logits.reshape(len(logits), -1).shape[1])
         totals = np.bincount(self.labels, minlength=classes)
-        correct = np.bincount(self.labels[_top1(logits) == self.labels], minlength=classes)
+        top1 = _top1(logits) if top1 is None else top1
+        correct = np.bincount(self.labels[top1 == self.labels], minlength=classes)
         with np.errstate(invalid="ignore", divide="ignore"):
             return tuple(float(v) for v in np.where(totals > 0, correct / totals, np.nan))
 
@@ -397,14 +405,16 @@ class Evaluator:
         weights, activations = self._feeds(config)
         outputs = self._run_outputs(weights, activations) if (weights or activations) else self.fp32_outputs
         reference = self.fp32_outputs[0]
+        top1 = _top1(outputs[0])
+        output_sqnr = tuple(sqnr_db(r, o) for r, o in zip(self.fp32_outputs, outputs))
         result = EvaluationResult(
             config_name=config.name,
-            accuracy=self._accuracy(outputs[0]),
-            per_class_accuracy=self._per_class(outputs[0]),
-            top1_agreement=float(np.mean(_top1(outputs[0]) == _top1(reference))),
+            accuracy=self._accuracy(outputs[0], top1),
+            per_class_accuracy=self._per_class(outputs[0], top1),
+            top1_agreement=float(np.mean(top1 == self._fp32_top1)),
             cosine=cosine_similarity(reference, outputs[0]),
-            sqnr_db=sqnr_db(reference, outputs[0]),
-            output_sqnr_db=tuple(sqnr_db(r, o) for r, o in zip(self.fp32_outputs, outputs)),
+            sqnr_db=output_sqnr[0],
+            output_sqnr_db=output_sqnr,
             size_bytes=self.size_bytes(config),
             fp32_size_bytes=self.fp32_size_bytes,
             simulated_only=simulated_only(config, self.layers),
