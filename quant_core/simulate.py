@@ -403,6 +403,80 @@ def _reorder_weight_inputs(model: onnx.ModelProto, specs: tuple[_LayerSpec, ...]
     return optimized, feeds
 
 
+def _outer_reads(node: onnx.NodeProto) -> set[str]:
+    """Names a node's subgraphs read from the enclosing graph (not produced inside them)."""
+    reads = set()
+    for attribute in node.attribute:
+        graphs = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)
+        for graph in graphs:
+            produced = {out for inner in graph.node for out in inner.output}
+            produced.update(init.name for init in graph.initializer)
+            for inner in graph.node:
+                reads.update(name for name in inner.input if name and name not in produced)
+                reads.update(name for name in _outer_reads(inner) if name not in produced)
+    return reads
+
+
+# Channel counts that onnxruntime's blocked (NCHWc) layout holds without padding (blocks of 8 or 16).
+_UNPADDED_CHANNELS = 16
+
+
+def _fake_quant_in_blocked_layout(model: onnx.ModelProto) -> int:
+    """Let each activation fake-quant `If` work on onnxruntime's blocked (NCHWc) tensor; return how many.
+
+    onnxruntime optimizes `Conv -> fake-quant -> Conv` into `Conv -> ReorderOutput -> If -> ReorderInput
+    -> Conv`: two layout copies of the activation only to hand it to the `If`. Every fake-quant branch is
+    elementwise (the same function of each value whatever the layout), so the `If` can read the
+    blocked tensor and feed the next Conv directly: the same values, without the two copies. Done
+    only when the If is the reorder's sole reader, the ReorderInput the If's, and the channel count
+    needs no padding.
+    """
+    graph = model.graph
+    outputs = {out.name for out in graph.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in set(node.input) | _outer_reads(node):
+            readers.setdefault(name, []).append(node)
+    producer = {out: node for node in graph.node for out in node.output}
+    attributes = lambda node: {a.name: helper.get_attribute_value(a) for a in node.attribute}  # noqa: E731
+    drop, rename = [], {}
+    for node in graph.node:
+        if node.op_type != "ReorderOutput" or node.output[0] in outputs:
+            continue
+        found = attributes(node)
+        if found.get("channels_last", 0) or found.get("channels", 0) % _UNPADDED_CHANNELS:
+            continue
+        users = readers.get(node.output[0], [])
+        if len(users) != 1 or users[0].op_type != "If" or node.output[0] in users[0].input:
+            continue
+        branch = users[0]
+        after = readers.get(branch.output[0], [])
+        if (len(branch.output) != 1 or branch.output[0] in outputs or len(after) != 1
+                or after[0].op_type != "ReorderInput" or attributes(after[0]).get("channels_last", 0)):
+            continue
+        source = producer.get(node.input[0])
+        if source is None or len(readers.get(node.input[0], [])) != 1:
+            continue
+        # The blocked tensor takes the name the If's branches read; the next Conv reads the If's output.
+        source.output[list(source.output).index(node.input[0])] = node.output[0]
+        rename[after[0].output[0]] = branch.output[0]
+        drop += [id(node), id(after[0])]
+    if not drop:
+        return 0
+    kept = [node for node in graph.node if id(node) not in drop]
+    for node in kept:
+        for index, name in enumerate(node.input):
+            if name in rename:
+                node.input[index] = rename[name]
+    del graph.node[:]
+    graph.node.extend(kept)
+    touched = set(rename) | set(rename.values()) | {out for node in kept for out in node.output}
+    shapes = [value for value in graph.value_info if value.name not in touched]
+    del graph.value_info[:]
+    graph.value_info.extend(shapes)
+    return len(drop) // 2
+
+
 class _Variant:
     """One built InferenceSession and how to feed its weights."""
 
@@ -412,6 +486,7 @@ class _Variant:
         traced = _reorder_weight_inputs(base, specs, threads)
         if traced is not None:
             built, by_weight = traced
+            _fake_quant_in_blocked_layout(built)
             self.weight_feeds = {spec.name: by_weight[spec.weight] for spec in specs if spec.weight in by_weight}
             self.reordered = True
         else:
