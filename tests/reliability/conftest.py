@@ -5,6 +5,7 @@ import contextlib
 import io
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from quant_core.cli import main
 from quant_core.demo import load_demo
 
 ROOT = Path(__file__).resolve().parents[2]
+_REAL_OS_OPEN = os.open
 TIMEOUT_S = 120
 CNN_LAYERS = ["/conv1/Conv", "/conv2/Conv", "/fc/Gemm"]
 
@@ -157,12 +159,13 @@ class OpenRecorder:
         return any(os.path.realpath(path) == resolved for path in self.paths)
 
 
-def fifo_was_opened(fifo: Path, action, *, wait_s: float = 15.0):
-    """Run `action()` in a thread; a FIFO opened for reading blocks it, which this detects and releases.
+def fifo_was_opened(fifo: Path, action, *, timeout_s: float = 120.0):
+    """Run `action()` in a thread while watching whether anything opens the FIFO `fifo` for reading.
 
-    Returns (blocked, result or exception). Opening a FIFO for reading blocks until a writer comes,
-    whether the open comes from Python or from C++ (onnx, onnxruntime), so "did not block" proves it
-    was never opened for reading.
+    Returns (opened, result or exception). Opening a FIFO for reading blocks until a writer comes,
+    whether the open comes from Python or from C++ (onnx, onnxruntime). While the action runs, a
+    non-blocking open for writing succeeds only if a reader has the FIFO open: that is the signal (and
+    it releases the reader). A slow action is not mistaken for a blocked one.
     """
     outcome: dict = {}
 
@@ -174,10 +177,15 @@ def fifo_was_opened(fifo: Path, action, *, wait_s: float = 15.0):
 
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
-    thread.join(wait_s)
-    blocked = thread.is_alive()
-    if blocked:  # release the reader so the thread can end
-        with contextlib.suppress(OSError):
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        thread.join(5)
-    return blocked, outcome.get("value")
+    opened = False
+    deadline = time.monotonic() + timeout_s
+    while thread.is_alive() and time.monotonic() < deadline:
+        thread.join(0.2)
+        try:
+            os.close(_REAL_OS_OPEN(fifo, os.O_WRONLY | os.O_NONBLOCK))  # not seen by an OpenRecorder
+            opened = True  # a reader is there
+        except OSError:  # ENXIO: nobody has the FIFO open for reading
+            pass
+    thread.join(5)
+    assert not thread.is_alive(), f"the action did not finish within {timeout_s} s"
+    return opened, outcome.get("value")

@@ -96,6 +96,12 @@ def secret(tmp_path):
     return path
 
 
+def test_the_fifo_guard_sees_a_reader(secret):
+    """The guard below is meaningful: a plain read of the FIFO is detected (and released)."""
+    assert fifo_was_opened(secret, lambda: secret.read_bytes()) == (True, b"")
+    assert fifo_was_opened(secret, lambda: "not opened") == (False, "not opened")
+
+
 @pytest.mark.parametrize("where", ["relative", "absolute", "parent", "symlink"])
 def test_external_data_is_refused_without_opening_the_target(tmp_path, secret, monkeypatch, where):
     folder = tmp_path / "upload" / "inner"
