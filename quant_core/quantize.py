@@ -364,6 +364,9 @@ _ORT_TYPES = {(True, 8): ("INT8", np.int8), (False, 8): ("UINT8", np.uint8), (Tr
 # From this many elements the session's fused kernel beats the chunked ufuncs by far more than the
 # ~0.1 ms a run costs; below it the numpy path keeps small tensors free of any session.
 _ORT_MIN = 1 << 22
+# Elements per onnxruntime run when writing into `out` (4 MiB: the chunk stays in the cache between
+# the NaN check and the kernel; measured 88% of copy speed against 70% unchunked, 74% at 1 MiB).
+_ORT_CHUNK = 1 << 20
 
 
 # onnxruntime's per-axis kernel is slow on short rows (measured: 25x slower than numpy with the channels
@@ -401,25 +404,52 @@ def _qdq_session(element_type: str, axis: int | None):
 
 def _onnxruntime_fake_quantize(x, scale, zero_point, element, axis, name, out=None) -> np.ndarray:
     element_type, zero_point_dtype = element
-    flat = x.reshape(-1)
-    # One read pass refuses NaN and Inf (onnxruntime would quantize them silently): x.x is finite
-    # iff x is, unless large finite values overflow it, which the exact check then tells apart.
-    if not np.isfinite(np.vdot(flat, flat)):
-        _refuse_non_finite(x, name)
-    session = _qdq_session(element_type, axis)
     scale, zero_point = np.ascontiguousarray(scale), zero_point.astype(zero_point_dtype)
     if out is None:
+        # One read pass refuses NaN and Inf (onnxruntime would quantize them silently): x.x is finite
+        # iff x is, unless large finite values overflow it, which the exact check then tells apart.
+        flat = x.reshape(-1)
+        if not np.isfinite(np.vdot(flat, flat)):
+            _refuse_non_finite(x, name)
         # The result lives in onnxruntime's arena, which reuses its already-mapped memory from run to
         # run: much faster than writing into a fresh array, for memory kept about the size of the
         # largest tensor seen (docs/benchmarks/fake_quant.md).
-        return session.run(None, {"x": x, "scale": scale, "zero_point": zero_point})[0]
-    binding = session.io_binding()
-    binding.bind_cpu_input("x", x)
-    binding.bind_cpu_input("scale", scale)
-    binding.bind_cpu_input("zero_point", zero_point)
-    binding.bind_output("y", "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
-    session.run_with_iobinding(binding)
+        feeds = {"x": x, "scale": scale, "zero_point": zero_point}
+        return _qdq_session(element_type, axis).run(None, feeds)[0]
+    # Into `out`, chunk by chunk: each chunk is checked just before onnxruntime reads it, while it
+    # is still in the cache, which saves the separate read pass of the check.
+    for x_part, out_part, scale_part, zero_point_part, part_axis in _ort_chunks(x, out, scale, zero_point, axis):
+        flat = x_part.reshape(-1)
+        if not np.isfinite(np.vdot(flat, flat)):
+            _refuse_non_finite(x, name)
+        session = _qdq_session(element_type, part_axis)
+        binding = session.io_binding()
+        binding.bind_cpu_input("x", x_part)
+        binding.bind_cpu_input("scale", scale_part)
+        binding.bind_cpu_input("zero_point", zero_point_part)
+        binding.bind_output("y", "cpu", 0, np.float32, list(out_part.shape), out_part.ctypes.data)
+        session.run_with_iobinding(binding)
     return out
+
+
+def _ort_chunks(x, out, scale, zero_point, axis):
+    """Yield contiguous (x, out, scale, zero_point, axis) pieces of about _ORT_CHUNK elements."""
+    if axis is None:
+        flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+        for start in range(0, flat_x.size, _ORT_CHUNK):
+            yield flat_x[start:start + _ORT_CHUNK], flat_out[start:start + _ORT_CHUNK], scale, zero_point, None
+        return
+    outer, length, inner = _split3(x.shape, axis)
+    if outer == 1:  # channels first: chunks of whole channels, with their scales
+        x2, out2 = x.reshape(length, inner), out.reshape(length, inner)
+        step = max(1, _ORT_CHUNK // inner)
+        for c in range(0, length, step):
+            yield x2[c:c + step], out2[c:c + step], scale[c:c + step], zero_point[c:c + step], 0
+        return
+    x3, out3 = x.reshape(outer, length, inner), out.reshape(outer, length, inner)
+    step = max(1, _ORT_CHUNK // (length * inner))
+    for o in range(0, outer, step):
+        yield x3[o:o + step], out3[o:o + step], scale, zero_point, 1
 
 
 def _require_integer(fmt: NumberFormat) -> None:

@@ -132,7 +132,8 @@ FAST_PATHS = {"numpy chunks on two threads": {"_ORT_MIN": 1 << 40},
 @pytest.mark.parametrize("shape, axis", [((1 << 21,), None), ((1024, 2050), 0), ((2050, 1024), 1),
                                          ((32, 300, 220), 1)])
 @pytest.mark.parametrize("name", ["uint8", "int8", "int16"])
-def test_large_tensors_take_a_fast_path_and_stay_bit_exact(path, shape, axis, name, monkeypatch):
+@pytest.mark.parametrize("into", ["a new array", "out="])
+def test_large_tensors_take_a_fast_path_and_stay_bit_exact(path, shape, axis, name, into, monkeypatch):
     for constant, value in FAST_PATHS[path].items():
         monkeypatch.setattr(quantize_module, constant, value)
     assert np.prod(shape) >= quantize_module._THREAD_MIN  # big enough for the threads too
@@ -148,9 +149,11 @@ def test_large_tensors_take_a_fast_path_and_stay_bit_exact(path, shape, axis, na
         zero_point = rng.integers(fmt.qmin, fmt.qmax + 1, channels).astype(np.int32)
         view = (-1,) + (1,) * (len(shape) - axis - 1)
         expected = reference_fake_quantize(x, scale.reshape(view), zero_point.reshape(view), fmt)
-    assert same_bits(fake_quantize(x, scale, zero_point, fmt, axis=axis), expected)
-    q = quantize(x, scale, zero_point, fmt, axis=axis)
-    assert same_bits(dequantize(q, scale, zero_point, axis=axis), expected)
+    out = np.full_like(x, np.nan) if into == "out=" else None  # chunked runs must fill all of it
+    assert same_bits(fake_quantize(x, scale, zero_point, fmt, axis=axis, out=out), expected)
+    if into == "a new array":
+        q = quantize(x, scale, zero_point, fmt, axis=axis)
+        assert same_bits(dequantize(q, scale, zero_point, axis=axis), expected)
 
 
 @pytest.mark.parametrize("path", list(FAST_PATHS))
@@ -160,8 +163,9 @@ def test_a_nan_or_inf_deep_inside_a_large_tensor_is_found_on_every_path(path, mo
     x = np.zeros(quantize_module._THREAD_MIN + 12345, dtype=np.float32)
     for bad, word in ((np.nan, "NaN"), (-np.inf, "Inf")):
         x[-7] = bad
-        with pytest.raises(QuantLabError, match=f"'big' contains 1 {word}"):
-            fake_quantize(x, 0.1, 0, parse_format("int8"), name="big")
+        for out in (None, np.empty_like(x)):
+            with pytest.raises(QuantLabError, match=f"'big' contains 1 {word}"):
+                fake_quantize(x, 0.1, 0, parse_format("int8"), name="big", out=out)
 
 
 def test_formats_onnxruntime_cannot_run_take_the_numpy_path_on_large_tensors():
