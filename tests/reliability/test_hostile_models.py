@@ -12,7 +12,6 @@ import math
 import os
 
 import numpy as np
-
 import pytest
 
 from quant_core.config import PRESETS
@@ -115,30 +114,30 @@ def test_external_data_is_refused_without_opening_the_target(tmp_path, secret, m
     model = write(folder / "model.onnx", hostile.external_data(location))
     recorder = OpenRecorder().install(monkeypatch)
 
-    blocked, result = fifo_was_opened(secret, lambda: run_cli("inspect", model))
-    assert not blocked, "the external-data file was opened"
+    opened, result = fifo_was_opened(secret, lambda: run_cli("inspect", model))
+    assert not opened, "the external-data file was opened"
     assert_one_line_error(result, f"external file ('{location}')")
     data = write(tmp_path / "data.npz", hostile.good_data())
-    blocked, result = fifo_was_opened(secret, lambda: run_cli("evaluate", model, "--data", data))
-    assert not blocked
+    opened, result = fifo_was_opened(secret, lambda: run_cli("evaluate", model, "--data", data))
+    assert not opened
     assert_one_line_error(result, "external file")
-    blocked, result = fifo_was_opened(secret, lambda: load_model((folder / "model.onnx").read_bytes()))
-    assert not blocked and "external file" in str(result)
+    opened, result = fifo_was_opened(secret, lambda: load_model((folder / "model.onnx").read_bytes()))
+    assert not opened and "external file" in str(result)
     assert not recorder.opened(secret) and not recorder.opened(folder / "weights.bin")
 
 
 def test_external_data_in_a_constant_node_is_refused_without_opening_it(tmp_path, secret, monkeypatch):
     model = write(tmp_path / "model.onnx", hostile.external_data_in_constant(str(secret)))
     recorder = OpenRecorder().install(monkeypatch)
-    blocked, result = fifo_was_opened(secret, lambda: run_cli("inspect", model))
-    assert not blocked and not recorder.opened(secret)
+    opened, result = fifo_was_opened(secret, lambda: run_cli("inspect", model))
+    assert not opened and not recorder.opened(secret)
     assert_one_line_error(result, "bias_const", "external file")
 
 
 def test_an_uploaded_model_with_external_data_is_refused_in_the_app(lab, secret):
-    blocked, _ = fifo_was_opened(secret, lambda: upload(lab, "model_upload", "exfil.onnx",
+    opened, _ = fifo_was_opened(secret, lambda: upload(lab, "model_upload", "exfil.onnx",
                                                         hostile.external_data(str(secret))))
-    assert not blocked
+    assert not opened
     assert_no_traceback(lab)
     (message,) = error_texts(lab)
     assert "exfil.onnx" in message and "external file" in message and "previous model is still loaded" in message
