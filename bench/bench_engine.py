@@ -1,11 +1,11 @@
 """Benchmark the what-if engine against the obvious onnxruntime paths, side by side in one run.
 
-    /work/venv/bin/python bench/bench_engine.py [--repeats 4] [--sweep-repeats 3] [--models cnn,cnn28]
-                                                [--no-calibration]
+    /work/venv/bin/python bench/bench_engine.py [--repeats 4] [--sweep-repeats 3]
+                                                [--models cnn,cnn28,transformer] [--no-calibration]
 
-Prints ratios measured in this run (nothing hard-coded), for the demo CNN (797 held-out digits)
-and a generated, larger CNN on 28x28 inputs (random He-initialised weights, fixed seed; see
-`generated_cnn28`):
+Prints ratios measured in this run (nothing hard-coded), for the demo CNN and transformer (797
+held-out digits) and a generated, larger CNN on 28x28 inputs (random He-initialised weights, fixed
+seed; see `generated_cnn28`):
 1. evaluating a new config vs a plain FP32 onnxruntime forward pass of the same split, and vs the
    naive path (rewrite weights + insert Q/DQ, serialize, new InferenceSession, run): interleaved
    rounds, medians;
@@ -330,11 +330,15 @@ def load_bench_model(name: str):
         model_bytes, held_out = load_demo("cnn")
         return (prepare_model(onnx.load_from_string(model_bytes)), held_out.subset(np.arange(256)), held_out,
                 f"demo CNN, its {held_out.num_samples} held-out digits (1x8x8)")
+    if name == "transformer":
+        model_bytes, held_out = load_demo("transformer")
+        return (prepare_model(onnx.load_from_string(model_bytes)), held_out.subset(np.arange(256)), held_out,
+                f"demo transformer (13 MatMul + 1 Gemm layers), its {held_out.num_samples} held-out digits")
     if name == "cnn28":
         x = np.random.default_rng(1).random((256 + 512, 1, 28, 28), dtype=np.float32)
         return (prepare_model(generated_cnn28()), Dataset({"image": x[:256]}), Dataset({"image": x[256:]}),
                 "generated CNN on 28x28 (conv 16/32/64 + gemm, ~1.5 M multiply-adds a sample), 512 uniform samples")
-    raise SystemExit(f"unknown model {name!r}: cnn or cnn28")
+    raise SystemExit(f"unknown model {name!r}: cnn, cnn28 or transformer")
 
 
 def report_model(name: str, args) -> None:
@@ -376,7 +380,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=4, help="evaluate: 6 x this many interleaved runs (at most 4)")
     parser.add_argument("--sweep-repeats", type=int, default=3, help="sweep: rounds of engine and onnxruntime")
-    parser.add_argument("--models", default="cnn,cnn28", help="comma-separated: cnn (demo), cnn28 (generated)")
+    parser.add_argument("--models", default="cnn,cnn28,transformer",
+                        help="comma-separated: cnn, transformer (demos), cnn28 (generated)")
     parser.add_argument("--no-calibration", action="store_true", help="skip the calibration section")
     parser.add_argument("--memory-child", nargs=2, metavar=("WHICH", "COUNT"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -147,9 +147,7 @@ class Evaluator:
     def __init__(self, prepared, calibration: Calibration, data, *, batch_size: int = 1024, threads: int = 1):
         self.prepared = prepared
         self.calibration = calibration
-        started = time.perf_counter()
         self.session = SimulationSession(prepared, threads=threads)
-        self._build_seconds = time.perf_counter() - started
         self._specs = {spec.name: spec for spec in layer_specs(prepared)}
         self.layers = self.session.layers
         self._info_layers = {layer.name: layer for layer in prepared.info.layers}
@@ -170,6 +168,7 @@ class Evaluator:
         self._fp32_layer_outputs: dict[str, np.ndarray] | None = None
         self._cuts: list[dict[str, np.ndarray]] | None = None
         self._cut_layers: set[str] = set()
+        self._plain_build_seconds = 0.0
         self._declared = {v.name: v for v in prepared.model.graph.value_info}
         self._weight_bytes: dict[tuple, int] = {}
         self._activation_params: dict[tuple[str, TensorQuant], ActivationQuant] = {}
@@ -250,15 +249,20 @@ class Evaluator:
         only the model from `layer` on (fed cached FP32 activations; the same outputs bit for bit).
 
         That needs one more onnxruntime session (built here) and the FP32 activations the rest of the
-        model reads (kept, at most SUFFIX_MEMORY_BYTES). It is done only when the time it saves,
-        configs x (one run of the split) x (share s of the multiply-adds before the layer), is larger
-        than building it, estimated as (1 - s) x the full session's build; both times are measured
-        when this Evaluator is built.
+        model reads (captured once for all layers, kept, at most SUFFIX_MEMORY_BYTES). It is done only
+        when the time it saves, configs x (one run of the split) x (share s of the multiply-adds
+        before the layer), is larger than one run (the capture) and than building the session,
+        estimated as 2 x (1 - s) x a plain session's build (timed with the capture).
         """
         if layer not in self._suffix_ready:
-            # A suffix session costs about the share of the full session's build that it keeps.
             share = self._prefix_share(layer)
-            if configs * self._run_seconds * share <= self._build_seconds * (1.0 - share):
+            saving = configs * self._run_seconds * share
+            # The FP32 activations cost one run (and one plain session) to capture, once for all layers.
+            if saving <= self._run_seconds or not self._cut_values():
+                return False
+            # A suffix session is an optimized plain session of the rest of the model: about twice the
+            # plain session's build (measured with the capture) times the share it keeps.
+            if saving <= 2.0 * self._plain_build_seconds * (1.0 - share):
                 return False
             self._suffix_ready[layer] = (bool(self._cut_values()) and layer in self._cut_layers
                                          and self.session.suffix(layer) is not None)
@@ -294,7 +298,8 @@ class Evaluator:
     def _cut_values(self) -> list[dict[str, np.ndarray]]:
         """Per batch, the FP32 activations the layers' suffixes read (captured once; [] over budget).
 
-        Layers whose cut has a tensor of unknown size are left out (`self._cut_layers`).
+        The budget is checked on the declared shapes first, then on what was captured (a dimension
+        the shapes leave unknown, e.g. after a Reshape, is known only then).
         """
         if self._cuts is None:
             self._cuts, self._cut_layers = [], set()
@@ -303,31 +308,30 @@ class Evaluator:
             sizes = {}
             for layer, cut in cuts.items():
                 if cut is not None:
-                    found = {t: self._tensor_bytes(t) for t in cut if t not in inputs}
-                    if all(np.isfinite(v) for v in found.values()):
-                        sizes.update(found)
-                        self._cut_layers.add(layer)
+                    sizes.update((t, self._tensor_bytes(t)) for t in cut if t not in inputs)
+                    self._cut_layers.add(layer)
             tensors = tuple(sorted(sizes))
             if sum(sizes.values()) > SUFFIX_MEMORY_BYTES:
                 self._cut_layers = set()
                 return self._cuts
+            started = time.perf_counter()
             for batch in batches(self._inputs, self.batch_size):
                 values = dict(batch)
                 values.update(self.session.capture(batch, tensors) if tensors else {})
                 self._cuts.append(values)
+            self._plain_build_seconds = max(time.perf_counter() - started - self._run_seconds, 0.0)
+            if sum(values[t].nbytes for values in self._cuts for t in tensors) > SUFFIX_MEMORY_BYTES:
+                self._cuts, self._cut_layers = [], set()
         return self._cuts
 
     def _tensor_bytes(self, name: str) -> float:
-        """Bytes of an intermediate tensor over the split (8 per value, an upper bound); inf when unknown."""
+        """Bytes of an intermediate tensor over the split from its declared shape (8 per value, an upper
+        bound; unknown dimensions count 1: the capture checks the real size)."""
         declared = self._declared.get(name)
-        dims = declared.type.tensor_type.shape.dim if declared is not None else None
-        if dims is None:
-            return float("inf")
+        dims = declared.type.tensor_type.shape.dim if declared is not None else ()
         if not dims or dims[0].dim_value and dims[0].dim_value != self.batch_size:
             return 0.0  # not per sample (a shape, a constant): a few bytes
-        if any(not d.dim_value for d in dims[1:]):
-            return float("inf")
-        return 8.0 * self.sample_count * float(np.prod([d.dim_value for d in dims[1:]]))
+        return 8.0 * self.sample_count * float(np.prod([d.dim_value or 1 for d in dims[1:]]))
 
     def _fp32_layers(self) -> dict[str, np.ndarray]:
         if self._fp32_layer_outputs is None:
