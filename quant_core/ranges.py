@@ -345,9 +345,10 @@ def estimate_range(hist: StreamingHistogram, tq: TensorQuant) -> RangeResult:
 
 def _rows_layout(x: np.ndarray, tq: TensorQuant):
     """Return [rows (n, m) float32, ...] and a function that puts per-row results in tq's layout."""
-    from .quantize import _split3
+    from .quantize import _natural_axis, _split3
 
-    axis = tq.axis % x.ndim
+    axis = _natural_axis(x.shape, tq.granularity, "weight") if tq.axis is None else tq.axis
+    axis %= x.ndim
     outer, length, inner = _split3(x.shape, axis)
     x3 = x.reshape(outer, length, inner)
     if tq.granularity == Granularity.PER_CHANNEL:
