@@ -188,6 +188,19 @@ def activation_modes_supported(model: onnx.ModelProto) -> frozenset[ActivationMo
     return frozenset(modes)
 
 
+# onnxruntime's BASIC level quantizes a float Conv / Gemm weight whose activation comes from
+# DequantizeLinear (per-tensor int8): not what a fake-quant simulation means, so it is switched off.
+_DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
+
+
+def simulation_session(model: bytes, options: ort.SessionOptions) -> ort.InferenceSession:
+    """An InferenceSession that computes what the model's Q/DQ nodes say: no QDQ fusions into integer
+    kernels (session.enable_quant_qdq=0), no weight quantization (`_DISABLED_OPTIMIZERS`)."""
+    options.add_session_config_entry("session.enable_quant_qdq", "0")
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=_DISABLED_OPTIMIZERS)
+
+
 def session_options(threads: int = 1) -> ort.SessionOptions:
     """Session options that share 2 cores politely: few threads, no spinning."""
     options = ort.SessionOptions()
@@ -207,35 +220,41 @@ def _branch(name: str, nodes: list[onnx.NodeProto], output: str) -> onnx.GraphPr
     return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)])
 
 
+def _mode_nodes(index: int, x: str, out: str, mode: ActivationMode) -> list[onnx.NodeProto]:
+    """Nodes computing out = fake_quant(x) in one mode (the If branches, or inline in a specialized session)."""
+    p = f"{_PREFIX}.a{index}.m{int(mode)}"
+    scale, lo, hi = _name(index, "scale"), _name(index, "lo"), _name(index, "hi")
+    if mode == ActivationMode.OFF:
+        return [helper.make_node("Identity", [x], [out])]
+    if mode in (ActivationMode.UINT8, ActivationMode.INT8):
+        zero_point = _name(index, "zp_u8" if mode == ActivationMode.UINT8 else "zp_i8")
+        return [helper.make_node("QuantizeLinear", [x, scale, zero_point], [f"{p}.q"]),
+                helper.make_node("DequantizeLinear", [f"{p}.q", scale, zero_point], [out])]
+    if mode == ActivationMode.INTEGER:
+        return [helper.make_node("Div", [x, scale], [f"{p}.div"]),
+                helper.make_node("Round", [f"{p}.div"], [f"{p}.round"]),
+                helper.make_node("Clip", [f"{p}.round", lo, hi], [f"{p}.clip"]),
+                helper.make_node("Mul", [f"{p}.clip", scale], [out])]
+    return [helper.make_node("Div", [x, scale], [f"{p}.div"]),
+            helper.make_node("Cast", [f"{p}.div"], [f"{p}.cast"], to=_CAST_TYPE[mode]),
+            helper.make_node("Cast", [f"{p}.cast"], [f"{p}.back"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", [f"{p}.back", scale], [out])]
+
+
 def _fake_quant_nodes(index: int, x: str, y: str, modes: frozenset[ActivationMode]) -> list[onnx.NodeProto]:
     """Nodes computing y = fake_quant(x) for the mode fed at run time; OFF is one If and an Identity."""
     p = f"{_PREFIX}.a{index}"
-    mode, scale, lo, hi = _name(index, "mode"), _name(index, "scale"), _name(index, "lo"), _name(index, "hi")
-    integer = _branch(f"{p}.int", [
-        helper.make_node("Div", [x, scale], [f"{p}.div"]),
-        helper.make_node("Round", [f"{p}.div"], [f"{p}.round"]),
-        helper.make_node("Clip", [f"{p}.round", lo, hi], [f"{p}.clip"]),
-        helper.make_node("Mul", [f"{p}.clip", scale], [f"{p}.int_out"]),
-    ], f"{p}.int_out")
-    # Build the chain from the innermost else-branch outwards: OFF ? x : INTEGER ? int : FP16 ? ... .
-    chain = [(ActivationMode.OFF, _branch(f"{p}.off", [helper.make_node("Identity", [x], [f"{p}.off_out"])],
-                                          f"{p}.off_out"))]
-    qdq = [(ActivationMode.UINT8, _name(index, "zp_u8")), (ActivationMode.INT8, _name(index, "zp_i8"))]
-    for m, zero_point in qdq:
-        chain.append((m, _branch(f"{p}.{m.name.lower()}", [
-            helper.make_node("QuantizeLinear", [x, scale, zero_point], [f"{p}.{m.value}.q"]),
-            helper.make_node("DequantizeLinear", [f"{p}.{m.value}.q", scale, zero_point], [f"{p}.{m.value}.out"]),
-        ], f"{p}.{m.value}.out")))
-    float_modes = [m for m in (ActivationMode.FP16, ActivationMode.BF16, ActivationMode.FP8_E4M3FN,
-                               ActivationMode.FP8_E5M2) if m in modes]
-    chain.append((ActivationMode.INTEGER, integer))
-    for m in float_modes:
-        chain.append((m, _branch(f"{p}.{m.name.lower()}", [
-            helper.make_node("Div", [x, scale], [f"{p}.{m.value}.div"]),
-            helper.make_node("Cast", [f"{p}.{m.value}.div"], [f"{p}.{m.value}.cast"], to=_CAST_TYPE[m]),
-            helper.make_node("Cast", [f"{p}.{m.value}.cast"], [f"{p}.{m.value}.back"], to=TensorProto.FLOAT),
-            helper.make_node("Mul", [f"{p}.{m.value}.back", scale], [f"{p}.{m.value}.out"]),
-        ], f"{p}.{m.value}.out")))
+    mode = _name(index, "mode")
+
+    def branch(m: ActivationMode) -> onnx.GraphProto:
+        out = f"{p}.{m.name.lower()}_out"
+        return _branch(f"{p}.{m.name.lower()}", _mode_nodes(index, x, out, m), out)
+
+    # Build the chain from the innermost else-branch outwards: OFF ? x : UINT8 ? q/dq : INT8 ? ... .
+    order = [ActivationMode.OFF, ActivationMode.UINT8, ActivationMode.INT8, ActivationMode.INTEGER]
+    order += [m for m in (ActivationMode.FP16, ActivationMode.BF16, ActivationMode.FP8_E4M3FN,
+                          ActivationMode.FP8_E5M2) if m in modes]
+    chain = [(m, branch(m)) for m in order]
     # The last branch is the else of the previous test: no test needed for it.
     else_graph = chain[-1][1]
     for depth in range(len(chain) - 2, -1, -1):
@@ -251,13 +270,23 @@ def _fake_quant_nodes(index: int, x: str, y: str, modes: frozenset[ActivationMod
     raise AssertionError("unreachable: the chain has at least two branches")
 
 
+# The scalar inputs each mode reads (a specialized session declares only those).
+_MODE_INPUTS = {ActivationMode.UINT8: ("scale", "zp_u8"), ActivationMode.INT8: ("scale", "zp_i8"),
+                ActivationMode.INTEGER: ("scale", "lo", "hi")}
+_INPUT_TYPES = {"mode": TensorProto.INT64, "scale": TensorProto.FLOAT, "lo": TensorProto.FLOAT,
+                "hi": TensorProto.FLOAT, "zp_u8": TensorProto.UINT8, "zp_i8": TensorProto.INT8}
+
+
 def build_simulation_model(model: onnx.ModelProto, specs: tuple[_LayerSpec, ...], modes: frozenset[ActivationMode],
-                           *, weights_as_inputs: bool = True, layer_outputs: bool = False
+                           *, weights_as_inputs: bool = True, layer_outputs: bool = False,
+                           pattern: Mapping[int, ActivationMode] | None = None
                            ) -> tuple[onnx.ModelProto, dict[str, str], dict[str, int]]:
     """Return the simulation model, layer -> weight input name, layer -> activation index.
 
     weights_as_inputs=False keeps the weights as initializers (for `_reorder_weight_inputs`).
     layer_outputs=True also makes every layer's output a graph output.
+    pattern (activation index -> mode, absent = OFF) specializes the model: each activation gets its
+    mode's nodes inline instead of the `If` chain, and OFF activations no nodes at all.
     """
     sim = onnx.ModelProto()
     sim.CopyFrom(model)
@@ -282,7 +311,16 @@ def build_simulation_model(model: onnx.ModelProto, specs: tuple[_LayerSpec, ...]
             node.input[list(node.input).index(spec.weight)] = name
             new_inputs.append(helper.make_tensor_value_info(name, init.data_type, list(init.dims)))
             weight_inputs[spec.name] = name
-        if spec.activation_input:
+        if spec.activation_input and pattern is not None:
+            activation_index[spec.name] = i
+            mode = pattern.get(i, ActivationMode.OFF)
+            if mode != ActivationMode.OFF:
+                y = f"{_PREFIX}.a{i}.out"
+                node.input[list(node.input).index(spec.activation_input)] = y
+                wanted = _MODE_INPUTS.get(mode, ("scale",))
+                new_inputs += [_scalar_input(_name(i, what), _INPUT_TYPES[what]) for what in wanted]
+                fq_nodes_for[spec.name] = _mode_nodes(i, spec.activation_input, y, mode)
+        elif spec.activation_input:
             y = f"{_PREFIX}.a{i}.out"
             node.input[list(node.input).index(spec.activation_input)] = y
             new_inputs += [_scalar_input(_name(i, "mode"), TensorProto.INT64),
@@ -343,7 +381,7 @@ def _optimized(model: onnx.ModelProto, threads: int) -> onnx.ModelProto:
     options = session_options(threads)
     with tempfile.TemporaryDirectory() as directory:
         options.optimized_model_filepath = os.path.join(directory, "optimized.onnx")
-        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        simulation_session(model.SerializeToString(), options)
         return onnx.load(options.optimized_model_filepath)
 
 
@@ -421,24 +459,38 @@ def _outer_reads(node: onnx.NodeProto) -> set[str]:
 _UNPADDED_CHANNELS = 16
 
 
-def _fake_quant_in_blocked_layout(model: onnx.ModelProto) -> int:
-    """Let each activation fake-quant `If` work on onnxruntime's blocked (NCHWc) tensor; return how many.
+# Elementwise ops a fake-quant chain is made of (first input: the activation; the others: scalars).
+_ELEMENTWISE = {"QuantizeLinear", "DequantizeLinear", "Div", "Mul", "Round", "Clip", "Cast", "Identity"}
 
-    onnxruntime optimizes `Conv -> fake-quant -> Conv` into `Conv -> ReorderOutput -> If -> ReorderInput
-    -> Conv`: two layout copies of the activation only to hand it to the `If`. Every fake-quant branch is
-    elementwise (the same function of each value whatever the layout), so the `If` can read the
-    blocked tensor and feed the next Conv directly: the same values, without the two copies. Done
-    only when the If is the reorder's sole reader, the ReorderInput the If's, and the channel count
-    needs no padding.
+
+def _fake_quant_in_blocked_layout(model: onnx.ModelProto) -> int:
+    """Let each activation fake-quant work on onnxruntime's blocked (NCHWc) tensor; return how many.
+
+    onnxruntime optimizes `Conv -> fake-quant -> Conv` into `Conv -> ReorderOutput -> fake-quant ->
+    ReorderInput -> Conv`: two layout copies of the activation only to hand it to the fake-quant. Every
+    fake-quant (an `If` of branches, or a specialized chain of Q/DQ, Div/Round/Clip/Mul, Cast nodes with
+    scalar parameters) is elementwise, the same function of each value whatever the layout, so it can
+    read the blocked tensor and feed the next Conv directly: the same values, without the two copies.
+    Done only for a single-reader chain from the reorder to the ReorderInput, and when the channel
+    count needs no padding.
     """
     graph = model.graph
     outputs = {out.name for out in graph.output}
+    scalars = {value.name for value in graph.input if len(value.type.tensor_type.shape.dim) == 0}
+    scalars.update(init.name for init in graph.initializer if int(np.prod(init.dims, dtype=np.int64)) == 1)
     readers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
         for name in set(node.input) | _outer_reads(node):
             readers.setdefault(name, []).append(node)
     producer = {out: node for node in graph.node for out in node.output}
     attributes = lambda node: {a.name: helper.get_attribute_value(a) for a in node.attribute}  # noqa: E731
+
+    def elementwise(node: onnx.NodeProto, current: str) -> bool:
+        if node.op_type == "If":
+            return current not in node.input and len(node.output) == 1
+        return (node.op_type in _ELEMENTWISE and len(node.output) == 1 and node.input[0] == current
+                and all(name in scalars for name in node.input[1:] if name))
+
     drop, rename = [], {}
     for node in graph.node:
         if node.op_type != "ReorderOutput" or node.output[0] in outputs:
@@ -446,21 +498,25 @@ def _fake_quant_in_blocked_layout(model: onnx.ModelProto) -> int:
         found = attributes(node)
         if found.get("channels_last", 0) or found.get("channels", 0) % _UNPADDED_CHANNELS:
             continue
-        users = readers.get(node.output[0], [])
-        if len(users) != 1 or users[0].op_type != "If" or node.output[0] in users[0].input:
-            continue
-        branch = users[0]
-        after = readers.get(branch.output[0], [])
-        if (len(branch.output) != 1 or branch.output[0] in outputs or len(after) != 1
-                or after[0].op_type != "ReorderInput" or attributes(after[0]).get("channels_last", 0)):
-            continue
+        current, chain, end = node.output[0], [], None
+        while current not in outputs:
+            users = readers.get(current, [])
+            if len(users) != 1:
+                break
+            if users[0].op_type == "ReorderInput" and chain and not attributes(users[0]).get("channels_last", 0):
+                end = users[0]
+                break
+            if not elementwise(users[0], current):
+                break
+            chain.append(users[0])
+            current = users[0].output[0]
         source = producer.get(node.input[0])
-        if source is None or len(readers.get(node.input[0], [])) != 1:
+        if end is None or source is None or len(readers.get(node.input[0], [])) != 1:
             continue
-        # The blocked tensor takes the name the If's branches read; the next Conv reads the If's output.
+        # The blocked tensor takes the name the chain reads; the next Conv reads the chain's output.
         source.output[list(source.output).index(node.input[0])] = node.output[0]
-        rename[after[0].output[0]] = branch.output[0]
-        drop += [id(node), id(after[0])]
+        rename[end.output[0]] = current
+        drop += [id(node), id(end)]
     if not drop:
         return 0
     kept = [node for node in graph.node if id(node) not in drop]
@@ -470,7 +526,7 @@ def _fake_quant_in_blocked_layout(model: onnx.ModelProto) -> int:
                 node.input[index] = rename[name]
     del graph.node[:]
     graph.node.extend(kept)
-    touched = set(rename) | set(rename.values()) | {out for node in kept for out in node.output}
+    touched = set(rename) | {out for node in kept for out in node.output}
     shapes = [value for value in graph.value_info if value.name not in touched]
     del graph.value_info[:]
     graph.value_info.extend(shapes)
@@ -480,9 +536,10 @@ def _fake_quant_in_blocked_layout(model: onnx.ModelProto) -> int:
 class _Variant:
     """One built InferenceSession and how to feed its weights."""
 
-    def __init__(self, model, specs, modes, threads: int, *, layer_outputs: bool):
+    def __init__(self, model, specs, modes, threads: int, *, layer_outputs: bool,
+                 pattern: Mapping[int, ActivationMode] | None = None):
         base, _, self.activation_index = build_simulation_model(model, specs, modes, weights_as_inputs=False,
-                                                               layer_outputs=layer_outputs)
+                                                               layer_outputs=layer_outputs, pattern=pattern)
         traced = _reorder_weight_inputs(base, specs, threads)
         if traced is not None:
             built, by_weight = traced
@@ -490,18 +547,25 @@ class _Variant:
             self.weight_feeds = {spec.name: by_weight[spec.weight] for spec in specs if spec.weight in by_weight}
             self.reordered = True
         else:
-            built, inputs, _ = build_simulation_model(model, specs, modes, layer_outputs=layer_outputs)
+            built, inputs, _ = build_simulation_model(model, specs, modes, layer_outputs=layer_outputs, pattern=pattern)
             shapes = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in built.graph.input}
             self.weight_feeds = {layer: [_WeightFeed(name, shapes[name])] for layer, name in inputs.items()}
             self.reordered = False
+        self.input_names = frozenset(i.name for i in built.graph.input)
         options = session_options(threads)
         if self.reordered:
             # Already optimized for this machine; optimizing again would only redo the work.
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         try:
-            self.session = ort.InferenceSession(built.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            self.session = simulation_session(built.SerializeToString(), options)
         except Exception as err:  # onnxruntime raises its own exception types
             raise ModelError(f"onnxruntime cannot build the simulation session: {_first_line(err)}") from None
+
+
+# A run whose activation modes (which layer: off / uint8 / int8 / ...) were seen this many times gets a
+# session specialized for them, with the fake-quant nodes inline instead of `If`s (at most MAX_SPECIALIZED).
+SPECIALIZE_AFTER = 3
+MAX_SPECIALIZED = 8
 
 
 class SimulationSession:
@@ -526,18 +590,38 @@ class SimulationSession:
         self.output_names = tuple(o.name for o in model.graph.output)
         self._variants: dict[bool, _Variant] = {False: self._build(layer_outputs=False)}
         self._suffixes: dict[str, LayerSuffix | None] = {}
+        self._patterns: dict[tuple, _Variant | None] = {}
+        self._pattern_uses: dict[tuple, int] = {}
         self._captures: dict[tuple[str, ...], ort.InferenceSession] = {}
 
-    def _build(self, *, layer_outputs: bool) -> _Variant:
-        variant = _Variant(self._model, self._specs, self.modes, self._threads, layer_outputs=layer_outputs)
+    def _build(self, *, layer_outputs: bool, pattern: Mapping[int, ActivationMode] | None = None) -> _Variant:
+        variant = _Variant(self._model, self._specs, self.modes, self._threads, layer_outputs=layer_outputs,
+                           pattern=pattern)
         defaults = {}
         for layer, feeds in variant.weight_feeds.items():
             for feed in feeds:
                 defaults[feed.name] = feed.value(self._fp32_weights[layer])
         for index in variant.activation_index.values():
             defaults.update(OFF.feeds(index))
-        variant.default_feeds = defaults
+        variant.default_feeds = {name: value for name, value in defaults.items() if name in variant.input_names}
         return variant
+
+    def _specialized(self, activations: Mapping[str, ActivationQuant] | None) -> _Variant | None:
+        """The session specialized for these activation modes (no `If`s), built on the pattern's
+        SPECIALIZE_AFTER-th use and cached; None before that."""
+        general = self._variants[False]
+        key = tuple(sorted((general.activation_index[layer], params.mode)
+                           for layer, params in (activations or {}).items() if params.mode != ActivationMode.OFF))
+        if key in self._patterns:
+            return self._patterns[key]
+        self._pattern_uses[key] = self._pattern_uses.get(key, 0) + 1
+        if self._pattern_uses[key] < SPECIALIZE_AFTER or len(self._patterns) >= MAX_SPECIALIZED:
+            return None
+        try:
+            self._patterns[key] = self._build(layer_outputs=False, pattern=dict(key))
+        except ModelError:
+            self._patterns[key] = None
+        return self._patterns[key]
 
     def _variant(self, layer_outputs: bool) -> _Variant:
         if layer_outputs not in self._variants:
@@ -594,7 +678,8 @@ class SimulationSession:
             activations: Mapping[str, ActivationQuant] | None = None,
             with_layer_outputs: bool = False) -> SimulationOutput:
         """Run one batch; layers absent from `weights` / `activations` stay FP32."""
-        variant = self._variant(with_layer_outputs)
+        variant = None if with_layer_outputs else self._specialized(activations)
+        variant = variant or self._variant(with_layer_outputs)
         all_feeds = dict(variant.default_feeds)
         all_feeds.update(feeds)
         for layer, weight in (weights or {}).items():
@@ -605,7 +690,8 @@ class SimulationSession:
                 needed = _CAST_OPSET[_CAST_KIND[params.mode]]
                 raise ValueError(f"layer {layer!r}: {params.mode.name.lower()} activations need a model with "
                                  f"opset >= {needed}; this model has opset {self.opset}")
-            all_feeds.update(params.feeds(variant.activation_index[layer]))
+            all_feeds.update((name, value) for name, value in params.feeds(variant.activation_index[layer]).items()
+                             if name in variant.input_names)
         names = list(self.output_names)
         if with_layer_outputs:
             names += [out for out in dict.fromkeys(self.layer_outputs.values()) if out not in self.output_names]
@@ -693,7 +779,7 @@ class LayerSuffix:
             self.weight_feeds = [_WeightFeed(init.name, tuple(init.dims))]
         self.output_names = tuple(o.name for o in built.graph.output)
         try:
-            self.session = ort.InferenceSession(built.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            self.session = simulation_session(built.SerializeToString(), options)
         except Exception as err:  # onnxruntime raises its own exception types
             raise ModelError(f"onnxruntime cannot build the suffix session of {spec.name!r}: {_first_line(err)}") from None
 

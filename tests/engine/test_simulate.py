@@ -119,3 +119,22 @@ def test_fake_quant_on_the_blocked_layout_gives_the_same_outputs_without_the_lay
     assert fold(model) == 1
     assert [node.op_type for node in model.graph.node].count("ReorderOutput") == before - 1
     assert "ReorderInput" not in [node.op_type for node in model.graph.node]
+
+
+@pytest.mark.parametrize("fmt, symmetric", [("uint8", False), ("int8", True), ("uint5", False), ("fp16", True),
+                                            ("bf16", True), ("fp8_e4m3fn", True)])
+def test_a_session_specialized_for_the_activation_modes_gives_the_same_outputs(demo_cnn, fmt, symmetric):
+    from quant_core.simulate import SPECIALIZE_AFTER
+
+    prepared, _, evaluation = demo_cnn
+    session = SimulationSession(prepared)
+    params = ActivationQuant.from_range(0.0, 6.0, TensorQuant(fmt, symmetric=symmetric))
+    activations = {layer: params for layer in session.layers[1:]}  # the first layer's input stays float
+    general = session.run(evaluation.inputs, activations=activations).outputs[0]  # the If session
+    for _ in range(SPECIALIZE_AFTER):
+        specialized = session.run(evaluation.inputs, activations=activations).outputs[0]
+    assert any(variant is not None for variant in session._patterns.values())  # now built and used
+    assert np.array_equal(specialized, general)
+    weights_only = session.run(evaluation.inputs).outputs[0]
+    for _ in range(SPECIALIZE_AFTER):
+        assert np.array_equal(session.run(evaluation.inputs).outputs[0], weights_only)
