@@ -16,16 +16,17 @@ if ctx.evaluation_data is None:
 evaluator, baseline = sensitivity_view.load_evaluator(ctx)
 
 st.subheader("Per-layer sweep")
+sensitivity_view.start_default_sweep(ctx, evaluator)  # first visit of a small model: the default sweep
 sensitivity_view.sweep_controls(ctx, evaluator)
 with page_errors("the sweep"):
     job = sensitivity_view.run_pending(ctx, evaluator)
     if job is not None and job.rows:
         sensitivity_view.show_sweep(ctx, job, baseline.accuracy)
         sensitivity_view.apply_cell_controls(ctx, evaluator, job)
-    elif job is None:
-        st.caption("Pick formats and press Run sweep.")
-    elif job.finished:
-        st.caption("The sweep stopped before any layer finished: press Run sweep to start again.")
+    else:
+        if job is not None and job.finished:
+            st.caption("The sweep stopped before any layer finished: press Run sweep to start again.")
+        sensitivity_view.show_placeholder(ctx, evaluator)
 
 st.subheader("Mixed-precision suggestion")
 sensitivity_view.budget_controls(baseline)

@@ -16,10 +16,11 @@ if ctx.evaluation_data is None:
 
 settings = tradeoffs_view.measurement_controls()
 with page_errors("the measurement"):
-    tradeoffs_view.measure_button(ctx, ctx.config, settings)
+    tradeoffs_view.measure_button(ctx, ctx.config, settings)  # a click times every variant again
+    # The default settings on a small model are measured once by themselves (cached, shared).
     measured = tradeoffs_view.current_results(ctx, ctx.config, settings)
     if measured is None:
-        st.caption("Press Measure to export, run and time every variant with these settings.")
+        tradeoffs_view.show_preview(ctx, ctx.config, settings)
     else:
         frame, notes = measured
         tradeoffs_view.show_results(ctx, ctx.config, settings, frame, notes)

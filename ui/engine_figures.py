@@ -84,6 +84,23 @@ def sensitivity_heatmap(frame: pd.DataFrame, *, value: str, label: str, higher_i
     return fig
 
 
+def sensitivity_placeholder(layers: list[str], formats: list[str]) -> go.Figure:
+    """The layer × format grid of a sweep not run yet: empty cells, the axes the heatmap will have.
+
+    Notes
+    -----
+    Cells are NaN (drawn blank); the title says what will appear once the sweep has run.
+    """
+    empty = [[None] * len(formats) for _ in layers]
+    fig = go.Figure(go.Heatmap(z=empty, x=formats, y=layers, showscale=False, hoverongaps=True,
+                               hovertemplate="layer %{y}<br>format %{x}<br>not measured yet<extra></extra>"))
+    fig.update_layout(title="Not swept yet: each cell will show the accuracy drop when only that layer is quantized",
+                      xaxis_title="format", yaxis_title="layer", margin=_MARGIN,
+                      yaxis=dict(autorange="reversed", type="category", showgrid=True),
+                      xaxis=dict(type="category", showgrid=True), height=max(320, 40 * len(layers) + 140))
+    return fig
+
+
 def pareto_figure(frame: pd.DataFrame, *, chosen: tuple[float, float] | None = None) -> go.Figure:
     """Size vs accuracy of the candidate configs of a suggestion, Pareto front highlighted.
 

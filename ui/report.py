@@ -31,10 +31,12 @@ class MeasurementSettings:
     warmup: int
     repeats: int
     provider: str = "CPUExecutionProvider"
+    cpu_count: int = 0  # CPU cores of the machine that measured (0: not recorded)
 
     def describe(self) -> str:
+        machine = f" on a machine with {self.cpu_count} CPU core(s)" if self.cpu_count else ""
         return (f"onnxruntime {self.provider}, batch size {self.batch_size}, {self.threads} intra-op thread(s), "
-                f"{self.warmup} warm-up run(s) then {self.repeats} timed run(s) per variant; "
+                f"{self.warmup} warm-up run(s) then {self.repeats} timed run(s) per variant{machine}; "
                 "latency = median wall time of one run, error bars = 10th to 90th percentile")
 
 

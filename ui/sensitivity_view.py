@@ -1,7 +1,11 @@
 """Sensitivity page: a cancellable per-layer sweep, its heatmap and ranking, and the size-budget suggestion.
 
 The sweep runs one layer at a time and stores each finished layer in session state, so a Stop
-click (which interrupts the script run) or any other rerun keeps what was already measured.
+click (which interrupts the script run) or any other rerun keeps what was already measured. Each
+layer's rows are also cached (st.cache_data) per (model, data, formats, scope, layer), so a sweep
+already run in this or another session comes back at once. On the first visit of a model whose
+default sweep is cheap (layers x formats <= AUTO_SWEEP_MAX_CONFIGS) the default weights-only sweep
+starts by itself; a larger model waits for Run sweep and shows an empty heatmap of its layers.
 """
 from __future__ import annotations
 
@@ -46,6 +50,8 @@ WEIGHTS_ONLY, WEIGHTS_AND_ACTIVATIONS = "weights only", "weights + activations"
 DROP, SQNR = "accuracy drop (pp)", "SQNR (dB)"
 SIZE_BUDGET, MIN_ACCURACY = "size budget", "minimum accuracy"
 FP32 = PRESETS["FP32"]
+AUTO_SWEEP_MAX_CONFIGS = 100  # layers x formats of the default sweep run on a first visit (demos: 15 to 70)
+_AUTO_STARTED = "_sens_auto_started"  # (model_key, data_key) pairs whose default sweep this session started
 
 
 @dataclass
@@ -100,6 +106,27 @@ def _start(ctx_key: tuple, layers: tuple[str, ...]) -> None:
                                       layers)
 
 
+def start_default_sweep(ctx, evaluator) -> bool:
+    """On the first visit of a model, start the default weights-only sweep when it is cheap; say if it was.
+
+    Runs once per (model, data) in a session: after a Stop, or once the user ran their own sweep,
+    nothing restarts by itself.
+    """
+    ctx_key = (ctx.model_key, ctx.data_key)
+    started = st.session_state.setdefault(_AUTO_STARTED, set())
+    layers = tuple(evaluator.layers)
+    if ctx_key in started or _job(ctx) is not None or not is_cheap(len(layers), len(DEFAULT_SWEEP_FORMATS)):
+        return False
+    started.add(ctx_key)
+    st.session_state[_JOB] = SweepJob(ctx_key, tuple(DEFAULT_SWEEP_FORMATS), False, layers)
+    return True
+
+
+def is_cheap(layer_count: int, format_count: int) -> bool:
+    """A sweep small enough to run without asking (a few seconds on this machine)."""
+    return layer_count * format_count <= AUTO_SWEEP_MAX_CONFIGS
+
+
 def _stop() -> None:
     job = st.session_state.get(_JOB)
     if job is not None:
@@ -123,8 +150,6 @@ def sweep_controls(ctx, evaluator) -> None:
 
 def run_pending(ctx, evaluator) -> SweepJob | None:
     """Continue the current sweep one layer at a time (each layer's rows are kept as soon as done)."""
-    from quant_core.sensitivity import run_sweep
-
     job = _job(ctx)
     if job is None or job.finished:
         return job
@@ -134,7 +159,7 @@ def run_pending(ctx, evaluator) -> SweepJob | None:
         layer = job.layers[job.done_layers]
         bar.progress(job.done_layers / total, text=f"Sweeping layer {job.done_layers + 1} of {total}: {layer}")
         try:
-            rows = run_sweep(evaluator, list(job.formats), activations=job.activations, layers=[layer])
+            rows = _layer_rows(ctx.model_key, ctx.data_key, job.formats, job.activations, layer, evaluator)
         except Exception:
             job.stopped = True  # shown once by the page; not retried on every rerun
             raise
@@ -142,6 +167,29 @@ def run_pending(ctx, evaluator) -> SweepJob | None:
         job.done_layers += 1
     bar.empty()
     return job
+
+
+# Per layer, so a Stop keeps every finished layer cached too; rows are small frozen dataclasses.
+@st.cache_data(max_entries=2048, show_spinner=False)
+def _layer_rows(model_key: str, data_key: str, formats: tuple[str, ...], activations: bool, layer: str,
+                _evaluator) -> list:
+    from quant_core.sensitivity import run_sweep
+
+    return run_sweep(_evaluator, list(formats), activations=activations, layers=[layer])
+
+
+def show_placeholder(ctx, evaluator) -> None:
+    """Before any sweep: the empty heatmap (the model's layers × the chosen formats) and what it will show."""
+    formats = tuple(st.session_state.get(SENS_FORMATS) or DEFAULT_SWEEP_FORMATS)
+    layers = tuple(evaluator.layers)
+    st.info(f"{len(layers)} layers × {len(formats)} formats = {len(layers) * len(formats)} evaluations: press "
+            "Run sweep to measure them (progress is shown and Stop keeps the finished layers).")
+    st.plotly_chart(_placeholder_figure(ctx.model_key, layers, formats), key="sens_heatmap")
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _placeholder_figure(model_key: str, layers: tuple[str, ...], formats: tuple[str, ...]):
+    return engine_figures.sensitivity_placeholder(list(layers), list(formats))
 
 
 def sweep_frame(rows, fp32_accuracy: float | None) -> pd.DataFrame:

@@ -7,6 +7,7 @@ Exports, accuracies and timings are cached (st.cache_data) per model, data, conf
 from __future__ import annotations
 
 import os
+import uuid
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,9 @@ _MAX_RESULTS = 8
 
 BATCH_SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 WARMUP = 5
+DEFAULT_REPEATS = 20  # modest: the first visit measures by itself and should take seconds
+AUTO_MEASURE_MAX_PARAMS = 5_000_000  # above this, exporting and timing every variant waits for Measure
+_AUTO_TRIED = "_tradeoff_auto_tried"  # settings keys measured (or tried) without a click in this session
 CURRENT_PREFIX = "Current config"
 
 
@@ -35,9 +39,21 @@ def measurement_controls() -> MeasurementSettings:
     max_threads = max(1, os.cpu_count() or 1)
     thread_count = threads.slider("Threads (intra-op)", 1, max_threads, 1, key=TRADEOFF_THREADS,
                                   disabled=max_threads == 1)
-    repeat_count = repeats.number_input("Timed runs per variant", 3, 1000, 30, step=10, key=TRADEOFF_REPEATS)
+    repeat_count = repeats.number_input("Timed runs per variant", 3, 1000, DEFAULT_REPEATS, step=10,
+                                        key=TRADEOFF_REPEATS)
     return MeasurementSettings(batch_size=int(batch_size), threads=int(thread_count), warmup=WARMUP,
-                               repeats=int(repeat_count))
+                               repeats=int(repeat_count), cpu_count=os.cpu_count() or 0)
+
+
+def default_settings() -> MeasurementSettings:
+    """The settings the page opens with: the ones measured without a click."""
+    return MeasurementSettings(batch_size=1, threads=1, warmup=WARMUP, repeats=DEFAULT_REPEATS,
+                               cpu_count=os.cpu_count() or 0)
+
+
+def is_cheap(ctx) -> bool:
+    """A model small enough to export and time every variant without asking (seconds)."""
+    return ctx.info.total_params <= AUTO_MEASURE_MAX_PARAMS
 
 
 def _settings_key(ctx, config: QuantConfig, settings: MeasurementSettings) -> tuple:
@@ -68,7 +84,7 @@ def _first_outputs(model_key: str, data_key: str, variant_key: str, _model: byte
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _latency(model_key: str, data_key: str, variant_key: str, batch_size: int, threads: int, warmup: int,
-             repeats: int, _model: bytes, _data):
+             repeats: int, token: str, _model: bytes, _data):
     from quant_core.latency import measure_latency
 
     return measure_latency(_model, _data, batch_size=batch_size, threads=threads, warmup=warmup, repeats=repeats)
@@ -83,34 +99,62 @@ def _accuracy(outputs: np.ndarray, fp32_outputs: np.ndarray, labels) -> float:
     return float(np.mean(outputs.argmax(axis=1) == np.asarray(labels)[:len(outputs)]))
 
 
-def measure(ctx, config: QuantConfig, settings: MeasurementSettings, progress) -> tuple[pd.DataFrame, list[str]]:
-    """Export, run and time every standard variant; return the table and notes (one per variant caveat)."""
+def sizes_and_accuracies(ctx, config: QuantConfig, progress) -> tuple[list[dict], list[str], list[tuple]]:
+    """Export every standard variant and run it on the evaluation split: rows without latency yet.
+
+    Returns (rows, notes, to_time): `to_time` holds (row, variant, variant_key) of each exported
+    variant, whose row `time_variants` completes. Exports and outputs are cached.
+    """
     config_json = config.to_json()
     progress(0.0, "Exporting the variants with onnxruntime.quantization…")
     variants = _variants(ctx.model_key, ctx.data_key, config_json, ctx, config)
     labels = ctx.evaluation_data.labels
-    rows, notes = [], []
+    rows, notes, to_time = [], [], []
     fp32_outputs = None
     for index, variant in enumerate(variants):
-        progress((index + 0.5) / (len(variants) + 1), f"Measuring {variant.name}…")
+        progress((index + 0.5) / len(variants), f"Running {variant.name} on the evaluation data…")
         if variant.model is None:
             notes.append(f"{variant.name}: {variant.note}")
             continue
         variant_key = f"{variant.name}|{config_json if variant.name.startswith(CURRENT_PREFIX) else ''}"
         outputs = _first_outputs(ctx.model_key, ctx.data_key, variant_key, variant.model, ctx)
         fp32_outputs = outputs if fp32_outputs is None else fp32_outputs  # FP32 comes first
-        timing = _latency(ctx.model_key, ctx.data_key, variant_key, settings.batch_size, settings.threads,
-                          settings.warmup, settings.repeats, variant.model, ctx.evaluation_data)
         name = variant.name + (" — exported, simulated-only layers kept FP32" if variant.simulated else "")
-        rows.append({"variant": name, "kind": "onnxruntime", "simulated": False,
-                     "accuracy": _accuracy(outputs, fp32_outputs, labels), "size_kb": timing.size_bytes / 1024,
-                     "latency_ms": timing.median_ms, "latency_p10_ms": timing.p10_ms,
-                     "latency_p90_ms": timing.p90_ms, "kernels": ", ".join(timing.kernels)})
+        row = {"variant": name, "kind": "onnxruntime", "simulated": False,
+               "accuracy": _accuracy(outputs, fp32_outputs, labels), "size_kb": len(variant.model) / 1024,
+               "latency_ms": np.nan, "latency_p10_ms": np.nan, "latency_p90_ms": np.nan, "kernels": "not timed yet"}
+        rows.append(row)
+        to_time.append((row, variant, variant_key))
         if variant.note:
             notes.append(f"{variant.name}: {variant.note}")
         if variant.simulated and variant.name.startswith(CURRENT_PREFIX):
             rows.append(_simulated_row(ctx, config))
+    return rows, notes, to_time
+
+
+def time_variants(ctx, to_time: list[tuple], settings: MeasurementSettings, progress, *, token: str = "") -> None:
+    """Time each exported variant with `settings` and fill in its row (cached per settings and `token`)."""
+    for index, (row, variant, variant_key) in enumerate(to_time):
+        progress(index / len(to_time), f"Timing {variant.name} ({index + 1} of {len(to_time)}): "
+                                       f"{settings.warmup} warm-up + {settings.repeats} timed runs…")
+        timing = _latency(ctx.model_key, ctx.data_key, variant_key, settings.batch_size, settings.threads,
+                          settings.warmup, settings.repeats, token, variant.model, ctx.evaluation_data)
+        row.update(size_kb=timing.size_bytes / 1024, latency_ms=timing.median_ms, latency_p10_ms=timing.p10_ms,
+                   latency_p90_ms=timing.p90_ms, kernels=", ".join(timing.kernels))
     progress(1.0, "Done")
+
+
+def measure(ctx, config: QuantConfig, settings: MeasurementSettings, progress, *, token: str = "",
+            on_sizes=None) -> tuple[pd.DataFrame, list[str]]:
+    """Export, run and time every standard variant; return the table and notes (one per variant caveat).
+
+    `on_sizes(frame)` is called with the sizes and accuracies before the timing starts. `token`
+    other than "" times again instead of reusing a cached timing of the same settings.
+    """
+    rows, notes, to_time = sizes_and_accuracies(ctx, config, lambda f, text: progress(0.3 * f, text))
+    if on_sizes is not None:
+        on_sizes(_with_ratios(pd.DataFrame(rows)))
+    time_variants(ctx, to_time, settings, lambda f, text: progress(0.3 + 0.7 * f, text), token=token)
     return _with_ratios(pd.DataFrame(rows)), notes
 
 
@@ -141,19 +185,64 @@ def _remember(key: tuple, value) -> None:
         results.pop(next(iter(results)))
 
 
-def measure_button(ctx, config: QuantConfig, settings: MeasurementSettings) -> None:
-    """The Measure button; measuring shows a progress bar and keeps the result for these settings."""
-    if not st.button("Measure", key=TRADEOFF_MEASURE, type="primary"):
-        return
+def _measure_now(ctx, config: QuantConfig, settings: MeasurementSettings, *, token: str = "") -> None:
+    """Measure with a progress bar per variant, the size chart drawn as soon as sizes are known; keep it."""
     bar = st.progress(0.0)
-    frame, notes = measure(ctx, config, settings, lambda fraction, text: bar.progress(fraction, text=text))
-    bar.empty()
-    _remember(_settings_key(ctx, config, settings), (frame, notes))
+    preview = st.empty()
+
+    def show_sizes(frame: pd.DataFrame) -> None:
+        preview.plotly_chart(engine_figures.tradeoff_figure(frame, x="size_kb"), key="tradeoff_size_preview")
+
+    try:
+        result = measure(ctx, config, settings, lambda fraction, text: bar.progress(fraction, text=text),
+                         token=token, on_sizes=show_sizes)
+    finally:
+        bar.empty()
+        preview.empty()
+    _remember(_settings_key(ctx, config, settings), result)
+
+
+def measure_button(ctx, config: QuantConfig, settings: MeasurementSettings) -> None:
+    """The Measure button: times every variant again with these settings (a fresh measurement)."""
+    if st.button("Measure", key=TRADEOFF_MEASURE, type="primary"):
+        _measure_now(ctx, config, settings, token=uuid.uuid4().hex)
 
 
 def current_results(ctx, config: QuantConfig, settings: MeasurementSettings):
-    """(frame, notes) measured for this model, data, config and settings in this session, or None."""
-    return st.session_state.get(_RESULTS, {}).get(_settings_key(ctx, config, settings))
+    """(frame, notes) measured for this model, data, config and settings in this session, or None.
+
+    With the default settings on a small model, measures once by itself (shared timings are cached
+    per model, data, config and settings, so another session gets them at once).
+    """
+    key = _settings_key(ctx, config, settings)
+    results = st.session_state.get(_RESULTS, {})
+    if key not in results and settings == default_settings() and is_cheap(ctx):
+        tried = st.session_state.setdefault(_AUTO_TRIED, set())
+        if key not in tried:
+            tried.add(key)  # once: a failure is shown once, not retried on every rerun
+            _measure_now(ctx, config, settings)
+    return st.session_state.get(_RESULTS, {}).get(key)
+
+
+def show_preview(ctx, config: QuantConfig, settings: MeasurementSettings) -> None:
+    """Settings not measured yet: the size-vs-accuracy chart (no timing needed) and what Measure adds."""
+    if not is_cheap(ctx):
+        st.caption(f"This model has {ctx.info.total_params:,} parameters: press Measure to export, run and time "
+                   "every variant (this can take minutes).")
+        return
+    st.caption(f"Not timed yet with these settings ({settings.describe()}): press Measure. Sizes and accuracies "
+               "do not depend on them:")
+    config_json = config.to_json()
+    bar = st.progress(0.0)
+    rows, _, _ = sizes_and_accuracies(ctx, config, lambda fraction, text: bar.progress(fraction, text=text))
+    bar.empty()
+    st.plotly_chart(_preview_figure(ctx.model_key, ctx.data_key, config_json, pd.DataFrame(rows)),
+                    key="tradeoff_size")
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _preview_figure(model_key: str, data_key: str, config_json: str, _rows: pd.DataFrame):
+    return engine_figures.tradeoff_figure(_with_ratios(_rows), x="size_kb")
 
 
 def show_results(ctx, config: QuantConfig, settings: MeasurementSettings, frame: pd.DataFrame,
