@@ -166,6 +166,8 @@ def run_pending(ctx, evaluator) -> SweepJob | None:
         job.rows.extend(rows)
         job.done_layers += 1
     bar.empty()
+    # Stop was drawn enabled above the sweep: draw the page again so that it shows the finished state.
+    st.rerun()
     return job
 
 

@@ -28,13 +28,51 @@ def swept() -> AppTest:
     return at
 
 
-def test_the_page_opens_without_errors_and_without_a_sweep():
+def test_the_first_visit_runs_the_default_weights_only_sweep_and_shows_its_heatmap():
     at = _page()
-    at.run()
     assert not at.exception
     assert not at.error, [e.value for e in at.error]
-    assert len(at.get("plotly_chart")) == 0, "no heatmap before a sweep"
-    assert at.button(key="sens_stop").disabled
+    assert any("Sweep finished: 3 of 3 layers × 5 formats (weights only)" in c.value for c in at.caption)
+    assert len(at.get("plotly_chart")) == 1, "the heatmap"
+    assert len(at.dataframe[0].value) == 3, "every layer ranked"
+    assert at.button(key="sens_stop").disabled, "nothing left to stop"
+
+
+def test_the_default_sweep_runs_once_a_stopped_sweep_is_not_restarted_by_itself():
+    at = _page()
+    job = at.session_state["_sens_job"]
+    job.stopped, job.done_layers, job.rows = True, 0, []  # as if Stop landed before the first layer finished
+    at.run()
+    assert not at.exception
+    assert at.session_state["_sens_job"].rows == [], "no sweep started again"
+    assert any("stopped before any layer finished" in c.value for c in at.caption)
+    assert len(at.get("plotly_chart")) == 1, "the empty heatmap of what a sweep will show"
+
+
+def test_another_session_gets_the_cached_sweep_without_measuring_again(monkeypatch):
+    _page()  # the default sweep of the demo MLP, now cached per layer
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the sweep was measured again")
+
+    monkeypatch.setattr("quant_core.sensitivity.run_sweep", fail)
+    at = _page()
+    assert not at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert any("Sweep finished: 3 of 3 layers" in c.value for c in at.caption)
+
+
+def test_a_big_model_waits_for_run_sweep_and_shows_an_empty_heatmap_of_its_layers(monkeypatch):
+    monkeypatch.setattr("ui.sensitivity_view.AUTO_SWEEP_MAX_CONFIGS", 10)  # the MLP's 3 layers x 5 formats = 15
+    at = _page()
+    assert not at.exception
+    assert "_sens_job" not in at.session_state, "nothing swept without a click"
+    assert any("3 layers × 5 formats = 15 evaluations: press Run sweep" in i.value for i in at.info)
+    assert len(at.get("plotly_chart")) == 1, "the placeholder heatmap"
+    assert len(at.dataframe) == 0
+    at.button(key="sens_run").click()
+    at.run()
+    assert any("Sweep finished: 3 of 3 layers × 5 formats" in c.value for c in at.caption)
 
 
 def test_a_sweep_shows_a_heatmap_and_ranks_every_layer(swept):
@@ -85,7 +123,7 @@ def test_a_suggestion_under_a_size_budget_shows_its_trace_and_pareto_chart_and_c
     trace = at.dataframe[-1].value
     assert len(trace) >= 1
     assert set(trace["action"]) <= {"lower", "raise"}
-    assert len(at.get("plotly_chart")) == 1, "the Pareto chart"
+    assert [chart.key for chart in at.get("plotly_chart")] == ["sens_heatmap", "sens_pareto"], "the Pareto chart"
     outcome = (at.success or at.warning)[0].value
     assert outcome.startswith("Suggestion")
     at.button(key="sens_apply_suggestion").click()
@@ -107,11 +145,14 @@ def _interrupted_sweep(swept: AppTest):
     return replace(job, rows=list(first_layer_rows), done_layers=1, stopped=False)
 
 
-def test_stop_keeps_the_layers_already_measured_and_sweeps_no_further(swept):
+def test_stop_keeps_the_layers_already_measured_and_sweeps_no_further(swept, monkeypatch):
     at = _page()
-    at.run()
     at.session_state["_sens_job"] = _interrupted_sweep(swept)
-    at.run()  # a run with a sweep under way draws Stop enabled (AppTest then finishes the sweep)
+    # The browser shows Stop enabled while a sweep runs; AppTest sees only the end of a run, where the
+    # page draws itself again once the sweep is done: keep that redraw out to see the page mid-sweep.
+    monkeypatch.setattr("streamlit.rerun", lambda: None)
+    at.run()
+    assert not at.button(key="sens_stop").disabled
     at.session_state["_sens_job"] = _interrupted_sweep(swept)  # the click lands after the first layer
     at.button(key="sens_stop").click()
     at.run()

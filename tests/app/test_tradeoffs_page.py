@@ -1,4 +1,4 @@
-"""The Trade-offs page: every standard variant exported, run and timed by onnxruntime, on demand."""
+"""The Trade-offs page: every standard variant exported, run and timed by onnxruntime (by itself on a first visit)."""
 from pathlib import Path
 
 import pytest
@@ -29,14 +29,53 @@ def measured() -> AppTest:
     return at
 
 
-def test_the_page_opens_without_errors_and_measures_nothing_until_asked():
+def _count_timings(monkeypatch) -> list:
+    """Record each call of quant_core.latency.measure_latency (one per variant timed)."""
+    import quant_core.latency
+
+    calls, original = [], quant_core.latency.measure_latency
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(quant_core.latency, "measure_latency", counted)
+    return calls
+
+
+def test_the_first_visit_measures_the_default_settings_and_says_how():
     at = _page()
-    at.run()
     assert not at.exception
     assert not at.error, [e.value for e in at.error]
-    assert len(at.dataframe) == 0
     assert at.select_slider(key="tradeoff_batch").value == 1
     assert at.slider(key="tradeoff_threads").value == 1
+    assert at.number_input(key="tradeoff_repeats").value == 20
+    assert set(at.dataframe[0].value["variant"]) == MLP_VARIANTS
+    assert [chart.key for chart in at.get("plotly_chart")] == ["tradeoff_latency", "tradeoff_size"]
+    how = " ".join(i.value for i in at.info)
+    assert "5 warm-up run(s) then 20 timed run(s) per variant on a machine with" in how and "CPU core(s)" in how
+
+
+def test_reruns_and_other_sessions_reuse_the_default_measurement_and_measure_times_again(monkeypatch):
+    _page()  # measured (and cached) once
+    calls = _count_timings(monkeypatch)
+    at = _page()  # another session
+    at.run()
+    assert calls == [], "nothing timed again without a click"
+    assert len(at.dataframe) == 1
+    at.button(key="tradeoff_measure").click()
+    at.run()
+    assert len(calls) == len(MLP_VARIANTS), "a click times every exported variant again"
+    assert {call["repeats"] for call in calls} == {20}
+
+
+def test_a_big_model_waits_for_measure(monkeypatch):
+    monkeypatch.setattr("ui.tradeoffs_view.AUTO_MEASURE_MAX_PARAMS", 1000)  # the MLP has more parameters
+    at = _page()
+    assert not at.exception
+    assert "_tradeoff_results" not in at.session_state, "nothing measured without a click"
+    assert len(at.dataframe) == 0 and len(at.get("plotly_chart")) == 0
+    assert any("press Measure to export, run and time every variant" in c.value for c in at.caption)
 
 
 def test_measure_gives_one_row_per_variant_with_a_measured_latency_and_spread(measured):
@@ -63,11 +102,13 @@ def test_the_page_says_how_latency_was_measured_and_draws_both_charts(measured):
     assert "Table (CSV)" in labels and any(label.startswith("Report (Markdown") for label in labels)
 
 
-def test_other_settings_need_their_own_measurement(measured):
+def test_other_settings_need_their_own_measurement_and_show_sizes_meanwhile(measured):
     at = measured
     at.select_slider(key="tradeoff_batch").set_value(8)
     at.run()
     assert len(at.dataframe) == 0, "a batch of 8 was not measured yet"
+    assert [chart.key for chart in at.get("plotly_chart")] == ["tradeoff_size"], "sizes need no timing"
+    assert any("Not timed yet with these settings" in c.value and "batch size 8" in c.value for c in at.caption)
     at.select_slider(key="tradeoff_batch").set_value(1)
     at.run()
     assert len(at.dataframe) == 1, "the batch-1 measurement is kept"
