@@ -6,16 +6,16 @@ so the simulation, the size count and the export agree on one layout.
 
 Natural axes (y = the layer's output; "reduction" = what one output sums over):
 
-    layer                         weight shape            per-channel (outputs)   per-group (blocks along)
-    Conv                          (O, I/g, k...)          0                       I/g x k... flattened: (O, I/g*k...), axis 1
-    ConvTranspose                 (I, O/g, k...)          1                       0 (input channels)
-    Gemm transB=1                 (N, K)                  0                       1
-    Gemm transB=0                 (K, N)                  1                       0
-    MatMul x @ W                  (..., K, N)             -1                      -2
-    MatMul W @ x                  (..., M, K)             -2                      -1
-    Gather (embedding)            (V, D)                  0 (one scale per row)   1 (along the embedding)
-    LSTM / GRU / RNN  W, R        (D, G*H, I)             1 (gate rows)           2 (input / hidden)
-    unknown layer / bare shape    (O, ...)                0                       rest flattened: (O, prod), axis 1
+    layer                     weight shape     per-channel (outputs)   per-group (blocks along)
+    Conv                      (O, I/g, k...)   0                       I/g x k... flattened: (O, I/g*k...), axis 1
+    ConvTranspose             (I, O/g, k...)   1                       0 (input channels)
+    Gemm transB=1             (N, K)           0                       1
+    Gemm transB=0             (K, N)           1                       0
+    MatMul x @ W              (..., K, N)      -1                      -2
+    MatMul W @ x              (..., M, K)      -2                      -1
+    Gather (embedding)        (V, D)           0 (one scale per row)   1 (along the embedding)
+    LSTM / GRU / RNN  W, R    (D, G*H, I)      1 (gate rows)           2 (input / hidden)
+    unknown layer / shape     (O, ...)         0                       rest flattened: (O, prod), axis 1
 
 Notes
 -----

@@ -30,7 +30,10 @@ class SweepRow:
 
 
 def weight_quant(fmt: NumberFormat, weight_shape: tuple[int, ...] | None) -> TensorQuant:
-    """Symmetric min-max weights, per channel (each layer's output-channel axis, `quant_core.axes`) when the weight has 2+ dimensions."""
+    """Symmetric min-max weights, per channel when the weight has 2+ dimensions.
+
+    The axis is left to each layer (axis=None: its output channels, see `quant_core.axes`).
+    """
     per_channel = weight_shape is not None and len(weight_shape) >= 2 and (fmt.is_integer or fmt.is_float)
     return TensorQuant(fmt, symmetric=True,
                        granularity=Granularity.PER_CHANNEL if per_channel else Granularity.PER_TENSOR)

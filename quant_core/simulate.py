@@ -781,7 +781,8 @@ class LayerSuffix:
         try:
             self.session = simulation_session(built.SerializeToString(), options)
         except Exception as err:  # onnxruntime raises its own exception types
-            raise ModelError(f"onnxruntime cannot build the suffix session of {spec.name!r}: {_first_line(err)}") from None
+            raise ModelError(f"onnxruntime cannot build the suffix session of {spec.name!r}: "
+                             f"{_first_line(err)}") from None
 
     def run(self, cut_values: Mapping[str, np.ndarray], weight: np.ndarray) -> tuple[np.ndarray, ...]:
         feeds = dict(self.constant_feeds)

@@ -11,8 +11,9 @@ What is counted for a weight of N parameters (N = product of the shape):
     kmeans<b>           b             -                                  2^b x 32 (fp32 codebook)
 
 S = 1 per tensor, shape[axis] per channel, and (N / shape[axis]) x ceil(shape[axis] / block_size)
-per group (a block larger than its axis is one block per row); binary and ternary always have one scale per output channel (axis 0; a tensor of
-fewer than 2 dimensions is one channel), as extreme.py computes them.
+per group (a block larger than its axis is one block per row); binary and ternary always have one
+scale per output channel (axis 0; a tensor of fewer than 2 dimensions is one channel), as
+extreme.py computes them.
 
 Zero points are counted for every scale, symmetric or not: onnxruntime's QDQ models store a
 zero-point tensor of the quantized type next to each scale even when it holds only zeros

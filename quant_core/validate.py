@@ -58,10 +58,11 @@ def _check_activations(layer_name: str, tq: TensorQuant, activation_input: str |
 def validate_config(config: QuantConfig, info) -> None:
     """Raise ConfigError, naming the layer and what is expected, if `config` cannot apply to the model.
 
-    `info` is a ModelInfo, or a PreparedModel (then activation inputs must also be float32). Checked: overrides name existing layers; weight
-    granularity fits the weight's shape (per-channel / per-group need 2-D or more, an explicit axis
-    in range; axis=None is the layer's natural axis, see quant_core.axes); activation quantization only on layers with a float
-    activation input, per tensor, in a format that can hold activations.
+    `info` is a ModelInfo, or a PreparedModel (then activation inputs must also be float32). Checked:
+    overrides name existing layers; weight granularity fits the weight's shape (per-channel /
+    per-group need 2-D or more, an explicit axis in range; axis=None is the layer's natural axis, see
+    quant_core.axes); activation quantization only on layers with a float activation input, per
+    tensor, in a format that can hold activations.
 
     Notes
     -----
