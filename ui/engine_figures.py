@@ -89,10 +89,13 @@ def sensitivity_placeholder(layers: list[str], formats: list[str]) -> go.Figure:
 
     Notes
     -----
-    Cells are NaN (drawn blank); the title says what will appear once the sweep has run.
+    Cells are drawn as flat grey tiles marked "?" (a heatmap of NaN would draw no axes at all); the
+    title says what will appear once the sweep has run.
     """
-    empty = [[None] * len(formats) for _ in layers]
-    fig = go.Figure(go.Heatmap(z=empty, x=formats, y=layers, showscale=False, hoverongaps=True,
+    zeros = [[0.0] * len(formats) for _ in layers]
+    fig = go.Figure(go.Heatmap(z=zeros, x=formats, y=layers, showscale=False, xgap=2, ygap=2,
+                               colorscale=[[0.0, "#eef0f4"], [1.0, "#eef0f4"]],
+                               text=[["?"] * len(formats) for _ in layers], texttemplate="%{text}",
                                hovertemplate="layer %{y}<br>format %{x}<br>not measured yet<extra></extra>"))
     fig.update_layout(title="Not swept yet: each cell will show the accuracy drop when only that layer is quantized",
                       xaxis_title="format", yaxis_title="layer", margin=_MARGIN,

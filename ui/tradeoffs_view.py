@@ -7,6 +7,7 @@ Exports, accuracies and timings are cached (st.cache_data) per model, data, conf
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import numpy as np
@@ -233,9 +234,15 @@ def show_preview(ctx, config: QuantConfig, settings: MeasurementSettings) -> Non
     st.caption(f"Not timed yet with these settings ({settings.describe()}): press Measure. Sizes and accuracies "
                "do not depend on them:")
     config_json = config.to_json()
-    bar = st.progress(0.0)
-    rows, _, _ = sizes_and_accuracies(ctx, config, lambda fraction, text: bar.progress(fraction, text=text))
-    bar.empty()
+    # The bar appears only when the exports are not cached yet: no flash on every rerun.
+    slot, started = st.empty(), time.perf_counter()
+
+    def progress(fraction: float, text: str) -> None:
+        if time.perf_counter() - started > 0.2:
+            slot.progress(fraction, text=text)
+
+    rows, _, _ = sizes_and_accuracies(ctx, config, progress)
+    slot.empty()
     st.plotly_chart(_preview_figure(ctx.model_key, ctx.data_key, config_json, pd.DataFrame(rows)),
                     key="tradeoff_size")
 
