@@ -1,4 +1,5 @@
 """The Sensitivity page: a per-layer sweep shown as a heatmap, cells applied to the config, a suggestion."""
+import json
 from pathlib import Path
 
 import pytest
@@ -69,9 +70,10 @@ def test_a_big_model_waits_for_run_sweep_and_shows_an_empty_heatmap_of_its_layer
     assert not at.exception
     assert "_sens_job" not in at.session_state, "nothing swept without a click"
     assert any("3 layers × 5 formats = 15 evaluations: press Run sweep" in i.value for i in at.info)
-    placeholder = at.get("plotly_chart")[0].proto.spec
-    assert "Not swept yet" in placeholder
-    assert all(layer in placeholder for layer in MLP_LAYERS), "the model's layers on the axis"
+    placeholder = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert placeholder["layout"]["title"]["text"].startswith("Not swept yet")
+    assert tuple(placeholder["data"][0]["y"]) == MLP_LAYERS, "the model's layers on the axis"
+    assert tuple(placeholder["data"][0]["x"]) == ("int8", "int6", "int4", "int3", "int2")
     assert len(at.dataframe) == 0
     at.button(key="sens_run").click()
     at.run()
