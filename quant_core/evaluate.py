@@ -25,7 +25,8 @@ from .validate import check_config, model_facts, validate_config
 
 __all__ = ["EvaluationResult", "Evaluator", "LayerError", "evaluate_config", "simulated_only", "validate_config"]
 
-# FP32 activations kept for single-layer weight configs (sweeps) at most; above it every config runs whole.
+# Memory kept for single-layer weight configs (sweeps) at most: captured FP32 activations and the weight
+# copies fed to suffix sessions; past it, further layers' configs run the whole model.
 SUFFIX_MEMORY_BYTES = 256 * 2**20
 # Integer widths with an onnxruntime QDQ kernel on CPU; others are simulated only.
 _KERNEL_INT_BITS = {"weights": (4, 8, 16), "activations": (8, 16)}
@@ -169,6 +170,7 @@ class Evaluator:
         self._cuts: list[dict[str, np.ndarray]] | None = None
         self._cut_layers: set[str] = set()
         self._plain_build_seconds = 0.0
+        self._suffix_bytes = 0  # captured activations + the weight copies the suffix sessions are fed
         self._declared = {v.name: v for v in prepared.model.graph.value_info}
         self._weight_bytes: dict[tuple, int] = {}
         self._activation_params: dict[tuple[str, TensorQuant], ActivationQuant] = {}
@@ -264,8 +266,11 @@ class Evaluator:
             # plain session's build (measured with the capture) times the share it keeps.
             if saving <= 2.0 * self._plain_build_seconds * (1.0 - share):
                 return False
-            self._suffix_ready[layer] = (bool(self._cut_values()) and layer in self._cut_layers
-                                         and self.session.suffix(layer) is not None)
+            if layer not in self._cut_layers or self._suffix_bytes >= SUFFIX_MEMORY_BYTES:
+                return False
+            suffix = self.session.suffix(layer)
+            self._suffix_ready[layer] = suffix is not None
+            self._suffix_bytes += 0 if suffix is None else suffix.nbytes
         return self._suffix_ready[layer]
 
     def _prefix_share(self, layer: str) -> float:
@@ -320,7 +325,8 @@ class Evaluator:
                 values.update(self.session.capture(batch, tensors) if tensors else {})
                 self._cuts.append(values)
             self._plain_build_seconds = max(time.perf_counter() - started - self._run_seconds, 0.0)
-            if sum(values[t].nbytes for values in self._cuts for t in tensors) > SUFFIX_MEMORY_BYTES:
+            self._suffix_bytes = sum(values[t].nbytes for values in self._cuts for t in tensors)
+            if self._suffix_bytes > SUFFIX_MEMORY_BYTES:
                 self._cuts, self._cut_layers = [], set()
         return self._cuts
 

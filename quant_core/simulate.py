@@ -784,6 +784,11 @@ class LayerSuffix:
             raise ModelError(f"onnxruntime cannot build the suffix session of {spec.name!r}: "
                              f"{_first_line(err)}") from None
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the later layers' weights this suffix keeps (in its layout) to feed them."""
+        return sum(value.nbytes for value in self.constant_feeds.values())
+
     def run(self, cut_values: Mapping[str, np.ndarray], weight: np.ndarray) -> tuple[np.ndarray, ...]:
         feeds = dict(self.constant_feeds)
         feeds.update((name, cut_values[name]) for name in self.cut)
