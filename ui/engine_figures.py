@@ -167,6 +167,6 @@ def tradeoff_figure(frame: pd.DataFrame, *, x: str) -> go.Figure:
     title = ("Accuracy vs measured latency (error bars: p10–p90)" if x == "latency_ms"
              else "Accuracy vs model size")
     fig.update_layout(title=title, xaxis_title="latency per batch (ms)" if x == "latency_ms" else "model size (KB)",
-                      yaxis_title="accuracy (%)", margin=_MARGIN, legend=dict(orientation="h", y=-0.25),
+                      yaxis_title="accuracy (%)", margin=_MARGIN, legend=dict(orientation="h", y=-0.18, yanchor="top"),
                       height=520)
     return fig

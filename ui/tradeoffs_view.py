@@ -243,8 +243,10 @@ def show_preview(ctx, config: QuantConfig, settings: MeasurementSettings) -> Non
 
     rows, _, _ = sizes_and_accuracies(ctx, config, progress)
     slot.empty()
-    st.plotly_chart(_preview_figure(ctx.model_key, ctx.data_key, config_json, pd.DataFrame(rows)),
-                    key="tradeoff_size")
+    latency_column, size_column = st.columns(2)  # where the results will put their two charts
+    latency_column.info("Accuracy vs measured latency: press Measure to time every variant with these settings.")
+    size_column.plotly_chart(_preview_figure(ctx.model_key, ctx.data_key, config_json, pd.DataFrame(rows)),
+                             key="tradeoff_size")
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
