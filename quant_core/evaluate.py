@@ -30,6 +30,8 @@ __all__ = ["EvaluationResult", "Evaluator", "LayerError", "evaluate_config", "si
 SUFFIX_MEMORY_BYTES = 256 * 2**20
 # Integer widths with an onnxruntime QDQ kernel on CPU; others are simulated only.
 _KERNEL_INT_BITS = {"weights": (4, 8, 16), "activations": (8, 16)}
+# Formats with one scale per output channel whatever the granularity (extreme.py).
+_PER_OUTPUT_CHANNEL = (FormatKind.BINARY, FormatKind.TERNARY)
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,11 @@ def simulated_only(config: QuantConfig, layers) -> tuple[str, ...]:
 
 
 def _weight_bytes(shape: tuple[int, ...], tq: TensorQuant | None) -> int:
+    """Bytes of a weight stored as `tq` (resolved: a concrete axis)."""
+    if tq is not None and tq.format.kind in _PER_OUTPUT_CHANNEL and tq.axis is not None and len(shape) >= 2:
+        # size.py counts binary / ternary scales along axis 0; the same weight with its output-channel
+        # axis moved first has the same parameters and one scale per output channel, as extreme.py computes.
+        shape = (shape[tq.axis],) + tuple(d for i, d in enumerate(shape) if i != tq.axis % len(shape))
     return int(tensor_bytes(shape, tq))
 
 
@@ -190,6 +197,9 @@ class Evaluator:
         found = self._layouts.get(key)
         if found is None:
             axes = self._axes.get(layer) or shape_axes(self.session.fp32_weight(layer).shape)
+            if tq.format.kind in _PER_OUTPUT_CHANNEL and len(axes.shape) >= 2:
+                # Binary / ternary have one scale per output channel whatever the granularity.
+                tq = replace(tq, granularity=Granularity.PER_CHANNEL)
             layout = resolve(tq, axes)
             found = self._layouts[key] = WeightLayout(weight_key(layout.tq), layout.shape)
         return found

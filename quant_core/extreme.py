@@ -1,18 +1,21 @@
 """Extreme low-bit formats: binary (sign x scale), ternary (TWN) and k-means codebooks.
 
-binary   w' = scale_c * sign(w),  scale_c = mean |w| over output channel c (axis 0); sign(0) = +1
+binary   w' = scale_c * sign(w),  scale_c = mean |w| over output channel c; sign(0) = +1
 ternary  (Ternary Weight Networks, Li & Liu 2016), per output channel c:
          delta_c = 0.7 * mean |w|,  code = sign(w) if |w| > delta_c else 0,
          scale_c = mean of |w| over |w| > delta_c,  w' = scale_c * code
 kmeans   2^bits centroids per tensor, found by Lloyd's algorithm on the sorted values: deterministic
          (quantile initialisation, no random numbers), each iteration O(k log n).
 
-A tensor with fewer than 2 dimensions (a bias) counts as a single channel.
+The output channels lie along `axis` (default 0; `quantize_tensor` passes the layer's natural axis,
+quant_core.axes: a MatMul weight (K, N) has them on axis 1). A tensor with fewer than 2 dimensions
+(a bias) counts as a single channel.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .errors import ConfigError
 from .formats import FormatKind, NumberFormat
 from .quantize import QuantizedTensor, _as_float32, _refuse_non_finite
 
@@ -20,17 +23,31 @@ TWN_THRESHOLD = 0.7
 KMEANS_MAX_ITERATIONS = 100
 
 
-def _channels(x: np.ndarray) -> np.ndarray:
-    """View x as (channels, elements per channel): one row per output channel (axis 0)."""
-    return x.reshape(x.shape[0], -1) if x.ndim >= 2 else x.reshape(1, -1)
+def _channel_axis(x: np.ndarray, axis: int, name: str) -> int | None:
+    """Return `axis` made non-negative, or None for a tensor of fewer than 2 dimensions (one channel)."""
+    if x.ndim < 2:
+        return None
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -x.ndim <= axis < x.ndim:
+        raise ConfigError(f"axis {axis!r} is out of range for tensor {name!r} with {x.ndim} dimension(s)")
+    return int(axis) % x.ndim
 
 
-def _channel_shape(x: np.ndarray) -> tuple[int, ...]:
-    return (x.shape[0],) + (1,) * (x.ndim - 1) if x.ndim >= 2 else (1,) * x.ndim
+def _channels(x: np.ndarray, axis: int | None) -> np.ndarray:
+    """View x as (channels, elements per channel): one row per index of `axis` (None: a single row)."""
+    if axis is None:
+        return x.reshape(1, -1)
+    return np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
 
 
-def binarize(x, *, name: str = "tensor") -> QuantizedTensor:
-    """Return w' = mean|w| * sign(w) per output channel (axis 0), codes in {-1, +1}.
+def _channel_shape(x: np.ndarray, axis: int | None) -> tuple[int, ...]:
+    """The shape a per-channel vector takes to broadcast against x."""
+    if axis is None:
+        return (1,) * x.ndim
+    return tuple(x.shape[axis] if d == axis else 1 for d in range(x.ndim))
+
+
+def binarize(x, *, axis: int = 0, name: str = "tensor") -> QuantizedTensor:
+    """Return w' = mean|w| * sign(w) per output channel (one scale per index of `axis`), codes in {-1, +1}.
 
     Notes
     -----
@@ -38,16 +55,15 @@ def binarize(x, *, name: str = "tensor") -> QuantizedTensor:
     """
     x = _as_float32(x, name)
     _refuse_non_finite(x, name)
-    rows = _channels(x)
-    scale = np.abs(rows).mean(axis=1, dtype=np.float64).astype(np.float32)
+    axis = _channel_axis(x, axis, name)
+    scale = np.abs(_channels(x, axis)).mean(axis=1, dtype=np.float64).astype(np.float32)
     codes = np.where(x >= 0, 1, -1).astype(np.int8)
-    values = codes.astype(np.float32) * scale.reshape(_channel_shape(x))
-    axis = 0 if x.ndim >= 2 else None
+    values = codes.astype(np.float32) * scale.reshape(_channel_shape(x, axis))
     return QuantizedTensor(values, scale, None, codes, None, NumberFormat(FormatKind.BINARY), axis)
 
 
-def ternarize(x, *, name: str = "tensor") -> QuantizedTensor:
-    """Return TWN ternary weights per output channel (axis 0): w' = scale * code, code in {-1, 0, +1}.
+def ternarize(x, *, axis: int = 0, name: str = "tensor") -> QuantizedTensor:
+    """Return TWN ternary weights per output channel (along `axis`): w' = scale * code, code in {-1, 0, +1}.
 
     delta = 0.7 * mean|w|; code = sign(w) where |w| > delta else 0; scale = mean |w| over |w| > delta.
 
@@ -57,15 +73,18 @@ def ternarize(x, *, name: str = "tensor") -> QuantizedTensor:
     """
     x = _as_float32(x, name)
     _refuse_non_finite(x, name)
-    magnitude = np.abs(_channels(x))
+    axis = _channel_axis(x, axis, name)
+    shape = _channel_shape(x, axis)
+    magnitude = np.abs(_channels(x, axis))
     delta = TWN_THRESHOLD * magnitude.mean(axis=1, dtype=np.float64, keepdims=True)
     kept = magnitude > delta
     count = kept.sum(axis=1)
     total = np.where(kept, magnitude, 0.0).sum(axis=1, dtype=np.float64)
     scale = np.divide(total, count, out=np.zeros_like(total), where=count > 0).astype(np.float32)
-    codes = (np.sign(_channels(x)) * kept).astype(np.int8).reshape(x.shape)
-    values = codes.astype(np.float32) * scale.reshape(_channel_shape(x))
-    axis = 0 if x.ndim >= 2 else None
+    # The same comparison in x's own layout (float64 |x| > float64 delta, as above): no transpose back.
+    kept_here = np.abs(x).astype(np.float64) > delta.reshape(shape)
+    codes = (np.sign(x) * kept_here).astype(np.int8)
+    values = codes.astype(np.float32) * scale.reshape(shape)
     return QuantizedTensor(values, scale, None, codes, None, NumberFormat(FormatKind.TERNARY), axis)
 
 

@@ -528,12 +528,22 @@ def quantize_tensor(x, tq: TensorQuant, *, name: str = "tensor", lo=None, hi=Non
     Notes
     -----
     `lo`, `hi` (shaped like `tensor_range`'s result) apply to integer formats only; float formats take
-    amax from the tensor, and binary / ternary (per output channel) and kmeans (per tensor) have their
-    own statistics. Per-channel on a 1-D tensor or an axis out of range raises ConfigError naming the
+    amax from the tensor, and binary / ternary (per output channel: one scale per index of tq.axis, or
+    of axis 0 for axis=None, whatever the granularity) and kmeans (per tensor) have their own
+    statistics. Per-channel on a 1-D tensor or an axis out of range raises ConfigError naming the
     tensor; NaN or Inf raises QuantLabError naming the tensor.
     """
     fmt = tq.format
     x = _as_float32(x, name)
+    if fmt.kind in (FormatKind.BINARY, FormatKind.TERNARY):
+        # One scale per output channel whatever the granularity: along tq.axis, or for axis=None the
+        # bare-shape rule of quant_core.axes (axis 0). Callers that know the layer pass its resolved
+        # channel axis (a MatMul weight (K, N): axis 1).
+        from .axes import shape_axes
+        from .extreme import binarize, ternarize
+        axis = shape_axes(x.shape).channel_axis if tq.axis is None else tq.axis
+        quantizer = binarize if fmt.kind == FormatKind.BINARY else ternarize
+        return quantizer(x, axis=axis, name=name)
     if tq.axis is None and tq.granularity != Granularity.PER_TENSOR:
         # "The layer's natural axis" without a layer: the bare-shape rule of quant_core.axes (output
         # channels on axis 0; groups along the rest of the weight, flattened). Callers that know the
@@ -560,9 +570,5 @@ def quantize_tensor(x, tq: TensorQuant, *, name: str = "tensor", lo=None, hi=Non
     if fmt.is_float:
         from .floats import quantize_float_tensor
         return quantize_float_tensor(x, tq, name=name)
-    from .extreme import binarize, kmeans_codebook, ternarize
-    if fmt.kind == FormatKind.BINARY:
-        return binarize(x, name=name)
-    if fmt.kind == FormatKind.TERNARY:
-        return ternarize(x, name=name)
+    from .extreme import kmeans_codebook
     return kmeans_codebook(x, fmt.bits, name=name)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from quant_core.config import TensorQuant
-from quant_core.errors import QuantLabError
+from quant_core.errors import ConfigError, QuantLabError
 from quant_core.extreme import binarize, kmeans_codebook, ternarize
 from quant_core.quantize import quantize_tensor
 
@@ -48,6 +48,32 @@ def test_all_zero_channels_give_zero_scale_and_zero_values():
     w = np.zeros((2, 5), dtype=np.float32)
     for result in (binarize(w), ternarize(w)):
         assert result.scale.tolist() == [0.0, 0.0] and np.all(result.values == 0)
+
+
+@pytest.mark.parametrize("quantizer", [binarize, ternarize])
+def test_the_output_channels_can_lie_on_any_axis(quantizer):
+    # A MatMul weight (K, N) has its output channels on axis 1: one scale per column.
+    w = np.random.default_rng(7).standard_normal((5, 3, 4)).astype(np.float32)
+    for axis in (0, 1, 2, -1):
+        result = quantizer(w, axis=axis)
+        moved = quantizer(np.moveaxis(w, axis, 0))
+        assert result.axis == axis % 3 and result.scale.shape == (w.shape[axis],)
+        assert np.array_equal(result.scale, moved.scale)
+        assert np.array_equal(result.codes, np.moveaxis(moved.codes, 0, axis))
+        assert np.array_equal(result.values, np.moveaxis(moved.values, 0, axis))
+
+
+def test_binary_along_axis_1_is_sign_times_mean_absolute_value_per_column():
+    w = np.array([[1.0, -0.5],
+                  [-3.0, 0.5]], dtype=np.float32)
+    result = binarize(w, axis=1)
+    assert result.scale.tolist() == [2.0, 0.5]
+    assert result.values.tolist() == [[2.0, -0.5], [-2.0, 0.5]]
+
+
+def test_an_axis_out_of_range_is_refused_naming_the_tensor():
+    with pytest.raises(ConfigError, match="axis 2 is out of range for tensor 'fc'"):
+        ternarize(np.ones((2, 3), dtype=np.float32), axis=2, name="fc")
 
 
 def test_a_1d_tensor_is_one_channel():
@@ -103,6 +129,18 @@ def test_quantize_tensor_dispatches_to_the_extreme_formats(name):
     result = quantize_tensor(w, TensorQuant(name), name="w")
     expected = {"binary": binarize, "ternary": ternarize, "kmeans2": lambda x: kmeans_codebook(x, 2)}[name](w)
     assert np.array_equal(result.values, expected.values)
+
+
+@pytest.mark.parametrize("name", ["binary", "ternary"])
+@pytest.mark.parametrize("granularity", ["per_tensor", "per_channel", "per_group"])
+def test_quantize_tensor_scales_binary_and_ternary_along_the_given_axis_whatever_the_granularity(name, granularity):
+    w = np.random.default_rng(8).standard_normal((8, 16)).astype(np.float32)
+    quantizer = {"binary": binarize, "ternary": ternarize}[name]
+    natural = quantize_tensor(w, TensorQuant(name, granularity=granularity))  # bare tensor: axis 0
+    columns = quantize_tensor(w, TensorQuant(name, granularity=granularity, axis=1))
+    assert natural.axis == 0 and np.array_equal(natural.values, quantizer(w, axis=0).values)
+    assert columns.axis == 1 and columns.scale.shape == (16,)
+    assert np.array_equal(columns.values, quantizer(w, axis=1).values)
 
 
 @pytest.mark.parametrize("call", [binarize, ternarize, lambda x, name: kmeans_codebook(x, 2, name=name)])

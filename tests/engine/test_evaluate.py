@@ -125,3 +125,35 @@ def test_a_fixed_batch_dimension_is_respected(chain):
     evaluator = Evaluator(prepared, calibrate(prepared, data), data)
     assert evaluator.sample_count == 294  # 42 batches of 7; the last 6 samples cannot run
     assert evaluator.evaluate(PRESETS["W8A8"]).sample_count == 294
+
+
+def _matmul_model(k=6, n=4, seed=0):
+    """x (N, k) @ W (k, n) -> y: one MatMul layer whose output channels are W's columns (axis 1)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    weight = np.random.default_rng(seed).normal(size=(k, n)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")], "matmul",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", n])],
+                              [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model, weight
+
+
+@pytest.mark.parametrize("name", ["binary", "ternary"])
+def test_binary_and_ternary_scale_a_matmul_weight_per_output_channel(name):
+    from quant_core.extreme import binarize, ternarize
+    from quant_core.model_io import prepare_model
+    model, weight = _matmul_model(k=6, n=4)
+    prepared = prepare_model(model)
+    from quant_core.data import Dataset
+    data = Dataset(inputs={"x": np.random.default_rng(1).normal(size=(50, 6)).astype(np.float32)})
+    evaluator = Evaluator(prepared, calibrate(prepared, data), data)
+    quantizer = {"binary": binarize, "ternary": ternarize}[name]
+    for granularity in ("per_tensor", "per_channel"):
+        config = QuantConfig(LayerQuant(TensorQuant(name, granularity=granularity)))
+        assert np.array_equal(evaluator.quantized_weight("fc", config.default.weights),
+                              quantizer(weight, axis=1).values)  # one scale per column (output), not per row
+        bits = {"binary": 1, "ternary": 2}[name]
+        assert evaluator.evaluate(config).size_bytes == -(-(24 * bits + 4 * 32) // 8)  # 24 values, 4 fp32 scales
