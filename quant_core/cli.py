@@ -35,13 +35,7 @@ def build_parser(available: dict[str, object]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    available = {}
-    for name in COMMANDS:
-        try:
-            available[name] = _command_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != f"quant_core.commands.{name}":
-                raise
+    available = {name: _command_module(name) for name in COMMANDS}
     args = build_parser(available).parse_args(argv)
     try:
         return int(available[args.command].run(args) or 0)
