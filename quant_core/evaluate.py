@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
+import onnx
 from onnx import helper
 
 from .axes import WeightLayout, layer_axes, resolve, shape_axes
@@ -18,6 +19,7 @@ from .errors import DataError
 from .formats import FormatKind, Granularity, RangeMethod
 from .quantize import quantize_tensor
 from .metrics import cosine_similarity, sqnr_db
+from .overrides import ExportKind, plan_export
 from .ranges import weight_ranges
 from .size import tensor_bytes
 from .simulate import ActivationQuant, SimulationSession, layer_specs
@@ -28,8 +30,6 @@ __all__ = ["EvaluationResult", "Evaluator", "LayerError", "evaluate_config", "si
 # Memory kept for single-layer weight configs (sweeps) at most: captured FP32 activations and the weight
 # copies fed to suffix sessions; past it, further layers' configs run the whole model.
 SUFFIX_MEMORY_BYTES = 256 * 2**20
-# Integer widths with an onnxruntime QDQ kernel on CPU; others are simulated only.
-_KERNEL_INT_BITS = {"weights": (4, 8, 16), "activations": (8, 16)}
 # Formats with one scale per output channel whatever the granularity (extreme.py).
 _PER_OUTPUT_CHANNEL = (FormatKind.BINARY, FormatKind.TERNARY)
 
@@ -99,30 +99,28 @@ def _top1(x: np.ndarray) -> np.ndarray:
     return x.reshape(len(x), -1).argmax(axis=1)
 
 
-def _is_kernel_int(tq: TensorQuant, role: str) -> bool:
-    return tq.format.bits in _KERNEL_INT_BITS[role] and tq.granularity != Granularity.PER_GROUP
+def simulated_only(prepared, config: QuantConfig) -> tuple[str, ...]:
+    """Return the layers whose configured formats the export keeps FP32 for lack of an onnxruntime kernel.
 
-
-def simulated_only(config: QuantConfig, layers) -> tuple[str, ...]:
-    """Return the layers whose formats have no onnxruntime CPU kernel (their numbers are simulated only).
-
-    Weights: int/uint other than 4/8/16 bits, per-group int, fp8, binary, ternary, k-means.
-    Activations: int/uint other than 8/16 bits, fp8.
+    The one source of truth is the export plan (`overrides.plan_export`: kind SIMULATED_ONLY), so a
+    layer is called simulated-only exactly when `export_model` leaves it FP32: int weights other than
+    8-bit (int4 included: 4-bit exists only as weight-only MatMulNBits, `export_matmul_nbits`),
+    per-group, fp8, binary, ternary, k-means, activation-only choices, activations other than 8-bit.
     """
-    names = []
-    for layer in layers:
-        choice = config.for_layer(layer)
-        w, a = choice.weights, choice.activations
-        weights_simulated = w is not None and (
-            (w.format.is_integer and not _is_kernel_int(w, "weights"))
-            or w.format.kind in (FormatKind.FP8_E4M3FN, FormatKind.FP8_E5M2, FormatKind.BINARY,
-                                 FormatKind.TERNARY, FormatKind.KMEANS))
-        activations_simulated = a is not None and (
-            (a.format.is_integer and not _is_kernel_int(a, "activations"))
-            or a.format.kind in (FormatKind.FP8_E4M3FN, FormatKind.FP8_E5M2))
-        if weights_simulated or activations_simulated:
-            names.append(layer)
-    return tuple(names)
+    return tuple(entry.layer for entry in plan_export(prepared, config) if entry.kind == ExportKind.SIMULATED_ONLY)
+
+
+class _PlanSource:
+    """What `plan_export` reads of a prepared model (its layers, nodes and initializer shapes), without
+    the weights' data, so planning a config does not copy the model's weights."""
+
+    def __init__(self, prepared):
+        self.info = prepared.info
+        model = prepared.model
+        self.model = onnx.ModelProto(ir_version=model.ir_version, opset_import=model.opset_import)
+        self.model.graph.node.extend(model.graph.node)
+        for init in model.graph.initializer:
+            self.model.graph.initializer.add(name=init.name, dims=init.dims, data_type=init.data_type)
 
 
 def _weight_bytes(shape: tuple[int, ...], tq: TensorQuant | None) -> int:
@@ -170,6 +168,7 @@ class Evaluator:
         self._layer_errors: dict[QuantConfig, tuple[LayerError, ...]] = {}
         self._layer_sqnr: dict[QuantConfig, dict[str, float]] = {}
         self._axes = layer_axes(prepared)
+        self._plan_source = _PlanSource(prepared)
         self._facts = model_facts(prepared)
         self._layouts: dict[tuple[str, TensorQuant], WeightLayout] = {}
         self._weights: dict[tuple, np.ndarray] = {}
@@ -437,7 +436,7 @@ class Evaluator:
             output_sqnr_db=output_sqnr,
             size_bytes=self.size_bytes(config),
             fp32_size_bytes=self.fp32_size_bytes,
-            simulated_only=simulated_only(config, self.layers),
+            simulated_only=simulated_only(self._plan_source, config),
             sample_count=self.sample_count,
         )
         self._results[config] = result

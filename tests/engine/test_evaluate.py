@@ -157,3 +157,36 @@ def test_binary_and_ternary_scale_a_matmul_weight_per_output_channel(name):
                               quantizer(weight, axis=1).values)  # one scale per column (output), not per row
         bits = {"binary": 1, "ternary": 2}[name]
         assert evaluator.evaluate(config).size_bytes == -(-(24 * bits + 4 * 32) // 8)  # 24 values, 4 fp32 scales
+
+
+def _mixed_config(prepared) -> QuantConfig:
+    """A different choice on each layer in turn: int4 weight-only, W8A8, int4 with 8-bit activations, fp16, binary."""
+    activation = TensorQuant("uint8", symmetric=False)
+    choices = [LayerQuant(TensorQuant("int4", granularity="per_channel")),
+               LayerQuant(TensorQuant("int8", granularity="per_channel"), activation),
+               LayerQuant(TensorQuant("int4", granularity="per_channel"), activation),
+               LayerQuant(TensorQuant("fp16")),
+               LayerQuant(TensorQuant("binary"))]
+    layers = [layer.name for layer in prepared.info.layers]
+    return QuantConfig(FP32_LAYER, tuple((name, choices[i % len(choices)]) for i, name in enumerate(layers)),
+                       name="mixed")
+
+
+@pytest.mark.parametrize("model_name", ["mlp", "cnn", "transformer"])
+def test_simulated_only_is_exactly_what_the_export_keeps_fp32_for_lack_of_a_kernel(model_name):
+    import onnx
+    from quant_core.data import Dataset
+    from quant_core.demo import load_demo
+    from quant_core.model_io import prepare_model
+    from quant_core.overrides import ExportKind, plan_export
+    model_bytes, data = load_demo(model_name)
+    prepared = prepare_model(onnx.load_from_string(model_bytes))
+    split = Dataset(inputs={"image": data.inputs["image"][:32]}, labels=data.labels[:32])
+    evaluator = Evaluator(prepared, calibrate(prepared, split), split)
+    for config in [*PRESETS.values(), _mixed_config(prepared)]:
+        kept_fp32 = tuple(entry.layer for entry in plan_export(prepared, config)
+                          if entry.kind == ExportKind.SIMULATED_ONLY)
+        assert evaluator.evaluate(config).simulated_only == kept_fp32, config.name
+    # int4 has no integer kernel in the export (only 8-bit): W4A8 is simulated on every layer.
+    assert evaluator.evaluate(PRESETS["W4A8"]).simulated_only == evaluator.layers
+    assert evaluator.evaluate(PRESETS["W8A8"]).simulated_only == ()
