@@ -1,7 +1,8 @@
 """Benchmark the what-if engine against the obvious onnxruntime paths, side by side in one run.
 
-    /work/venv/bin/python bench/bench_engine.py [--repeats 4] [--sweep-repeats 3]
+    /work/venv/bin/python bench/bench_engine.py [--repeats 4] [--sweep-repeats 3] [--edits 30]
                                                 [--models cnn,cnn28,transformer] [--no-calibration]
+                                                [--sections evaluate,sweep,calibration,edits]
 
 Prints ratios measured in this run (nothing hard-coded), for the demo CNN and transformer (797
 held-out digits) and a generated, larger CNN on 28x28 inputs (random He-initialised weights, fixed
@@ -13,9 +14,13 @@ seed; see `generated_cnn28`):
    onnxruntime.quantization.quantize_static + a new InferenceSession per config: rounds
    alternating engine and onnxruntime, medians (each engine round starts from a new Evaluator,
    so nothing is cached from the previous round);
-3. (demo CNN) calibration with 1,024 samples (2,048-bin histograms, all four range methods) vs
-   onnxruntime's EntropyCalibrater(num_bins=2048), and the peak extra resident memory (VmHWM,
-   measured in a child process) when the sample count grows fourfold.
+3. (demo CNN and generated 28x28 CNN) calibration with 1,024 samples (2,048-bin histograms, all
+   four range methods) vs onnxruntime's EntropyCalibrater(num_bins=2048), and (demo CNN) the peak
+   extra resident memory (VmHWM, measured in a child process) when the sample count grows fourfold;
+4. one-cell edits of the Mixed precision table: a seeded walk changing one layer's weight format at
+   a time from W8A8; per edit, `Evaluator.evaluate` + `Evaluator.layer_errors` of the new config
+   (what the page computes), against a plain FP32 forward of the split, and the layer_errors of a
+   config seen for the first time by an Evaluator (every layer alone: one run per quantized layer).
 Every session, ours and the baselines', uses one intra-op thread with spinning off (the machine is shared).
 """
 from __future__ import annotations
@@ -276,7 +281,49 @@ def peak_memory(which: str, count: int) -> int:
     return int(done.stdout.strip().splitlines()[-1])
 
 
-def bench_calibration(prepared, x: np.ndarray) -> dict:
+def bench_edits(prepared, calibration, evaluation: Dataset, edits: int) -> dict:
+    import random
+    from quant_core.config import PRESETS
+    plain = new_session(prepared.model)
+    plain.run(None, evaluation.inputs)
+    w8a8 = PRESETS["W8A8"]
+    first_times = []
+    for bits in (8, 6, 4):  # a fresh Evaluator per config: every layer's isolated run is new
+        evaluator = Evaluator(prepared, calibration, evaluation)
+        config = QuantConfig(LayerQuant(TensorQuant(f"int{bits}", granularity="per_channel"), w8a8.default.activations))
+        first_times.append(timed(lambda: evaluator.layer_errors(config), 1))
+    evaluator = Evaluator(prepared, calibration, evaluation)
+    evaluator.evaluate(w8a8)
+    evaluator.layer_errors(w8a8)
+    runs, run = [], evaluator.session.run
+
+    def counted(*args, **kwargs):
+        runs.append(1)
+        return run(*args, **kwargs)
+
+    evaluator.session.run = counted
+    rng, overrides = random.Random(0), {}
+    formats = ("int8", "int6", "int5", "int4", "int3", "fp16", "ternary", "binary")
+    fp32_times, evaluate_times, errors_times, edit_runs = [], [], [], []
+    for _ in range(edits):
+        layer = rng.choice(evaluator.layers)
+        overrides[layer] = LayerQuant(TensorQuant(rng.choice(formats), granularity="per_channel"),
+                                      w8a8.default.activations)
+        config = QuantConfig(w8a8.default, tuple(overrides.items()))
+        fp32_times.append(timed(lambda: plain.run(None, evaluation.inputs), 1))
+        runs.clear()
+        evaluate_times.append(timed(lambda: evaluator.evaluate(config), 1))
+        errors_times.append(timed(lambda: evaluator.layer_errors(config), 1))
+        edit_runs.append(len(runs))
+    both = sorted(e + l for e, l in zip(evaluate_times, errors_times))
+    return {"fp32": statistics.median(fp32_times), "evaluate": statistics.median(evaluate_times),
+            "errors": statistics.median(errors_times), "both": statistics.median(both),
+            "both_p95": both[max(0, int(round(0.95 * len(both))) - 1)], "runs": statistics.median(edit_runs),
+            "first": statistics.median(first_times), "layers": len(evaluator.layers),
+            "batches": -(-evaluation.num_samples // evaluator.batch_size)}
+
+
+def bench_calibration(prepared, x: np.ndarray, memory: bool = True) -> dict:
     small, large = jittered(x, 1024), jittered(x, 4096, seed=1)
     start = time.perf_counter()
     engine_calibration(prepared, small)
@@ -284,6 +331,8 @@ def bench_calibration(prepared, x: np.ndarray) -> dict:
     start = time.perf_counter()
     ort_entropy_calibration(prepared, small)
     ort_time = time.perf_counter() - start
+    if not memory:
+        return {"engine": engine_time, "ort": ort_time}
     return {"engine": engine_time, "ort": ort_time,
             "engine_mem": (peak_memory("engine", 1024), peak_memory("engine", 4096)),
             "ort_mem": (peak_memory("ort", 1024), peak_memory("ort", 4096))}
@@ -345,6 +394,18 @@ def report_model(name: str, args) -> None:
     prepared, calibration_data, evaluation, description = load_bench_model(name)
     calibration = calibrate(prepared, calibration_data)
     print(f"\n=== {description}; onnxruntime {ort.__version__}, 1 intra-op thread")
+    sections = set(args.sections.split(","))
+    if "evaluate" in sections:
+        report_evaluate(prepared, calibration, evaluation, args)
+    if "sweep" in sections:
+        report_sweep(prepared, calibration_data, evaluation, args)
+    if "calibration" in sections and name in ("cnn", "cnn28") and not args.no_calibration:
+        report_calibration(prepared, evaluation, memory=name == "cnn")
+    if "edits" in sections:
+        report_edits(prepared, calibration, evaluation, args)
+
+
+def report_evaluate(prepared, calibration, evaluation: Dataset, args) -> None:
     e = bench_evaluate(prepared, calibration, evaluation, args.repeats)
     print(f"1. evaluate one new config (W{{b}}A8, {evaluation.num_samples} samples; medians of {args.repeats * 6} "
           "interleaved rounds)")
@@ -355,6 +416,9 @@ def report_model(name: str, args) -> None:
           "(W8A8 feeds ready: the part of evaluate() spent in onnxruntime)")
     print(f"   naive rewrite+new session {e['naive'] * 1e3:8.2f} ms   engine is {e['naive'] / e['engine']:.1f} x faster")
     print(f"   top-1 agreement engine vs naive W8A8 (graph optimizations off): {e['agree']:.4f}")
+
+
+def report_sweep(prepared, calibration_data: Dataset, evaluation: Dataset, args) -> None:
     s = bench_sweep(prepared, calibration_data, evaluation, args.sweep_repeats)
     print(f"2. sweep {s['configs']} configs (every layer x {','.join(SWEEP_FORMATS)} weights; medians of "
           f"{args.sweep_repeats} rounds; {s['suffixes']} of {s['layers']} layers ran only the model from that layer on)")
@@ -364,16 +428,32 @@ def report_model(name: str, args) -> None:
           f"faster with its one-off setup, {s['ort'] / s['sweep_only']:.1f} x without")
     print("   per-round ratios with setup: " + ", ".join(f"{r:.1f}" for r in s["ratios"])
           + "; without: " + ", ".join(f"{r:.1f}" for r in s["ratios_alone"]))
-    if name == "cnn" and not args.no_calibration:
-        c = bench_calibration(prepared, evaluation.inputs["image"])
-        print("3. calibration, 1,024 samples, 2,048 bins")
-        print(f"   engine (one pass + minmax/percentile/mse/entropy)  {c['engine']:8.3f} s")
-        print(f"   onnxruntime EntropyCalibrater(num_bins=2048)        {c['ort']:8.3f} s   engine is "
-              f"{c['ort'] / c['engine']:.1f} x faster")
+
+
+def report_calibration(prepared, evaluation: Dataset, *, memory: bool) -> None:
+    c = bench_calibration(prepared, evaluation.inputs["image"], memory=memory)
+    print("3. calibration, 1,024 samples, 2,048 bins")
+    print(f"   engine (one pass + minmax/percentile/mse/entropy)  {c['engine']:8.3f} s")
+    print(f"   onnxruntime EntropyCalibrater(num_bins=2048)        {c['ort']:8.3f} s   engine is "
+          f"{c['ort'] / c['engine']:.1f} x faster")
+    if memory:
         for which in ("engine", "ort"):
             small, large = c[f"{which}_mem"]
             print(f"   peak extra RSS {which:>6}: {small / 2**20:7.2f} MiB at 1,024 samples, "
                   f"{large / 2**20:7.2f} MiB at 4,096 (x{large / small:.2f})")
+
+
+def report_edits(prepared, calibration, evaluation: Dataset, args) -> None:
+    d = bench_edits(prepared, calibration, evaluation, args.edits)
+    print(f"4. one-cell edits of the Mixed precision table ({args.edits} edits from W8A8, one layer's weight "
+          f"format each; {d['layers']} layers, {d['batches']} batch(es) a run; medians)")
+    print(f"   plain FP32 forward                         {d['fp32'] * 1e3:8.2f} ms")
+    print(f"   evaluate() of the edited config            {d['evaluate'] * 1e3:8.2f} ms")
+    print(f"   layer_errors() of the edited config        {d['errors'] * 1e3:8.2f} ms   = {d['errors'] / d['fp32']:.2f} x "
+          f"FP32 forward; {d['runs']:.0f} simulation runs per edit, evaluate included")
+    print(f"   both (what the page computes)              {d['both'] * 1e3:8.2f} ms   p95 {d['both_p95'] * 1e3:.2f} ms")
+    print(f"   layer_errors() of a config new to an Evaluator {d['first'] * 1e3:8.2f} ms   "
+          f"= {d['first'] / d['fp32']:.2f} x FP32 forward (every layer alone: {d['layers'] + 1} runs)")
 
 
 def main() -> int:
@@ -383,6 +463,9 @@ def main() -> int:
     parser.add_argument("--models", default="cnn,cnn28,transformer",
                         help="comma-separated: cnn, transformer (demos), cnn28 (generated)")
     parser.add_argument("--no-calibration", action="store_true", help="skip the calibration section")
+    parser.add_argument("--sections", default="evaluate,sweep,calibration,edits",
+                        help="comma-separated: evaluate, sweep, calibration (cnn, cnn28), edits")
+    parser.add_argument("--edits", type=int, default=30, help="edits: one-cell edits timed per model")
     parser.add_argument("--memory-child", nargs=2, metavar=("WHICH", "COUNT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:

@@ -5,7 +5,10 @@ computed once and reused as the reference.
 """
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -14,7 +17,7 @@ from onnx import helper
 
 from .axes import WeightLayout, layer_axes, resolve, shape_axes
 from .calibrate import Calibration, batches, fit_batch, named_inputs, sample_count
-from .config import FP32_LAYER, LayerQuant, QuantConfig, TensorQuant
+from .config import LayerQuant, QuantConfig, TensorQuant
 from .errors import DataError
 from .formats import FormatKind, Granularity, RangeMethod
 from .quantize import quantize_tensor
@@ -25,11 +28,18 @@ from .size import tensor_bytes
 from .simulate import ActivationQuant, SimulationSession, layer_specs
 from .validate import check_config, model_facts, validate_config
 
-__all__ = ["EvaluationResult", "Evaluator", "LayerError", "evaluate_config", "simulated_only", "validate_config"]
+__all__ = ["EvaluationResult", "Evaluator", "LRUCache", "LayerError", "evaluate_config", "simulated_only",
+           "validate_config"]
 
 # Memory kept for single-layer weight configs (sweeps) at most: captured FP32 activations and the weight
 # copies fed to suffix sessions; past it, further layers' configs run the whole model.
 SUFFIX_MEMORY_BYTES = 256 * 2**20
+# Entries kept by an Evaluator's caches (least recently used evicted first), so that a shared Evaluator's
+# memory stays bounded whatever configs its users try. Weights are the big ones: a float32 copy each.
+MAX_RESULTS = 256            # EvaluationResult, per-layer errors and per-layer SQNR, per config
+MAX_WEIGHTS = 64             # fake-quantized weights, per (weight, resolved TensorQuant)
+MAX_ISOLATED = 512           # isolated SQNR of one layer, per (layer, resolved choice)
+MAX_SMALL = 4096             # resolved layouts, activation parameters, weight sizes (a few bytes each)
 # Formats with one scale per output channel whatever the granularity (extreme.py).
 _PER_OUTPUT_CHANNEL = (FormatKind.BINARY, FormatKind.TERNARY)
 
@@ -144,10 +154,60 @@ def weight_key(tq: TensorQuant) -> TensorQuant:
                    block_size=tq.block_size if tq.granularity == Granularity.PER_GROUP else default.block_size)
 
 
+class LRUCache:
+    """A mapping bounded to `maxsize` entries that evicts the least recently used; safe across threads.
+
+    Values are computed outside the lock: two threads missing the same key both compute it (same value).
+    """
+
+    def __init__(self, maxsize: int):
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be at least 1, got {maxsize}")
+        self.maxsize = maxsize
+        self._data: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, default=None):
+        with self._lock:
+            if key not in self._data:
+                return default
+            self._data.move_to_end(key)
+            return self._data[key]
+
+    def put(self, key: Hashable, value):
+        """Store `value` under `key` (the most recently used), evict past `maxsize`, return `value`."""
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+        return value
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._data
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._data)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+# One layer's choice as the simulation sees it: the resolved weight layout (None: FP32 weight) and the
+# activation's fake-quant parameters (None: FP32 input). Equal keys give equal numbers.
+LayerFeed = tuple[str, WeightLayout | None, ActivationQuant | None]
+
+
 class Evaluator:
     """Evaluate configs of one model on one evaluation split, reusing one simulation session.
 
-    Results are cached per config (configs are frozen, hashable dataclasses).
+    Results are cached per config (configs are frozen, hashable dataclasses); per-layer SQNR per
+    resolved feeds, so configs that differ only in fields that change nothing share it; a layer's
+    isolated error per (layer, resolved choice), so a config that changes one layer re-runs only that
+    layer alone. Every cache is an LRU bounded by the MAX_* constants.
     """
 
     def __init__(self, prepared, calibration: Calibration, data, *, batch_size: int = 1024, threads: int = 1):
@@ -164,22 +224,25 @@ class Evaluator:
         self.sample_count = sample_count(self._inputs)
         labels = getattr(data, "labels", None)
         self.labels = None if labels is None else np.asarray(labels).reshape(-1)[:self.sample_count]
-        self._results: dict[QuantConfig, EvaluationResult] = {}
-        self._layer_errors: dict[QuantConfig, tuple[LayerError, ...]] = {}
-        self._layer_sqnr: dict[QuantConfig, dict[str, float]] = {}
+        self._results = LRUCache(MAX_RESULTS)        # QuantConfig -> EvaluationResult
+        self._layer_errors = LRUCache(MAX_RESULTS)   # QuantConfig -> tuple[LayerError, ...]
+        self._layer_sqnr = LRUCache(MAX_RESULTS)     # tuple[LayerFeed, ...] -> {layer: SQNR dB}
+        self._isolated = LRUCache(MAX_ISOLATED)      # LayerFeed -> SQNR dB at that layer's output
         self._axes = layer_axes(prepared)
+        self._quantizable = frozenset(self.session.quantizable_activations)
         self._plan_source = _PlanSource(prepared)
         self._facts = model_facts(prepared)
-        self._layouts: dict[tuple[str, TensorQuant], WeightLayout] = {}
-        self._weights: dict[tuple, np.ndarray] = {}
+        self._layouts = LRUCache(MAX_SMALL)          # (layer, TensorQuant) -> WeightLayout
+        self._weights = LRUCache(MAX_WEIGHTS)        # (weight, resolved TensorQuant, shape) -> float32 array
         self._fp32_layer_outputs: dict[str, np.ndarray] | None = None
+        self._fp32_layer_power: dict[str, float] = {}
         self._cuts: list[dict[str, np.ndarray]] | None = None
         self._cut_layers: set[str] = set()
         self._plain_build_seconds = 0.0
         self._suffix_bytes = 0  # captured activations + the weight copies the suffix sessions are fed
         self._declared = {v.name: v for v in prepared.model.graph.value_info}
-        self._weight_bytes: dict[tuple, int] = {}
-        self._activation_params: dict[tuple[str, TensorQuant], ActivationQuant] = {}
+        self._weight_bytes = LRUCache(MAX_SMALL)     # (weight, resolved TensorQuant, shape) -> bytes
+        self._activation_params = LRUCache(MAX_SMALL)  # (tensor, TensorQuant) -> ActivationQuant
         self._other_bytes = self._initializer_bytes()
         self._suffix_ready: dict[str, bool] = {}
         self._run_seconds = float("inf")
@@ -200,45 +263,60 @@ class Evaluator:
                 # Binary / ternary have one scale per output channel whatever the granularity.
                 tq = replace(tq, granularity=Granularity.PER_CHANNEL)
             layout = resolve(tq, axes)
-            found = self._layouts[key] = WeightLayout(weight_key(layout.tq), layout.shape)
+            found = self._layouts.put(key, WeightLayout(weight_key(layout.tq), layout.shape))
         return found
 
     def quantized_weight(self, layer: str, tq: TensorQuant) -> np.ndarray:
         """Return the layer's weight fake-quantized as `tq` says (float32; cached per weight and resolved tq)."""
-        layout = self.weight_layout(layer, tq)
+        return self._layout_weight(layer, self.weight_layout(layer, tq))
+
+    def _layout_weight(self, layer: str, layout: WeightLayout) -> np.ndarray:
         key = (self._specs[layer].weight, layout.tq, layout.shape)
-        if key not in self._weights:
+        found = self._weights.get(key)
+        if found is None:
             x, name = self.session.fp32_weight(layer), f"{layer} weight"
             tq, view = layout.tq, x.reshape(layout.shape)
             lo = hi = None
             if tq.format.is_integer and tq.range_method != RangeMethod.MINMAX:
                 lo, hi = weight_ranges(view, tq, name=name)
             values = quantize_tensor(view, tq, name=name, lo=lo, hi=hi).values.reshape(x.shape)
-            self._weights[key] = np.ascontiguousarray(values, dtype=np.float32)
-        return self._weights[key]
+            found = self._weights.put(key, np.ascontiguousarray(values, dtype=np.float32))
+        return found
 
     def _choices(self, config: QuantConfig) -> dict[str, LayerQuant]:
         return {layer: config.for_layer(layer) for layer in self.layers}
 
-    def _feeds(self, config: QuantConfig):
-        weights, activations = {}, {}
-        quantizable = set(self.session.quantizable_activations)
-        for layer, choice in self._choices(config).items():
-            spec = self._specs[layer]
-            if choice.weights is not None and not choice.weights.format.is_identity and spec.weight:
-                weights[layer] = self.quantized_weight(layer, choice.weights)
-            a = choice.activations
-            if a is not None and not a.format.is_identity and layer in quantizable:
-                activations[layer] = self.activation_quant(spec.activation_input, a)
+    def layer_feed(self, layer: str, choice: LayerQuant) -> LayerFeed:
+        """Return what the simulation is fed for `choice` on `layer`: (layer, resolved weight layout or
+        None, activation fake-quant parameters or None). Equal feeds give equal numbers."""
+        spec = self._specs[layer]
+        w, a = choice.weights, choice.activations
+        layout = self.weight_layout(layer, w) if w is not None and not w.format.is_identity and spec.weight else None
+        quantizable = a is not None and not a.format.is_identity and layer in self._quantizable
+        return layer, layout, self.activation_quant(spec.activation_input, a) if quantizable else None
+
+    def _config_feeds(self, config: QuantConfig) -> tuple[LayerFeed, ...]:
+        """Every layer's feed that differs from FP32, in model order (a hashable key of the simulation)."""
+        feeds = (self.layer_feed(layer, choice) for layer, choice in self._choices(config).items())
+        return tuple(feed for feed in feeds if feed[1] is not None or feed[2] is not None)
+
+    def _feed_arrays(self, feeds: tuple[LayerFeed, ...]):
+        weights = {layer: self._layout_weight(layer, layout) for layer, layout, _ in feeds if layout is not None}
+        activations = {layer: quant for layer, _, quant in feeds if quant is not None}
         return weights, activations
+
+    def _feeds(self, config: QuantConfig):
+        return self._feed_arrays(self._config_feeds(config))
 
     def activation_quant(self, tensor: str, tq: TensorQuant) -> ActivationQuant:
         """Return the fake-quant parameters of an activation from its calibrated range (cached per tensor and tq)."""
         key = (tensor, tq)
-        if key not in self._activation_params:
-            found = self.calibration.range_for(tensor, tq)
-            self._activation_params[key] = ActivationQuant.from_range(float(found.lo), float(found.hi), tq)
-        return self._activation_params[key]
+        found = self._activation_params.get(key)
+        if found is None:
+            calibrated = self.calibration.range_for(tensor, tq)
+            found = self._activation_params.put(
+                key, ActivationQuant.from_range(float(calibrated.lo), float(calibrated.hi), tq))
+        return found
 
     # -- running ----------------------------------------------------------------------------------
 
@@ -353,14 +431,16 @@ class Evaluator:
             parts = [self.session.run(batch, with_layer_outputs=True).layer_outputs
                      for batch in batches(self._inputs, self.batch_size)]
             self._fp32_layer_outputs = {layer: np.concatenate([p[layer] for p in parts]) for layer in parts[0]}
+            # The signal of every per-layer SQNR: the same for every config, so summed once.
+            self._fp32_layer_power = {layer: _power(value) for layer, value in self._fp32_layer_outputs.items()}
         return self._fp32_layer_outputs
 
-    def _layer_sqnr_db(self, config: QuantConfig) -> dict[str, float]:
-        """SQNR at every layer's output with `config` applied, summed over the split in batches."""
-        if config not in self._layer_sqnr:
+    def _layer_sqnr_db(self, feeds: tuple[LayerFeed, ...]) -> dict[str, float]:
+        """SQNR at every layer's output with `feeds` applied, summed over the split in batches (cached)."""
+        found = self._layer_sqnr.get(feeds)
+        if found is None:
             reference = self._fp32_layers()
-            weights, activations = self._feeds(config)
-            signal = dict.fromkeys(reference, 0.0)
+            weights, activations = self._feed_arrays(feeds)
             noise = dict.fromkeys(reference, 0.0)
             start = 0
             for batch in batches(self._inputs, self.batch_size):
@@ -369,11 +449,12 @@ class Evaluator:
                 count = len(next(iter(batch.values())))
                 for layer, value in outputs.items():
                     ref = reference[layer][start:start + count]
-                    signal[layer] += _power(ref)
                     noise[layer] += _power(ref.astype(np.float64) - value)
                 start += count
-            self._layer_sqnr[config] = {layer: sqnr_from_sums(signal[layer], noise[layer]) for layer in reference}
-        return self._layer_sqnr[config]
+            signal = self._fp32_layer_power
+            found = self._layer_sqnr.put(feeds, {layer: sqnr_from_sums(signal[layer], noise[layer])
+                                                 for layer in reference})
+        return found
 
     # -- scoring ----------------------------------------------------------------------------------
 
@@ -400,10 +481,11 @@ class Evaluator:
             if spec.weight and spec.weight not in quantized:
                 layout = None if choice.weights is None else self.weight_layout(layer, choice.weights)
                 key = (spec.weight, None) if layout is None else (spec.weight, layout.tq, layout.shape)
-                if key not in self._weight_bytes:
+                found = self._weight_bytes.get(key)
+                if found is None:
                     shape = self.session.fp32_weight(layer).shape if layout is None else layout.shape
-                    self._weight_bytes[key] = _weight_bytes(shape, None if layout is None else layout.tq)
-                quantized[spec.weight] = self._weight_bytes[key]
+                    found = self._weight_bytes.put(key, _weight_bytes(shape, None if layout is None else layout.tq))
+                quantized[spec.weight] = found
         return self._other_bytes + sum(quantized.values())
 
     def _initializer_bytes(self) -> int:
@@ -418,8 +500,9 @@ class Evaluator:
 
     def evaluate(self, config: QuantConfig) -> EvaluationResult:
         """Return accuracy and fidelity of `config` on the evaluation split (cached per config)."""
-        if config in self._results:
-            return self._results[config]
+        found = self._results.get(config)
+        if found is not None:
+            return found
         check_config(config, self._facts)
         weights, activations = self._feeds(config)
         outputs = self._run_outputs(weights, activations) if (weights or activations) else self.fp32_outputs
@@ -439,8 +522,7 @@ class Evaluator:
             simulated_only=simulated_only(self._plan_source, config),
             sample_count=self.sample_count,
         )
-        self._results[config] = result
-        return result
+        return self._results.put(config, result)
 
     def outputs(self, config: QuantConfig) -> tuple[np.ndarray, ...]:
         """Return the model outputs of `config` on the whole split (not cached)."""
@@ -452,19 +534,37 @@ class Evaluator:
 
         isolated: only this layer quantized as `config` says, everything else FP32.
         accumulated: the whole config; the error includes what earlier layers passed on.
+
+        Notes
+        -----
+        A layer's isolated error is cached per (layer, resolved choice): a config that changes one
+        layer's choice costs one run for that layer alone plus one for the whole config.
         """
-        if config in self._layer_errors:
-            return self._layer_errors[config]
+        found = self._layer_errors.get(config)
+        if found is not None:
+            return found
         check_config(config, self._facts)
-        accumulated = self._layer_sqnr_db(config)
+        feeds = self._config_feeds(config)
+        accumulated = self._layer_sqnr_db(feeds)
+        changed = {feed[0]: feed for feed in feeds}
         errors = []
         for layer in self.layers:
-            choice = config.for_layer(layer)
-            alone = QuantConfig(FP32_LAYER, ((layer, choice),), name=f"only {layer}")
-            isolated = float("inf") if choice.is_fp32 else self._layer_sqnr_db(alone)[layer]
+            feed = changed.get(layer)
+            isolated = float("inf") if feed is None else self._isolated_sqnr_db(feed)
             errors.append(LayerError(layer, isolated, accumulated.get(layer, float("inf"))))
-        self._layer_errors[config] = tuple(errors)
-        return self._layer_errors[config]
+        return self._layer_errors.put(config, tuple(errors))
+
+    def cache_entries(self) -> dict[str, int]:
+        """Return how many entries each bounded cache holds (results, layer_errors, layer_sqnr, isolated, weights)."""
+        return {"results": len(self._results), "layer_errors": len(self._layer_errors),
+                "layer_sqnr": len(self._layer_sqnr), "isolated": len(self._isolated), "weights": len(self._weights)}
+
+    def _isolated_sqnr_db(self, feed: LayerFeed) -> float:
+        """SQNR at the layer's output with only this layer's feed applied (cached per feed)."""
+        found = self._isolated.get(feed)
+        if found is None:
+            found = self._isolated.put(feed, self._layer_sqnr_db((feed,)).get(feed[0], float("inf")))
+        return found
 
 
 def evaluate_config(prepared, calibration: Calibration, data, config: QuantConfig) -> EvaluationResult:

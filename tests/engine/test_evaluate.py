@@ -190,3 +190,63 @@ def test_simulated_only_is_exactly_what_the_export_keeps_fp32_for_lack_of_a_kern
     # int4 has no integer kernel in the export (only 8-bit): W4A8 is simulated on every layer.
     assert evaluator.evaluate(PRESETS["W4A8"]).simulated_only == evaluator.layers
     assert evaluator.evaluate(PRESETS["W8A8"]).simulated_only == ()
+
+
+def test_an_lru_cache_keeps_the_most_recently_used_entries():
+    from quant_core.evaluate import LRUCache
+    cache = LRUCache(2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get("a") == 1  # "a" is now the most recently used
+    cache.put("c", 3)
+    assert "b" not in cache and cache.get("a") == 1 and cache.get("c") == 3 and len(cache) == 2
+    assert cache.get("b", "missing") == "missing"
+
+
+def _counting_runs(evaluator):
+    """Count the evaluator's simulation-session runs (one per batch; the chain's split is one batch)."""
+    calls = []
+    run = evaluator.session.run
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return run(*args, **kwargs)
+
+    evaluator.session.run = counted
+    return calls
+
+
+def test_a_config_that_changes_one_layer_reruns_only_that_layer_alone_and_the_whole_config(chain):
+    prepared, data = chain
+    evaluator = Evaluator(prepared, calibrate(prepared, data), data)
+    int4 = LayerQuant(TensorQuant("int4"), TensorQuant("uint8", symmetric=False))
+    first = QuantConfig(int4)
+    evaluator.layer_errors(first)
+    calls = _counting_runs(evaluator)
+    edited = QuantConfig(int4, (("dense1", LayerQuant(TensorQuant("int2"), int4.activations)),))
+    errors = evaluator.layer_errors(edited)
+    assert len(calls) == 2  # dense1 alone + the whole config; dense0 and dense2 alone come from the cache
+    fresh = Evaluator(prepared, calibrate(prepared, data), data).layer_errors(edited)
+    assert errors == fresh  # the cache changes the cost, not the numbers
+    calls.clear()
+    renamed = QuantConfig(int4, edited.overrides, name="same feeds, other name")
+    assert evaluator.layer_errors(renamed) == errors and calls == []
+
+
+def test_the_evaluator_caches_stay_bounded_when_many_configs_are_tried(chain, monkeypatch):
+    from quant_core import evaluate
+    monkeypatch.setattr(evaluate, "MAX_RESULTS", 3)
+    monkeypatch.setattr(evaluate, "MAX_WEIGHTS", 4)
+    monkeypatch.setattr(evaluate, "MAX_ISOLATED", 5)
+    prepared, data = chain
+    evaluator = Evaluator(prepared, calibrate(prepared, data), data)
+    for bits in range(2, 9):
+        for symmetric in (True, False):
+            config = QuantConfig(LayerQuant(TensorQuant(f"int{bits}", symmetric=symmetric)))
+            evaluator.evaluate(config)
+            evaluator.layer_errors(config)
+    assert evaluator.cache_entries() == {"results": 3, "layer_errors": 3, "layer_sqnr": 3, "isolated": 5,
+                                         "weights": 4}
+    # An evicted result is recomputed, equal to the first time.
+    first = QuantConfig(LayerQuant(TensorQuant("int2")))
+    assert evaluator.evaluate(first) == Evaluator(prepared, calibrate(prepared, data), data).evaluate(first)
