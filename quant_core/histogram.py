@@ -31,6 +31,45 @@ def _uniform_edges(bins: int, lo, hi) -> np.ndarray:
     return np.histogram(_EMPTY, bins, range=(lo, hi))[1]
 
 
+# Values per block of `_histogram_on_edges`: its temporaries stay in the cache (numpy's own block size).
+_BLOCK = 1 << 16
+
+
+def _histogram_on_edges(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Return np.histogram(x, bins=edges)[0] bit for bit, without the sort numpy does for an array of edges.
+
+    Bin i counts edges[i] <= x < edges[i + 1], the last bin also x == edges[-1]; values outside
+    [edges[0], edges[-1]] are not counted (numpy's rules). The edges here are nearly uniform
+    (onnxruntime's np.arange extension of np.histogram's edges), so, as numpy's own uniform-bins path
+    does, each value's bin is guessed as floor((x - edges[0]) * n / (edges[-1] - edges[0])) and checked
+    against the real edges; the few values a guess misses (next to an edge) get their bin from a
+    binary search, so the result is exact whatever the edges.
+    """
+    x = x.reshape(-1)
+    n = edges.size - 1
+    first, last = edges[0], edges[-1]
+    if x.size and (x.min() < first or x.max() > last):
+        x = x[(x >= first) & (x <= last)]
+    if not x.size or not last > first:
+        return np.histogram(x, bins=edges)[0]
+    scale = np.float32(n / (np.float64(last) - np.float64(first)))
+    index = np.empty(x.size, dtype=np.intp)
+    scaled = np.empty(min(_BLOCK, x.size), dtype=np.float32)
+    for start in range(0, x.size, _BLOCK):
+        block, guess = x[start:start + _BLOCK], index[start:start + _BLOCK]
+        offset = scaled[:block.size]
+        np.subtract(block, first, out=offset)
+        offset *= scale
+        np.copyto(guess, offset, casting="unsafe")  # truncation = floor: offsets are >= 0
+        np.clip(guess, 0, n - 1, out=guess)
+        missed = block < edges.take(guess)
+        missed |= (block >= edges.take(guess + 1)) & (guess < n - 1)
+        if missed.any():
+            found = np.searchsorted(edges, block[missed], side="right") - 1
+            guess[missed] = np.minimum(found, n - 1)  # x == edges[-1] belongs to the last bin
+    return np.bincount(index, minlength=n)
+
+
 def _coarsen(counts: np.ndarray, offset: int, factor: int, size: int) -> np.ndarray:
     """Sum fine bins into coarse ones: fine bin j goes to coarse bin (j + offset) // factor (exact)."""
     out = np.zeros(size, dtype=np.int64)
@@ -159,7 +198,7 @@ class StreamingHistogram:
             self.min, self.max = lo, hi
         else:
             self._widen_signed(threshold)
-            self.counts = self.counts + np.histogram(x, self.counts.size, range=(-self.threshold, self.threshold))[0]
+            self.counts = self.counts + _histogram_on_edges(x, self.edges)
             self._widen_absolute(absolute.min(), threshold)
             self.abs_counts = self.abs_counts + self._histogram_absolute(absolute)
             self.min, self.max = min(self.min, lo), max(self.max, hi)
@@ -169,7 +208,7 @@ class StreamingHistogram:
     def _histogram_absolute(self, absolute: np.ndarray) -> np.ndarray:
         if self._abs_range is not None:  # uniform edges: numpy's fast path, same bins as the edges
             return np.histogram(absolute, self.abs_counts.size, range=self._abs_range)[0]
-        return np.histogram(absolute, bins=self.abs_edges)[0]
+        return _histogram_on_edges(absolute, self.abs_edges)
 
     def _widen_signed(self, threshold) -> None:
         """Make the signed grid cover [-threshold, threshold], moving the counts (onnxruntime's merge_histogram)."""

@@ -169,3 +169,35 @@ def test_values_below_the_first_batch_smallest_abs_value_are_kept():
     h = StreamingHistogram(64).update(np.float32([1.0, 2.0, -3.0])).update(np.float32([0.1, -0.05]))
     assert h.abs_counts.sum() == 5
     assert h.abs_edges[0] <= 0.05
+
+
+def _arange_extended_edges(first_batch: np.ndarray, bins: int, amax: float) -> np.ndarray:
+    """onnxruntime's |x| edges after a batch with a larger max: np.histogram's, extended by np.arange."""
+    edges = np.histogram(first_batch, bins)[1].astype(np.float32)
+    width = edges[1] - edges[0]
+    return np.concatenate([edges, np.arange(edges[-1] + width, amax + width, width)]).astype(np.float32)
+
+
+@pytest.mark.parametrize("edges, x", [
+    # nearly uniform edges (onnxruntime's extension) and 200,000 values, some exactly on edges
+    (_arange_extended_edges(np.abs(_normal(0, 1000)), 2048, 6.0),
+     np.concatenate([np.abs(_normal(1, 200_000, 1.5)),
+                     _arange_extended_edges(np.abs(_normal(0, 1000)), 2048, 6.0)[::7]])),
+    # edges coarser than float32 can tell apart near 100: repeated edges, guesses far off
+    (np.float32(100.0) + np.linspace(0, 1e-4, 65, dtype=np.float32), np.float32(100.0) + _normal(2, 5000, 3e-5)),
+    # values outside the edges on both sides are not counted; edges[-1] itself is, in the last bin
+    (np.linspace(-1.0, 1.0, 17, dtype=np.float32), np.float32([-2.0, -1.0, -0.125, 0.0, 0.999, 1.0, 3.0])),
+])
+def test_histogram_on_given_edges_equals_numpy_on_those_edges_bit_for_bit(edges, x):
+    from quant_core.histogram import _histogram_on_edges
+    assert np.array_equal(_histogram_on_edges(x, edges), np.histogram(x, bins=edges)[0])
+
+
+def test_an_update_on_extended_edges_adds_numpys_counts_on_those_edges():
+    h = StreamingHistogram(256).update(_normal(0, 1000, 1.0)).update(_normal(1, 1000, 1.5))
+    assert h._abs_range is None  # the |x| grid was extended by np.arange: edges, not a uniform range
+    before_signed, before_abs = h.counts.copy(), h.abs_counts.copy()
+    batch = _pinned(_normal(2, 100_000, 1.0), min(float(h.threshold), float(h.abs_edges[-1])))
+    h.update(batch)
+    assert np.array_equal(h.counts - before_signed, np.histogram(batch, bins=h.edges)[0])
+    assert np.array_equal(h.abs_counts - before_abs, np.histogram(np.abs(batch), bins=h.abs_edges)[0])
