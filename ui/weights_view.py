@@ -8,12 +8,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from quant_core.axes import weight_axes
 from quant_core.config import TensorQuant
 from quant_core.errors import ConfigError, QuantLabError
 from quant_core.formats import FormatKind, Granularity, NumberFormat, RangeMethod
 from quant_core.metrics import clipped_fraction, mse, sqnr_db
 from quant_core.model_io import weight_array
-from quant_core.overrides import output_channel_axis
 from quant_core.quantize import dequantize, fake_quantize, quantize_tensor, tensor_range
 from quant_core.qparams import qparams_from_range
 from quant_core.ranges import weight_ranges
@@ -116,9 +116,10 @@ def _sqnr_by_bits(table: pd.DataFrame, *, symmetric: bool, granularity: Granular
 
 
 def channel_axis(ctx: LabContext, layer_name: str) -> int:
-    """The output-channel axis of a layer's weight: the one the export quantizes per channel."""
-    node = _nodes(ctx.model_key, ctx).get(layer_name)
-    return 0 if node is None else output_channel_axis(node.op_type, node)
+    """The output-channel axis of a layer's weight, exactly the export's (quant_core.axes.weight_axes:
+    Conv 0, MatMul the last, LSTM / GRU / RNN (D, G*H, I) 1, ...)."""
+    axes = weight_axes(_layer(ctx, layer_name), ctx.prepared.model)
+    return 0 if axes is None else axes.channel_axis
 
 
 # --- cached computations --------------------------------------------------------------------------
@@ -126,12 +127,6 @@ def channel_axis(ctx: LabContext, layer_name: str) -> int:
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _weight(model_key: str, weight_name: str, _ctx: LabContext) -> np.ndarray:
     return np.asarray(weight_array(_ctx.prepared.model, weight_name), dtype=np.float32)
-
-
-@st.cache_resource(max_entries=8, show_spinner=False)
-def _nodes(model_key: str, _ctx: LabContext) -> dict:
-    """ONNX node name -> NodeProto of the prepared model (read-only)."""
-    return {node.name: node for node in _ctx.prepared.model.graph.node}
 
 
 @dataclass(frozen=True)

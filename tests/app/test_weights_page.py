@@ -154,3 +154,29 @@ def test_an_uploaded_matmul_model_shows_one_range_per_output_column():
     assert len(_values(channels["data"][0]["x"])) == 6  # w1 is (4, 6): MatMul's output channels are its columns
     assert "(axis 1)" in channels["layout"]["title"]["text"]
     assert len(_table(at)) == 20
+
+
+def _lstm_model_bytes(hidden: int = 2, inputs: int = 3) -> bytes:
+    """x (seq, batch, 3) -> LSTM: W (1, 4*hidden, 3), R (1, 4*hidden, hidden); gate rows are axis 1."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(size=(1, 4 * hidden, inputs)).astype(np.float32), "W")
+    r = numpy_helper.from_array(rng.normal(size=(1, 4 * hidden, hidden)).astype(np.float32), "R")
+    graph = helper.make_graph(
+        [helper.make_node("LSTM", ["x", "W", "R"], ["y"], name="/rnn/LSTM", hidden_size=hidden)],
+        "lstm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, "batch", inputs])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 1, "batch", hidden])], initializer=[w, r])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tests").SerializeToString()
+
+
+def test_an_lstm_weight_shows_one_range_per_gate_row_as_the_export_quantizes_it():
+    at = run_page("app.py")
+    at.file_uploader(key="model_upload").set_value(("lstm.onnx", _lstm_model_bytes(), "application/octet-stream"))
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="weights_layer").options == ["/rnn/LSTM"]
+    at.radio(key="weights_granularity").set_value("per-channel").run()
+    channels = _charts(at)[2]
+    assert len(_values(channels["data"][0]["x"])) == 8  # W is (1, 8, 3): 4 gates x 2 hidden rows on axis 1
+    assert "(axis 1)" in channels["layout"]["title"]["text"]
