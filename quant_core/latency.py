@@ -158,6 +158,52 @@ def measure_latency(model, feeds_or_dataset, *, batch_size: int = 1, threads: in
                          batch_size, threads, len(data), tuple(session.get_providers()), kernels)
 
 
+def model_accuracy(model, dataset, *, batch_size: int = 256, threads: int = 1) -> float | None:
+    """Return the top-1 accuracy of an ONNX model (bytes or ModelProto) on a Dataset, run by onnxruntime.
+
+    accuracy = mean(argmax(first output of a sample, flattened) == label) over the samples run, in
+    batches of `batch_size`, on a session with `session_options(threads)` (as `measure_latency`).
+
+    Notes
+    -----
+    None when the dataset has no labels (nothing is run). A model whose inputs fix the batch
+    dimension n runs n samples at a time and drops a last partial batch (as `data.iter_batches`).
+    A model onnxruntime cannot load raises ModelError; data it cannot run (missing input, wrong shape
+    or dtype) raises DataError, each with onnxruntime's first line.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    labels = getattr(dataset, "labels", None)
+    inputs = getattr(dataset, "inputs", None)
+    if not isinstance(inputs, Mapping):
+        raise DataError(f"expected a Dataset (inputs and labels), got {type(dataset).__name__}")
+    if labels is None:
+        return None
+    session = create_session(model, threads=threads)
+    names = [value.name for value in session.get_inputs()]
+    missing = [name for name in names if name not in inputs]
+    if missing:
+        raise DataError(f"the data has no array for model input(s) {missing}; it has {sorted(inputs)}")
+    labels = np.asarray(labels).reshape(-1)
+    samples = min(min(len(inputs[name]) for name in names), len(labels))
+    fixed = [value.shape[0] for value in session.get_inputs()
+             if value.shape and isinstance(value.shape[0], int) and value.shape[0] > 0]
+    size = min(fixed) if fixed else batch_size
+    stop = samples - samples % size if fixed else samples
+    if stop == 0:
+        raise DataError(f"the data has {samples} labelled sample(s); the model runs {size} at a time")
+    correct = 0
+    for start in range(0, stop, size):
+        feeds = {name: np.ascontiguousarray(inputs[name][start:start + size]) for name in names}
+        try:
+            first = session.run(None, feeds)[0]
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise DataError(f"onnxruntime cannot run the model on this data: {str(err).splitlines()[0]}") from None
+        top1 = np.asarray(first).reshape(len(first), -1).argmax(axis=1)
+        correct += int(np.count_nonzero(top1 == labels[start:start + len(top1)]))
+    return correct / stop
+
+
 # ---------------------------------------------------------------------------------------------
 # Standard variants
 # ---------------------------------------------------------------------------------------------

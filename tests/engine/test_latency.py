@@ -123,3 +123,56 @@ def test_cli_bench_of_a_missing_file_exits_2_with_one_line(tmp_path, capsys):
     assert main(["bench", str(tmp_path / "missing.onnx")]) == 2
     err = capsys.readouterr().err
     assert "model file not found" in err and err.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def demo_cnn_bytes():
+    from quant_core.demo import load_demo
+    return load_demo("cnn")
+
+
+def test_model_accuracy_is_the_share_of_samples_whose_top1_is_the_label(demo_cnn_bytes):
+    import onnxruntime as ort
+    from quant_core.latency import model_accuracy
+    model, data = demo_cnn_bytes
+    logits = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, data.inputs)[0]
+    expected = float(np.mean(logits.argmax(axis=1) == data.labels))
+    assert model_accuracy(model, data) == pytest.approx(expected, abs=1e-12)
+    assert model_accuracy(model, data, batch_size=100) == model_accuracy(model, data)  # a last partial batch counts
+    assert 0.9 < expected <= 1.0
+
+
+def test_model_accuracy_without_labels_is_none(demo_cnn_bytes):
+    from quant_core.data import Dataset
+    from quant_core.latency import model_accuracy
+    model, data = demo_cnn_bytes
+    assert model_accuracy(model, Dataset(inputs=data.inputs)) is None
+
+
+def test_model_accuracy_runs_a_fixed_batch_model_whole_batches_only():
+    import onnxruntime as ort
+    from quant_core.data import Dataset
+    from quant_core.latency import model_accuracy
+    from tests.engine.conftest import chain_model
+    model = chain_model()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 7  # exactly 7 samples a run
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).normal(size=(20, 6)).astype(np.float32)
+    labels = np.zeros(20, dtype=np.int64)
+    labels[:7] = session.run(None, {"x": x[:7]})[0].argmax(axis=1)  # first batch: all right
+    labels[7:14] = (session.run(None, {"x": x[7:14]})[0].argmax(axis=1) + 1) % 3  # second batch: all wrong
+    # samples 14..19 make a partial batch the model cannot run: not counted
+    assert model_accuracy(model, Dataset(inputs={"x": x}, labels=labels)) == 0.5
+
+
+def test_model_accuracy_names_what_is_wrong_with_the_data_in_one_line(demo_cnn_bytes):
+    from quant_core.data import Dataset
+    from quant_core.latency import model_accuracy
+    model, data = demo_cnn_bytes
+    with pytest.raises(DataError, match=r"no array for model input\(s\) \['image'\]"):
+        model_accuracy(model, Dataset(inputs={"pixels": data.inputs["image"]}, labels=data.labels))
+    with pytest.raises(DataError, match="onnxruntime cannot run the model on this data") as error:
+        model_accuracy(model, Dataset(inputs={"image": data.inputs["image"][:, :, :4]}, labels=data.labels))
+    assert "\n" not in str(error.value)
+    with pytest.raises(ModelError, match="onnxruntime cannot load the model"):
+        model_accuracy(b"not a model", data)
