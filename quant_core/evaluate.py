@@ -135,10 +135,6 @@ class _PlanSource:
 
 def _weight_bytes(shape: tuple[int, ...], tq: TensorQuant | None) -> int:
     """Bytes of a weight stored as `tq` (resolved: a concrete axis)."""
-    if tq is not None and tq.format.kind in _PER_OUTPUT_CHANNEL and tq.axis is not None and len(shape) >= 2:
-        # size.py counts binary / ternary scales along axis 0; the same weight with its output-channel
-        # axis moved first has the same parameters and one scale per output channel, as extreme.py computes.
-        shape = (shape[tq.axis],) + tuple(d for i, d in enumerate(shape) if i != tq.axis % len(shape))
     return int(tensor_bytes(shape, tq))
 
 

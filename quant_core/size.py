@@ -76,7 +76,10 @@ def _scale_count(shape: tuple[int, ...], tq: TensorQuant) -> int:
     """Return how many scales tq's granularity gives a tensor of `shape`."""
     kind = tq.format.kind
     if kind in (FormatKind.BINARY, FormatKind.TERNARY):
-        return shape[0] if len(shape) >= 2 else 1
+        # One scale per output channel (extreme.py): along tq.axis, or axis 0 when none is resolved.
+        if len(shape) < 2:
+            return 1
+        return shape[0 if tq.axis is None else tq.axis % len(shape)]
     if tq.granularity == Granularity.PER_TENSOR:
         return 1
     if tq.axis is None:

@@ -116,3 +116,10 @@ def test_per_channel_on_a_1d_weight_or_a_bad_axis_is_a_config_error():
         tensor_size((16,), _tq("int8", Granularity.PER_CHANNEL))
     with pytest.raises(ConfigError, match="axis 4 is out of range"):
         tensor_size(SHAPE, _tq("int8", Granularity.PER_CHANNEL, axis=4))
+
+
+def test_binary_and_ternary_have_one_scale_per_channel_of_their_axis():
+    # A MatMul weight (K, N) = (64, 10): its output channels are axis 1, so 10 scales, not 64.
+    for name in ("binary", "ternary"):
+        assert tensor_size((64, 10), TensorQuant(name, axis=1)).scale_bits == 10 * 32
+        assert tensor_size((64, 10), TensorQuant(name)).scale_bits == 64 * 32  # no axis: axis 0
