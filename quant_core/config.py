@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import json
+import numbers
 from dataclasses import dataclass, field, replace
 
+from .errors import ConfigError
 from .formats import FormatKind, Granularity, NumberFormat, RangeMethod, parse_format
+
+MAX_CONFIG_BYTES = 2**20  # a config is a few kilobytes; more is a wrong file, parsed in full otherwise
 
 
 @dataclass(frozen=True)
@@ -25,16 +29,21 @@ class TensorQuant:
     percentile: float = 99.99
 
     def __post_init__(self):
-        if isinstance(self.format, str):
-            object.__setattr__(self, "format", parse_format(self.format))
-        object.__setattr__(self, "granularity", Granularity(self.granularity))
-        object.__setattr__(self, "range_method", RangeMethod(self.range_method))
-        if self.axis is not None and (isinstance(self.axis, bool) or not isinstance(self.axis, int)):
-            raise ValueError(f"axis must be an integer or null (the layer's natural axis), got {self.axis!r}")
+        # The one public entry of every config (code, JSON, widgets): check each type here, trust it inside.
+        object.__setattr__(self, "format", _format(self.format))
+        object.__setattr__(self, "symmetric", _bool("symmetric", self.symmetric))
+        object.__setattr__(self, "granularity", _choice("granularity", self.granularity, Granularity))
+        object.__setattr__(self, "range_method", _choice("range_method", self.range_method, RangeMethod))
+        if self.axis is not None:
+            object.__setattr__(self, "axis", _integer("axis", self.axis, "an integer or null (the layer's natural axis)"))
+        object.__setattr__(self, "block_size", _integer("block_size", self.block_size, "an integer"))
         if not 16 <= self.block_size <= 256:
-            raise ValueError(f"block_size must be between 16 and 256, got {self.block_size}")
+            raise ConfigError(f"block_size must be between 16 and 256, got {self.block_size}")
+        if isinstance(self.percentile, bool) or not isinstance(self.percentile, numbers.Real):
+            raise ConfigError(f"'percentile' must be a number in (50, 100], got {_shown(self.percentile)}")
+        object.__setattr__(self, "percentile", float(self.percentile))
         if not 50.0 < self.percentile <= 100.0:
-            raise ValueError(f"percentile must be in (50, 100], got {self.percentile}")
+            raise ConfigError(f"percentile must be in (50, 100], got {self.percentile}")
 
     def to_dict(self) -> dict:
         return {"format": self.format.name, "symmetric": self.symmetric, "granularity": self.granularity.value,
@@ -43,12 +52,15 @@ class TensorQuant:
 
     @classmethod
     def from_dict(cls, data: dict) -> TensorQuant:
+        if not isinstance(data, dict):
+            raise ConfigError(f"a tensor-quantization entry must be an object such as {{\"format\": \"int8\"}}, "
+                              f"got {_shown(data)}")
         known = {"format", "symmetric", "granularity", "axis", "block_size", "range_method", "percentile"}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown tensor-quantization keys {sorted(unknown)}; expected some of {sorted(known)}")
+            raise ConfigError(f"unknown tensor-quantization keys {sorted(unknown)}; expected some of {sorted(known)}")
         if "format" not in data:
-            raise ValueError("a tensor-quantization entry needs a 'format', e.g. \"int8\"")
+            raise ConfigError("a tensor-quantization entry needs a 'format', e.g. \"int8\"")
         return cls(**data)
 
 
@@ -70,12 +82,11 @@ class LayerQuant:
     @classmethod
     def from_dict(cls, data: dict) -> LayerQuant:
         if not isinstance(data, dict):
-            raise ValueError(f"a layer entry must be an object with 'weights' and 'activations', got {data!r}")
+            raise ConfigError(f"a layer entry must be an object with 'weights' and 'activations', got {_shown(data)}")
         unknown = set(data) - {"weights", "activations"}
         if unknown:
-            raise ValueError(f"unknown layer keys {sorted(unknown)}; expected 'weights' and 'activations'")
-        w, a = data.get("weights"), data.get("activations")
-        return cls(TensorQuant.from_dict(w) if w else None, TensorQuant.from_dict(a) if a else None)
+            raise ConfigError(f"unknown layer keys {sorted(unknown)}; expected 'weights' and 'activations'")
+        return cls(_tensor_entry("weights", data.get("weights")), _tensor_entry("activations", data.get("activations")))
 
 
 FP32_LAYER = LayerQuant()
@@ -109,10 +120,10 @@ class QuantConfig:
     @classmethod
     def from_dict(cls, data: dict) -> QuantConfig:
         if not isinstance(data, dict) or "default" not in data:
-            raise ValueError("a config must be a JSON object with 'default' and optional 'layers' and 'name'")
+            raise ConfigError("a config must be a JSON object with 'default' and optional 'layers' and 'name'")
         layers = data.get("layers") or {}
         if not isinstance(layers, dict):
-            raise ValueError("'layers' must map ONNX node names to layer entries")
+            raise ConfigError("'layers' must map ONNX node names to layer entries")
         return cls(LayerQuant.from_dict(data["default"]),
                    tuple((str(k), LayerQuant.from_dict(v)) for k, v in layers.items()),
                    str(data.get("name", "custom")))
@@ -122,11 +133,67 @@ class QuantConfig:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> QuantConfig:
+        """Parse a config saved by `to_json`; refuse more than `MAX_CONFIG_BYTES` and nesting Python cannot parse."""
+        size = len(text) if isinstance(text, (bytes, bytearray)) else len(text.encode("utf-8", "surrogatepass"))
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"the config JSON is {size} bytes, over the {MAX_CONFIG_BYTES // 2**20} MiB "
+                              "limit: a config is a few kilobytes")
         try:
             data = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"the config is not valid JSON: {err}") from None
+            raise ConfigError(f"the config is not valid JSON: {err}") from None
+        except RecursionError:
+            raise ConfigError("the config JSON is nested too deeply to read: a config is at most 4 levels deep") from None
         return cls.from_dict(data)
+
+
+def _shown(value, limit: int = 60) -> str:
+    """`value` for a one-line message: its repr, cut to `limit` characters, and its JSON type."""
+    text = repr(value)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    kind = {bool: "a boolean", str: "a string", dict: "an object", list: "a list", type(None): "null"}.get(
+        type(value), "a number" if isinstance(value, numbers.Number) else type(value).__name__)
+    return f"{text} ({kind})"
+
+
+def _format(value) -> NumberFormat:
+    if isinstance(value, NumberFormat):
+        return value
+    if isinstance(value, str):
+        return parse_format(value)
+    raise ConfigError(f"'format' must be a format name such as \"int8\", got {_shown(value)}")
+
+
+def _bool(key: str, value) -> bool:
+    # JSON true/false only: "no" or 0 would otherwise pass as truthy or falsy without a word.
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"'{key}' must be true or false, got {_shown(value)}")
+
+
+def _integer(key: str, value, expected: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"'{key}' must be {expected}, got {_shown(value)}")
+    return int(value)
+
+
+def _choice(key: str, value, enum):
+    allowed = ", ".join(member.value for member in enum)
+    if not isinstance(value, str):
+        raise ConfigError(f"'{key}' must be one of {allowed}, got {_shown(value)}")
+    try:
+        return enum(value)
+    except ValueError:
+        raise ConfigError(f"unknown {key} {value!r}: expected one of {allowed}") from None
+
+
+def _tensor_entry(key: str, value) -> TensorQuant | None:
+    if value is None or value == {}:
+        return None  # FP32 for that tensor
+    if not isinstance(value, dict):
+        raise ConfigError(f"'{key}' must be an object such as {{\"format\": \"int8\"}} or null, got {_shown(value)}")
+    return TensorQuant.from_dict(value)
 
 
 def _int(bits: int, **kw) -> TensorQuant:

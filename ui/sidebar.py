@@ -73,7 +73,7 @@ def _open_uploaded_model(upload) -> None:
         cache.load_prepared(model_bytes, key)
     except QuantLabError as err:
         state.push_message(state.MODEL_UPLOAD,
-                           f"Could not open {upload.name}: {err} The previous model is still loaded.")
+                           f"Could not open {upload.name}: {_sentence(err)} The previous model is still loaded.")
         return
     except Exception as err:  # noqa: BLE001 - untrusted input: report it, keep the previous model
         state.push_message(state.MODEL_UPLOAD, f"Could not open {upload.name} ({type(err).__name__}: {err}). "
@@ -108,7 +108,7 @@ def _open_uploaded_data(upload, prepared, source: state.ModelSource) -> None:
         data = cache.load_data(source.key, key, data_bytes, prepared)
         cache.split_data(source.key, key, data)  # refuses data too small to split, before it is used
     except QuantLabError as err:
-        state.push_message(state.DATA_UPLOAD, f"Could not use {upload.name}: {err} The previous data is still used.")
+        state.push_message(state.DATA_UPLOAD, f"Could not use {upload.name}: {_sentence(err)} The previous data is still used.")
         return
     except Exception as err:  # noqa: BLE001 - untrusted input: report it, keep the previous data
         state.push_message(state.DATA_UPLOAD, f"Could not read {upload.name} ({type(err).__name__}: {err}). "
@@ -157,7 +157,12 @@ def _open_uploaded_config(upload, info) -> None:
             raise ConfigError(f"the config names layers this model does not have: {', '.join(unknown[:5])}")
         _validate(config, info)
     except (QuantLabError, ValueError, TypeError) as err:
-        state.push_message(state.CONFIG_UPLOAD, f"Could not load {upload.name}: {err}. The previous config is kept.")
+        state.push_message(state.CONFIG_UPLOAD,
+                           f"Could not load {upload.name}: {_sentence(err)} The previous config is kept.")
+        return
+    except Exception as err:  # noqa: BLE001 - untrusted input: report it, keep the previous config
+        state.push_message(state.CONFIG_UPLOAD, f"Could not load {upload.name} ({type(err).__name__}: {err}). "
+                                                "The previous config is kept.")
         return
     state.push_message(state.CONFIG_UPLOAD, None)
     state.set_config(config)
@@ -170,6 +175,12 @@ def _validate(config: QuantConfig, info) -> None:
 def _unknown_layers(config: QuantConfig, info) -> list[str]:
     names = {layer.name for layer in info.layers}
     return [layer for layer, _ in config.overrides if layer not in names]
+
+
+def _sentence(err: BaseException) -> str:
+    """The error's message ending with a full stop, so the sentence after it does not run on."""
+    text = str(err).strip() or type(err).__name__
+    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 def _show_message(widget_key: str, upload) -> None:

@@ -51,8 +51,20 @@ REFUSED = [
      ["block_size must be between 16 and 256, got 8"]),
     ("percentile", _config({"weights": _int8(range_method="percentile", percentile=30)}),
      ["percentile must be in (50, 100], got 30"]),
-    ("granularity", _config({"weights": _int8(granularity="per_row")}), ["'per_row'", "Granularity"]),
-    ("range-method", _config({"weights": _int8(range_method="magic")}), ["'magic'", "RangeMethod"]),
+    ("granularity", _config({"weights": _int8(granularity="per_row")}),
+     ["unknown granularity 'per_row'", "expected one of per_tensor, per_channel, per_group"]),
+    ("range-method", _config({"weights": _int8(range_method="magic")}),
+     ["unknown range_method 'magic'", "expected one of minmax, percentile, mse, entropy"]),
+    # Values of the wrong JSON type: named with the type expected, never coerced.
+    ("percentile-string", _config({"weights": _int8(range_method="percentile", percentile="99.9")}),
+     ["'percentile' must be a number", "'99.9' (a string)"]),
+    ("granularity-number", _config({"weights": _int8(granularity=1)}),
+     ["'granularity' must be one of per_tensor, per_channel, per_group", "got 1 (a number)"]),
+    ("symmetric-number", _config({"weights": _int8(symmetric=0)}), ["'symmetric' must be true or false", "got 0"]),
+    ("axis-boolean", _config({"weights": _int8(granularity="per_channel", axis=True)}),
+     ["'axis' must be an integer or null", "True (a boolean)"]),
+    ("activations-list", _config({"weights": None, "activations": ["uint8"]}),
+     ["'activations' must be an object such as {\"format\": \"int8\"} or null", "['uint8'] (a list)"]),
     # Known only against the model:
     ("unknown-layer", _config(layers={"/nope/Gemm": {"weights": _int8()}}), ["/nope/Gemm"]),
     ("binary-activations", _config({"weights": None, "activations": {"format": "binary"}}),
@@ -65,7 +77,7 @@ REFUSED = [
     ("kmeans-activations", _config(layers={"/fc3/Gemm": {"weights": _int8(), "activations": {"format": "kmeans3"}}}),
      ["/fc3/Gemm", "kmeans3 cannot quantize activations"]),
     ("axis-not-integer", _config({"weights": _int8(granularity="per_channel", axis="0")}),
-     ["axis must be an integer or null", "'0'"]),
+     ["'axis' must be an integer or null", "'0'"]),
 ]
 IDS = [case[0] for case in REFUSED]
 
@@ -98,6 +110,46 @@ def test_the_app_refuses_the_config_and_keeps_the_previous_one(lab, downloads, c
         assert fragment in message
     assert lab.selectbox(key="config_preset").value == "custom"
     assert QuantConfig.from_json(downloads["quant_config_custom.json"]) == lab.custom
+
+
+TYPED = [
+    ("format-number", {"weights": {"format": 8}}, ["'format'"]),
+    ("block-size-string", {"weights": {"format": "int8", "block_size": "16"}}, ["block_size"]),
+    ("symmetric-string", {"weights": {"format": "int8", "symmetric": "no"}}, ["symmetric"]),
+]
+
+
+@pytest.mark.parametrize(("case", "default", "fragments"), TYPED, ids=[c[0] for c in TYPED])
+def test_config_values_of_the_wrong_type_are_one_line(tmp_path, digits_npz, case, default, fragments):
+    config = write(tmp_path / "c.json", json.dumps({"default": default}).encode())
+    assert_one_line_error(run_cli("evaluate", MLP, "--data", digits_npz, "--config", config), *fragments)
+    at = new_session()
+    upload(at, "config_upload", "c.json", config.read_bytes())
+    assert_no_traceback(at)
+    assert len(error_texts(at)) == 1 and at.selectbox(key="config_preset").value == "W8A8"
+
+
+def test_deeply_nested_json_is_one_line(tmp_path, digits_npz):
+    content = b"[" * 100000 + b"]" * 100000
+    config = write(tmp_path / "deep.json", content)
+    assert_one_line_error(run_cli("evaluate", MLP, "--data", digits_npz, "--config", config), "JSON")
+    at = new_session()
+    upload(at, "config_upload", "deep.json", content)
+    assert_no_traceback(at)
+    assert len(error_texts(at)) == 1
+
+
+def test_a_config_over_one_mebibyte_is_refused_from_its_size(tmp_path, digits_npz):
+    content = _config(layers={f"/layer{i}/Gemm": {"weights": _int8()} for i in range(40000)})
+    assert len(content) > 2**20
+    config = write(tmp_path / "huge.json", content)
+    assert_one_line_error(run_cli("evaluate", MLP, "--data", digits_npz, "--config", config),
+                          f"{len(content)} bytes", "over the 1 MiB limit")
+
+
+def test_a_format_string_where_an_object_is_expected_is_named(tmp_path, digits_npz):
+    config = write(tmp_path / "c.json", json.dumps({"default": {"weights": "int8"}}).encode())
+    assert_one_line_error(run_cli("evaluate", MLP, "--data", digits_npz, "--config", config), "'weights'", "int8")
 
 
 def test_a_config_for_another_model_is_refused_by_the_current_one(tmp_path, digits_npz):
