@@ -1,6 +1,7 @@
 """Per-layer sensitivity: quantize one layer at a time in each format, everything else FP32."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -72,13 +73,22 @@ def _formats(formats: Sequence[NumberFormat | str]) -> list[NumberFormat]:
 
 def run_sweep(evaluator, formats: Sequence[NumberFormat | str], *, activations: bool = False,
               layers: Sequence[str] | None = None, progress: Callable[[float], None] | None = None,
-              cancel: Callable[[], bool] | None = None) -> list[SweepRow]:
+              cancel: Callable[[], bool] | None = None, time_budget_s: float | None = None) -> list[SweepRow]:
     """Evaluate every layer x format, one layer at a time; return one SweepRow each.
 
     Layers without a weight are skipped unless `activations` is set and they read a float
     activation. `cancel()` is polled before each config: on True the rows finished so far are
     returned. `progress(fraction)` is called after each config.
+
+    Notes
+    -----
+    With `time_budget_s`, no config starts once the sweep has run that long: the rows finished so
+    far are returned (fewer than layers x formats tells the caller it stopped). The config running
+    when the budget ends is finished, so the sweep can overrun by one evaluation.
     """
+    if time_budget_s is not None and not time_budget_s > 0:
+        raise ValueError(f"time_budget_s must be a positive number of seconds or None, got {time_budget_s!r}")
+    started = time.perf_counter()
     fmts = _formats(formats)
     names = list(evaluator.layers if layers is None else layers)
     unknown = [name for name in names if name not in evaluator.layers]
@@ -93,6 +103,8 @@ def run_sweep(evaluator, formats: Sequence[NumberFormat | str], *, activations: 
             evaluator.prepare_sweep(layer, len(fmts))  # may run only the model from this layer on
         for fmt in fmts:
             if cancel is not None and cancel():
+                return rows
+            if time_budget_s is not None and time.perf_counter() - started >= time_budget_s:
                 return rows
             result = evaluator.evaluate(sweep_config(evaluator, layer, fmt, activations=activations))
             rows.append(SweepRow(layer, fmt.name, result.sqnr_db, result.cosine, result.accuracy,

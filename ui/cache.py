@@ -4,6 +4,13 @@
 calibrations, evaluators); `st.cache_data` holds results (copied on each read). Every cache is
 bounded with `max_entries`. Large arguments are passed with a leading underscore so Streamlit does
 not hash them on every rerun: the content key computed once by the sidebar stands for them.
+
+Sized for a class: the per-model caches hold `MODEL_ENTRIES` models (about one per user, each for
+at most `MODEL_TTL_S`), and each session also keeps its *current* model's prepared model, data,
+split, calibration and evaluator referenced from its own session state (`_pinned`): a shared cache
+that evicts them (more users than entries, or the ttl) never makes that user prepare or calibrate
+again. Memory stays bounded: at most MODEL_ENTRIES models in the caches plus one per live session.
+The calibration pass is a heavy job (`ui.jobs.heavy_job`, taken before the per-model lock).
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from quant_core.calibrate import calibrate
 from quant_core.config import QuantConfig
@@ -22,6 +30,7 @@ from quant_core.demo import load_demo
 from quant_core.errors import DataError
 from quant_core.evaluate import Evaluator
 from quant_core.model_io import PreparedModel, load_model, prepare_model
+from ui.jobs import Notify, heavy_job, waiting_notice
 
 if TYPE_CHECKING:
     from ui.setup import LabContext
@@ -30,6 +39,29 @@ Progress = Callable[[float], None]
 
 CALIBRATION_BINS = 2048
 CALIBRATION_SAMPLES = 256
+# A class of 16 to 30 users, each on their own model: one entry per user, so nobody's model is evicted
+# while they work on it (4 entries made 8 users on 8 models calibrate ~100 times instead of 8). The
+# ttl frees a model nobody asked for in an hour; the session pins below keep a user's current one.
+MODEL_ENTRIES = 16
+MODEL_TTL_S = 3600
+_PINNED = "_cache_pinned"  # session state: kind -> (key, object) of this session's current model
+
+
+def _pinned(kind: str, key: tuple, compute: Callable[[], object]):
+    """Return this session's pinned object of `kind` for `key`, or compute it and pin it (replacing the last).
+
+    One object per kind and session: the session's current model (and data) stays referenced even
+    when the shared cache evicts it. Outside a script run (no session) it just computes.
+    """
+    if get_script_run_ctx() is None:
+        return compute()
+    pins = st.session_state.setdefault(_PINNED, {})
+    pinned = pins.get(kind)
+    if pinned is not None and pinned[0] == key:
+        return pinned[1]
+    value = compute()
+    pins[kind] = (key, value)
+    return value
 
 
 def content_key(content: bytes) -> str:
@@ -46,23 +78,32 @@ def demo_source(name: str) -> tuple[bytes, str, Dataset]:
 
 def load_prepared(model_bytes: bytes, model_key: str | None = None) -> PreparedModel:
     """Open untrusted ONNX bytes once per content (`model_key` saves re-hashing them)."""
-    return _prepared(model_key or content_key(model_bytes), model_bytes)
+    key = model_key or content_key(model_bytes)
+    return _pinned("prepared", (key,), lambda: _prepared(key, model_bytes))
 
 
-@st.cache_resource(max_entries=4, show_spinner="Opening the model…")
+@st.cache_resource(max_entries=MODEL_ENTRIES, ttl=MODEL_TTL_S, show_spinner="Opening the model…")
 def _prepared(model_key: str, _model_bytes: bytes) -> PreparedModel:
     return prepare_model(load_model(_model_bytes))
 
 
-@st.cache_resource(max_entries=4, show_spinner=False)
-def load_data(model_key: str, data_key: str, _data_bytes: bytes, _prepared_model: PreparedModel) -> Dataset:
+def load_data(model_key: str, data_key: str, data_bytes: bytes, prepared_model: PreparedModel) -> Dataset:
     """Read and validate an uploaded .npz against the model (once per model and file)."""
+    return _pinned("data", (model_key, data_key), lambda: _data(model_key, data_key, data_bytes, prepared_model))
+
+
+@st.cache_resource(max_entries=MODEL_ENTRIES, ttl=MODEL_TTL_S, show_spinner=False)
+def _data(model_key: str, data_key: str, _data_bytes: bytes, _prepared_model: PreparedModel) -> Dataset:
     return load_npz(_data_bytes, _prepared_model.info)
 
 
-@st.cache_resource(max_entries=4, show_spinner=False)
-def split_data(model_key: str, data_key: str, _data: Dataset) -> tuple[Dataset, Dataset]:
+def split_data(model_key: str, data_key: str, data: Dataset) -> tuple[Dataset, Dataset]:
     """Deterministic (calibration, evaluation) split of a model's data."""
+    return _pinned("split", (model_key, data_key), lambda: _split(model_key, data_key, data))
+
+
+@st.cache_resource(max_entries=MODEL_ENTRIES, ttl=MODEL_TTL_S, show_spinner=False)
+def _split(model_key: str, data_key: str, _data: Dataset) -> tuple[Dataset, Dataset]:
     return split_dataset(_data, calibration_samples=CALIBRATION_SAMPLES, seed=0)
 
 
@@ -74,34 +115,41 @@ class _Once:
     value: object = None
 
 
-@st.cache_resource(max_entries=4, show_spinner=False)
+@st.cache_resource(max_entries=MODEL_ENTRIES, ttl=MODEL_TTL_S, show_spinner=False)
 def _calibration_slot(model_key: str, data_key: str) -> _Once:
     return _Once()
 
 
-def get_calibration(ctx: LabContext, progress: Progress | None = None):
+def get_calibration(ctx: LabContext, progress: Progress | None = None, notify: Notify | None = None):
     """Return the model's Calibration: one pass over the calibration split, once per model + data.
 
     `progress(fraction)` is called during the pass only when it actually runs. The pass runs
     outside any cached function (a cached function may not update an st.progress created by the
-    page); a per-model slot from st.cache_resource holds the result, and its lock makes two
-    sessions asking at once share one pass.
+    page); a per-model slot from st.cache_resource (pinned in the session) holds the result, and
+    its lock makes two sessions asking at once share one pass. The pass is a heavy job: taken
+    before the slot's lock (ui.jobs' rule), so a user waiting for another user's job sees `notify`'s
+    message (default: an st.info at the current place on the page, drawn only if it has to wait).
     """
     _require_data(ctx)
-    slot = _calibration_slot(ctx.model_key, ctx.data_key)
-    with slot.lock:
-        if slot.value is None:
-            slot.value = calibrate(ctx.prepared, ctx.calibration_data, bins=CALIBRATION_BINS, progress=progress)
+    key = (ctx.model_key, ctx.data_key)
+    slot = _pinned("calibration", key, lambda: _calibration_slot(*key))
+    if slot.value is not None:
+        return slot.value
+    with heavy_job(f"the calibration of {ctx.model_name}", notify=notify or waiting_notice()):
+        with slot.lock:
+            if slot.value is None:
+                slot.value = calibrate(ctx.prepared, ctx.calibration_data, bins=CALIBRATION_BINS, progress=progress)
     return slot.value
 
 
 def get_evaluator(ctx: LabContext, progress: Progress | None = None):
     """Return the model's Evaluator (one simulation session per model + data; never mutated)."""
     calibration = get_calibration(ctx, progress)
-    return _evaluator(ctx.model_key, ctx.data_key, ctx.prepared, calibration, ctx.evaluation_data)
+    return _pinned("evaluator", (ctx.model_key, ctx.data_key),
+                   lambda: _evaluator(ctx.model_key, ctx.data_key, ctx.prepared, calibration, ctx.evaluation_data))
 
 
-@st.cache_resource(max_entries=4, show_spinner=False)
+@st.cache_resource(max_entries=MODEL_ENTRIES, ttl=MODEL_TTL_S, show_spinner=False)
 def _evaluator(model_key: str, data_key: str, _prepared_model, _calibration_result, _evaluation_data):
     return Evaluator(_prepared_model, _calibration_result, _evaluation_data)
 

@@ -112,3 +112,23 @@ def streamlit_notice(container=None) -> Notify:
             slot.info(text)
 
     return notify
+
+
+def waiting_notice() -> Notify:
+    """Like `streamlit_notice`, but its placeholder is created only if the job has to wait.
+
+    For helpers called from many places (e.g. `ui.cache.get_calibration`): a job that starts at once
+    leaves no empty element behind. Outside a script run (no page to draw on) it does nothing.
+    """
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    notice: list[Notify] = []
+
+    def notify(text: str | None) -> None:
+        if get_script_run_ctx() is None or (not notice and text is None):
+            return
+        if not notice:
+            notice.append(streamlit_notice())
+        notice[0](text)
+
+    return notify

@@ -6,9 +6,14 @@ layer's rows are also cached (st.cache_data) per (model, data, formats, scope, l
 already run in this or another session comes back at once. On the first visit of a model whose
 default sweep is cheap (layers x formats <= AUTO_SWEEP_MAX_CONFIGS) the default weights-only sweep
 starts by itself; a larger model waits for Run sweep and shows an empty heatmap of its layers.
+
+Sweeps and suggestions are heavy jobs (`ui.jobs.heavy_job`): a sweep takes the server's slot one
+layer at a time (another user's job can start between two layers), and stops by itself after
+SWEEP_TIME_BUDGET_S seconds of measuring, keeping the finished layers.
 """
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -21,6 +26,7 @@ from quant_core.validate import validate_config
 from quant_core.formats import parse_format
 from quant_core.suggest import DEFAULT_CANDIDATES as SUGGESTION_FORMATS
 from ui import cache, engine_figures, state
+from ui.jobs import heavy_job, waiting_notice
 
 SENS_FORMATS = "sens_formats"
 SENS_ACTIVATIONS = "sens_activations"
@@ -51,6 +57,7 @@ DROP, SQNR = "accuracy drop (pp)", "SQNR (dB)"
 SIZE_BUDGET, MIN_ACCURACY = "size budget", "minimum accuracy"
 FP32 = PRESETS["FP32"]
 AUTO_SWEEP_MAX_CONFIGS = 100  # layers x formats of the default sweep run on a first visit (demos: 15 to 70)
+SWEEP_TIME_BUDGET_S = 300.0  # measuring time per sweep (waits for the server's job slot not counted)
 _AUTO_STARTED = "_sens_auto_started"  # (model_key, data_key) pairs whose default sweep this session started
 
 
@@ -65,6 +72,8 @@ class SweepJob:
     rows: list = field(default_factory=list)
     done_layers: int = 0
     stopped: bool = False
+    measured_s: float = 0.0  # time spent measuring its layers
+    out_of_time: bool = False  # stopped by SWEEP_TIME_BUDGET_S, not by the user
 
     @property
     def finished(self) -> bool:
@@ -155,11 +164,19 @@ def run_pending(ctx, evaluator) -> SweepJob | None:
         return job
     total = len(job.layers)
     bar = st.progress(job.done_layers / total, text="Sweeping…")
+    notify = waiting_notice()
     while job.done_layers < total and not job.stopped:
+        if job.measured_s >= SWEEP_TIME_BUDGET_S:
+            job.stopped = job.out_of_time = True
+            break
         layer = job.layers[job.done_layers]
         bar.progress(job.done_layers / total, text=f"Sweeping layer {job.done_layers + 1} of {total}: {layer}")
         try:
-            rows = _layer_rows(ctx.model_key, ctx.data_key, job.formats, job.activations, layer, evaluator)
+            # One layer per slot: between two layers another user's heavy job may start.
+            with heavy_job("the sensitivity sweep", notify=notify):
+                started = time.perf_counter()
+                rows = _layer_rows(ctx.model_key, ctx.data_key, job.formats, job.activations, layer, evaluator)
+                job.measured_s += time.perf_counter() - started
         except Exception:
             job.stopped = True  # shown once by the page; not retried on every rerun
             raise
@@ -215,6 +232,9 @@ def ranking(frame: pd.DataFrame) -> pd.DataFrame:
 def show_sweep(ctx, job: SweepJob, fp32_accuracy: float | None) -> None:
     """Status line, the heatmap (drop or SQNR) and the ranked list."""
     status = "stopped" if job.stopped and job.done_layers < len(job.layers) else "finished"
+    if job.out_of_time:
+        status = (f"stopped after {job.measured_s:.0f} s (the time limit of a sweep on this shared server is "
+                  f"{SWEEP_TIME_BUDGET_S:.0f} s: sweep fewer formats, or fewer layers at a time)")
     st.caption(f"Sweep {status}: {job.done_layers} of {len(job.layers)} layers × {len(job.formats)} formats "
                f"({'weights + activations' if job.activations else 'weights only'}); every other layer FP32. "
                + ("Drop = accuracy lost vs FP32." if fp32_accuracy is not None
@@ -341,8 +361,9 @@ def run_suggestion(ctx, evaluator, baseline):
         bar = st.progress(0.0, text="Searching (greedy, measured at every step)…")
         budget = ({"max_size_bytes": int(baseline.fp32_size_bytes * value)} if kind == SIZE_BUDGET
                   else {"min_accuracy": value})
-        entry["suggestion"] = suggest_config(evaluator, sweep_rows=sweep_rows_for_suggestion(ctx),
-                                             progress=lambda f: bar.progress(min(max(f, 0.0), 1.0)), **budget)
+        with heavy_job("the mixed-precision search", notify=waiting_notice()):
+            entry["suggestion"] = suggest_config(evaluator, sweep_rows=sweep_rows_for_suggestion(ctx),
+                                                 progress=lambda f: bar.progress(min(max(f, 0.0), 1.0)), **budget)
         bar.empty()
         cancel.empty()
     return entry["suggestion"]

@@ -3,6 +3,11 @@
 Each variant (quant_core.latency.standard_variants) is timed with quant_core.latency.measure_latency
 and its accuracy is measured by running the exported model itself on the evaluation split.
 Exports, accuracies and timings are cached (st.cache_data) per model, data, config and settings.
+
+On a shared server a measurement is a heavy job (`ui.jobs.heavy_job`: one at a time, so concurrent
+measurements neither slow down nor skew each other), each variant's timing stops after
+LATENCY_BUDGET_S seconds (the page says when that cut the timed runs), and the timed runs are capped
+so that runs × batch size stays under MAX_TIMED_SAMPLES.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import streamlit as st
 
 from quant_core.config import QuantConfig
 from ui import cache, engine_figures, report
+from ui.jobs import heavy_job, waiting_notice
 from ui.report import MeasurementSettings
 
 TRADEOFF_BATCH = "tradeoff_batch"
@@ -31,6 +37,8 @@ DEFAULT_REPEATS = 20  # modest: the first visit measures by itself and should ta
 AUTO_MEASURE_MAX_PARAMS = 5_000_000  # above this, exporting and timing every variant waits for Measure
 _AUTO_TRIED = "_tradeoff_auto_tried"  # settings keys measured (or tried) without a click in this session
 CURRENT_PREFIX = "Current config"
+LATENCY_BUDGET_S = 2.0  # timed runs per variant stop after this long (at least 3 runs): 7 variants in ~15 s
+MAX_TIMED_SAMPLES = 16_384  # timed runs x batch size per variant: batch 256 gets 64 runs, batch 16 gets 1000
 
 
 def measurement_controls() -> MeasurementSettings:
@@ -41,9 +49,20 @@ def measurement_controls() -> MeasurementSettings:
     thread_count = threads.slider("Threads (intra-op)", 1, max_threads, 1, key=TRADEOFF_THREADS,
                                   disabled=max_threads == 1)
     repeat_count = repeats.number_input("Timed runs per variant", 3, 1000, DEFAULT_REPEATS, step=10,
-                                        key=TRADEOFF_REPEATS)
+                                        key=TRADEOFF_REPEATS,
+                                        help=f"At most {MAX_TIMED_SAMPLES:,} samples (runs × batch size) and "
+                                             f"{LATENCY_BUDGET_S:g} s of timed runs per variant on this shared server.")
+    allowed = max_repeats(int(batch_size))
+    if repeat_count > allowed:
+        st.caption(f"At batch size {batch_size}, at most {allowed} timed runs per variant "
+                   f"({MAX_TIMED_SAMPLES:,} samples on this shared server): {allowed} will be timed.")
     return MeasurementSettings(batch_size=int(batch_size), threads=int(thread_count), warmup=WARMUP,
-                               repeats=int(repeat_count), cpu_count=os.cpu_count() or 0)
+                               repeats=min(int(repeat_count), allowed), cpu_count=os.cpu_count() or 0)
+
+
+def max_repeats(batch_size: int) -> int:
+    """Timed runs allowed per variant at `batch_size`: runs x batch <= MAX_TIMED_SAMPLES, at least 3, at most 1000."""
+    return min(1000, max(3, MAX_TIMED_SAMPLES // batch_size))
 
 
 def default_settings() -> MeasurementSettings:
@@ -64,11 +83,10 @@ def _settings_key(ctx, config: QuantConfig, settings: MeasurementSettings) -> tu
 # A resource, not data: the exported models are immutable bytes, and copying up to 7 models on
 # every read (st.cache_data) would cost memory and time on a large upload.
 @st.cache_resource(max_entries=2, show_spinner=False)
-def _variants(model_key: str, data_key: str, config_json: str, _ctx, _config: QuantConfig):
+def _variants(model_key: str, data_key: str, config_json: str, _ctx, _config: QuantConfig, _calibration):
     from quant_core.latency import standard_variants
 
-    return standard_variants(_ctx.prepared, cache.get_calibration(_ctx), _config,
-                             calibration_data=_ctx.calibration_data)
+    return standard_variants(_ctx.prepared, _calibration, _config, calibration_data=_ctx.calibration_data)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -85,10 +103,11 @@ def _first_outputs(model_key: str, data_key: str, variant_key: str, _model: byte
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _latency(model_key: str, data_key: str, variant_key: str, batch_size: int, threads: int, warmup: int,
-             repeats: int, token: str, _model: bytes, _data):
+             repeats: int, time_budget_s: float, token: str, _model: bytes, _data):
     from quant_core.latency import measure_latency
 
-    return measure_latency(_model, _data, batch_size=batch_size, threads=threads, warmup=warmup, repeats=repeats)
+    return measure_latency(_model, _data, batch_size=batch_size, threads=threads, warmup=warmup, repeats=repeats,
+                           time_budget_s=time_budget_s)
 
 
 def _accuracy(outputs: np.ndarray, fp32_outputs: np.ndarray, labels) -> float:
@@ -107,8 +126,9 @@ def sizes_and_accuracies(ctx, config: QuantConfig, progress) -> tuple[list[dict]
     variant, whose row `time_variants` completes. Exports and outputs are cached.
     """
     config_json = config.to_json()
+    calibration = cache.get_calibration(ctx)  # outside the cached export: it may wait for the server's job slot
     progress(0.0, "Exporting the variants with onnxruntime.quantization…")
-    variants = _variants(ctx.model_key, ctx.data_key, config_json, ctx, config)
+    variants = _variants(ctx.model_key, ctx.data_key, config_json, ctx, config, calibration)
     labels = ctx.evaluation_data.labels
     rows, notes, to_time = [], [], []
     fp32_outputs = None
@@ -133,16 +153,26 @@ def sizes_and_accuracies(ctx, config: QuantConfig, progress) -> tuple[list[dict]
     return rows, notes, to_time
 
 
-def time_variants(ctx, to_time: list[tuple], settings: MeasurementSettings, progress, *, token: str = "") -> None:
-    """Time each exported variant with `settings` and fill in its row (cached per settings and `token`)."""
+def time_variants(ctx, to_time: list[tuple], settings: MeasurementSettings, progress, *,
+                  token: str = "") -> list[str]:
+    """Time each exported variant with `settings` and fill in its row (cached per settings and `token`).
+
+    Returns a note per variant whose timing LATENCY_BUDGET_S cut short (fewer timed runs than asked).
+    """
+    notes = []
     for index, (row, variant, variant_key) in enumerate(to_time):
         progress(index / len(to_time), f"Timing {variant.name} ({index + 1} of {len(to_time)}): "
-                                       f"{settings.warmup} warm-up + {settings.repeats} timed runs…")
+                                       f"{settings.warmup} warm-up + up to {settings.repeats} timed runs…")
         timing = _latency(ctx.model_key, ctx.data_key, variant_key, settings.batch_size, settings.threads,
-                          settings.warmup, settings.repeats, token, variant.model, ctx.evaluation_data)
+                          settings.warmup, settings.repeats, LATENCY_BUDGET_S, token, variant.model,
+                          ctx.evaluation_data)
         row.update(size_kb=timing.size_bytes / 1024, latency_ms=timing.median_ms, latency_p10_ms=timing.p10_ms,
                    latency_p90_ms=timing.p90_ms, kernels=", ".join(timing.kernels))
+        if timing.repeats < settings.repeats:
+            notes.append(f"{variant.name}: timed {timing.repeats} of {settings.repeats} runs (the {LATENCY_BUDGET_S:g} s "
+                         "time limit per variant on this shared server); its median is over those runs.")
     progress(1.0, "Done")
+    return notes
 
 
 def measure(ctx, config: QuantConfig, settings: MeasurementSettings, progress, *, token: str = "",
@@ -155,7 +185,7 @@ def measure(ctx, config: QuantConfig, settings: MeasurementSettings, progress, *
     rows, notes, to_time = sizes_and_accuracies(ctx, config, lambda f, text: progress(0.3 * f, text))
     if on_sizes is not None:
         on_sizes(_with_ratios(pd.DataFrame(rows)))
-    time_variants(ctx, to_time, settings, lambda f, text: progress(0.3 + 0.7 * f, text), token=token)
+    notes += time_variants(ctx, to_time, settings, lambda f, text: progress(0.3 + 0.7 * f, text), token=token)
     return _with_ratios(pd.DataFrame(rows)), notes
 
 
@@ -195,8 +225,12 @@ def _measure_now(ctx, config: QuantConfig, settings: MeasurementSettings, *, tok
         preview.plotly_chart(engine_figures.tradeoff_figure(frame, x="size_kb"), key="tradeoff_size_preview")
 
     try:
-        result = measure(ctx, config, settings, lambda fraction, text: bar.progress(fraction, text=text),
-                         token=token, on_sizes=show_sizes)
+        # Calibration first (its own heavy job), then exports and timings as one job: timings taken
+        # while another user's job runs would measure the contention, not the model.
+        cache.get_calibration(ctx)
+        with heavy_job("the latency measurement", notify=waiting_notice()):
+            result = measure(ctx, config, settings, lambda fraction, text: bar.progress(fraction, text=text),
+                             token=token, on_sizes=show_sizes)
     finally:
         bar.empty()
         preview.empty()

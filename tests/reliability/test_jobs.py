@@ -151,3 +151,47 @@ if st.session_state.get("clear"):
     at.session_state["clear"] = True
     at.run()
     assert not at.info
+
+
+# --- time budgets of heavy jobs ------------------------------------------------------------------
+
+def _mlp_evaluator():
+    from quant_core.calibrate import calibrate
+    from quant_core.data import split_dataset
+    from quant_core.demo import load_demo
+    from quant_core.evaluate import Evaluator
+    from quant_core.model_io import load_model, prepare_model
+
+    model_bytes, data = load_demo("mlp")
+    prepared = prepare_model(load_model(model_bytes))
+    calibration_data, evaluation_data = split_dataset(data, calibration_samples=128, seed=0)
+    return Evaluator(prepared, calibrate(prepared, calibration_data), evaluation_data)
+
+
+def test_a_sweep_stops_at_its_time_budget_with_the_rows_finished_so_far(monkeypatch):
+    import quant_core.sensitivity as sensitivity
+
+    evaluator = _mlp_evaluator()
+    full = sensitivity.run_sweep(evaluator, ["int8", "int4"])
+    clock = [0.0]  # every evaluation takes one second on this clock
+    evaluate = evaluator.evaluate
+
+    def one_second_each(config):
+        clock[0] += 1.0
+        return evaluate(config)
+
+    monkeypatch.setattr(evaluator, "evaluate", one_second_each)
+    monkeypatch.setattr(sensitivity.time, "perf_counter", lambda: clock[0])
+    rows = sensitivity.run_sweep(evaluator, ["int8", "int4"], time_budget_s=2.5)
+    assert len(full) == 6
+    assert rows == full[:3], "configs started at 0, 1 and 2 s; none at 3 s"
+    clock[0] = 0.0
+    assert sensitivity.run_sweep(evaluator, ["int8", "int4"], time_budget_s=100.0) == full
+
+
+@pytest.mark.parametrize("budget", [0, -1.0])
+def test_a_sweep_budget_must_be_positive(budget):
+    from quant_core.sensitivity import run_sweep
+
+    with pytest.raises(ValueError, match="time_budget_s must be a positive number of seconds"):
+        run_sweep(None, ["int8"], time_budget_s=budget)
