@@ -150,7 +150,9 @@ def load_model(source: bytes | str | os.PathLike, *, max_bytes: int = MAX_MODEL_
     Notes
     -----
     External data is refused without opening the file it names: an uploaded model could point at any path on
-    the server. Corrupt, truncated and oversize input raise a one-line `ModelError`.
+    the server; the graph, its subgraphs, model-local functions and training graphs are all searched.
+    Corrupt, truncated and oversize input, an empty graph (no nodes or no outputs) and a tensor whose
+    stored data does not hold what its dims declare raise a one-line `ModelError` naming the problem.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         label, size = "the uploaded model", len(source)
@@ -174,7 +176,13 @@ def load_model(source: bytes | str | os.PathLike, *, max_bytes: int = MAX_MODEL_
     if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
         raise ModelError(f"{label} is not an ONNX model (it has no ir_version, graph or opset): "
                          "expected a file saved with onnx.save or exported by a framework")
+    if len(model.graph.node) == 0 or len(model.graph.output) == 0:
+        missing = " and no ".join(part for part, count in (("nodes", len(model.graph.node)),
+                                                           ("outputs", len(model.graph.output))) if count == 0)
+        raise ModelError(f"{label} has an empty graph (no {missing}): expected a model with at least one node "
+                         "and one output")
     _refuse_external_data(model)
+    _refuse_lying_headers(model)
     _check_structure(model, label)
     return model
 
@@ -185,7 +193,8 @@ def prepare_model(model: onnx.ModelProto) -> PreparedModel:
     Canonical form: opset from 13 to the newest onnxruntime runs (onnx.version_converter), an IR version
     onnxruntime reads, initializers not among the graph inputs, weights of quantizable layers in initializers
     (Constant nodes moved, names kept), every node named (unnamed ones get "{op_type}_{index}"), and shape
-    inference run so intermediate tensors carry value_info.
+    inference run so intermediate tensors carry value_info. A quantizable layer's weight or bias holding NaN or
+    Inf is refused here, named (calibration would otherwise only see NaN activations downstream).
     """
     _refuse_external_data(model)
     prepared = onnx.ModelProto()
@@ -211,6 +220,7 @@ def prepare_model(model: onnx.ModelProto) -> PreparedModel:
     unnamed = _name_nodes(prepared.graph)
     if unnamed:
         notes.append(f"named {unnamed} unnamed node(s) as {{op_type}}_{{index}}")
+    _refuse_non_finite_weights(prepared.graph)
     inference_note = _infer_shapes(prepared)
     if inference_note:
         notes.append(inference_note)
@@ -283,10 +293,12 @@ def weight_array(model: onnx.ModelProto, name: str) -> np.ndarray:
         raise ModelError(f"the model has no initializer or Constant named '{name}'")
     _refuse_external_tensor(tensor, name)
     try:
-        return numpy_helper.to_array(tensor)
+        array = numpy_helper.to_array(tensor)
     except (ValueError, TypeError) as err:  # e.g. raw_data shorter than its dims say
         raise ModelError(f"tensor '{name}' is corrupt: its data does not match its shape "
                          f"{tuple(tensor.dims)} ({_one_line(err)})") from None
+    _refuse_non_finite(array, f"weight '{name}'")
+    return array
 
 
 def node_names(graph: onnx.GraphProto) -> tuple[str, ...]:
@@ -505,8 +517,109 @@ def _check_structure(model: onnx.ModelProto, label: str) -> None:
 
 
 def _refuse_external_data(model: onnx.ModelProto) -> None:
-    for tensor, where in _all_tensors(model.graph):
+    for tensor, where in _model_tensors(model):
         _refuse_external_tensor(tensor, where)
+
+
+def _model_tensors(model: onnx.ModelProto) -> Iterator[tuple[onnx.TensorProto, str]]:
+    """Every TensorProto a model stores: its graph, its model-local functions and its training graphs."""
+    yield from _all_tensors(model.graph)
+    for function in model.functions:
+        yield from _node_tensors(function.node, f"function {function.domain}.{function.name}: ")
+    for training in model.training_info:
+        for graph in (training.initialization, training.algorithm):
+            yield from _all_tensors(graph)
+
+
+def _refuse_lying_headers(model: onnx.ModelProto) -> None:
+    """Refuse a tensor whose stored data does not hold the values its dims declare (a header can claim any size)."""
+    for tensor, where in _model_tensors(model):
+        stored, expected, unit = _stored_and_expected(tensor)
+        if stored is not None and stored != expected:
+            raise ModelError(f"tensor '{where}' is corrupt: its header declares shape {tuple(tensor.dims)} "
+                             f"({math.prod(tensor.dims):,} values, {expected:,} {unit}) but it stores "
+                             f"{stored:,} {unit}")
+
+
+# Typed field holding each element type when raw_data is empty, and how many field entries one value takes.
+_TYPED_FIELDS = {
+    onnx.TensorProto.FLOAT: ("float_data", 1), onnx.TensorProto.COMPLEX64: ("float_data", 2),
+    onnx.TensorProto.DOUBLE: ("double_data", 1), onnx.TensorProto.COMPLEX128: ("double_data", 2),
+    onnx.TensorProto.INT64: ("int64_data", 1), onnx.TensorProto.UINT32: ("uint64_data", 1),
+    onnx.TensorProto.UINT64: ("uint64_data", 1), onnx.TensorProto.STRING: ("string_data", 1),
+    **{dtype: ("int32_data", 1) for dtype in (
+        onnx.TensorProto.INT32, onnx.TensorProto.INT16, onnx.TensorProto.INT8, onnx.TensorProto.UINT16,
+        onnx.TensorProto.UINT8, onnx.TensorProto.BOOL, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)},
+}
+_SUB_BYTE_BITS = {getattr(onnx.TensorProto, name): bits for name, bits in (
+    ("INT4", 4), ("UINT4", 4), ("FLOAT4E2M1", 4), ("INT2", 2), ("UINT2", 2)) if hasattr(onnx.TensorProto, name)}
+
+
+def _stored_and_expected(tensor: onnx.TensorProto) -> tuple[int | None, int, str]:
+    """(stored, expected, unit) of a tensor's data: raw bytes, or entries of its typed field; stored None = unchecked."""
+    count = math.prod(tensor.dims)
+    if tensor.HasField("raw_data"):
+        stored = len(tensor.raw_data)  # one transient copy of the bytes; the values are not decoded
+        if tensor.data_type in _SUB_BYTE_BITS:
+            return stored, (count * _SUB_BYTE_BITS[tensor.data_type] + 7) // 8, "bytes"
+        try:
+            itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+        except (KeyError, TypeError, ValueError):
+            return None, 0, "bytes"
+        return stored, count * itemsize, "bytes"
+    if tensor.data_type not in _TYPED_FIELDS:
+        return None, 0, "values"  # 8-bit floats, sub-byte types in int32_data: packing varies, left to readers
+    field, per_value = _TYPED_FIELDS[tensor.data_type]
+    return len(getattr(tensor, field)), count * per_value, "values"
+
+
+def _refuse_non_finite_weights(graph: onnx.GraphProto) -> None:
+    """Refuse NaN or Inf in a quantizable layer's weight or bias, naming it: every quantized and FP32 number would be NaN."""
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    checked = set()
+    for view, node in zip(_node_views(graph), graph.node):
+        if view.op_type not in _LAYER_OPS:
+            continue
+        for name in node.input:
+            tensor = initializers.get(name)
+            if tensor is None or name in checked or not _is_float_type(tensor.data_type):
+                continue
+            checked.add(name)
+            _refuse_non_finite(_float_values(tensor), f"weight '{name}' of layer '{node.name or node.op_type}'")
+
+
+def _is_float_type(data_type: int) -> bool:
+    try:
+        return np.issubdtype(onnx.helper.tensor_dtype_to_np_dtype(data_type), np.floating)
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _float_values(tensor: onnx.TensorProto) -> np.ndarray:
+    dtype = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16,
+             onnx.TensorProto.DOUBLE: np.float64}.get(tensor.data_type)
+    if dtype is not None and tensor.HasField("raw_data"):
+        return np.frombuffer(tensor.raw_data, dtype)  # no decoding copy: the sizes were checked on opening
+    try:
+        return np.asarray(numpy_helper.to_array(tensor), dtype=np.float32)
+    except (ValueError, TypeError) as err:
+        raise ModelError(f"tensor '{tensor.name}' is corrupt: its data does not match its shape "
+                         f"{tuple(tensor.dims)} ({_one_line(err)})") from None
+
+
+def _refuse_non_finite(values: np.ndarray, what: str) -> None:
+    """Raise a ModelError naming `what` when a floating array holds NaN or Inf (integers pass unchecked)."""
+    if not np.issubdtype(values.dtype, np.floating) or values.size == 0:
+        return
+    flat = values.reshape(-1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if np.isfinite(np.add.reduce(flat, dtype=np.float64) * 0.0):  # one pass, no temporary: NaN or Inf spread
+            return
+    nan, inf = int(np.count_nonzero(np.isnan(flat))), int(np.count_nonzero(np.isinf(flat)))
+    if nan + inf == 0:
+        return  # the float64 sum overflowed on huge finite values
+    raise ModelError(f"{what} holds NaN or Inf values: {nan} NaN and {inf} Inf out of {flat.size:,}; a model with "
+                     "non-finite weights cannot be evaluated or quantized (fix the model or the training that made it)")
 
 
 def _refuse_external_tensor(tensor: onnx.TensorProto, where: str) -> None:
@@ -524,9 +637,14 @@ def _all_tensors(graph: onnx.GraphProto) -> Iterator[tuple[onnx.TensorProto, str
     for sparse in graph.sparse_initializer:
         yield sparse.values, sparse.values.name
         yield sparse.indices, sparse.indices.name
-    for node in graph.node:
+    yield from _node_tensors(graph.node)
+
+
+def _node_tensors(nodes, prefix: str = "") -> Iterator[tuple[onnx.TensorProto, str]]:
+    """Every TensorProto held in the attributes of `nodes` (a graph's or a function's), subgraphs included."""
+    for node in nodes:
         for attribute in node.attribute:
-            label = f"{node.name or node.op_type}.{attribute.name}"
+            label = f"{prefix}{node.name or node.op_type}.{attribute.name}"
             if attribute.HasField("t"):
                 yield attribute.t, label
             for tensor in attribute.tensors:

@@ -172,6 +172,22 @@ def external_data_in_function(location: str) -> bytes:
     return model.SerializeToString()
 
 
+def external_data_in_training(location: str) -> bytes:
+    """External data inside a training_info initialization graph (not in the inference graph)."""
+    model = gemm_weights()
+    tensor = onnx.TensorProto()
+    tensor.name = "secret"
+    tensor.data_type = TensorProto.FLOAT
+    tensor.dims.extend([CLASSES])
+    tensor.data_location = TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", location
+    training = model.training_info.add()
+    training.initialization.CopyFrom(helper.make_graph([], "init", [], [], initializer=[tensor]))
+    training.algorithm.CopyFrom(helper.make_graph([], "algorithm", [], []))
+    return model.SerializeToString()
+
+
 # --- weights --------------------------------------------------------------------------------------
 
 def nan_weights() -> bytes:

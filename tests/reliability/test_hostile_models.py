@@ -2,8 +2,9 @@
 
 Each refused file is fed to `inspect` and `evaluate` (exit status 2, one `error:` line) and to the
 sidebar's model uploader of one long-lived session (one error naming the file, no traceback, the
-previous model and config still loaded). Files the lab can open but not run (custom ops, NaN weights)
-must open and then fail with a message on the page that runs them.
+previous model and config still loaded). Files the lab can open but not run (custom ops) must open and
+then fail with a message on the page that runs them; NaN or Inf in a layer's weight is refused when the
+model is prepared, naming the weight (calibration would otherwise only report NaN activations downstream).
 """
 from __future__ import annotations
 
@@ -37,6 +38,15 @@ REFUSED = [
     ("external-in-constant", lambda: hostile.external_data_in_constant("/etc/shadow"),
      ["external file ('/etc/shadow')", "not supported"]),
     ("empty-file", lambda: b"", ["is empty", "expected an ONNX model"]),
+    ("empty-graph", hostile.empty_graph, ["has an empty graph (no nodes and no outputs)", "at least one node"]),
+    ("external-in-function", lambda: hostile.external_data_in_function("/etc/shadow"),
+     ["function local.fn.AddSecret", "external file ('/etc/shadow')"]),
+    ("external-in-training", lambda: hostile.external_data_in_training("/etc/shadow"),
+     ["external file ('/etc/shadow')", "not supported"]),
+    ("lying-header", hostile.lying_header,
+     ["tensor 'w' is corrupt", "declares shape (3, 4000000000)", "but it stores 48 bytes"]),
+    ("nan-weight", hostile.nan_weights, ["weight 'w' of layer 'fc' holds NaN or Inf values", "1 NaN and 0 Inf"]),
+    ("inf-weight", hostile.inf_weights, ["weight 'w' of layer 'fc' holds NaN or Inf values", "0 NaN and 1 Inf"]),
 ]
 IDS = [case[0] for case in REFUSED]
 
@@ -219,21 +229,33 @@ def test_a_model_whose_output_needs_an_input_the_data_lacks(tmp_path):
 
 # --- degenerate weights ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("build", [hostile.nan_weights, hostile.inf_weights], ids=["nan", "inf"])
-def test_non_finite_weights_open_and_evaluate_refuses_with_one_line(tmp_path, build):
-    model = write(tmp_path / "bad.onnx", build())
-    data = write(tmp_path / "data.npz", hostile.good_data())
-    assert run_cli("inspect", model).status == 0
-    assert_one_line_error(run_cli("evaluate", model, "--data", data), "NaN or Inf")
+def test_non_finite_weights_are_named_in_the_message(tmp_path):
+    model = write(tmp_path / "nan.onnx", hostile.nan_weights())
+    data = write(tmp_path / "d.npz", hostile.good_data())
+    assert_one_line_error(run_cli("evaluate", model, "--data", data), "'w'")
 
 
-def test_non_finite_weights_give_one_message_on_the_weights_page():
-    at = new_session()
-    upload(at, "model_upload", "nan.onnx", hostile.nan_weights())
-    at.switch_page("pages/1_Weights.py").run()
-    assert_no_traceback(at)
-    (message,) = error_texts(at)
-    assert "fc" in message and "not finite" in message
+def test_weight_array_names_a_non_finite_weight_of_an_unprepared_model():
+    """What the Weights page and the QAT lesson call: a NaN weight read directly is named too."""
+    from quant_core.errors import QuantLabError
+    from quant_core.model_io import weight_array
+
+    with pytest.raises(QuantLabError, match=r"^weight 'w' holds NaN or Inf values: 0 NaN and 1 Inf out of 12;"):
+        weight_array(load_model(hostile.inf_weights()), "w")
+
+
+def test_non_finite_values_outside_layer_weights_open(tmp_path):
+    """-Inf in a mask constant is common in exported attention models: only layer weights and biases are checked."""
+    from onnx import helper, numpy_helper
+
+    model = hostile.gemm_weights()
+    model.graph.node[0].output[0] = "h"
+    model.graph.initializer.append(numpy_helper.from_array(np.array([0, -np.inf, 0], np.float32), "mask"))
+    model.graph.node.append(helper.make_node("Add", ["h", "mask"], ["y"], name="masked"))
+    path = write(tmp_path / "mask.onnx", model.SerializeToString())
+    result = run_cli("inspect", path)
+    assert result.status == 0 and result.err == ""
+    assert "fc" in result.out and "masked" not in result.out  # opened; the Add is no layer, its -Inf no weight
 
 
 def _numbers(document):
@@ -303,14 +325,45 @@ def test_the_real_command_line_process_prints_one_line_and_no_traceback(tmp_path
     assert single.returncode == 2 and single.stderr.count("\n") == 1 and single.stderr.startswith("error: ")
 
 
-def test_a_weight_whose_header_lies_about_its_size_gives_one_message(tmp_path):
-    """Headers are read without the data (cheap inventory); whatever reads the data says the tensor is corrupt."""
+def test_a_weight_whose_header_lies_about_its_size_is_refused_on_opening(tmp_path):
     model = write(tmp_path / "liar.onnx", hostile.lying_header())
-    data = write(tmp_path / "d.npz", hostile.good_data())
-    assert_one_line_error(run_cli("evaluate", model, "--data", data), "onnxruntime cannot run the model")
-    at = new_session()
-    upload(at, "model_upload", "liar.onnx", model.read_bytes())
-    at.switch_page("pages/1_Weights.py").run()
-    assert_no_traceback(at)
-    (message,) = error_texts(at)
-    assert "tensor 'w' is corrupt" in message and "(3, 4000000000)" in message
+    assert_one_line_error(run_cli("inspect", model), "'w'")
+
+
+@pytest.mark.parametrize(("field", "values"), [("float_data", [1.0] * 11), ("raw_data", b"\0" * 47)],
+                         ids=["typed-field-short", "raw-bytes-short"])
+def test_a_weight_one_value_short_of_its_shape_is_refused(field, values):
+    model = hostile.gemm_weights()
+    weight = model.graph.initializer[0]
+    weight.ClearField("raw_data")
+    if field == "raw_data":
+        weight.raw_data = values
+    else:
+        weight.float_data.extend(values)
+    unit = "bytes" if field == "raw_data" else "values"
+    expected = 48 if field == "raw_data" else 12
+    with pytest.raises(Exception, match=rf"tensor 'w' is corrupt: .* \(12 values, {expected} {unit}\) but it stores "
+                                        rf"{len(values)} {unit}"):
+        load_model(model.SerializeToString())
+
+
+def test_external_data_inside_a_model_function_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 12)
+    model = write(tmp_path / "m.onnx", hostile.external_data_in_function("secret.bin"))
+    assert_one_line_error(run_cli("inspect", model), "external file ('secret.bin')")
+
+
+@pytest.mark.parametrize("build", [hostile.external_data_in_function, hostile.external_data_in_training],
+                         ids=["function", "training-info"])
+def test_external_data_outside_the_main_graph_is_refused_without_opening_it(tmp_path, secret, monkeypatch, build):
+    model = write(tmp_path / "model.onnx", build(str(secret)))
+    recorder = OpenRecorder().install(monkeypatch)
+    opened, result = fifo_was_opened(secret, lambda: run_cli("inspect", model))
+    assert not opened and not recorder.opened(secret)
+    assert_one_line_error(result, f"external file ('{secret}')")
+
+
+def test_an_empty_graph_is_refused_with_a_clear_message(tmp_path):
+    model = write(tmp_path / "empty.onnx", hostile.empty_graph())
+    assert_one_line_error(run_cli("inspect", model), "empty")
