@@ -180,3 +180,63 @@ def test_an_lstm_weight_shows_one_range_per_gate_row_as_the_export_quantizes_it(
     channels = _charts(at)[2]
     assert len(_values(channels["data"][0]["x"])) == 8  # W is (1, 8, 3): 4 gates x 2 hidden rows on axis 1
     assert "(axis 1)" in channels["layout"]["title"]["text"]
+
+
+# --- large weights: views on a seeded sample, exact min / max ------------------------------------
+
+def _matmul_model_bytes(rows: int, columns: int) -> bytes:
+    """x (batch, rows) -> /big/MatMul with a (rows, columns) weight whose column j is scaled by j + 1."""
+    from onnx import TensorProto, helper, numpy_helper
+    w = np.random.default_rng(3).normal(size=(rows, columns)).astype(np.float32) * np.arange(1, columns + 1,
+                                                                                             dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="/big/MatMul")], "big",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", rows])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", columns])],
+        initializer=[numpy_helper.from_array(w, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_a_sample_keeps_every_channel_with_the_same_random_positions_and_is_seeded():
+    from ui.weights_view import weight_sample
+
+    x = np.arange(6 * 100, dtype=np.float32).reshape(100, 6)  # 6 channels on axis 1
+    sample, axis = weight_sample(x, 1, limit=60)
+    assert axis == 0 and sample.shape == (6, 10)
+    positions = sample[0] / 6  # row indices of channel 0's values
+    assert np.array_equal(sample, x[positions.astype(int)].T), "the same rows in every channel"
+    assert len(set(positions)) == 10 and np.all(np.diff(positions) > 0), "no repeats, in storage order"
+    assert np.array_equal(weight_sample(x, 1, limit=60)[0], sample), "seeded: the same sample every time"
+    small, small_axis = weight_sample(x, 1, limit=600)
+    assert small is x and small_axis == 1, "at or under the limit: the weight itself"
+    flat, _ = weight_sample(np.arange(1000, dtype=np.float32), 0, limit=100)
+    assert flat.shape == (100,) and len(set(flat)) == 100
+
+
+def test_a_weight_above_the_limit_is_shown_on_a_sample_and_the_page_says_so(monkeypatch):
+    monkeypatch.setattr("ui.weights_view.MAX_HISTOGRAM_ELEMENTS", 1024)  # a (256, 16) weight has 4096 values
+    model_bytes = _matmul_model_bytes(256, 16)
+    w = weight_array(load_model(model_bytes), "w")
+    at = run_page("app.py")
+    at.file_uploader(key="model_upload").set_value(("big.onnx", model_bytes, "application/octet-stream")).run()
+    at.switch_page(PAGE).run()
+    assert not at.exception and not at.error
+    note = next(c.value for c in at.caption if c.value.startswith("Large weight"))
+    assert note.startswith("Large weight: 4,096 values. The histogram, the range methods, the clip curve and the "
+                           "error table use a seeded random sample of 1,024 of them (the same positions in each "
+                           "of its 16 output channels); the min / max ranges (per tensor and per channel) are exact.")
+    histogram = _charts(at)[0]
+    assert histogram["layout"]["title"]["text"] == "w: 4,096 weights (histogram of a random sample of 1,024)"
+    assert _values(histogram["data"][0]["y"]).sum() == 1024, "the histogram counts the sample"
+    minmax = next(t for t in histogram["data"] if t.get("name", "").startswith("minmax ["))
+    ends = [value for value in minmax["x"] if value is not None]
+    assert min(ends) == pytest.approx(float(w.min())) and max(ends) == pytest.approx(float(w.max())), \
+        "the exact range of the full weight"
+    at.radio(key="weights_granularity").set_value("per-channel").run()
+    bars = _charts(at)[2]["data"][0]
+    assert np.allclose(_values(bars["base"]).astype(float), w.min(axis=0)), "each channel's exact minimum"
+    assert np.allclose(_values(bars["base"]).astype(float) + _values(bars["y"]).astype(float), w.max(axis=0))
+    assert len(_table(at)) == 20 and _table(at)["SQNR (dB)"].notna().all()
+    at.slider(key="weights_bits").set_value(4).run()
+    assert not at.exception and not at.error
+    assert any(c.value.startswith("Large weight") for c in at.caption)
