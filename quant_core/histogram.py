@@ -27,8 +27,74 @@ _EMPTY = np.empty(0, dtype=np.float32)
 
 
 def _uniform_edges(bins: int, lo, hi) -> np.ndarray:
-    """Return the edges np.histogram uses for `bins` equal bins over (lo, hi), bit for bit."""
+    """Return the edges np.histogram uses for `bins` equal bins over (lo, hi), bit for bit.
+
+    Notes
+    -----
+    When hi - lo overflows float32 (|lo|, |hi| near float32's maximum), numpy's edges are not finite:
+    the edges over (lo / 2, hi / 2) are doubled instead (exact: a power-of-two scale).
+    """
+    if _overflows(lo, hi):
+        return np.histogram(_EMPTY, bins, range=(np.float32(lo) / 2, np.float32(hi) / 2))[1] * np.float32(2)
     return np.histogram(_EMPTY, bins, range=(lo, hi))[1]
+
+
+def _overflows(lo, hi) -> bool:
+    """True when hi - lo is not finite in float32."""
+    with np.errstate(over="ignore"):
+        return not np.isfinite(np.float32(hi) - np.float32(lo))
+
+
+def _signed_histogram(x: np.ndarray, bins: int, threshold) -> tuple[np.ndarray, np.ndarray]:
+    """np.histogram(x, bins, range=(-threshold, threshold)): counts and float32 edges, for any finite threshold.
+
+    Past about 1.7e38 the width 2 * threshold overflows float32: x / 2 is binned over half the range
+    and the edges doubled, which puts every value in the same bin (halving is exact).
+    """
+    if _overflows(-threshold, threshold):
+        counts, edges = np.histogram(x * np.float32(0.5), bins, range=(-threshold / 2, threshold / 2))
+        return counts, edges * np.float32(2)
+    return np.histogram(x, bins, range=(-threshold, threshold))
+
+
+def _edges_fit(bins: int, lo, hi) -> bool:
+    """True when np.histogram can make `bins` finite, strictly increasing float32 edges over (lo, hi)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        try:
+            edges = _uniform_edges(bins, np.float32(lo), np.float32(hi))
+        except ValueError:  # numpy's "Too many bins for data range"
+            return False
+    return bool(np.all(np.isfinite(edges)))
+
+
+def _fitting_range(bins: int, lo, hi, *, symmetric: bool, name: str) -> tuple[np.float32, np.float32]:
+    """(lo, hi) itself when its float32 edges fit (`_edges_fit`); otherwise the narrowest wider range that fits.
+
+    Notes
+    -----
+    Float32 edges collide when hi - lo spans fewer than about `bins` float32 steps: values near 1e-42
+    (subnormal), or a saturated sigmoid's [0.99999994, 1.0]. The range then grows by doubling from
+    `bins` steps of float32 spacing until the edges are distinct: upwards from `lo` (downwards next to
+    float32's maximum), or around zero when `symmetric`; every value stays inside it. Ranges that
+    already fit are returned unchanged (onnxruntime's bins).
+    """
+    lo, hi = np.float32(lo), np.float32(hi)
+    if _edges_fit(bins, lo, hi):
+        return lo, hi
+    with np.errstate(over="ignore"):
+        largest = max(abs(lo), abs(hi))
+        width = np.float32(bins) * np.spacing(np.nextafter(largest, np.float32(0)))  # finite at float32's maximum
+        for _ in range(300):  # float32 spans 2**277 spacings: more doublings cannot help
+            top = hi + width
+            if symmetric:
+                candidate = (-top, top)
+            else:
+                candidate = (lo, top) if np.isfinite(top) else (lo - width, hi)
+            if np.all(np.isfinite(candidate)) and _edges_fit(bins, *candidate):
+                return np.float32(candidate[0]), np.float32(candidate[1])
+            width = width * np.float32(2)
+    raise QuantLabError(f"tensor {name!r}: cannot make {bins} histogram bins over [{float(lo):.6g}, {float(hi):.6g}] "
+                        "in float32 (check the model or the data)")
 
 
 # Values per block of `_histogram_on_edges`: its temporaries stay in the cache (numpy's own block size).
@@ -50,9 +116,11 @@ def _histogram_on_edges(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
     first, last = edges[0], edges[-1]
     if x.size and (x.min() < first or x.max() > last):
         x = x[(x >= first) & (x <= last)]
-    if not x.size or not last > first:
+    scale64 = n / (np.float64(last) - np.float64(first)) if last > first else np.inf
+    # A grid about 1e-42 wide (scale overflows) or about 3e38 (x - first overflows): numpy's sort-based path.
+    if not x.size or not scale64 < np.finfo(np.float32).max or _overflows(first, last):
         return np.histogram(x, bins=edges)[0]
-    scale = np.float32(n / (np.float64(last) - np.float64(first)))
+    scale = np.float32(scale64)
     index = np.empty(x.size, dtype=np.intp)
     scaled = np.empty(min(_BLOCK, x.size), dtype=np.float32)
     for start in range(0, x.size, _BLOCK):
@@ -71,9 +139,19 @@ def _histogram_on_edges(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 def _coarsen(counts: np.ndarray, offset: int, factor: int, size: int) -> np.ndarray:
-    """Sum fine bins into coarse ones: fine bin j goes to coarse bin (j + offset) // factor (exact)."""
+    """Sum fine bins into coarse ones: fine bin j goes to coarse bin (j + offset) // factor (exact).
+
+    offset = q * factor + r splits the arithmetic so that an offset or factor beyond int64 (a grid
+    widened from about 1e-42 to about 1) stays exact: with factor > len(counts), j lands in q or q + 1.
+    """
     out = np.zeros(size, dtype=np.int64)
-    np.add.at(out, (np.arange(counts.size) + offset) // factor, counts)
+    q, r = divmod(int(offset), int(factor))
+    fine = np.arange(counts.size)
+    if factor > counts.size:
+        index = q + (fine >= min(int(factor) - r, counts.size))
+    else:
+        index = q + (fine + r) // int(factor)
+    np.add.at(out, index, counts)
     return out
 
 
@@ -92,6 +170,17 @@ def _rebin(counts: np.ndarray, edges: np.ndarray, new_edges: np.ndarray) -> np.n
     return np.diff(np.round(at_new_edges).astype(np.int64))
 
 
+def _steps(distance, width) -> int:
+    """ceil(distance / width) >= 1 for a distance > 0, in float32 (onnxruntime's arithmetic), else float64.
+
+    A quotient that underflows float32 to 0 (1e-30 below a grid of 1e26-wide bins) still needs one bin.
+    """
+    with np.errstate(over="ignore", under="ignore"):
+        steps = np.ceil(distance / width)
+    steps = int(steps) if np.isfinite(steps) else int(np.ceil(float(distance) / float(width)))
+    return max(steps, 1)
+
+
 class StreamingHistogram:
     """Collect a tensor's value distribution batch by batch in fixed memory; merge partial results.
 
@@ -102,8 +191,11 @@ class StreamingHistogram:
 
     Notes
     -----
-    NaN or Inf raise QuantLabError naming the tensor. Values are histogrammed as float32 (like
-    onnxruntime). An empty batch changes nothing. Bin edges are float32, as onnxruntime's.
+    NaN or Inf raise QuantLabError naming the tensor; every finite float32 is accepted (a grid whose
+    width overflows float32 is built at half scale, `_signed_histogram`). Values are histogrammed as
+    float32 (like onnxruntime). An empty batch changes nothing. Bin edges are float32, as onnxruntime's; a range too
+    narrow for `bins` distinct float32 edges (values about 1e-42, or all within a few float32 steps)
+    is widened just enough (`_fitting_range`) where numpy and onnxruntime would raise.
     """
 
     def __init__(self, bins: int = DEFAULT_BINS, *, name: str = "tensor", max_bins: int | None = None):
@@ -189,12 +281,19 @@ class StreamingHistogram:
         threshold = np.float32(max(abs(lo), abs(hi)))
         absolute = np.abs(x)
         if self.count == 0:
-            self.counts, self.edges = np.histogram(x, self.bins, range=(-threshold, threshold))
-            self.threshold = threshold
+            _, signed_top = _fitting_range(self.bins, -threshold, threshold, symmetric=True, name=self.name)
+            self.counts, self.edges = _signed_histogram(x, self.bins, signed_top)
+            self.threshold = signed_top
             abs_lo = absolute.min()
-            self.abs_counts, self.abs_edges = np.histogram(absolute, self.bins)
+            # numpy's own range (widened by 0.5 each side when all |x| are equal) when it fits: onnxruntime's bins
+            if _edges_fit(self.bins, *((abs_lo - np.float32(0.5), threshold + np.float32(0.5)) if abs_lo == threshold
+                                       else (abs_lo, threshold))):
+                self.abs_counts, self.abs_edges = np.histogram(absolute, self.bins)
+                self._abs_range = (abs_lo, threshold)
+            else:
+                self._abs_range = _fitting_range(self.bins, abs_lo, threshold, symmetric=False, name=self.name)
+                self.abs_counts, self.abs_edges = np.histogram(absolute, self.bins, range=self._abs_range)
             self.abs_edges = self.abs_edges.astype(np.float32)
-            self._abs_range = (abs_lo, threshold)
             self.min, self.max = lo, hi
         else:
             self._widen_signed(threshold)
@@ -206,7 +305,7 @@ class StreamingHistogram:
         return self
 
     def _histogram_absolute(self, absolute: np.ndarray) -> np.ndarray:
-        if self._abs_range is not None:  # uniform edges: numpy's fast path, same bins as the edges
+        if self._abs_range is not None and not _overflows(*self._abs_range):  # numpy's fast path, same bins
             return np.histogram(absolute, self.abs_counts.size, range=self._abs_range)[0]
         return _histogram_on_edges(absolute, self.abs_edges)
 
@@ -218,20 +317,35 @@ class StreamingHistogram:
         n = old.size
         if old_threshold == 0:
             # Only exact zeros were seen; they stay in the middle bin, which still starts at 0.
-            self.threshold = threshold
-            self.edges = _uniform_edges(n, -threshold, threshold)
+            _, self.threshold = _fitting_range(n, -threshold, threshold, symmetric=True, name=self.name)
+            self.edges = _uniform_edges(n, -self.threshold, self.threshold)
             return
-        stride = 2 * old_threshold / n
-        half = int((threshold - old_threshold) // stride + 1)
+        stride = old_threshold / (n // 2)  # = 2 * old_threshold / n bit for bit (n is even), without overflow
+        with np.errstate(over="ignore", invalid="ignore"):
+            steps = (threshold - old_threshold) // stride
+            if not np.isfinite(steps):  # from a grid about 1e-42 wide: count the steps in float64
+                steps = (float(threshold) - float(old_threshold)) // float(stride)
+        half = int(steps + 1)
+        with np.errstate(over="ignore"):
+            extended = half * stride + old_threshold
+        if not np.isfinite(extended):  # past float32's maximum: the grid stops there, the counts are moved onto it
+            top = np.finfo(np.float32).max
+            self.threshold, self.edges = top, _uniform_edges(self.bins, -top, top)
+            self.counts = _rebin(old, _uniform_edges(n, -old_threshold, old_threshold), self.edges)
+            return
         if n + 2 * half <= self.max_bins:
-            new_threshold = half * stride + old_threshold
+            new_threshold = extended
             counts = np.zeros(n + 2 * half, dtype=np.int64)
             counts[half:half + n] = old
         else:
             # Merge `factor` fine bins per coarse bin, centred on zero, into `bins` bins.
             factor = -(-(n // 2 + half) // (self.bins // 2))
             counts = _coarsen(old, (self.bins // 2) * factor - n // 2, factor, self.bins)
-            new_threshold = np.float32((self.bins // 2) * factor) * stride
+            coarse = (self.bins // 2) * factor
+            if coarse < 2**63:
+                new_threshold = np.float32(coarse) * stride
+            else:
+                new_threshold = np.float32(float(coarse) * float(stride))
         self.counts, self.threshold = counts, np.float32(new_threshold)
         self.edges = _uniform_edges(counts.size, -self.threshold, self.threshold)
 
@@ -241,9 +355,11 @@ class StreamingHistogram:
         if lo >= edges[0] and hi <= edges[-1]:
             return
         width = edges[1] - edges[0]
-        below = int(np.ceil((edges[0] - lo) / width)) if lo < edges[0] else 0
-        above = int(np.ceil((hi - edges[-1]) / width)) if hi > edges[-1] else 0
-        if old.size + below + above + 1 <= self.max_bins:
+        below = _steps(edges[0] - lo, width) if lo < edges[0] else 0
+        above = _steps(hi - edges[-1], width) if hi > edges[-1] else 0
+        with np.errstate(over="ignore"):
+            room = bool(np.isfinite(hi + width))  # extending past float32's maximum: coarsen instead
+        if room and old.size + below + above + 1 <= self.max_bins:
             parts = [edges]
             if above:
                 # onnxruntime's extension, bit for bit; one more edge if float rounding stopped short.
@@ -259,9 +375,23 @@ class StreamingHistogram:
             counts[below:below + old.size] = old
             self.abs_counts, self.abs_edges, self._abs_range = counts, new_edges, None
             return
-        factor = -(-(below + old.size + above) // self.bins)
-        start = np.float32(edges[0] - below * width)
-        stop = np.float32(max(start + np.float32(self.bins * factor) * width, hi))
+        for _ in range(4):  # float32 rounding of below * width can leave lo just outside: one more bin below
+            factor = -(-(below + old.size + above) // self.bins)
+            with np.errstate(over="ignore"):
+                if self.bins * factor < 2**24 and below < 2**24:  # float32 arithmetic, as everywhere else
+                    start = np.float32(edges[0] - below * width)
+                    stop = np.float32(max(start + np.float32(self.bins * factor) * width, hi))
+                else:  # a grid about 1e-42 wide widened to ordinary values: the bin counts overflow float32
+                    start = np.float32(float(edges[0]) - below * float(width))
+                    stop = np.float32(max(float(start) + float(self.bins * factor) * float(width), float(hi)))
+            if start <= lo:
+                break
+            below += 1
+        if not np.isfinite(stop):  # the coarse grid would pass float32's maximum: stop there, move the counts
+            stop = np.finfo(np.float32).max
+            self.abs_edges = _uniform_edges(self.bins, start, stop)
+            self.abs_counts, self._abs_range = _rebin(old, edges, self.abs_edges), (start, stop)
+            return
         self.abs_counts = _coarsen(old, below, factor, self.bins)
         self._abs_range = (start, stop)
         self.abs_edges = _uniform_edges(self.bins, start, stop)

@@ -201,3 +201,63 @@ def test_an_update_on_extended_edges_adds_numpys_counts_on_those_edges():
     h.update(batch)
     assert np.array_equal(h.counts - before_signed, np.histogram(batch, bins=h.edges)[0])
     assert np.array_equal(h.abs_counts - before_abs, np.histogram(np.abs(batch), bins=h.abs_edges)[0])
+
+
+# --- ranges float32 edges cannot span as numpy would (numpy and onnxruntime raise "Too many bins") ---
+
+F32_MAX = float(np.finfo(np.float32).max)
+EXTREME_BATCHES = {
+    "saturated-sigmoid": np.float32([0.99999994, 1.0, 1.0]),   # two adjacent float32 values
+    "narrow-near-one": np.float32([1.0, 1.0001]),
+    "subnormal": np.full(10, 1e-42, np.float32),
+    "subnormal-spread": np.float32([1e-45, 1e-44]),
+    "near-float32-max": np.full(5, 3e38, np.float32),
+    "both-float32-limits": np.float32([-F32_MAX, F32_MAX, 0.0]),
+    "huge-and-tiny": np.float32([1e30, -1e-30]),
+    "zeros": np.zeros(3, np.float32),
+    "ordinary": np.linspace(-1, 1, 100, dtype=np.float32),
+}
+
+
+def _assert_sound(h: StreamingHistogram, values: np.ndarray) -> None:
+    assert h.counts.sum() == h.abs_counts.sum() == values.size  # no value lost
+    for edges in (h.edges, h.abs_edges):
+        assert np.all(np.isfinite(edges)) and np.all(np.diff(edges) > 0)
+    assert h.edges[0] <= values.min() and values.max() <= h.edges[-1]
+    assert h.abs_edges[0] <= np.abs(values).min() and np.abs(values).max() <= h.abs_edges[-1]
+    assert (h.min, h.max) == (values.min(), values.max())
+
+
+@pytest.mark.parametrize("case", list(EXTREME_BATCHES))
+def test_any_finite_float32_batch_is_histogrammed_with_every_value_inside(case):
+    values = EXTREME_BATCHES[case]
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # not even a warning on the way
+        h = StreamingHistogram.from_array(values, name="y")
+    _assert_sound(h, values)
+
+
+@pytest.mark.parametrize("first", list(EXTREME_BATCHES))
+@pytest.mark.parametrize("second", list(EXTREME_BATCHES))
+def test_extreme_batches_follow_each_other_without_losing_a_value(first, second):
+    batches = [EXTREME_BATCHES[first], EXTREME_BATCHES[second], EXTREME_BATCHES["ordinary"]]
+    h = StreamingHistogram(name="y")
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        for batch in batches:
+            h.update(batch)
+    _assert_sound(h, np.concatenate(batches))
+
+
+def test_a_range_that_fits_keeps_numpys_bins_bit_for_bit():
+    x = _normal(3, 1000)
+    h = StreamingHistogram.from_array(x, 2048)
+    threshold = np.abs(x).max()
+    counts, edges = np.histogram(x, 2048, range=(-threshold, threshold))
+    assert np.array_equal(h.counts, counts) and np.array_equal(h.edges, edges)
+    abs_counts, abs_edges = np.histogram(np.abs(x), 2048)
+    assert np.array_equal(h.abs_counts, abs_counts) and np.array_equal(h.abs_edges, abs_edges.astype(np.float32))
+
+
+def test_a_too_narrow_range_is_widened_only_as_far_as_needed():
+    h = StreamingHistogram.from_array(np.float32([0.99999994, 1.0]), 2048)
+    assert h.abs_edges[0] == np.float32(0.99999994)
+    assert h.abs_edges[-1] - h.abs_edges[0] <= 2 * 2048 * np.spacing(np.float32(1.0))  # at most a doubling past need

@@ -133,3 +133,23 @@ def test_an_archive_that_unpacks_over_the_limit_is_refused_before_reading_an_arr
     message = assert_one_line_error(run_cli("evaluate", CNN, "--data", bomb), "unpacks to 2", "over the 1")
     assert "MiB limit" in message
     assert reads == []
+
+
+@pytest.mark.parametrize("value", [1e-42, 3e38], ids=["subnormal", "near-float32-max"])
+def test_finite_but_extreme_inputs_calibrate_or_name_the_tensor(tmp_path, value):
+    model = write(tmp_path / "m.onnx", hostile.good_model())
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.full((64, 4), value, np.float32))
+    result = run_cli("evaluate", model, "--data", data)
+    if result.status != 0:
+        assert_one_line_error(result, "'y'")  # names the tensor that could not be histogrammed
+
+
+def test_subnormal_inputs_calibrate_and_evaluate(tmp_path):
+    """Values about 1e-42 are histogrammed (the grid widened just enough) instead of numpy's 'Too many bins'."""
+    model = write(tmp_path / "m.onnx", hostile.good_model())
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.full((64, 4), 1e-42, np.float32))
+    result = run_cli("evaluate", model, "--data", data)
+    assert result.status == 0 and result.err == "", result.err
+    assert "Too many bins" not in result.out
