@@ -11,7 +11,7 @@ Baseline, measured in the same run: every session's walk alone, one after the ot
 before each solo walk and before the concurrent phase, so both start cold (calibration included) and the
 concurrent phase also tests that sessions asking for the same calibration at once share it.
 
-    /work/venv/bin/python bench/bench_load.py [--sessions 8] [--rounds 3] [--all-upload]
+    /work/venv/bin/python bench/bench_load.py [--sessions 8] [--rounds 3] [--all-upload] [--max-heavy-jobs N]
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 TIMEOUT_S = 600
 MIXED = "pages/3_Mixed_precision.py"
+SENSITIVITY = "pages/4_Sensitivity.py"  # a first visit runs the default sweep: a heavy job
 WALK = ["pages/1_Weights.py", "pages/2_Activations.py", MIXED, "app.py"]
 UPLOAD = "upload"  # a user who brings their own model and data instead of a demo
 
@@ -146,7 +147,7 @@ def _metrics(at) -> dict[str, str]:
 
 
 def walk(index: int, model: str, preset: str, rounds: int, reference: dict | None,
-         start: threading.Barrier | None = None) -> Outcome:
+         start: threading.Barrier | None = None, sweep: bool = False) -> Outcome:
     """One user's session: pick model and preset, then `rounds` walks over the pages, checking every run."""
     outcome = Outcome(f"{index}:{model}/{preset}")
     preset_picked = False
@@ -189,6 +190,9 @@ def walk(index: int, model: str, preset: str, rounds: int, reference: dict | Non
     at.selectbox(key="config_preset").set_value(preset)
     preset_picked = True
     timed_run("pick preset")
+    if sweep:  # this user also runs the Sensitivity page's default sweep (a heavy job) once
+        at.switch_page(SENSITIVITY)
+        timed_run("Sensitivity (sweep)")
     for _ in range(rounds):
         for page in WALK:
             at.switch_page(page)
@@ -221,7 +225,15 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--all-upload", action="store_true",
                         help="every user uploads their own model and data (more models than the caches hold)")
+    parser.add_argument("--sweepers", type=int, default=0,
+                        help="the first N users also open the Sensitivity page once (its default sweep: a heavy job)")
+    parser.add_argument("--max-heavy-jobs", type=int, default=None,
+                        help="heavy jobs (calibrations here) at once; default ui.jobs.MAX_HEAVY_JOBS")
     args = parser.parse_args()
+    from ui import jobs
+
+    if args.max_heavy_jobs is not None:
+        jobs.HEAVY_JOBS = jobs.JobLimiter(args.max_heavy_jobs)
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("streamlit")]:
         logging.getLogger(name).setLevel(logging.ERROR)  # "No runtime found" on every cache clear
     assignments = [ASSIGNMENTS[i % len(ASSIGNMENTS)] for i in range(args.sessions)]
@@ -234,7 +246,7 @@ def main() -> int:
     began = time.perf_counter()
     for index, (model, preset) in enumerate(assignments):
         _clear_caches()
-        solo.append(walk(index, model, preset, args.rounds, None))
+        solo.append(walk(index, model, preset, args.rounds, None, sweep=index < args.sweepers))
     solo_wall = time.perf_counter() - began
 
     solo_calls = dict(CALLS)
@@ -246,7 +258,8 @@ def main() -> int:
     def user(index: int) -> None:
         model, preset = assignments[index]
         try:
-            results[index] = walk(index, model, preset, args.rounds, solo[index].metrics, start)
+            results[index] = walk(index, model, preset, args.rounds, solo[index].metrics, start,
+                                  sweep=index < args.sweepers)
         except Exception as err:  # noqa: BLE001 - counted as an error of that session
             results[index] = Outcome(f"{index}:{model}/{preset}", errors=[f"walk failed: {type(err).__name__}: {err}"])
 
@@ -289,6 +302,7 @@ def main() -> int:
     print(f"{models} distinct models; calibrations / model preparations: solo {solo_calls.get('calibrate', 0)} / "
           f"{solo_calls.get('prepare_model', 0)}, concurrent {CALLS.get('calibrate', 0)} / "
           f"{CALLS.get('prepare_model', 0)}")
+    print(f"heavy jobs at once: {jobs.HEAVY_JOBS.slots}")
     print(f"errors: {len(errors)}; cross-talk: {len(crosstalk)}")
     for line in (errors + crosstalk)[:20]:
         print(f"  {line}")

@@ -53,7 +53,7 @@ def _pinned(kind: str, key: tuple, compute: Callable[[], object]):
     One object per kind and session: the session's current model (and data) stays referenced even
     when the shared cache evicts it. Outside a script run (no session) it just computes.
     """
-    if get_script_run_ctx() is None:
+    if get_script_run_ctx(suppress_warning=True) is None:
         return compute()
     pins = st.session_state.setdefault(_PINNED, {})
     pinned = pins.get(kind)

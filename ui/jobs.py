@@ -125,7 +125,7 @@ def waiting_notice() -> Notify:
     notice: list[Notify] = []
 
     def notify(text: str | None) -> None:
-        if get_script_run_ctx() is None or (not notice and text is None):
+        if get_script_run_ctx(suppress_warning=True) is None or (not notice and text is None):
             return
         if not notice:
             notice.append(streamlit_notice())
