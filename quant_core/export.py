@@ -398,7 +398,8 @@ def export_matmul_nbits(prepared, bits: int = 4, block_size: int = 32) -> Export
     return ExportResult(quantized.SerializeToString(), {}, "matmul_nbits", tuple(notes))
 
 
-def _atomic_write(path: str, data: bytes) -> None:
+def _staged(path: str, data: bytes) -> str:
+    """Write `data` to a new temporary file beside `path`, flushed to disk; return its name."""
     directory = os.path.dirname(os.path.abspath(path))
     handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
     try:
@@ -406,10 +407,22 @@ def _atomic_write(path: str, data: bytes) -> None:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _replace_all(moves: list[tuple[str, str]]) -> None:
+    """os.replace each (tmp, path) in order; on a failure remove the temporary files not yet moved."""
+    try:
+        for done, (tmp, path) in enumerate(moves):
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in moves[done:]:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise
 
 
@@ -421,11 +434,22 @@ def overrides_path(path: str | os.PathLike) -> str:
 
 
 def save_export(result: ExportResult, path: str | os.PathLike) -> tuple[str, str]:
-    """Write the model and its overrides JSON beside it, each atomically (tmp file + os.replace)."""
+    """Write the model and its overrides JSON beside it, each atomically (tmp file + os.replace).
+
+    Both are written to temporary files first, the model before the JSON; then the model replaces its
+    file, then the JSON. A failure while writing (disk full) leaves the previous pair untouched, and
+    no failure leaves a new JSON beside an old model.
+    """
     model_path = os.fspath(path)
     json_path = overrides_path(model_path)
-    _atomic_write(json_path, overrides_to_json(result.overrides).encode())
-    _atomic_write(model_path, result.model)
+    model_tmp = _staged(model_path, result.model)
+    try:
+        json_tmp = _staged(json_path, overrides_to_json(result.overrides).encode())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(model_tmp)
+        raise
+    _replace_all([(model_tmp, model_path), (json_tmp, json_path)])
     return model_path, json_path
 
 

@@ -342,6 +342,43 @@ def test_save_export_leaves_no_partial_file_when_writing_fails(cnn, tmp_path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]
 
 
+@pytest.mark.parametrize("failing", ["model-write", "json-write", "model-replace"])
+def test_a_failed_save_never_leaves_a_new_overrides_json_beside_an_old_model(cnn, tmp_path, monkeypatch, failing):
+    prepared, calibration = cnn
+    result = export_model(prepared, W8A8_PER_TENSOR, calibration)
+    target, json_target = tmp_path / "out.onnx", tmp_path / "out.overrides.json"
+    target.write_bytes(b"previous model")
+    json_target.write_text("{}")
+    real_fsync, real_replace, fsyncs = os.fsync, os.replace, []
+
+    def fsync(handle):  # the first flush is the model's, the second the JSON's
+        fsyncs.append(handle)
+        if (failing, len(fsyncs)) in (("model-write", 1), ("json-write", 2)):
+            raise OSError(28, "No space left on device")
+        real_fsync(handle)
+
+    def replace(src, dst):
+        if failing == "model-replace" and os.fspath(dst).endswith(".onnx"):
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="No space left"):
+        save_export(result, target)
+    assert target.read_bytes() == b"previous model" and json_target.read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx", "out.overrides.json"]  # no temporary left
+
+
+def test_save_export_replaces_the_model_before_its_overrides(cnn, tmp_path, monkeypatch):
+    prepared, calibration = cnn
+    result = export_model(prepared, W8A8_PER_TENSOR, calibration)
+    real_replace, order = os.replace, []
+    monkeypatch.setattr(os, "replace", lambda src, dst: (order.append(os.path.basename(dst)), real_replace(src, dst)))
+    save_export(result, tmp_path / "out.onnx")
+    assert order == ["out.onnx", "out.overrides.json"]
+
+
 # --- command line -----------------------------------------------------------------------------------------------
 
 
