@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from quant_core.errors import ModelError
 from quant_core.model_io import (MAX_MODEL_BYTES, MAX_RUNTIME_IR_VERSION, MAX_RUNTIME_OPSET, Layer, ModelInfo,
@@ -354,3 +354,60 @@ def test_model_info_layer_lookup_by_name():
     assert info.layer("fc1").op_type == "Gemm"
     with pytest.raises(ModelError, match="no quantizable layer named 'fc9'"):
         info.layer("fc9")
+
+
+# --- refused on opening: empty graphs, headers that lie, NaN weights ----------------------------------
+
+
+def _gemm_model(weight: np.ndarray | None = None) -> onnx.ModelProto:
+    weight = np.arange(12, dtype=np.float32).reshape(3, 4) if weight is None else weight
+    graph = helper.make_graph([helper.make_node("Gemm", ["x", "w"], ["y"], name="fc", transB=1)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+                              [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_a_graph_with_nodes_but_no_output_is_refused_as_empty():
+    model = _gemm_model()
+    del model.graph.output[:]
+    with pytest.raises(ModelError, match=r"^the uploaded model has an empty graph \(no outputs\)"):
+        load_model(model.SerializeToString())
+
+
+@pytest.mark.parametrize(("dims", "stored"), [((3, 5), "48 bytes"), ((2, 4), "48 bytes"), ((3, 4_000_000_000), "48 bytes")])
+def test_raw_data_of_another_size_than_the_dims_declare_is_refused(dims, stored):
+    model = _gemm_model()
+    del model.graph.initializer[0].dims[:]
+    model.graph.initializer[0].dims.extend(dims)
+    with pytest.raises(ModelError, match=rf"^tensor 'w' is corrupt: its header declares shape \({dims[0]}, {dims[1]}\)"):
+        load_model(model.SerializeToString())
+    with pytest.raises(ModelError, match=f"but it stores {stored}$"):
+        load_model(model.SerializeToString())
+
+
+def test_a_constant_node_that_lies_about_its_size_is_named():
+    model = _gemm_model()
+    tensor = numpy_helper.from_array(np.zeros(3, np.float32), "c")
+    tensor.dims[0] = 30
+    model.graph.node.insert(0, helper.make_node("Constant", [], ["unused"], name="const", value=tensor))
+    with pytest.raises(ModelError, match=r"^tensor 'const.value' is corrupt: .* \(30 values, 120 bytes\) but it stores 12"):
+        load_model(model.SerializeToString())
+
+
+def test_nan_in_a_layer_weight_is_named_when_preparing_and_by_weight_array():
+    weight = np.arange(12, dtype=np.float32).reshape(3, 4)
+    weight[2, 1] = np.nan
+    model = load_model(_gemm_model(weight).SerializeToString())  # opening reads headers and sizes only
+    with pytest.raises(ModelError, match=r"^weight 'w' of layer 'fc' holds NaN or Inf values: 1 NaN and 0 Inf out of 12;"):
+        prepare_model(model)
+    with pytest.raises(ModelError, match=r"^weight 'w' holds NaN or Inf values"):
+        weight_array(model, "w")
+
+
+def test_huge_finite_float64_weights_are_not_mistaken_for_inf():
+    model = _gemm_model()
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.full((3, 4), 1e308), "w"))
+    assert np.all(weight_array(model, "w") == 1e308)  # their float64 sum overflows; no value is Inf
