@@ -15,14 +15,17 @@ Take the slot before any other lock the job needs (e.g. `ui.cache`'s per-model c
 `heavy_job` first, then the lock. The other order lets a job holding the slot wait for a lock whose
 owner waits for the slot (it would end only with the waiting side's `JobsBusy` timeout).
 
-The only module-level state is `HEAVY_JOBS`, a `JobLimiter`: a `threading.BoundedSemaphore` plus
-a thread-local nesting depth (so a job that calls another heavy job in the same script thread,
-e.g. a sweep that first calibrates, does not wait for itself).
+The only module-level state is `HEAVY_JOBS`, a `JobLimiter`: a first-come-first-served queue of
+slots (a finished job hands its slot straight to the longest-waiting job, so a sweep that gives the
+slot back between layers cannot take it again before a user who was waiting) plus a thread-local
+nesting depth (so a job that calls another heavy job in the same script thread, e.g. a sweep that
+first calibrates, does not wait for itself).
 """
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -41,14 +44,46 @@ class JobsBusy(QuantLabError):
 
 
 class JobLimiter:
-    """At most `slots` heavy jobs at once across all threads; re-entrant within one thread."""
+    """At most `slots` heavy jobs at once across all threads, started in arrival order; re-entrant within one thread."""
 
     def __init__(self, slots: int = MAX_HEAVY_JOBS):
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
         self.slots = slots
-        self._semaphore = threading.BoundedSemaphore(slots)
+        self._lock = threading.Lock()
+        self._free = slots
+        self._waiting: deque[threading.Event] = deque()  # one event per waiting job, oldest first
         self._depth = threading.local()  # per thread: how many nested heavy_job blocks it is inside
+
+    def _try_acquire(self) -> bool:
+        with self._lock:
+            if self._free and not self._waiting:  # nobody queued before us
+                self._free -= 1
+                return True
+            return False
+
+    def _acquire(self, timeout_s: float | None) -> bool:
+        """Wait in line for a slot; False after `timeout_s` (None: no limit)."""
+        with self._lock:
+            if self._free and not self._waiting:
+                self._free -= 1
+                return True
+            turn = threading.Event()
+            self._waiting.append(turn)
+        if turn.wait(timeout_s):
+            return True
+        with self._lock:
+            if turn.is_set():  # handed the slot just as the wait ended
+                return True
+            self._waiting.remove(turn)
+            return False
+
+    def _release(self) -> None:
+        with self._lock:
+            if self._waiting:
+                self._waiting.popleft().set()  # the slot goes straight to the oldest waiting job
+            else:
+                self._free += 1
 
     @contextmanager
     def job(self, label: str, *, notify: Notify | None = None,
@@ -67,11 +102,11 @@ class JobLimiter:
                 self._depth.value = depth
             return
         start = time.perf_counter()
-        if not self._semaphore.acquire(blocking=False):
+        if not self._try_acquire():
             if notify is not None:
                 notify(f"Waiting for another user's job to finish before {label} "
                        f"(at most {self.slots} heavy job{'s' if self.slots > 1 else ''} at a time on this server)…")
-            if not self._semaphore.acquire(timeout=-1 if timeout_s is None else timeout_s):
+            if not self._acquire(timeout_s):
                 if notify is not None:
                     notify(None)
                 raise JobsBusy(f"the server is still busy with other users' jobs after {timeout_s:.0f} s, so "
@@ -84,7 +119,7 @@ class JobLimiter:
             yield waited
         finally:
             self._depth.value = 0
-            self._semaphore.release()
+            self._release()
 
 
 HEAVY_JOBS = JobLimiter(MAX_HEAVY_JOBS)

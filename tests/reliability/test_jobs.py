@@ -195,3 +195,54 @@ def test_a_sweep_budget_must_be_positive(budget):
 
     with pytest.raises(ValueError, match="time_budget_s must be a positive number of seconds"):
         run_sweep(None, ["int8"], time_budget_s=budget)
+
+
+def test_waiting_jobs_start_in_arrival_order_and_a_job_giving_its_slot_back_queues_behind_them():
+    limiter = JobLimiter(1)
+    order, first_done = [], threading.Event()
+    holding = threading.Event()
+
+    def sweep():  # two layers, giving the slot back in between, as the Sensitivity page does
+        with limiter.job("layer 1"):
+            holding.set()
+            first_done.wait(5)
+            order.append("sweep layer 1")
+        with limiter.job("layer 2", timeout_s=5):
+            order.append("sweep layer 2")
+
+    def waiter(name, ready):
+        ready.set()
+        with limiter.job(name, timeout_s=5):
+            order.append(name)
+
+    threads = [threading.Thread(target=sweep)]
+    threads[0].start()
+    holding.wait(5)
+    for name in ("user A", "user B"):
+        ready = threading.Event()
+        threads.append(threading.Thread(target=waiter, args=(name, ready)))
+        threads[-1].start()
+        ready.wait(5)
+        time.sleep(0.05)  # let it reach the queue before the next one arrives
+    first_done.set()
+    for thread in threads:
+        thread.join(10)
+    assert order == ["sweep layer 1", "user A", "user B", "sweep layer 2"]
+
+
+def test_a_job_that_gave_up_waiting_leaves_the_queue():
+    limiter = JobLimiter(1)
+    gave_up = []
+
+    def impatient():
+        try:
+            with limiter.job("impatient", timeout_s=0.05):
+                gave_up.append(False)
+        except JobsBusy:
+            gave_up.append(True)
+
+    with limiter.job("holder"):
+        _run_threads(1, lambda index: impatient())
+    assert gave_up == [True]
+    with limiter.job("next", timeout_s=0.1) as waited:  # the freed slot was not handed to the job that left
+        assert waited < 0.05
