@@ -195,3 +195,18 @@ def test_every_shipped_preset_applies_to_every_demo_model(name):
     prepared = prepare_model(load_model(DEMO_MODELS[name].path))
     for preset in PRESETS.values():
         validate_config(preset, prepared)
+
+
+def test_an_unforeseen_error_reading_a_config_is_one_line_and_keeps_the_config(monkeypatch):
+    """The sidebar's last resort: whatever a config file makes the reader raise, the session goes on."""
+    at = new_session()
+
+    def explode(cls, text):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(QuantConfig, "from_json", classmethod(explode))
+    upload(at, "config_upload", "odd.json", b"{}")
+    assert_no_traceback(at)
+    (message,) = error_texts(at)
+    assert message == "Could not load odd.json (RuntimeError: boom). The previous config is kept."
+    assert at.selectbox(key="config_preset").value == "W8A8"
