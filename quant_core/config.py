@@ -40,7 +40,7 @@ class TensorQuant:
         if not 16 <= self.block_size <= 256:
             raise ConfigError(f"block_size must be between 16 and 256, got {self.block_size}")
         if isinstance(self.percentile, bool) or not isinstance(self.percentile, numbers.Real):
-            raise ConfigError(f"'percentile' must be a number in (50, 100], got {_shown(self.percentile)}")
+            raise ConfigError(f"percentile must be a number in (50, 100], got {_shown(self.percentile)}")
         object.__setattr__(self, "percentile", float(self.percentile))
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"percentile must be in (50, 100], got {self.percentile}")
@@ -169,19 +169,19 @@ def _bool(key: str, value) -> bool:
     # JSON true/false only: "no" or 0 would otherwise pass as truthy or falsy without a word.
     if isinstance(value, bool):
         return value
-    raise ConfigError(f"'{key}' must be true or false, got {_shown(value)}")
+    raise ConfigError(f"{key} must be true or false, got {_shown(value)}")
 
 
 def _integer(key: str, value, expected: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ConfigError(f"'{key}' must be {expected}, got {_shown(value)}")
+        raise ConfigError(f"{key} must be {expected}, got {_shown(value)}")
     return int(value)
 
 
 def _choice(key: str, value, enum):
     allowed = ", ".join(member.value for member in enum)
     if not isinstance(value, str):
-        raise ConfigError(f"'{key}' must be one of {allowed}, got {_shown(value)}")
+        raise ConfigError(f"{key} must be one of {allowed}, got {_shown(value)}")
     try:
         return enum(value)
     except ValueError:

@@ -57,12 +57,12 @@ REFUSED = [
      ["unknown range_method 'magic'", "expected one of minmax, percentile, mse, entropy"]),
     # Values of the wrong JSON type: named with the type expected, never coerced.
     ("percentile-string", _config({"weights": _int8(range_method="percentile", percentile="99.9")}),
-     ["'percentile' must be a number", "'99.9' (a string)"]),
+     ["percentile must be a number", "'99.9' (a string)"]),
     ("granularity-number", _config({"weights": _int8(granularity=1)}),
-     ["'granularity' must be one of per_tensor, per_channel, per_group", "got 1 (a number)"]),
-    ("symmetric-number", _config({"weights": _int8(symmetric=0)}), ["'symmetric' must be true or false", "got 0"]),
+     ["granularity must be one of per_tensor, per_channel, per_group", "got 1 (a number)"]),
+    ("symmetric-number", _config({"weights": _int8(symmetric=0)}), ["symmetric must be true or false", "got 0"]),
     ("axis-boolean", _config({"weights": _int8(granularity="per_channel", axis=True)}),
-     ["'axis' must be an integer or null", "True (a boolean)"]),
+     ["axis must be an integer or null", "True (a boolean)"]),
     ("activations-list", _config({"weights": None, "activations": ["uint8"]}),
      ["'activations' must be an object such as {\"format\": \"int8\"} or null", "['uint8'] (a list)"]),
     # Known only against the model:
@@ -77,7 +77,7 @@ REFUSED = [
     ("kmeans-activations", _config(layers={"/fc3/Gemm": {"weights": _int8(), "activations": {"format": "kmeans3"}}}),
      ["/fc3/Gemm", "kmeans3 cannot quantize activations"]),
     ("axis-not-integer", _config({"weights": _int8(granularity="per_channel", axis="0")}),
-     ["'axis' must be an integer or null", "'0'"]),
+     ["axis must be an integer or null", "'0'"]),
 ]
 IDS = [case[0] for case in REFUSED]
 
