@@ -14,6 +14,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from quant_core.cli import main
+from tests.app.conftest import downloads  # noqa: F401  (a fixture, shared with the page tests)
+from tests.app.conftest import texts as page_text
 from quant_core.demo import load_demo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,29 +95,6 @@ def current_model(at: AppTest) -> str:
     return box.value if box.value != "uploaded" else box.format_func(box.value)
 
 
-def page_text(at: AppTest) -> str:
-    """Everything readable on the page (markdown, captions, alerts, metrics), joined."""
-    parts = [e.value for e in (*at.markdown, *at.caption, *at.header, *at.subheader, *at.title)]
-    parts += [f"{m.label} {m.value}" for m in at.metric]
-    parts += [str(e.value) for e in (*at.error, *at.warning, *at.info, *at.success)]
-    return "\n".join(parts)
-
-
-@pytest.fixture
-def downloads(monkeypatch) -> dict[str, bytes]:
-    """What each st.download_button serves, by file name (recorded as Streamlit stores it)."""
-    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
-
-    served: dict[str, bytes] = {}
-    original = MemoryMediaFileStorage.load_and_get_id
-
-    def record(self, path_or_data, mimetype, kind, filename=None):
-        if isinstance(path_or_data, bytes):
-            served[filename] = path_or_data
-        return original(self, path_or_data, mimetype, kind, filename)
-
-    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
-    return served
 
 
 def assert_no_traceback(at: AppTest) -> None:
