@@ -19,6 +19,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper, shape_inference, version_converter
 
+from . import onnx_file
 from .errors import ModelError
 
 MAX_MODEL_BYTES = 200 * 2**20
@@ -48,8 +49,6 @@ _RUNTIME_WEIGHT_NOTE = "no static weights (computed at run time)"
 _QUANTIZED_WEIGHT_NOTE = "weight already quantized (comes from DequantizeLinear)"
 # Tensors above this many bytes are left out of the copy that shape inference and the checker see.
 _SKELETON_MAX_TENSOR_BYTES = 4096
-_MODEL_GRAPH_FIELD = 7  # ModelProto.graph in onnx.proto
-_PARSE_RUN_BYTES = 16 * 2**20  # a model file is parsed in runs of about this many bytes
 
 
 @dataclass(frozen=True)
@@ -170,7 +169,7 @@ def load_model(source: bytes | str | os.PathLike, *, max_bytes: int = MAX_MODEL_
             model = onnx.ModelProto()
             model.ParseFromString(bytes(source))
         else:
-            model = _parse_file(path)
+            model = onnx_file.parse_model_file(path)
     except (DecodeError, RuntimeError, ValueError, EOFError) as err:
         raise ModelError(f"{label} is not a valid ONNX model (corrupt or truncated file: {_one_line(err)})") from None
     if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
@@ -721,86 +720,6 @@ def _tensor_bytes(tensor: onnx.TensorProto) -> int:
     except (KeyError, TypeError, ValueError):
         itemsize = 8
     return math.prod(tensor.dims) * max(itemsize, 1)
-
-
-def _parse_file(path: Path) -> onnx.ModelProto:
-    """Parse a model file piece by piece, so the file's bytes and the parsed model are never both in memory.
-
-    Protobuf merges concatenated messages field by field (repeated fields append), so merging each top-level
-    field of ModelProto, and runs of GraphProto fields (nodes, initializers) wrapped as ModelProto.graph, one
-    after the other, gives the same message as parsing the whole file. Peak memory is the model plus one run.
-    """
-    model = onnx.ModelProto()
-    with open(path, "rb") as file:
-        size = os.fstat(file.fileno()).st_size
-        for number, wire_type, start, payload, end in _wire_fields(file, 0, size):
-            if number == _MODEL_GRAPH_FIELD and wire_type == 2:
-                run = payload
-                for _, _, _, _, field_end in _wire_fields(file, payload, end):
-                    if field_end - run >= _PARSE_RUN_BYTES:
-                        model.MergeFromString(_graph_piece(file, run, field_end))
-                        run = field_end
-                if run < end:
-                    model.MergeFromString(_graph_piece(file, run, end))
-            else:
-                file.seek(start)
-                model.MergeFromString(file.read(end - start))
-    return model
-
-
-def _graph_piece(file, start: int, end: int) -> bytes:
-    """GraphProto fields file[start:end] wrapped as a ModelProto with only its `graph` field."""
-    file.seek(start)
-    body = file.read(end - start)
-    return bytes([_MODEL_GRAPH_FIELD << 3 | 2]) + _varint_bytes(len(body)) + body
-
-
-def _wire_fields(file, start: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
-    """Yield (number, wire type, start, payload start, end) of each protobuf field in file[start:end]."""
-    position = start
-    while position < end:
-        file.seek(position)
-        header = file.read(20)
-        tag, offset = _read_varint(header, 0)
-        number, wire_type = tag >> 3, tag & 7
-        if wire_type == 0:
-            _, offset = _read_varint(header, offset)
-            payload, field_end = position + offset, position + offset
-        elif wire_type == 1:
-            payload, field_end = position + offset, position + offset + 8
-        elif wire_type == 2:
-            length, offset = _read_varint(header, offset)
-            payload, field_end = position + offset, position + offset + length
-        elif wire_type == 5:
-            payload, field_end = position + offset, position + offset + 4
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire_type} at byte {position}")
-        if number == 0 or field_end > end:
-            raise ValueError(f"field at byte {position} runs past the end of its message")
-        yield number, wire_type, position, payload, field_end
-        position = field_end
-
-
-def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if offset >= len(data) or shift > 63:
-            raise ValueError("truncated or malformed varint")
-        byte = data[offset]
-        value |= (byte & 0x7F) << shift
-        offset += 1
-        if byte < 0x80:
-            return value, offset
-        shift += 7
-
-
-def _varint_bytes(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _check_size(size: int, max_bytes: int, label: str) -> None:
