@@ -16,6 +16,7 @@ from quant_core.errors import QuantLabError
 from quant_core.validate import validate_config
 from quant_core.formats import Granularity, RangeMethod, parse_format
 from ui import cache, engine_figures, state
+from ui.jobs import heavy_job, waiting_notice
 
 MIXED_TABLE = "mixed_table"
 MIXED_PRESET = "mixed_preset"
@@ -325,13 +326,15 @@ def show_export_plan(ctx, config: QuantConfig) -> None:
 
 
 def show_export(ctx, config: QuantConfig, stem: str) -> None:
-    """'Export quantized ONNX' runs onnxruntime.quantization once per config; then a download button."""
+    """'Export quantized ONNX' runs onnxruntime.quantization once per config (a heavy job); then a download button."""
     key = (ctx.model_key, ctx.data_key, config.to_json())
     exports = st.session_state.setdefault(_EXPORTS, {})
     if st.button("Export quantized ONNX", key=MIXED_EXPORT):
         from quant_core.export import export_model
 
-        with st.spinner("Exporting with onnxruntime.quantization…"):
+        # A heavy job (one at a time on the server), taken before the calibration's own lock.
+        with heavy_job("the ONNX export", notify=waiting_notice()), \
+                st.spinner("Exporting with onnxruntime.quantization…"):
             result = export_model(ctx.prepared, config, cache.get_calibration(ctx),
                                   calibration_data=ctx.calibration_data)
         exports.clear()  # one export kept per session: models can be large

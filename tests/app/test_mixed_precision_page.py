@@ -139,3 +139,16 @@ def test_the_downloads_say_which_layers_the_onnx_export_keeps_in_fp32():
     notes = [c.value for c in at.caption if c.value.startswith("In the exported model these layers stay FP32")]
     assert len(notes) == 1 and notes[0].endswith(layer)
     assert "int4" in notes[0]
+
+
+def test_the_onnx_export_is_a_heavy_job_that_waits_for_another_users_job_and_says_so(monkeypatch):
+    from tests.app.test_class_load import WAITING, another_users_job
+
+    at = _page()
+    messages = []
+    monkeypatch.setattr("ui.mixed_view.waiting_notice", lambda: messages.append)
+    with another_users_job():
+        at.button(key="mixed_export").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert messages[0].startswith(f"{WAITING}the ONNX export") and messages[1:] == [None]
+    assert len([b for b in at.get("download_button") if ".onnx (" in b.label]) == 1
