@@ -16,7 +16,8 @@ from onnx import TensorProto, helper
 from .config import TensorQuant
 from .errors import DataError, ModelError, QuantLabError
 from .histogram import StreamingHistogram
-from .simulate import _first_line, layer_specs, session_options
+from .simulate import layer_specs
+from .simulation_graph import first_line, session_options
 
 
 class Cancelled(QuantLabError):
@@ -146,7 +147,7 @@ def calibrate(prepared, data, *, bins: int = 2048, batch_size: int = 64,
         session = ort.InferenceSession(_probe_model(prepared.model, tensors).SerializeToString(),
                                        session_options(1), providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own exception types
-        raise ModelError(f"onnxruntime cannot run the model for calibration: {_first_line(err)}") from None
+        raise ModelError(f"onnxruntime cannot run the model for calibration: {first_line(err)}") from None
     input_names = tuple(i.name for i in session.get_inputs())
     inputs, batch_size = fit_batch(named_inputs(_tensor_inputs(data), input_names), batch_size, prepared.info)
     total = sample_count(inputs)
@@ -160,7 +161,7 @@ def calibrate(prepared, data, *, bins: int = 2048, batch_size: int = 64,
         try:
             values = session.run(list(tensors), batch)
         except Exception as err:  # onnxruntime's own exception types: wrong shapes or dtypes in the data
-            raise DataError(f"onnxruntime cannot run the model on this data: {_first_line(err)}") from None
+            raise DataError(f"onnxruntime cannot run the model on this data: {first_line(err)}") from None
         for name, value in zip(tensors, values):
             histograms[name].update(value)
         done += len(next(iter(batch.values())))

@@ -97,11 +97,11 @@ def test_float_activation_modes_round_like_a_cast(chain):
 
 def test_fake_quant_on_the_blocked_layout_gives_the_same_outputs_without_the_layout_copies(demo_cnn, monkeypatch):
     import quant_core.simulate as simulate
-    from quant_core.simulate import _fake_quant_in_blocked_layout as fold
+    from quant_core.simulation_graph import fake_quant_in_blocked_layout as fold
 
     prepared, _, evaluation = demo_cnn
     folded = SimulationSession(prepared)
-    monkeypatch.setattr(simulate, "_fake_quant_in_blocked_layout", lambda model: 0)
+    monkeypatch.setattr(simulate, "fake_quant_in_blocked_layout", lambda model: 0)
     plain = SimulationSession(prepared)
     assert folded.reordered and plain.reordered
     params = ActivationQuant.from_range(0.0, 6.0, TensorQuant("uint8", symmetric=False))
@@ -111,10 +111,11 @@ def test_fake_quant_on_the_blocked_layout_gives_the_same_outputs_without_the_lay
         assert np.array_equal(folded.run(evaluation.inputs, activations=chosen).outputs[0], expected)
     # conv1's output reaches conv2's fake-quant in the blocked layout: one ReorderOutput / ReorderInput pair fewer.
 
-    from quant_core.simulate import _reorder_weight_inputs, build_simulation_model, layer_specs
+    from quant_core.simulate import layer_specs
+    from quant_core.simulation_graph import build_simulation_model, reorder_weight_inputs
     specs = layer_specs(prepared)
     base, _, _ = build_simulation_model(prepared.model, specs, folded.modes, weights_as_inputs=False)
-    model, _ = _reorder_weight_inputs(base, specs, 1)
+    model, _ = reorder_weight_inputs(base, specs, 1)
     before = [node.op_type for node in model.graph.node].count("ReorderOutput")
     assert fold(model) == 1
     assert [node.op_type for node in model.graph.node].count("ReorderOutput") == before - 1

@@ -12,7 +12,7 @@ from quant_core.evaluate import Evaluator
 from quant_core.formats import parse_format
 from quant_core.model_io import load_model, prepare_model
 from quant_core.sensitivity import run_sweep, sweep_config
-from quant_core.simulate import suffix_model
+from quant_core.simulation_suffix import suffix_model
 
 ALWAYS = 10**9  # configs: makes any saving worth a session
 
