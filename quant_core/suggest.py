@@ -5,9 +5,15 @@ lowers the one layer whose next format costs the least accuracy per byte saved, 
 budget is met (`max_size_bytes`) or until any further step would fall below `min_accuracy`.
 Raising phase (size budget only): raise back, one step at a time, the layer that gains the most
 accuracy while the budget still holds.
+
+`time_budget_s` bounds the search's own time (a shared server runs one heavy job at a time): no
+new measurement starts once it is spent; the best config measured so far that meets the constraint
+is returned (`met`), or the closest one when none does, with the steps taken and a `stopped` note
+("stopped after 121 s ...").
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -53,9 +59,10 @@ class Suggestion:
     metric: str  # "accuracy" with labels, else "agreement" (top-1 agreement with FP32)
     steps: tuple[SuggestionStep, ...]
     pareto: tuple[ParetoPoint, ...]
+    stopped: str | None = None  # why the search ended early (time budget), else None
 
     def to_dict(self) -> dict:
-        return {"met": self.met, "metric": self.metric, "size_bytes": self.result.size_bytes,
+        return {"met": self.met, "metric": self.metric, "stopped": self.stopped, "size_bytes": self.result.size_bytes,
                 "accuracy": _metric(self.result), "fp32_size_bytes": self.result.fp32_size_bytes,
                 "config": self.config.to_dict(), "steps": [s.to_dict() for s in self.steps],
                 "pareto": [p.to_dict() for p in self.pareto]}
@@ -85,6 +92,7 @@ class _Search:
         self.layers = [layer for layer in evaluator.layers if _has_weight(evaluator, layer)]
         self.rows = {(row.layer, row.format): _row_metric(row) for row in (sweep_rows or ())}
         self.visited: dict[QuantConfig, ParetoPoint] = {}
+        self.results: dict[QuantConfig, EvaluationResult] = {}
 
     def config(self, levels: dict[str, int]) -> QuantConfig:
         overrides = []
@@ -97,6 +105,7 @@ class _Search:
         config = self.config(levels)
         result = self.evaluator.evaluate(config)
         self.visited.setdefault(config, ParetoPoint(result.size_bytes, _metric(result), label))
+        self.results.setdefault(config, result)
         return result
 
     def estimated_drop(self, levels, layer) -> float | None:
@@ -118,13 +127,17 @@ def suggest_config(evaluator, *, max_size_bytes: int | None = None, min_accuracy
                    candidate_formats: Sequence[NumberFormat | str] = DEFAULT_CANDIDATES,
                    sweep_rows: Sequence[SweepRow] | None = None,
                    progress: Callable[[float], None] | None = None,
-                   cancel: Callable[[], bool] | None = None) -> Suggestion:
+                   cancel: Callable[[], bool] | None = None,
+                   time_budget_s: float | None = None) -> Suggestion:
     """Return a weight-only mixed-precision config meeting one budget, and how it was found.
 
     Exactly one of `max_size_bytes` and `min_accuracy` is required. Without labels the metric is
     top-1 agreement with FP32. `sweep_rows` (from run_sweep) rank the lowering steps without
     evaluating every candidate; each chosen step is still measured. `cancel()` stops the search
     between steps (the suggestion so far is returned, `met` tells whether it fits).
+    `time_budget_s` (seconds of searching, None: no limit): no measurement starts after it; the
+    best measured config that meets the constraint is returned, else the closest, and `stopped`
+    says "stopped after N s".
     """
     if (max_size_bytes is None) == (min_accuracy is None):
         raise ConfigError("give exactly one budget: max_size_bytes or min_accuracy")
@@ -132,6 +145,12 @@ def suggest_config(evaluator, *, max_size_bytes: int | None = None, min_accuracy
         raise ConfigError(f"max_size_bytes must be positive, got {max_size_bytes}")
     if min_accuracy is not None and not 0.0 <= min_accuracy <= 1.0:
         raise ConfigError(f"min_accuracy is a fraction in [0, 1], got {min_accuracy}")
+    if time_budget_s is not None and not time_budget_s > 0:
+        raise ConfigError(f"the time budget must be a positive number of seconds, got {time_budget_s}")
+    started = time.perf_counter()
+
+    def out_of_time() -> bool:
+        return time_budget_s is not None and time.perf_counter() - started >= time_budget_s
     try:
         formats = [f if isinstance(f, NumberFormat) else parse_format(f) for f in candidate_formats]
     except ValueError as err:
@@ -159,6 +178,7 @@ def suggest_config(evaluator, *, max_size_bytes: int | None = None, min_accuracy
             progress(min(len(steps) / max(total_steps, 1), 1.0))
 
     stopped = False
+    timed_out = False
     # Lowering phase.
     while max_size_bytes is None or current.size_bytes > max_size_bytes:
         if min_accuracy is not None and _metric(current) < min_accuracy:
@@ -166,8 +186,13 @@ def suggest_config(evaluator, *, max_size_bytes: int | None = None, min_accuracy
         if cancel is not None and cancel():
             stopped = True
             break
+        if out_of_time():
+            stopped = timed_out = True
+            break
         options = []
         for layer in search.layers:
+            if out_of_time():
+                break
             if levels[layer] + 1 >= len(formats):
                 continue
             trial = dict(levels, **{layer: levels[layer] + 1})
@@ -182,6 +207,9 @@ def suggest_config(evaluator, *, max_size_bytes: int | None = None, min_accuracy
                 if drop is None:
                     drop, source = _metric(current) - _metric(result), "measured"
             options.append((drop / saved, layer, trial, saved, drop, source))
+        if out_of_time():  # the options are incomplete: do not take a step from them
+            stopped = timed_out = True
+            break
         if not options:
             break
         _, layer, trial, saved, drop, source = min(options, key=lambda o: (o[0], o[1]))
@@ -194,8 +222,14 @@ def suggest_config(evaluator, *, max_size_bytes: int | None = None, min_accuracy
     while max_size_bytes is not None and not stopped and current.size_bytes <= max_size_bytes:
         if cancel is not None and cancel():
             break
+        if out_of_time():
+            timed_out = True
+            break
         options = []
         for layer in search.layers:
+            if out_of_time():
+                timed_out = True
+                break
             if levels[layer] == 0:
                 continue
             trial = dict(levels, **{layer: levels[layer] - 1})
@@ -215,5 +249,18 @@ def suggest_config(evaluator, *, max_size_bytes: int | None = None, min_accuracy
     if progress is not None:
         progress(1.0)
     config = search.config(levels)
+    note = None
+    if timed_out:
+        elapsed = time.perf_counter() - started
+        meeting = [(c, r) for c, r in search.results.items() if fits(r)]
+        if meeting:  # the best measured config that meets the constraint
+            best = (max(meeting, key=lambda cr: (_metric(cr[1]), -cr[1].size_bytes)) if max_size_bytes is not None
+                    else min(meeting, key=lambda cr: (cr[1].size_bytes, -_metric(cr[1]))))
+            config, current = best[0], best[1]
+            outcome = "the best measured config that meets the constraint is returned"
+        else:
+            outcome = "no measured config met the constraint; the closest is returned"
+        note = (f"stopped after {elapsed:.0f} s (time budget {time_budget_s:g} s), {len(steps)} steps taken: "
+                f"{outcome}")
     return Suggestion(config, current, fits(current), metric_name, tuple(steps),
-                      pareto_front(list(search.visited.values())))
+                      pareto_front(list(search.visited.values())), note)

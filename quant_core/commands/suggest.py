@@ -1,6 +1,8 @@
-"""`python -m quant_core suggest MODEL.onnx --data DATA.npz (--max-size-mb X | --min-accuracy Y) [--json]`.
+"""`python -m quant_core suggest MODEL.onnx --data DATA.npz (--max-size-mb X | --min-accuracy Y) [--time-budget S] [--json]`.
 
-A greedy weight-only mixed-precision search; prints every step. docs/engine.md lists the --json keys.
+A greedy weight-only mixed-precision search; prints every step. With --time-budget the search stops
+after S seconds with the best config found so far that meets the budget (or says none did): "stopped
+after N s ..." (the --json key "stopped", null when the search ran to its end). docs/engine.md lists the --json keys.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import sys
 
 from ..suggest import DEFAULT_CANDIDATES, suggest_config
 from .evaluate import add_common_arguments, build_evaluator, dump_json
+from .sensitivity import add_time_budget, check_time_budget
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -19,14 +22,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="lowest accuracy (fraction 0..1; top-1 agreement with FP32 without labels)")
     parser.add_argument("--formats", default=",".join(DEFAULT_CANDIDATES),
                         help="candidate formats, highest precision first (default %(default)s)")
+    add_time_budget(parser, "the search")
 
 
 def run(args: argparse.Namespace) -> int:
+    check_time_budget(args.time_budget)
     max_size = None if args.max_size_mb is None else int(args.max_size_mb * 1e6)
     formats = [name.strip() for name in args.formats.split(",") if name.strip()]
     evaluator = build_evaluator(args)
     suggestion = suggest_config(evaluator, max_size_bytes=max_size, min_accuracy=args.min_accuracy,
-                                candidate_formats=formats)
+                                candidate_formats=formats, time_budget_s=args.time_budget)
     if args.json:
         dump_json(suggestion.to_dict())
         return 0
@@ -38,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     for step in suggestion.steps:
         lines.append(f"  {step.step:>2}. {step.action} {step.layer}: {step.from_format} -> {step.to_format}  "
                      f"{step.size_bytes} bytes, {suggestion.metric} {step.accuracy:.4f}  ({step.reason})")
+    if suggestion.stopped:
+        lines.append(suggestion.stopped)
     lines.append("Pareto front (bytes, " + suggestion.metric + "): " +
                  ", ".join(f"({p.size_bytes}, {p.accuracy:.4f})" for p in suggestion.pareto))
     lines.append("config:")

@@ -1,4 +1,4 @@
-"""The evaluate / sensitivity / suggest commands: --json keys, and one line for bad input."""
+"""The evaluate / sensitivity / suggest commands: --json keys, time budgets, and one line for bad input."""
 import json
 import subprocess
 import sys
@@ -43,9 +43,36 @@ def test_suggest_json_meets_budget():
                                        "accuracy", "reason"}
 
 
+def test_sensitivity_time_budget_prints_the_finished_rows_and_says_where_it_stopped():
+    done = _run("sensitivity", MLP, "--data", DATA, "--time-budget", "0.000001", "--json")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert len(rows) <= 1, "at most the config running when the budget ends is finished, no other starts"
+    expected = f"{len(rows)} of 15 rows" if rows else "0 rows"
+    assert done.stderr == f"stopped after 0 s (time budget 1e-06 s): {expected}\n"
+
+
+def test_suggest_time_budget_returns_what_it_found_and_the_stopped_key():
+    done = _run("suggest", MLP, "--data", DATA, "--max-size-mb", "0.012", "--time-budget", "0.000001", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert not report["met"] and report["steps"] == []
+    assert report["stopped"].startswith("stopped after 0 s (time budget 1e-06 s), 0 steps taken: no measured config")
+    text = _run("suggest", MLP, "--data", DATA, "--max-size-mb", "0.012", "--time-budget", "0.000001")
+    assert "budget size <= 12000 bytes: NOT met" in text.stdout and "\nstopped after 0 s" in text.stdout
+
+
+def test_suggest_without_a_time_budget_is_not_stopped():
+    report = json.loads(_run("suggest", MLP, "--data", DATA, "--max-size-mb", "0.02", "--json").stdout)
+    assert report["met"] and report["stopped"] is None
+
+
 @pytest.mark.parametrize("args, message", [
     (("evaluate", MLP, "--data", "missing.npz"), "missing.npz"),
     (("sensitivity", MLP, "--data", DATA, "--formats", "int99"), "unknown number format"),
+    (("sensitivity", MLP, "--data", DATA, "--time-budget", "0"), "--time-budget must be a positive number of seconds"),
+    (("suggest", MLP, "--data", DATA, "--min-accuracy", "0.9", "--time-budget", "-5"),
+     "--time-budget must be a positive number of seconds, got -5"),
 ])
 def test_bad_input_gives_one_line_and_exit_status_2(args, message):
     done = _run(*args)
