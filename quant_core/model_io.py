@@ -21,6 +21,8 @@ from onnx import numpy_helper, shape_inference, version_converter
 
 from . import onnx_file
 from .errors import ModelError
+from .onnx_checks import (check_structure, model_skeleton, one_line, refuse_external_data, refuse_external_tensor,
+                          refuse_lying_headers, refuse_non_finite, refuse_non_finite_weights)
 
 MAX_MODEL_BYTES = 200 * 2**20
 MIN_PREPARED_OPSET = 13  # per-channel QuantizeLinear / DequantizeLinear (axis attribute) need opset 13
@@ -47,8 +49,6 @@ _SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
 _LAYER_OPS = frozenset({*_WEIGHT_INPUTS, "MatMul", "Gather"})
 _RUNTIME_WEIGHT_NOTE = "no static weights (computed at run time)"
 _QUANTIZED_WEIGHT_NOTE = "weight already quantized (comes from DequantizeLinear)"
-# Tensors above this many bytes are left out of the copy that shape inference and the checker see.
-_SKELETON_MAX_TENSOR_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def load_model(source: bytes | str | os.PathLike, *, max_bytes: int = MAX_MODEL_
         else:
             model = onnx_file.parse_model_file(path)
     except (DecodeError, RuntimeError, ValueError, EOFError) as err:
-        raise ModelError(f"{label} is not a valid ONNX model (corrupt or truncated file: {_one_line(err)})") from None
+        raise ModelError(f"{label} is not a valid ONNX model (corrupt or truncated file: {one_line(err)})") from None
     if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
         raise ModelError(f"{label} is not an ONNX model (it has no ir_version, graph or opset): "
                          "expected a file saved with onnx.save or exported by a framework")
@@ -180,9 +180,9 @@ def load_model(source: bytes | str | os.PathLike, *, max_bytes: int = MAX_MODEL_
                                                            ("outputs", len(model.graph.output))) if count == 0)
         raise ModelError(f"{label} has an empty graph (no {missing}): expected a model with at least one node "
                          "and one output")
-    _refuse_external_data(model)
-    _refuse_lying_headers(model)
-    _check_structure(model, label)
+    refuse_external_data(model)
+    refuse_lying_headers(model)
+    check_structure(model, label)
     return model
 
 
@@ -195,7 +195,7 @@ def prepare_model(model: onnx.ModelProto) -> PreparedModel:
     inference run so intermediate tensors carry value_info. A quantizable layer's weight or bias holding NaN or
     Inf is refused here, named (calibration would otherwise only see NaN activations downstream).
     """
-    _refuse_external_data(model)
+    refuse_external_data(model)
     prepared = onnx.ModelProto()
     prepared.CopyFrom(model)
     notes: list[str] = []
@@ -219,7 +219,7 @@ def prepare_model(model: onnx.ModelProto) -> PreparedModel:
     unnamed = _name_nodes(prepared.graph)
     if unnamed:
         notes.append(f"named {unnamed} unnamed node(s) as {{op_type}}_{{index}}")
-    _refuse_non_finite_weights(prepared.graph)
+    refuse_non_finite_weights(prepared.graph, _LAYER_OPS)
     inference_note = _infer_shapes(prepared)
     if inference_note:
         notes.append(inference_note)
@@ -290,13 +290,13 @@ def weight_array(model: onnx.ModelProto, name: str) -> np.ndarray:
                        if node.op_type == "Constant" and node.output and node.output[0] == name), None)
     if tensor is None:
         raise ModelError(f"the model has no initializer or Constant named '{name}'")
-    _refuse_external_tensor(tensor, name)
+    refuse_external_tensor(tensor, name)
     try:
         array = numpy_helper.to_array(tensor)
     except (ValueError, TypeError) as err:  # e.g. raw_data shorter than its dims say
         raise ModelError(f"tensor '{name}' is corrupt: its data does not match its shape "
-                         f"{tuple(tensor.dims)} ({_one_line(err)})") from None
-    _refuse_non_finite(array, f"weight '{name}'")
+                         f"{tuple(tensor.dims)} ({one_line(err)})") from None
+    refuse_non_finite(array, f"weight '{name}'")
     return array
 
 
@@ -403,7 +403,7 @@ def _convert_opset(model: onnx.ModelProto, notes: list[str]) -> onnx.ModelProto:
     except Exception as err:  # noqa: BLE001 - the converter raises bare RuntimeErrors from C++
         why = ("needed for per-channel quantization" if target > opset
                else f"onnxruntime runs opsets up to {MAX_RUNTIME_OPSET}")
-        raise ModelError(f"cannot convert the model from opset {opset} to {target} ({why}): {_one_line(err)}; "
+        raise ModelError(f"cannot convert the model from opset {opset} to {target} ({why}): {one_line(err)}; "
                          f"export it with an opset from {MIN_PREPARED_OPSET} to {MAX_RUNTIME_OPSET}") from None
     if target > opset:
         converted.ir_version = max(converted.ir_version, 7)  # opset 13 needs IR version 7
@@ -462,199 +462,16 @@ def _name_nodes(graph: onnx.GraphProto) -> int:
 
 def _infer_shapes(model: onnx.ModelProto) -> str:
     """Run ONNX shape inference on a copy without the large tensors; copy the inferred value_info back."""
-    skeleton = _skeleton(model)
+    skeleton = model_skeleton(model)
     try:
         inferred = shape_inference.infer_shapes(skeleton, strict_mode=False, data_prop=True)
     except Exception as err:  # noqa: BLE001 - inference is best effort; the model still runs without it
-        return f"shape inference failed, intermediate shapes unknown: {_one_line(err)}"
+        return f"shape inference failed, intermediate shapes unknown: {one_line(err)}"
     known = {value.name for value in model.graph.input} | {value.name for value in model.graph.output}
     known |= {tensor.name for tensor in model.graph.initializer}
     del model.graph.value_info[:]
     model.graph.value_info.extend(value for value in inferred.graph.value_info if value.name not in known)
     return ""
-
-
-def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `model` whose large initializers are graph inputs of the same type and shape (no data).
-
-    Shape inference and the checker serialize the whole model; this keeps them cheap for large models.
-    """
-    skeleton = onnx.ModelProto()
-    for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
-        setattr(skeleton, field, getattr(model, field))
-    skeleton.opset_import.extend(model.opset_import)
-    skeleton.functions.extend(model.functions)
-    graph = model.graph
-    target = skeleton.graph
-    target.name = graph.name
-    target.node.extend(graph.node)
-    target.input.extend(graph.input)
-    target.output.extend(graph.output)
-    target.value_info.extend(graph.value_info)
-    target.sparse_initializer.extend(graph.sparse_initializer)
-    declared = {value.name for value in graph.input}
-    for tensor in graph.initializer:
-        if _tensor_bytes(tensor) <= _SKELETON_MAX_TENSOR_BYTES:
-            target.initializer.append(tensor)
-        elif tensor.name not in declared:
-            target.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
-    return skeleton
-
-
-def _check_structure(model: onnx.ModelProto, label: str) -> None:
-    """Run onnx.checker on the model's skeleton: graph structure, op schemas, topological order."""
-    skeleton = _skeleton(model)
-    if skeleton.ir_version < 4:
-        # IR < 4 requires every initializer to be a graph input; the skeleton may have moved some.
-        skeleton.ir_version = 4
-    try:
-        onnx.checker.check_model(skeleton)
-    except onnx.checker.ValidationError as err:
-        raise ModelError(f"{label} is not a valid ONNX model: {_one_line(err)}") from None
-    except Exception as err:  # noqa: BLE001 - the checker's C++ errors surface as various types
-        raise ModelError(f"{label} could not be checked as an ONNX model: {_one_line(err)}") from None
-
-
-def _refuse_external_data(model: onnx.ModelProto) -> None:
-    for tensor, where in _model_tensors(model):
-        _refuse_external_tensor(tensor, where)
-
-
-def _model_tensors(model: onnx.ModelProto) -> Iterator[tuple[onnx.TensorProto, str]]:
-    """Every TensorProto a model stores: its graph, its model-local functions and its training graphs."""
-    yield from _all_tensors(model.graph)
-    for function in model.functions:
-        yield from _node_tensors(function.node, f"function {function.domain}.{function.name}: ")
-    for training in model.training_info:
-        for graph in (training.initialization, training.algorithm):
-            yield from _all_tensors(graph)
-
-
-def _refuse_lying_headers(model: onnx.ModelProto) -> None:
-    """Refuse a tensor whose stored data does not hold the values its dims declare (a header can claim any size)."""
-    for tensor, where in _model_tensors(model):
-        stored, expected, unit = _stored_and_expected(tensor)
-        if stored is not None and stored != expected:
-            raise ModelError(f"tensor '{where}' is corrupt: its header declares shape {tuple(tensor.dims)} "
-                             f"({math.prod(tensor.dims):,} values, {expected:,} {unit}) but it stores "
-                             f"{stored:,} {unit}")
-
-
-# Typed field holding each element type when raw_data is empty, and how many field entries one value takes.
-_TYPED_FIELDS = {
-    onnx.TensorProto.FLOAT: ("float_data", 1), onnx.TensorProto.COMPLEX64: ("float_data", 2),
-    onnx.TensorProto.DOUBLE: ("double_data", 1), onnx.TensorProto.COMPLEX128: ("double_data", 2),
-    onnx.TensorProto.INT64: ("int64_data", 1), onnx.TensorProto.UINT32: ("uint64_data", 1),
-    onnx.TensorProto.UINT64: ("uint64_data", 1), onnx.TensorProto.STRING: ("string_data", 1),
-    **{dtype: ("int32_data", 1) for dtype in (
-        onnx.TensorProto.INT32, onnx.TensorProto.INT16, onnx.TensorProto.INT8, onnx.TensorProto.UINT16,
-        onnx.TensorProto.UINT8, onnx.TensorProto.BOOL, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)},
-}
-_SUB_BYTE_BITS = {getattr(onnx.TensorProto, name): bits for name, bits in (
-    ("INT4", 4), ("UINT4", 4), ("FLOAT4E2M1", 4), ("INT2", 2), ("UINT2", 2)) if hasattr(onnx.TensorProto, name)}
-
-
-def _stored_and_expected(tensor: onnx.TensorProto) -> tuple[int | None, int, str]:
-    """(stored, expected, unit) of a tensor's data: raw bytes, or entries of its typed field; stored None = unchecked."""
-    count = math.prod(tensor.dims)
-    if tensor.HasField("raw_data"):
-        stored = len(tensor.raw_data)  # one transient copy of the bytes; the values are not decoded
-        if tensor.data_type in _SUB_BYTE_BITS:
-            return stored, (count * _SUB_BYTE_BITS[tensor.data_type] + 7) // 8, "bytes"
-        try:
-            itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
-        except (KeyError, TypeError, ValueError):
-            return None, 0, "bytes"
-        return stored, count * itemsize, "bytes"
-    if tensor.data_type not in _TYPED_FIELDS:
-        return None, 0, "values"  # 8-bit floats, sub-byte types in int32_data: packing varies, left to readers
-    field, per_value = _TYPED_FIELDS[tensor.data_type]
-    return len(getattr(tensor, field)), count * per_value, "values"
-
-
-def _refuse_non_finite_weights(graph: onnx.GraphProto) -> None:
-    """Refuse NaN or Inf in a quantizable layer's weight or bias, naming it: every quantized and FP32 number would be NaN."""
-    initializers = {tensor.name: tensor for tensor in graph.initializer}
-    checked = set()
-    for view, node in zip(_node_views(graph), graph.node):
-        if view.op_type not in _LAYER_OPS:
-            continue
-        for name in node.input:
-            tensor = initializers.get(name)
-            if tensor is None or name in checked or not _is_float_type(tensor.data_type):
-                continue
-            checked.add(name)
-            _refuse_non_finite(_float_values(tensor), f"weight '{name}' of layer '{node.name or node.op_type}'")
-
-
-def _is_float_type(data_type: int) -> bool:
-    try:
-        return np.issubdtype(onnx.helper.tensor_dtype_to_np_dtype(data_type), np.floating)
-    except (KeyError, TypeError, ValueError):
-        return False
-
-
-def _float_values(tensor: onnx.TensorProto) -> np.ndarray:
-    dtype = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16,
-             onnx.TensorProto.DOUBLE: np.float64}.get(tensor.data_type)
-    if dtype is not None and tensor.HasField("raw_data"):
-        return np.frombuffer(tensor.raw_data, dtype)  # no decoding copy: the sizes were checked on opening
-    try:
-        return np.asarray(numpy_helper.to_array(tensor), dtype=np.float32)
-    except (ValueError, TypeError) as err:
-        raise ModelError(f"tensor '{tensor.name}' is corrupt: its data does not match its shape "
-                         f"{tuple(tensor.dims)} ({_one_line(err)})") from None
-
-
-def _refuse_non_finite(values: np.ndarray, what: str) -> None:
-    """Raise a ModelError naming `what` when a floating array holds NaN or Inf (integers pass unchecked)."""
-    if not np.issubdtype(values.dtype, np.floating) or values.size == 0:
-        return
-    flat = values.reshape(-1)
-    with np.errstate(invalid="ignore", over="ignore"):
-        if np.isfinite(np.add.reduce(flat, dtype=np.float64) * 0.0):  # one pass, no temporary: NaN or Inf spread
-            return
-    nan, inf = int(np.count_nonzero(np.isnan(flat))), int(np.count_nonzero(np.isinf(flat)))
-    if nan + inf == 0:
-        return  # the float64 sum overflowed on huge finite values
-    raise ModelError(f"{what} holds NaN or Inf values: {nan} NaN and {inf} Inf out of {flat.size:,}; a model with "
-                     "non-finite weights cannot be evaluated or quantized (fix the model or the training that made it)")
-
-
-def _refuse_external_tensor(tensor: onnx.TensorProto, where: str) -> None:
-    if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data) > 0:
-        location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "?")
-        raise ModelError(f"tensor '{where}' keeps its data in an external file ('{location}'), which is not "
-                         "supported: save the model as one file (onnx.save_model(model, path, "
-                         "save_as_external_data=False))")
-
-
-def _all_tensors(graph: onnx.GraphProto) -> Iterator[tuple[onnx.TensorProto, str]]:
-    """Every TensorProto stored in a graph: initializers, sparse initializers, Constant values, subgraphs."""
-    for tensor in graph.initializer:
-        yield tensor, tensor.name
-    for sparse in graph.sparse_initializer:
-        yield sparse.values, sparse.values.name
-        yield sparse.indices, sparse.indices.name
-    yield from _node_tensors(graph.node)
-
-
-def _node_tensors(nodes, prefix: str = "") -> Iterator[tuple[onnx.TensorProto, str]]:
-    """Every TensorProto held in the attributes of `nodes` (a graph's or a function's), subgraphs included."""
-    for node in nodes:
-        for attribute in node.attribute:
-            label = f"{prefix}{node.name or node.op_type}.{attribute.name}"
-            if attribute.HasField("t"):
-                yield attribute.t, label
-            for tensor in attribute.tensors:
-                yield tensor, label
-            if attribute.HasField("sparse_tensor"):
-                yield attribute.sparse_tensor.values, label
-                yield attribute.sparse_tensor.indices, label
-            if attribute.HasField("g"):
-                yield from _all_tensors(attribute.g)
-            for subgraph in attribute.graphs:
-                yield from _all_tensors(subgraph)
 
 
 def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
@@ -713,20 +530,6 @@ def _dtype_name(data_type: int) -> str:
             return f"type{data_type}"
 
 
-def _tensor_bytes(tensor: onnx.TensorProto) -> int:
-    """Approximate data size from dims and dtype (touching raw_data or ByteSize() would copy or encode it)."""
-    try:
-        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
-    except (KeyError, TypeError, ValueError):
-        itemsize = 8
-    return math.prod(tensor.dims) * max(itemsize, 1)
-
-
 def _check_size(size: int, max_bytes: int, label: str) -> None:
     if size > max_bytes:
         raise ModelError(f"{label} is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit")
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text[:300] + ("..." if len(text) > 300 else "")
