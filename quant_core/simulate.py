@@ -119,14 +119,12 @@ def layer_specs(prepared) -> tuple[LayerSpec, ...]:
     return tuple(specs)
 
 
-
 def activation_modes_supported(model: onnx.ModelProto) -> frozenset[ActivationMode]:
     """Return the activation modes this model's opset can express with Cast."""
     opset = cast_opset(model)
     modes = {ActivationMode.OFF, ActivationMode.INTEGER, ActivationMode.UINT8, ActivationMode.INT8}
     modes.update(mode for mode, kind in _CAST_KIND.items() if opset >= CAST_OPSET[kind])
     return frozenset(modes)
-
 
 
 class _Variant:

@@ -62,7 +62,6 @@ def input_name(index: int, what: str) -> str:
     return f"{_PREFIX}.a{index}.{what}"
 
 
-
 def model_opset(model: onnx.ModelProto) -> int:
     for entry in model.opset_import:
         if entry.domain in ("", "ai.onnx"):
@@ -87,7 +86,6 @@ def cast_opset(model: onnx.ModelProto) -> int:
     except onnx.defs.SchemaError:
         return opset
     return target if same else opset
-
 
 
 # onnxruntime's BASIC level quantizes a float Conv / Gemm weight whose activation comes from
@@ -251,8 +249,6 @@ def build_simulation_model(model: onnx.ModelProto, specs: tuple[LayerSpec, ...],
             graph.output.append(helper.make_tensor_value_info(spec.output, TensorProto.FLOAT, None))
             existing_outputs.add(spec.output)
     return sim, weight_inputs, activation_index
-
-
 
 
 @dataclass(frozen=True)
