@@ -31,6 +31,7 @@ TARGET_S = 5.0
 TIMEOUT_S = 120.0
 TRIVIAL_APP = 'import streamlit as st; st.title("hello")\n'
 SETTLED = "[data-testid='stApp'][data-test-script-state='notRunning']"
+EXCEPTION = "[data-testid='stException']"
 NO_STATUS = "!document.querySelector(\"[data-testid='stStatusWidget']\")"
 
 
@@ -72,12 +73,12 @@ def measure(browser, script: Path, cwd: Path, want_chart: bool) -> dict[str, flo
         page.wait_for_selector(SETTLED, timeout=TIMEOUT_S * 1000)
         page.wait_for_function(NO_STATUS, timeout=TIMEOUT_S * 1000)
         finished = time.perf_counter() - start
-        if want_chart:
-            page.wait_for_selector(".js-plotly-plot", timeout=TIMEOUT_S * 1000)
+        errors = page.locator("[data-testid='stException'], [data-testid='stAlertContentError']")
+        if want_chart and not errors.count():
+            page.wait_for_selector(f".js-plotly-plot, {EXCEPTION}", timeout=TIMEOUT_S * 1000)
         usable = time.perf_counter() - start
-        if page.locator("[data-testid='stException']").count():
-            raise RuntimeError(f"{script.name} shows an exception: "
-                               f"{page.locator('[data-testid=stException]').first.inner_text()[:300]}")
+        if errors.count():
+            raise RuntimeError(f"{script.name} shows an error: {errors.first.inner_text()[:300]}")
         return {"healthy": healthy, "finished": finished, "usable": usable}
     finally:
         context.close()

@@ -13,10 +13,12 @@ from quant_core.errors import QuantLabError
 from quant_core.formats import FormatKind, NumberFormat, RangeMethod
 from ui import figures
 from ui.cache import get_calibration
+from ui.jobs import Notify
 from ui.setup import LabContext
 
 METHODS = tuple(RangeMethod)
 OUTLIER_PERCENTILE = 99.99
+CALIBRATING = "Calibrating: running the calibration split through the model…"
 OUTLIER_RATIO = 4.0  # max |x| this many times beyond the 99.99th percentile of |x| flags an outlier tensor
 
 
@@ -39,15 +41,27 @@ class ActivationsView:
     ranges: pd.DataFrame
 
 
+def bar_notice(bar) -> Notify:
+    """A `ui.jobs` notify callback that writes the waiting message on the (0 %) progress bar itself,
+    then puts the bar's own text back once the calibration starts."""
+
+    def notify(text: str | None) -> None:
+        bar.progress(0.0, text=text if text is not None else CALIBRATING)
+
+    return notify
+
+
 def calibrate_with_progress(ctx: LabContext):
     """Return the model's Calibration; the first time, run it with a progress bar (then cached).
 
+    While the calibration waits for the server's heavy-job slot, the bar says so (`bar_notice`).
     On failure, show why (one line) and stop the page.
     """
-    bar = st.progress(0.0, text="Calibrating: running the calibration split through the model…")
+    bar = st.progress(0.0, text=CALIBRATING)
     try:
         return get_calibration(ctx, progress=lambda fraction: bar.progress(
-            min(max(float(fraction), 0.0), 1.0), text=f"Calibrating… {100 * fraction:.0f}%"))
+            min(max(float(fraction), 0.0), 1.0), text=f"Calibrating… {100 * fraction:.0f}%"),
+                               notify=bar_notice(bar))
     except QuantLabError as err:
         st.error(f"Calibration failed: {err}")
     except Exception as err:  # noqa: BLE001 - the page boundary: never show a raw traceback

@@ -1,5 +1,6 @@
 """The Activations page: calibrate once, then every method's range, its search curve and outliers."""
 import json
+import threading
 
 import streamlit as st
 
@@ -88,3 +89,41 @@ def test_a_model_without_data_asks_for_data_instead_of_calibrating():
     assert not at.exception and not at.error
     assert any("upload a .npz" in warning.value for warning in at.warning)
     assert not at.get("plotly_chart")
+
+
+def test_a_calibration_waiting_for_another_users_job_says_so_on_its_progress_bar(monkeypatch):
+    from tests.app.test_class_load import WAITING
+    from ui import activations_view, jobs
+
+    texts, holding, release = [], threading.Event(), threading.Event()
+
+    def recording(bar):
+        notify = original(bar)
+
+        def record(text):
+            texts.append(text)
+            notify(text)
+            release.set()  # the other user's job ends once this user is seen waiting
+
+        return record
+
+    def other_user():
+        with jobs.heavy_job("another user's job"):
+            holding.set()
+            release.wait(30)
+
+    original = activations_view.bar_notice
+    monkeypatch.setattr(activations_view, "bar_notice", recording)
+    st.cache_resource.clear()  # the page must calibrate, so it asks for the job slot
+    other = threading.Thread(target=other_user)
+    other.start()
+    holding.wait(10)
+    try:
+        at = run_page(PAGE)
+    finally:
+        release.set()
+        other.join(10)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert texts[0].startswith(f"{WAITING}the calibration of ") and texts[1:] == [None]
+    assert not at.info, "the notice is on the bar, not in a separate box"
+    assert len(_outliers(at)) > 3, "then it calibrated"
