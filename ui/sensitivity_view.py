@@ -9,7 +9,9 @@ starts by itself; a larger model waits for Run sweep and shows an empty heatmap 
 
 Sweeps and suggestions are heavy jobs (`ui.jobs.heavy_job`): a sweep takes the server's slot one
 layer at a time (another user's job can start between two layers), and stops by itself after
-SWEEP_TIME_BUDGET_S seconds of measuring, keeping the finished layers.
+SWEEP_TIME_BUDGET_S seconds of measuring, keeping the finished layers. A suggestion holds the slot for
+its whole search, so it stops after SUGGESTION_TIME_BUDGET_S seconds of searching with the best config
+found so far (`suggest_config(time_budget_s=...)`), and the page says so.
 """
 from __future__ import annotations
 
@@ -58,6 +60,7 @@ SIZE_BUDGET, MIN_ACCURACY = "size budget", "minimum accuracy"
 FP32 = PRESETS["FP32"]
 AUTO_SWEEP_MAX_CONFIGS = 100  # layers x formats of the default sweep run on a first visit (demos: 15 to 70)
 SWEEP_TIME_BUDGET_S = 300.0  # measuring time per sweep (waits for the server's job slot not counted)
+SUGGESTION_TIME_BUDGET_S = 120.0  # searching time per suggestion (the wait for the job slot not counted)
 _AUTO_STARTED = "_sens_auto_started"  # (model_key, data_key) pairs whose default sweep this session started
 
 
@@ -363,7 +366,8 @@ def run_suggestion(ctx, evaluator, baseline):
                   else {"min_accuracy": value})
         with heavy_job("the mixed-precision search", notify=waiting_notice()):
             entry["suggestion"] = suggest_config(evaluator, sweep_rows=sweep_rows_for_suggestion(ctx),
-                                                 progress=lambda f: bar.progress(min(max(f, 0.0), 1.0)), **budget)
+                                                 progress=lambda f: bar.progress(min(max(f, 0.0), 1.0)),
+                                                 time_budget_s=SUGGESTION_TIME_BUDGET_S, **budget)
         bar.empty()
         cancel.empty()
     return entry["suggestion"]
@@ -415,6 +419,10 @@ def show_suggestion(suggestion, baseline) -> None:
         f"Suggestion {outcome}: {result.size_bytes / 1024:.1f} KB "
         f"({result.size_bytes / result.fp32_size_bytes:.1%} of FP32), {suggestion.metric} {metric:.2%} "
         f"in {len(suggestion.steps)} steps.")
+    if suggestion.stopped:
+        st.caption(f"Search {suggestion.stopped} (the time limit of a search on this shared server is "
+                   f"{SUGGESTION_TIME_BUDGET_S:g} s: sweep first, so the search measures fewer candidates, or "
+                   f"use `python -m quant_core suggest` without --time-budget).")
     st.button("Apply suggestion", key=SENS_APPLY_SUGGESTION, on_click=_apply_suggestion)
     if st.session_state.pop(_APPLIED_SUGGESTION, False):
         st.success("The suggestion is now the current config (see the Mixed precision page).")

@@ -173,3 +173,34 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(swept):
     at.run()
     assert any("Sweep finished: 3 of 3 layers" in c.value for c in at.caption)
     assert len(at.session_state["_sens_job"].rows) == len(swept.session_state["_sens_job"].rows)
+
+
+def test_a_suggestion_stops_at_its_time_limit_with_what_it_found_and_says_so(monkeypatch):
+    from quant_core import suggest
+
+    budgets = []
+    real = suggest.suggest_config
+    monkeypatch.setattr(suggest, "suggest_config", lambda *a, **k: budgets.append(k["time_budget_s"]) or real(*a, **k))
+    monkeypatch.setattr("ui.sensitivity_view.SUGGESTION_TIME_BUDGET_S", 1e-9)  # over after the first measurement
+    at = _page()
+    at.slider(key="sens_size_budget").set_value(12)
+    at.button(key="sens_suggest").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert budgets == [1e-9]
+    caption = next(c.value for c in at.caption if c.value.startswith("Search stopped after 0 s"))
+    assert "0 steps taken" in caption and "the time limit of a search on this shared server is 1e-09 s" in caption
+    assert at.warning[0].value.startswith("Suggestion does NOT meet the constraint (closest found)")
+    assert at.session_state["_sens_suggestion"]["suggestion"].steps == ()
+
+
+def test_the_page_gives_a_suggestion_two_minutes_of_searching(monkeypatch):
+    from quant_core import suggest
+
+    budgets = []
+    real = suggest.suggest_config
+    monkeypatch.setattr(suggest, "suggest_config", lambda *a, **k: budgets.append(k["time_budget_s"]) or real(*a, **k))
+    at = _page()
+    at.button(key="sens_suggest").click().run()
+    assert not at.exception and not at.error
+    assert budgets == [120.0]
+    assert not any(c.value.startswith("Search stopped") for c in at.caption), "the demo's search ends well within it"
