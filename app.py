@@ -21,10 +21,10 @@ for note in summary.notes:
 inputs_column, outputs_column = st.columns(2)
 with inputs_column:
     st.subheader("Inputs")
-    st.dataframe(summary.inputs, hide_index=True, width="stretch")
+    model_view.show_table(summary.inputs)
 with outputs_column:
     st.subheader("Outputs")
-    st.dataframe(summary.outputs, hide_index=True, width="stretch")
+    model_view.show_table(summary.outputs)
 
 st.subheader("Accuracy in FP32")
 if ctx.evaluation_data is None:
@@ -43,12 +43,12 @@ else:
 st.subheader("Layers")
 st.caption("Quantizable layers are named by their ONNX node names; share = the layer's parameters over all "
            "parameters (FP32).")
-st.dataframe(summary.layers, hide_index=True, width="stretch")
+model_view.show_table(summary.layers)
 
 st.subheader("Size by format")
 st.caption("Quantizable weights in the format (scales and zero points included), all other parameters FP32.")
 size_column, chart_column = st.columns([2, 3])
-size_column.dataframe(summary.sizes, hide_index=True, width="stretch")
+model_view.show_table(summary.sizes, size_column)
 chart_column.plotly_chart(model_view.size_figure(summary.sizes), width="stretch")
 
 st.header("How to use this lab")

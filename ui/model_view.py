@@ -146,3 +146,22 @@ def _fit(tq: TensorQuant | None, shape) -> TensorQuant | None:
         return TensorQuant(tq.format)
     return tq
 
+
+
+STATIC_TABLE_MAX_ROWS = 40
+
+
+def show_table(frame: pd.DataFrame, container=st) -> None:
+    """Show a small table as static HTML, a long one in the scrollable data grid.
+
+    Why: the data grid's frontend code is the largest part of the landing page's load in the browser
+    (bench/bench_first_page.py: usable in ~4.9 s with static tables against ~7 s with grids).
+    """
+    if len(frame) <= STATIC_TABLE_MAX_ROWS:
+        # Static tables print floats with pandas' fixed 4 decimals: show them as the rounded values they are.
+        shown = frame.copy()
+        for column in shown.select_dtypes("float").columns:
+            shown[column] = shown[column].map(lambda value: f"{value:g}")
+        container.table(shown.set_index(shown.columns[0]))
+    else:
+        container.dataframe(frame, hide_index=True, width="stretch")

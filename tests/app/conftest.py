@@ -77,3 +77,11 @@ def downloads(monkeypatch) -> dict[str, bytes]:
 
     monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
     return served
+
+
+def model_page_tables(at: AppTest) -> list:
+    """The Model page's tables in page order (inputs, outputs, layers, sizes) as DataFrames.
+
+    Small tables are static (st.table, first column as index), long ones the data grid: both read alike.
+    """
+    return [t.value.reset_index() for t in at.table] + [d.value for d in at.dataframe]

@@ -3,13 +3,13 @@ import json
 import re
 
 from quant_core.config import PRESETS, LayerQuant, QuantConfig, TensorQuant
-from tests.app.conftest import run_page, texts, tiny_data_bytes, tiny_model_bytes
+from tests.app.conftest import model_page_tables, run_page, texts, tiny_data_bytes, tiny_model_bytes
 
 CONFIG_FILE = "quant_config_{}.json"
 
 
 def _layer_names(at) -> list[str]:
-    return list(at.dataframe[2].value["layer"])
+    return list(model_page_tables(at)[2]["layer"])
 
 
 def test_the_preset_starts_at_w8a8_and_the_download_serves_that_config(downloads):

@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from quant_core.cli import main
 from tests.app.conftest import downloads  # noqa: F401  (a fixture, shared with the page tests)
+from tests.app.conftest import model_page_tables
 from tests.app.conftest import texts as page_text
 from quant_core.demo import load_demo
 
@@ -82,8 +83,7 @@ def upload(at: AppTest, key: str, name: str, content: bytes) -> AppTest:
 
 def layer_names(at: AppTest) -> list[str]:
     """The layers listed on the Model page (the table with a 'layer' column)."""
-    for frame in at.dataframe:
-        value = frame.value
+    for value in model_page_tables(at):
         if "layer" in getattr(value, "columns", ()):
             return list(value["layer"])
     raise AssertionError("the Model page shows no layer table")
