@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from quant_core.axes import resolve, weight_axes  # noqa: E402
 from quant_core.calibrate import calibrate  # noqa: E402
-from quant_core.config import FP32_LAYER, LayerQuant, QuantConfig, TensorQuant  # noqa: E402
+from quant_core.config import LayerQuant, QuantConfig, TensorQuant  # noqa: E402
 from quant_core.data import Dataset  # noqa: E402
 from quant_core.demo import load_demo  # noqa: E402
 from quant_core.evaluate import Evaluator  # noqa: E402

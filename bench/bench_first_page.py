@@ -14,19 +14,17 @@ app written to a temp dir, so the ratio is our own cost over Streamlit's start-u
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+sys.path.insert(0, str(ROOT))
+from tests.browser.streamlit_server import CHROMIUM, CHROMIUM_ARGS, free_port, wait_healthy  # noqa: E402
+
 TARGET_S = 5.0
 TIMEOUT_S = 120.0
 TRIVIAL_APP = 'import streamlit as st; st.title("hello")\n'
@@ -35,29 +33,9 @@ EXCEPTION = "[data-testid='stException']"
 NO_STATUS = "!document.querySelector(\"[data-testid='stStatusWidget']\")"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_healthy(url: str, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited with status {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"streamlit did not answer on {url} within {TIMEOUT_S:.0f} s")
-
-
 def measure(browser, script: Path, cwd: Path, want_chart: bool) -> dict[str, float]:
     """Seconds from `streamlit run` to: server healthy, script finished, chart drawn (if `want_chart`)."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     start = time.perf_counter()
@@ -66,7 +44,7 @@ def measure(browser, script: Path, cwd: Path, want_chart: bool) -> dict[str, flo
          "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
         cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_healthy(url, server)
+        wait_healthy(url, server, timeout_s=TIMEOUT_S, poll_s=0.02)
         healthy = time.perf_counter() - start
         page = context.new_page()
         page.goto(url, timeout=TIMEOUT_S * 1000)

@@ -122,7 +122,7 @@ def pareto_figure(frame: pd.DataFrame, *, chosen: tuple[float, float] | None = N
     if chosen is not None:
         fig.add_scatter(x=[chosen[0]], y=[chosen[1] * 100], mode="markers", name="suggestion",
                         marker=dict(symbol="star", size=18, color="gold", line=dict(color="black", width=1)),
-                        hovertemplate=f"suggestion<br>%{{x:.1f}} KB, %{{y:.2f}}%<extra></extra>")
+                        hovertemplate="suggestion<br>%{x:.1f} KB, %{y:.2f}%<extra></extra>")
     fig.update_layout(title="Size vs accuracy of the configs tried", xaxis_title="model size (KB)",
                       yaxis_title="accuracy (%)", margin=_MARGIN, legend=dict(orientation="h", y=-0.25))
     return fig

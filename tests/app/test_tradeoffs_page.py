@@ -115,7 +115,7 @@ def test_other_settings_need_their_own_measurement_and_show_sizes_meanwhile(meas
 
 
 def test_a_config_with_simulated_only_formats_is_plotted_apart_without_latency(measured):
-    from quant_core.config import PRESETS, LayerQuant, QuantConfig, TensorQuant
+    from quant_core.config import LayerQuant, QuantConfig, TensorQuant
 
     at = measured
     int3 = LayerQuant(TensorQuant("int3", granularity="per_channel"))

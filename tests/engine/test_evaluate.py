@@ -129,7 +129,6 @@ def test_a_fixed_batch_dimension_is_respected(chain):
 
 def _matmul_model(k=6, n=4, seed=0):
     """x (N, k) @ W (k, n) -> y: one MatMul layer whose output channels are W's columns (axis 1)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
     weight = np.random.default_rng(seed).normal(size=(k, n)).astype(np.float32)
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")], "matmul",
