@@ -60,6 +60,22 @@ def demo_split_indices(num_samples: int) -> tuple[np.ndarray, np.ndarray]:
     return order[:TRAIN_SAMPLES], order[TRAIN_SAMPLES:]
 
 
+def heldout_data_path() -> Path:
+    """Path of the 797 held-out digits as their own .npz (`image`, `labels`), for the command line.
+
+    `digits.npz` holds all 1,797 digits, 1,000 of which trained the demo models: evaluating a demo model
+    on it from the command line would count training data. This file holds only what `load_demo` returns
+    (written by `write_heldout_data`; a test checks the shipped file still matches).
+    """
+    return DEMO_DIR / "digits_heldout.npz"
+
+
+def write_heldout_data(path: Path) -> None:
+    """Write the held-out digits (the data `load_demo` returns) to `path` as an .npz."""
+    _, data = load_demo(next(iter(DEMO_MODELS)))
+    np.savez_compressed(path, image=data.inputs["image"], labels=data.labels)
+
+
 def load_demo(name: str) -> tuple[bytes, Dataset]:
     """Return a demo model's ONNX bytes and the 797 held-out digits (never used in training)."""
     if name not in DEMO_MODELS:

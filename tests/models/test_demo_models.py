@@ -85,3 +85,13 @@ def test_cnn_conv1_channels_have_very_different_weight_ranges():
     weight = weight_array(load_model(DEMO_MODELS["cnn"].path), "conv1.weight")
     per_channel = np.abs(weight).reshape(weight.shape[0], -1).max(axis=1)
     assert per_channel.max() / per_channel.min() > 100
+
+
+def test_the_shipped_heldout_file_holds_exactly_the_digits_no_demo_model_was_trained_on():
+    from quant_core.demo import heldout_data_path
+
+    _, data = load_demo("cnn")
+    with np.load(heldout_data_path(), allow_pickle=False) as heldout:
+        assert np.array_equal(heldout["image"], data.inputs["image"])
+        assert np.array_equal(heldout["labels"], data.labels)
+    assert data.num_samples == 797
