@@ -123,16 +123,29 @@ def op_runtime_cannot_run() -> bytes:
 
 # --- external data --------------------------------------------------------------------------------
 
+def _point_outside(tensor: onnx.TensorProto, location: str, **extra: str) -> onnx.TensorProto:
+    """Make `tensor` claim its data lives in the file `location` (its own data dropped)."""
+    tensor.ClearField("raw_data")
+    tensor.ClearField("float_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), *extra.items()):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    return tensor
+
+
+def _secret_tensor(location: str) -> onnx.TensorProto:
+    tensor = onnx.TensorProto()
+    tensor.name = "secret"
+    tensor.data_type = TensorProto.FLOAT
+    tensor.dims.extend([CLASSES])
+    return _point_outside(tensor, location)
+
+
 def external_data(location: str) -> bytes:
     """The Gemm model whose weight 'w' says its data lives in the file `location`."""
     model = gemm_weights()
-    weight = model.graph.initializer[0]
-    weight.ClearField("raw_data")
-    weight.ClearField("float_data")
-    weight.data_location = TensorProto.EXTERNAL
-    for key, value in (("location", location), ("offset", "0"), ("length", str(CLASSES * IN_FEATURES * 4))):
-        entry = weight.external_data.add()
-        entry.key, entry.value = key, value
+    _point_outside(model.graph.initializer[0], location, offset="0", length=str(CLASSES * IN_FEATURES * 4))
     return model.SerializeToString()
 
 
@@ -141,11 +154,7 @@ def external_data_in_constant(location: str) -> bytes:
     model = gemm_weights()
     tensor = onnx.TensorProto()
     tensor.CopyFrom(model.graph.initializer[1])
-    tensor.ClearField("raw_data")
-    tensor.ClearField("float_data")
-    tensor.data_location = TensorProto.EXTERNAL
-    entry = tensor.external_data.add()
-    entry.key, entry.value = "location", location
+    _point_outside(tensor, location)
     del model.graph.initializer[1]
     model.graph.node.insert(0, helper.make_node("Constant", [], ["b"], name="bias_const", value=tensor))
     return model.SerializeToString()
@@ -154,13 +163,7 @@ def external_data_in_constant(location: str) -> bytes:
 def external_data_in_function(location: str) -> bytes:
     """External data inside a model-local function's Constant node (not in the main graph)."""
     model = gemm_weights()
-    tensor = onnx.TensorProto()
-    tensor.name = "secret"
-    tensor.data_type = TensorProto.FLOAT
-    tensor.dims.extend([CLASSES])
-    tensor.data_location = TensorProto.EXTERNAL
-    entry = tensor.external_data.add()
-    entry.key, entry.value = "location", location
+    tensor = _secret_tensor(location)
     function = helper.make_function(
         "local.fn", "AddSecret", ["a"], ["out"],
         [helper.make_node("Constant", [], ["s"], value=tensor), helper.make_node("Add", ["a", "s"], ["out"])],
@@ -175,13 +178,7 @@ def external_data_in_function(location: str) -> bytes:
 def external_data_in_training(location: str) -> bytes:
     """External data inside a training_info initialization graph (not in the inference graph)."""
     model = gemm_weights()
-    tensor = onnx.TensorProto()
-    tensor.name = "secret"
-    tensor.data_type = TensorProto.FLOAT
-    tensor.dims.extend([CLASSES])
-    tensor.data_location = TensorProto.EXTERNAL
-    entry = tensor.external_data.add()
-    entry.key, entry.value = "location", location
+    tensor = _secret_tensor(location)
     training = model.training_info.add()
     training.initialization.CopyFrom(helper.make_graph([], "init", [], [], initializer=[tensor]))
     training.algorithm.CopyFrom(helper.make_graph([], "algorithm", [], []))
