@@ -44,6 +44,20 @@ class TensorQuant:
         object.__setattr__(self, "percentile", float(self.percentile))
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"percentile must be in (50, 100], got {self.percentile}")
+        # Hashed once: configs key every cache of the engine, and a dataclass hashes all 7 fields per lookup.
+        object.__setattr__(self, "_hash", hash((self.format, self.symmetric, self.granularity, self.axis,
+                                                self.block_size, self.range_method, self.percentile)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __getstate__(self) -> dict:
+        # String hashes differ between processes: a pickled copy recomputes its hash where it is loaded.
+        return {name: value for name, value in self.__dict__.items() if name != "_hash"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__post_init__()
 
     def to_dict(self) -> dict:
         return {"format": self.format.name, "symmetric": self.symmetric, "granularity": self.granularity.value,
@@ -179,6 +193,8 @@ def _integer(key: str, value, expected: str) -> int:
 
 
 def _choice(key: str, value, enum):
+    if isinstance(value, enum):
+        return value  # already checked (replace() and copies pass members back in)
     allowed = ", ".join(member.value for member in enum)
     if not isinstance(value, str):
         raise ConfigError(f"{key} must be one of {allowed}, got {_shown(value)}")

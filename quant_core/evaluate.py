@@ -12,7 +12,6 @@ from collections.abc import Hashable
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
-import onnx
 from onnx import helper
 
 from .axes import WeightLayout, layer_axes, resolve, shape_axes
@@ -20,9 +19,9 @@ from .calibrate import Calibration, batches, fit_batch, named_inputs, sample_cou
 from .config import LayerQuant, QuantConfig, TensorQuant
 from .errors import DataError
 from .formats import FormatKind, Granularity, RangeMethod
-from .quantize import quantize_tensor
-from .metrics import cosine_similarity, sqnr_db
-from .overrides import ExportKind, plan_export
+from .quantize import fake_quantize_tensor, tensor_range
+from .metrics import FixedReference, ratio_db
+from .overrides import ExportKind, ExportPlanner, plan_export
 from .ranges import weight_ranges
 from .size import tensor_bytes
 from .simulate import ActivationQuant, SimulationSession, layer_specs
@@ -84,15 +83,6 @@ class LayerError:
         return asdict(self)
 
 
-def sqnr_from_sums(signal: float, noise: float) -> float:
-    """10 log10(signal / noise) from sums gathered batch by batch; inf when identical (as metrics.sqnr_db)."""
-    if noise == 0.0:
-        return float("inf")
-    if signal == 0.0:
-        return float("-inf")
-    return float(10.0 * np.log10(signal / noise))
-
-
 def _power(x: np.ndarray) -> float:
     x = x.astype(np.float64, copy=False).reshape(-1)
     return float(np.dot(x, x))
@@ -109,7 +99,7 @@ def _top1(x: np.ndarray) -> np.ndarray:
     return x.reshape(len(x), -1).argmax(axis=1)
 
 
-def simulated_only(prepared, config: QuantConfig) -> tuple[str, ...]:
+def simulated_only(prepared, config: QuantConfig, planner: ExportPlanner | None = None) -> tuple[str, ...]:
     """Return the layers whose configured formats the export keeps FP32 for lack of an onnxruntime kernel.
 
     The one source of truth is the export plan (`overrides.plan_export`: kind SIMULATED_ONLY), so a
@@ -117,20 +107,8 @@ def simulated_only(prepared, config: QuantConfig) -> tuple[str, ...]:
     8-bit (int4 included: 4-bit exists only as weight-only MatMulNBits, `export_matmul_nbits`),
     per-group, fp8, binary, ternary, k-means, activation-only choices, activations other than 8-bit.
     """
-    return tuple(entry.layer for entry in plan_export(prepared, config) if entry.kind == ExportKind.SIMULATED_ONLY)
-
-
-class _PlanSource:
-    """What `plan_export` reads of a prepared model (its layers, nodes and initializer shapes), without
-    the weights' data, so planning a config does not copy the model's weights."""
-
-    def __init__(self, prepared):
-        self.info = prepared.info
-        model = prepared.model
-        self.model = onnx.ModelProto(ir_version=model.ir_version, opset_import=model.opset_import)
-        self.model.graph.node.extend(model.graph.node)
-        for init in model.graph.initializer:
-            self.model.graph.initializer.add(name=init.name, dims=init.dims, data_type=init.data_type)
+    plan = planner.plan(config) if planner is not None else plan_export(prepared, config)
+    return tuple(entry.layer for entry in plan if entry.kind == ExportKind.SIMULATED_ONLY)
 
 
 def _weight_bytes(shape: tuple[int, ...], tq: TensorQuant | None) -> int:
@@ -226,10 +204,11 @@ class Evaluator:
         self._isolated = LRUCache(MAX_ISOLATED)      # LayerFeed -> SQNR dB at that layer's output
         self._axes = layer_axes(prepared)
         self._quantizable = frozenset(self.session.quantizable_activations)
-        self._plan_source = _PlanSource(prepared)
+        self._planner = ExportPlanner(prepared)
         self._facts = model_facts(prepared)
         self._layouts = LRUCache(MAX_SMALL)          # (layer, TensorQuant) -> WeightLayout
         self._weights = LRUCache(MAX_WEIGHTS)        # (weight, resolved TensorQuant, shape) -> float32 array
+        self._ranges = LRUCache(MAX_WEIGHTS)         # (weight, granularity, axis, block, shape) -> min-max (lo, hi)
         self._fp32_layer_outputs: dict[str, np.ndarray] | None = None
         self._fp32_layer_power: dict[str, float] = {}
         self._cuts: list[dict[str, np.ndarray]] | None = None
@@ -246,6 +225,8 @@ class Evaluator:
         self.fp32_size_bytes = self.size_bytes(QuantConfig())
         self.fp32_accuracy = self._accuracy(self.fp32_outputs[0])
         self._fp32_top1 = _top1(self.fp32_outputs[0])
+        # Every config is scored against these: their float64 copies and powers are computed once.
+        self._references = tuple(FixedReference(output) for output in self.fp32_outputs)
 
     # -- feeds ------------------------------------------------------------------------------------
 
@@ -275,8 +256,20 @@ class Evaluator:
             lo = hi = None
             if tq.format.is_integer and tq.range_method != RangeMethod.MINMAX:
                 lo, hi = weight_ranges(view, tq, name=name)
-            values = quantize_tensor(view, tq, name=name, lo=lo, hi=hi).values.reshape(x.shape)
+            elif tq.format.is_integer:
+                lo, hi = self._minmax_range(layer, view, tq, layout.shape)
+            values = fake_quantize_tensor(view, tq, name=name, lo=lo, hi=hi).reshape(x.shape)
             found = self._weights.put(key, np.ascontiguousarray(values, dtype=np.float32))
+        return found
+
+    def _minmax_range(self, layer: str, view: np.ndarray, tq: TensorQuant, shape: tuple[int, ...]):
+        """The weight's min-max range at tq's granularity: the same for every bit width and scheme, so
+        computed once per (weight, granularity, axis, block size) for the configs that differ only there."""
+        key = (self._specs[layer].weight, tq.granularity, tq.axis, tq.block_size, shape)
+        found = self._ranges.get(key)
+        if found is None:
+            found = self._ranges.put(key, tensor_range(view, granularity=tq.granularity, axis=tq.axis,
+                                                       block_size=tq.block_size, name=f"{layer} weight"))
         return found
 
     def _choices(self, config: QuantConfig) -> dict[str, LayerQuant]:
@@ -448,7 +441,7 @@ class Evaluator:
                     noise[layer] += _power(ref.astype(np.float64) - value)
                 start += count
             signal = self._fp32_layer_power
-            found = self._layer_sqnr.put(feeds, {layer: sqnr_from_sums(signal[layer], noise[layer])
+            found = self._layer_sqnr.put(feeds, {layer: ratio_db(signal[layer], noise[layer])
                                                  for layer in reference})
         return found
 
@@ -502,20 +495,19 @@ class Evaluator:
         check_config(config, self._facts)
         weights, activations = self._feeds(config)
         outputs = self._run_outputs(weights, activations) if (weights or activations) else self.fp32_outputs
-        reference = self.fp32_outputs[0]
         top1 = _top1(outputs[0])
-        output_sqnr = tuple(sqnr_db(r, o) for r, o in zip(self.fp32_outputs, outputs))
+        output_sqnr = tuple(r.sqnr_db(o) for r, o in zip(self._references, outputs))
         result = EvaluationResult(
             config_name=config.name,
             accuracy=self._accuracy(outputs[0], top1),
             per_class_accuracy=self._per_class(outputs[0], top1),
             top1_agreement=float(np.mean(top1 == self._fp32_top1)),
-            cosine=cosine_similarity(reference, outputs[0]),
+            cosine=self._references[0].cosine(outputs[0]),
             sqnr_db=output_sqnr[0],
             output_sqnr_db=output_sqnr,
             size_bytes=self.size_bytes(config),
             fp32_size_bytes=self.fp32_size_bytes,
-            simulated_only=simulated_only(self._plan_source, config),
+            simulated_only=simulated_only(self.prepared, config, self._planner),
             sample_count=self.sample_count,
         )
         return self._results.put(config, result)

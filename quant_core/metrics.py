@@ -37,7 +37,7 @@ def max_abs_error(reference, quantized) -> float:
     return float(np.max(np.abs(a - b)))
 
 
-def _ratio_db(signal_power: float, noise_power: float) -> float:
+def ratio_db(signal_power: float, noise_power: float) -> float:
     """Return 10 log10(signal / noise) in dB.
 
     Notes
@@ -58,10 +58,42 @@ def sqnr_db(reference, quantized) -> float:
     Notes
     -----
     +inf when quantized == reference exactly; -inf when the reference is all zeros but the
-    quantized values are not (see `_ratio_db`).
+    quantized values are not (see `ratio_db`).
     """
     a, b = _pair(reference, quantized)
-    return _ratio_db(float(np.sum(np.square(a))), float(np.sum(np.square(a - b))))
+    return ratio_db(float(np.sum(np.square(a))), float(np.sum(np.square(a - b))))
+
+
+class FixedReference:
+    """One reference compared with many candidates (every config against the FP32 outputs).
+
+    Its float64 copy, power and norm are computed once; `sqnr_db` and `cosine` then equal the
+    functions of the same names bit for bit, at the cost of the candidate alone.
+    """
+
+    def __init__(self, reference):
+        a = np.asarray(reference, dtype=np.float64)
+        if a.size == 0:
+            raise QuantLabError("the reference is empty; metrics need at least one value")
+        self.shape = a.shape
+        self._flat = a.reshape(-1)
+        self.power = float(np.sum(np.square(self._flat)))
+        self.norm = float(np.linalg.norm(self._flat))
+
+    def _candidate(self, other) -> np.ndarray:
+        b = np.asarray(other, dtype=np.float64)
+        if b.shape != self.shape:
+            raise QuantLabError(f"reference has shape {self.shape} but quantized has shape {b.shape}; "
+                                "metrics compare arrays of the same shape")
+        return b.reshape(-1)
+
+    def sqnr_db(self, other) -> float:
+        b = self._candidate(other)
+        return ratio_db(self.power, float(np.sum(np.square(self._flat - b))))
+
+    def cosine(self, other) -> float:
+        b = self._candidate(other)
+        return _cosine_of_norms(float(self._flat @ b), self.norm, float(np.linalg.norm(b)))
 
 
 def _cosine_of_norms(dot: float, norm_a: float, norm_b: float) -> float:

@@ -140,26 +140,44 @@ def classify_layer(name: str, op_type: str, choice: LayerQuant, node: onnx.NodeP
     return LayerExport(name, op_type, ExportKind.INTEGER)
 
 
+class ExportPlanner:
+    """Plans configs of one model: the nodes, weights and layers it reads are indexed once.
+
+    Read-only: it keeps a reference to the model (no copy), so planning a config costs only the
+    classification of its layers (the what-if engine plans every config it evaluates).
+    """
+
+    def __init__(self, prepared):
+        model = getattr(prepared, "model", prepared)
+        self._model = model if isinstance(model, onnx.ModelProto) else model_proto(prepared)
+        self._nodes = _nodes_by_name(self._model)
+        self._initializers = {init.name: init for init in self._model.graph.initializer}
+        self._layers = _layer_names(prepared, self._model)
+
+    def plan(self, config: QuantConfig) -> tuple[LayerExport, ...]:
+        """Return, for every quantizable layer in model order, how `config` can be exported."""
+        plan = []
+        activation_owner: dict[str, tuple[str, TensorQuant]] = {}
+        for name, op_type in self._layers:
+            node = self._nodes.get(name)
+            choice = config.for_layer(name)
+            decision = classify_layer(name, op_type, choice, node, self._initializers)
+            if decision.kind == ExportKind.INTEGER:
+                # onnxruntime puts one QuantizeLinear on a tensor, shared by all its readers.
+                tensor, tq = node.input[0], choice.activations
+                owner = activation_owner.setdefault(tensor, (name, tq))
+                if owner[1] != tq:
+                    decision = LayerExport(name, op_type, ExportKind.SIMULATED_ONLY,
+                                           f"reads {tensor!r} like layer {owner[0]!r} but with other activation "
+                                           "settings; onnxruntime quantizes a tensor once")
+            plan.append(decision)
+        return tuple(plan)
+
+
 def plan_export(prepared, config: QuantConfig) -> tuple[LayerExport, ...]:
-    """Return, for every quantizable layer in model order, how `config` can be exported."""
-    model = prepared if isinstance(prepared, onnx.ModelProto) else model_proto(prepared)
-    nodes = _nodes_by_name(model)
-    initializers = {init.name: init for init in model.graph.initializer}
-    plan = []
-    activation_owner: dict[str, tuple[str, TensorQuant]] = {}
-    for name, op_type in _layer_names(prepared, model):
-        node = nodes.get(name)
-        decision = classify_layer(name, op_type, config.for_layer(name), node, initializers)
-        if decision.kind == ExportKind.INTEGER:
-            # onnxruntime puts one QuantizeLinear on a tensor, shared by all its readers.
-            tensor, tq = node.input[0], config.for_layer(name).activations
-            owner = activation_owner.setdefault(tensor, (name, tq))
-            if owner[1] != tq:
-                decision = LayerExport(name, op_type, ExportKind.SIMULATED_ONLY,
-                                       f"reads {tensor!r} like layer {owner[0]!r} but with other activation "
-                                       "settings; onnxruntime quantizes a tensor once")
-        plan.append(decision)
-    return tuple(plan)
+    """Return, for every quantizable layer in model order, how `config` can be exported
+    (`ExportPlanner(prepared).plan(config)`: keep a planner when planning several configs)."""
+    return ExportPlanner(prepared).plan(config)
 
 
 # ---------------------------------------------------------------------------------------------

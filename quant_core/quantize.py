@@ -557,12 +557,7 @@ def quantize_tensor(x, tq: TensorQuant, *, name: str = "tensor", lo=None, hi=Non
         _refuse_non_finite(x, name)
         return QuantizedTensor(x.copy(), None, None, None, None, fmt)
     if fmt.is_integer:
-        if lo is None or hi is None:
-            lo, hi = tensor_range(x, granularity=tq.granularity, axis=tq.axis, block_size=tq.block_size, name=name)
-        else:
-            _check_layout(x, tq.granularity, tq.axis, name)
-        axis, block_size = _layout(tq, x.ndim)
-        scale, zero_point = qparams_from_range(lo, hi, fmt, symmetric=tq.symmetric)
+        scale, zero_point, axis, block_size = _integer_grid(x, tq, lo, hi, name)
         codes = quantize(x, scale, zero_point, fmt, axis=axis, block_size=block_size, name=name)
         values = dequantize(codes, scale, zero_point, axis=axis, block_size=block_size, name=name)
         return QuantizedTensor(values, scale, zero_point, codes, None, fmt, axis, block_size)
@@ -572,3 +567,31 @@ def quantize_tensor(x, tq: TensorQuant, *, name: str = "tensor", lo=None, hi=Non
         return quantize_float_tensor(x, tq, name=name)
     from .extreme import kmeans_codebook
     return kmeans_codebook(x, fmt.bits, name=name)
+
+
+def _integer_grid(x: np.ndarray, tq: TensorQuant, lo, hi, name: str):
+    """(scale, zero_point, axis, block_size) of an integer `tq` for x: its range (min-max, or the
+    caller's lo / hi) through qparams_from_range."""
+    if lo is None or hi is None:
+        lo, hi = tensor_range(x, granularity=tq.granularity, axis=tq.axis, block_size=tq.block_size, name=name)
+    else:
+        _check_layout(x, tq.granularity, tq.axis, name)
+    axis, block_size = _layout(tq, x.ndim)
+    scale, zero_point = qparams_from_range(lo, hi, tq.format, symmetric=tq.symmetric)
+    return scale, zero_point, axis, block_size
+
+
+def fake_quantize_tensor(x, tq: TensorQuant, *, name: str = "tensor", lo=None, hi=None) -> np.ndarray:
+    """Return `quantize_tensor(x, tq, ...).values` without the codes: what a simulation feeds.
+
+    Integer formats with a concrete axis take one `fake_quantize` pass (dequantize(quantize(x)) bit
+    for bit) instead of quantize, then dequantize: a third of the time on a layer's weight, which
+    counts when every new config quantizes every weight (the what-if engine). Other formats, and
+    axis=None, are quantize_tensor's own values.
+    """
+    fmt = tq.format
+    if not fmt.is_integer or (tq.axis is None and tq.granularity != Granularity.PER_TENSOR):
+        return quantize_tensor(x, tq, name=name, lo=lo, hi=hi).values
+    x = _as_float32(x, name)
+    scale, zero_point, axis, block_size = _integer_grid(x, tq, lo, hi, name)
+    return fake_quantize(x, scale, zero_point, fmt, axis=axis, block_size=block_size, name=name)

@@ -18,7 +18,7 @@ from quant_core.axes import weight_axes
 from quant_core.config import TensorQuant
 from quant_core.errors import ConfigError, QuantLabError
 from quant_core.formats import FormatKind, Granularity, NumberFormat, RangeMethod
-from quant_core.metrics import clipped_fraction, mse, sqnr_db
+from quant_core.metrics import clipped_fraction, mse, ratio_db, sqnr_db
 from quant_core.model_io import weight_array
 from quant_core.quantize import dequantize, fake_quantize, quantize_tensor, tensor_range
 from quant_core.qparams import qparams_from_range
@@ -265,17 +265,8 @@ def _clip_points(model_key: str, weight_name: str, bits: int, symmetric: bool, g
         for percent, row in zip(percents[start:start + chunk], values):
             # metrics.mse and metrics.sqnr_db in float64, sharing the reference and its power across candidates
             noise = float(np.sum(np.square(reference - row.astype(np.float64))))
-            points.append(ClipPoint(int(percent), noise / reference.size, _ratio_db(signal, noise)))
+            points.append(ClipPoint(int(percent), noise / reference.size, ratio_db(signal, noise)))
     return tuple(points)
-
-
-def _ratio_db(signal_power: float, noise_power: float) -> float:
-    """10 log10(signal / noise) in dB, as quant_core.metrics.sqnr_db: +inf without noise, -inf without signal."""
-    if noise_power == 0.0:
-        return float("inf")
-    if signal_power == 0.0:
-        return float("-inf")
-    return float(10.0 * np.log10(signal_power / noise_power))
 
 
 def _tq(bits: int, symmetric: bool, granularity: Granularity, axis: int,

@@ -77,3 +77,14 @@ def test_more_than_one_mebibyte_is_refused_before_parsing():
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_round_trips_through_json(name):
     assert QuantConfig.from_json(PRESETS[name].to_json()) == PRESETS[name]
+
+
+def test_a_tensor_choice_keeps_its_hash_and_equality_through_pickle_and_replace():
+    import pickle
+    from dataclasses import replace
+
+    tq = TensorQuant("int4", granularity="per_channel", range_method="percentile", percentile=99.9)
+    copy = pickle.loads(pickle.dumps(tq))
+    assert copy == tq and hash(copy) == hash(tq)
+    assert replace(tq, symmetric=False) != tq and hash(replace(tq, symmetric=True)) == hash(tq)
+    assert "_hash" not in repr(tq) and "_hash" not in tq.to_dict()

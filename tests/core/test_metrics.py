@@ -6,13 +6,14 @@ import pytest
 
 from quant_core.errors import QuantLabError
 from quant_core.metrics import (
+    FixedReference,
     _cosine_of_norms,
-    _ratio_db,
     clipped_fraction,
     cosine_similarity,
     kl_divergence,
     max_abs_error,
     mse,
+    ratio_db,
     sqnr_db,
     top1_agreement,
 )
@@ -40,9 +41,9 @@ def test_sqnr_of_an_exact_copy_is_plus_infinity():
 
 
 def test_ratio_db_degenerate_cases():
-    assert _ratio_db(0.0, 0.0) == math.inf      # zero reproduced exactly
-    assert _ratio_db(0.0, 2.0) == -math.inf     # nothing but noise
-    assert _ratio_db(100.0, 1.0) == 20.0
+    assert ratio_db(0.0, 0.0) == math.inf      # zero reproduced exactly
+    assert ratio_db(0.0, 2.0) == -math.inf     # nothing but noise
+    assert ratio_db(100.0, 1.0) == 20.0
 
 
 def test_cosine_similarity_of_tiny_vectors():
@@ -121,3 +122,18 @@ def test_metrics_refuse_empty_arrays(metric):
 def test_metrics_refuse_non_numeric_input():
     with pytest.raises(QuantLabError, match="numeric"):
         mse(["a"], ["b"])
+
+
+def test_a_fixed_reference_scores_candidates_exactly_as_the_functions_do():
+    rng = np.random.default_rng(3)
+    reference = rng.standard_normal((97, 10)).astype(np.float32)
+    fixed = FixedReference(reference)
+    for noise in (0.0, 1e-4, 0.3):
+        candidate = (reference + noise * rng.standard_normal(reference.shape)).astype(np.float32)
+        assert fixed.sqnr_db(candidate) == sqnr_db(reference, candidate)
+        assert fixed.cosine(candidate) == cosine_similarity(reference, candidate)
+
+
+def test_a_fixed_reference_refuses_a_candidate_of_another_shape():
+    with pytest.raises(QuantLabError, match="shape"):
+        FixedReference(np.ones((4, 10))).sqnr_db(np.ones((4, 9)))

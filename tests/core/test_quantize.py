@@ -8,8 +8,8 @@ from quant_core.errors import ConfigError, QuantLabError
 from quant_core.floats import round_to_float_format
 from quant_core.formats import parse_format
 from quant_core.qparams import qparams_from_range
-from quant_core.quantize import (QuantizedTensor, dequantize, fake_quantize, quantize, quantize_tensor,
-                                 tensor_range)
+from quant_core.quantize import (QuantizedTensor, dequantize, fake_quantize, fake_quantize_tensor, quantize,
+                                 quantize_tensor, tensor_range)
 
 INTEGER_FORMATS = ["int2", "int3", "int4", "int8", "int8_narrow", "int16", "uint2", "uint4", "uint8",
                    "uint8_narrow", "uint16"]
@@ -389,3 +389,25 @@ def test_quantize_tensor_returns_float32_of_the_same_shape_for_every_format(name
     assert result.values.dtype == np.float32 and result.values.shape == w.shape
     assert result.fmt == parse_format(name)
     assert np.all(np.isfinite(result.values))
+
+
+@pytest.mark.parametrize("tq", [
+    TensorQuant("int4", granularity="per_channel", axis=0),
+    TensorQuant("uint8", symmetric=False),
+    TensorQuant("int3", symmetric=False, granularity="per_channel", axis=1),
+    TensorQuant("int8", granularity="per_group", axis=1, block_size=16),
+    TensorQuant("int4", granularity="per_channel"),  # axis=None: the bare-shape natural axis
+    TensorQuant("fp8_e4m3fn"), TensorQuant("ternary"), TensorQuant("bf16"),
+])
+def test_fake_quantize_tensor_gives_quantize_tensor_values_bit_for_bit(tq):
+    x = np.random.default_rng(5).standard_normal((24, 40)).astype(np.float32)
+    expected = quantize_tensor(x, tq).values
+    got = fake_quantize_tensor(x, tq)
+    assert got.dtype == np.float32 and np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
+def test_fake_quantize_tensor_takes_the_callers_range():
+    x = np.random.default_rng(6).standard_normal((8, 32)).astype(np.float32)
+    tq = TensorQuant("int8", granularity="per_channel", axis=0)
+    lo, hi = np.full(8, -0.5, np.float32), np.full(8, 0.5, np.float32)
+    assert np.array_equal(fake_quantize_tensor(x, tq, lo=lo, hi=hi), quantize_tensor(x, tq, lo=lo, hi=hi).values)
