@@ -13,7 +13,8 @@ seed; see `generated_cnn28`):
 2. a sweep of every layer x {int8, int6, int4, int3, int2} weights vs the same sweep done with
    onnxruntime.quantization.quantize_static + a new InferenceSession per config: rounds
    alternating engine and onnxruntime, medians (each engine round starts from a new Evaluator,
-   so nothing is cached from the previous round);
+   so nothing is cached from the previous round; weights only, so the engine does not calibrate,
+   while quantize_static calibrates for every config);
 3. (demo CNN and generated 28x28 CNN) calibration with 1,024 samples (2,048-bin histograms, all
    four range methods) vs onnxruntime's EntropyCalibrater(num_bins=2048), and (demo CNN) the peak
    extra resident memory (VmHWM, measured in a child process) when the sample count grows fourfold;
@@ -185,7 +186,9 @@ def bench_sweep(prepared, calibration_data: Dataset, evaluation: Dataset, repeat
     layers = [layer.name for layer in prepared.info.layers if layer.weight is not None]
 
     def with_setup():
-        evaluator = Evaluator(prepared, calibrate(prepared, calibration_data), evaluation)
+        # A weights-only sweep needs no activation ranges: no calibration pass (`Evaluator(..., None, ...)`,
+        # as `python -m quant_core sensitivity` without --activations). onnxruntime's path has to calibrate.
+        evaluator = Evaluator(prepared, None, evaluation)
         return run_sweep(evaluator, SWEEP_FORMATS)
 
     def onnxruntime_sweep(directory):
@@ -205,7 +208,7 @@ def bench_sweep(prepared, calibration_data: Dataset, evaluation: Dataset, repeat
             start = time.perf_counter()
             rows = with_setup()
             setup_times.append(time.perf_counter() - start)
-            evaluator = Evaluator(prepared, calibrate(prepared, calibration_data), evaluation)  # built untimed
+            evaluator = Evaluator(prepared, None, evaluation)  # built untimed
             gc.collect()
             start = time.perf_counter()
             run_sweep(evaluator, SWEEP_FORMATS)
@@ -422,7 +425,7 @@ def report_sweep(prepared, calibration_data: Dataset, evaluation: Dataset, args)
     s = bench_sweep(prepared, calibration_data, evaluation, args.sweep_repeats)
     print(f"2. sweep {s['configs']} configs (every layer x {','.join(SWEEP_FORMATS)} weights; medians of "
           f"{args.sweep_repeats} rounds; {s['suffixes']} of {s['layers']} layers ran only the model from that layer on)")
-    print(f"   engine (calibrate + Evaluator + run_sweep) {s['engine']:8.3f} s")
+    print(f"   engine (Evaluator + run_sweep; weights only: no calibration) {s['engine']:8.3f} s")
     print(f"   engine run_sweep alone (Evaluator built)   {s['sweep_only']:8.3f} s")
     print(f"   quantize_static + new session per config   {s['ort']:8.3f} s   engine is {s['ort'] / s['engine']:.1f} x "
           f"faster with its one-off setup, {s['ort'] / s['sweep_only']:.1f} x without")
@@ -448,7 +451,8 @@ def report_edits(prepared, calibration, evaluation: Dataset, args) -> None:
     print(f"4. one-cell edits of the Mixed precision table ({args.edits} edits from W8A8, one layer's weight "
           f"format each; {d['layers']} layers, {d['batches']} batch(es) a run; medians)")
     print(f"   plain FP32 forward                         {d['fp32'] * 1e3:8.2f} ms")
-    print(f"   evaluate() of the edited config            {d['evaluate'] * 1e3:8.2f} ms")
+    print(f"   evaluate() of the edited config            {d['evaluate'] * 1e3:8.2f} ms   = "
+          f"{d['evaluate'] / d['fp32']:.2f} x FP32 forward")
     print(f"   layer_errors() of the edited config        {d['errors'] * 1e3:8.2f} ms   = {d['errors'] / d['fp32']:.2f} x "
           f"FP32 forward; {d['runs']:.0f} simulation runs per edit, evaluate included")
     print(f"   both (what the page computes)              {d['both'] * 1e3:8.2f} ms   p95 {d['both_p95'] * 1e3:.2f} ms")

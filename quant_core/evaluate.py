@@ -17,7 +17,7 @@ from onnx import helper
 from .axes import WeightLayout, layer_axes, resolve, shape_axes
 from .calibrate import Calibration, batches, fit_batch, named_inputs, sample_count
 from .config import LayerQuant, QuantConfig, TensorQuant
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .formats import FormatKind, Granularity, RangeMethod
 from .quantize import fake_quantize_tensor, tensor_range
 from .metrics import FixedReference, ratio_db
@@ -182,9 +182,13 @@ class Evaluator:
     resolved feeds, so configs that differ only in fields that change nothing share it; a layer's
     isolated error per (layer, resolved choice), so a config that changes one layer re-runs only that
     layer alone. Every cache is an LRU bounded by the MAX_* constants.
+
+    `calibration=None` builds a weights-only Evaluator (a weight sensitivity sweep needs no activation
+    ranges, so it need not wait for a calibration pass); a config that quantizes an activation is then
+    refused with a ConfigError.
     """
 
-    def __init__(self, prepared, calibration: Calibration, data, *, batch_size: int = 1024, threads: int = 1):
+    def __init__(self, prepared, calibration: Calibration | None, data, *, batch_size: int = 1024, threads: int = 1):
         self.prepared = prepared
         self.calibration = calibration
         self.session = SimulationSession(prepared, threads=threads)
@@ -302,6 +306,9 @@ class Evaluator:
         key = (tensor, tq)
         found = self._activation_params.get(key)
         if found is None:
+            if self.calibration is None:
+                raise ConfigError(f"activation {tensor!r}: quantizing activations needs calibration data; "
+                                  "this evaluation was set up for weights only")
             calibrated = self.calibration.range_for(tensor, tq)
             found = self._activation_params.put(
                 key, ActivationQuant.from_range(float(calibrated.lo), float(calibrated.hi), tq))

@@ -28,12 +28,16 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
 
 
-def build_evaluator(args: argparse.Namespace) -> Evaluator:
-    """Load, split, calibrate and build the Evaluator the engine commands share."""
+def build_evaluator(args: argparse.Namespace, *, activations: bool = True) -> Evaluator:
+    """Load, split, calibrate and build the Evaluator the engine commands share.
+
+    activations=False (a weights-only sweep) skips the calibration pass; the evaluation split is the
+    same seeded split either way, so the numbers are too."""
     prepared = prepare_model(load_model(args.model))
     calibration_data, evaluation_data = split_dataset(load_npz(args.data, prepared.info),
                                                       calibration_samples=args.calibration_samples)
-    return Evaluator(prepared, calibrate(prepared, calibration_data), evaluation_data)
+    calibration = calibrate(prepared, calibration_data) if activations else None
+    return Evaluator(prepared, calibration, evaluation_data)
 
 
 def finite(value):

@@ -50,7 +50,7 @@ def row_dict(row, with_labels: bool) -> dict:
 def run(args: argparse.Namespace) -> int:
     check_time_budget(args.time_budget)
     formats = [name.strip() for name in args.formats.split(",") if name.strip()]
-    evaluator = build_evaluator(args)
+    evaluator = build_evaluator(args, activations=args.activations)
     done = [0.0]  # the sweep's last progress fraction: below 1 when the time budget stopped it
     started = time.perf_counter()
     rows = run_sweep(evaluator, formats, activations=args.activations, time_budget_s=args.time_budget,

@@ -249,3 +249,17 @@ def test_the_evaluator_caches_stay_bounded_when_many_configs_are_tried(chain, mo
     # An evicted result is recomputed, equal to the first time.
     first = QuantConfig(LayerQuant(TensorQuant("int2")))
     assert evaluator.evaluate(first) == Evaluator(prepared, calibrate(prepared, data), data).evaluate(first)
+
+
+def test_a_weights_only_evaluator_needs_no_calibration_and_gives_the_same_sweep(demo_cnn, cnn_evaluator):
+    prepared, _, evaluation_data = demo_cnn
+    weights_only = Evaluator(prepared, None, evaluation_data)
+    rows = run_sweep(weights_only, ["int4", "int2"])
+    assert rows == run_sweep(cnn_evaluator, ["int4", "int2"])
+    assert weights_only.evaluate(PRESETS["W8 weight-only"]) == cnn_evaluator.evaluate(PRESETS["W8 weight-only"])
+
+
+def test_a_weights_only_evaluator_refuses_activation_quantization_with_a_message(demo_cnn):
+    prepared, _, evaluation_data = demo_cnn
+    with pytest.raises(ConfigError, match="quantizing activations needs calibration data"):
+        Evaluator(prepared, None, evaluation_data).evaluate(PRESETS["W8A8"])
