@@ -34,16 +34,18 @@ class Dataset:
                        labels=None if self.labels is None else self.labels[indices])
 
 
-def load_npz(source: bytes | str | os.PathLike, info: ModelInfo) -> Dataset:
+def load_npz(source: bytes | str | os.PathLike, info: ModelInfo, *, max_bytes: int | None = None) -> Dataset:
     """Read an .npz with one array per model input (and optional `labels`) and check it fits the model.
 
     Notes
     -----
+    An archive that unpacks to more than `max_bytes` (default MAX_DATA_BYTES) is refused from its
+    directory alone, before any array is read.
     Read with allow_pickle=False: an .npz of Python objects is refused, never unpickled. Arrays are checked
     for names, rank, fixed dims and dtype against `info.inputs`; NaN / infinite inputs and zero samples are
     refused. `labels` must be integers, one per sample.
     """
-    arrays = _read_npz(source)
+    arrays = _read_npz(source, MAX_DATA_BYTES if max_bytes is None else max_bytes)
     expected = [tensor.name for tensor in info.inputs]
     missing = [name for name in expected if name not in arrays]
     unknown = sorted(set(arrays) - set(expected) - {LABELS_KEY})
@@ -116,7 +118,7 @@ def describe_input(tensor: TensorInfo) -> str:
     return f"({dims}{',' if len(tensor.shape) == 1 else ''}) {tensor.dtype}"
 
 
-def _read_npz(source: bytes | str | os.PathLike) -> dict[str, np.ndarray]:
+def _read_npz(source: bytes | str | os.PathLike, max_bytes: int) -> dict[str, np.ndarray]:
     file = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
     try:
         loaded = np.load(file, allow_pickle=False)
@@ -130,8 +132,8 @@ def _read_npz(source: bytes | str | os.PathLike) -> dict[str, np.ndarray]:
                         "got a single .npy array")
     with loaded:
         total = sum(member.file_size for member in loaded.zip.infolist())
-        if total > MAX_DATA_BYTES:
-            raise DataError(f"the .npz unpacks to {_size_text(total)}, over the {_size_text(MAX_DATA_BYTES)} limit")
+        if total > max_bytes:
+            raise DataError(f"the .npz unpacks to {_size_text(total)}, over the {_size_text(max_bytes)} limit")
         arrays = {}
         for name in loaded.files:
             try:

@@ -43,6 +43,9 @@ CALIBRATION_SAMPLES = 256
 # while they work on it (4 entries made 8 users on 8 models calibrate ~100 times instead of 8). The
 # ttl frees a model nobody asked for in an hour; the session pins below keep a user's current one.
 MODEL_ENTRIES = 16
+# An uploaded .npz is unpacked in the server's memory and kept while its user works on it: 16 users at
+# the library's 2 GiB would be 32 GiB. 512 MiB still holds ~2 M MNIST-sized samples.
+UPLOAD_DATA_BYTES = 512 * 2**20
 MODEL_TTL_S = 3600
 _PINNED = "_cache_pinned"  # session state: kind -> (key, object) of this session's current model
 
@@ -64,6 +67,27 @@ def _pinned(kind: str, key: tuple, compute: Callable[[], object]):
     return value
 
 
+def _pin(kind: str, key: tuple):
+    """This session's pinned object of `kind` if it is the one for `key`, else None."""
+    if get_script_run_ctx(suppress_warning=True) is None:
+        return None
+    pinned = st.session_state.get(_PINNED, {}).get(kind)
+    return pinned[1] if pinned is not None and pinned[0] == key else None
+
+
+def current_prepared(model_key: str) -> PreparedModel | None:
+    """The uploaded model this session opened with `load_prepared`, or None if it holds another one.
+
+    The session keeps the opened model, not the uploaded bytes (which would double its memory):
+    the pin is replaced only when the user opens another model (lessons pin theirs apart)."""
+    return _pin("prepared", (model_key,))
+
+
+def current_data(model_key: str, data_key: str) -> Dataset | None:
+    """The uploaded data this session read with `load_data` for that model, or None."""
+    return _pin("data", (model_key, data_key))
+
+
 def content_key(content: bytes) -> str:
     """Short content hash of a file: the cache key of a model or a data file."""
     return hashlib.sha256(content).hexdigest()[:16]
@@ -76,10 +100,13 @@ def demo_source(name: str) -> tuple[bytes, str, Dataset]:
     return model_bytes, content_key(model_bytes), data
 
 
-def load_prepared(model_bytes: bytes, model_key: str | None = None) -> PreparedModel:
-    """Open untrusted ONNX bytes once per content (`model_key` saves re-hashing them)."""
+def load_prepared(model_bytes: bytes, model_key: str | None = None, *, pin: str = "prepared") -> PreparedModel:
+    """Open untrusted ONNX bytes once per content (`model_key` saves re-hashing them).
+
+    `pin` names the session's slot that keeps it: "prepared" is the user's model (the sidebar);
+    lessons use their own slot so that visiting them never unpins the user's upload."""
     key = model_key or content_key(model_bytes)
-    return _pinned("prepared", (key,), lambda: _prepared(key, model_bytes))
+    return _pinned(pin, (key,), lambda: _prepared(key, model_bytes))
 
 
 @st.cache_resource(max_entries=MODEL_ENTRIES, ttl=MODEL_TTL_S, show_spinner="Opening the model…")
@@ -88,18 +115,24 @@ def _prepared(model_key: str, _model_bytes: bytes) -> PreparedModel:
 
 
 def load_data(model_key: str, data_key: str, data_bytes: bytes, prepared_model: PreparedModel) -> Dataset:
-    """Read and validate an uploaded .npz against the model (once per model and file)."""
-    return _pinned("data", (model_key, data_key), lambda: _data(model_key, data_key, data_bytes, prepared_model))
+    """Read and validate an uploaded .npz against the model (once per model and file); not pinned:
+    `pin_data` once every check passed, so a refused file never unpins the data in use."""
+    return _data(model_key, data_key, data_bytes, prepared_model)
+
+
+def pin_data(model_key: str, data_key: str, data: Dataset) -> None:
+    """Make `data` this session's data for the model (`current_data`), replacing the previous one."""
+    _pinned("data", (model_key, data_key), lambda: data)
 
 
 @st.cache_resource(max_entries=MODEL_ENTRIES, ttl=MODEL_TTL_S, show_spinner=False)
 def _data(model_key: str, data_key: str, _data_bytes: bytes, _prepared_model: PreparedModel) -> Dataset:
-    return load_npz(_data_bytes, _prepared_model.info)
+    return load_npz(_data_bytes, _prepared_model.info, max_bytes=UPLOAD_DATA_BYTES)
 
 
-def split_data(model_key: str, data_key: str, data: Dataset) -> tuple[Dataset, Dataset]:
+def split_data(model_key: str, data_key: str, data: Dataset, *, pin: str = "split") -> tuple[Dataset, Dataset]:
     """Deterministic (calibration, evaluation) split of a model's data."""
-    return _pinned("split", (model_key, data_key), lambda: _split(model_key, data_key, data))
+    return _pinned(pin, (model_key, data_key), lambda: _split(model_key, data_key, data))
 
 
 @st.cache_resource(max_entries=MODEL_ENTRIES, ttl=MODEL_TTL_S, show_spinner=False)

@@ -38,9 +38,15 @@ def model_section():
                               key=state.MODEL_UPLOAD)
     if upload is not None and state.upload_is_new(state.MODEL_UPLOAD, upload.file_id):
         _open_uploaded_model(upload)
+    source = state.get_model_source() or _demo_source(state.DEFAULT_MODEL)
+    if source.demo is None and cache.current_prepared(source.key) is None:
+        # Not expected (the session holds its opened upload until it opens another model), but
+        # never a traceback: say so and carry on with the default demo.
+        st.error(f"{source.name} is no longer held by this session: upload it again. The default demo model "
+                 "is shown meanwhile.")
+        source = _demo_source(state.DEFAULT_MODEL)
     _show_message(state.MODEL_UPLOAD, upload)
 
-    source = state.get_model_source() or _demo_source(state.DEFAULT_MODEL)
     try:
         prepared = _prepared_for(source)
     except QuantLabError as err:
@@ -63,7 +69,7 @@ def _prepared_for(source: state.ModelSource):
     if source.demo is not None:
         model_bytes, key, _ = cache.demo_source(source.demo)
         return cache.load_prepared(model_bytes, key)
-    return cache.load_prepared(source.model_bytes, source.key)
+    return cache.current_prepared(source.key)
 
 
 def _open_uploaded_model(upload) -> None:
@@ -80,7 +86,7 @@ def _open_uploaded_model(upload) -> None:
                                                "The previous model is still loaded.")
         return
     state.push_message(state.MODEL_UPLOAD, None)
-    state.set_model_source(state.ModelSource(name=upload.name, key=key, model_bytes=model_bytes))
+    state.set_model_source(state.ModelSource(name=upload.name, key=key))
 
 
 def data_section(prepared, source: state.ModelSource):
@@ -93,8 +99,11 @@ def data_section(prepared, source: state.ModelSource):
     _show_message(state.DATA_UPLOAD, upload)
     data_source = state.get_data_source()
     if data_source is not None and data_source.model_key == source.key:
-        data = cache.load_data(source.key, data_source.key, data_source.data_bytes, prepared)
-        return data, data_source.key, data_source.name
+        data = cache.current_data(source.key, data_source.key)
+        if data is not None:
+            return data, data_source.key, data_source.name
+        state.set_data_source(None)  # not expected (see model_section): say so, never a traceback
+        st.error(f"{data_source.name} is no longer held by this session: upload it again.")
     if source.demo is not None:
         _, _, data = cache.demo_source(source.demo)
         return data, "digits", "digits (held-out demo data)"
@@ -107,6 +116,7 @@ def _open_uploaded_data(upload, prepared, source: state.ModelSource) -> None:
     try:
         data = cache.load_data(source.key, key, data_bytes, prepared)
         cache.split_data(source.key, key, data)  # refuses data too small to split, before it is used
+        cache.pin_data(source.key, key, data)
     except QuantLabError as err:
         state.push_message(state.DATA_UPLOAD, f"Could not use {upload.name}: {_sentence(err)} The previous data is still used.")
         return
@@ -115,7 +125,7 @@ def _open_uploaded_data(upload, prepared, source: state.ModelSource) -> None:
                                               "The previous data is still used.")
         return
     state.push_message(state.DATA_UPLOAD, None)
-    state.set_data_source(state.DataSource(name=upload.name, key=key, data_bytes=data_bytes, model_key=source.key))
+    state.set_data_source(state.DataSource(name=upload.name, key=key, model_key=source.key))
 
 
 def _use_preset() -> None:

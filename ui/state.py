@@ -37,21 +37,23 @@ _MESSAGES = "_lab_messages"
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where the current model comes from: a demo name, or the bytes of an uploaded file."""
+    """Where the current model comes from: a demo name, or an uploaded file (its name and content key).
+
+    No bytes: the opened model is held by the session's pin (`ui.cache.current_prepared`), so an
+    upload is kept once in memory, not twice."""
 
     name: str
     key: str
     demo: str | None = None
-    model_bytes: bytes | None = None
 
 
 @dataclass(frozen=True)
 class DataSource:
-    """An uploaded .npz file for the current model (the demos bring their own data)."""
+    """An uploaded .npz file for the current model (the demos bring their own data); read once and
+    held by the session's pin (`ui.cache.current_data`)."""
 
     name: str
     key: str
-    data_bytes: bytes
     model_key: str  # the data was validated against this model
 
 

@@ -169,3 +169,64 @@ def test_switching_model_drops_a_config_naming_the_old_models_layers():
     assert not at.exception and not at.error
     assert at.selectbox(key="config_preset").value == "W8A8"
     assert any("/conv2/Conv" in note.value for note in at.info)
+
+
+def _holds(value, content: bytes, depth: int = 4) -> bool:
+    """True if `value` (session state, searched through containers and objects) holds `content`."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value) == content
+    if depth == 0:
+        return False
+    if isinstance(value, dict):
+        return any(_holds(v, content, depth - 1) for v in value.values())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(_holds(v, content, depth - 1) for v in value)
+    if hasattr(value, "__dict__") and not isinstance(value, type):
+        return any(_holds(v, content, depth - 1) for v in vars(value).values())
+    return False
+
+
+def test_the_session_keeps_an_upload_once_as_the_opened_model_not_also_as_bytes():
+    model, data = tiny_model_bytes(), tiny_data_bytes(300)
+    at = run_page("app.py")
+    at.file_uploader(key="model_upload").set_value(("tiny.onnx", model, "application/octet-stream")).run()
+    at.file_uploader(key="data_upload").set_value(("tiny.npz", data, "application/octet-stream")).run()
+    assert not at.exception and not at.error
+    state = dict(at.session_state.items())
+    assert not _holds(state, model) and not _holds(state, data)
+    assert "tiny.npz: " in texts(at)
+
+
+def test_a_lesson_on_a_demo_model_does_not_unpin_the_uploaded_model_and_data():
+    at = run_page("app.py")
+    at.file_uploader(key="model_upload").set_value(("tiny.onnx", tiny_model_bytes(), "application/octet-stream")).run()
+    at.file_uploader(key="data_upload").set_value(("tiny.npz", tiny_data_bytes(300), "application/octet-stream")).run()
+    at.switch_page("pages/6_Learn.py").run()
+    at.radio(key="lesson").set_value(at.radio(key="lesson").options[-1]).run()  # a lesson on a demo model
+    assert not at.exception
+    at.switch_page("app.py").run()
+    assert not at.exception and not at.error
+    assert _layer_names(at) == ["/first/MatMul", "/second/MatMul"]
+    assert "tiny.npz: " in texts(at)
+
+
+def test_data_too_small_to_split_is_refused_and_the_previous_data_stays_in_use():
+    at = run_page("app.py")
+    at.file_uploader(key="model_upload").set_value(("tiny.onnx", tiny_model_bytes(), "application/octet-stream")).run()
+    at.file_uploader(key="data_upload").set_value(("tiny.npz", tiny_data_bytes(300), "application/octet-stream")).run()
+    at.file_uploader(key="data_upload").set_value(("one.npz", tiny_data_bytes(1), "application/octet-stream")).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "previous data is still used" in at.error[0].value
+    at.run()
+    assert not at.exception
+    assert "tiny.npz: " in texts(at)
+
+
+def test_a_session_that_lost_its_uploaded_model_says_so_and_shows_the_demo():
+    at = run_page("app.py")
+    at.file_uploader(key="model_upload").set_value(("tiny.onnx", tiny_model_bytes(), "application/octet-stream")).run()
+    at.session_state["_cache_pinned"] = {}  # not expected to happen; must never be a traceback
+    at.run()
+    assert not at.exception
+    assert any("no longer held by this session" in e.value for e in at.error)
+    assert _layer_names(at) == ["/conv1/Conv", "/conv2/Conv", "/fc/Gemm"]  # the default demo

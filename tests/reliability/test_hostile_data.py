@@ -153,3 +153,24 @@ def test_subnormal_inputs_calibrate_and_evaluate(tmp_path):
     result = run_cli("evaluate", model, "--data", data)
     assert result.status == 0 and result.err == "", result.err
     assert "Too many bins" not in result.out
+
+
+def test_the_app_holds_uploads_to_a_smaller_unpacked_size_than_the_command_line(monkeypatch):
+    """A shared server keeps every user's data in memory: uploads get ui.cache.UPLOAD_DATA_BYTES."""
+    import io
+
+    from ui import cache
+
+    assert cache.UPLOAD_DATA_BYTES < 2**30
+    monkeypatch.setattr(cache, "UPLOAD_DATA_BYTES", 2**20)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, x=np.zeros((2**18 // hostile.IN_FEATURES, hostile.IN_FEATURES), np.float32))  # 1 MiB + header
+    at = new_session()
+    upload(at, "model_upload", "m.onnx", hostile.good_model())
+    upload(at, "data_upload", "good.npz", hostile.good_data(100))
+    upload(at, "data_upload", "large.npz", buffer.getvalue())
+    assert_no_traceback(at)
+    (message,) = error_texts(at)
+    assert "large.npz" in message and "over the 1.0 MiB limit" in message and "previous data is still used" in message
+    at.run()
+    assert "good.npz: 50 calibration / 50 evaluation samples" in page_text(at)

@@ -71,8 +71,9 @@ def demo_context(name: str, ctx=None):
     model_bytes, key, data = cache.demo_source(name)
     if ctx is not None and ctx.model_key == key and ctx.data_key == DEMO_DATA_KEY:
         return ctx
-    prepared = cache.load_prepared(model_bytes, key)
-    calibration_data, evaluation_data = cache.split_data(key, DEMO_DATA_KEY, data)
+    # Pinned apart from the user's own model, which a visit to a lesson must not unpin (see ui.cache).
+    prepared = cache.load_prepared(model_bytes, key, pin="lesson_prepared")
+    calibration_data, evaluation_data = cache.split_data(key, DEMO_DATA_KEY, data, pin="lesson_split")
     return LabContext(model_key=key, model_name=name, prepared=prepared, info=prepared.info, data=data,
                       calibration_data=calibration_data, evaluation_data=evaluation_data,
                       config=ctx.config if ctx is not None else _default_config(), data_key=DEMO_DATA_KEY,
