@@ -217,7 +217,7 @@ def bench_sweep(prepared, calibration_data: Dataset, evaluation: Dataset, repeat
             start = time.perf_counter()
             onnxruntime_sweep(directory)
             ort_times.append(time.perf_counter() - start)
-    suffixes = sum(bool(evaluator._suffix_ready.get(layer)) for layer in evaluator.layers)
+    suffixes = sum(evaluator.suffix_runs.ready(layer) for layer in evaluator.layers)
     floor = sweep_floor(evaluator, layers, evaluation) * len(SWEEP_FORMATS)
     return {"engine": statistics.median(setup_times), "sweep_only": statistics.median(sweep_times), "floor": floor,
             "ort": statistics.median(ort_times), "configs": len(layers) * len(SWEEP_FORMATS), "rows": len(rows),
@@ -230,7 +230,7 @@ def sweep_floor(evaluator, layers, evaluation: Dataset) -> float:
     """Seconds per format of the least any exact sweep must run: for each layer, the faster of a whole
     simulation run and a run of the model from that layer on (FP32 activations before it captured,
     weights quantized beforehand, no Python around it). Medians of 5 runs each."""
-    cuts = evaluator._cut_values()
+    cuts = evaluator.suffix_runs.cut_values()
     total = 0.0
     for layer in layers:
         weight = evaluator.quantized_weight(layer, TensorQuant("int4", granularity="per_channel"))
@@ -345,7 +345,7 @@ def bench_edits(prepared, calibration, evaluation: Dataset, edits: int) -> dict:
 
 
 def bench_calibration(prepared, x: np.ndarray, memory: bool = True) -> dict:
-    small, large = jittered(x, 1024), jittered(x, 4096, seed=1)
+    small = jittered(x, 1024)
     start = time.perf_counter()
     engine_calibration(prepared, small)
     engine_time = time.perf_counter() - start

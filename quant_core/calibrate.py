@@ -77,6 +77,13 @@ def batches(inputs: Mapping[str, np.ndarray], batch_size: int):
         yield {name: array[start:start + batch_size] for name, array in inputs.items()}
 
 
+def joined(parts: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """Each output of per-batch runs concatenated over the batches (no copy for a single batch)."""
+    if len(parts) == 1:
+        return tuple(parts[0])
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))
+
+
 @dataclass(frozen=True, eq=False)
 class Calibration:
     """Histograms of the activations a config may quantize, and the ranges they give.

@@ -5,17 +5,14 @@ computed once and reused as the reference.
 """
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Hashable
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from onnx import helper
 
 from .axes import WeightLayout, layer_axes, resolve, shape_axes
-from .calibrate import Calibration, batches, fit_batch, named_inputs, sample_count
+from .calibrate import Calibration, batches, fit_batch, joined, named_inputs, sample_count
 from .config import LayerQuant, QuantConfig, TensorQuant
 from .errors import ConfigError, DataError
 from .formats import FormatKind, Granularity, RangeMethod
@@ -24,15 +21,14 @@ from .metrics import FixedReference, ratio_db
 from .overrides import ExportKind, ExportPlanner, plan_export
 from .ranges import weight_ranges
 from .size import tensor_bytes
+from .lru import LRUCache
 from .simulate import ActivationQuant, SimulationSession, layer_specs
+from .suffix_runs import SuffixRuns
 from .validate import check_config, model_facts, validate_config
 
 __all__ = ["EvaluationResult", "Evaluator", "LRUCache", "LayerError", "evaluate_config", "simulated_only",
            "validate_config"]
 
-# Memory kept for single-layer weight configs (sweeps) at most: captured FP32 activations and the weight
-# copies fed to suffix sessions; past it, further layers' configs run the whole model.
-SUFFIX_MEMORY_BYTES = 256 * 2**20
 # Entries kept by an Evaluator's caches (least recently used evicted first), so that a shared Evaluator's
 # memory stays bounded whatever configs its users try. Weights are the big ones: a float32 copy each.
 MAX_RESULTS = 256            # EvaluationResult, per-layer errors and per-layer SQNR, per config
@@ -88,13 +84,6 @@ def _power(x: np.ndarray) -> float:
     return float(np.dot(x, x))
 
 
-def _joined(parts: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
-    """Each output concatenated over the batches (no copy for a single batch)."""
-    if len(parts) == 1:
-        return tuple(parts[0])
-    return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))
-
-
 def _top1(x: np.ndarray) -> np.ndarray:
     return x.reshape(len(x), -1).argmax(axis=1)
 
@@ -128,48 +117,6 @@ def weight_key(tq: TensorQuant) -> TensorQuant:
                    block_size=tq.block_size if tq.granularity == Granularity.PER_GROUP else default.block_size)
 
 
-class LRUCache:
-    """A mapping bounded to `maxsize` entries that evicts the least recently used; safe across threads.
-
-    Values are computed outside the lock: two threads missing the same key both compute it (same value).
-    """
-
-    def __init__(self, maxsize: int):
-        if maxsize < 1:
-            raise ValueError(f"maxsize must be at least 1, got {maxsize}")
-        self.maxsize = maxsize
-        self._data: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable, default=None):
-        with self._lock:
-            if key not in self._data:
-                return default
-            self._data.move_to_end(key)
-            return self._data[key]
-
-    def put(self, key: Hashable, value):
-        """Store `value` under `key` (the most recently used), evict past `maxsize`, return `value`."""
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
-        return value
-
-    def __contains__(self, key: Hashable) -> bool:
-        with self._lock:
-            return key in self._data
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._data)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-
-
 # One layer's choice as the simulation sees it: the resolved weight layout (None: FP32 weight) and the
 # activation's fake-quant parameters (None: FP32 input). Equal keys give equal numbers.
 LayerFeed = tuple[str, WeightLayout | None, ActivationQuant | None]
@@ -194,7 +141,6 @@ class Evaluator:
         self.session = SimulationSession(prepared, threads=threads)
         self._specs = {spec.name: spec for spec in layer_specs(prepared)}
         self.layers = self.session.layers
-        self._info_layers = {layer.name: layer for layer in prepared.info.layers}
         inputs = named_inputs(getattr(data, "inputs", data), self.session.input_names)
         if sample_count(inputs) == 0:
             raise DataError("the evaluation data has no samples")
@@ -215,16 +161,10 @@ class Evaluator:
         self._ranges = LRUCache(MAX_WEIGHTS)         # (weight, granularity, axis, block, shape) -> min-max (lo, hi)
         self._fp32_layer_outputs: dict[str, np.ndarray] | None = None
         self._fp32_layer_power: dict[str, float] = {}
-        self._cuts: list[dict[str, np.ndarray]] | None = None
-        self._cut_layers: set[str] = set()
-        self._plain_build_seconds = 0.0
-        self._suffix_bytes = 0  # captured activations + the weight copies the suffix sessions are fed
-        self._declared = {v.name: v for v in prepared.model.graph.value_info}
         self._weight_bytes = LRUCache(MAX_SMALL)     # (weight, resolved TensorQuant, shape) -> bytes
         self._activation_params = LRUCache(MAX_SMALL)  # (tensor, TensorQuant) -> ActivationQuant
         self._other_bytes = self._initializer_bytes()
-        self._suffix_ready: dict[str, bool] = {}
-        self._run_seconds = float("inf")
+        self.suffix_runs = SuffixRuns(prepared, self.session, self._inputs, self.batch_size)
         self.fp32_outputs = self._run_outputs({}, {})
         self.fp32_size_bytes = self.size_bytes(QuantConfig())
         self.fp32_accuracy = self._accuracy(self.fp32_outputs[0])
@@ -319,108 +259,19 @@ class Evaluator:
     def _run_outputs(self, weights, activations) -> tuple[np.ndarray, ...]:
         if not activations and len(weights) == 1:
             (layer, weight), = weights.items()
-            outputs = self._suffix_outputs(layer, weight)
+            outputs = self.suffix_runs.outputs(layer, weight)
             if outputs is not None:
                 return outputs
         started = time.perf_counter()
         parts = [self.session.run(batch, weights=weights, activations=activations).outputs
                  for batch in batches(self._inputs, self.batch_size)]
-        # The fastest full run seen so far (the first one pays onnxruntime's warm-up).
-        self._run_seconds = min(self._run_seconds, time.perf_counter() - started)
-        return _joined(parts)
+        self.suffix_runs.full_run_took(time.perf_counter() - started)
+        return joined(parts)
 
     def prepare_sweep(self, layer: str, configs: int) -> bool:
         """Get ready for `configs` configs that change only `layer`'s weights; return True if they will run
-        only the model from `layer` on (fed cached FP32 activations; the same outputs bit for bit).
-
-        That needs one more onnxruntime session (built here) and the FP32 activations the rest of the
-        model reads (captured once for all layers, kept, at most SUFFIX_MEMORY_BYTES). It is done only
-        when the time it saves, configs x (one run of the split) x (share s of the multiply-adds
-        before the layer), is larger than one run (the capture) and than building the session,
-        estimated as 2 x (1 - s) x a plain session's build (timed with the capture).
-        """
-        if layer not in self._suffix_ready:
-            share = self._prefix_share(layer)
-            saving = configs * self._run_seconds * share
-            # The FP32 activations cost one run (and one plain session) to capture, once for all layers.
-            if saving <= self._run_seconds or not self._cut_values():
-                return False
-            # A suffix session is an optimized plain session of the rest of the model: about twice the
-            # plain session's build (measured with the capture) times the share it keeps.
-            if saving <= 2.0 * self._plain_build_seconds * (1.0 - share):
-                return False
-            if layer not in self._cut_layers or self._suffix_bytes >= SUFFIX_MEMORY_BYTES:
-                return False
-            suffix = self.session.suffix(layer)
-            self._suffix_ready[layer] = suffix is not None
-            self._suffix_bytes += 0 if suffix is None else suffix.nbytes
-        return self._suffix_ready[layer]
-
-    def _prefix_share(self, layer: str) -> float:
-        """Share of the model's weight multiply-adds in the layers before `layer` (node order)."""
-        graph = self.prepared.model.graph
-        declared = {v.name: v for v in list(graph.value_info) + list(graph.output)}
-        order = [node.name for node in self.prepared.model.graph.node]
-        macs = {}
-        for name, info in self._info_layers.items():
-            weight, outputs = getattr(info, "weight", None), tuple(getattr(info, "outputs", ()) or ())
-            if weight is None or not outputs or outputs[0] not in declared or name not in order:
-                continue
-            dims = [d.dim_value for d in declared[outputs[0]].type.tensor_type.shape.dim]
-            # Conv: one weight use per output position; MatMul / Gemm: per row (token) of the output.
-            positions = dims[2:] if info.op_type in ("Conv", "ConvTranspose") else dims[1:-1]
-            macs[name] = float(np.prod(weight.shape)) * float(np.prod([d or 1 for d in positions] or [1]))
-        total = sum(macs.values())
-        if layer not in macs or not total:
-            return 0.0
-        position = order.index(layer)
-        return sum(v for name, v in macs.items() if order.index(name) < position) / total
-
-    def _suffix_outputs(self, layer: str, weight: np.ndarray) -> tuple[np.ndarray, ...] | None:
-        """Outputs when only `layer`'s weight differs from FP32: its suffix fed the cached FP32 activations."""
-        if not self._suffix_ready.get(layer):
-            return None
-        cuts, suffix = self._cut_values(), self.session.suffix(layer)
-        return _joined([suffix.run(values, weight) for values in cuts])
-
-    def _cut_values(self) -> list[dict[str, np.ndarray]]:
-        """Per batch, the FP32 activations the layers' suffixes read (captured once; [] over budget).
-
-        The budget is checked on the declared shapes first, then on what was captured (a dimension
-        the shapes leave unknown, e.g. after a Reshape, is known only then).
-        """
-        if self._cuts is None:
-            self._cuts, self._cut_layers = [], set()
-            inputs = set(self.session.input_names)
-            cuts = {layer: self.session.cut_tensors(layer) for layer in self.layers if self._specs[layer].weight}
-            sizes = {}
-            for layer, cut in cuts.items():
-                if cut is not None:
-                    sizes.update((t, self._tensor_bytes(t)) for t in cut if t not in inputs)
-                    self._cut_layers.add(layer)
-            tensors = tuple(sorted(sizes))
-            if sum(sizes.values()) > SUFFIX_MEMORY_BYTES:
-                self._cut_layers = set()
-                return self._cuts
-            started = time.perf_counter()
-            for batch in batches(self._inputs, self.batch_size):
-                values = dict(batch)
-                values.update(self.session.capture(batch, tensors) if tensors else {})
-                self._cuts.append(values)
-            self._plain_build_seconds = max(time.perf_counter() - started - self._run_seconds, 0.0)
-            self._suffix_bytes = sum(values[t].nbytes for values in self._cuts for t in tensors)
-            if self._suffix_bytes > SUFFIX_MEMORY_BYTES:
-                self._cuts, self._cut_layers = [], set()
-        return self._cuts
-
-    def _tensor_bytes(self, name: str) -> float:
-        """Bytes of an intermediate tensor over the split from its declared shape (8 per value, an upper
-        bound; unknown dimensions count 1: the capture checks the real size)."""
-        declared = self._declared.get(name)
-        dims = declared.type.tensor_type.shape.dim if declared is not None else ()
-        if not dims or dims[0].dim_value and dims[0].dim_value != self.batch_size:
-            return 0.0  # not per sample (a shape, a constant): a few bytes
-        return 8.0 * self.sample_count * float(np.prod([d.dim_value or 1 for d in dims[1:]]))
+        only the model from `layer` on (see `SuffixRuns.prepare`)."""
+        return self.suffix_runs.prepare(layer, configs)
 
     def _fp32_layers(self) -> dict[str, np.ndarray]:
         if self._fp32_layer_outputs is None:

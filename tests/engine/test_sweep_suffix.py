@@ -90,10 +90,10 @@ def test_the_cut_lists_every_tensor_the_rest_of_the_model_reads():
 
 
 def test_over_the_memory_budget_every_config_runs_the_whole_model(demo_cnn, monkeypatch):
-    import quant_core.evaluate as evaluate
+    import quant_core.suffix_runs as suffix_runs
 
     prepared, calibration_data, evaluation = demo_cnn
-    monkeypatch.setattr(evaluate, "SUFFIX_MEMORY_BYTES", 1024)  # the CNN's captured activations: ~4 MiB
+    monkeypatch.setattr(suffix_runs, "SUFFIX_MEMORY_BYTES", 1024)  # the CNN's captured activations: ~4 MiB
     evaluator = Evaluator(prepared, calibrate(prepared, calibration_data), evaluation)
     assert not any(evaluator.prepare_sweep(layer, ALWAYS) for layer in evaluator.layers)
     assert len(run_sweep(evaluator, ["int4"])) == len(evaluator.layers)

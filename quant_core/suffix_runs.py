@@ -1,0 +1,141 @@
+"""Single-layer weight configs (sweeps) run only the model from their layer on.
+
+A sweep quantizes one layer's weight at a time, everything else FP32: what comes before that layer
+is the same FP32 computation for every config. `SuffixRuns` captures those FP32 activations once and
+runs each config through the layer's suffix session (`simulation_suffix.LayerSuffix`), whose outputs
+equal a whole simulation run's bit for bit. It decides per layer whether that pays off.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .calibrate import batches, joined, sample_count
+from .simulate import layer_specs
+
+# Memory kept for single-layer weight configs (sweeps) at most: captured FP32 activations and the weight
+# copies fed to suffix sessions; past it, further layers' configs run the whole model.
+SUFFIX_MEMORY_BYTES = 256 * 2**20
+
+
+class SuffixRuns:
+    """The suffix sessions and captured FP32 activations of one Evaluator (its session and split)."""
+
+    def __init__(self, prepared, session, inputs, batch_size: int):
+        self._prepared, self._session = prepared, session
+        self._inputs, self._batch_size = inputs, batch_size
+        self._sample_count = sample_count(inputs)
+        self._specs = {spec.name: spec for spec in layer_specs(prepared)}
+        self._info_layers = {layer.name: layer for layer in prepared.info.layers}
+        self._declared = {v.name: v for v in prepared.model.graph.value_info}
+        self._cuts: list[dict[str, np.ndarray]] | None = None
+        self._cut_layers: set[str] = set()
+        self._ready: dict[str, bool] = {}
+        self._plain_build_seconds = 0.0
+        self._run_seconds = float("inf")
+        self.nbytes = 0  # captured activations + the weight copies the suffix sessions are fed
+
+    def full_run_took(self, seconds: float) -> None:
+        """Record a whole run of the split: the fastest one is the cost a suffix is weighed against
+        (the first pays onnxruntime's warm-up)."""
+        self._run_seconds = min(self._run_seconds, seconds)
+
+    def ready(self, layer: str) -> bool:
+        """True when configs changing only `layer`'s weight run from that layer on."""
+        return bool(self._ready.get(layer))
+
+    def prepare(self, layer: str, configs: int) -> bool:
+        """Get ready for `configs` configs that change only `layer`'s weights; return True if they will run
+        only the model from `layer` on (fed cached FP32 activations; the same outputs bit for bit).
+
+        That needs one more onnxruntime session (built here) and the FP32 activations the rest of the
+        model reads (captured once for all layers, kept, at most SUFFIX_MEMORY_BYTES). It is done only
+        when the time it saves, configs x (one run of the split) x (share s of the multiply-adds
+        before the layer), is larger than one run (the capture) and than building the session,
+        estimated as 2 x (1 - s) x a plain session's build (timed with the capture).
+        """
+        if layer not in self._ready:
+            share = self._prefix_share(layer)
+            saving = configs * self._run_seconds * share
+            # The FP32 activations cost one run (and one plain session) to capture, once for all layers.
+            if saving <= self._run_seconds or not self.cut_values():
+                return False
+            # A suffix session is an optimized plain session of the rest of the model: about twice the
+            # plain session's build (measured with the capture) times the share it keeps.
+            if saving <= 2.0 * self._plain_build_seconds * (1.0 - share):
+                return False
+            if layer not in self._cut_layers or self.nbytes >= SUFFIX_MEMORY_BYTES:
+                return False
+            suffix = self._session.suffix(layer)
+            self._ready[layer] = suffix is not None
+            self.nbytes += 0 if suffix is None else suffix.nbytes
+        return self._ready[layer]
+
+    def outputs(self, layer: str, weight: np.ndarray) -> tuple[np.ndarray, ...] | None:
+        """Outputs when only `layer`'s weight differs from FP32 (its suffix fed the cached FP32
+        activations), or None when that layer is not prepared."""
+        if not self._ready.get(layer):
+            return None
+        cuts, suffix = self.cut_values(), self._session.suffix(layer)
+        return joined([suffix.run(values, weight) for values in cuts])
+
+    def _prefix_share(self, layer: str) -> float:
+        """Share of the model's weight multiply-adds in the layers before `layer` (node order)."""
+        graph = self._prepared.model.graph
+        declared = {v.name: v for v in list(graph.value_info) + list(graph.output)}
+        order = [node.name for node in graph.node]
+        macs = {}
+        for name, info in self._info_layers.items():
+            weight, outputs = getattr(info, "weight", None), tuple(getattr(info, "outputs", ()) or ())
+            if weight is None or not outputs or outputs[0] not in declared or name not in order:
+                continue
+            dims = [d.dim_value for d in declared[outputs[0]].type.tensor_type.shape.dim]
+            # Conv: one weight use per output position; MatMul / Gemm: per row (token) of the output.
+            positions = dims[2:] if info.op_type in ("Conv", "ConvTranspose") else dims[1:-1]
+            macs[name] = float(np.prod(weight.shape)) * float(np.prod([d or 1 for d in positions] or [1]))
+        total = sum(macs.values())
+        if layer not in macs or not total:
+            return 0.0
+        position = order.index(layer)
+        return sum(v for name, v in macs.items() if order.index(name) < position) / total
+
+    def cut_values(self) -> list[dict[str, np.ndarray]]:
+        """Per batch, the FP32 activations the layers' suffixes read (captured once; [] over budget).
+
+        The budget is checked on the declared shapes first, then on what was captured (a dimension
+        the shapes leave unknown, e.g. after a Reshape, is known only then).
+        """
+        if self._cuts is None:
+            self._cuts, self._cut_layers = [], set()
+            inputs = set(self._session.input_names)
+            cuts = {layer: self._session.cut_tensors(layer) for layer in self._session.layers
+                    if self._specs[layer].weight}
+            sizes = {}
+            for layer, cut in cuts.items():
+                if cut is not None:
+                    sizes.update((t, self._tensor_bytes(t)) for t in cut if t not in inputs)
+                    self._cut_layers.add(layer)
+            tensors = tuple(sorted(sizes))
+            if sum(sizes.values()) > SUFFIX_MEMORY_BYTES:
+                self._cut_layers = set()
+                return self._cuts
+            started = time.perf_counter()
+            for batch in batches(self._inputs, self._batch_size):
+                values = dict(batch)
+                values.update(self._session.capture(batch, tensors) if tensors else {})
+                self._cuts.append(values)
+            self._plain_build_seconds = max(time.perf_counter() - started - self._run_seconds, 0.0)
+            self.nbytes = sum(values[t].nbytes for values in self._cuts for t in tensors)
+            if self.nbytes > SUFFIX_MEMORY_BYTES:
+                self._cuts, self._cut_layers = [], set()
+        return self._cuts
+
+    def _tensor_bytes(self, name: str) -> float:
+        """Bytes of an intermediate tensor over the split from its declared shape (8 per value, an upper
+        bound; unknown dimensions count 1: the capture checks the real size)."""
+        declared = self._declared.get(name)
+        dims = declared.type.tensor_type.shape.dim if declared is not None else ()
+        if not dims or dims[0].dim_value and dims[0].dim_value != self._batch_size:
+            return 0.0  # not per sample (a shape, a constant): a few bytes
+        return 8.0 * self._sample_count * float(np.prod([d.dim_value or 1 for d in dims[1:]]))
