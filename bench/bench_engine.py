@@ -21,7 +21,8 @@ seed; see `generated_cnn28`):
 4. one-cell edits of the Mixed precision table: a seeded walk changing one layer's weight format at
    a time from W8A8; per edit, `Evaluator.evaluate` + `Evaluator.layer_errors` of the new config
    (what the page computes), against a plain FP32 forward of the split, and the layer_errors of a
-   config seen for the first time by an Evaluator (every layer alone: one run per quantized layer).
+   config seen for the first time by an Evaluator (every layer alone: one run per quantized layer);
+5. a sweep of weights + input activations with and without the suffix runs for activation configs.
 Every session, ours and the baselines', uses one intra-op thread with spinning off (the machine is shared).
 """
 from __future__ import annotations
@@ -243,6 +244,26 @@ def sweep_floor(evaluator, layers, evaluation: Dataset) -> float:
     return total
 
 
+def bench_activation_sweep(prepared, calibration, evaluation: Dataset, repeats: int) -> dict:
+    """A sweep of weights + input activations, alternating: suffix runs for the activation configs on
+    (the engine) and off (every such config runs the whole model, as before they existed)."""
+    def sweep(with_activation_suffixes: bool) -> tuple[float, int]:
+        evaluator = Evaluator(prepared, calibration, evaluation)
+        if not with_activation_suffixes:  # as before: a sweep with activations prepared nothing
+            evaluator.suffix_runs.prepare = lambda layer, configs, activation=False: False
+        gc.collect()
+        start = time.perf_counter()
+        run_sweep(evaluator, SWEEP_FORMATS, activations=True)
+        return time.perf_counter() - start, sum(evaluator.suffix_runs.ready(l, True) for l in evaluator.layers)
+
+    on, off = [], []
+    for _ in range(repeats):
+        on.append(sweep(True))
+        off.append(sweep(False))
+    return {"on": statistics.median(t for t, _ in on), "off": statistics.median(t for t, _ in off),
+            "suffixes": on[-1][1], "layers": len(prepared.info.layers)}
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. calibration
 # ---------------------------------------------------------------------------------------------
@@ -424,6 +445,12 @@ def report_model(name: str, args) -> None:
         report_calibration(prepared, evaluation, memory=name == "cnn")
     if "edits" in sections:
         report_edits(prepared, calibration, evaluation, args)
+    if "wa-sweep" in sections:
+        w = bench_activation_sweep(prepared, calibration, evaluation, args.sweep_repeats)
+        print(f"5. sweep of weights + input activations (every layer x {','.join(SWEEP_FORMATS)}; medians of "
+              f"{args.sweep_repeats} alternating rounds; {w['suffixes']} of {w['layers']} layers ran from that layer on)")
+        print(f"   activation configs whole (before)             {w['off']:8.3f} s")
+        print(f"   from the layer on, input fake-quantized in numpy {w['on']:8.3f} s   {w['off'] / w['on']:.2f} x faster")
 
 
 def report_evaluate(prepared, calibration, evaluation: Dataset, args) -> None:
@@ -488,8 +515,8 @@ def main() -> int:
     parser.add_argument("--models", default="cnn,cnn28,transformer",
                         help="comma-separated: cnn, transformer (demos), cnn28 (generated)")
     parser.add_argument("--no-calibration", action="store_true", help="skip the calibration section")
-    parser.add_argument("--sections", default="evaluate,sweep,calibration,edits",
-                        help="comma-separated: evaluate, sweep, calibration (cnn, cnn28), edits")
+    parser.add_argument("--sections", default="evaluate,sweep,calibration,edits,wa-sweep",
+                        help="comma-separated: evaluate, sweep, calibration (cnn, cnn28), edits, wa-sweep")
     parser.add_argument("--edits", type=int, default=30, help="edits: one-cell edits timed per model")
     parser.add_argument("--memory-child", nargs=2, metavar=("WHICH", "COUNT"), help=argparse.SUPPRESS)
     args = parser.parse_args()

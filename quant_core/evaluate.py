@@ -257,9 +257,11 @@ class Evaluator:
     # -- running ----------------------------------------------------------------------------------
 
     def _run_outputs(self, weights, activations) -> tuple[np.ndarray, ...]:
-        if not activations and len(weights) == 1:
-            (layer, weight), = weights.items()
-            outputs = self.suffix_runs.outputs(layer, weight)
+        single = set(weights) | set(activations)
+        if len(single) == 1 and (layer := next(iter(single))) in self.session.fp32_weights:
+            # One layer quantized, everything else FP32 (a sweep row): maybe only the model from it on.
+            weight = weights.get(layer, self.session.fp32_weights[layer])
+            outputs = self.suffix_runs.outputs(layer, weight, activations.get(layer))
             if outputs is not None:
                 return outputs
         started = time.perf_counter()
@@ -268,10 +270,11 @@ class Evaluator:
         self.suffix_runs.full_run_took(time.perf_counter() - started)
         return joined(parts)
 
-    def prepare_sweep(self, layer: str, configs: int) -> bool:
-        """Get ready for `configs` configs that change only `layer`'s weights; return True if they will run
-        only the model from `layer` on (see `SuffixRuns.prepare`)."""
-        return self.suffix_runs.prepare(layer, configs)
+    def prepare_sweep(self, layer: str, configs: int, activations: bool = False) -> bool:
+        """Get ready for `configs` configs that change only `layer`'s weights (and its input activation if
+        `activations`); return True if they will run only the model from `layer` on (see
+        `SuffixRuns.prepare`)."""
+        return self.suffix_runs.prepare(layer, configs, activations)
 
     def _fp32_layers(self) -> dict[str, np.ndarray]:
         if self._fp32_layer_outputs is None:

@@ -99,8 +99,8 @@ def run_sweep(evaluator, formats: Sequence[NumberFormat | str], *, activations: 
     total = len(names) * len(fmts)
     rows: list[SweepRow] = []
     for layer in names:
-        if not activations and hasattr(evaluator, "prepare_sweep"):
-            evaluator.prepare_sweep(layer, len(fmts))  # may run only the model from this layer on
+        if hasattr(evaluator, "prepare_sweep"):
+            evaluator.prepare_sweep(layer, len(fmts), activations)  # may run only the model from this layer on
         for fmt in fmts:
             if cancel is not None and cancel():
                 return rows

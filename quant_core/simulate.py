@@ -15,9 +15,10 @@ import onnxruntime as ort
 from onnx import TensorProto, numpy_helper
 
 from .config import TensorQuant
-from .errors import DataError, ModelError
-from .formats import FormatKind
+from .errors import DataError, ModelError, QuantLabError
+from .formats import FormatKind, NumberFormat
 from .qparams import qparams_from_range
+from .quantize import fake_quantize
 from .simulation_graph import (CAST_OPSET, ActivationMode, LayerSpec, WeightFeed, build_simulation_model, cast_opset,
                                fake_quant_in_blocked_layout, first_line, input_name, reorder_weight_inputs,
                                session_options, simulation_session)
@@ -44,6 +45,8 @@ class ActivationQuant:
     zero_point: int = 0
     qmin: int = 0
     qmax: int = 255
+    # The integer format the parameters were made for (its limits are qmin, qmax): what `apply` needs.
+    fmt: NumberFormat | None = field(default=None, compare=False)
 
     @classmethod
     def from_range(cls, lo: float, hi: float, tq: TensorQuant) -> ActivationQuant:
@@ -57,7 +60,23 @@ class ActivationQuant:
             raise ValueError(f"{fmt.name} cannot quantize activations: use an int/uint, fp16, bf16 or fp8 format")
         scale, zero_point = qparams_from_range(lo, hi, fmt, symmetric=tq.symmetric)
         mode = _QDQ_MODE.get(fmt.name, ActivationMode.INTEGER)
-        return cls(mode, float(scale), int(zero_point), fmt.qmin, fmt.qmax)
+        return cls(mode, float(scale), int(zero_point), fmt.qmin, fmt.qmax, fmt)
+
+    def apply(self, x: np.ndarray) -> np.ndarray | None:
+        """Return x fake-quantized with numpy as the session's nodes do it, or None for a float mode.
+
+        UINT8 / INT8 (QuantizeLinear -> DequantizeLinear) and INTEGER (Div, Round, Clip, Mul) are
+        `quantize.fake_quantize` bit for bit, but for the sign of an exact zero (+0.0 here). None also
+        for NaN or Inf in x (the session carries them on; fake_quantize refuses them).
+        """
+        if self.mode == ActivationMode.OFF:
+            return x
+        if self.fmt is None or self.mode not in _INTEGER_MODES:
+            return None
+        try:
+            return fake_quantize(x, np.float32(self.scale), self.zero_point, self.fmt)
+        except QuantLabError:
+            return None
 
     def feeds(self, index: int) -> dict[str, np.ndarray]:
         return {input_name(index, "mode"): np.array(int(self.mode), dtype=np.int64),
@@ -70,6 +89,7 @@ class ActivationQuant:
 
 OFF = ActivationQuant()
 _QDQ_MODE = {"uint8": ActivationMode.UINT8, "int8": ActivationMode.INT8}
+_INTEGER_MODES = (ActivationMode.UINT8, ActivationMode.INT8, ActivationMode.INTEGER)
 
 def _float_scale(fmt, lo: float, hi: float) -> float:
     """fp8 activations are scaled so that amax maps onto max_finite, as fp8 weights are; fp16 / bf16 are not."""
@@ -234,6 +254,11 @@ class SimulationSession:
 
     def fp32_weight(self, layer: str) -> np.ndarray:
         return self._fp32_weights[layer]
+
+    @property
+    def fp32_weights(self) -> Mapping[str, np.ndarray]:
+        """Each layer's FP32 weight (float32), by layer name; read-only by convention (shared)."""
+        return self._fp32_weights
 
     def cut_tensors(self, layer: str) -> tuple[str, ...] | None:
         """Activations computed before `layer` that the rest of the model reads (None: cannot be cut)."""

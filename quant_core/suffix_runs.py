@@ -1,9 +1,12 @@
-"""Single-layer weight configs (sweeps) run only the model from their layer on.
+"""Single-layer configs (sweeps) run only the model from their layer on.
 
-A sweep quantizes one layer's weight at a time, everything else FP32: what comes before that layer
-is the same FP32 computation for every config. `SuffixRuns` captures those FP32 activations once and
-runs each config through the layer's suffix session (`simulation_suffix.LayerSuffix`), whose outputs
-equal a whole simulation run's bit for bit. It decides per layer whether that pays off.
+A sweep quantizes one layer at a time, everything else FP32: what comes before that layer is the
+same FP32 computation for every config. `SuffixRuns` captures those FP32 activations once and runs
+each config through the layer's suffix session (`simulation_suffix.LayerSuffix`), whose outputs
+equal a whole simulation run's bit for bit. When the layer's input activation is quantized too, the
+captured input is fake-quantized with numpy first (`ActivationQuant.apply`, the session's own
+formula), which is exact only when that layer is the tensor's one reader from there on (a residual
+branch reading it must see it FP32). It decides per layer whether that pays off.
 """
 from __future__ import annotations
 
@@ -12,11 +15,13 @@ import time
 import numpy as np
 
 from .calibrate import batches, joined, sample_count
-from .simulate import layer_specs
+from .config import TensorQuant
+from .simulate import ActivationQuant, layer_specs
 
 # Memory kept for single-layer weight configs (sweeps) at most: captured FP32 activations and the weight
 # copies fed to suffix sessions; past it, further layers' configs run the whole model.
 SUFFIX_MEMORY_BYTES = 256 * 2**20
+_UINT8_ASYMMETRIC = TensorQuant("uint8", symmetric=False)  # the timing probe's fake-quant
 
 
 class SuffixRuns:
@@ -31,7 +36,7 @@ class SuffixRuns:
         self._declared = {v.name: v for v in prepared.model.graph.value_info}
         self._cuts: list[dict[str, np.ndarray]] | None = None
         self._cut_layers: set[str] = set()
-        self._ready: dict[str, bool] = {}
+        self._ready: dict[tuple[str, bool], bool] = {}  # (layer, with its activation) -> runs from the layer on
         self._plain_build_seconds = 0.0
         self._run_seconds = float("inf")
         self.nbytes = 0  # captured activations + the weight copies the suffix sessions are fed
@@ -41,44 +46,86 @@ class SuffixRuns:
         (the first pays onnxruntime's warm-up)."""
         self._run_seconds = min(self._run_seconds, seconds)
 
-    def ready(self, layer: str) -> bool:
-        """True when configs changing only `layer`'s weight run from that layer on."""
-        return bool(self._ready.get(layer))
+    def ready(self, layer: str, activation: bool = False) -> bool:
+        """True when configs changing only `layer` (its weight, and its input activation if
+        `activation`) run from that layer on."""
+        return bool(self._ready.get((layer, activation)))
 
-    def prepare(self, layer: str, configs: int) -> bool:
-        """Get ready for `configs` configs that change only `layer`'s weights; return True if they will run
-        only the model from `layer` on (fed cached FP32 activations; the same outputs bit for bit).
+    def prepare(self, layer: str, configs: int, activation: bool = False) -> bool:
+        """Get ready for `configs` configs that change only `layer`'s weights (and its input activation if
+        `activation`); return True if they will run only the model from `layer` on (fed cached FP32
+        activations; the same outputs bit for bit, up to the sign of an exact zero with an activation).
 
         That needs one more onnxruntime session (built here) and the FP32 activations the rest of the
         model reads (captured once for all layers, kept, at most SUFFIX_MEMORY_BYTES). It is done only
-        when the time it saves, configs x (one run of the split) x (share s of the multiply-adds
-        before the layer), is larger than one run (the capture) and than building the session,
-        estimated as 2 x (1 - s) x a plain session's build (timed with the capture).
+        when the time it saves, configs x ((one run of the split) x (share s of the multiply-adds
+        before the layer) - (numpy fake-quant of the layer's input, timed here, with an activation)),
+        is larger than one run (the capture) and than building the session, estimated as
+        2 x (1 - s) x a plain session's build (timed with the capture).
         """
-        if layer not in self._ready:
+        key = (layer, activation)
+        if key not in self._ready:
             share = self._prefix_share(layer)
             saving = configs * self._run_seconds * share
             # The FP32 activations cost one run (and one plain session) to capture, once for all layers.
             if saving <= self._run_seconds or not self.cut_values():
                 return False
+            if activation:
+                cost = self._activation_seconds(layer)
+                if cost is None:
+                    self._ready[key] = False
+                    return False
+                saving -= configs * cost
             # A suffix session is an optimized plain session of the rest of the model: about twice the
             # plain session's build (measured with the capture) times the share it keeps.
-            if saving <= 2.0 * self._plain_build_seconds * (1.0 - share):
+            if saving <= self._run_seconds or saving <= 2.0 * self._plain_build_seconds * (1.0 - share):
                 return False
             if layer not in self._cut_layers or self.nbytes >= SUFFIX_MEMORY_BYTES:
                 return False
-            suffix = self._session.suffix(layer)
-            self._ready[layer] = suffix is not None
-            self.nbytes += 0 if suffix is None else suffix.nbytes
-        return self._ready[layer]
+            built = self._session.suffix(layer) is not None
+            if built and not self._ready.get((layer, not activation)):
+                self.nbytes += self._session.suffix(layer).nbytes
+            self._ready[key] = built
+        return self._ready[key]
 
-    def outputs(self, layer: str, weight: np.ndarray) -> tuple[np.ndarray, ...] | None:
-        """Outputs when only `layer`'s weight differs from FP32 (its suffix fed the cached FP32
-        activations), or None when that layer is not prepared."""
-        if not self._ready.get(layer):
+    def outputs(self, layer: str, weight: np.ndarray, activation: ActivationQuant | None = None
+                ) -> tuple[np.ndarray, ...] | None:
+        """Outputs when only `layer`'s weight (and its input `activation`) differ from FP32: its suffix
+        fed the cached FP32 activations, the layer's input fake-quantized with numpy; None when that
+        layer is not prepared (or the activation's mode has no numpy twin: the float formats)."""
+        if not self._ready.get((layer, activation is not None)):
             return None
         cuts, suffix = self.cut_values(), self._session.suffix(layer)
-        return joined([suffix.run(values, weight) for values in cuts])
+        if activation is None:
+            return joined([suffix.run(values, weight) for values in cuts])
+        tensor = self._specs[layer].activation_input
+        parts = []
+        for values in cuts:
+            quantized = activation.apply(values[tensor])
+            if quantized is None:
+                return None
+            parts.append(suffix.run({**values, tensor: quantized}, weight))
+        return joined(parts)
+
+    def _activation_seconds(self, layer: str) -> float | None:
+        """Seconds to fake-quantize the layer's captured input over the split (uint8, its min-max range),
+        or None when the suffix cannot take a fake-quantized input: the layer reads no float
+        activation, or another node from the layer on reads the same tensor."""
+        tensor = self._specs[layer].activation_input
+        nodes = list(self._prepared.model.graph.node)
+        names = [node.name for node in nodes]
+        if not tensor or layer not in names or not self.cut_values() or tensor not in self.cut_values()[0]:
+            return None
+        readers = sum(name == tensor for node in nodes[names.index(layer):] for name in node.input)
+        if readers != 1:
+            return None
+        started = time.perf_counter()
+        for values in self.cut_values():
+            x = values[tensor]
+            params = ActivationQuant.from_range(float(x.min()), float(x.max()), _UINT8_ASYMMETRIC)
+            if params.apply(x) is None:
+                return None
+        return time.perf_counter() - started
 
     def _prefix_share(self, layer: str) -> float:
         """Share of the model's weight multiply-adds in the layers before `layer` (node order)."""

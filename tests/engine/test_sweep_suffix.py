@@ -49,6 +49,38 @@ def test_a_sweep_with_suffixes_gives_the_same_rows(two_evaluators):
         [(e.sqnr_db, e.accuracy, e.size_bytes) for e in expected]
 
 
+@pytest.mark.parametrize("fmt", ["uint8", "int8", "int4", "uint3"])
+def test_with_the_input_activation_quantized_too_the_suffix_gives_the_full_sessions_outputs(two_evaluators, fmt):
+    whole, cut = two_evaluators
+    ready = [layer for layer in cut.layers if cut.prepare_sweep(layer, ALWAYS, activations=True)]
+    assert ready  # at least one layer reads its input alone
+    for layer in cut.layers:
+        config = sweep_config(cut, layer, parse_format(fmt), activations=True)
+        for expected, found in zip(whole.outputs(config), cut.outputs(config)):
+            assert np.array_equal(expected, found), (layer, fmt)  # -0.0 == +0.0: exact otherwise
+
+
+def test_a_layer_whose_input_another_node_also_reads_runs_the_whole_model_with_its_activation():
+    """dense1 reads h, and so does the residual Add: fake-quantizing the captured h would change the Add."""
+    prepared = prepare_model(_residual_model())
+    x = np.random.default_rng(1).normal(size=(64, 4)).astype(np.float32)
+    evaluator = Evaluator(prepared, calibrate(prepared, {"x": x}), {"x": x})
+    assert evaluator.prepare_sweep("dense1", ALWAYS) is True
+    assert evaluator.prepare_sweep("dense1", ALWAYS, activations=True) is False
+    config = sweep_config(evaluator, "dense1", parse_format("int4"), activations=True)
+    reference = Evaluator(prepared, evaluator.calibration, {"x": x}).outputs(config)
+    assert np.array_equal(evaluator.outputs(config)[0], reference[0])
+
+
+def test_float_activation_formats_run_the_whole_model(two_evaluators):
+    whole, cut = two_evaluators
+    last = cut.layers[-1]
+    cut.prepare_sweep(last, ALWAYS, activations=True)
+    config = sweep_config(cut, last, parse_format("fp16"), activations=True)
+    for expected, found in zip(whole.outputs(config), cut.outputs(config)):
+        assert np.array_equal(expected, found)
+
+
 def test_a_single_config_never_builds_a_session_for_the_first_layer(cnn_evaluator):
     # Nothing runs before the first layer: no time to save.
     assert cnn_evaluator.prepare_sweep(cnn_evaluator.layers[0], 5) is False
