@@ -22,7 +22,8 @@ seed; see `generated_cnn28`):
    a time from W8A8; per edit, `Evaluator.evaluate` + `Evaluator.layer_errors` of the new config
    (what the page computes), against a plain FP32 forward of the split, and the layer_errors of a
    config seen for the first time by an Evaluator (every layer alone: one run per quantized layer);
-5. a sweep of weights + input activations with and without the suffix runs for activation configs.
+5. a sweep of weights + input activations with and without the suffix runs for activation configs;
+6. a mixed-precision suggestion with and without anchors (candidates run from their layer on).
 Every session, ours and the baselines', uses one intra-op thread with spinning off (the machine is shared).
 """
 from __future__ import annotations
@@ -264,6 +265,29 @@ def bench_activation_sweep(prepared, calibration, evaluation: Dataset, repeats: 
             "suffixes": on[-1][1], "layers": len(prepared.info.layers)}
 
 
+def bench_suggest(prepared, evaluation: Dataset, repeats: int) -> dict:
+    """suggest_config(min_accuracy = FP32 - 2 pp, or 98 % top-1 agreement without labels) alternating: anchors on (the engine) and off (every
+    candidate runs the whole model, as before anchors existed); the two suggestions must be equal."""
+    from quant_core.suggest import suggest_config
+
+    def suggest(anchors: bool):
+        evaluator = Evaluator(prepared, None, evaluation)
+        if not anchors:
+            evaluator.anchor = lambda config: False
+        target = 0.98 if evaluator.fp32_accuracy is None else evaluator.fp32_accuracy - 0.02  # agreement w/o labels
+        gc.collect()
+        start = time.perf_counter()
+        found = suggest_config(evaluator, min_accuracy=target)
+        return time.perf_counter() - start, found
+
+    on, off = [], []
+    for _ in range(repeats):
+        on.append(suggest(True))
+        off.append(suggest(False))
+    return {"on": statistics.median(t for t, _ in on), "off": statistics.median(t for t, _ in off),
+            "steps": len(on[0][1].steps), "same": all(a[1] == b[1] for a, b in zip(on, off))}
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. calibration
 # ---------------------------------------------------------------------------------------------
@@ -445,6 +469,13 @@ def report_model(name: str, args) -> None:
         report_calibration(prepared, evaluation, memory=name == "cnn")
     if "edits" in sections:
         report_edits(prepared, calibration, evaluation, args)
+    if "suggest" in sections:
+        g = bench_suggest(prepared, evaluation, args.sweep_repeats)
+        print(f"6. suggest (min accuracy = FP32 - 2 pp or 98 % agreement, weights int8..int2; {g['steps']} steps; medians of "
+              f"{args.sweep_repeats} alternating rounds)")
+        print(f"   every candidate run whole (before)         {g['off']:8.3f} s")
+        print(f"   candidates from their layer on (anchors)   {g['on']:8.3f} s   {g['off'] / g['on']:.2f} x faster; "
+              f"same suggestion: {g['same']}")
     if "wa-sweep" in sections:
         w = bench_activation_sweep(prepared, calibration, evaluation, args.sweep_repeats)
         print(f"5. sweep of weights + input activations (every layer x {','.join(SWEEP_FORMATS)}; medians of "
@@ -515,8 +546,8 @@ def main() -> int:
     parser.add_argument("--models", default="cnn,cnn28,transformer",
                         help="comma-separated: cnn, transformer (demos), cnn28 (generated)")
     parser.add_argument("--no-calibration", action="store_true", help="skip the calibration section")
-    parser.add_argument("--sections", default="evaluate,sweep,calibration,edits,wa-sweep",
-                        help="comma-separated: evaluate, sweep, calibration (cnn, cnn28), edits, wa-sweep")
+    parser.add_argument("--sections", default="evaluate,sweep,calibration,edits,wa-sweep,suggest",
+                        help="comma-separated: evaluate, sweep, calibration (cnn, cnn28), edits, wa-sweep, suggest")
     parser.add_argument("--edits", type=int, default=30, help="edits: one-cell edits timed per model")
     parser.add_argument("--memory-child", nargs=2, metavar=("WHICH", "COUNT"), help=argparse.SUPPRESS)
     args = parser.parse_args()

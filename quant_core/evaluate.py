@@ -14,7 +14,7 @@ from onnx import helper
 from .axes import WeightLayout, layer_axes, resolve, shape_axes
 from .calibrate import Calibration, batches, fit_batch, joined, named_inputs, sample_count
 from .config import LayerQuant, QuantConfig, TensorQuant
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, ModelError
 from .formats import FormatKind, Granularity, RangeMethod
 from .quantize import fake_quantize_tensor, tensor_range
 from .metrics import FixedReference, ratio_db
@@ -256,7 +256,13 @@ class Evaluator:
 
     # -- running ----------------------------------------------------------------------------------
 
-    def _run_outputs(self, weights, activations) -> tuple[np.ndarray, ...]:
+    def _run_outputs(self, weights, activations, feeds: tuple[LayerFeed, ...] | None = None
+                     ) -> tuple[np.ndarray, ...]:
+        if feeds is not None and not activations:
+            # A weights-only config one layer away from the anchor (a suggestion's candidate).
+            outputs = self.suffix_runs.anchor_outputs({feed[0]: feed for feed in feeds}, weights)
+            if outputs is not None:
+                return outputs
         single = set(weights) | set(activations)
         if len(single) == 1 and (layer := next(iter(single))) in self.session.fp32_weights:
             # One layer quantized, everything else FP32 (a sweep row): maybe only the model from it on.
@@ -269,6 +275,28 @@ class Evaluator:
                  for batch in batches(self._inputs, self.batch_size)]
         self.suffix_runs.full_run_took(time.perf_counter() - started)
         return joined(parts)
+
+    def anchor(self, config: QuantConfig) -> bool:
+        """Make the weights-only `config` the anchor: a config that differs from it in one layer's weight
+        then runs only the model from that layer on, fed the anchor's activations captured here (one
+        run); the outputs equal a whole run's bit for bit. Return False, and keep no anchor, when that
+        does not pay (the layers' prefix shares sum to at most 1.5 runs), over the memory budget, or
+        when `config` quantizes an activation. For searches that try one layer at a time (suggest)."""
+        check_config(config, self._facts)
+        feeds = self._config_feeds(config)
+        if any(quant is not None for _, _, quant in feeds) or not self.suffix_runs.anchor_pays():
+            self.suffix_runs.clear_anchor()
+            return False
+        weights, _ = self._feed_arrays(feeds)
+        try:
+            return self.suffix_runs.set_anchor({feed[0]: feed for feed in feeds}, weights)
+        except ModelError:  # the capture session cannot be built: evaluate whole, as without an anchor
+            self.suffix_runs.disable_anchors()
+            return False
+
+    def clear_anchor(self) -> None:
+        """Drop the anchor and its captured activations."""
+        self.suffix_runs.clear_anchor()
 
     def prepare_sweep(self, layer: str, configs: int, activations: bool = False) -> bool:
         """Get ready for `configs` configs that change only `layer`'s weights (and its input activation if
@@ -354,8 +382,9 @@ class Evaluator:
         if found is not None:
             return found
         check_config(config, self._facts)
-        weights, activations = self._feeds(config)
-        outputs = self._run_outputs(weights, activations) if (weights or activations) else self.fp32_outputs
+        feeds = self._config_feeds(config)
+        weights, activations = self._feed_arrays(feeds)
+        outputs = self._run_outputs(weights, activations, feeds) if (weights or activations) else self.fp32_outputs
         top1 = _top1(outputs[0])
         output_sqnr = tuple(r.sqnr_db(o) for r, o in zip(self._references, outputs))
         result = EvaluationResult(
@@ -376,7 +405,8 @@ class Evaluator:
     def outputs(self, config: QuantConfig) -> tuple[np.ndarray, ...]:
         """Return the model outputs of `config` on the whole split (not cached)."""
         check_config(config, self._facts)
-        return self._run_outputs(*self._feeds(config))
+        feeds = self._config_feeds(config)
+        return self._run_outputs(*self._feed_arrays(feeds), feeds)
 
     def layer_errors(self, config: QuantConfig) -> tuple[LayerError, ...]:
         """Return each layer's isolated and accumulated SQNR (dB) at its output (cached per config).

@@ -151,9 +151,10 @@ class _Variant:
     """One built InferenceSession and how to feed its weights."""
 
     def __init__(self, model, specs, modes, threads: int, *, layer_outputs: bool,
-                 pattern: Mapping[int, ActivationMode] | None = None):
+                 pattern: Mapping[int, ActivationMode] | None = None, extra_outputs: tuple[str, ...] = ()):
         base, _, self.activation_index = build_simulation_model(model, specs, modes, weights_as_inputs=False,
-                                                               layer_outputs=layer_outputs, pattern=pattern)
+                                                               layer_outputs=layer_outputs, pattern=pattern,
+                                                               extra_outputs=extra_outputs)
         traced = reorder_weight_inputs(base, specs, threads)
         if traced is not None:
             built, by_weight = traced
@@ -161,7 +162,8 @@ class _Variant:
             self.weight_feeds = {spec.name: by_weight[spec.weight] for spec in specs if spec.weight in by_weight}
             self.reordered = True
         else:
-            built, inputs, _ = build_simulation_model(model, specs, modes, layer_outputs=layer_outputs, pattern=pattern)
+            built, inputs, _ = build_simulation_model(model, specs, modes, layer_outputs=layer_outputs, pattern=pattern,
+                                                      extra_outputs=extra_outputs)
             shapes = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in built.graph.input}
             self.weight_feeds = {layer: [WeightFeed(name, shapes[name])] for layer, name in inputs.items()}
             self.reordered = False
@@ -207,10 +209,12 @@ class SimulationSession:
         self._patterns: dict[tuple, _Variant | None] = {}
         self._pattern_uses: dict[tuple, int] = {}
         self._captures: dict[tuple[str, ...], ort.InferenceSession] = {}
+        self._weight_captures: dict[tuple[str, ...], _Variant] = {}
 
-    def _build(self, *, layer_outputs: bool, pattern: Mapping[int, ActivationMode] | None = None) -> _Variant:
+    def _build(self, *, layer_outputs: bool, pattern: Mapping[int, ActivationMode] | None = None,
+               extra_outputs: tuple[str, ...] = ()) -> _Variant:
         variant = _Variant(self._model, self._specs, self.modes, self._threads, layer_outputs=layer_outputs,
-                           pattern=pattern)
+                           pattern=pattern, extra_outputs=extra_outputs)
         defaults = {}
         for layer, feeds in variant.weight_feeds.items():
             for feed in feeds:
@@ -289,6 +293,24 @@ class SimulationSession:
                                                            providers=["CPUExecutionProvider"])
         try:
             values = self._captures[tensors].run(list(tensors), dict(feeds))
+        except Exception as err:  # onnxruntime's own exception types
+            raise DataError(f"onnxruntime cannot run the model on this data: {first_line(err)}") from None
+        return dict(zip(tensors, values))
+
+    def capture_quantized(self, feeds: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray],
+                          tensors: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Return the values of intermediate `tensors` for one batch with `weights` fake-quantized and
+        every activation FP32 (a session with no fake-quant nodes and those outputs, built once per tuple)."""
+        if tensors not in self._weight_captures:
+            self._weight_captures[tensors] = self._build(layer_outputs=False, pattern={}, extra_outputs=tensors)
+        variant = self._weight_captures[tensors]
+        all_feeds = dict(variant.default_feeds)
+        all_feeds.update(feeds)
+        for layer, weight in weights.items():
+            for feed in variant.weight_feeds[layer]:
+                all_feeds[feed.name] = feed.value(np.asarray(weight, dtype=np.float32))
+        try:
+            values = variant.session.run(list(tensors), all_feeds)
         except Exception as err:  # onnxruntime's own exception types
             raise DataError(f"onnxruntime cannot run the model on this data: {first_line(err)}") from None
         return dict(zip(tensors, values))

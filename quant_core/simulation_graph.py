@@ -179,12 +179,13 @@ _INPUT_TYPES = {"mode": TensorProto.INT64, "scale": TensorProto.FLOAT, "lo": Ten
 
 def build_simulation_model(model: onnx.ModelProto, specs: tuple[LayerSpec, ...], modes: frozenset[ActivationMode],
                            *, weights_as_inputs: bool = True, layer_outputs: bool = False,
-                           pattern: Mapping[int, ActivationMode] | None = None
+                           pattern: Mapping[int, ActivationMode] | None = None, extra_outputs: tuple[str, ...] = ()
                            ) -> tuple[onnx.ModelProto, dict[str, str], dict[str, int]]:
     """Return the simulation model, layer -> weight input name, layer -> activation index.
 
     weights_as_inputs=False keeps the weights as initializers (for `reorder_weight_inputs`).
-    layer_outputs=True also makes every layer's output a graph output.
+    layer_outputs=True also makes every layer's output a graph output; `extra_outputs` names more
+    intermediate (float) tensors to output.
     pattern (activation index -> mode, absent = OFF) specializes the model: each activation gets its
     mode's nodes inline instead of the `If` chain, and OFF activations no nodes at all.
     """
@@ -244,10 +245,12 @@ def build_simulation_model(model: onnx.ModelProto, specs: tuple[LayerSpec, ...],
     graph.initializer.extend(kept)
     graph.input.extend(new_inputs)
     existing_outputs = {out.name for out in graph.output}
-    for spec in specs if layer_outputs else ():
-        if spec.output and spec.output not in existing_outputs:
-            graph.output.append(helper.make_tensor_value_info(spec.output, TensorProto.FLOAT, None))
-            existing_outputs.add(spec.output)
+    declared = {v.name: v.type.tensor_type.elem_type for v in list(graph.value_info) + list(graph.input)}
+    wanted = [spec.output for spec in specs if layer_outputs and spec.output] + list(extra_outputs)
+    for name in wanted:
+        if name not in existing_outputs:
+            graph.output.append(helper.make_tensor_value_info(name, declared.get(name) or TensorProto.FLOAT, None))
+            existing_outputs.add(name)
     return sim, weight_inputs, activation_index
 
 

@@ -72,10 +72,13 @@ class LayerSuffix:
         traced = reorder_weight_inputs(built, (spec, *later), threads)
         options = session_options(threads)
         self.constant_feeds = {}
+        self.later_feeds: dict[str, list[WeightFeed]] = {}  # later layer -> how its weight is fed (traced only)
+        self.traced = traced is not None
         if traced is not None:
             built, by_weight = traced
             self.weight_feeds = by_weight[spec.weight]
             for other in later:
+                self.later_feeds[other.name] = by_weight[other.weight]
                 for feed in by_weight[other.weight]:
                     self.constant_feeds[feed.name] = feed.value(fp32_weights[other.name])
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
@@ -98,11 +101,17 @@ class LayerSuffix:
         """Bytes of the later layers' weights this suffix keeps (in its layout) to feed them."""
         return sum(value.nbytes for value in self.constant_feeds.values())
 
-    def run(self, cut_values: Mapping[str, np.ndarray], weight: np.ndarray) -> tuple[np.ndarray, ...]:
+    def run(self, cut_values: Mapping[str, np.ndarray], weight: np.ndarray,
+            later_weights: Mapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
+        """Run the suffix: `weight` for its layer, `later_weights` (by layer; only those in
+        `later_feeds`) for layers after it, FP32 for the others."""
         feeds = dict(self.constant_feeds)
         feeds.update((name, cut_values[name]) for name in self.cut)
         for feed in self.weight_feeds:
             feeds[feed.name] = feed.value(np.asarray(weight, dtype=np.float32))
+        for layer, value in (later_weights or {}).items():
+            for feed in self.later_feeds[layer]:
+                feeds[feed.name] = feed.value(np.asarray(value, dtype=np.float32))
         try:
             return tuple(self.session.run(list(self.output_names), feeds))
         except Exception as err:  # onnxruntime's own exception types

@@ -11,6 +11,7 @@ branch reading it must see it FP32). It decides per layer whether that pays off.
 from __future__ import annotations
 
 import time
+from collections.abc import Hashable, Mapping
 
 import numpy as np
 
@@ -39,7 +40,82 @@ class SuffixRuns:
         self._ready: dict[tuple[str, bool], bool] = {}  # (layer, with its activation) -> runs from the layer on
         self._plain_build_seconds = 0.0
         self._run_seconds = float("inf")
-        self.nbytes = 0  # captured activations + the weight copies the suffix sessions are fed
+        self._shares: dict[str, float] = {}
+        self._planned: tuple[tuple[str, ...], frozenset[str]] | None = None
+        self._anchor = None  # (feeds by layer, weights by layer, captured values per batch)
+        self._anchors_disabled = False
+        self._captured_bytes = 0  # the FP32 activations captured for sweeps
+        self._suffix_bytes: dict[str, int] = {}  # layer -> weight copies its suffix session is fed
+
+    # -- anchors: configs that differ from one config (the anchor) in one layer's weight -----------
+
+    def anchor_pays(self) -> bool:
+        """True when running every layer's candidate from that layer on, after one capture of the
+        anchor (about one run), saves more than 1.5 runs: the layers' prefix shares sum above 1.5."""
+        if self._anchors_disabled:
+            return False
+        return sum(self._prefix_share(layer) for layer in self._plan()[1]) > 1.5
+
+    def clear_anchor(self) -> None:
+        self._anchor = None
+
+    def disable_anchors(self) -> None:
+        """Never anchor again (the capture session cannot be built for this model)."""
+        self._anchor, self._anchors_disabled = None, True
+
+    def set_anchor(self, feeds: Mapping[str, Hashable], weights: Mapping[str, np.ndarray]) -> bool:
+        """Capture, with these fake-quantized `weights` (activations FP32), what each layer's suffix reads;
+        `feeds` (per layer, comparable) identify the anchor. False (no anchor) over the memory budget."""
+        self._anchor = None
+        tensors, layers = self._plan()
+        # The anchor's activations may sit beside the FP32 ones of a sweep: half the budget each.
+        if not layers or 2 * sum(self._tensor_bytes(t) for t in tensors) > SUFFIX_MEMORY_BYTES:
+            return False
+        captured = []
+        for batch in batches(self._inputs, self._batch_size):
+            values = dict(batch)
+            values.update(self._session.capture_quantized(batch, weights, tensors) if tensors else {})
+            captured.append(values)
+        if 2 * sum(values[t].nbytes for values in captured for t in tensors) > SUFFIX_MEMORY_BYTES:
+            return False
+        self._anchor = (dict(feeds), dict(weights), captured)
+        return True
+
+    def anchor_outputs(self, feeds: Mapping[str, Hashable], weights: Mapping[str, np.ndarray]
+                       ) -> tuple[np.ndarray, ...] | None:
+        """Outputs of a weights-only config that differs from the anchor in one layer: that layer's suffix
+        fed the anchor's captured activations and the config's later weights; None otherwise."""
+        if self._anchor is None:
+            return None
+        anchor_feeds, _, captured = self._anchor
+        differing = [layer for layer in set(feeds) | set(anchor_feeds) if feeds.get(layer) != anchor_feeds.get(layer)]
+        if len(differing) != 1 or differing[0] not in self._plan()[1] or not self._prefix_share(differing[0]):
+            return None
+        layer = differing[0]
+        suffix = self._suffix(layer)
+        if suffix is None or not suffix.traced:
+            return None
+        weight = weights.get(layer, self._session.fp32_weights[layer])
+        later = {name: value for name, value in weights.items() if name in suffix.later_feeds}
+        return joined([suffix.run(values, weight, later) for values in captured])
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held: captured FP32 activations + the weight copies the suffix sessions are fed
+        (an anchor's activations, at most half the budget, come on top while a search runs)."""
+        return self._captured_bytes + sum(self._suffix_bytes.values())
+
+    def _suffix(self, layer: str):
+        """The layer's suffix session, built while the memory held stays within SUFFIX_MEMORY_BYTES;
+        None past it, or when the model cannot be cut there."""
+        if layer not in self._suffix_bytes:
+            if self.nbytes >= SUFFIX_MEMORY_BYTES:
+                return None
+            suffix = self._session.suffix(layer)
+            if suffix is None:
+                return None
+            self._suffix_bytes[layer] = suffix.nbytes
+        return self._session.suffix(layer)
 
     def full_run_took(self, seconds: float) -> None:
         """Record a whole run of the split: the fastest one is the cost a suffix is weighed against
@@ -80,12 +156,9 @@ class SuffixRuns:
             # plain session's build (measured with the capture) times the share it keeps.
             if saving <= self._run_seconds or saving <= 2.0 * self._plain_build_seconds * (1.0 - share):
                 return False
-            if layer not in self._cut_layers or self.nbytes >= SUFFIX_MEMORY_BYTES:
+            if layer not in self._cut_layers:
                 return False
-            built = self._session.suffix(layer) is not None
-            if built and not self._ready.get((layer, not activation)):
-                self.nbytes += self._session.suffix(layer).nbytes
-            self._ready[key] = built
+            self._ready[key] = self._suffix(layer) is not None
         return self._ready[key]
 
     def outputs(self, layer: str, weight: np.ndarray, activation: ActivationQuant | None = None
@@ -128,7 +201,12 @@ class SuffixRuns:
         return time.perf_counter() - started
 
     def _prefix_share(self, layer: str) -> float:
-        """Share of the model's weight multiply-adds in the layers before `layer` (node order)."""
+        """Share of the model's weight multiply-adds in the layers before `layer` (node order; cached)."""
+        if layer not in self._shares:
+            self._shares[layer] = self._compute_prefix_share(layer)
+        return self._shares[layer]
+
+    def _compute_prefix_share(self, layer: str) -> float:
         graph = self._prepared.model.graph
         declared = {v.name: v for v in list(graph.value_info) + list(graph.output)}
         order = [node.name for node in graph.node]
@@ -147,6 +225,22 @@ class SuffixRuns:
         position = order.index(layer)
         return sum(v for name, v in macs.items() if order.index(name) < position) / total
 
+    def _plan(self) -> tuple[tuple[str, ...], frozenset[str]]:
+        """(the tensors to capture, the layers that can be cut), from the graph and the declared shapes
+        alone (computed once); nothing when their declared size is over SUFFIX_MEMORY_BYTES."""
+        if self._planned is None:
+            inputs = set(self._session.input_names)
+            cuts = {layer: self._session.cut_tensors(layer) for layer in self._session.layers
+                    if self._specs[layer].weight}
+            sizes, layers = {}, set()
+            for layer, cut in cuts.items():
+                if cut is not None:
+                    sizes.update((t, self._tensor_bytes(t)) for t in cut if t not in inputs)
+                    layers.add(layer)
+            over = sum(sizes.values()) > SUFFIX_MEMORY_BYTES
+            self._planned = ((), frozenset()) if over else (tuple(sorted(sizes)), frozenset(layers))
+        return self._planned
+
     def cut_values(self) -> list[dict[str, np.ndarray]]:
         """Per batch, the FP32 activations the layers' suffixes read (captured once; [] over budget).
 
@@ -155,26 +249,18 @@ class SuffixRuns:
         """
         if self._cuts is None:
             self._cuts, self._cut_layers = [], set()
-            inputs = set(self._session.input_names)
-            cuts = {layer: self._session.cut_tensors(layer) for layer in self._session.layers
-                    if self._specs[layer].weight}
-            sizes = {}
-            for layer, cut in cuts.items():
-                if cut is not None:
-                    sizes.update((t, self._tensor_bytes(t)) for t in cut if t not in inputs)
-                    self._cut_layers.add(layer)
-            tensors = tuple(sorted(sizes))
-            if sum(sizes.values()) > SUFFIX_MEMORY_BYTES:
-                self._cut_layers = set()
+            tensors, layers = self._plan()
+            if not layers:
                 return self._cuts
+            self._cut_layers = set(layers)
             started = time.perf_counter()
             for batch in batches(self._inputs, self._batch_size):
                 values = dict(batch)
                 values.update(self._session.capture(batch, tensors) if tensors else {})
                 self._cuts.append(values)
             self._plain_build_seconds = max(time.perf_counter() - started - self._run_seconds, 0.0)
-            self.nbytes = sum(values[t].nbytes for values in self._cuts for t in tensors)
-            if self.nbytes > SUFFIX_MEMORY_BYTES:
+            self._captured_bytes = sum(values[t].nbytes for values in self._cuts for t in tensors)
+            if self._captured_bytes > SUFFIX_MEMORY_BYTES:
                 self._cuts, self._cut_layers = [], set()
         return self._cuts
 

@@ -129,6 +129,27 @@ def suggest_config(evaluator, *, max_size_bytes: int | None = None, min_accuracy
                    progress: Callable[[float], None] | None = None,
                    cancel: Callable[[], bool] | None = None,
                    time_budget_s: float | None = None) -> Suggestion:
+    """Return a weight-only mixed-precision config meeting one budget, and how it was found (`_suggest`).
+
+    Each step's candidates differ from the current config in one layer: the Evaluator may run them
+    from that layer on (`Evaluator.anchor`); the anchor is dropped when the search ends.
+    """
+    try:
+        return _suggest(evaluator, max_size_bytes=max_size_bytes, min_accuracy=min_accuracy,
+                        candidate_formats=candidate_formats, sweep_rows=sweep_rows, progress=progress,
+                        cancel=cancel, time_budget_s=time_budget_s)
+    finally:
+        if hasattr(evaluator, "clear_anchor"):
+            evaluator.clear_anchor()  # its captured activations serve this search only
+
+
+def _anchor(evaluator, config: QuantConfig) -> None:
+    if hasattr(evaluator, "anchor"):
+        evaluator.anchor(config)
+
+
+def _suggest(evaluator, *, max_size_bytes, min_accuracy, candidate_formats, sweep_rows, progress, cancel,
+             time_budget_s) -> Suggestion:
     """Return a weight-only mixed-precision config meeting one budget, and how it was found.
 
     Exactly one of `max_size_bytes` and `min_accuracy` is required. Without labels the metric is
@@ -190,6 +211,8 @@ def suggest_config(evaluator, *, max_size_bytes: int | None = None, min_accuracy
             stopped = timed_out = True
             break
         options = []
+        if min_accuracy is not None or not search.rows:  # every candidate will be measured
+            _anchor(evaluator, search.config(levels))
         for layer in search.layers:
             if out_of_time():
                 break
@@ -226,6 +249,7 @@ def suggest_config(evaluator, *, max_size_bytes: int | None = None, min_accuracy
             timed_out = True
             break
         options = []
+        _anchor(evaluator, search.config(levels))
         for layer in search.layers:
             if out_of_time():
                 timed_out = True

@@ -129,3 +129,55 @@ def test_over_the_memory_budget_every_config_runs_the_whole_model(demo_cnn, monk
     evaluator = Evaluator(prepared, calibrate(prepared, calibration_data), evaluation)
     assert not any(evaluator.prepare_sweep(layer, ALWAYS) for layer in evaluator.layers)
     assert len(run_sweep(evaluator, ["int4"])) == len(evaluator.layers)
+
+
+def _int(bits: int, evaluator, layer: str) -> LayerQuant:
+    from quant_core.sensitivity import weight_quant
+    return LayerQuant(weight_quant(parse_format(f"int{bits}"), tuple(evaluator.session.fp32_weight(layer).shape)))
+
+
+def test_a_config_one_layer_away_from_the_anchor_gives_the_whole_runs_outputs_bit_for_bit(two_evaluators,
+                                                                                           monkeypatch):
+    from quant_core.suffix_runs import SuffixRuns
+
+    whole, cut = two_evaluators
+    monkeypatch.setattr(SuffixRuns, "anchor_pays", lambda self: True)  # exercise it on every demo
+    anchor = QuantConfig(FP32_LAYER, tuple((layer, _int(8 - 2 * (i % 2), cut, layer))
+                                           for i, layer in enumerate(cut.layers)), name="anchor")
+    assert cut.anchor(anchor)
+    try:
+        for layer in cut.layers:
+            for choice in (_int(4, cut, layer), _int(2, cut, layer), FP32_LAYER):
+                config = anchor.with_layer(layer, choice)
+                for expected, found in zip(whole.outputs(config), cut.outputs(config)):
+                    assert np.array_equal(expected, found), layer
+        two_away = anchor.with_layer(cut.layers[0], _int(3, cut, cut.layers[0])).with_layer(
+            cut.layers[-1], _int(3, cut, cut.layers[-1]))
+        assert np.array_equal(whole.outputs(two_away)[0], cut.outputs(two_away)[0])
+    finally:
+        cut.clear_anchor()
+
+
+def test_an_anchor_is_refused_when_it_quantizes_an_activation_or_does_not_pay(cnn_evaluator):
+    from quant_core.config import PRESETS
+    assert cnn_evaluator.anchor(PRESETS["W8A8"]) is False
+    # The demo CNN: conv2 holds most of the work and only fc comes after it; an anchor saves no run.
+    assert cnn_evaluator.anchor(PRESETS["W8 weight-only"]) is False
+
+
+def test_a_suggestion_anchors_its_steps_and_drops_the_anchor_at_the_end():
+    from quant_core.suggest import suggest_config
+
+    model, held_out = load_demo("transformer")
+    prepared = prepare_model(load_model(model))
+    _, evaluation = split_dataset(held_out)
+    evaluator = Evaluator(prepared, None, evaluation)
+    anchored = []
+    original = evaluator.anchor
+    evaluator.anchor = lambda config: anchored.append(original(config)) or anchored[-1]
+    suggestion = suggest_config(evaluator, min_accuracy=0.9, candidate_formats=["int8", "int4"])
+    assert anchored and all(anchored)  # it pays on the 14-layer transformer
+    assert evaluator.suffix_runs._anchor is None
+    plain = Evaluator(prepared, None, evaluation)
+    plain.anchor = lambda config: False
+    assert suggest_config(plain, min_accuracy=0.9, candidate_formats=["int8", "int4"]) == suggestion
