@@ -439,6 +439,38 @@ def generated_cnn28(seed: int = 0) -> onnx.ModelProto:
     return model
 
 
+def generated_deep_mlp(blocks: int = 24, width: int = 64, seed: int = 0) -> onnx.ModelProto:
+    """A deep, narrow model where building a session costs many forwards: image (N, 1, 8, 8) -> Flatten
+    -> Gemm 64 -> ReLU -> `blocks` x (Gemm width -> ReLU -> + residual) -> Gemm 10. He-initialised random
+    weights (fixed seed): its accuracy means nothing; only the timings are of interest."""
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], []
+
+    def dense(name, x, n_in, n_out):
+        w = rng.normal(scale=np.sqrt(2.0 / n_in), size=(n_out, n_in)).astype(np.float32)
+        inits.extend([numpy_helper.from_array(w, f"{name}.weight"),
+                      numpy_helper.from_array(np.zeros(n_out, np.float32), f"{name}.bias")])
+        nodes.append(helper.make_node("Gemm", [x, f"{name}.weight", f"{name}.bias"], [f"{name}.out"], name=name,
+                                      transB=1))
+        return f"{name}.out"
+
+    nodes.append(helper.make_node("Flatten", ["image"], ["flat"], name="flatten"))
+    x = dense("stem", "flat", 64, width)
+    nodes.append(helper.make_node("Relu", [x], ["h0"], name="stem.relu"))
+    x = "h0"
+    for i in range(blocks):
+        y = dense(f"block{i}", x, width, width)
+        nodes.append(helper.make_node("Relu", [y], [f"block{i}.relu"], name=f"block{i}.relu"))
+        nodes.append(helper.make_node("Add", [x, f"block{i}.relu"], [f"h{i + 1}"], name=f"block{i}.residual"))
+        x = f"h{i + 1}"
+    dense("head", x, width, 10)
+    graph = helper.make_graph(nodes, "deep_mlp", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("head.out", TensorProto.FLOAT, ["N", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
 def load_bench_model(name: str):
     """(prepared, calibration split, evaluation split, description) of a benchmark model."""
     if name == "cnn":
@@ -453,7 +485,12 @@ def load_bench_model(name: str):
         x = np.random.default_rng(1).random((256 + 512, 1, 28, 28), dtype=np.float32)
         return (prepare_model(generated_cnn28()), Dataset({"image": x[:256]}), Dataset({"image": x[256:]}),
                 "generated CNN on 28x28 (conv 16/32/64 + gemm, ~1.5 M multiply-adds a sample), 512 uniform samples")
-    raise SystemExit(f"unknown model {name!r}: cnn, cnn28 or transformer")
+    if name == "deep":
+        _, held_out = load_demo("cnn")
+        return (prepare_model(generated_deep_mlp()), held_out.subset(np.arange(256)), held_out,
+                f"generated deep narrow MLP (26 Gemm layers, width 64, residual; random weights), "
+                f"the {held_out.num_samples} held-out digits")
+    raise SystemExit(f"unknown model {name!r}: cnn, cnn28, transformer or deep")
 
 
 def report_model(name: str, args) -> None:
@@ -544,7 +581,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=4, help="evaluate: 6 x this many interleaved runs (at most 4)")
     parser.add_argument("--sweep-repeats", type=int, default=3, help="sweep: rounds of engine and onnxruntime")
     parser.add_argument("--models", default="cnn,cnn28,transformer",
-                        help="comma-separated: cnn, transformer (demos), cnn28 (generated)")
+                        help="comma-separated: cnn, transformer (demos), cnn28, deep (generated)")
     parser.add_argument("--no-calibration", action="store_true", help="skip the calibration section")
     parser.add_argument("--sections", default="evaluate,sweep,calibration,edits,wa-sweep,suggest",
                         help="comma-separated: evaluate, sweep, calibration (cnn, cnn28), edits, wa-sweep, suggest")
