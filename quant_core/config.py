@@ -39,7 +39,8 @@ class TensorQuant:
         object.__setattr__(self, "block_size", _integer("block_size", self.block_size, "an integer"))
         if not 16 <= self.block_size <= 256:
             raise ConfigError(f"block_size must be between 16 and 256, got {self.block_size}")
-        if isinstance(self.percentile, bool) or not isinstance(self.percentile, numbers.Real):
+        if type(self.percentile) is not float and (isinstance(self.percentile, bool)
+                                                   or not isinstance(self.percentile, numbers.Real)):
             raise ConfigError(f"percentile must be a number in (50, 100], got {_shown(self.percentile)}")
         object.__setattr__(self, "percentile", float(self.percentile))
         if not 50.0 < self.percentile <= 100.0:
@@ -187,6 +188,8 @@ def _bool(key: str, value) -> bool:
 
 
 def _integer(key: str, value, expected: str) -> int:
+    if type(value) is int:
+        return value  # the common case, without the slower abstract-base-class check below
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ConfigError(f"{key} must be {expected}, got {_shown(value)}")
     return int(value)

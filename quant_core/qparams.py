@@ -31,19 +31,19 @@ def qparams_from_range(lo, hi, fmt: NumberFormat, *, symmetric: bool) -> tuple[n
         raise ValueError(f"qparams_from_range needs an integer format, got {fmt.name}")
     lo = np.minimum(np.asarray(lo, dtype=np.float64), 0.0)
     hi = np.maximum(np.asarray(hi, dtype=np.float64), 0.0)
-    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+    if not np.isfinite(hi - lo).all():  # NaN or Inf in either (hi - lo of finite values stays finite in float64)
         raise ValueError("the range [lo, hi] must be finite; got NaN or Inf")
     qmin, qmax = fmt.limits
     if symmetric:
         absmax = np.maximum(np.abs(lo), hi)
         lo, hi = -absmax, absmax
     scale = (hi - lo) / float(qmax - qmin)
+    degenerate = scale < _TINY
     if symmetric:
         zero_point = np.full(scale.shape, np.round((qmin + qmax) / 2.0))
     else:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            zero_point = np.round(qmin - lo / scale)
-    degenerate = scale < _TINY
+        # A degenerate scale (0) would divide by zero; its zero point is replaced by 0 below anyway.
+        zero_point = np.round(qmin - lo / np.where(degenerate, 1.0, scale))
     scale = np.where(degenerate, 1.0, scale).astype(np.float32)
     # A float32 scale can still underflow to a subnormal of the float64 one: guard again.
     scale = np.where(scale < _TINY, np.float32(1.0), scale).astype(np.float32)
