@@ -140,6 +140,9 @@ def classify_layer(name: str, op_type: str, choice: LayerQuant, node: onnx.NodeP
     return LayerExport(name, op_type, ExportKind.INTEGER)
 
 
+_MAX_DECISIONS = 4096  # an ExportPlanner's remembered (layer, choice) classifications
+
+
 class ExportPlanner:
     """Plans configs of one model: the nodes, weights and layers it reads are indexed once.
 
@@ -153,6 +156,17 @@ class ExportPlanner:
         self._nodes = _nodes_by_name(self._model)
         self._initializers = {init.name: init for init in self._model.graph.initializer}
         self._layers = _layer_names(prepared, self._model)
+        self._decisions: dict[tuple[str, LayerQuant], LayerExport] = {}  # (layer, choice) -> classify_layer
+
+    def _classify(self, name: str, op_type: str, choice: LayerQuant) -> LayerExport:
+        key = (name, choice)
+        found = self._decisions.get(key)
+        if found is None:
+            found = classify_layer(name, op_type, choice, self._nodes.get(name), self._initializers)
+            if len(self._decisions) >= _MAX_DECISIONS:
+                self._decisions.clear()  # bounded; a search revisits few choices per layer
+            self._decisions[key] = found
+        return found
 
     def plan(self, config: QuantConfig) -> tuple[LayerExport, ...]:
         """Return, for every quantizable layer in model order, how `config` can be exported."""
@@ -161,7 +175,7 @@ class ExportPlanner:
         for name, op_type in self._layers:
             node = self._nodes.get(name)
             choice = config.for_layer(name)
-            decision = classify_layer(name, op_type, choice, node, self._initializers)
+            decision = self._classify(name, op_type, choice)
             if decision.kind == ExportKind.INTEGER:
                 # onnxruntime puts one QuantizeLinear on a tensor, shared by all its readers.
                 tensor, tq = node.input[0], choice.activations
