@@ -1,4 +1,4 @@
-"""Single-layer configs (sweeps) run only the model from their layer on.
+"""Configs that change one layer run only the model from that layer on.
 
 A sweep quantizes one layer at a time, everything else FP32: what comes before that layer is the
 same FP32 computation for every config. `SuffixRuns` captures those FP32 activations once and runs
@@ -7,6 +7,10 @@ equal a whole simulation run's bit for bit. When the layer's input activation is
 captured input is fake-quantized with numpy first (`ActivationQuant.apply`, the session's own
 formula), which is exact only when that layer is the tensor's one reader from there on (a residual
 branch reading it must see it FP32). It decides per layer whether that pays off.
+
+A search (suggest) tries candidates one layer away from its current config: an *anchor* captures that
+config's activations (weights quantized) once, and each candidate runs its layer's suffix fed them and
+its later layers' weights.
 """
 from __future__ import annotations
 
@@ -42,7 +46,7 @@ class SuffixRuns:
         self._run_seconds = float("inf")
         self._shares: dict[str, float] = {}
         self._planned: tuple[tuple[str, ...], frozenset[str]] | None = None
-        self._anchor = None  # (feeds by layer, weights by layer, captured values per batch)
+        self._anchor = None  # (feeds by layer, captured values per batch)
         self._anchors_disabled = False
         self._captured_bytes = 0  # the FP32 activations captured for sweeps
         self._suffix_bytes: dict[str, int] = {}  # layer -> weight copies its suffix session is fed
@@ -78,16 +82,17 @@ class SuffixRuns:
             captured.append(values)
         if 2 * sum(values[t].nbytes for values in captured for t in tensors) > SUFFIX_MEMORY_BYTES:
             return False
-        self._anchor = (dict(feeds), dict(weights), captured)
+        self._anchor = (dict(feeds), captured)
         return True
 
     def anchor_outputs(self, feeds: Mapping[str, Hashable], weights: Mapping[str, np.ndarray]
                        ) -> tuple[np.ndarray, ...] | None:
         """Outputs of a weights-only config that differs from the anchor in one layer: that layer's suffix
         fed the anchor's captured activations and the config's later weights; None otherwise."""
-        if self._anchor is None:
+        anchor = self._anchor  # read once: another thread (a search's end) may drop it meanwhile
+        if anchor is None:
             return None
-        anchor_feeds, _, captured = self._anchor
+        anchor_feeds, captured = anchor
         differing = [layer for layer in set(feeds) | set(anchor_feeds) if feeds.get(layer) != anchor_feeds.get(layer)]
         if len(differing) != 1 or differing[0] not in self._plan()[1] or not self._prefix_share(differing[0]):
             return None
