@@ -49,7 +49,7 @@ st.subheader("Size by format")
 st.caption("Quantizable weights in the format (scales and zero points included), all other parameters FP32.")
 size_column, chart_column = st.columns([2, 3])
 model_view.show_table(summary.sizes, size_column)
-chart_column.plotly_chart(model_view.size_figure(summary.sizes), width="stretch")
+chart_column.html(model_view.size_bars(summary.sizes))
 
 st.header("How to use this lab")
 st.markdown("1. Pick a demo model or upload your own `.onnx` (and a `.npz` of inputs) in the sidebar.\n"

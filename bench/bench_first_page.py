@@ -3,7 +3,9 @@
 Each round starts `streamlit run app.py` (headless, 127.0.0.1, a free port) and, with Playwright
 driving Debian's Chromium (launched before the clock starts), measures the time from the process
 start to the landing page having finished its script (`data-test-script-state='notRunning'`, no
-`stStatusWidget`) with its Plotly chart rendered (`.js-plotly-plot`). Every round uses a fresh browser
+`stStatusWidget`) with its size chart drawn (`.lab-size-bars`, plain HTML since 2026-11-22; a Plotly
+chart `.js-plotly-plot` before, which is still accepted) and no element left as a loading skeleton
+(`stSkeleton`, checked since 2026-11-22). Every round uses a fresh browser
 context (no cache) and a fresh server (cold imports, cold caches: the first user after a deploy).
 
 Baseline, measured in the same run and alternated with it: the same for a trivial one-line Streamlit
@@ -31,6 +33,8 @@ TRIVIAL_APP = 'import streamlit as st; st.title("hello")\n'
 SETTLED = "[data-testid='stApp'][data-test-script-state='notRunning']"
 EXCEPTION = "[data-testid='stException']"
 NO_STATUS = "!document.querySelector(\"[data-testid='stStatusWidget']\")"
+CHART = ".lab-size-bars, .js-plotly-plot"  # the landing page's size chart (HTML), or a Plotly chart
+NO_SKELETON = "!document.querySelector(\"[data-testid='stSkeleton']\")"
 
 
 def measure(browser, script: Path, cwd: Path, want_chart: bool) -> dict[str, float]:
@@ -53,7 +57,9 @@ def measure(browser, script: Path, cwd: Path, want_chart: bool) -> dict[str, flo
         finished = time.perf_counter() - start
         errors = page.locator("[data-testid='stException'], [data-testid='stAlertContentError']")
         if want_chart and not errors.count():
-            page.wait_for_selector(f".js-plotly-plot, {EXCEPTION}", timeout=TIMEOUT_S * 1000)
+            page.wait_for_selector(f"{CHART}, {EXCEPTION}", timeout=TIMEOUT_S * 1000)
+        # Elements whose frontend code is still loading show as grey skeletons: not usable yet.
+        page.wait_for_function(NO_SKELETON, timeout=TIMEOUT_S * 1000)
         usable = time.perf_counter() - start
         if errors.count():
             raise RuntimeError(f"{script.name} shows an error: {errors.first.inner_text()[:300]}")

@@ -1,19 +1,18 @@
 """The Model page's content: what the model is, its layers, FP32 accuracy and size per format."""
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from quant_core.config import TensorQuant
 from quant_core.demo import DEMO_MODELS
 from quant_core.formats import FP16, INT4, INT8, Granularity
 from quant_core.size import model_bytes
-from ui import figures
 from ui.cache import get_evaluator
 from ui.setup import LabContext
 
@@ -87,9 +86,27 @@ def fp32_accuracy(ctx: LabContext) -> float | None:
     return get_evaluator(ctx).fp32_accuracy
 
 
-def size_figure(sizes: pd.DataFrame) -> go.Figure:
-    return figures.bars(sizes["format"], sizes["size (KiB)"], title="Model size by weight format",
-                        y_title="KiB", text=[f"{ratio:.1f}×" for ratio in sizes["vs FP32"]])
+def size_bars(sizes: pd.DataFrame) -> str:
+    """The size table as a horizontal bar chart in plain HTML (for `st.html`).
+
+    Why not Plotly here: its browser bundle is the last thing the landing page waits for (0.6–1.4 s
+    of bench/bench_first_page.py); the pages that need Plotly's interaction load it themselves.
+    """
+    largest = max(float(sizes["size (KiB)"].max()), 1e-9)
+    rows = []
+    for label, kib, ratio in zip(sizes["format"], sizes["size (KiB)"], sizes["vs FP32"]):
+        width = max(100.0 * float(kib) / largest, 0.5)
+        rows.append(f'<span>{html.escape(str(label))}</span>'
+                    f'<div style="background:#eef2f7;border-radius:2px">'
+                    f'<div style="width:{width:.1f}%;height:1.2rem;background:{_BAR_COLOR};border-radius:2px"></div>'
+                    f'</div><span style="white-space:nowrap">{float(kib):.1f} KiB ({float(ratio):.1f}×)</span>')
+    return ('<div class="lab-size-bars" role="img" aria-label="Model size by weight format">'
+            '<div style="font-weight:600;margin:0.2rem 0 0.6rem">Model size by weight format</div>'
+            '<div style="display:grid;grid-template-columns:auto 1fr auto;gap:0.45rem 0.7rem;align-items:center">'
+            + "".join(rows) + "</div></div>")
+
+
+_BAR_COLOR = "#2E6FD8"
 
 
 def _description(ctx: LabContext) -> str:

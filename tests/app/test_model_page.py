@@ -57,6 +57,18 @@ def test_the_size_table_counts_fp32_as_four_bytes_per_parameter_and_shrinks_with
     assert sizes["FP32"] > sizes["FP16"] > sizes["INT8 per-channel"] > sizes["INT4 per-channel"]
 
 
+def test_the_size_chart_draws_one_bar_per_format_with_its_size_and_ratio_in_plain_html():
+    at = run_page("app.py")
+    sizes = model_page_tables(at)[SIZES]
+    (chart,) = at.get("html")
+    body = chart.proto.body
+    assert 'class="lab-size-bars"' in body and "<script" not in body
+    for label, kib, ratio in zip(sizes["format"], sizes["size (KiB)"], sizes["vs FP32"]):
+        assert f"<span>{label}</span>" in body and f"{float(kib):.1f} KiB ({float(ratio):.1f}×)" in body
+    widths = [float(w) for w in re.findall(r"width:([0-9.]+)%", body)]
+    assert widths[0] == 100.0 and widths == sorted(widths, reverse=True)  # FP32 first, then smaller
+
+
 def test_an_old_opset_model_says_it_was_converted():
     at = run_page("app.py")
     at.file_uploader(key="model_upload").set_value(("old.onnx", _opset9_model(), "application/octet-stream")).run()

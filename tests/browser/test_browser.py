@@ -67,6 +67,10 @@ def _screenshot(page, path: Path) -> None:
     page.set_viewport_size(VIEWPORT)
 
 
+# A Plotly chart, or the landing page's size chart (plain HTML: ui.model_view.size_bars).
+CHART = ".js-plotly-plot, .lab-size-bars"
+
+
 def test_every_page_runs_without_an_exception_and_draws_its_main_chart(app_url, tmp_path_factory):
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
@@ -93,7 +97,7 @@ def test_every_page_runs_without_an_exception_and_draws_its_main_chart(app_url, 
                     _screenshot(page, shots / f"{index:02d}_{name}_unfinished.png")
                     continue
                 try:
-                    page.wait_for_selector(".js-plotly-plot", timeout=CHART_TIMEOUT_MS)
+                    page.wait_for_selector(CHART, timeout=CHART_TIMEOUT_MS)
                 except PlaywrightTimeout:
                     pass  # reported below, with the page's name
                 print(f"{name}: finished in {time.monotonic() - started:.1f} s")
@@ -101,8 +105,8 @@ def test_every_page_runs_without_an_exception_and_draws_its_main_chart(app_url, 
                 exceptions = page.locator("[data-testid='stException']")
                 if exceptions.count():
                     problems.append(f"{name}: exception shown: {exceptions.first.inner_text()[:300]}")
-                if page.locator(".js-plotly-plot").count() < 1:
-                    problems.append(f"{name}: no Plotly chart rendered")
+                if page.locator(CHART).count() < 1:
+                    problems.append(f"{name}: no chart rendered")
         finally:
             browser.close()
     print(f"screenshots in {shots}")
