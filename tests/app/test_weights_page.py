@@ -131,7 +131,8 @@ def test_every_chart_is_a_valid_plotly_figure():
     """ui.figures skips Plotly's validation for speed; a full validation of what the pages draw must pass."""
     import plotly.graph_objects as go
 
-    for page, change in (("app.py", None), (PAGE, ("weights_granularity", "per-channel")),
+    # (The landing page draws its one chart in HTML: tests/app/test_model_page.py.)
+    for page, change in ((PAGE, ("weights_granularity", "per-channel")),
                          ("pages/2_Activations.py", ("activations_method", "mse"))):
         at = run_page(page)
         if change:
