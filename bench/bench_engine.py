@@ -1,8 +1,8 @@
 """Benchmark the what-if engine against the obvious onnxruntime paths, side by side in one run.
 
     /work/venv/bin/python bench/bench_engine.py [--repeats 4] [--sweep-repeats 3] [--edits 30]
-                                                [--models cnn,cnn28,transformer] [--no-calibration]
-                                                [--sections evaluate,sweep,calibration,edits]
+                                                [--models cnn,cnn28,transformer,deep] [--no-calibration]
+                                                [--sections evaluate,sweep,calibration,edits,wa-sweep,suggest]
 
 Prints ratios measured in this run (nothing hard-coded), for the demo CNN and transformer (797
 held-out digits) and a generated, larger CNN on 28x28 inputs (random He-initialised weights, fixed
