@@ -6,7 +6,8 @@
 
 Prints ratios measured in this run (nothing hard-coded), for the demo CNN and transformer (797
 held-out digits) and a generated, larger CNN on 28x28 inputs (random He-initialised weights, fixed
-seed; see `generated_cnn28`):
+seed; see `generated_cnn28`); `--models deep` adds a generated deep, narrow MLP whose session build
+costs many forwards (`generated_deep_mlp`):
 1. evaluating a new config vs a plain FP32 onnxruntime forward pass of the same split, and vs the
    naive path (rewrite weights + insert Q/DQ, serialize, new InferenceSession, run): interleaved
    rounds, medians;
