@@ -73,20 +73,28 @@ def _prepared_for(source: state.ModelSource):
 
 
 def _open_uploaded_model(upload) -> None:
-    model_bytes = upload.getvalue()
-    key = cache.content_key(model_bytes)
-    try:
+    def apply() -> None:
+        model_bytes = upload.getvalue()
+        key = cache.content_key(model_bytes)
         cache.load_prepared(model_bytes, key)
-    except QuantLabError as err:
-        state.push_message(state.MODEL_UPLOAD,
-                           f"Could not open {upload.name}: {_sentence(err)} The previous model is still loaded.")
+        state.set_model_source(state.ModelSource(name=upload.name, key=key))
+
+    _apply_upload(state.MODEL_UPLOAD, upload.name, apply, verb="open", kept="The previous model is still loaded.")
+
+
+def _apply_upload(widget_key: str, name: str, apply, *, verb: str, kept: str, other_verb: str | None = None,
+                  expected: tuple[type[Exception], ...] = (QuantLabError,)) -> None:
+    """Run `apply()` for an uploaded file; a failure leaves one message naming the file and saying what
+    is `kept` (an error we expect gives its sentence, anything else its type too), never a traceback."""
+    try:
+        apply()
+    except expected as err:
+        state.push_message(widget_key, f"Could not {verb} {name}: {_sentence(err)} {kept}")
         return
-    except Exception as err:  # noqa: BLE001 - untrusted input: report it, keep the previous model
-        state.push_message(state.MODEL_UPLOAD, f"Could not open {upload.name} ({type(err).__name__}: {err}). "
-                                               "The previous model is still loaded.")
+    except Exception as err:  # noqa: BLE001 - untrusted input: report it, keep what was loaded
+        state.push_message(widget_key, f"Could not {other_verb or verb} {name} ({type(err).__name__}: {err}). {kept}")
         return
-    state.push_message(state.MODEL_UPLOAD, None)
-    state.set_model_source(state.ModelSource(name=upload.name, key=key))
+    state.push_message(widget_key, None)
 
 
 def data_section(prepared, source: state.ModelSource):
@@ -111,21 +119,16 @@ def data_section(prepared, source: state.ModelSource):
 
 
 def _open_uploaded_data(upload, prepared, source: state.ModelSource) -> None:
-    data_bytes = upload.getvalue()
-    key = cache.content_key(data_bytes)
-    try:
+    def apply() -> None:
+        data_bytes = upload.getvalue()
+        key = cache.content_key(data_bytes)
         data = cache.load_data(source.key, key, data_bytes, prepared)
         cache.split_data(source.key, key, data)  # refuses data too small to split, before it is used
         cache.pin_data(source.key, key, data)
-    except QuantLabError as err:
-        state.push_message(state.DATA_UPLOAD, f"Could not use {upload.name}: {_sentence(err)} The previous data is still used.")
-        return
-    except Exception as err:  # noqa: BLE001 - untrusted input: report it, keep the previous data
-        state.push_message(state.DATA_UPLOAD, f"Could not read {upload.name} ({type(err).__name__}: {err}). "
-                                              "The previous data is still used.")
-        return
-    state.push_message(state.DATA_UPLOAD, None)
-    state.set_data_source(state.DataSource(name=upload.name, key=key, model_key=source.key))
+        state.set_data_source(state.DataSource(name=upload.name, key=key, model_key=source.key))
+
+    _apply_upload(state.DATA_UPLOAD, upload.name, apply, verb="use", other_verb="read",
+                  kept="The previous data is still used.")
 
 
 def _use_preset() -> None:
@@ -160,22 +163,16 @@ def config_section(info) -> QuantConfig:
 
 
 def _open_uploaded_config(upload, info) -> None:
-    try:
+    def apply() -> None:
         config = QuantConfig.from_json(upload.getvalue())
         unknown = _unknown_layers(config, info)
         if unknown:
             raise ConfigError(f"the config names layers this model does not have: {', '.join(unknown[:5])}")
         _validate(config, info)
-    except (QuantLabError, ValueError, TypeError) as err:
-        state.push_message(state.CONFIG_UPLOAD,
-                           f"Could not load {upload.name}: {_sentence(err)} The previous config is kept.")
-        return
-    except Exception as err:  # noqa: BLE001 - untrusted input: report it, keep the previous config
-        state.push_message(state.CONFIG_UPLOAD, f"Could not load {upload.name} ({type(err).__name__}: {err}). "
-                                                "The previous config is kept.")
-        return
-    state.push_message(state.CONFIG_UPLOAD, None)
-    state.set_config(config)
+        state.set_config(config)
+
+    _apply_upload(state.CONFIG_UPLOAD, upload.name, apply, verb="load", kept="The previous config is kept.",
+                  expected=(QuantLabError, ValueError, TypeError))
 
 
 def _validate(config: QuantConfig, info) -> None:
