@@ -258,7 +258,7 @@ class Evaluator:
 
     def _run_outputs(self, weights, activations, feeds: tuple[LayerFeed, ...] | None = None
                      ) -> tuple[np.ndarray, ...]:
-        if feeds is not None and not activations:
+        if feeds is not None and not activations and self.suffix_runs.anchored:
             # A weights-only config one layer away from the anchor (a suggestion's candidate).
             outputs = self.suffix_runs.anchor_outputs({feed[0]: feed for feed in feeds}, weights)
             if outputs is not None:

@@ -60,6 +60,11 @@ class SuffixRuns:
             return False
         return sum(self._prefix_share(layer) for layer in self._plan()[1]) > 1.5
 
+    @property
+    def anchored(self) -> bool:
+        """True while an anchor is set (most evaluations have none: nothing to compare)."""
+        return self._anchor is not None
+
     def clear_anchor(self) -> None:
         self._anchor = None
 
