@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.browser.streamlit_server import CHROMIUM, CHROMIUM_ARGS, free_port, wait_healthy  # noqa: E402
+from tests.browser.streamlit_server import CHROMIUM, CHROMIUM_ARGS, free_port, stop, wait_healthy  # noqa: E402
 
 TARGET_S = 5.0
 TIMEOUT_S = 120.0
@@ -66,12 +66,7 @@ def measure(browser, script: Path, cwd: Path, want_chart: bool) -> dict[str, flo
         return {"healthy": healthy, "finished": finished, "usable": usable}
     finally:
         context.close()
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
 
 
 def main(argv: list[str] | None = None) -> int:

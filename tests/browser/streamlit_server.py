@@ -32,3 +32,13 @@ def wait_healthy(url: str, server: subprocess.Popen, *, timeout_s: float = 60, p
         except OSError:
             time.sleep(poll_s)
     raise TimeoutError(f"streamlit did not answer on {url} within {timeout_s:.0f} s")
+
+
+def stop(server: subprocess.Popen) -> None:
+    """Terminate the server, and kill it if it has not exited within 10 s."""
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()

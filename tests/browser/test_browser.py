@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.streamlit_server import CHROMIUM, CHROMIUM_ARGS, free_port, wait_healthy
+from tests.browser.streamlit_server import CHROMIUM, CHROMIUM_ARGS, free_port, stop, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE_TIMEOUT_MS = 60_000
@@ -44,11 +44,7 @@ def app_url(tmp_path_factory):
         wait_healthy(url, server)
         yield url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
         log.close()
 
 
