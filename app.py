@@ -1,7 +1,7 @@
 """Quantization Lab: the Model page (landing). Run with `streamlit run app.py`."""
 import streamlit as st
 
-from ui import model_view
+from ui import model_view, target_view
 from ui.setup import page_errors, setup_page
 
 ctx = setup_page("Model")
@@ -15,6 +15,7 @@ st.markdown(summary.description)
 st.caption(f"Produced by {summary.producer}.")
 for column, (label, value) in zip(st.columns(len(summary.facts)), summary.facts.items()):
     column.metric(label, value)
+target_view.kernel_caption()
 for note in summary.notes:
     st.info(note)
 

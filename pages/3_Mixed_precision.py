@@ -1,7 +1,7 @@
 """Mixed precision: pick a format per layer and watch accuracy, fidelity and size change live."""
 import streamlit as st
 
-from ui import mixed_view
+from ui import mixed_view, target_view
 from ui.setup import page_errors, setup_page
 
 ctx = setup_page("Mixed precision")
@@ -29,4 +29,5 @@ with page_errors("the evaluation of this config"):
 
 st.subheader("Downloads")
 with page_errors("the downloads"):
+    config = target_view.target_selector(config)
     mixed_view.show_downloads(ctx, config)

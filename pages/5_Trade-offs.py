@@ -1,7 +1,7 @@
 """Trade-offs: accuracy against measured onnxruntime latency and against size, variant by variant."""
 import streamlit as st
 
-from ui import tradeoffs_view
+from ui import target_view, tradeoffs_view
 from ui.setup import page_errors, setup_page
 
 ctx = setup_page("Trade-offs")
@@ -9,6 +9,7 @@ st.title("Trade-offs")
 st.caption("FP32, FP16, dynamic INT8, static INT8 (per-tensor and per-channel), 4-bit weight-only and your "
            "current config, each exported with onnxruntime.quantization, then timed and run on the evaluation "
            "data. Latency is measured on this machine, now: it depends on the batch size and the threads.")
+target_view.kernel_caption()
 
 if ctx.evaluation_data is None:
     st.info("Accuracy and timing need data: upload a .npz with the model's inputs in the sidebar.")

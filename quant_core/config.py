@@ -5,6 +5,7 @@ import json
 import numbers
 from dataclasses import dataclass, field, replace
 
+from .cpu_target import CpuTarget
 from .errors import ConfigError
 from .formats import FormatKind, Granularity, NumberFormat, RangeMethod, parse_format
 
@@ -109,13 +110,20 @@ FP32_LAYER = LayerQuant()
 
 @dataclass(frozen=True)
 class QuantConfig:
-    """A default choice for every layer plus per-layer overrides keyed by ONNX node name."""
+    """A default choice for every layer plus per-layer overrides keyed by ONNX node name.
+
+    `target` is the CPU class the export is made for (`cpu_target.CpuTarget`): on a saturating x86
+    target the int8 weights of integer-kernel layers use a 7-bit grid, in the export and in the
+    simulation alike; AUTO is this machine.
+    """
 
     default: LayerQuant = FP32_LAYER
     overrides: tuple[tuple[str, LayerQuant], ...] = field(default_factory=tuple)
     name: str = "custom"
+    target: CpuTarget = CpuTarget.AUTO
 
     def __post_init__(self):
+        object.__setattr__(self, "target", _choice("target", self.target, CpuTarget))
         # Sorted so that equal configs hash equal whatever order they were built in.
         object.__setattr__(self, "overrides", tuple(sorted(dict(self.overrides).items())))
         object.__setattr__(self, "_by_layer", dict(self.overrides))  # not a field: no effect on eq / hash
@@ -129,19 +137,19 @@ class QuantConfig:
         return replace(self, overrides=tuple(items.items()), name="custom")
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "default": self.default.to_dict(),
+        return {"name": self.name, "target": self.target.value, "default": self.default.to_dict(),
                 "layers": {layer: choice.to_dict() for layer, choice in self.overrides}}
 
     @classmethod
     def from_dict(cls, data: dict) -> QuantConfig:
         if not isinstance(data, dict) or "default" not in data:
-            raise ConfigError("a config must be a JSON object with 'default' and optional 'layers' and 'name'")
+            raise ConfigError("a config must be a JSON object with 'default' and optional 'layers', 'name' and 'target'")
         layers = data.get("layers") or {}
         if not isinstance(layers, dict):
             raise ConfigError("'layers' must map ONNX node names to layer entries")
         return cls(LayerQuant.from_dict(data["default"]),
                    tuple((str(k), LayerQuant.from_dict(v)) for k, v in layers.items()),
-                   str(data.get("name", "custom")))
+                   str(data.get("name", "custom")), data.get("target", CpuTarget.AUTO.value))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

@@ -13,7 +13,7 @@ Shape (see docs/export.md):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import numpy as np
@@ -22,6 +22,7 @@ from onnx import numpy_helper
 
 from .axes import natural_axes, output_channel_axis, resolve
 from .config import LayerQuant, QuantConfig, TensorQuant
+from .cpu_target import kernel_weight_format, saturates
 from .errors import ConfigError, ModelError
 from .formats import FormatKind, Granularity, NumberFormat
 from .qparams import qparams_from_range
@@ -187,6 +188,25 @@ class ExportPlanner:
             plan.append(decision)
         return tuple(plan)
 
+    def kernel_weights(self, config: QuantConfig) -> dict[str, TensorQuant]:
+        """Return the layers whose integer kernel computes the weight on another grid than configured.
+
+        On a saturating target (`config.target`, AUTO = this machine) the int8 weights of layers
+        exported with integer kernels use a 7-bit grid (`cpu_target.kernel_weight_format`); the
+        export writes that grid and the simulation evaluates it. Empty on every other target.
+        """
+        if not saturates(config.target):
+            return {}
+        changed = {}
+        for entry in self.plan(config):
+            if entry.kind != ExportKind.INTEGER:
+                continue
+            weights = config.for_layer(entry.layer).weights
+            fmt = kernel_weight_format(weights.format, symmetric=weights.symmetric, saturating=True)
+            if fmt != weights.format:
+                changed[entry.layer] = replace(weights, format=fmt)
+        return changed
+
 
 def plan_export(prepared, config: QuantConfig) -> tuple[LayerExport, ...]:
     """Return, for every quantizable layer in model order, how `config` can be exported
@@ -231,8 +251,11 @@ def activation_grid(calibration, tensor: str, tq: TensorQuant) -> _Grid:
     return _Grid(_format_type(tq.format), scale, zero_point)
 
 
-def weight_grid(weight: np.ndarray, tq: TensorQuant, *, name: str) -> _Grid:
-    """Return the grid of a weight exactly as the simulation quantizes it (`quantize_tensor`; `tq` resolved)."""
+def weight_grid(weight: np.ndarray, tq: TensorQuant, *, name: str, stored: NumberFormat | None = None) -> _Grid:
+    """Return the grid of a weight exactly as the simulation quantizes it (`quantize_tensor`; `tq` resolved).
+
+    `stored` is the type the codes are stored in when the grid is narrower (a 7-bit grid in int8).
+    """
     from .formats import RangeMethod
     from .quantize import quantize_tensor
     from .ranges import weight_ranges
@@ -241,7 +264,7 @@ def weight_grid(weight: np.ndarray, tq: TensorQuant, *, name: str) -> _Grid:
         lo, hi = weight_ranges(weight, tq, name=name)
     quantized = quantize_tensor(weight, tq, name=name, lo=lo, hi=hi)
     axis = quantized.axis
-    return _Grid(_format_type(tq.format), np.asarray(quantized.scale, np.float32),
+    return _Grid(_format_type(stored or tq.format), np.asarray(quantized.scale, np.float32),
                  np.asarray(quantized.zero_point, np.int32), None if axis is None else int(axis))
 
 
@@ -282,7 +305,9 @@ class OverridePlan:
 def build_override_plan(prepared, config: QuantConfig, calibration) -> OverridePlan:
     """Compute the TensorQuantOverrides of every tensor onnxruntime will quantize for `config`."""
     model = model_proto(prepared)
-    layers = plan_export(prepared, config)
+    planner = ExportPlanner(prepared)
+    layers = planner.plan(config)
+    kernel_weights = planner.kernel_weights(config)
     nodes = _nodes_by_name(model)
     initializers = {init.name: init for init in model.graph.initializer}
     integer = [entry for entry in layers if entry.kind == ExportKind.INTEGER]
@@ -292,11 +317,16 @@ def build_override_plan(prepared, config: QuantConfig, calibration) -> OverrideP
         grids.setdefault(node.input[0], activation_grid(calibration, node.input[0], choice.activations))
         weight_name = node.input[1]
         weight = numpy_helper.to_array(initializers[weight_name])
-        tq = resolved_weights(choice.weights, node, initializers[weight_name])
-        grids[weight_name] = weight_grid(weight, tq, name=weight_name)
+        grid_tq = kernel_weights.get(entry.layer, choice.weights)
+        tq = resolved_weights(grid_tq, node, initializers[weight_name])
+        grids[weight_name] = weight_grid(weight, tq, name=weight_name, stored=choice.weights.format)
     inputs_of_integer_layers = {nodes[entry.layer].input[0] for entry in integer}
     nodes_to_quantize = [entry.layer for entry in integer]
     notes = []
+    if kernel_weights:
+        notes.append(f"{len(kernel_weights)} layer(s) with int8 weights exported on a 7-bit grid for the saturating "
+                     f"x86 target (target {config.target.value}; u8×s8 pairs would overflow int16); the simulation "
+                     "uses the same grid")
     readers = _consumers(model)
     for entry in integer:
         node = nodes[entry.layer]

@@ -103,14 +103,14 @@ def config_from_table(table: pd.DataFrame, config: QuantConfig) -> QuantConfig:
             overrides.append((row[LAYER], choice))
     if tuple(sorted(overrides)) == config.overrides:
         return config
-    return _named(QuantConfig(config.default, tuple(overrides)))
+    return _named(QuantConfig(config.default, tuple(overrides), target=config.target))
 
 
 def _named(config: QuantConfig) -> QuantConfig:
     # A table edited back to a preset is that preset again (the sidebar then shows its name).
     for name, preset in PRESETS.items():
-        if replace(config, name=name) == preset:
-            return preset
+        if replace(config, name=name, target=preset.target) == preset:
+            return replace(preset, target=config.target)
     return replace(config, name="custom")
 
 
@@ -311,6 +311,7 @@ def show_downloads(ctx, config: QuantConfig) -> None:
     with export_column:
         show_export(ctx, config, stem)
     show_export_plan(ctx, config)
+
 
 
 def show_export_plan(ctx, config: QuantConfig) -> None:

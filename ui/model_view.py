@@ -14,6 +14,7 @@ from quant_core.demo import DEMO_MODELS
 from quant_core.formats import FP16, INT4, INT8, Granularity
 from quant_core.size import model_bytes
 from ui.cache import get_evaluator
+from ui import target_view
 from ui.setup import LabContext
 
 # What each page answers, for the guide; a page missing here is still linked, by its name.
@@ -74,7 +75,7 @@ def model_summary(ctx: LabContext) -> ModelSummary:
 def _summary(model_key: str, _ctx: LabContext) -> ModelSummary:
     info = _ctx.info
     facts = {"Opset": str(info.opset), "IR version": str(info.ir_version), "Parameters": f"{info.total_params:,}",
-             "Quantizable layers": str(_quantizable_count(info))}
+             "Quantizable layers": str(_quantizable_count(info)), "int8 kernels here": target_view.kernel_fact()}
     notes = tuple(dict.fromkeys((*_ctx.prepared.notes, *info.notes)))  # model_io's notes say "already quantized"
     return ModelSummary(description=_description(_ctx), producer=info.producer or "unknown", facts=facts,
                         notes=notes, inputs=_tensor_table(info.inputs),

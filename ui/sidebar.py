@@ -5,6 +5,8 @@ file leaves one error line and keeps the previous model, data or config.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import streamlit as st
 
 from quant_core.config import PRESETS, QuantConfig
@@ -134,7 +136,7 @@ def _open_uploaded_data(upload, prepared, source: state.ModelSource) -> None:
 def _use_preset() -> None:
     name = st.session_state[state.CONFIG_PRESET]
     if name in PRESETS:
-        state.set_config(PRESETS[name])
+        state.set_config(replace(PRESETS[name], target=state.get_config().target))  # the CPU target stays
 
 
 def config_section(info) -> QuantConfig:

@@ -6,7 +6,7 @@ when the page that rendered it is left, but keeps plain session-state entries.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import streamlit as st
 
@@ -70,8 +70,9 @@ def set_config(config: QuantConfig) -> None:
 
 
 def preset_label(config: QuantConfig) -> str:
-    """Name of the preset `config` equals, or "custom"."""
-    return config.name if PRESETS.get(config.name) == config else CUSTOM_PRESET
+    """Name of the preset `config` equals (whatever CPU target it exports for), or "custom"."""
+    preset = PRESETS.get(config.name)
+    return config.name if preset is not None and replace(preset, target=config.target) == config else CUSTOM_PRESET
 
 
 def get_model_source() -> ModelSource | None:

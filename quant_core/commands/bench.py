@@ -2,7 +2,8 @@
 
 Measures onnxruntime latency of the model file as it is (an exported quantized model is timed with
 its integer kernels): warm-up, then repeats; prints median and spread. --json keys: median_ms, p10_ms,
-p90_ms, mean_ms, std_ms, repeats, batch_size, threads, size_bytes, providers, kernels.
+p90_ms, mean_ms, std_ms, repeats, batch_size, threads, size_bytes, providers, kernels, int8_kernels
+(this machine's CPU target: {"target", "saturates", "cpu", "summary"}).
 """
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ def random_inputs(model: onnx.ModelProto, batch: int) -> dict[str, np.ndarray]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import cpu_target
     from ..data import load_npz
     from ..latency import measure_latency
     from ..model_io import inspect_model, load_model
@@ -56,8 +58,11 @@ def run(args: argparse.Namespace) -> int:
     feeds = load_npz(args.data, inspect_model(model)) if args.data else random_inputs(model, args.batch)
     result = measure_latency(model.SerializeToString(), feeds, batch_size=args.batch, threads=args.threads,
                              warmup=args.warmup, repeats=args.repeats)
+    probe = cpu_target.probe_int8_kernels()
     if args.json:
-        json.dump(result.to_dict(), sys.stdout, indent=2)
+        json.dump({**result.to_dict(), "int8_kernels": {"target": probe.target.value, "saturates": probe.saturates,
+                                                        "cpu": probe.cpu, "summary": probe.summary()}},
+                  sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
     print(f"median {result.median_ms:.4f} ms (p10 {result.p10_ms:.4f}, p90 {result.p90_ms:.4f}) over "
@@ -65,4 +70,5 @@ def run(args: argparse.Namespace) -> int:
           f"{result.per_sample_ms * 1000:.1f} us per sample")
     print(f"size {result.size_bytes:,} bytes; providers {', '.join(result.providers)}")
     print(f"kernels: {', '.join(result.kernels)}")
+    print(f"int8 kernels: {probe.target.value} ({probe.cpu}): {probe.summary()}")
     return 0

@@ -7,9 +7,11 @@ kernels and which stay FP32 because their format is simulated only. See docs/exp
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from ..config import PRESETS, QuantConfig
+from ..cpu_target import CpuTarget
 from ..errors import ConfigError, DataError
 
 KINDS = ("static", "dynamic", "fp16", "matmul_nbits")
@@ -29,6 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration-samples", type=int, default=256,
                         help="samples of --data used for calibration, a seeded split as in `evaluate` "
                              "(at most half the data; default %(default)s)")
+    parser.add_argument("--target", choices=[target.value for target in CpuTarget],
+                        help="CPU class the static export is for (default: the config's, else auto = this machine); "
+                             "saturating-x86 exports int8 weights on a 7-bit grid")
 
 
 def load_config(text: str) -> QuantConfig:
@@ -55,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.data:
             raise DataError("--kind static needs --data DATA.npz to calibrate the activation ranges")
         config = load_config(args.config)
+        if args.target:
+            config = replace(config, target=CpuTarget(args.target))
         validate_config(config, prepared.info)
         sample, _ = split_dataset(load_npz(args.data, prepared.info), calibration_samples=args.calibration_samples)
         calibration = calibrate(prepared, sample)
@@ -69,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {model_path} ({len(result.model):,} bytes, {result.kind}) and {json_path}")
     if args.kind == "static":
         print(f"config: {config.name}, calibrated on {sample.num_samples} sample(s)")
+        from ..cpu_target import describe_target
+        print(describe_target(config.target))
         from ..overrides import ExportKind, plan_export
         kinds = [entry.kind for entry in plan_export(prepared, config)]
         print(f"integer kernels (int8 weights, 8-bit activations): {kinds.count(ExportKind.INTEGER)} of "

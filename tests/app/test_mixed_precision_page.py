@@ -152,3 +152,17 @@ def test_the_onnx_export_is_a_heavy_job_that_waits_for_another_users_job_and_say
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert messages[0].startswith(f"{WAITING}the ONNX export") and messages[1:] == [None]
     assert len([b for b in at.get("download_button") if ".onnx (" in b.label]) == 1
+
+
+def test_the_export_target_is_part_of_the_config_and_keeps_the_preset():
+    from quant_core.cpu_target import CpuTarget
+    at = _page()
+    assert at.selectbox(key="export_target").value == "auto"
+    assert any("target auto" in caption.value for caption in at.caption)
+    at.selectbox(key="export_target").set_value("saturating-x86").run()
+    assert not at.exception
+    config = at.session_state[CONFIG_KEY]
+    assert config.target == CpuTarget.SATURATING_X86 and config.name == "W8A8"
+    assert at.selectbox(key="config_preset").value == "W8A8"  # the same preset, exported for another CPU
+    assert any("target saturating-x86: int8 weights of integer-kernel layers on a 7-bit grid" in caption.value
+               for caption in at.caption)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import replace
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -12,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from quant_core.calibrate import calibrate
 from quant_core.config import LayerQuant, QuantConfig, TensorQuant
+from quant_core.cpu_target import CpuTarget
 from quant_core.export import (export_dynamic_int8, export_fp16, export_matmul_nbits, export_model, overrides_path,
                                save_export)
 from quant_core.formats import Granularity, parse_format
@@ -156,16 +159,18 @@ def test_calibration_data_changes_nothing_since_every_range_is_ours_but_must_nam
         export_model(prepared, W8A8_PER_TENSOR, calibration, calibration_data={"pixels": IMAGES})
 
 
-def test_per_channel_weights_get_one_scale_per_output_channel(cnn):
+@pytest.mark.parametrize("target, grid", [(CpuTarget.NO_SATURATION, "int8"), (CpuTarget.SATURATING_X86, "int7_narrow")])
+def test_per_channel_weights_get_one_scale_per_output_channel_on_the_targets_grid(cnn, target, grid):
     prepared, calibration = cnn
-    config = static_int8_config(prepared, per_channel=True)
+    config = replace(static_int8_config(prepared, per_channel=True), target=target)
     overrides = tensor_quant_overrides(prepared, config, calibration)
     assert len(overrides["w2"]) == 8 and {entry["axis"] for entry in overrides["w2"]} == {0}
     w2 = numpy_helper.to_array(next(i for i in prepared.model.graph.initializer if i.name == "w2"))
-    expected, _ = qparams_from_range(w2.reshape(8, -1).min(1), w2.reshape(8, -1).max(1), parse_format("int8"),
+    expected, _ = qparams_from_range(w2.reshape(8, -1).min(1), w2.reshape(8, -1).max(1), parse_format(grid),
                                      symmetric=True)
     assert [entry["scale"] for entry in overrides["w2"]] == [float(s) for s in expected]
     assert {entry["zero_point"] for entry in overrides["w2"]} == {0}
+    assert {entry["quant_type"] for entry in overrides["w2"]} == {"QInt8"}  # a 7-bit grid is still stored as int8
 
 
 def test_fp32_fallback_layer_stays_float_and_the_others_integer(cnn):
@@ -214,15 +219,9 @@ def test_export_agrees_with_the_simulation_session(cnn):
     from quant_core.evaluate import Evaluator
 
     prepared, calibration = cnn
-    config = static_int8_config(prepared, per_channel=True)
+    config = static_int8_config(prepared, per_channel=True)  # target auto: this machine's kernels
     evaluator = Evaluator(prepared, calibration, {"image": IMAGES})
-    weights = {layer: evaluator.quantized_weight(layer, config.for_layer(layer).weights) for layer in evaluator.layers}
-    activations = {}
-    for layer in prepared.info.layers:
-        tq = config.for_layer(layer.name).activations
-        found = calibration.range_for(layer.activation_input, tq)
-        activations[layer.name] = ActivationQuant.from_range(found.lo, found.hi, tq)
-    simulated = evaluator.session.run({"image": IMAGES}, weights=weights, activations=activations).outputs[0]
+    simulated = evaluator.outputs(config)[0]
     exported = run(export_model(prepared, config, calibration).model)
     fp32 = run(prepared.model.SerializeToString())
     # Integer accumulation and the int32 bias differ from float32 maths by at most a rounding step here and there.
@@ -403,6 +402,20 @@ def test_cli_export_writes_model_and_overrides_and_lists_simulated_only_layers(f
     assert "integer kernels (int8 weights, 8-bit activations): 2 of 3 layer(s)" in printed
     assert "QLinearConv" in optimized_ops(out.read_bytes())
     assert "w1" in json.loads((tmp_path / "out.overrides.json").read_text())
+
+
+def test_cli_export_for_the_saturating_target_writes_a_7_bit_grid_and_says_so(files, tmp_path, capsys):
+    from quant_core.cli import main
+    model, data = files
+    out = tmp_path / "out.onnx"
+    assert main(["export", str(model), "--data", str(data), "--config", "W8A8", "--target", "saturating-x86",
+                 "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "target saturating-x86: int8 weights of integer-kernel layers on a 7-bit grid" in printed
+    assert "exported on a 7-bit grid for the saturating x86 target" in printed
+    weight_codes = onnx.numpy_helper.to_array(next(i for i in onnx.load(str(out)).graph.initializer
+                                                   if i.name == "w2_quantized"))
+    assert weight_codes.dtype == np.int8 and np.abs(weight_codes).max() == 63
 
 
 @pytest.mark.parametrize("argv, message", [

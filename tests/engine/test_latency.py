@@ -116,6 +116,9 @@ def test_cli_bench_json_has_the_documented_keys(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert {"median_ms", "p10_ms", "p90_ms", "repeats", "batch_size", "threads", "size_bytes"} <= set(report)
     assert report["repeats"] == 5 and report["batch_size"] == 8 and report["size_bytes"] == path.stat().st_size
+    from quant_core.cpu_target import probe_int8_kernels
+    assert report["int8_kernels"]["saturates"] == probe_int8_kernels().saturates
+    assert report["int8_kernels"]["target"] in ("no-saturation", "saturating-x86")
 
 
 def test_cli_bench_of_a_missing_file_exits_2_with_one_line(tmp_path, capsys):

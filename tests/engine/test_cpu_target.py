@@ -1,0 +1,140 @@
+"""The CPU target: whether this machine's int8 kernels saturate, and the grid a saturating target exports.
+
+On x86 without VNNI onnxruntime adds pairs of u8 x s8 products into a saturating int16. The probe
+must say so exactly when onnxruntime really differs from exact integer arithmetic on this machine;
+on a saturating target int8 weights of integer-kernel layers use a 7-bit grid, in the export and in
+the simulation alike. None of these tests assumes one CPU class.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from quant_core import cpu_target
+from quant_core.calibrate import calibrate
+from quant_core.config import PRESETS, LayerQuant, QuantConfig, TensorQuant
+from quant_core.cpu_target import CpuTarget, kernel_weight_format
+from quant_core.errors import ConfigError
+from quant_core.evaluate import Evaluator
+from quant_core.formats import Granularity, parse_format
+from quant_core.latency import static_int8_config
+
+
+def _exact_and_onnxruntime_differ() -> bool:
+    """An independent check (not the probe's values): a random adversarial u8 x s8 product in onnxruntime vs int64."""
+    rng = np.random.default_rng(7)
+    depth, columns = 96, 5
+    a = rng.integers(200, 256, size=(3, depth)).astype(np.uint8)
+    b = (rng.choice([-1, 1], size=(depth, columns)) * rng.integers(100, 128, size=(depth, columns))).astype(np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "check",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [3, depth]),
+         helper.make_tensor_value_info("b", TensorProto.INT8, [depth, columns])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [3, columns])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"a": a, "b": b})[0]
+    return not np.array_equal(got, a.astype(np.int64) @ b.astype(np.int64))
+
+
+def test_the_probe_verdict_is_what_onnxruntime_does_on_this_machine(request):
+    if request.config.getoption("--int8-kernels") != "probe":
+        pytest.skip("the verdict is pretended in this run")
+    probe = cpu_target.probe_int8_kernels()
+    assert probe.saturates == _exact_and_onnxruntime_differ()
+    assert probe.saturates == any(check.saturates for check in probe.checks)
+    assert {check.op_type for check in probe.checks} == {"MatMulInteger", "QLinearConv"}
+    assert probe.target == (CpuTarget.SATURATING_X86 if probe.saturates else CpuTarget.NO_SATURATION)
+    assert ("saturate" in probe.summary()) and probe.cpu
+
+
+def test_the_probe_runs_once_per_process():
+    assert cpu_target.probe_int8_kernels() is cpu_target.probe_int8_kernels()
+
+
+@pytest.mark.parametrize("name, symmetric, saturating, expected", [
+    ("int8", True, True, "int7_narrow"),
+    ("int8_narrow", True, True, "int7_narrow"),
+    ("int8", False, True, "int7"),
+    ("uint8", True, True, "uint8"),     # u8 x u8 kernels widen to int16 first: no saturation
+    ("int4", True, True, "int4"),
+    ("int8", True, False, "int8"),
+])
+def test_a_saturating_target_narrows_only_signed_8_bit_weights(name, symmetric, saturating, expected):
+    got = kernel_weight_format(parse_format(name), symmetric=symmetric, saturating=saturating)
+    assert got == parse_format(expected)
+
+
+@pytest.mark.parametrize("name", ["int7", "int7_narrow"])
+def test_no_pair_of_products_on_the_7_bit_grid_overflows_int16(name):
+    qmin, qmax = parse_format(name).limits
+    assert 2 * 255 * max(-qmin, qmax) <= np.iinfo(np.int16).max
+
+
+def test_the_config_json_records_the_target_and_old_files_mean_auto():
+    config = replace(PRESETS["W8A8"], target=CpuTarget.SATURATING_X86)
+    data = config.to_dict()
+    assert data["target"] == "saturating-x86"
+    assert QuantConfig.from_json(config.to_json()) == config
+    del data["target"]
+    assert QuantConfig.from_dict(data).target == CpuTarget.AUTO
+    with pytest.raises(ConfigError, match="unknown target 'arm64': expected one of auto, no-saturation, saturating-x86"):
+        QuantConfig.from_dict({**data, "target": "arm64"})
+
+
+def test_a_config_change_keeps_its_target():
+    config = replace(PRESETS["W8A8"], target=CpuTarget.NO_SATURATION)
+    assert config.with_layer("conv1", LayerQuant()).target == CpuTarget.NO_SATURATION
+
+
+@pytest.fixture(scope="module")
+def cnn(demo_cnn):
+    prepared, calibration_data, evaluation_data = demo_cnn
+    return prepared, calibrate(prepared, calibration_data), evaluation_data.subset(np.arange(128))
+
+
+def _explicit(config: QuantConfig, fmt: str) -> QuantConfig:
+    """`config` with every layer's weights spelled out in `fmt`, on the target that changes nothing."""
+    default = config.default
+    return QuantConfig(replace(default, weights=replace(default.weights, format=parse_format(fmt))),
+                       target=CpuTarget.NO_SATURATION)
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_the_simulation_of_a_saturating_target_is_the_7_bit_grid_bit_for_bit(cnn, per_channel):
+    prepared, calibration, evaluation = cnn
+    evaluator = Evaluator(prepared, calibration, evaluation)
+    w8a8 = static_int8_config(prepared, per_channel=per_channel)
+    saturating = evaluator.outputs(replace(w8a8, target=CpuTarget.SATURATING_X86))
+    seven_bit = evaluator.outputs(_explicit(w8a8, "int7_narrow"))
+    eight_bit = evaluator.outputs(replace(w8a8, target=CpuTarget.NO_SATURATION))
+    assert all(np.array_equal(a, b) for a, b in zip(saturating, seven_bit))
+    assert not all(np.array_equal(a, b) for a, b in zip(saturating, eight_bit))
+
+
+def test_weight_only_layers_keep_their_8_bit_grid_on_a_saturating_target(cnn):
+    prepared, calibration, evaluation = cnn
+    evaluator = Evaluator(prepared, calibration, evaluation)
+    weight_only = LayerQuant(TensorQuant(parse_format("int8"), granularity=Granularity.PER_CHANNEL))
+    config = QuantConfig(weight_only, target=CpuTarget.SATURATING_X86)
+    # Dequantized weights run float kernels: nothing saturates, so nothing changes.
+    assert all(np.array_equal(a, b) for a, b in zip(
+        evaluator.outputs(config), evaluator.outputs(replace(config, target=CpuTarget.NO_SATURATION))))
+
+
+def test_auto_is_this_machines_class():
+    expected = CpuTarget.SATURATING_X86 if cpu_target.probe_int8_kernels().saturates else CpuTarget.NO_SATURATION
+    assert cpu_target.saturates(CpuTarget.AUTO) == cpu_target.saturates(expected)
+    assert expected.value in cpu_target.describe_target(CpuTarget.AUTO)
+
+
+def test_a_target_of_the_other_class_says_the_measured_export_can_differ():
+    machine = cpu_target.probe_int8_kernels().target
+    other = CpuTarget.NO_SATURATION if machine == CpuTarget.SATURATING_X86 else CpuTarget.SATURATING_X86
+    assert "other class" in cpu_target.describe_target(other)
+    assert "other class" not in cpu_target.describe_target(machine)
