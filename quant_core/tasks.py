@@ -287,10 +287,11 @@ class TaskScorer:
     labels fit the output is worked out here once; `score(outputs)` then costs the candidate alone.
     """
 
-    def __init__(self, reference, task: Task, labels=None, *, name: str = "output"):
+    def __init__(self, reference, task: Task, labels=None, *, name: str = "output",
+                 fixed_reference: FixedReference | None = None):
         self.task = task
         self.name = name
-        self.reference = FixedReference(reference)
+        self.reference = FixedReference(reference) if fixed_reference is None else fixed_reference
         self._x = np.asarray(reference)
         check_shape(task, name, self._x.shape)
         self.axis = task.class_axis % self._x.ndim if self._x.ndim else 0
