@@ -138,6 +138,7 @@ def tradeoff_figure(frame: pd.DataFrame, *, x: str) -> go.Figure:
     The Pareto front (lower x, higher accuracy) of the measured variants is a red dotted step line,
     its points ringed in red.
     """
+    metric = str(frame["metric"].iloc[0]) if "metric" in frame and len(frame) else "accuracy"
     measured = frame[~frame["simulated"]]
     if x == "latency_ms":
         measured = measured[measured["latency_ms"].notna()]
@@ -153,7 +154,7 @@ def tradeoff_figure(frame: pd.DataFrame, *, x: str) -> go.Figure:
                         error_x=error_x,
                         marker=dict(size=12, color=_PALETTE[index % len(_PALETTE)],
                                     line=dict(color=FRONT_COLOR if on_front else "white", width=3 if on_front else 1)),
-                        hovertemplate=f"{row.variant}<br>%{{x:.4g}} {unit}, accuracy %{{y:.2f}}%<extra></extra>")
+                        hovertemplate=f"{row.variant}<br>%{{x:.4g}} {unit}, {metric} %{{y:.2f}}%<extra></extra>")
     front_rows = measured[front].sort_values(x)
     if len(front_rows) > 1:
         fig.add_scatter(x=front_rows[x], y=front_rows["accuracy"] * 100, mode="lines", name="Pareto front",
@@ -162,11 +163,12 @@ def tradeoff_figure(frame: pd.DataFrame, *, x: str) -> go.Figure:
         for row in frame[frame["simulated"]].itertuples(index=False):
             fig.add_scatter(x=[row.size_kb], y=[row.accuracy * 100], mode="markers", name=f"{row.variant} (simulated)",
                             marker=dict(color=SIMULATED_COLOR, size=13, symbol="diamond-open", line=dict(width=2)),
-                            hovertemplate=f"{row.variant} (simulated)<br>%{{x:.1f}} KB, accuracy %{{y:.2f}}%"
+                            hovertemplate=f"{row.variant} (simulated)<br>%{{x:.1f}} KB, {metric} %{{y:.2f}}%"
                                           "<extra></extra>")
-    title = ("Accuracy vs measured latency (error bars: p10–p90)" if x == "latency_ms"
-             else "Accuracy vs model size")
+    name = metric[:1].upper() + metric[1:]
+    title = (f"{name} vs measured latency (error bars: p10–p90)" if x == "latency_ms"
+             else f"{name} vs model size")
     fig.update_layout(title=title, xaxis_title="latency per batch (ms)" if x == "latency_ms" else "model size (KB)",
-                      yaxis_title="accuracy (%)", margin=_MARGIN, legend=dict(orientation="h", y=-0.18, yanchor="top"),
+                      yaxis_title=f"{metric} (%)", margin=_MARGIN, legend=dict(orientation="h", y=-0.18, yanchor="top"),
                       height=520)
     return fig

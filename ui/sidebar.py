@@ -137,8 +137,8 @@ def _data_kept(source: state.ModelSource) -> str:
     if earlier is not None and earlier.model_key == source.key:
         return "The previous data is still used."
     if source.demo is not None:
-        return "The demo's own data is still used."
-    return "No data is loaded for this model yet."
+        return "The previous data is still used (the demo's own)."
+    return "No data is loaded for this model yet: upload a file that fits it."
 
 
 def _use_preset() -> None:

@@ -77,8 +77,18 @@ def task_section(info, model_key: str) -> Task:
                         help=help_text)
     if message := state.get_message(state.TASK_KIND):
         st.error(message)
-    st.caption(f"Scored: {task.describe()}. Headline metric: {metric_label(task.headline_name, task)}.")
+    st.caption(f"Scored: {task.describe()}. Headline metric: {headline_text(task)}.")
     return task
+
+
+def headline_text(task: Task) -> str:
+    """What the task's pages and sweeps rank by, in words (labels replace FP32 where they fit)."""
+    return {TaskKind.CLASSIFICATION: "accuracy with labels, else top-1 agreement with FP32",
+            TaskKind.SEQUENCE: "per-position accuracy with labels, else per-position agreement with FP32",
+            TaskKind.CTC: "1 − CER against label sequences, else against FP32's greedy decode",
+            TaskKind.EMBEDDING: f"recall@{task.k} of the FP32 nearest neighbours",
+            TaskKind.DETECTION: f"top-1 agreement with FP32 along axis {task.class_axis}",
+            TaskKind.REGRESSION: "cosine similarity with FP32"}[task.kind]
 
 
 # -- how metrics read -----------------------------------------------------------------------------------
@@ -89,6 +99,11 @@ _FRACTIONS = {Metric.AGREEMENT, Metric.ACCURACY, Metric.SEQUENCE_MATCH, Metric.C
               Metric.LABEL_SEQUENCE_MATCH, Metric.LABEL_CER, Metric.LABEL_CHARACTER_ACCURACY, Metric.RECALL}
 _LOWER_IS_BETTER = {Metric.CER, Metric.LABEL_CER, Metric.MAX_SCORE_CHANGE, Metric.MAX_ABS_ERROR}
 _COSINES = {Metric.COSINE, Metric.SAMPLE_COSINE, Metric.WORST_COSINE}
+
+
+def metric_name(name: str, task: Task | None = None) -> str:
+    """A metric's name in running text: "accuracy", "top-1 agreement", "recall@5"."""
+    return f"recall@{task.k}" if name == Metric.RECALL and task is not None else name
 
 
 def metric_label(name: str, task: Task | None = None) -> str:
