@@ -159,7 +159,7 @@ class Evaluator:
         self.labels = None if labels is None else np.asarray(labels)[:self.sample_count]
         self.task = infer_task(prepared.info) if task is None else check_task(task, prepared.info)
         self._scorers = LRUCache(MAX_TASKS)          # Task -> TaskScorer
-        self._results = LRUCache(MAX_RESULTS)        # QuantConfig -> EvaluationResult
+        self._results = LRUCache(MAX_RESULTS)        # (QuantConfig, Task) -> EvaluationResult
         self._layer_errors = LRUCache(MAX_RESULTS)   # QuantConfig -> tuple[LayerError, ...]
         self._layer_sqnr = LRUCache(MAX_RESULTS)     # tuple[LayerFeed, ...] -> {layer: SQNR dB}
         self._isolated = LRUCache(MAX_ISOLATED)      # LayerFeed -> SQNR dB at that layer's output

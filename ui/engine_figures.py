@@ -84,7 +84,7 @@ def sensitivity_heatmap(frame: pd.DataFrame, *, value: str, label: str, higher_i
     return fig
 
 
-def sensitivity_placeholder(layers: list[str], formats: list[str]) -> go.Figure:
+def sensitivity_placeholder(layers: list[str], formats: list[str], metric: str = "accuracy") -> go.Figure:
     """The layer × format grid of a sweep not run yet: empty cells, the axes the heatmap will have.
 
     Notes
@@ -97,14 +97,15 @@ def sensitivity_placeholder(layers: list[str], formats: list[str]) -> go.Figure:
                                colorscale=[[0.0, "#eef0f4"], [1.0, "#eef0f4"]],
                                text=[["?"] * len(formats) for _ in layers], texttemplate="%{text}",
                                hovertemplate="layer %{y}<br>format %{x}<br>not measured yet<extra></extra>"))
-    fig.update_layout(title="Not swept yet: each cell will show the accuracy drop when only that layer is quantized",
+    fig.update_layout(title=f"Not swept yet: each cell will show the {metric} drop when only that layer is quantized",
                       xaxis_title="format", yaxis_title="layer", margin=_MARGIN,
                       yaxis=dict(autorange="reversed", type="category", showgrid=True),
                       xaxis=dict(type="category", showgrid=True), height=max(320, 40 * len(layers) + 140))
     return fig
 
 
-def pareto_figure(frame: pd.DataFrame, *, chosen: tuple[float, float] | None = None) -> go.Figure:
+def pareto_figure(frame: pd.DataFrame, *, chosen: tuple[float, float] | None = None,
+                  metric: str = "accuracy") -> go.Figure:
     """Size vs accuracy of the candidate configs of a suggestion, Pareto front highlighted.
 
     `frame` columns: size_kb, accuracy (0..1), label. `chosen` is the suggestion's (size_kb, accuracy).
@@ -123,8 +124,8 @@ def pareto_figure(frame: pd.DataFrame, *, chosen: tuple[float, float] | None = N
         fig.add_scatter(x=[chosen[0]], y=[chosen[1] * 100], mode="markers", name="suggestion",
                         marker=dict(symbol="star", size=18, color="gold", line=dict(color="black", width=1)),
                         hovertemplate="suggestion<br>%{x:.1f} KB, %{y:.2f}%<extra></extra>")
-    fig.update_layout(title="Size vs accuracy of the configs tried", xaxis_title="model size (KB)",
-                      yaxis_title="accuracy (%)", margin=_MARGIN, legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(title=f"Size vs {metric} of the configs tried", xaxis_title="model size (KB)",
+                      yaxis_title=f"{metric} (%)", margin=_MARGIN, legend=dict(orientation="h", y=-0.25))
     return fig
 
 

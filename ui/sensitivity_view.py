@@ -212,12 +212,13 @@ def show_placeholder(ctx, evaluator) -> None:
     layers = tuple(evaluator.layers)
     st.info(f"{len(layers)} layers × {len(formats)} formats = {len(layers) * len(formats)} evaluations: press "
             "Run sweep to measure them (progress is shown and Stop keeps the finished layers).")
-    st.plotly_chart(_placeholder_figure(ctx.model_key, layers, formats), key="sens_heatmap")
+    metric = task_view.short_headline(ctx.task)
+    st.plotly_chart(_placeholder_figure(ctx.model_key, layers, formats, metric), key="sens_heatmap")
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _placeholder_figure(model_key: str, layers: tuple[str, ...], formats: tuple[str, ...]):
-    return engine_figures.sensitivity_placeholder(list(layers), list(formats))
+def _placeholder_figure(model_key: str, layers: tuple[str, ...], formats: tuple[str, ...], metric: str):
+    return engine_figures.sensitivity_placeholder(list(layers), list(formats), metric)
 
 
 def sweep_frame(rows, fp32_score: float) -> pd.DataFrame:
@@ -443,4 +444,5 @@ def show_suggestion(suggestion, baseline) -> None:
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _suggestion_view(token: str, _suggestion, _chosen):
     # Keyed by a token made when the suggestion was computed (it then stays unchanged in session state).
-    return engine_figures.pareto_figure(pareto_frame(_suggestion), chosen=_chosen), steps_frame(_suggestion)
+    return (engine_figures.pareto_figure(pareto_frame(_suggestion), chosen=_chosen, metric=_suggestion.metric),
+            steps_frame(_suggestion))

@@ -81,6 +81,13 @@ def task_section(info, model_key: str) -> Task:
     return task
 
 
+def short_headline(task: Task | None) -> str:
+    """The headline metric in a few words, before the labels are known ("accuracy (or agreement)")."""
+    if task is None or task.kind in (TaskKind.CLASSIFICATION, TaskKind.SEQUENCE):
+        return "accuracy (or agreement)"
+    return metric_name(task.headline_name, task)
+
+
 def headline_text(task: Task) -> str:
     """What the task's pages and sweeps rank by, in words (labels replace FP32 where they fit)."""
     return {TaskKind.CLASSIFICATION: "accuracy with labels, else top-1 agreement with FP32",
