@@ -198,14 +198,25 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 def nearest_neighbours(queries, gallery, k: int, *, chunk: int = 1024) -> np.ndarray:
     """Return, per query row, the indices of its `k` nearest gallery rows by cosine similarity
-    (an [n_queries, k] array, nearest first; ties go to the lower index)."""
+    (an [n_queries, k] array, nearest first).
+
+    Notes
+    -----
+    Among the chosen k, equal similarities go to the lower index; which of several rows tied at the
+    k-th place is chosen is left to numpy's argpartition (deterministic for equal inputs).
+    """
     q, g = _unit_rows(np.asarray(queries, dtype=np.float64)), _unit_rows(np.asarray(gallery, dtype=np.float64))
     if not 1 <= k <= len(g):
         raise QuantLabError(f"k must be between 1 and the gallery size {len(g)}, got {k}")
     found = []
     for start in range(0, len(q), chunk):  # bounded memory: chunk x gallery similarities at a time
         similarity = q[start:start + chunk] @ g.T
-        found.append(np.argsort(-similarity, axis=1, kind="stable")[:, :k])
+        # The k largest in O(gallery) per row, then only those k sorted (a full sort is O(gallery log gallery)).
+        chosen = (np.argpartition(-similarity, k - 1, axis=1)[:, :k] if k < len(g)
+                  else np.broadcast_to(np.arange(len(g)), similarity.shape))
+        values = np.take_along_axis(similarity, chosen, axis=1)
+        order = np.lexsort((chosen, -values), axis=1)
+        found.append(np.take_along_axis(chosen, order, axis=1))
     return np.concatenate(found)
 
 

@@ -195,3 +195,32 @@ def test_cli_a_blank_index_out_of_range_is_one_line(tmp_path):
     status, out, err = run_cli("sensitivity", model, "--data", data, "--blank", "12")
     assert status == 2 and err == (f"error: CTC blank index 12 is out of range: output 'ctc_logits' of shape "
                                    f"(?, {STEPS}, {CLASSES}) has {CLASSES} classes (0 to {CLASSES - 1})\n")
+
+
+def two_output_model() -> onnx.ModelProto:
+    """x [N, 16] -> Gemm -> logits [N, 4], and -> Gemm -> pooled_embedding [N, 8]: one model, two outputs."""
+    rng = np.random.default_rng(4)
+    w0 = rng.normal(size=(4, 16)).astype(np.float32)
+    w1 = rng.normal(size=(8, 16)).astype(np.float32)
+    nodes = [helper.make_node("Gemm", ["x", "w0"], ["logits"], name="classifier", transB=1),
+             helper.make_node("Gemm", ["x", "w1"], ["pooled_embedding"], name="projector", transB=1)]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                  [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4]),
+                   helper.make_tensor_value_info("pooled_embedding", TensorProto.FLOAT, ["N", 8])],
+                  [numpy_helper.from_array(w0, "w0"), numpy_helper.from_array(w1, "w1")])
+
+
+def test_a_model_with_several_outputs_scores_the_one_the_task_names():
+    prepared = prepare_model(two_output_model())
+    x = np.random.default_rng(5).normal(size=(200, 16)).astype(np.float32)
+    _, evaluation = _split({"x": x}, labels=np.random.default_rng(6).integers(0, 4, size=200))
+    evaluator = Evaluator(prepared, None, evaluation)
+    assert evaluator.task == Task(TaskKind.CLASSIFICATION) and evaluator.fp32_accuracy is not None
+    config = PRESETS["W8 weight-only"]
+    first = evaluator.evaluate(config)
+    second = evaluator.evaluate(config, task=Task(TaskKind.EMBEDDING, output="pooled_embedding", k=3))
+    assert first.sqnr_db == first.output_sqnr_db[0] and second.sqnr_db == second.output_sqnr_db[1]
+    assert second.score.headline == Metric.RECALL and second.accuracy is None
+    assert second.score.metrics == score(evaluator.fp32_outputs[1], evaluator.outputs(config)[1], None,
+                                         Task(TaskKind.EMBEDDING, k=3)).metrics
+    assert "cannot be scored against an embedding ('pooled_embedding'" in second.score.labels_note
