@@ -73,3 +73,26 @@ def test_a_config_json_with_a_task_sets_the_task_and_the_download_writes_it_back
     assert at.selectbox(key="task_kind").value == "embedding" and _metric_labels(at)[0] == "Recall@2"
     written = json.loads(downloads["quant_config_W8_weight-only.json"])
     assert written["task"] == Task(TaskKind.EMBEDDING, k=2).to_dict() and written["name"] == "W8 weight-only"
+
+
+def test_a_model_with_several_outputs_picks_the_scored_output_in_the_sidebar():
+    import io
+
+    import numpy as np
+
+    from tests.models.task_graphs import two_output_model
+
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(0)
+    np.savez(buffer, x=rng.normal(size=(200, 16)).astype(np.float32), labels=rng.integers(0, 4, size=200))
+    at = app_test(MIXED).run()
+    at.file_uploader(key="model_upload").set_value(("two.onnx", two_output_model().SerializeToString(),
+                                                     "application/octet-stream")).run()
+    at.file_uploader(key="data_upload").set_value(("two.npz", buffer.getvalue(), "application/octet-stream")).run()
+    assert at.selectbox(key="task_output").options == ["logits", "pooled_embedding"]
+    assert _metric_labels(at)[0] == "Accuracy"
+    at.selectbox(key="task_output").set_value("pooled_embedding").run()
+    at.selectbox(key="task_kind").set_value("embedding").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert _metric_labels(at)[0] == "Recall@5"
+    assert any("Scored: embedding on output pooled_embedding" in c.value for c in at.sidebar.caption)
