@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from .config import FP32_LAYER, LayerQuant, QuantConfig, TensorQuant
 from .errors import ConfigError
 from .formats import FormatKind, Granularity, NumberFormat, parse_format
+from .tasks import Task
 
 # Formats that can also quantize an activation (the others are weight-only).
 _ACTIVATION_KINDS = (FormatKind.INT, FormatKind.UINT, FormatKind.FP16, FormatKind.BF16,
@@ -60,7 +61,7 @@ def sweep_config(evaluator, layer: str, fmt: NumberFormat, *, activations: bool)
     return QuantConfig(FP32_LAYER, ((layer, LayerQuant(weights, acts)),), name=f"{layer} {fmt.name}")
 
 
-def _headline(result) -> tuple[str, float]:
+def headline_of(result) -> tuple[str, float]:
     """(metric name, value) a sweep ranks by: the task's headline, else accuracy or agreement."""
     if result.score is not None:
         return result.score.headline, result.score.headline_value
@@ -86,7 +87,7 @@ def _formats(formats: Sequence[NumberFormat | str]) -> list[NumberFormat]:
 def run_sweep(evaluator, formats: Sequence[NumberFormat | str], *, activations: bool = False,
               layers: Sequence[str] | None = None, progress: Callable[[float], None] | None = None,
               cancel: Callable[[], bool] | None = None, time_budget_s: float | None = None,
-              task=None) -> list[SweepRow]:
+              task: Task | None = None) -> list[SweepRow]:
     """Evaluate every layer x format, one layer at a time; return one SweepRow each.
 
     Layers without a weight are skipped unless `activations` is set and they read a float
@@ -123,7 +124,7 @@ def run_sweep(evaluator, formats: Sequence[NumberFormat | str], *, activations: 
             config = sweep_config(evaluator, layer, fmt, activations=activations)
             result = evaluator.evaluate(config) if task is None else evaluator.evaluate(config, task=task)
             rows.append(SweepRow(layer, fmt.name, result.sqnr_db, result.cosine, result.accuracy,
-                                 result.top1_agreement, result.size_bytes, *_headline(result)))
+                                 result.top1_agreement, result.size_bytes, *headline_of(result)))
             if progress is not None:
                 progress(len(rows) / total)
     return rows

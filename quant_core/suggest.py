@@ -21,7 +21,8 @@ from .config import FP32_LAYER, LayerQuant, QuantConfig
 from .errors import ConfigError
 from .evaluate import EvaluationResult
 from .formats import NumberFormat, parse_format
-from .sensitivity import SweepRow, _headline, weight_quant
+from .sensitivity import SweepRow, headline_of, weight_quant
+from .tasks import Task
 
 DEFAULT_CANDIDATES = ("int8", "int6", "int4", "int3", "int2")
 
@@ -69,7 +70,7 @@ class Suggestion:
 
 
 def _metric(result: EvaluationResult) -> float:
-    return _headline(result)[1]
+    return headline_of(result)[1]
 
 
 def _row_metric(row: SweepRow) -> float:
@@ -88,7 +89,7 @@ def pareto_front(points: Sequence[ParetoPoint]) -> tuple[ParetoPoint, ...]:
 
 
 class _Search:
-    def __init__(self, evaluator, formats: list[NumberFormat], sweep_rows, task=None):
+    def __init__(self, evaluator, formats: list[NumberFormat], sweep_rows, task: Task | None = None):
         self.evaluator = evaluator
         self.task = task
         self.formats = formats
@@ -131,7 +132,7 @@ def suggest_config(evaluator, *, max_size_bytes: int | None = None, min_accuracy
                    sweep_rows: Sequence[SweepRow] | None = None,
                    progress: Callable[[float], None] | None = None,
                    cancel: Callable[[], bool] | None = None,
-                   time_budget_s: float | None = None, task=None) -> Suggestion:
+                   time_budget_s: float | None = None, task: Task | None = None) -> Suggestion:
     """Return a weight-only mixed-precision config meeting one budget, and how it was found (`_suggest`).
 
     Each step's candidates differ from the current config in one layer: the Evaluator may run them
@@ -187,7 +188,7 @@ def _suggest(evaluator, *, max_size_bytes, min_accuracy, candidate_formats, swee
         raise ConfigError("the model has no layer with a weight to quantize")
     levels = dict.fromkeys(search.layers, 0)
     current = search.measure(levels, f"start: every layer {formats[0].name}")
-    metric_name = _headline(current)[0]
+    metric_name = headline_of(current)[0]
     steps: list[SuggestionStep] = []
     total_steps = len(search.layers) * (len(formats) - 1)
 
