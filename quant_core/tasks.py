@@ -83,6 +83,8 @@ class Task:
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
                 raise ConfigError(f"task {key} must be an integer, got {value!r}")
+            if value is not None:
+                object.__setattr__(self, key, int(value))  # equal tasks hash equal and write to JSON
         if self.output is not None and not isinstance(self.output, str):
             raise ConfigError(f"task output must be an output name, got {self.output!r}")
         if self.k < 1:

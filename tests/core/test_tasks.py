@@ -208,3 +208,15 @@ def test_a_scorer_reuses_its_fp32_work_and_matches_the_pure_function():
     scorer = TaskScorer(fp32, Task(TaskKind.CTC))
     for candidate in candidates:
         assert scorer.score(candidate) == score(fp32, candidate, None, Task(TaskKind.CTC))
+
+
+@pytest.mark.parametrize(("task", "message"), [
+    ('{"kind": "ctc", "blank": "x"}', "task blank must be an integer, got 'x'"),
+    ('{"kind": "ctc", "colour": 1}', "unknown task keys ['colour']"),
+    ('5', "'task' must be a task kind such as \"classification\" or an object with 'kind'"),
+    ('{"kind": "embedding", "k": 0}', "task k (recall@k) must be at least 1"),
+])
+def test_a_bad_task_in_a_config_json_is_one_line(task, message):
+    with pytest.raises(ConfigError) as caught:
+        read_config_json('{"default": {}, "task": ' + task + "}")
+    assert message in str(caught.value) and "\n" not in str(caught.value)
