@@ -34,8 +34,8 @@ else:
     with page_errors("the FP32 accuracy"), st.spinner("Running the model on the evaluation split…"):
         accuracy = model_view.fp32_accuracy(ctx)
         if accuracy is None and (note := model_view.labels_note(ctx)):
-            st.write(f"Accuracy cannot be measured: {note}. The other pages show the task's metrics against "
-                     "the FP32 outputs instead (sidebar: Task).")
+            st.write(f"Accuracy cannot be measured here: {note}. The other pages score the task chosen in the "
+                     "sidebar (Task).")
         elif accuracy is None:
             st.write("The data has no labels, so accuracy cannot be measured; the other pages compare "
                      "quantized outputs with FP32 outputs instead.")

@@ -47,7 +47,8 @@ def report_table(frame: pd.DataFrame) -> pd.DataFrame:
     headings = dict(REPORT_COLUMNS)
     if "metric" in frame.columns and len(frame):  # the task's headline metric, not always accuracy
         metric = str(frame["metric"].iloc[0])
-        headings.update(accuracy=f"{metric} (%)", accuracy_change_pp=f"Δ {metric} vs FP32 (pp)")
+        change = f"Δ {metric} (pp)" if "vs FP32" in metric else f"Δ {metric} vs FP32 (pp)"
+        headings.update(accuracy=f"{metric} (%)", accuracy_change_pp=change)
     latency = [c for c in table.columns if c.startswith("latency")]
     # Small models run in microseconds: keep latency to 10 ns, the rest to 3 decimals.
     table[latency] = table[latency].round(5)
