@@ -96,3 +96,25 @@ def test_a_model_with_several_outputs_picks_the_scored_output_in_the_sidebar():
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert _metric_labels(at)[0] == "Recall@5"
     assert any("Scored: embedding on output pooled_embedding" in c.value for c in at.sidebar.caption)
+
+
+def test_a_detector_with_face_labels_shows_no_accuracy_anywhere_but_says_why():
+    import io
+
+    import numpy as np
+
+    from tests.models.task_graphs import detector_model
+
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(0)
+    np.savez(buffer, x=rng.normal(size=(200, 3, 8, 8)).astype(np.float32), labels=rng.integers(0, 2, size=200))
+    at = app_test("app.py").run()
+    at.file_uploader(key="model_upload").set_value(("faces.onnx", detector_model().SerializeToString(),
+                                                     "application/octet-stream")).run()
+    at.file_uploader(key="data_upload").set_value(("faces.npz", buffer.getvalue(), "application/octet-stream")).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert not any("accuracy" in m.label.lower() for m in at.metric)  # never "FP32 top-1 accuracy 0.00 %"
+    assert "Accuracy cannot be measured here: class labels cannot be scored against a detection" in texts(at)
+    at.switch_page("pages/3_Mixed_precision.py").run()
+    assert [m.label for m in at.metric][:2] == ["Top-1 agreement", "Max-score change"]
+    assert "Labels not scored: class labels cannot be scored against a detection" in texts(at)
