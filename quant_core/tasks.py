@@ -51,6 +51,9 @@ class Metric(StrEnum):
     MAX_ABS_ERROR = "max abs error"
 
 
+# recall@k compares every sample with every other (N x N similarities per config): on more samples
+# than this, the first RECALL_SAMPLES are its queries and gallery, so a sweep stays seconds per config.
+RECALL_SAMPLES = 2048
 _KIND_DEFAULT_AXIS = {TaskKind.DETECTION: 1}  # channels-first heads; every other kind: the last axis
 _EMBEDDING_NAMES = ("embed", "pooler", "sentence", "feature", "vector", "pooled")
 _CTC_NAMES = ("ctc", "char", "ocr", "text", "recog")
@@ -306,8 +309,9 @@ class TaskScorer:
             if self.labels is not None:
                 self._label_sequences = _label_sequences(self.labels)
         if kind == TaskKind.EMBEDDING:
-            self.k = min(task.k, len(self._x))
-            self._neighbours = nearest_neighbours(self._x, self._x, self.k)
+            self._gallery = self._x[:RECALL_SAMPLES]
+            self.k = min(task.k, len(self._gallery))
+            self._neighbours = nearest_neighbours(self._gallery, self._gallery, self.k)
             self._norms = np.linalg.norm(self._x.astype(np.float64), axis=1)
         if kind == TaskKind.DETECTION:
             self._max_score = self._x.reshape(len(self._x), -1).max(axis=1).astype(np.float64)
@@ -385,7 +389,8 @@ class TaskScorer:
         if kind == TaskKind.EMBEDDING:
             cosines = self._sample_cosines(y)
             metrics += [(Metric.SAMPLE_COSINE, float(np.mean(cosines))), (Metric.WORST_COSINE, float(np.min(cosines))),
-                        (Metric.RECALL, recall_at_k(self._x, y, self.k, reference_neighbours=self._neighbours))]
+                        (Metric.RECALL, recall_at_k(self._gallery, y[:RECALL_SAMPLES], self.k,
+                                                    reference_neighbours=self._neighbours))]
         if kind == TaskKind.DETECTION:
             change = np.abs(y.reshape(len(y), -1).max(axis=1) - self._max_score)
             metrics.append((Metric.MAX_SCORE_CHANGE, float(np.mean(change))))
