@@ -34,7 +34,10 @@ if ctx.evaluation_data is None:
 else:
     with page_errors("the FP32 accuracy"), st.spinner("Running the model on the evaluation split…"):
         accuracy = model_view.fp32_accuracy(ctx)
-        if accuracy is None:
+        if accuracy is None and (note := model_view.labels_note(ctx)):
+            st.write(f"Accuracy cannot be measured here: {note}. The other pages score the task chosen in the "
+                     "sidebar (Task).")
+        elif accuracy is None:
             st.write("The data has no labels, so accuracy cannot be measured; the other pages compare "
                      "quantized outputs with FP32 outputs instead.")
         else:

@@ -21,7 +21,7 @@ sensitivity_view.sweep_controls(ctx, evaluator)
 with page_errors("the sweep"):
     job = sensitivity_view.run_pending(ctx, evaluator)
     if job is not None and job.rows:
-        sensitivity_view.show_sweep(ctx, job, baseline.accuracy)
+        sensitivity_view.show_sweep(ctx, job, baseline)
         sensitivity_view.apply_cell_controls(ctx, evaluator, job)
     else:
         if job is not None and job.finished:
@@ -29,7 +29,7 @@ with page_errors("the sweep"):
         sensitivity_view.show_placeholder(ctx, evaluator)
 
 st.subheader("Mixed-precision suggestion")
-sensitivity_view.budget_controls(baseline)
+sensitivity_view.budget_controls(baseline, ctx.task)
 sensitivity_view.suggestion_button(ctx)
 with page_errors("the suggestion"):
     suggestion = sensitivity_view.run_suggestion(ctx, evaluator, baseline)

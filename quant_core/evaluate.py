@@ -17,13 +17,14 @@ from .config import LayerQuant, QuantConfig, TensorQuant
 from .errors import ConfigError, DataError, ModelError
 from .formats import FormatKind, Granularity, RangeMethod
 from .quantize import fake_quantize_tensor, tensor_range
-from .metrics import FixedReference, ratio_db
+from .metrics import FixedReference, ratio_db, top1_agreement
 from .overrides import ExportKind, ExportPlanner, plan_export
 from .ranges import weight_ranges
 from .size import tensor_bytes
 from .lru import LRUCache
 from .simulate import ActivationQuant, SimulationSession, layer_specs
 from .suffix_runs import SuffixRuns
+from .tasks import Metric, Task, TaskScore, TaskScorer, check_task, infer_task, output_index
 from .validate import check_config, model_facts, validate_config
 
 __all__ = ["EvaluationResult", "Evaluator", "LRUCache", "LayerError", "evaluate_config", "simulated_only",
@@ -35,13 +36,19 @@ MAX_RESULTS = 256            # EvaluationResult, per-layer errors and per-layer 
 MAX_WEIGHTS = 64             # fake-quantized weights, per (weight, resolved TensorQuant)
 MAX_ISOLATED = 512           # isolated SQNR of one layer, per (layer, resolved choice)
 MAX_SMALL = 4096             # resolved layouts, activation parameters, weight sizes (a few bytes each)
+MAX_TASKS = 8                # task scorers (FP32 argmax / decode / neighbours of the scored output), per task
 # Formats with one scale per output channel whatever the granularity (extreme.py).
 _PER_OUTPUT_CHANNEL = (FormatKind.BINARY, FormatKind.TERNARY)
 
 
 @dataclass(frozen=True)
 class EvaluationResult:
-    """What one config does on the evaluation split, measured against the FP32 model."""
+    """What one config does on the evaluation split, measured against the FP32 model.
+
+    `score` holds the task's metrics (`quant_core.tasks`); accuracy, per-class accuracy and top-1
+    agreement are the same numbers for the scored output (accuracy None when the labels cannot be
+    scored against it: `score.labels_note` says why); cosine and sqnr_db are those of the scored output.
+    """
 
     config_name: str
     accuracy: float | None
@@ -54,6 +61,7 @@ class EvaluationResult:
     fp32_size_bytes: int
     simulated_only: tuple[str, ...]
     sample_count: int
+    score: TaskScore | None = None
 
     @property
     def compression(self) -> float:
@@ -64,6 +72,7 @@ class EvaluationResult:
         data["per_class_accuracy"] = list(self.per_class_accuracy) if self.per_class_accuracy is not None else None
         data["output_sqnr_db"] = list(self.output_sqnr_db)
         data["simulated_only"] = list(self.simulated_only)
+        data["score"] = None if self.score is None else self.score.to_dict()
         return data
 
 
@@ -82,10 +91,6 @@ class LayerError:
 def _power(x: np.ndarray) -> float:
     x = x.astype(np.float64, copy=False).reshape(-1)
     return float(np.dot(x, x))
-
-
-def _top1(x: np.ndarray) -> np.ndarray:
-    return x.reshape(len(x), -1).argmax(axis=1)
 
 
 def simulated_only(prepared, config: QuantConfig, planner: ExportPlanner | None = None) -> tuple[str, ...]:
@@ -130,12 +135,16 @@ class Evaluator:
     isolated error per (layer, resolved choice), so a config that changes one layer re-runs only that
     layer alone. Every cache is an LRU bounded by the MAX_* constants.
 
+    `task` (default: `tasks.infer_task` from the output shapes and names) says which output is scored
+    and by what metric; `evaluate(config, task=...)` scores another task on the same runs.
+
     `calibration=None` builds a weights-only Evaluator (a weight sensitivity sweep needs no activation
     ranges, so it need not wait for a calibration pass); a config that quantizes an activation is then
     refused with a ConfigError.
     """
 
-    def __init__(self, prepared, calibration: Calibration | None, data, *, batch_size: int = 1024, threads: int = 1):
+    def __init__(self, prepared, calibration: Calibration | None, data, *, batch_size: int = 1024, threads: int = 1,
+                 task: Task | None = None):
         self.prepared = prepared
         self.calibration = calibration
         self.session = SimulationSession(prepared, threads=threads)
@@ -147,8 +156,10 @@ class Evaluator:
         self._inputs, self.batch_size = fit_batch(inputs, batch_size, prepared.info)
         self.sample_count = sample_count(self._inputs)
         labels = getattr(data, "labels", None)
-        self.labels = None if labels is None else np.asarray(labels).reshape(-1)[:self.sample_count]
-        self._results = LRUCache(MAX_RESULTS)        # QuantConfig -> EvaluationResult
+        self.labels = None if labels is None else np.asarray(labels)[:self.sample_count]
+        self.task = infer_task(prepared.info) if task is None else check_task(task, prepared.info)
+        self._scorers = LRUCache(MAX_TASKS)          # Task -> TaskScorer
+        self._results = LRUCache(MAX_RESULTS)        # (QuantConfig, Task) -> EvaluationResult
         self._layer_errors = LRUCache(MAX_RESULTS)   # QuantConfig -> tuple[LayerError, ...]
         self._layer_sqnr = LRUCache(MAX_RESULTS)     # tuple[LayerFeed, ...] -> {layer: SQNR dB}
         self._isolated = LRUCache(MAX_ISOLATED)      # LayerFeed -> SQNR dB at that layer's output
@@ -167,10 +178,10 @@ class Evaluator:
         self.suffix_runs = SuffixRuns(prepared, self.session, self._inputs, self.batch_size)
         self.fp32_outputs = self._run_outputs({}, {})
         self.fp32_size_bytes = self.size_bytes(QuantConfig())
-        self.fp32_accuracy = self._accuracy(self.fp32_outputs[0])
-        self._fp32_top1 = _top1(self.fp32_outputs[0])
-        # Every config is scored against these: their float64 copies and powers are computed once.
+        # Every config is scored against these: their float64 copies, powers, argmax... are computed once.
         self._references = tuple(FixedReference(output) for output in self.fp32_outputs)
+        self.fp32_accuracy = self.scorer(self.task).score(self.fp32_outputs[self.output_index(self.task)]).value(
+            Metric.ACCURACY)
 
     # -- feeds ------------------------------------------------------------------------------------
 
@@ -343,20 +354,19 @@ class Evaluator:
 
     # -- scoring ----------------------------------------------------------------------------------
 
-    def _accuracy(self, logits: np.ndarray, top1: np.ndarray | None = None) -> float | None:
-        if self.labels is None:
-            return None
-        return float(np.mean((_top1(logits) if top1 is None else top1) == self.labels))
+    def output_index(self, task: Task) -> int:
+        """Index of the output `task` scores."""
+        return output_index(task, self.prepared.info)
 
-    def _per_class(self, logits: np.ndarray, top1: np.ndarray | None = None) -> tuple[float, ...] | None:
-        if self.labels is None:
-            return None
-        classes = max(int(self.labels.max()) + 1, logits.reshape(len(logits), -1).shape[1])
-        totals = np.bincount(self.labels, minlength=classes)
-        top1 = _top1(logits) if top1 is None else top1
-        correct = np.bincount(self.labels[top1 == self.labels], minlength=classes)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return tuple(float(v) for v in np.where(totals > 0, correct / totals, np.nan))
+    def scorer(self, task: Task) -> TaskScorer:
+        """Return the TaskScorer of `task` on the FP32 outputs (built once per task: FP32 argmax, decodes...)."""
+        found = self._scorers.get(task)
+        if found is None:
+            index = self.output_index(task)
+            name = self.prepared.info.outputs[index].name if self.prepared.info.outputs else "output"
+            found = self._scorers.put(task, TaskScorer(self.fp32_outputs[index], task, self.labels, name=name,
+                                                       fixed_reference=self._references[index]))
+        return found
 
     def size_bytes(self, config: QuantConfig) -> int:
         """Bytes of every initializer: quantized weights at their format's size, the rest as stored."""
@@ -383,31 +393,42 @@ class Evaluator:
                 total += int(np.prod(init.dims, dtype=np.int64)) * itemsize
         return total
 
-    def evaluate(self, config: QuantConfig) -> EvaluationResult:
-        """Return accuracy and fidelity of `config` on the evaluation split (cached per config)."""
-        found = self._results.get(config)
+    def evaluate(self, config: QuantConfig, *, task: Task | None = None) -> EvaluationResult:
+        """Return accuracy and fidelity of `config` at `task` (default: the Evaluator's) on the evaluation
+        split (cached per config and task)."""
+        task = self.task if task is None else task
+        key = (config, task)
+        found = self._results.get(key)
         if found is not None:
             return found
+        scorer = self.scorer(task)
         check_config(config, self._facts)
         feeds = self._config_feeds(config)
         weights, activations = self._feed_arrays(feeds)
         outputs = self._run_outputs(weights, activations, feeds) if (weights or activations) else self.fp32_outputs
-        top1 = _top1(outputs[0])
-        output_sqnr = tuple(r.sqnr_db(o) for r, o in zip(self._references, outputs))
+        index = self.output_index(task)
+        score = scorer.score(outputs[index])
+        output_sqnr = tuple(score.value(Metric.SQNR) if i == index else r.sqnr_db(o)
+                            for i, (r, o) in enumerate(zip(self._references, outputs)))
+        agreement = score.value(Metric.AGREEMENT)
+        if agreement is None:  # kinds without a class axis: argmax along the last axis, per position
+            x = self.fp32_outputs[index]
+            agreement = top1_agreement(x, outputs[index]) if x.ndim >= 2 else 1.0
         result = EvaluationResult(
             config_name=config.name,
-            accuracy=self._accuracy(outputs[0], top1),
-            per_class_accuracy=self._per_class(outputs[0], top1),
-            top1_agreement=float(np.mean(top1 == self._fp32_top1)),
-            cosine=self._references[0].cosine(outputs[0]),
-            sqnr_db=output_sqnr[0],
+            accuracy=score.value(Metric.ACCURACY),
+            per_class_accuracy=score.per_class_accuracy,
+            top1_agreement=agreement,
+            cosine=score.value(Metric.COSINE),
+            sqnr_db=output_sqnr[index],
             output_sqnr_db=output_sqnr,
             size_bytes=self.size_bytes(config),
             fp32_size_bytes=self.fp32_size_bytes,
             simulated_only=simulated_only(self.prepared, config, self._planner),
             sample_count=self.sample_count,
+            score=score,
         )
-        return self._results.put(config, result)
+        return self._results.put(key, result)
 
     def outputs(self, config: QuantConfig) -> tuple[np.ndarray, ...]:
         """Return the model outputs of `config` on the whole split (not cached)."""

@@ -145,13 +145,98 @@ def _rows(logits_a, logits_b, names: tuple[str, str]) -> tuple[np.ndarray, np.nd
     return a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
 
 
-def top1_agreement(logits_a, logits_b) -> float:
-    """Return the fraction of samples whose argmax over the last axis is the same in both.
+def top1_agreement(logits_a, logits_b, *, axis: int = -1) -> float:
+    """Return the fraction of positions whose argmax along the class `axis` is the same in both.
 
-    Works on logits or probabilities alike (argmax is the same); ties go to the first class.
+    A position is one index of every other axis: a [N, C] output has N positions (one per sample),
+    a [N, T, C] output N * T (one per sample and time step), a channels-first [N, C, H, W] head
+    with axis=1 has N * H * W. Works on logits or probabilities alike (argmax is the same); ties go
+    to the first class.
     """
-    a, b = _rows(logits_a, logits_b, ("logits_a", "logits_b"))
-    return float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
+    a, b = _pair(logits_a, logits_b, ("logits_a", "logits_b"))
+    if a.ndim == 0:
+        raise QuantLabError("logits_a and logits_b must have a class axis, got scalars")
+    if not -a.ndim <= axis < a.ndim:
+        raise QuantLabError(f"class axis {axis} is out of range for arrays of shape {a.shape}")
+    return float(np.mean(np.argmax(a, axis=axis) == np.argmax(b, axis=axis)))
+
+
+def edit_distance(reference, hypothesis) -> int:
+    """Return the Levenshtein distance: the fewest insertions, deletions and substitutions from one
+    token sequence to the other."""
+    previous = list(range(len(hypothesis) + 1))
+    for i, token in enumerate(reference, start=1):
+        current = [i]
+        for j, other in enumerate(hypothesis, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (token != other)))
+        previous = current
+    return previous[-1]
+
+
+def token_error_rate(references, hypotheses) -> float:
+    """Return sum(edit_distance(r, h)) / sum(len(r)) over paired sequences: the character (or token)
+    error rate, CER.
+
+    Notes
+    -----
+    Can exceed 1 (insertions). References all empty: 0.0 when every hypothesis is empty too, else +inf.
+    """
+    references, hypotheses = list(references), list(hypotheses)
+    if len(references) != len(hypotheses):
+        raise QuantLabError(f"{len(references)} reference sequences but {len(hypotheses)} hypotheses")
+    # Most decodes of a good quantization equal FP32's: those skip the O(len^2) distance.
+    errors = sum(0 if tuple(r) == tuple(h) else edit_distance(r, h) for r, h in zip(references, hypotheses))
+    length = sum(len(r) for r in references)
+    if length == 0:
+        return 0.0 if errors == 0 else float("inf")
+    return errors / length
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms == 0.0, 1.0, norms)
+
+
+def nearest_neighbours(queries, gallery, k: int, *, chunk: int = 1024) -> np.ndarray:
+    """Return, per query row, the indices of its `k` nearest gallery rows by cosine similarity
+    (an [n_queries, k] array, nearest first).
+
+    Notes
+    -----
+    Among the chosen k, equal similarities go to the lower index; which of several rows tied at the
+    k-th place is chosen is left to numpy's argpartition (deterministic for equal inputs).
+    """
+    q, g = _unit_rows(np.asarray(queries, dtype=np.float64)), _unit_rows(np.asarray(gallery, dtype=np.float64))
+    if not 1 <= k <= len(g):
+        raise QuantLabError(f"k must be between 1 and the gallery size {len(g)}, got {k}")
+    found = []
+    for start in range(0, len(q), chunk):  # bounded memory: chunk x gallery similarities at a time
+        similarity = q[start:start + chunk] @ g.T
+        # The k largest in O(gallery) per row, then only those k sorted (a full sort is O(gallery log gallery)).
+        chosen = (np.argpartition(-similarity, k - 1, axis=1)[:, :k] if k < len(g)
+                  else np.broadcast_to(np.arange(len(g)), similarity.shape))
+        values = np.take_along_axis(similarity, chosen, axis=1)
+        order = np.lexsort((chosen, -values), axis=1)
+        found.append(np.take_along_axis(chosen, order, axis=1))
+    return np.concatenate(found)
+
+
+def recall_at_k(reference, quantized, k: int, *, reference_neighbours: np.ndarray | None = None) -> float:
+    """Return the nearest-neighbour recall@k of quantized embeddings against the FP32 ones.
+
+    Both are [N, D]. The gallery is the reference set; for sample i, A = the k nearest gallery rows
+    of reference[i] (itself included) and B = those of quantized[i]:
+        recall@k = mean over i of |A ∩ B| / k
+    1.0 when every quantized embedding retrieves the same k neighbours as its FP32 embedding.
+    `reference_neighbours` (from `nearest_neighbours(reference, reference, k)`) saves recomputing A.
+    """
+    a, b = _pair(reference, quantized)
+    if a.ndim != 2:
+        raise QuantLabError(f"recall@k needs one embedding per row ([N, D]), got shape {a.shape}")
+    expected = nearest_neighbours(a, a, k) if reference_neighbours is None else reference_neighbours
+    retrieved = nearest_neighbours(b, a, k)
+    hits = (expected[:, :, None] == retrieved[:, None, :]).any(axis=2).sum()
+    return float(hits / (k * len(a)))
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from .config import FP32_LAYER, LayerQuant, QuantConfig, TensorQuant
 from .errors import ConfigError
 from .formats import FormatKind, Granularity, NumberFormat, parse_format
+from .tasks import Task
 
 # Formats that can also quantize an activation (the others are weight-only).
 _ACTIVATION_KINDS = (FormatKind.INT, FormatKind.UINT, FormatKind.FP16, FormatKind.BF16,
@@ -16,7 +17,10 @@ _ACTIVATION_KINDS = (FormatKind.INT, FormatKind.UINT, FormatKind.FP16, FormatKin
 
 @dataclass(frozen=True)
 class SweepRow:
-    """One layer in one format, measured on the model output against FP32."""
+    """One layer in one format, measured on the model output against FP32.
+
+    `score` is the task's headline metric (`metric` names it; `quant_core.tasks`): what sweeps rank by.
+    """
 
     layer: str
     format: str
@@ -25,6 +29,8 @@ class SweepRow:
     accuracy: float | None
     agreement: float
     size_bytes: int
+    metric: str = ""
+    score: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,6 +61,13 @@ def sweep_config(evaluator, layer: str, fmt: NumberFormat, *, activations: bool)
     return QuantConfig(FP32_LAYER, ((layer, LayerQuant(weights, acts)),), name=f"{layer} {fmt.name}")
 
 
+def headline_of(result) -> tuple[str, float]:
+    """(metric name, value) a sweep ranks by: the task's headline, else accuracy or agreement."""
+    if result.score is not None:
+        return result.score.headline, result.score.headline_value
+    return ("accuracy", result.accuracy) if result.accuracy is not None else ("top-1 agreement", result.top1_agreement)
+
+
 def _weight_shape(evaluator, layer: str) -> tuple[int, ...] | None:
     try:
         return tuple(evaluator.session.fp32_weight(layer).shape)
@@ -73,12 +86,14 @@ def _formats(formats: Sequence[NumberFormat | str]) -> list[NumberFormat]:
 
 def run_sweep(evaluator, formats: Sequence[NumberFormat | str], *, activations: bool = False,
               layers: Sequence[str] | None = None, progress: Callable[[float], None] | None = None,
-              cancel: Callable[[], bool] | None = None, time_budget_s: float | None = None) -> list[SweepRow]:
+              cancel: Callable[[], bool] | None = None, time_budget_s: float | None = None,
+              task: Task | None = None) -> list[SweepRow]:
     """Evaluate every layer x format, one layer at a time; return one SweepRow each.
 
     Layers without a weight are skipped unless `activations` is set and they read a float
     activation. `cancel()` is polled before each config: on True the rows finished so far are
-    returned. `progress(fraction)` is called after each config.
+    returned. `progress(fraction)` is called after each config. `task` (a `tasks.Task`; default: the
+    evaluator's) chooses the scored output and metric.
 
     Notes
     -----
@@ -106,9 +121,10 @@ def run_sweep(evaluator, formats: Sequence[NumberFormat | str], *, activations: 
                 return rows
             if time_budget_s is not None and time.perf_counter() - started >= time_budget_s:
                 return rows
-            result = evaluator.evaluate(sweep_config(evaluator, layer, fmt, activations=activations))
+            config = sweep_config(evaluator, layer, fmt, activations=activations)
+            result = evaluator.evaluate(config) if task is None else evaluator.evaluate(config, task=task)
             rows.append(SweepRow(layer, fmt.name, result.sqnr_db, result.cosine, result.accuracy,
-                                 result.top1_agreement, result.size_bytes))
+                                 result.top1_agreement, result.size_bytes, *headline_of(result)))
             if progress is not None:
                 progress(len(rows) / total)
     return rows

@@ -21,7 +21,8 @@ from .config import FP32_LAYER, LayerQuant, QuantConfig
 from .errors import ConfigError
 from .evaluate import EvaluationResult
 from .formats import NumberFormat, parse_format
-from .sensitivity import SweepRow, weight_quant
+from .sensitivity import SweepRow, headline_of, weight_quant
+from .tasks import Task
 
 DEFAULT_CANDIDATES = ("int8", "int6", "int4", "int3", "int2")
 
@@ -56,7 +57,7 @@ class Suggestion:
     config: QuantConfig
     result: EvaluationResult
     met: bool
-    metric: str  # "accuracy" with labels, else "agreement" (top-1 agreement with FP32)
+    metric: str  # the task's headline metric (quant_core.tasks), e.g. "accuracy" or "recall@k"
     steps: tuple[SuggestionStep, ...]
     pareto: tuple[ParetoPoint, ...]
     stopped: str | None = None  # why the search ended early (time budget), else None
@@ -69,10 +70,12 @@ class Suggestion:
 
 
 def _metric(result: EvaluationResult) -> float:
-    return result.accuracy if result.accuracy is not None else result.top1_agreement
+    return headline_of(result)[1]
 
 
 def _row_metric(row: SweepRow) -> float:
+    if row.score is not None:
+        return row.score
     return row.accuracy if row.accuracy is not None else row.agreement
 
 
@@ -86,8 +89,9 @@ def pareto_front(points: Sequence[ParetoPoint]) -> tuple[ParetoPoint, ...]:
 
 
 class _Search:
-    def __init__(self, evaluator, formats: list[NumberFormat], sweep_rows):
+    def __init__(self, evaluator, formats: list[NumberFormat], sweep_rows, task: Task | None = None):
         self.evaluator = evaluator
+        self.task = task
         self.formats = formats
         self.layers = [layer for layer in evaluator.layers if _has_weight(evaluator, layer)]
         self.rows = {(row.layer, row.format): _row_metric(row) for row in (sweep_rows or ())}
@@ -103,7 +107,7 @@ class _Search:
 
     def measure(self, levels: dict[str, int], label: str) -> EvaluationResult:
         config = self.config(levels)
-        result = self.evaluator.evaluate(config)
+        result = self.evaluator.evaluate(config) if self.task is None else self.evaluator.evaluate(config, task=self.task)
         self.visited.setdefault(config, ParetoPoint(result.size_bytes, _metric(result), label))
         self.results.setdefault(config, result)
         return result
@@ -128,16 +132,17 @@ def suggest_config(evaluator, *, max_size_bytes: int | None = None, min_accuracy
                    sweep_rows: Sequence[SweepRow] | None = None,
                    progress: Callable[[float], None] | None = None,
                    cancel: Callable[[], bool] | None = None,
-                   time_budget_s: float | None = None) -> Suggestion:
+                   time_budget_s: float | None = None, task: Task | None = None) -> Suggestion:
     """Return a weight-only mixed-precision config meeting one budget, and how it was found (`_suggest`).
 
     Each step's candidates differ from the current config in one layer: the Evaluator may run them
-    from that layer on (`Evaluator.anchor`); the anchor is dropped when the search ends.
+    from that layer on (`Evaluator.anchor`); the anchor is dropped when the search ends. `task` (a
+    `tasks.Task`; default: the evaluator's) is what "accuracy" means: the task's headline metric.
     """
     try:
         return _suggest(evaluator, max_size_bytes=max_size_bytes, min_accuracy=min_accuracy,
                         candidate_formats=candidate_formats, sweep_rows=sweep_rows, progress=progress,
-                        cancel=cancel, time_budget_s=time_budget_s)
+                        cancel=cancel, time_budget_s=time_budget_s, task=task)
     finally:
         if hasattr(evaluator, "clear_anchor"):
             evaluator.clear_anchor()  # its captured activations serve this search only
@@ -149,11 +154,11 @@ def _anchor(evaluator, config: QuantConfig) -> None:
 
 
 def _suggest(evaluator, *, max_size_bytes, min_accuracy, candidate_formats, sweep_rows, progress, cancel,
-             time_budget_s) -> Suggestion:
+             time_budget_s, task) -> Suggestion:
     """Return a weight-only mixed-precision config meeting one budget, and how it was found.
 
-    Exactly one of `max_size_bytes` and `min_accuracy` is required. Without labels the metric is
-    top-1 agreement with FP32. `sweep_rows` (from run_sweep) rank the lowering steps without
+    Exactly one of `max_size_bytes` and `min_accuracy` is required. The metric is the task's headline
+    (`quant_core.tasks`): a classifier's accuracy with labels, else its top-1 agreement with FP32. `sweep_rows` (from run_sweep) rank the lowering steps without
     evaluating every candidate; each chosen step is still measured. `cancel()` stops the search
     between steps (the suggestion so far is returned, `met` tells whether it fits).
     `time_budget_s` (seconds of searching, None: no limit): no measurement starts after it; the
@@ -178,12 +183,12 @@ def _suggest(evaluator, *, max_size_bytes, min_accuracy, candidate_formats, swee
         raise ConfigError(str(err)) from None
     if not formats:
         raise ConfigError("give at least one candidate format, e.g. int8,int4")
-    search = _Search(evaluator, formats, sweep_rows)
+    search = _Search(evaluator, formats, sweep_rows, task)
     if not search.layers:
         raise ConfigError("the model has no layer with a weight to quantize")
-    metric_name = "accuracy" if evaluator.labels is not None else "agreement"
     levels = dict.fromkeys(search.layers, 0)
     current = search.measure(levels, f"start: every layer {formats[0].name}")
+    metric_name = headline_of(current)[0]
     steps: list[SuggestionStep] = []
     total_steps = len(search.layers) * (len(formats) - 1)
 

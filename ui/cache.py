@@ -15,6 +15,7 @@ The calibration pass is a heavy job (`ui.jobs.heavy_job`, taken before the per-m
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -188,14 +189,21 @@ def _evaluator(model_key: str, data_key: str, _prepared_model, _calibration_resu
 
 
 def evaluate_cached(ctx: LabContext, config: QuantConfig, progress: Progress | None = None):
-    """Return `Evaluator.evaluate(config)` on the evaluation split, cached per model + data + config."""
+    """Return `Evaluator.evaluate(config, task=ctx.task)` on the evaluation split, cached per model + data +
+    config + task."""
     evaluator = get_evaluator(ctx, progress)
-    return _evaluation(ctx.model_key, ctx.data_key, config.to_json(), evaluator, config)
+    return _evaluation(ctx.model_key, ctx.data_key, config.to_json(), task_key(ctx), evaluator, config, ctx.task)
+
+
+def task_key(ctx: LabContext) -> str:
+    """The context's task as a cache key ("" when inferred: the Evaluator's own)."""
+    task = getattr(ctx, "task", None)
+    return "" if task is None else json.dumps(task.to_dict(), sort_keys=True)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def _evaluation(model_key: str, data_key: str, config_json: str, _evaluator, _config):
-    return _evaluator.evaluate(_config)
+def _evaluation(model_key: str, data_key: str, config_json: str, task_json: str, _evaluator, _config, _task):
+    return _evaluator.evaluate(_config, task=_task)
 
 
 def _require_data(ctx: LabContext) -> None:

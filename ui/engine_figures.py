@@ -84,7 +84,7 @@ def sensitivity_heatmap(frame: pd.DataFrame, *, value: str, label: str, higher_i
     return fig
 
 
-def sensitivity_placeholder(layers: list[str], formats: list[str]) -> go.Figure:
+def sensitivity_placeholder(layers: list[str], formats: list[str], metric: str = "accuracy") -> go.Figure:
     """The layer × format grid of a sweep not run yet: empty cells, the axes the heatmap will have.
 
     Notes
@@ -97,14 +97,15 @@ def sensitivity_placeholder(layers: list[str], formats: list[str]) -> go.Figure:
                                colorscale=[[0.0, "#eef0f4"], [1.0, "#eef0f4"]],
                                text=[["?"] * len(formats) for _ in layers], texttemplate="%{text}",
                                hovertemplate="layer %{y}<br>format %{x}<br>not measured yet<extra></extra>"))
-    fig.update_layout(title="Not swept yet: each cell will show the accuracy drop when only that layer is quantized",
+    fig.update_layout(title=f"Not swept yet: each cell will show the {metric} drop when only that layer is quantized",
                       xaxis_title="format", yaxis_title="layer", margin=_MARGIN,
                       yaxis=dict(autorange="reversed", type="category", showgrid=True),
                       xaxis=dict(type="category", showgrid=True), height=max(320, 40 * len(layers) + 140))
     return fig
 
 
-def pareto_figure(frame: pd.DataFrame, *, chosen: tuple[float, float] | None = None) -> go.Figure:
+def pareto_figure(frame: pd.DataFrame, *, chosen: tuple[float, float] | None = None,
+                  metric: str = "accuracy") -> go.Figure:
     """Size vs accuracy of the candidate configs of a suggestion, Pareto front highlighted.
 
     `frame` columns: size_kb, accuracy (0..1), label. `chosen` is the suggestion's (size_kb, accuracy).
@@ -123,8 +124,8 @@ def pareto_figure(frame: pd.DataFrame, *, chosen: tuple[float, float] | None = N
         fig.add_scatter(x=[chosen[0]], y=[chosen[1] * 100], mode="markers", name="suggestion",
                         marker=dict(symbol="star", size=18, color="gold", line=dict(color="black", width=1)),
                         hovertemplate="suggestion<br>%{x:.1f} KB, %{y:.2f}%<extra></extra>")
-    fig.update_layout(title="Size vs accuracy of the configs tried", xaxis_title="model size (KB)",
-                      yaxis_title="accuracy (%)", margin=_MARGIN, legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(title=f"Size vs {metric} of the configs tried", xaxis_title="model size (KB)",
+                      yaxis_title=f"{metric} (%)", margin=_MARGIN, legend=dict(orientation="h", y=-0.25))
     return fig
 
 
@@ -138,6 +139,7 @@ def tradeoff_figure(frame: pd.DataFrame, *, x: str) -> go.Figure:
     The Pareto front (lower x, higher accuracy) of the measured variants is a red dotted step line,
     its points ringed in red.
     """
+    metric = str(frame["metric"].iloc[0]) if "metric" in frame and len(frame) else "accuracy"
     measured = frame[~frame["simulated"]]
     if x == "latency_ms":
         measured = measured[measured["latency_ms"].notna()]
@@ -153,7 +155,7 @@ def tradeoff_figure(frame: pd.DataFrame, *, x: str) -> go.Figure:
                         error_x=error_x,
                         marker=dict(size=12, color=_PALETTE[index % len(_PALETTE)],
                                     line=dict(color=FRONT_COLOR if on_front else "white", width=3 if on_front else 1)),
-                        hovertemplate=f"{row.variant}<br>%{{x:.4g}} {unit}, accuracy %{{y:.2f}}%<extra></extra>")
+                        hovertemplate=f"{row.variant}<br>%{{x:.4g}} {unit}, {metric} %{{y:.2f}}%<extra></extra>")
     front_rows = measured[front].sort_values(x)
     if len(front_rows) > 1:
         fig.add_scatter(x=front_rows[x], y=front_rows["accuracy"] * 100, mode="lines", name="Pareto front",
@@ -162,11 +164,12 @@ def tradeoff_figure(frame: pd.DataFrame, *, x: str) -> go.Figure:
         for row in frame[frame["simulated"]].itertuples(index=False):
             fig.add_scatter(x=[row.size_kb], y=[row.accuracy * 100], mode="markers", name=f"{row.variant} (simulated)",
                             marker=dict(color=SIMULATED_COLOR, size=13, symbol="diamond-open", line=dict(width=2)),
-                            hovertemplate=f"{row.variant} (simulated)<br>%{{x:.1f}} KB, accuracy %{{y:.2f}}%"
+                            hovertemplate=f"{row.variant} (simulated)<br>%{{x:.1f}} KB, {metric} %{{y:.2f}}%"
                                           "<extra></extra>")
-    title = ("Accuracy vs measured latency (error bars: p10–p90)" if x == "latency_ms"
-             else "Accuracy vs model size")
+    name = metric[:1].upper() + metric[1:]
+    title = (f"{name} vs measured latency (error bars: p10–p90)" if x == "latency_ms"
+             else f"{name} vs model size")
     fig.update_layout(title=title, xaxis_title="latency per batch (ms)" if x == "latency_ms" else "model size (KB)",
-                      yaxis_title="accuracy (%)", margin=_MARGIN, legend=dict(orientation="h", y=-0.18, yanchor="top"),
+                      yaxis_title=f"{metric} (%)", margin=_MARGIN, legend=dict(orientation="h", y=-0.18, yanchor="top"),
                       height=520)
     return fig

@@ -15,7 +15,7 @@ from quant_core.config import PRESETS, LayerQuant, QuantConfig, TensorQuant
 from quant_core.errors import QuantLabError
 from quant_core.validate import validate_config
 from quant_core.formats import Granularity, RangeMethod, parse_format
-from ui import cache, engine_figures, state
+from ui import cache, engine_figures, state, task_view
 from ui.jobs import heavy_job, waiting_notice
 
 MIXED_TABLE = "mixed_table"
@@ -200,23 +200,31 @@ def evaluate_with_baseline(ctx, config: QuantConfig):
     return result, baseline
 
 
-def show_metrics(result, baseline) -> None:
-    """Accuracy, fidelity and size as st.metric, each with its change vs FP32."""
-    columns = st.columns(5)
-    if result.accuracy is not None and baseline.accuracy is not None:
-        columns[0].metric("Accuracy", f"{result.accuracy:.2%}",
-                          delta=f"{(result.accuracy - baseline.accuracy) * 100:+.2f} pp vs FP32")
-    else:
-        columns[0].metric("Accuracy", "—", help="the data has no labels")
-    columns[1].metric("Top-1 agreement", f"{result.top1_agreement:.2%}",
-                      delta=f"{(result.top1_agreement - 1) * 100:+.2f} pp vs FP32")
-    columns[2].metric("Cosine similarity", f"{result.cosine:.5f}", delta=f"{result.cosine - 1:+.5f} vs FP32")
-    sqnr = "∞ (identical)" if result.sqnr_db == float("inf") else f"{result.sqnr_db:.1f} dB"
-    columns[3].metric("Output SQNR", sqnr, help="signal-to-quantization-noise ratio of the model output vs FP32")
+def show_metrics(result, baseline, task=None) -> None:
+    """The task's metrics (headline first) and the size as st.metric, each with its change vs FP32.
+
+    A metric the data cannot give (no labels, or labels that do not fit the scored output) shows "—"
+    and says why; it is never shown as a number."""
+    score, reference = result.score, baseline.score
+    names = task_view.ordered_metrics(score)
+    cells = len(names) + 1
+    columns = [column for start in range(0, cells, 5) for column in st.columns(5)]
+    for column, name in zip(columns, names):
+        value = score.value(name)
+        reason = score.labels_note or "the data has no labels"
+        column.metric(task_view.metric_label(name, task), task_view.metric_text(name, value),
+                      delta=task_view.metric_delta(name, value, reference.value(name)),
+                      delta_color=task_view.delta_color(name),
+                      help=reason if value is None else _METRIC_HELP.get(name))
+    if score.labels_note:
+        st.caption(f"Labels not scored: {score.labels_note}.")
     ratio = result.size_bytes / result.fp32_size_bytes
-    columns[4].metric("Size", f"{result.size_bytes / 1024:.1f} KB", delta=f"{(ratio - 1) * 100:+.1f}% vs FP32",
+    columns[len(names)].metric("Size", f"{result.size_bytes / 1024:.1f} KB", delta=f"{(ratio - 1) * 100:+.1f}% vs FP32",
                       delta_color="inverse", help=f"{1 / ratio:.2f}× smaller than FP32 "
                                                   f"({result.fp32_size_bytes / 1024:.1f} KB)")
+
+
+_METRIC_HELP = {"SQNR dB": "signal-to-quantization-noise ratio of the scored output vs FP32"}
 
 
 def layer_error_frame(layer_errors, simulated_only) -> pd.DataFrame:
@@ -263,15 +271,16 @@ def _layer_error_chart(model_key: str, data_key: str, config_json: str, _ctx, _c
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
-def _per_class_chart(model_key: str, data_key: str, config_json: str, _result, _baseline):
+def _per_class_chart(model_key: str, data_key: str, config_json: str, task_json: str, _result, _baseline):
     frame = per_class_frame(_result, _baseline)
     return None if frame is None else engine_figures.per_class_change_figure(frame)
 
 
 def show_per_class(ctx, config: QuantConfig, result, baseline) -> None:
-    figure = _per_class_chart(ctx.model_key, ctx.data_key, config.to_json(), result, baseline)
+    figure = _per_class_chart(ctx.model_key, ctx.data_key, config.to_json(), cache.task_key(ctx), result, baseline)
     if figure is None:
-        st.caption("Per-class accuracy needs labels in the data.")
+        st.caption(f"Per-class accuracy: {result.score.labels_note}." if result.score.labels_note
+                   else "Per-class accuracy needs labels in the data (classification only).")
         return
     st.plotly_chart(figure, key="mixed_per_class")
 

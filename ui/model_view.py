@@ -83,8 +83,20 @@ def _summary(model_key: str, _ctx: LabContext) -> ModelSummary:
 
 
 def fp32_accuracy(ctx: LabContext) -> float | None:
-    """FP32 accuracy on the evaluation split, measured by running the model (None without labels)."""
-    return get_evaluator(ctx).fp32_accuracy
+    """FP32 accuracy on the evaluation split at the context's task, measured by running the model (None
+    without labels, or with labels that cannot be scored against the scored output: `labels_note`)."""
+    return _fp32_score(ctx).value("accuracy")
+
+
+def labels_note(ctx: LabContext) -> str | None:
+    """Why the data's labels cannot be scored against the task's output (None: they can, or there are none)."""
+    return _fp32_score(ctx).labels_note
+
+
+def _fp32_score(ctx: LabContext):
+    from quant_core.config import PRESETS
+
+    return get_evaluator(ctx).evaluate(PRESETS["FP32"], task=ctx.task).score
 
 
 def size_bars(sizes: pd.DataFrame) -> str:

@@ -44,10 +44,15 @@ def report_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The before/after table as shown and downloaded: percentages, rounded, human headings."""
     table = frame[[c for c in REPORT_COLUMNS if c in frame.columns]].copy()
     table["accuracy"] = table["accuracy"] * 100
+    headings = dict(REPORT_COLUMNS)
+    if "metric" in frame.columns and len(frame):  # the task's headline metric, not always accuracy
+        metric = str(frame["metric"].iloc[0])
+        change = f"Δ {metric} (pp)" if "vs FP32" in metric else f"Δ {metric} vs FP32 (pp)"
+        headings.update(accuracy=f"{metric} (%)", accuracy_change_pp=change)
     latency = [c for c in table.columns if c.startswith("latency")]
     # Small models run in microseconds: keep latency to 10 ns, the rest to 3 decimals.
     table[latency] = table[latency].round(5)
-    return table.round({c: 3 for c in table.columns if c not in latency}).rename(columns=REPORT_COLUMNS)
+    return table.round({c: 3 for c in table.columns if c not in latency}).rename(columns=headings)
 
 
 def tradeoffs_csv(frame: pd.DataFrame) -> bytes:
@@ -75,7 +80,7 @@ def tradeoffs_markdown(frame: pd.DataFrame, *, model_name: str, config: QuantCon
         "## How this was measured",
         "",
         settings.describe() + ".",
-        "Accuracy is measured on the evaluation split; simulated variants (formats without an "
+        "Accuracy (the task's headline metric, docs/tasks.md) is measured on the evaluation split; simulated variants (formats without an "
         "onnxruntime kernel) have a simulated accuracy and a size but no latency.",
         *(f"- {note}" for note in notes),
         "",

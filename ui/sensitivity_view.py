@@ -27,7 +27,7 @@ from quant_core.errors import QuantLabError
 from quant_core.validate import validate_config
 from quant_core.formats import parse_format
 from quant_core.suggest import DEFAULT_CANDIDATES as SUGGESTION_FORMATS
-from ui import cache, engine_figures, state
+from ui import cache, engine_figures, state, task_view
 from ui.jobs import heavy_job, waiting_notice
 
 SENS_FORMATS = "sens_formats"
@@ -68,7 +68,7 @@ _AUTO_STARTED = "_sens_auto_started"  # (model_key, data_key) pairs whose defaul
 class SweepJob:
     """A sweep in progress or finished: what was asked, and the rows measured so far."""
 
-    key: tuple  # (model_key, data_key): a job belongs to one model and its data
+    key: tuple  # (model_key, data_key, task key): a job belongs to one model, its data and the task
     formats: tuple[str, ...]
     activations: bool
     layers: tuple[str, ...]
@@ -103,9 +103,14 @@ def load_evaluator(ctx):
     return evaluator, baseline
 
 
+def _ctx_key(ctx) -> tuple:
+    """What a sweep or a suggestion was measured for: the model, its data and the task (its metric)."""
+    return ctx.model_key, ctx.data_key, cache.task_key(ctx)
+
+
 def _job(ctx) -> SweepJob | None:
     job = st.session_state.get(_JOB)
-    return job if job is not None and job.key == (ctx.model_key, ctx.data_key) else None
+    return job if job is not None and job.key == _ctx_key(ctx) else None
 
 
 def _start(ctx_key: tuple, layers: tuple[str, ...]) -> None:
@@ -124,7 +129,7 @@ def start_default_sweep(ctx, evaluator) -> bool:
     Runs once per (model, data) in a session: after a Stop, or once the user ran their own sweep,
     nothing restarts by itself.
     """
-    ctx_key = (ctx.model_key, ctx.data_key)
+    ctx_key = _ctx_key(ctx)
     started = st.session_state.setdefault(_AUTO_STARTED, set())
     layers = tuple(evaluator.layers)
     if ctx_key in started or _job(ctx) is not None or not is_cheap(len(layers), len(DEFAULT_SWEEP_FORMATS)):
@@ -153,7 +158,7 @@ def sweep_controls(ctx, evaluator) -> None:
                   "formats; binary, ternary and k-means stay weight-only)")
     run, stop = st.columns(2)
     run.button("Run sweep", key=SENS_RUN, type="primary", on_click=_start,
-               args=((ctx.model_key, ctx.data_key), tuple(evaluator.layers)))
+               args=(_ctx_key(ctx), tuple(evaluator.layers)))
     job = _job(ctx)
     stop.button("Stop sweep", key=SENS_STOP, on_click=_stop, disabled=job is None or job.finished)
     if message := st.session_state.get(_MESSAGE):
@@ -178,7 +183,8 @@ def run_pending(ctx, evaluator) -> SweepJob | None:
             # One layer per slot: between two layers another user's heavy job may start.
             with heavy_job("the sensitivity sweep", notify=notify):
                 started = time.perf_counter()
-                rows = _layer_rows(ctx.model_key, ctx.data_key, job.formats, job.activations, layer, evaluator)
+                rows = _layer_rows(ctx.model_key, ctx.data_key, cache.task_key(ctx), job.formats, job.activations,
+                                   layer, evaluator, ctx.task)
                 job.measured_s += time.perf_counter() - started
         except Exception:
             job.stopped = True  # shown once by the page; not retried on every rerun
@@ -193,11 +199,11 @@ def run_pending(ctx, evaluator) -> SweepJob | None:
 
 # Per layer, so a Stop keeps every finished layer cached too; rows are small frozen dataclasses.
 @st.cache_data(max_entries=2048, show_spinner=False)
-def _layer_rows(model_key: str, data_key: str, formats: tuple[str, ...], activations: bool, layer: str,
-                _evaluator) -> list:
+def _layer_rows(model_key: str, data_key: str, task_json: str, formats: tuple[str, ...], activations: bool,
+                layer: str, _evaluator, _task) -> list:
     from quant_core.sensitivity import run_sweep
 
-    return run_sweep(_evaluator, list(formats), activations=activations, layers=[layer])
+    return run_sweep(_evaluator, list(formats), activations=activations, layers=[layer], task=_task)
 
 
 def show_placeholder(ctx, evaluator) -> None:
@@ -206,45 +212,46 @@ def show_placeholder(ctx, evaluator) -> None:
     layers = tuple(evaluator.layers)
     st.info(f"{len(layers)} layers × {len(formats)} formats = {len(layers) * len(formats)} evaluations: press "
             "Run sweep to measure them (progress is shown and Stop keeps the finished layers).")
-    st.plotly_chart(_placeholder_figure(ctx.model_key, layers, formats), key="sens_heatmap")
+    metric = task_view.short_headline(ctx.task)
+    st.plotly_chart(_placeholder_figure(ctx.model_key, layers, formats, metric), key="sens_heatmap")
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _placeholder_figure(model_key: str, layers: tuple[str, ...], formats: tuple[str, ...]):
-    return engine_figures.sensitivity_placeholder(list(layers), list(formats))
+def _placeholder_figure(model_key: str, layers: tuple[str, ...], formats: tuple[str, ...], metric: str):
+    return engine_figures.sensitivity_placeholder(list(layers), list(formats), metric)
 
 
-def sweep_frame(rows, fp32_accuracy: float | None) -> pd.DataFrame:
-    """One row per (layer, format): SQNR, accuracy (or agreement without labels) and its drop vs FP32 in pp."""
+def sweep_frame(rows, fp32_score: float) -> pd.DataFrame:
+    """One row per (layer, format): SQNR, the task's headline metric (`score`) and its drop vs FP32 in pp."""
     frame = pd.DataFrame([row.to_dict() for row in rows])
-    if fp32_accuracy is not None and frame["accuracy"].notna().all():
-        frame["drop_pp"] = (fp32_accuracy - frame["accuracy"]) * 100
-    else:  # no labels: the drop is in top-1 agreement with FP32
-        frame["drop_pp"] = (1.0 - frame["agreement"]) * 100
+    frame["drop_pp"] = (fp32_score - frame["score"].astype(float)) * 100
     return frame
 
 
-def ranking(frame: pd.DataFrame) -> pd.DataFrame:
+def ranking(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     """Layers from most to least sensitive: the worst drop over the swept formats, then the lowest SQNR."""
     worst = frame.sort_values(["drop_pp", "sqnr_db"], ascending=[False, True]).groupby("layer", sort=False).head(1)
     table = worst[["layer", "format", "drop_pp", "sqnr_db"]].reset_index(drop=True).round(2)
     table.index = table.index + 1
-    return table.rename(columns={"format": "worst format", "drop_pp": "accuracy drop (pp)", "sqnr_db": "SQNR (dB)"})
+    return table.rename(columns={"format": "worst format", "drop_pp": f"{metric} drop (pp)", "sqnr_db": "SQNR (dB)"})
 
 
-def show_sweep(ctx, job: SweepJob, fp32_accuracy: float | None) -> None:
-    """Status line, the heatmap (drop or SQNR) and the ranked list."""
+def show_sweep(ctx, job: SweepJob, baseline) -> None:
+    """Status line, the heatmap (drop of the task's headline metric, or SQNR) and the ranked list."""
+    fp32 = baseline.score
+    metric = task_view.metric_name(fp32.headline, ctx.task)
     status = "stopped" if job.stopped and job.done_layers < len(job.layers) else "finished"
     if job.out_of_time:
         status = (f"stopped after {job.measured_s:.0f} s (the time limit of a sweep on this shared server is "
                   f"{SWEEP_TIME_BUDGET_S:.0f} s: sweep fewer formats, or fewer layers at a time)")
     st.caption(f"Sweep {status}: {job.done_layers} of {len(job.layers)} layers × {len(job.formats)} formats "
                f"({'weights + activations' if job.activations else 'weights only'}); every other layer FP32. "
-               + ("Drop = accuracy lost vs FP32." if fp32_accuracy is not None
-                  else "No labels: drop = top-1 agreement with FP32 lost."))
-    metric = st.radio("Heatmap shows", [DROP, SQNR], key=SENS_METRIC, horizontal=True)
-    key = (ctx.model_key, ctx.data_key, job.formats, job.activations, job.done_layers, len(job.rows))
-    figure, ranked_table = _sweep_view(key, metric, job.rows, fp32_accuracy)
+               + f"Drop = {metric} lost vs FP32 (FP32: {task_view.metric_text(fp32.headline, fp32.headline_value)})."
+               + (f" Labels not scored: {fp32.labels_note}." if fp32.labels_note else ""))
+    shown = st.radio("Heatmap shows", [DROP, SQNR], key=SENS_METRIC, horizontal=True,
+                     format_func=lambda option: f"{metric} drop (pp)" if option == DROP else option)
+    key = (*_ctx_key(ctx), job.formats, job.activations, job.done_layers, len(job.rows))
+    figure, ranked_table = _sweep_view(key, shown, metric, job.rows, fp32.headline_value)
     st.plotly_chart(figure, key="sens_heatmap")
     st.markdown("**Most sensitive layers** (worst drop over the swept formats)")
     st.dataframe(ranked_table, width="stretch")
@@ -253,13 +260,14 @@ def show_sweep(ctx, job: SweepJob, fp32_accuracy: float | None) -> None:
 # Cached and shared (st.plotly_chart / st.dataframe only read them): a rerun caused by another
 # widget does not rebuild the Plotly figures (~10 ms each).
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _sweep_view(key: tuple, metric: str, _rows, _fp32_accuracy):
-    frame = sweep_frame(_rows, _fp32_accuracy)
-    if metric == DROP:
-        figure = engine_figures.sensitivity_heatmap(frame, value="drop_pp", label=DROP, higher_is_worse=True)
+def _sweep_view(key: tuple, shown: str, metric: str, _rows, _fp32_score):
+    frame = sweep_frame(_rows, _fp32_score)
+    if shown == DROP:
+        figure = engine_figures.sensitivity_heatmap(frame, value="drop_pp", label=f"{metric} drop (pp)",
+                                                    higher_is_worse=True)
     else:
         figure = engine_figures.sensitivity_heatmap(frame, value="sqnr_db", label=SQNR, higher_is_worse=False)
-    return figure, ranking(frame)
+    return figure, ranking(frame, metric)
 
 
 def cell_choice(evaluator, current: LayerQuant, layer: str, fmt: str, *, activations: bool) -> LayerQuant:
@@ -309,16 +317,17 @@ def apply_cell_controls(ctx, evaluator, job: SweepJob) -> None:
 
 # --- suggestion ----------------------------------------------------------------------------------
 
-def budget_controls(baseline) -> tuple[str, float]:
-    """The constraint of the suggestion: ('size budget', fraction of FP32) or ('minimum accuracy', 0..1)."""
+def budget_controls(baseline, task=None) -> tuple[str, float]:
+    """The constraint of the suggestion: ('size budget', fraction of FP32) or ('minimum accuracy', 0..1),
+    "accuracy" being the task's headline metric."""
     kind = st.radio("Constraint", [SIZE_BUDGET, MIN_ACCURACY], key=SENS_BUDGET_KIND, horizontal=True)
     if kind == SIZE_BUDGET:
         percent = st.slider("Size budget (% of the FP32 size)", 5, 100, 15, step=1, key=SENS_SIZE_BUDGET,
                             help=f"FP32 size: {baseline.fp32_size_bytes / 1024:.1f} KB")
         st.caption(f"= at most {baseline.fp32_size_bytes * percent / 100 / 1024:.1f} KB")
         return kind, percent / 100
-    reference = baseline.accuracy if baseline.accuracy is not None else 1.0
-    what = "accuracy" if baseline.accuracy is not None else "top-1 agreement with FP32 (no labels)"
+    reference = baseline.score.headline_value
+    what = task_view.metric_name(baseline.score.headline, task)
     default = max(50.0, round(reference * 100 - 1.0, 1))
     percent = st.slider(f"Minimum {what} (%)", 50.0, 100.0, default, step=0.1, key=SENS_MIN_ACCURACY,
                         help=f"FP32: {reference:.2%}")
@@ -343,7 +352,7 @@ def suggestion_button(ctx) -> None:
         st.caption(f"Candidates {', '.join(SUGGESTION_FORMATS)}, weight-only, per-channel. Every candidate step is "
                    "measured; a weights-only sweep of these formats first makes the search much faster.")
     st.button("Suggest a mixed-precision config", key=SENS_SUGGEST, type="primary", on_click=_request_suggestion,
-              args=((ctx.model_key, ctx.data_key),))
+              args=(_ctx_key(ctx),))
     if message := st.session_state.get(_SUGGESTION_MESSAGE):
         st.info(message)
 
@@ -351,7 +360,7 @@ def suggestion_button(ctx) -> None:
 def run_suggestion(ctx, evaluator, baseline):
     """Compute the requested suggestion (once; kept in session state) and return it, or None."""
     entry = st.session_state.get(_SUGGESTION)
-    if entry is None or entry["key"] != (ctx.model_key, ctx.data_key):
+    if entry is None or entry["key"] != _ctx_key(ctx):
         return None
     if entry["suggestion"] is None:
         from quant_core.suggest import suggest_config
@@ -367,7 +376,7 @@ def run_suggestion(ctx, evaluator, baseline):
         with heavy_job("the mixed-precision search", notify=waiting_notice()):
             entry["suggestion"] = suggest_config(evaluator, sweep_rows=sweep_rows_for_suggestion(ctx),
                                                  progress=lambda f: bar.progress(min(max(f, 0.0), 1.0)),
-                                                 time_budget_s=SUGGESTION_TIME_BUDGET_S, **budget)
+                                                 time_budget_s=SUGGESTION_TIME_BUDGET_S, task=ctx.task, **budget)
         bar.empty()
         cancel.empty()
     return entry["suggestion"]
@@ -412,8 +421,7 @@ def _apply_suggestion() -> None:
 def show_suggestion(suggestion, baseline) -> None:
     """Outcome, the Pareto chart, the trace table and 'Apply suggestion'."""
     result = suggestion.result
-    metric = result.accuracy if suggestion.metric == "accuracy" and result.accuracy is not None \
-        else result.top1_agreement
+    metric = result.score.headline_value
     outcome = "meets the constraint" if suggestion.met else "does NOT meet the constraint (closest found)"
     (st.success if suggestion.met else st.warning)(
         f"Suggestion {outcome}: {result.size_bytes / 1024:.1f} KB "
@@ -436,4 +444,5 @@ def show_suggestion(suggestion, baseline) -> None:
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _suggestion_view(token: str, _suggestion, _chosen):
     # Keyed by a token made when the suggestion was computed (it then stays unchanged in session state).
-    return engine_figures.pareto_figure(pareto_frame(_suggestion), chosen=_chosen), steps_frame(_suggestion)
+    return (engine_figures.pareto_figure(pareto_frame(_suggestion), chosen=_chosen, metric=_suggestion.metric),
+            steps_frame(_suggestion))

@@ -10,11 +10,12 @@ import streamlit as st
 
 from quant_core.config import QuantConfig
 from quant_core.errors import QuantLabError
-from ui import cache, sidebar
+from ui import cache, sidebar, task_view
 
 if TYPE_CHECKING:
     from quant_core.data import Dataset
     from quant_core.model_io import ModelInfo, PreparedModel
+    from quant_core.tasks import Task
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,6 +33,7 @@ class LabContext:
     data_key: str = ""  # content key of the data ("" without data)
     data_name: str = ""  # e.g. "digits (held-out demo data)" or the uploaded file name
     is_demo: bool = False
+    task: Task | None = None  # what the output is for, which sets the metric (None: inferred by the Evaluator)
 
 
 def setup_page(title: str) -> LabContext:
@@ -53,10 +55,13 @@ def setup_page(title: str) -> LabContext:
         else:
             st.caption("No data: accuracy, calibration and activations need a .npz with the model's inputs.")
         st.header("Quantization config")
-        config = sidebar.config_section(prepared.info)
+        config = sidebar.config_section(prepared.info, model_key=source.key)
+        st.header("Task")
+        task = task_view.task_section(prepared.info, source.key)
     return LabContext(model_key=source.key, model_name=source.name, prepared=prepared, info=prepared.info,
                       data=data, calibration_data=calibration_data, evaluation_data=evaluation_data,
-                      config=config, data_key=data_key, data_name=data_name, is_demo=source.demo is not None)
+                      config=config, data_key=data_key, data_name=data_name, is_demo=source.demo is not None,
+                      task=task)
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from quant_core.config import PRESETS, QuantConfig
 from quant_core.demo import DEMO_MODELS
 from quant_core.errors import ConfigError, QuantLabError
 from quant_core.model_io import MAX_MODEL_BYTES
+from quant_core.tasks import check_task, config_json, read_config_json
 from quant_core.validate import validate_config
 from ui import cache, state
 
@@ -129,8 +130,17 @@ def _open_uploaded_data(upload, prepared, source: state.ModelSource) -> None:
         cache.pin_data(source.key, key, data)
         state.set_data_source(state.DataSource(name=upload.name, key=key, model_key=source.key))
 
-    _apply_upload(state.DATA_UPLOAD, upload.name, apply, verb="use", other_verb="read",
-                  kept="The previous data is still used.")
+    _apply_upload(state.DATA_UPLOAD, upload.name, apply, verb="use", other_verb="read", kept=_data_kept(source))
+
+
+def _data_kept(source: state.ModelSource) -> str:
+    """What a refused data file leaves in use: earlier data, the demo's own, or none at all."""
+    earlier = state.get_data_source()
+    if earlier is not None and earlier.model_key == source.key:
+        return "The previous data is still used."
+    if source.demo is not None:
+        return "The previous data is still used (the demo's own)."
+    return "No data is loaded for this model yet: upload a file that fits it."
 
 
 def _use_preset() -> None:
@@ -139,12 +149,12 @@ def _use_preset() -> None:
         state.set_config(replace(PRESETS[name], target=state.get_config().target))  # the CPU target stays
 
 
-def config_section(info) -> QuantConfig:
-    """Preset, download and upload of the config; return the current config."""
+def config_section(info, model_key: str = "") -> QuantConfig:
+    """Preset, download and upload of the config (with the model's task under "task"); return the current config."""
     preset_slot, download_slot = st.container(), st.container()
     upload = st.file_uploader("Load a config (.json)", type=["json"], key=state.CONFIG_UPLOAD)
     if upload is not None and state.upload_is_new(state.CONFIG_UPLOAD, upload.file_id):
-        _open_uploaded_config(upload, info)
+        _open_uploaded_config(upload, info, model_key)
     _show_message(state.CONFIG_UPLOAD, upload)
 
     config = state.get_config()
@@ -159,18 +169,22 @@ def config_section(info) -> QuantConfig:
         st.selectbox("Preset", [*PRESETS, state.CUSTOM_PRESET], key=state.CONFIG_PRESET, on_change=_use_preset,
                      help="'custom' is any config edited on the Mixed precision or Sensitivity pages, or loaded.")
     with download_slot:
-        st.download_button("Download config (.json)", data=config.to_json(), file_name=_file_name(config),
+        task = state.get_task(model_key)  # None: inferred again when read
+        st.download_button("Download config (.json)", data=config_json(config, task), file_name=_file_name(config),
                            mime="application/json", on_click="ignore")
     return config
 
 
-def _open_uploaded_config(upload, info) -> None:
+def _open_uploaded_config(upload, info, model_key: str) -> None:
     def apply() -> None:
-        config = QuantConfig.from_json(upload.getvalue())
+        config, task = read_config_json(upload.getvalue())
         unknown = _unknown_layers(config, info)
         if unknown:
             raise ConfigError(f"the config names layers this model does not have: {', '.join(unknown[:5])}")
         _validate(config, info)
+        if task is not None:
+            check_task(task, info)
+            state.set_task(model_key, task)
         state.set_config(config)
 
     _apply_upload(state.CONFIG_UPLOAD, upload.name, apply, verb="load", kept="The previous config is kept.",

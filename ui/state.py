@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 import streamlit as st
 
 from quant_core.config import PRESETS, QuantConfig
+from quant_core.tasks import Task
 
 # Sidebar widget keys (every page).
 MODEL_CHOICE = "model_choice"
@@ -18,6 +19,9 @@ MODEL_UPLOAD = "model_upload"
 DATA_UPLOAD = "data_upload"
 CONFIG_PRESET = "config_preset"
 CONFIG_UPLOAD = "config_upload"
+TASK_KIND = "task_kind"
+TASK_OUTPUT = "task_output"
+TASK_OPTION = "task_option"  # the kind's one option: class / channel axis, CTC blank, or k of recall@k
 
 # Page widget keys (pages 1 and 2).
 WEIGHTS_LAYER = "weights_layer"
@@ -33,6 +37,7 @@ _MODEL = "_lab_model"
 _DATA = "_lab_data"
 _HANDLED_UPLOADS = "_lab_handled_uploads"
 _MESSAGES = "_lab_messages"
+_TASK = "_lab_task"
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,19 @@ def preset_label(config: QuantConfig) -> str:
     """Name of the preset `config` equals (whatever CPU target it exports for), or "custom"."""
     preset = PRESETS.get(config.name)
     return config.name if preset is not None and replace(preset, target=config.target) == config else CUSTOM_PRESET
+
+
+def get_task(model_key: str) -> Task | None:
+    """The task the user chose for this model (None: the one inferred from its outputs)."""
+    chosen = st.session_state.get(_TASK)
+    return chosen[1] if chosen is not None and chosen[0] == model_key else None
+
+
+def set_task(model_key: str, task: Task | None) -> None:
+    """Make `task` the task of this model on every page (None: back to the inferred one)."""
+    if task is not None and not isinstance(task, Task):
+        raise TypeError(f"set_task needs a Task or None, got {type(task).__name__}")
+    st.session_state[_TASK] = None if task is None else (model_key, task)
 
 
 def get_model_source() -> ModelSource | None:

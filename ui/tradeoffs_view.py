@@ -1,7 +1,8 @@
 """Trade-offs page: accuracy vs MEASURED onnxruntime latency and vs size of the standard variants.
 
 Each variant (quant_core.latency.standard_variants) is timed with quant_core.latency.measure_latency
-and its accuracy is measured by running the exported model itself on the evaluation split.
+and its accuracy is measured by running the exported model itself on the evaluation split. "Accuracy"
+is the task's headline metric (quant_core.tasks, the sidebar's Task): the frame's "metric" column names it.
 Exports, accuracies and timings are cached (st.cache_data) per model, data, config and settings.
 
 On a shared server a measurement is a heavy job (`ui.jobs.heavy_job`: one at a time, so concurrent
@@ -77,7 +78,7 @@ def is_cheap(ctx) -> bool:
 
 
 def _settings_key(ctx, config: QuantConfig, settings: MeasurementSettings) -> tuple:
-    return (ctx.model_key, ctx.data_key, config.to_json(), settings)
+    return (ctx.model_key, ctx.data_key, config.to_json(), settings, cache.task_key(ctx))
 
 
 # A resource, not data: the exported models are immutable bytes, and copying up to 7 models on
@@ -90,15 +91,14 @@ def _variants(model_key: str, data_key: str, config_json: str, _ctx, _config: Qu
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _first_outputs(model_key: str, data_key: str, variant_key: str, _model: bytes, _ctx) -> np.ndarray:
-    """The exported model's first output on the evaluation split, run by onnxruntime."""
+def _scored_outputs(model_key: str, data_key: str, variant_key: str, index: int, _model: bytes, _ctx) -> np.ndarray:
+    """The exported model's output number `index` (the task's) on the evaluation split, run by onnxruntime."""
     from quant_core.data import iter_batches
     from quant_core.latency import create_session
 
     session = create_session(_model)
-    batches = [session.run(None, feeds)[0] for feeds in iter_batches(_ctx.evaluation_data, _ctx.info, 256)]
-    outputs = np.concatenate(batches)
-    return outputs.reshape(len(outputs), -1)
+    batches = [session.run(None, feeds)[index] for feeds in iter_batches(_ctx.evaluation_data, _ctx.info, 256)]
+    return np.concatenate(batches)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -110,13 +110,10 @@ def _latency(model_key: str, data_key: str, variant_key: str, batch_size: int, t
                            time_budget_s=time_budget_s)
 
 
-def _accuracy(outputs: np.ndarray, fp32_outputs: np.ndarray, labels) -> float:
-    """Top-1 accuracy against the labels, or top-1 agreement with FP32 without labels."""
-    from quant_core.metrics import top1_agreement
+def _task(ctx):
+    from quant_core.tasks import infer_task
 
-    if labels is None:
-        return top1_agreement(fp32_outputs, outputs)
-    return float(np.mean(outputs.argmax(axis=1) == np.asarray(labels)[:len(outputs)]))
+    return ctx.task if ctx.task is not None else infer_task(ctx.info)
 
 
 def sizes_and_accuracies(ctx, config: QuantConfig, progress) -> tuple[list[dict], list[str], list[tuple]]:
@@ -129,20 +126,26 @@ def sizes_and_accuracies(ctx, config: QuantConfig, progress) -> tuple[list[dict]
     calibration = cache.get_calibration(ctx)  # outside the cached export: it may wait for the server's job slot
     progress(0.0, "Exporting the variants with onnxruntime.quantization…")
     variants = _variants(ctx.model_key, ctx.data_key, config_json, ctx, config, calibration)
-    labels = ctx.evaluation_data.labels
+    from quant_core.tasks import TaskScorer, output_index
+
+    labels, task = ctx.evaluation_data.labels, _task(ctx)
+    scored = output_index(task, ctx.info)
     rows, notes, to_time = [], [], []
-    fp32_outputs = None
+    scorer = None
     for index, variant in enumerate(variants):
         progress((index + 0.5) / len(variants), f"Running {variant.name} on the evaluation data…")
         if variant.model is None:
             notes.append(f"{variant.name}: {variant.note}")
             continue
         variant_key = f"{variant.name}|{config_json if variant.name.startswith(CURRENT_PREFIX) else ''}"
-        outputs = _first_outputs(ctx.model_key, ctx.data_key, variant_key, variant.model, ctx)
-        fp32_outputs = outputs if fp32_outputs is None else fp32_outputs  # FP32 comes first
+        outputs = _scored_outputs(ctx.model_key, ctx.data_key, variant_key, scored, variant.model, ctx)
+        if scorer is None:  # FP32 comes first: every variant is scored against it
+            scorer = TaskScorer(outputs, task, None if labels is None else np.asarray(labels)[:len(outputs)],
+                                name=ctx.info.outputs[scored].name)
+        score = scorer.score(outputs)
         name = variant.name + (" — exported, simulated-only layers kept FP32" if variant.simulated else "")
         row = {"variant": name, "kind": "onnxruntime", "simulated": False,
-               "accuracy": _accuracy(outputs, fp32_outputs, labels), "size_kb": len(variant.model) / 1024,
+               "accuracy": score.headline_value, "metric": score.headline, "size_kb": len(variant.model) / 1024,
                "latency_ms": np.nan, "latency_p10_ms": np.nan, "latency_p90_ms": np.nan, "kernels": "not timed yet"}
         rows.append(row)
         to_time.append((row, variant, variant_key))
@@ -192,9 +195,8 @@ def measure(ctx, config: QuantConfig, settings: MeasurementSettings, progress, *
 def _simulated_row(ctx, config: QuantConfig) -> dict:
     # The config as simulated: its own formats everywhere, so accuracy and packed size, but no latency.
     result = cache.evaluate_cached(ctx, config)
-    accuracy = result.accuracy if result.accuracy is not None else result.top1_agreement
     return {"variant": f"{CURRENT_PREFIX} ({config.name})", "kind": "simulated", "simulated": True,
-            "accuracy": accuracy, "size_kb": result.size_bytes / 1024, "latency_ms": np.nan,
+            "accuracy": result.score.headline_value, "metric": result.score.headline, "size_kb": result.size_bytes / 1024, "latency_ms": np.nan,
             "latency_p10_ms": np.nan, "latency_p90_ms": np.nan, "kernels": "none (simulated)",
             "fp32_size_kb": result.fp32_size_bytes / 1024}
 
@@ -279,21 +281,23 @@ def show_preview(ctx, config: QuantConfig, settings: MeasurementSettings) -> Non
     slot.empty()
     latency_column, size_column = st.columns(2)  # where the results will put their two charts
     latency_column.info("Accuracy vs measured latency: press Measure to time every variant with these settings.")
-    size_column.plotly_chart(_preview_figure(ctx.model_key, ctx.data_key, config_json, pd.DataFrame(rows)),
+    size_column.plotly_chart(_preview_figure(ctx.model_key, ctx.data_key, config_json, cache.task_key(ctx),
+                                             pd.DataFrame(rows)),
                              key="tradeoff_size")
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _preview_figure(model_key: str, data_key: str, config_json: str, _rows: pd.DataFrame):
+def _preview_figure(model_key: str, data_key: str, config_json: str, task_json: str, _rows: pd.DataFrame):
     return engine_figures.tradeoff_figure(_with_ratios(_rows), x="size_kb")
 
 
 def show_results(ctx, config: QuantConfig, settings: MeasurementSettings, frame: pd.DataFrame,
                  notes: list[str]) -> None:
     """How it was measured, both charts, the before/after table and its downloads."""
-    st.info(f"Measured: {settings.describe()}. Accuracy: each exported model run by onnxruntime on the "
-            f"{ctx.evaluation_data.num_samples} evaluation samples"
-            + ("" if ctx.evaluation_data.labels is not None else " (no labels: top-1 agreement with FP32)") + ".")
+    metric = frame["metric"].iloc[0] if "metric" in frame else "accuracy"
+    st.info(f"Measured: {settings.describe()}. {metric[:1].upper() + metric[1:]} (the task's metric, sidebar "
+            f"Task): each exported model run by onnxruntime on the {ctx.evaluation_data.num_samples} evaluation "
+            "samples.")
     view = _results_view(repr(_settings_key(ctx, config, settings)), frame, notes, ctx.model_name, config, settings)
     latency_figure, size_figure, table, csv, markdown = view
     latency_column, size_column = st.columns(2)

@@ -1,7 +1,8 @@
 """`python -m quant_core sensitivity MODEL.onnx --data DATA.npz [--formats int8,int4] [--activations]
-[--time-budget S] [--json]`.
+[--task KIND ...] [--time-budget S] [--json]`.
 
-One row per layer x format (one layer quantized at a time). docs/engine.md lists the --json keys.
+One row per layer x format (one layer quantized at a time), scored by the task's headline metric
+("metric" and "score" in --json; docs/tasks.md). docs/engine.md lists the --json keys.
 With --time-budget no config starts after S seconds of sweeping: the rows finished so far are printed
 and a line "stopped after N s ..." (on stderr with --json, so the JSON stays a list of rows).
 """
@@ -37,13 +38,15 @@ def check_time_budget(seconds: float | None) -> None:
 
 
 def row_dict(row, with_labels: bool) -> dict:
-    """The --json row: accuracy when the data has labels, else top-1 agreement with FP32."""
+    """The --json row: accuracy when the labels can be scored, else top-1 agreement with FP32; and the
+    task's headline metric ("metric", "score") the sweep ranks by."""
     data = {"layer": row.layer, "format": row.format, "sqnr_db": row.sqnr_db, "cosine": row.cosine,
             "size_bytes": row.size_bytes}
     if with_labels:
         data["accuracy"] = row.accuracy
     else:
         data["agreement"] = row.agreement
+    data["metric"], data["score"] = row.metric, row.score
     return data
 
 
@@ -60,20 +63,21 @@ def run(args: argparse.Namespace) -> int:
         total = round(len(rows) / done[0]) if rows and done[0] > 0 else None
         stopped = (f"stopped after {time.perf_counter() - started:.0f} s (time budget {args.time_budget:g} s): "
                    f"{len(rows)}{'' if total is None else f' of {total}'} rows")
-    with_labels = evaluator.labels is not None
+    with_labels = evaluator.fp32_accuracy is not None  # labels that fit the scored output
     documents = [row_dict(row, with_labels) for row in rows]
     if args.json:
         dump_json(documents)
         if stopped:
             sys.stderr.write(stopped + "\n")
         return 0
-    metric = "accuracy" if with_labels else "agreement"
+    metric = rows[0].metric if rows else evaluator.task.headline_name
     width = max([len("layer")] + [len(row.layer) for row in rows])
     fmt_width = max([len("format")] + [len(row.format) for row in rows])
-    lines = [f"{'layer':<{width}}  {'format':<{fmt_width}} {'SQNR dB':>8} {'cosine':>9} {metric:>9} {'bytes':>9}"]
+    lines = [f"task: {evaluator.task.describe()}",
+             f"{'layer':<{width}}  {'format':<{fmt_width}} {'SQNR dB':>8} {'cosine':>9} {metric:>9} {'bytes':>9}"]
     for doc in documents:
         lines.append(f"{doc['layer']:<{width}}  {doc['format']:<{fmt_width}} {doc['sqnr_db']:>8.2f} {doc['cosine']:>9.5f} "
-                     f"{doc[metric]:>9.4f} {doc['size_bytes']:>9}")
+                     f"{doc['score']:>9.4f} {doc['size_bytes']:>9}")
     if stopped:
         lines.append(stopped)
     sys.stdout.write("\n".join(lines) + "\n")

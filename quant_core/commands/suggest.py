@@ -1,4 +1,8 @@
-"""`python -m quant_core suggest MODEL.onnx --data DATA.npz (--max-size-mb X | --min-accuracy Y) [--time-budget S] [--json]`.
+"""`python -m quant_core suggest MODEL.onnx --data DATA.npz (--max-size-mb X | --min-accuracy Y) [--task KIND ...]
+[--time-budget S] [--json]`.
+
+"Accuracy" is the task's headline metric (docs/tasks.md): a classifier's accuracy with labels, else its
+top-1 agreement with FP32; 1 − CER for CTC, recall@k for an embedding.
 
 A greedy weight-only mixed-precision search; prints every step. With --time-budget the search stops
 after S seconds with the best config found so far that meets the budget (or says none did): "stopped
@@ -19,7 +23,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     budget = parser.add_mutually_exclusive_group(required=True)
     budget.add_argument("--max-size-mb", type=float, help="size budget in MB (10^6 bytes) of all weights")
     budget.add_argument("--min-accuracy", type=float,
-                        help="lowest accuracy (fraction 0..1; top-1 agreement with FP32 without labels)")
+                        help="lowest value of the task's headline metric (fraction 0..1: accuracy with labels, "
+                             "else top-1 agreement with FP32; 1 - CER for CTC, recall@k for an embedding)")
     parser.add_argument("--formats", default=",".join(DEFAULT_CANDIDATES),
                         help="candidate formats, highest precision first (default %(default)s)")
     add_time_budget(parser, "the search")

@@ -31,7 +31,8 @@ def test_sensitivity_json_rows():
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
     assert len(rows) == 3 * 2
-    assert set(rows[0]) == {"layer", "format", "sqnr_db", "cosine", "accuracy", "size_bytes"}
+    assert set(rows[0]) == {"layer", "format", "sqnr_db", "cosine", "accuracy", "size_bytes", "metric", "score"}
+    assert rows[0]["metric"] == "accuracy" and rows[0]["score"] == rows[0]["accuracy"]
 
 
 def test_suggest_json_meets_budget():

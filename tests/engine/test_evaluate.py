@@ -73,7 +73,8 @@ def test_sweep_covers_every_layer_and_format_once(cnn_evaluator):
     by_key = {(r.layer, r.format): r for r in rows}
     for layer in cnn_evaluator.layers:
         assert by_key[layer, "int8"].sqnr_db > by_key[layer, "int2"].sqnr_db
-    assert set(rows[0].to_dict()) == {"layer", "format", "sqnr_db", "cosine", "accuracy", "agreement", "size_bytes"}
+    assert set(rows[0].to_dict()) == {"layer", "format", "sqnr_db", "cosine", "accuracy", "agreement", "size_bytes",
+                                   "metric", "score"}
 
 
 def test_sweep_stops_when_cancelled(cnn_evaluator):

@@ -224,7 +224,9 @@ def test_a_model_whose_output_needs_an_input_the_data_lacks(tmp_path):
     upload(at, "data_upload", "x_only.npz", data.read_bytes())
     assert_no_traceback(at)
     (message,) = error_texts(at)
-    assert "x_only.npz" in message and "'mask'" in message and "previous data is still used" in message
+    assert "x_only.npz" in message and "'mask'" in message
+    # No data was loaded for this model before: the message must not claim earlier data is still used.
+    assert "previous data" not in message and "No data is loaded for this model yet" in message
 
 
 # --- degenerate weights ----------------------------------------------------------------------------
