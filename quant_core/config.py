@@ -113,8 +113,8 @@ class QuantConfig:
     """A default choice for every layer plus per-layer overrides keyed by ONNX node name.
 
     `target` is the CPU class the export is made for (`cpu_target.CpuTarget`): on a saturating x86
-    target the int8 weights of integer-kernel layers use a 7-bit grid, in the export and in the
-    simulation alike; AUTO is this machine.
+    target the export stores the int8 weights of integer-kernel layers as uint8 (the same grid, run
+    by u8 x u8 kernels that do not saturate); AUTO is this machine.
     """
 
     default: LayerQuant = FP32_LAYER

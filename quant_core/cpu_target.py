@@ -6,10 +6,12 @@ through an instruction (vpmaddubsw) that adds each *pair* of products into a sat
 something the integer arithmetic of the simulation does not. VNNI (vpdpbusd), ARM and GPU kernels
 accumulate in int32 exactly.
 
-The usual remedy, and ours: on a saturating target, the int8 weights of layers exported with
-integer kernels use a 7-bit grid (at most 64 in magnitude: 255 * 64 * 2 = 32640 fits), and the
-simulation uses the same grid, so simulated and exported numbers agree on both CPU classes.
-(u8 x u8 kernels do not saturate either; a config may ask for uint8 weights explicitly.)
+The usual remedies are 7-bit weights or u8 x u8 kernels; we measured both (bench/bench_cpu_targets.py,
+docs/cpu_targets.md) and use u8 x u8: on a saturating target the int8 weights of layers exported with
+integer kernels are *stored* as uint8 with their zero point moved by 128. That is the same grid
+(q + 128 for every code, clipped alike), so the simulation does not change and keeps its 8-bit
+accuracy, while onnxruntime runs its u8 x u8 kernels, which widen to int16 before multiplying and
+never saturate. 7-bit weights also agree with their simulation but lost 7.8 pp on the demo CNN.
 
 `probe_int8_kernels()` finds out, once per process, whether this machine's kernels saturate, by
 running MatMulInteger and QLinearConv on adversarial values and comparing them with exact int32
@@ -28,17 +30,12 @@ from onnx import TensorProto, helper
 
 from .formats import FormatKind, NumberFormat
 
-# The largest weight magnitude whose pair of products with a uint8 activation fits int16:
-# 2 * 255 * 64 = 32640 <= 32767. A 7-bit grid (qmin -64) stays within it.
-SATURATION_SAFE_WEIGHT_BITS = 7
-
-
 class CpuTarget(StrEnum):
     """The CPU class an export is made for (recorded in the config JSON as "target")."""
 
     AUTO = "auto"                      # this machine, as the probe finds it
     NO_SATURATION = "no-saturation"    # VNNI x86, ARM, GPU: exact int32 accumulation of u8 x s8
-    SATURATING_X86 = "saturating-x86"  # x86 without VNNI: u8 x s8 pairs saturate in int16
+    SATURATING_X86 = "saturating-x86"  # x86 without VNNI: u8 x s8 pairs saturate in int16, so u8 x u8
 
     @property
     def label(self) -> str:
@@ -83,9 +80,9 @@ class KernelProbe:
         """One sentence a page or the CLI shows next to exported numbers."""
         if self.saturates:
             return ("this CPU's onnxruntime int8 kernels saturate (u8×s8 pairs add into int16: x86 without VNNI); "
-                    "int8 weights of integer-kernel layers are exported and simulated on a 7-bit grid")
+                    "int8 weights of integer-kernel layers are exported as uint8 (same grid, u8×u8 kernels)")
         return ("this CPU's onnxruntime int8 kernels do not saturate (exact int32 accumulation: VNNI x86, ARM or other); "
-                "int8 weights are exported on their full 8-bit grid")
+                "int8 weights are exported as int8 (u8×s8 kernels)")
 
 
 def _matmul_integer_model(depth: int) -> bytes:
@@ -179,19 +176,16 @@ def saturates(target: CpuTarget) -> bool:
     return target == CpuTarget.SATURATING_X86
 
 
-def kernel_weight_format(fmt: NumberFormat, *, symmetric: bool, saturating: bool) -> NumberFormat:
-    """Return the grid an integer-kernel layer's weight really uses: int8 becomes 7-bit on a saturating target.
+def kernel_weight_storage(fmt: NumberFormat, *, saturating: bool) -> NumberFormat:
+    """Return the type an integer-kernel layer's weight codes are stored in: int8 becomes uint8 on a saturating target.
 
     Notes
     -----
-    Only signed 8-bit weights change: uint8 weights run u8 x u8 kernels, which widen to int16 before
-    multiplying and do not saturate. The weight is still stored as int8, its codes within 7 bits so
-    that no pair of products with a uint8 activation overflows int16. Symmetric weights use the
-    narrow grid [-63, 63]: its scale max|w| / 63 never rounds a code past the grid (the full
-    [-64, 63] grid would round max|w| to 64, which the int8 export would keep and the grid clip).
+    Storing q + 128 as uint8 with zero point z + 128 keeps every dequantized value, so the grid
+    (and the simulation) is unchanged; only the kernel changes, to u8 x u8, which does not saturate.
     """
     if saturating and fmt.kind == FormatKind.INT and fmt.bits == 8:
-        return NumberFormat(FormatKind.INT, SATURATION_SAFE_WEIGHT_BITS, symmetric or fmt.narrow_range)
+        return NumberFormat(FormatKind.UINT, 8)
     return fmt
 
 
@@ -201,12 +195,16 @@ def describe_target(target: CpuTarget) -> str:
     if target == CpuTarget.AUTO:
         probe = probe_int8_kernels()
         return f"target auto = {probe.target.value} on this machine ({probe.cpu}): {probe.summary()}"
-    grid = "a 7-bit grid" if target == CpuTarget.SATURATING_X86 else "the full 8-bit grid"
-    mismatch = saturates(CpuTarget.AUTO) != saturates(target)
-    note = ("; this machine is of the other class, so its measured accuracy of the export can differ from the "
-            "simulation" if mismatch else "")
-    return f"target {target.value}: int8 weights of integer-kernel layers on {grid}{note}"
+    storage = ("stored as uint8 (same grid; u8×u8 kernels)" if target == CpuTarget.SATURATING_X86
+               else "stored as int8 (u8×s8 kernels)")
+    note = ""
+    if saturates(CpuTarget.AUTO) and not saturates(target):
+        note = ("; this machine is of the other class: its kernels saturate, so the export measured here can lose "
+                "accuracy that the simulation (and a VNNI, ARM or GPU machine) does not")
+    elif saturates(target) and not saturates(CpuTarget.AUTO):
+        note = "; this machine is of the other class (u8×u8 kernels may run slower here than u8×s8)"
+    return f"target {target.value}: int8 weights of integer-kernel layers {storage}{note}"
 
 
-__all__ = ["CpuTarget", "KernelProbe", "ProbeCheck", "SATURATION_SAFE_WEIGHT_BITS", "describe_target",
-           "kernel_weight_format", "probe_int8_kernels", "saturates"]
+__all__ = ["CpuTarget", "KernelProbe", "ProbeCheck", "describe_target", "kernel_weight_storage",
+           "probe_int8_kernels", "saturates"]

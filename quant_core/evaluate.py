@@ -242,13 +242,10 @@ class Evaluator:
     def _config_feeds(self, config: QuantConfig) -> tuple[LayerFeed, ...]:
         """Every layer's feed that differs from FP32, in model order (a hashable key of the simulation).
 
-        Weights are simulated on the grid the export's integer kernels use for `config.target`
-        (`ExportPlanner.kernel_weights`: 7-bit on a saturating x86 target), so simulated = exported.
+        `config.target` changes nothing here: a saturating target changes only the type the export
+        stores int8 weights in, not their grid (`cpu_target.kernel_weight_storage`).
         """
-        choices = self._choices(config)
-        for layer, weights in self._planner.kernel_weights(config).items():
-            choices[layer] = replace(choices[layer], weights=weights)
-        feeds = (self.layer_feed(layer, choice) for layer, choice in choices.items())
+        feeds = (self.layer_feed(layer, choice) for layer, choice in self._choices(config).items())
         return tuple(feed for feed in feeds if feed[1] is not None or feed[2] is not None)
 
     def _feed_arrays(self, feeds: tuple[LayerFeed, ...]):

@@ -13,7 +13,7 @@ Shape (see docs/export.md):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
@@ -22,7 +22,7 @@ from onnx import numpy_helper
 
 from .axes import natural_axes, output_channel_axis, resolve
 from .config import LayerQuant, QuantConfig, TensorQuant
-from .cpu_target import kernel_weight_format, saturates
+from .cpu_target import kernel_weight_storage, saturates
 from .errors import ConfigError, ModelError
 from .formats import FormatKind, Granularity, NumberFormat
 from .qparams import qparams_from_range
@@ -188,25 +188,6 @@ class ExportPlanner:
             plan.append(decision)
         return tuple(plan)
 
-    def kernel_weights(self, config: QuantConfig) -> dict[str, TensorQuant]:
-        """Return the layers whose integer kernel computes the weight on another grid than configured.
-
-        On a saturating target (`config.target`, AUTO = this machine) the int8 weights of layers
-        exported with integer kernels use a 7-bit grid (`cpu_target.kernel_weight_format`); the
-        export writes that grid and the simulation evaluates it. Empty on every other target.
-        """
-        if not saturates(config.target):
-            return {}
-        changed = {}
-        for entry in self.plan(config):
-            if entry.kind != ExportKind.INTEGER:
-                continue
-            weights = config.for_layer(entry.layer).weights
-            fmt = kernel_weight_format(weights.format, symmetric=weights.symmetric, saturating=True)
-            if fmt != weights.format:
-                changed[entry.layer] = replace(weights, format=fmt)
-        return changed
-
 
 def plan_export(prepared, config: QuantConfig) -> tuple[LayerExport, ...]:
     """Return, for every quantizable layer in model order, how `config` can be exported
@@ -232,6 +213,15 @@ class _Grid:
         return [{"quant_type": self.quant_type, "axis": int(self.axis), "scale": float(s), "zero_point": int(z)}
                 for s, z in zip(self.scale.reshape(-1), self.zero_point.reshape(-1))]
 
+    def stored_as(self, fmt: NumberFormat) -> _Grid:
+        """The same grid with its codes stored in `fmt` (int8 -> uint8: codes and zero point + 128)."""
+        quant_type = _format_type(fmt)
+        if quant_type == self.quant_type:
+            return self
+        if (self.quant_type, quant_type) != ("QInt8", "QUInt8"):
+            raise ValueError(f"cannot store a {self.quant_type} grid as {quant_type}")
+        return _Grid(quant_type, self.scale, (self.zero_point + 128).astype(np.int32), self.axis)
+
     @property
     def zero_is_lowest(self) -> bool:
         """True when the grid's lowest value is 0: quantizing then clips negatives like Relu."""
@@ -251,11 +241,8 @@ def activation_grid(calibration, tensor: str, tq: TensorQuant) -> _Grid:
     return _Grid(_format_type(tq.format), scale, zero_point)
 
 
-def weight_grid(weight: np.ndarray, tq: TensorQuant, *, name: str, stored: NumberFormat | None = None) -> _Grid:
-    """Return the grid of a weight exactly as the simulation quantizes it (`quantize_tensor`; `tq` resolved).
-
-    `stored` is the type the codes are stored in when the grid is narrower (a 7-bit grid in int8).
-    """
+def weight_grid(weight: np.ndarray, tq: TensorQuant, *, name: str) -> _Grid:
+    """Return the grid of a weight exactly as the simulation quantizes it (`quantize_tensor`; `tq` resolved)."""
     from .formats import RangeMethod
     from .quantize import quantize_tensor
     from .ranges import weight_ranges
@@ -264,7 +251,7 @@ def weight_grid(weight: np.ndarray, tq: TensorQuant, *, name: str, stored: Numbe
         lo, hi = weight_ranges(weight, tq, name=name)
     quantized = quantize_tensor(weight, tq, name=name, lo=lo, hi=hi)
     axis = quantized.axis
-    return _Grid(_format_type(stored or tq.format), np.asarray(quantized.scale, np.float32),
+    return _Grid(_format_type(tq.format), np.asarray(quantized.scale, np.float32),
                  np.asarray(quantized.zero_point, np.int32), None if axis is None else int(axis))
 
 
@@ -305,9 +292,9 @@ class OverridePlan:
 def build_override_plan(prepared, config: QuantConfig, calibration) -> OverridePlan:
     """Compute the TensorQuantOverrides of every tensor onnxruntime will quantize for `config`."""
     model = model_proto(prepared)
-    planner = ExportPlanner(prepared)
-    layers = planner.plan(config)
-    kernel_weights = planner.kernel_weights(config)
+    layers = plan_export(prepared, config)
+    saturating = saturates(config.target)
+    stored_unsigned = []
     nodes = _nodes_by_name(model)
     initializers = {init.name: init for init in model.graph.initializer}
     integer = [entry for entry in layers if entry.kind == ExportKind.INTEGER]
@@ -317,16 +304,18 @@ def build_override_plan(prepared, config: QuantConfig, calibration) -> OverrideP
         grids.setdefault(node.input[0], activation_grid(calibration, node.input[0], choice.activations))
         weight_name = node.input[1]
         weight = numpy_helper.to_array(initializers[weight_name])
-        grid_tq = kernel_weights.get(entry.layer, choice.weights)
-        tq = resolved_weights(grid_tq, node, initializers[weight_name])
-        grids[weight_name] = weight_grid(weight, tq, name=weight_name, stored=choice.weights.format)
+        tq = resolved_weights(choice.weights, node, initializers[weight_name])
+        storage = kernel_weight_storage(tq.format, saturating=saturating)
+        grids[weight_name] = weight_grid(weight, tq, name=weight_name).stored_as(storage)
+        if storage != tq.format:
+            stored_unsigned.append(entry.layer)
     inputs_of_integer_layers = {nodes[entry.layer].input[0] for entry in integer}
     nodes_to_quantize = [entry.layer for entry in integer]
     notes = []
-    if kernel_weights:
-        notes.append(f"{len(kernel_weights)} layer(s) with int8 weights exported on a 7-bit grid for the saturating "
-                     f"x86 target (target {config.target.value}; u8×s8 pairs would overflow int16); the simulation "
-                     "uses the same grid")
+    if stored_unsigned:
+        notes.append(f"{len(stored_unsigned)} layer(s) store their int8 weights as uint8 (zero point + 128, the same "
+                     f"grid) for the saturating x86 target (target {config.target.value}): onnxruntime then runs u8×u8 "
+                     "kernels, which do not saturate where u8×s8 pairs would overflow int16")
     readers = _consumers(model)
     for entry in integer:
         node = nodes[entry.layer]

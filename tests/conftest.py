@@ -1,9 +1,9 @@
 """Suite-wide options.
 
 `--int8-kernels=saturating` makes this process *believe* its onnxruntime int8 kernels saturate,
-whatever the probe finds. On a saturating target int8 weights use a 7-bit grid, which both CPU
-classes compute exactly, so the whole suite must pass that way on any machine: CI runs it so, to
-prove on a VNNI machine that nothing assumes the 8-bit grid. (The opposite pretence would be wrong
+whatever the probe finds. On a saturating target the export stores int8 weights as uint8 (u8 x u8
+kernels), which both CPU classes compute exactly, so the whole suite must pass that way on any
+machine: CI runs it so, to prove on a VNNI machine that nothing assumes int8 storage. (The opposite pretence would be wrong
 on a saturating machine, whose kernels really saturate, so it is not offered.) Kernel-level truth
 is checked by tests that compare real onnxruntime runs, which no option can fake; `.ci/run` also
 runs those under an emulated x86 CPU without VNNI.

@@ -44,7 +44,8 @@ def target_selector(config: QuantConfig) -> QuantConfig:
 
     st.selectbox("Export for CPU", options, key=TARGET_SELECT, format_func=_target_label, on_change=apply,
                  help="On x86 without VNNI, onnxruntime's u8×s8 kernels add pairs of products into a saturating "
-                      "int16; the saturating target keeps int8 weights of integer-kernel layers on a 7-bit grid, "
-                      "in the export and in every simulated number. Saved in the config JSON as 'target'.")
+                      "int16; for the saturating target the export stores int8 weights of integer-kernel layers as "
+                      "uint8 (the same grid), so onnxruntime runs u8×u8 kernels, which do not saturate, and the "
+                      "export computes what the simulation shows. Saved in the config JSON as 'target'.")
     st.caption(cpu_target.describe_target(config.target))
     return state.get_config()

@@ -33,7 +33,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(at most half the data; default %(default)s)")
     parser.add_argument("--target", choices=[target.value for target in CpuTarget],
                         help="CPU class the static export is for (default: the config's, else auto = this machine); "
-                             "saturating-x86 exports int8 weights on a 7-bit grid")
+                             "saturating-x86 stores int8 weights as uint8 (same grid, u8xu8 kernels)")
 
 
 def load_config(text: str) -> QuantConfig:

@@ -164,5 +164,5 @@ def test_the_export_target_is_part_of_the_config_and_keeps_the_preset():
     config = at.session_state[CONFIG_KEY]
     assert config.target == CpuTarget.SATURATING_X86 and config.name == "W8A8"
     assert at.selectbox(key="config_preset").value == "W8A8"  # the same preset, exported for another CPU
-    assert any("target saturating-x86: int8 weights of integer-kernel layers on a 7-bit grid" in caption.value
+    assert any("target saturating-x86: int8 weights of integer-kernel layers stored as uint8" in caption.value
                for caption in at.caption)

@@ -2,8 +2,8 @@
 
 On x86 without VNNI onnxruntime adds pairs of u8 x s8 products into a saturating int16. The probe
 must say so exactly when onnxruntime really differs from exact integer arithmetic on this machine;
-on a saturating target int8 weights of integer-kernel layers use a 7-bit grid, in the export and in
-the simulation alike. None of these tests assumes one CPU class.
+for a saturating target the export stores int8 weights of integer-kernel layers as uint8 (the same
+grid, u8 x u8 kernels), so the simulation does not change. None of these tests assumes one CPU class.
 """
 from __future__ import annotations
 
@@ -18,11 +18,12 @@ from onnx import TensorProto, helper
 from quant_core import cpu_target
 from quant_core.calibrate import calibrate
 from quant_core.config import PRESETS, LayerQuant, QuantConfig, TensorQuant
-from quant_core.cpu_target import CpuTarget, kernel_weight_format
+from quant_core.cpu_target import CpuTarget, kernel_weight_storage
 from quant_core.errors import ConfigError
 from quant_core.evaluate import Evaluator
 from quant_core.formats import Granularity, parse_format
 from quant_core.latency import static_int8_config
+from quant_core.quantize import dequantize, quantize
 
 
 def _exact_and_onnxruntime_differ() -> bool:
@@ -57,23 +58,25 @@ def test_the_probe_runs_once_per_process():
     assert cpu_target.probe_int8_kernels() is cpu_target.probe_int8_kernels()
 
 
-@pytest.mark.parametrize("name, symmetric, saturating, expected", [
-    ("int8", True, True, "int7_narrow"),
-    ("int8_narrow", True, True, "int7_narrow"),
-    ("int8", False, True, "int7"),
-    ("uint8", True, True, "uint8"),     # u8 x u8 kernels widen to int16 first: no saturation
-    ("int4", True, True, "int4"),
-    ("int8", True, False, "int8"),
+@pytest.mark.parametrize("name, saturating, expected", [
+    ("int8", True, "uint8"),
+    ("int8_narrow", True, "uint8"),
+    ("uint8", True, "uint8"),
+    ("int4", True, "int4"),
+    ("int8", False, "int8"),
 ])
-def test_a_saturating_target_narrows_only_signed_8_bit_weights(name, symmetric, saturating, expected):
-    got = kernel_weight_format(parse_format(name), symmetric=symmetric, saturating=saturating)
-    assert got == parse_format(expected)
+def test_a_saturating_target_stores_only_signed_8_bit_weights_as_uint8(name, saturating, expected):
+    assert kernel_weight_storage(parse_format(name), saturating=saturating) == parse_format(expected)
 
 
-@pytest.mark.parametrize("name", ["int7", "int7_narrow"])
-def test_no_pair_of_products_on_the_7_bit_grid_overflows_int16(name):
-    qmin, qmax = parse_format(name).limits
-    assert 2 * 255 * max(-qmin, qmax) <= np.iinfo(np.int16).max
+def test_uint8_codes_with_the_zero_point_moved_by_128_dequantize_to_the_same_values():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(16, 9)).astype(np.float32)
+    scale, zero_point = np.float32(0.013), 0
+    signed = quantize(x, scale, zero_point, parse_format("int8"))
+    unsigned = quantize(x, scale, zero_point + 128, parse_format("uint8"))
+    assert np.array_equal(unsigned.astype(np.int32) - 128, signed.astype(np.int32))
+    assert np.array_equal(dequantize(unsigned, scale, zero_point + 128), dequantize(signed, scale, zero_point))
 
 
 def test_the_config_json_records_the_target_and_old_files_mean_auto():
@@ -98,33 +101,14 @@ def cnn(demo_cnn):
     return prepared, calibrate(prepared, calibration_data), evaluation_data.subset(np.arange(128))
 
 
-def _explicit(config: QuantConfig, fmt: str) -> QuantConfig:
-    """`config` with every layer's weights spelled out in `fmt`, on the target that changes nothing."""
-    default = config.default
-    return QuantConfig(replace(default, weights=replace(default.weights, format=parse_format(fmt))),
-                       target=CpuTarget.NO_SATURATION)
-
-
 @pytest.mark.parametrize("per_channel", [True, False])
-def test_the_simulation_of_a_saturating_target_is_the_7_bit_grid_bit_for_bit(cnn, per_channel):
+def test_the_target_does_not_change_the_simulation(cnn, per_channel):
     prepared, calibration, evaluation = cnn
     evaluator = Evaluator(prepared, calibration, evaluation)
     w8a8 = static_int8_config(prepared, per_channel=per_channel)
     saturating = evaluator.outputs(replace(w8a8, target=CpuTarget.SATURATING_X86))
-    seven_bit = evaluator.outputs(_explicit(w8a8, "int7_narrow"))
-    eight_bit = evaluator.outputs(replace(w8a8, target=CpuTarget.NO_SATURATION))
-    assert all(np.array_equal(a, b) for a, b in zip(saturating, seven_bit))
-    assert not all(np.array_equal(a, b) for a, b in zip(saturating, eight_bit))
-
-
-def test_weight_only_layers_keep_their_8_bit_grid_on_a_saturating_target(cnn):
-    prepared, calibration, evaluation = cnn
-    evaluator = Evaluator(prepared, calibration, evaluation)
-    weight_only = LayerQuant(TensorQuant(parse_format("int8"), granularity=Granularity.PER_CHANNEL))
-    config = QuantConfig(weight_only, target=CpuTarget.SATURATING_X86)
-    # Dequantized weights run float kernels: nothing saturates, so nothing changes.
-    assert all(np.array_equal(a, b) for a, b in zip(
-        evaluator.outputs(config), evaluator.outputs(replace(config, target=CpuTarget.NO_SATURATION))))
+    exact = evaluator.outputs(replace(w8a8, target=CpuTarget.NO_SATURATION))
+    assert all(np.array_equal(a, b) for a, b in zip(saturating, exact))
 
 
 def test_auto_is_this_machines_class():

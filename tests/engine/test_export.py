@@ -159,18 +159,20 @@ def test_calibration_data_changes_nothing_since_every_range_is_ours_but_must_nam
         export_model(prepared, W8A8_PER_TENSOR, calibration, calibration_data={"pixels": IMAGES})
 
 
-@pytest.mark.parametrize("target, grid", [(CpuTarget.NO_SATURATION, "int8"), (CpuTarget.SATURATING_X86, "int7_narrow")])
-def test_per_channel_weights_get_one_scale_per_output_channel_on_the_targets_grid(cnn, target, grid):
+@pytest.mark.parametrize("target, quant_type, zero_point", [(CpuTarget.NO_SATURATION, "QInt8", 0),
+                                                           (CpuTarget.SATURATING_X86, "QUInt8", 128)])
+def test_per_channel_weights_get_one_scale_per_output_channel_stored_for_the_target(cnn, target, quant_type,
+                                                                                    zero_point):
     prepared, calibration = cnn
     config = replace(static_int8_config(prepared, per_channel=True), target=target)
     overrides = tensor_quant_overrides(prepared, config, calibration)
     assert len(overrides["w2"]) == 8 and {entry["axis"] for entry in overrides["w2"]} == {0}
     w2 = numpy_helper.to_array(next(i for i in prepared.model.graph.initializer if i.name == "w2"))
-    expected, _ = qparams_from_range(w2.reshape(8, -1).min(1), w2.reshape(8, -1).max(1), parse_format(grid),
+    expected, _ = qparams_from_range(w2.reshape(8, -1).min(1), w2.reshape(8, -1).max(1), parse_format("int8"),
                                      symmetric=True)
-    assert [entry["scale"] for entry in overrides["w2"]] == [float(s) for s in expected]
-    assert {entry["zero_point"] for entry in overrides["w2"]} == {0}
-    assert {entry["quant_type"] for entry in overrides["w2"]} == {"QInt8"}  # a 7-bit grid is still stored as int8
+    assert [entry["scale"] for entry in overrides["w2"]] == [float(s) for s in expected]  # the same grid
+    assert {entry["zero_point"] for entry in overrides["w2"]} == {zero_point}
+    assert {entry["quant_type"] for entry in overrides["w2"]} == {quant_type}
 
 
 def test_fp32_fallback_layer_stays_float_and_the_others_integer(cnn):
@@ -404,18 +406,19 @@ def test_cli_export_writes_model_and_overrides_and_lists_simulated_only_layers(f
     assert "w1" in json.loads((tmp_path / "out.overrides.json").read_text())
 
 
-def test_cli_export_for_the_saturating_target_writes_a_7_bit_grid_and_says_so(files, tmp_path, capsys):
+def test_cli_export_for_the_saturating_target_stores_uint8_weights_and_says_so(files, tmp_path, capsys):
     from quant_core.cli import main
     model, data = files
     out = tmp_path / "out.onnx"
     assert main(["export", str(model), "--data", str(data), "--config", "W8A8", "--target", "saturating-x86",
                  "-o", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "target saturating-x86: int8 weights of integer-kernel layers on a 7-bit grid" in printed
-    assert "exported on a 7-bit grid for the saturating x86 target" in printed
-    weight_codes = onnx.numpy_helper.to_array(next(i for i in onnx.load(str(out)).graph.initializer
-                                                   if i.name == "w2_quantized"))
-    assert weight_codes.dtype == np.int8 and np.abs(weight_codes).max() == 63
+    assert "target saturating-x86: int8 weights of integer-kernel layers stored as uint8" in printed
+    assert "store their int8 weights as uint8 (zero point + 128, the same grid)" in printed
+    inits = {i.name: i for i in onnx.load(str(out)).graph.initializer}
+    codes = onnx.numpy_helper.to_array(inits["w2_quantized"])
+    assert codes.dtype == np.uint8 and set(onnx.numpy_helper.to_array(inits["w2_zero_point"]).reshape(-1)) == {128}
+    assert "QLinearConv" in optimized_ops(out.read_bytes())
 
 
 @pytest.mark.parametrize("argv, message", [
