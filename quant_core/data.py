@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import DataError
+from .layout import DataLayout, input_layout, infer_layout
 from .model_io import ModelInfo, TensorInfo
 
 LABELS_KEY = "labels"
@@ -18,10 +19,15 @@ MAX_DATA_BYTES = 2 * 2**30  # uncompressed; refuses .npz "zip bombs" before read
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Samples for a model: one array per model input (samples on axis 0) and optional integer labels."""
+    """Samples for a model: one array per model input (samples on axis 0) and optional integer labels.
+
+    `layout` says how each array holds its samples and which outputs are streaming state
+    (`layout.infer_layout`); None means batch-first (every array's axis 0 is the model's batch axis).
+    """
 
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None = None
+    layout: DataLayout | None = None
 
     @property
     def num_samples(self) -> int:
@@ -31,10 +37,16 @@ class Dataset:
         """Return the samples at `indices` (in that order)."""
         indices = np.asarray(indices, dtype=np.int64)
         return Dataset(inputs={name: array[indices] for name, array in self.inputs.items()},
-                       labels=None if self.labels is None else self.labels[indices])
+                       labels=None if self.labels is None else self.labels[indices], layout=self.layout)
+
+    @property
+    def streaming(self) -> bool:
+        """True when consecutive samples form a stream (the layout pairs state outputs with inputs)."""
+        return self.layout is not None and self.layout.streaming
 
 
-def load_npz(source: bytes | str | os.PathLike, info: ModelInfo, *, max_bytes: int | None = None) -> Dataset:
+def load_npz(source: bytes | str | os.PathLike, info: ModelInfo, *, max_bytes: int | None = None,
+             state: dict[str, str] | None = None) -> Dataset:
     """Read an .npz with one array per model input (and optional `labels`) and check it fits the model.
 
     Notes
@@ -42,8 +54,11 @@ def load_npz(source: bytes | str | os.PathLike, info: ModelInfo, *, max_bytes: i
     An archive that unpacks to more than `max_bytes` (default MAX_DATA_BYTES) is refused from its
     directory alone, before any array is read.
     Read with allow_pickle=False: an .npz of Python objects is refused, never unpickled. Arrays are checked
-    for names, rank, fixed dims and dtype against `info.inputs`; NaN / infinite inputs and zero samples are
+    for names, fixed dims and dtype against `info.inputs`; NaN / infinite inputs and zero samples are
     refused. `labels` must be integers, one per sample.
+    Samples sit on axis 0: along the model's batch axis, each a complete input with batch size 1, or one
+    scalar per sample (`layout.infer_layout`, docs/data.md). `state` maps state outputs to the inputs they
+    feed at the next sample (None: inferred from names and shapes; {}: no streaming).
     """
     arrays = _read_npz(source, MAX_DATA_BYTES if max_bytes is None else max_bytes)
     expected = [tensor.name for tensor in info.inputs]
@@ -68,7 +83,8 @@ def load_npz(source: bytes | str | os.PathLike, info: ModelInfo, *, max_bytes: i
     labels = None if LABELS_KEY in expected else arrays.get(LABELS_KEY)  # an input may be named "labels"
     if labels is not None:
         labels = _check_labels(labels, num_samples, info)
-    return Dataset(inputs=inputs, labels=labels)
+    layout = infer_layout(info, inputs, state=state)
+    return Dataset(inputs=inputs, labels=labels, layout=None if layout.classic and not layout.streaming else layout)
 
 
 def split_dataset(ds: Dataset, *, calibration_samples: int = 256, seed: int = 0) -> tuple[Dataset, Dataset]:
@@ -77,13 +93,16 @@ def split_dataset(ds: Dataset, *, calibration_samples: int = 256, seed: int = 0)
     Notes
     -----
     The calibration part gets min(calibration_samples, num_samples // 2) samples so that evaluation always
-    gets at least half; a data set of one sample cannot be split.
+    gets at least half; a data set of one sample cannot be split. A stream (`ds.streaming`) is cut, not
+    shuffled: calibration gets the first samples, evaluation the rest, each in stream order.
     """
     if calibration_samples < 1:
         raise DataError(f"calibration_samples must be at least 1, got {calibration_samples}")
     if ds.num_samples < 2:
         raise DataError(f"need at least 2 samples to split into calibration and evaluation, got {ds.num_samples}")
     count = min(calibration_samples, ds.num_samples // 2)
+    if ds.streaming:
+        return ds.subset(np.arange(count)), ds.subset(np.arange(count, ds.num_samples))
     order = np.random.default_rng(seed).permutation(ds.num_samples)
     return ds.subset(np.sort(order[:count])), ds.subset(np.sort(order[count:]))
 
@@ -155,12 +174,7 @@ def _check_input(array: np.ndarray, tensor: TensorInfo) -> None:
     if array.dtype.name != tensor.dtype:
         raise DataError(f"{mismatch}: convert with array.astype(np.{tensor.dtype})"
                         if hasattr(np, tensor.dtype) else mismatch)
-    if tensor.shape:
-        if array.ndim != len(tensor.shape):
-            raise DataError(f"{mismatch}: samples go on axis 0")
-        for axis, dim in enumerate(tensor.shape[1:], start=1):
-            if isinstance(dim, int) and dim > 0 and array.shape[axis] != dim:
-                raise DataError(mismatch)
+    input_layout(tensor, array)  # the shape: samples on axis 0, as a batch, complete inputs or scalars
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         bad = int(np.count_nonzero(~np.isfinite(array)))
         raise DataError(f"input '{tensor.name}' holds {bad} NaN or infinite value(s)")
