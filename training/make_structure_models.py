@@ -49,12 +49,15 @@ def vad_stream(frames: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def lstm_stream(steps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A sequence whose class (0..2) is the sign pattern of a slowly drifting signal, with noise."""
+    """Noise steps (steps, LSTM_FEATURES) float32 whose class (0..2) is where a leaky running sum of the first
+    feature stands (below -1, between, above 1): the tagger must keep that sum in its state."""
     rng = np.random.default_rng(seed)
-    drift = np.cumsum(rng.standard_normal((steps, LSTM_FEATURES)) * 0.3, axis=0)
-    x = (drift + rng.standard_normal((steps, LSTM_FEATURES)) * 0.5).astype(np.float32)
-    labels = np.digitize(drift[:, 0], [-1.0, 1.0]).astype(np.int64)
-    return x, labels
+    x = rng.standard_normal((steps, LSTM_FEATURES)).astype(np.float32)
+    level, levels = 0.0, np.empty(steps)
+    for t in range(steps):
+        level = 0.8 * level + float(x[t, 0])
+        levels[t] = level
+    return x, np.digitize(levels, [-1.0, 1.0]).astype(np.int64)
 
 
 def export() -> None:
@@ -109,7 +112,7 @@ def export() -> None:
     vad = Vad()
     train(vad, vad_loss, *vad_stream(4000, seed=10))
     tagger = Tagger()
-    train(tagger, tagger_loss, *lstm_stream(4000, seed=20))
+    train(tagger, tagger_loss, *lstm_stream(4000, seed=20), steps=800)
     OUT.mkdir(parents=True, exist_ok=True)
     batch = {0: "batch"}
     torch.onnx.export(vad.eval(), (torch.zeros(1, FRAME), torch.zeros(LAYERS, 1, HIDDEN), torch.tensor(SAMPLE_RATE)),
