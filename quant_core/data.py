@@ -113,10 +113,17 @@ def iter_batches(ds: Dataset, info: ModelInfo, batch_size: int) -> Iterator[dict
     Notes
     -----
     When a model input has a fixed batch dimension n (e.g. 1), batches have exactly n samples whatever
-    `batch_size` says; a last partial batch is then dropped (the model could not run it).
+    `batch_size` says; a last partial batch is then dropped (the model could not run it). A Dataset with a
+    layout (complete inputs, scalars: docs/data.md) is fed through it, one sample at a time when its samples
+    cannot stack; every sample gets its recorded inputs (a stream's recorded state).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if ds.layout is not None and not ds.layout.classic:
+        size = batch_size if ds.layout.stackable else 1
+        for start in range(0, ds.num_samples, size):
+            yield ds.layout.feed(ds.inputs, start, min(start + size, ds.num_samples))
+        return
     fixed = fixed_batch_size(info)
     size = fixed or batch_size
     stop = ds.num_samples - ds.num_samples % size if fixed else ds.num_samples

@@ -97,6 +97,13 @@ def _feeds(session, feeds_or_dataset, batch_size: int) -> dict[str, np.ndarray]:
     missing = [name for name in names if name not in inputs]
     if missing:
         raise DataError(f"the data has no array for model input(s) {missing}; it has {sorted(inputs)}")
+    layout = getattr(feeds_or_dataset, "layout", None)
+    if layout is not None and not layout.classic:  # complete inputs or scalars per sample (docs/data.md)
+        if batch_size > 1 and not layout.stackable:
+            raise DataError(f"this model's samples cannot be stacked into a batch of {batch_size} (a fixed batch "
+                            "dimension or a varying scalar input): time batch size 1")
+        rows = {name: inputs[name][np.arange(batch_size) % len(inputs[name])] for name in names}
+        return {name: np.ascontiguousarray(value) for name, value in layout.feed(rows, 0, batch_size).items()}
     return {name: _batch(inputs[name], batch_size) for name in names}
 
 
@@ -168,6 +175,7 @@ def model_accuracy(model, dataset, *, batch_size: int = 256, threads: int = 1) -
     -----
     None when the dataset has no labels (nothing is run). A model whose inputs fix the batch
     dimension n runs n samples at a time and drops a last partial batch (as `data.iter_batches`).
+    Data with a layout (docs/data.md) is fed through it, each sample with its recorded inputs (per frame).
     A model onnxruntime cannot load raises ModelError; data it cannot run (missing input, wrong shape
     or dtype) raises DataError, each with onnxruntime's first line.
     """
@@ -185,6 +193,20 @@ def model_accuracy(model, dataset, *, batch_size: int = 256, threads: int = 1) -
     if missing:
         raise DataError(f"the data has no array for model input(s) {missing}; it has {sorted(inputs)}")
     labels = np.asarray(labels).reshape(-1)
+    layout = getattr(dataset, "layout", None)
+    if layout is not None and not layout.classic:  # complete inputs or scalars per sample (docs/data.md)
+        from .data import iter_batches
+        correct = done = 0
+        for feeds in iter_batches(dataset, None, batch_size):
+            try:
+                first = session.run(None, feeds)[0]
+            except Exception as err:  # onnxruntime raises its own exception types
+                raise DataError(f"onnxruntime cannot run the model on this data: {str(err).splitlines()[0]}") from None
+            first = np.moveaxis(np.asarray(first), dict(layout.output_axes).get(session.get_outputs()[0].name) or 0, 0)
+            top1 = first.reshape(len(first), -1).argmax(axis=1)
+            correct += int(np.count_nonzero(top1 == labels[done:done + len(top1)]))
+            done += len(top1)
+        return correct / done
     samples = min(min(len(inputs[name]) for name in names), len(labels))
     fixed = [value.shape[0] for value in session.get_inputs()
              if value.shape and isinstance(value.shape[0], int) and value.shape[0] > 0]

@@ -20,6 +20,7 @@ from quant_core.config import PRESETS
 from quant_core.data import load_npz, split_dataset
 from quant_core.evaluate import Evaluator
 from quant_core.export import export_model
+from quant_core.latency import measure_latency, model_accuracy
 from quant_core.model_io import load_model, prepare_model
 
 STRUCTURES = Path(__file__).resolve().parents[2] / "demo_models" / "structures"
@@ -99,6 +100,13 @@ def test_export_calibrates_from_the_layouts_feeds(stateful, evaluator):
     feed = evaluation_data.layout.feed(evaluation_data.inputs, 0, 4)
     outputs = session.run(None, feed)
     assert outputs[0].shape[0] == 4
+
+
+def test_onnxruntime_accuracy_and_latency_feed_through_the_layout(stateful, evaluator):
+    prepared, _, evaluation_data = stateful
+    fp32 = prepared.model.SerializeToString()
+    assert model_accuracy(fp32, evaluation_data, batch_size=16) == pytest.approx(evaluator.fp32_accuracy)
+    assert measure_latency(fp32, evaluation_data, batch_size=4, warmup=0, repeats=2).batch_size == 4
 
 
 def test_evaluate_cli_shows_the_layout_and_streaming_beside_per_frame():
