@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from quant_core.config import TensorQuant
+from quant_core.config import PRESETS, TensorQuant
 from quant_core.demo import DEMO_MODELS
 from quant_core.formats import FP16, INT4, INT8, Granularity
 from quant_core.size import model_bytes
@@ -84,6 +84,27 @@ def _summary(model_key: str, _ctx: LabContext) -> ModelSummary:
 def fp32_accuracy(ctx: LabContext) -> float | None:
     """FP32 accuracy on the evaluation split, measured by running the model (None without labels)."""
     return get_evaluator(ctx).fp32_accuracy
+
+
+def data_layout(ctx: LabContext) -> tuple[str, ...]:
+    """How the data was understood (per input, stacking, streaming pairs); () for batch-first data."""
+    layout = None if ctx.data is None else ctx.data.layout
+    return () if layout is None else layout.describe()
+
+
+def streaming_table(ctx: LabContext) -> pd.DataFrame | None:
+    """The current config per frame (each sample fed its recorded state) beside streaming (each config
+    carries its own state from sample to sample), with FP32 alike; None when the data does not stream."""
+    evaluator = get_evaluator(ctx)
+    stream = evaluator.streaming()
+    if stream is None:
+        return None
+    rows = []
+    for label, runner in (("per frame (recorded state)", evaluator), ("streaming (own state carried)", stream)):
+        fp32, result = runner.evaluate(PRESETS["FP32"]), runner.evaluate(ctx.config)
+        rows.append({"run": label, "FP32 accuracy": fp32.accuracy, f"{ctx.config.name} accuracy": result.accuracy,
+                     "top-1 agreement": result.top1_agreement, "SQNR (dB)": round(result.sqnr_db, 2)})
+    return pd.DataFrame(rows)
 
 
 def size_bars(sizes: pd.DataFrame) -> str:

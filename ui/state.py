@@ -16,6 +16,7 @@ from quant_core.config import PRESETS, QuantConfig
 MODEL_CHOICE = "model_choice"
 MODEL_UPLOAD = "model_upload"
 DATA_UPLOAD = "data_upload"
+DATA_STATE = "data_state"  # streaming state pairs "output=input" (shown for data with a layout)
 CONFIG_PRESET = "config_preset"
 CONFIG_UPLOAD = "config_upload"
 
