@@ -5,12 +5,12 @@ import io
 import os
 import zipfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .errors import DataError
-from .layout import DataLayout, input_layout, infer_layout
+from .layout import DataLayout, Feeder, check_state, infer_layout, infer_state, input_layout
 from .model_io import ModelInfo, TensorInfo
 
 LABELS_KEY = "labels"
@@ -62,7 +62,9 @@ def load_npz(source: bytes | str | os.PathLike, info: ModelInfo, *, max_bytes: i
     """
     arrays = _read_npz(source, MAX_DATA_BYTES if max_bytes is None else max_bytes)
     expected = [tensor.name for tensor in info.inputs]
-    missing = [name for name in expected if name not in arrays]
+    pairs = infer_state(info) if state is None else check_state(info, state)
+    unrecorded = tuple(pair.input for pair in pairs if pair.input not in arrays)  # a stream may start from zeros
+    missing = [name for name in expected if name not in arrays and name not in unrecorded]
     unknown = sorted(set(arrays) - set(expected) - {LABELS_KEY})
     if missing or unknown:
         have = ", ".join(f"'{name}'" for name in arrays) or "nothing"
@@ -71,20 +73,67 @@ def load_npz(source: bytes | str | os.PathLike, info: ModelInfo, *, max_bytes: i
                         f"it holds {have}")
     inputs = {}
     for tensor in info.inputs:
-        array = arrays[tensor.name]
-        _check_input(array, tensor)
-        inputs[tensor.name] = array
+        if tensor.name not in unrecorded:
+            array = arrays[tensor.name]
+            _check_input(array, tensor)
+            inputs[tensor.name] = array
     counts = {name: array.shape[0] for name, array in inputs.items()}
     if len(set(counts.values())) > 1:
         raise DataError(f"inputs have different numbers of samples: {counts}")
-    num_samples = next(iter(counts.values()))
+    num_samples = next(iter(counts.values()), 0)
     if num_samples == 0:
         raise DataError("the .npz holds zero samples")
+    inputs.update((tensor.name, _zero_state(tensor, num_samples)) for tensor in info.inputs
+                  if tensor.name in unrecorded)
     labels = None if LABELS_KEY in expected else arrays.get(LABELS_KEY)  # an input may be named "labels"
     if labels is not None:
         labels = _check_labels(labels, num_samples, info)
-    layout = infer_layout(info, inputs, state=state)
+    layout = infer_layout(info, inputs, state={pair.output: pair.input for pair in pairs})
+    layout = replace(layout, unrecorded=unrecorded) if unrecorded else layout
     return Dataset(inputs=inputs, labels=labels, layout=None if layout.classic and not layout.streaming else layout)
+
+
+def _zero_state(tensor: TensorInfo, num_samples: int) -> np.ndarray:
+    """Zeros for a state input the .npz leaves out: one complete input per sample, batch dimension 1."""
+    shape = tuple(1 if isinstance(dim, str) or dim is None else dim for dim in tensor.shape)
+    if sum(not isinstance(dim, int) for dim in tensor.shape) > 1:
+        raise DataError(f"the .npz has no array for state input '{tensor.name}' {describe_input(tensor)}, and "
+                        "its shape is not fixed beyond the batch dimension: record the state in the data")
+    return np.zeros((num_samples, *shape), dtype=np.dtype(tensor.dtype))
+
+
+def record_state(prepared, ds: Dataset) -> Dataset:
+    """Fill the state inputs the .npz left out with the state the FP32 model carries over the stream.
+
+    The first sample gets zeros; sample t gets the state outputs of sample t - 1. Per-frame evaluation then
+    feeds each sample the FP32 model's own state, as if it had been recorded. Returns `ds` itself when
+    nothing is missing (or `ds` is not a Dataset). Call it before splitting: each split starts where
+    the stream stands, not from zeros.
+    """
+    layout = getattr(ds, "layout", None)
+    if layout is None or not layout.unrecorded or layout.filled:
+        return ds
+    import onnxruntime as ort
+    from .simulation_graph import first_line, session_options
+    session = ort.InferenceSession(prepared.model.SerializeToString(), session_options(1),
+                                   providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    inputs = {name: array.copy() if name in layout.unrecorded else array for name, array in ds.inputs.items()}
+    complete = replace(layout, filled=True)
+    step = iter(range(ds.num_samples))
+
+    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        index = next(step)
+        for name in layout.unrecorded:
+            inputs[name][index] = feed[name]
+        try:
+            return dict(zip(names, session.run(names, feed)))
+        except Exception as err:  # onnxruntime's own exception types
+            raise DataError(f"onnxruntime cannot run the model on this data: {first_line(err)}") from None
+
+    for _ in Feeder(inputs, complete, 1, ds.num_samples).stream(run):
+        pass
+    return Dataset(inputs=inputs, labels=ds.labels, layout=complete)
 
 
 def split_dataset(ds: Dataset, *, calibration_samples: int = 256, seed: int = 0) -> tuple[Dataset, Dataset]:

@@ -15,6 +15,7 @@ from .axes import WeightLayout, layer_axes, resolve, shape_axes
 from .calibrate import Calibration
 from .config import LayerQuant, QuantConfig, TensorQuant
 from .errors import ConfigError, ModelError
+from .data import record_state
 from .formats import FormatKind, Granularity, RangeMethod
 from .layout import feeder
 from .quantize import fake_quantize_tensor, tensor_range
@@ -147,6 +148,7 @@ class Evaluator:
         self.session = session or SimulationSession(prepared, threads=threads)
         self._specs = {spec.name: spec for spec in layer_specs(prepared)}
         self.layers = self.session.layers
+        data = record_state(prepared, data)  # a stream's state inputs the .npz left out
         self.feeder = feeder(data, prepared.info, self.session.input_names, self.session.output_names, batch_size)
         self.batch_size, self.sample_count = self.feeder.batch_size, self.feeder.sample_count
         self.is_streaming = streaming and self.feeder.layout.streaming

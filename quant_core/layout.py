@@ -72,13 +72,17 @@ class DataLayout:
     """Per model input how samples sit, whether samples stack into batches, and the streaming state pairs.
 
     `output_axes` holds each model output's batch axis (None: the output has none; samples then get a
-    new axis 0), so outputs of several runs join with samples on axis 0.
+    new axis 0), so outputs of several runs join with samples on axis 0. `unrecorded` names the state
+    inputs the data left out: zeros until `data.record_state` fills them with the state the FP32 model
+    carries over the stream (`filled`).
     """
 
     inputs: tuple[InputLayout, ...]
     state: tuple[StatePair, ...] = ()
     stackable: bool = True
     output_axes: tuple[tuple[str, int | None], ...] = ()
+    unrecorded: tuple[str, ...] = ()
+    filled: bool = False
 
     @property
     def classic(self) -> bool:
@@ -102,6 +106,9 @@ class DataLayout:
         if self.state:
             pairs = ", ".join(f"{pair.output} → {pair.input}" for pair in self.state)
             lines.append(f"streaming: consecutive samples carry the state {pairs}")
+        if self.unrecorded:
+            lines.append(f"not in the data: {', '.join(self.unrecorded)}; the stream starts from zeros and each "
+                         "sample's recorded state is the FP32 model's own")
         return tuple(lines)
 
     def feed(self, inputs: Mapping[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
@@ -338,6 +345,9 @@ def feeder(data, info, input_names: Sequence[str], output_names: Sequence[str], 
     raw = getattr(data, "inputs", data)
     inputs = named_inputs({"": raw} if isinstance(raw, np.ndarray) else raw, tuple(input_names))
     layout = getattr(data, "layout", None) or classic_layout(input_names, output_names)
+    if layout.unrecorded and not layout.filled:
+        raise DataError(f"the state input(s) {', '.join(layout.unrecorded)} are not recorded: "
+                        "quant_core.data.record_state(prepared, data) fills them (before splitting)")
     count = sample_count(inputs)
     if count == 0:
         raise DataError(f"the {what} data has no samples")

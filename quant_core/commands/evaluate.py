@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..calibrate import calibrate
 from ..config import PRESETS, QuantConfig
-from ..data import load_npz, split_dataset
+from ..data import load_npz, record_state, split_dataset
 from ..errors import ConfigError
 from ..evaluate import Evaluator
 from ..layout import parse_state
@@ -37,9 +37,10 @@ def add_state_argument(parser: argparse.ArgumentParser) -> None:
                              "and shapes, docs/data.md)")
 
 
-def load_data(args: argparse.Namespace, info):
-    """The --data .npz read against the model, with the --state pairs (inferred when absent)."""
-    return load_npz(args.data, info, state=parse_state(getattr(args, "state", None)))
+def load_data(args: argparse.Namespace, prepared):
+    """The --data .npz read against the model, with the --state pairs (inferred when absent); state inputs
+    the file leaves out are filled with the FP32 model's carried state (`data.record_state`)."""
+    return record_state(prepared, load_npz(args.data, prepared.info, state=parse_state(getattr(args, "state", None))))
 
 
 def build_evaluator(args: argparse.Namespace, *, activations: bool = True) -> Evaluator:
@@ -48,7 +49,7 @@ def build_evaluator(args: argparse.Namespace, *, activations: bool = True) -> Ev
     activations=False (a weights-only sweep) skips the calibration pass; the evaluation split is the
     same seeded split either way, so the numbers are too."""
     prepared = prepare_model(load_model(args.model))
-    calibration_data, evaluation_data = split_dataset(load_data(args, prepared.info),
+    calibration_data, evaluation_data = split_dataset(load_data(args, prepared),
                                                       calibration_samples=args.calibration_samples)
     calibration = calibrate(prepared, calibration_data) if activations else None
     return Evaluator(prepared, calibration, evaluation_data)

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             raise DataError("--kind static needs --data DATA.npz to calibrate the activation ranges")
         config = load_config(args.config)
         validate_config(config, prepared.info)
-        sample, _ = split_dataset(load_data(args, prepared.info), calibration_samples=args.calibration_samples)
+        sample, _ = split_dataset(load_data(args, prepared), calibration_samples=args.calibration_samples)
         calibration = calibrate(prepared, sample)
         result = export_model(prepared, config, calibration, calibration_data=sample)
     elif args.kind == "dynamic":

@@ -17,10 +17,12 @@ import pytest
 
 from quant_core.calibrate import calibrate
 from quant_core.config import PRESETS
-from quant_core.data import load_npz, split_dataset
+from quant_core.data import load_npz, record_state, split_dataset
+from quant_core.errors import DataError
 from quant_core.evaluate import Evaluator
 from quant_core.export import export_model
 from quant_core.latency import measure_latency, model_accuracy
+from quant_core.layout import feeder
 from quant_core.model_io import load_model, prepare_model
 
 STRUCTURES = Path(__file__).resolve().parents[2] / "demo_models" / "structures"
@@ -144,3 +146,24 @@ def test_the_structure_files_are_small_and_match_their_readme():
         assert (STRUCTURES / f"{name}.onnx").stat().st_size < 100_000
         onnx.checker.check_model(onnx.load(STRUCTURES / f"{name}.onnx"))
     assert (STRUCTURES / "README.md").exists()
+
+
+def test_a_stream_without_its_state_starts_from_zeros_and_records_fp32s_own(tmp_path):
+    prepared = prepare_model(load_model(str(STRUCTURES / "lstm_hc.onnx")))
+    recorded = load_npz(STRUCTURES / "lstm_hc.npz", prepared.info)
+    np.savez(tmp_path / "x_only.npz", x=recorded.inputs["x"], labels=recorded.labels)
+    bare = load_npz(tmp_path / "x_only.npz", prepared.info)
+    assert bare.layout.unrecorded == ("h", "c") and not np.any(bare.inputs["h"])
+    assert "not in the data: h, c; the stream starts from zeros" in bare.layout.describe()[-1]
+    filled = record_state(prepared, bare)
+    for name in ("h", "c"):
+        np.testing.assert_allclose(filled.inputs[name], recorded.inputs[name], atol=1e-6)
+    with pytest.raises(DataError, match=r"the state input\(s\) h, c are not recorded: .*record_state"):
+        feeder(bare, prepared.info, ("x", "h", "c"), (), 8)
+    done = _run("evaluate", str(STRUCTURES / "lstm_hc.onnx"), "--data", str(tmp_path / "x_only.npz"), "--json")
+    assert done.returncode == 0, done.stderr
+    full = json.loads(_run("evaluate", str(STRUCTURES / "lstm_hc.onnx"), "--data", str(STRUCTURES / "lstm_hc.npz"),
+                           "--json").stdout)
+    report = json.loads(done.stdout)
+    assert report["streaming"]["accuracy"] == full["streaming"]["accuracy"]
+    assert report["accuracy"] == full["accuracy"]
