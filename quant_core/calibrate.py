@@ -14,6 +14,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from .config import TensorQuant
+from .data import record_state
 from .errors import DataError, ModelError, QuantLabError
 from .histogram import StreamingHistogram
 from .layout import feeder
@@ -160,7 +161,6 @@ def calibrate(prepared, data, *, bins: int = 2048, batch_size: int = 64,
         raise ModelError(f"onnxruntime cannot run the model for calibration: {first_line(err)}") from None
     input_names = tuple(i.name for i in session.get_inputs())
     _tensor_inputs(data)  # refuses what is neither a Dataset nor arrays
-    from .data import record_state
     data = record_state(prepared, data)  # a stream's state inputs the .npz left out
     feeds = feeder(data, prepared.info, input_names, (), batch_size, what="calibration")
     state = tuple(dict.fromkeys(pair.output for pair in feeds.layout.state if pair.output not in tensors))

@@ -168,7 +168,7 @@ def iter_batches(ds: Dataset, info: ModelInfo, batch_size: int) -> Iterator[dict
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if ds.layout is not None and not ds.layout.classic:
+    if ds.layout is not None and not ds.layout.batch_first:
         size = batch_size if ds.layout.stackable else 1
         for start in range(0, ds.num_samples, size):
             yield ds.layout.feed(ds.inputs, start, min(start + size, ds.num_samples))

@@ -14,8 +14,8 @@ from onnx import helper
 from .axes import WeightLayout, layer_axes, resolve, shape_axes
 from .calibrate import Calibration
 from .config import LayerQuant, QuantConfig, TensorQuant
-from .errors import ConfigError, ModelError
 from .data import record_state
+from .errors import ConfigError, ModelError
 from .formats import FormatKind, Granularity, RangeMethod
 from .layout import feeder
 from .quantize import fake_quantize_tensor, tensor_range
@@ -138,7 +138,8 @@ class Evaluator:
 
     Data whose layout streams (state outputs paired with inputs, `layout.DataLayout`) is evaluated per
     frame here: each sample gets its recorded state. `streaming()` returns the Evaluator of the same
-    split run as a stream, each config carrying its own state from sample to sample.
+    split run as a stream, each config carrying its own state from sample to sample (its `evaluate`
+    streams; per-layer errors and sweeps stay per frame).
     """
 
     def __init__(self, prepared, calibration: Calibration | None, data, *, batch_size: int = 1024, threads: int = 1,

@@ -98,7 +98,7 @@ def _feeds(session, feeds_or_dataset, batch_size: int) -> dict[str, np.ndarray]:
     if missing:
         raise DataError(f"the data has no array for model input(s) {missing}; it has {sorted(inputs)}")
     layout = getattr(feeds_or_dataset, "layout", None)
-    if layout is not None and not layout.classic:  # complete inputs or scalars per sample (docs/data.md)
+    if layout is not None and not layout.batch_first:  # complete inputs or scalars per sample (docs/data.md)
         if batch_size > 1 and not layout.stackable:
             raise DataError(f"this model's samples cannot be stacked into a batch of {batch_size} (a fixed batch "
                             "dimension or a varying scalar input): time batch size 1")
@@ -194,7 +194,7 @@ def model_accuracy(model, dataset, *, batch_size: int = 256, threads: int = 1) -
         raise DataError(f"the data has no array for model input(s) {missing}; it has {sorted(inputs)}")
     labels = np.asarray(labels).reshape(-1)
     layout = getattr(dataset, "layout", None)
-    if layout is not None and not layout.classic:  # complete inputs or scalars per sample (docs/data.md)
+    if layout is not None and not layout.batch_first:  # complete inputs or scalars per sample (docs/data.md)
         from .data import iter_batches
         correct = done = 0
         for feeds in iter_batches(dataset, None, batch_size):

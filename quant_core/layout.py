@@ -85,6 +85,11 @@ class DataLayout:
     filled: bool = False
 
     @property
+    def batch_first(self) -> bool:
+        """True when every input's axis 0 is the model's batch axis 0 (a model fixing it to n runs n at a time)."""
+        return all(item.kind == InputKind.BATCH for item in self.inputs)
+
+    @property
     def classic(self) -> bool:
         """True when every input is BATCH and every output batch-first: slices are feeds, outputs concatenate."""
         return (all(item.kind == InputKind.BATCH for item in self.inputs)
@@ -193,9 +198,10 @@ def _batch_axis(shape: Sequence, sample: Sequence[int]) -> int | None:
 
 def _stackable(info, items: tuple[InputLayout, ...], arrays: Mapping[str, np.ndarray]) -> bool:
     shapes = {tensor.name: tensor.shape for tensor in info.inputs}
+    batch_first = all(item.kind == InputKind.BATCH for item in items)
     for item in items:
-        if item.kind == InputKind.SAMPLE and isinstance(shapes[item.name][item.axis], int):
-            return False  # the model fixes its batch dimension (to 1)
+        if item.kind != InputKind.SCALAR and isinstance(shapes[item.name][item.axis], int) and not batch_first:
+            return False  # the model fixes this batch dimension (to 1); batch-first data alone keeps n per run
         if item.kind == InputKind.SCALAR and not np.all(arrays[item.name] == arrays[item.name][0]):
             return False  # one scalar per run: samples with different values cannot share a run
     return True
@@ -338,7 +344,7 @@ def feeder(data, info, input_names: Sequence[str], output_names: Sequence[str], 
            what: str = "evaluation") -> Feeder:
     """Build the Feeder of a Dataset (its layout), a dict of batch-first arrays or one array (the first input).
 
-    A classic layout whose model fixes its batch dimension n feeds n samples at a time and drops a last
+    A batch-first layout whose model fixes its batch dimension n feeds n samples at a time and drops a last
     partial batch (the model could not run it); a layout whose samples cannot stack feeds them one by one.
     """
     from .calibrate import fit_batch, named_inputs, sample_count
@@ -351,7 +357,7 @@ def feeder(data, info, input_names: Sequence[str], output_names: Sequence[str], 
     count = sample_count(inputs)
     if count == 0:
         raise DataError(f"the {what} data has no samples")
-    if layout.classic:
+    if layout.batch_first:
         inputs, batch_size = fit_batch(inputs, batch_size, info)
         count = sample_count(inputs)
     elif not layout.stackable:

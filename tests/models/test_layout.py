@@ -4,10 +4,10 @@ import io
 import numpy as np
 import pytest
 
-from quant_core.data import load_npz, split_dataset
+from quant_core.data import Dataset, load_npz, split_dataset
 from quant_core.errors import DataError
-from quant_core.layout import (DataLayout, Feeder, InputKind, InputLayout, StatePair, infer_layout, infer_state,
-                               parse_state)
+from quant_core.layout import (DataLayout, Feeder, InputKind, InputLayout, StatePair, feeder, infer_layout,
+                               infer_state, parse_state)
 from quant_core.model_io import ModelInfo, TensorInfo
 
 
@@ -64,6 +64,15 @@ def test_a_fixed_batch_dimension_of_1_feeds_samples_one_by_one():
     fixed = info([("state", (2, 1, 16), "float32")], [("out", (2, 1, 16), "float32")])
     layout = infer_layout(fixed, {"state": np.zeros((N, 2, 1, 16), np.float32)})
     assert kinds(layout) == {"state": (InputKind.SAMPLE, 1)} and not layout.stackable
+
+
+def test_a_state_read_batch_first_against_its_fixed_axis_0_of_1_runs_one_sample_at_a_time():
+    arrays = {"x": np.zeros((N, 8), np.float32), "h": np.zeros((N, 1, 16), np.float32),
+              "c": np.zeros((N, 1, 16), np.float32)}
+    layout = infer_layout(LSTM, arrays)
+    assert kinds(layout)["h"] == (InputKind.BATCH, 0) and layout.batch_first
+    fed = feeder(Dataset(arrays, layout=layout), LSTM, ("x", "h", "c"), ("y", "hn", "cn"), 64)
+    assert fed.batch_size == 1 and next(fed.batches())["h"].shape == (1, 1, 16)
 
 
 def test_output_batch_axes_follow_the_inputs_batch_dimension_name():
