@@ -226,6 +226,31 @@ def model_accuracy(model, dataset, *, batch_size: int = 256, threads: int = 1) -
     return correct / stop
 
 
+def first_outputs(model, dataset, info, *, streaming: bool = False, batch_size: int = 256,
+                  threads: int = 1) -> np.ndarray:
+    """Return an ONNX model's first output on every sample of a Dataset, run by onnxruntime: (samples, values).
+
+    Samples are fed as the data's layout says (`layout.Feeder`, docs/data.md): per frame, a stream's samples
+    get their recorded state; with `streaming`, they run in order, each step's state outputs fed to the
+    next step, so an exported quantized model carries its own state. `info` is the original model's
+    (`ModelInfo`: a fixed batch dimension). Data onnxruntime cannot run raises DataError.
+    """
+    from .layout import feeder
+    session = create_session(model, threads=threads)
+    names = [value.name for value in session.get_outputs()]
+    feeds = feeder(dataset, info, [value.name for value in session.get_inputs()], names, batch_size)
+
+    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            return dict(zip(names, session.run(names, feed)))
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise DataError(f"onnxruntime cannot run the model on this data: {str(err).splitlines()[0]}") from None
+
+    steps = feeds.stream(run) if streaming and feeds.layout.streaming else map(run, feeds.batches())
+    first = feeds.join([(values[names[0]],) for values in steps])[0]
+    return first.reshape(len(first), -1)
+
+
 # ---------------------------------------------------------------------------------------------
 # Standard variants
 # ---------------------------------------------------------------------------------------------

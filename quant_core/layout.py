@@ -333,8 +333,8 @@ class Feeder:
         """Each output of several runs joined with samples on axis 0 (no copy for one batch-first run)."""
         axes = dict(self.layout.output_axes)
         joined = []
-        for index, name in enumerate(self.output_names or range(len(parts[0]))):
-            axis = axes.get(name, 0)
+        for index in range(len(parts[0])):  # the first outputs, in `output_names` order
+            axis = axes.get(self.output_names[index], 0) if index < len(self.output_names) else 0
             values = [np.expand_dims(p[index], 0) if axis is None else np.moveaxis(p[index], axis, 0) for p in parts]
             joined.append(values[0] if len(values) == 1 else np.concatenate(values))
         return tuple(joined)

@@ -90,15 +90,13 @@ def _variants(model_key: str, data_key: str, config_json: str, _ctx, _config: Qu
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _first_outputs(model_key: str, data_key: str, variant_key: str, _model: bytes, _ctx) -> np.ndarray:
-    """The exported model's first output on the evaluation split, run by onnxruntime."""
-    from quant_core.data import iter_batches
-    from quant_core.latency import create_session
+def _first_outputs(model_key: str, data_key: str, variant_key: str, streaming: bool, _model: bytes, _ctx
+                   ) -> np.ndarray:
+    """The exported model's first output on the evaluation split, run by onnxruntime (per frame, or as a
+    stream carrying its own state)."""
+    from quant_core.latency import first_outputs
 
-    session = create_session(_model)
-    batches = [session.run(None, feeds)[0] for feeds in iter_batches(_ctx.evaluation_data, _ctx.info, 256)]
-    outputs = np.concatenate(batches)
-    return outputs.reshape(len(outputs), -1)
+    return first_outputs(_model, _ctx.evaluation_data, _ctx.info, streaming=streaming)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -131,19 +129,23 @@ def sizes_and_accuracies(ctx, config: QuantConfig, progress) -> tuple[list[dict]
     variants = _variants(ctx.model_key, ctx.data_key, config_json, ctx, config, calibration)
     labels = ctx.evaluation_data.labels
     rows, notes, to_time = [], [], []
-    fp32_outputs = None
+    fp32_outputs = fp32_streamed = None
     for index, variant in enumerate(variants):
         progress((index + 0.5) / len(variants), f"Running {variant.name} on the evaluation data…")
         if variant.model is None:
             notes.append(f"{variant.name}: {variant.note}")
             continue
         variant_key = f"{variant.name}|{config_json if variant.name.startswith(CURRENT_PREFIX) else ''}"
-        outputs = _first_outputs(ctx.model_key, ctx.data_key, variant_key, variant.model, ctx)
+        outputs = _first_outputs(ctx.model_key, ctx.data_key, variant_key, False, variant.model, ctx)
         fp32_outputs = outputs if fp32_outputs is None else fp32_outputs  # FP32 comes first
         name = variant.name + (" — exported, simulated-only layers kept FP32" if variant.simulated else "")
         row = {"variant": name, "kind": "onnxruntime", "simulated": False,
                "accuracy": _accuracy(outputs, fp32_outputs, labels), "size_kb": len(variant.model) / 1024,
                "latency_ms": np.nan, "latency_p10_ms": np.nan, "latency_p90_ms": np.nan, "kernels": "not timed yet"}
+        if ctx.evaluation_data.streaming:  # beside per frame: the exported model carrying its own state
+            streamed = _first_outputs(ctx.model_key, ctx.data_key, variant_key, True, variant.model, ctx)
+            fp32_streamed = streamed if fp32_streamed is None else fp32_streamed
+            row["streaming_accuracy"] = _accuracy(streamed, fp32_streamed, labels)
         rows.append(row)
         to_time.append((row, variant, variant_key))
         if variant.note:
@@ -193,10 +195,15 @@ def _simulated_row(ctx, config: QuantConfig) -> dict:
     # The config as simulated: its own formats everywhere, so accuracy and packed size, but no latency.
     result = cache.evaluate_cached(ctx, config)
     accuracy = result.accuracy if result.accuracy is not None else result.top1_agreement
-    return {"variant": f"{CURRENT_PREFIX} ({config.name})", "kind": "simulated", "simulated": True,
-            "accuracy": accuracy, "size_kb": result.size_bytes / 1024, "latency_ms": np.nan,
-            "latency_p10_ms": np.nan, "latency_p90_ms": np.nan, "kernels": "none (simulated)",
-            "fp32_size_kb": result.fp32_size_bytes / 1024}
+    row = {"variant": f"{CURRENT_PREFIX} ({config.name})", "kind": "simulated", "simulated": True,
+           "accuracy": accuracy, "size_kb": result.size_bytes / 1024, "latency_ms": np.nan,
+           "latency_p10_ms": np.nan, "latency_p90_ms": np.nan, "kernels": "none (simulated)",
+           "fp32_size_kb": result.fp32_size_bytes / 1024}
+    stream = cache.get_evaluator(ctx).streaming()
+    if stream is not None:
+        streamed = stream.evaluate(config)
+        row["streaming_accuracy"] = streamed.accuracy if streamed.accuracy is not None else streamed.top1_agreement
+    return row
 
 
 def _with_ratios(frame: pd.DataFrame) -> pd.DataFrame:

@@ -51,3 +51,13 @@ def test_every_page_runs_on_a_stateful_model(page):
     at.switch_page(page).run()
     assert not at.exception, [e.message for e in at.exception]
     assert not at.error, [e.value for e in at.error]
+
+
+def test_the_tradeoffs_table_shows_streaming_accuracy_beside_per_frame():
+    at = _upload("lstm_hc")
+    at.switch_page("pages/5_Trade-offs.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    tables = [frame.value for frame in at.dataframe]
+    table = next(frame for frame in tables if "variant" in frame.columns)
+    assert {"accuracy (%)", "streaming accuracy (%)"} <= set(table.columns)
+    assert table["streaming accuracy (%)"].notna().all()

@@ -21,7 +21,7 @@ from quant_core.data import load_npz, record_state, split_dataset
 from quant_core.errors import DataError
 from quant_core.evaluate import Evaluator
 from quant_core.export import export_model
-from quant_core.latency import measure_latency, model_accuracy
+from quant_core.latency import first_outputs, measure_latency, model_accuracy
 from quant_core.layout import feeder
 from quant_core.model_io import load_model, prepare_model
 
@@ -167,3 +167,16 @@ def test_a_stream_without_its_state_starts_from_zeros_and_records_fp32s_own(tmp_
     report = json.loads(done.stdout)
     assert report["streaming"]["accuracy"] == full["streaming"]["accuracy"]
     assert report["accuracy"] == full["accuracy"]
+
+
+def test_exported_models_run_per_frame_and_as_a_stream_by_onnxruntime(stateful):
+    from quant_core.export import export_dynamic_int8
+    prepared, _, evaluation_data = stateful
+    fp32 = prepared.model.SerializeToString()
+    per_frame = first_outputs(fp32, evaluation_data, prepared.info)
+    streamed = first_outputs(fp32, evaluation_data, prepared.info, streaming=True)
+    assert per_frame.shape == streamed.shape == (evaluation_data.num_samples, per_frame.shape[1])
+    np.testing.assert_allclose(streamed, per_frame, atol=1e-5)  # the recorded state is FP32's own
+    int8 = export_dynamic_int8(prepared).model
+    assert not np.array_equal(first_outputs(int8, evaluation_data, prepared.info, streaming=True),
+                              first_outputs(int8, evaluation_data, prepared.info))
