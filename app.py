@@ -43,6 +43,15 @@ else:
         else:
             st.metric(f"FP32 top-1 accuracy ({ctx.evaluation_data.num_samples} evaluation samples of "
                       f"{ctx.data_name})", f"{100 * accuracy:.2f} %")
+    layout = model_view.data_layout(ctx)
+    if layout:
+        st.markdown("**How the data was read** (docs/data.md):\n" + "\n".join(f"- {line}" for line in layout))
+        with page_errors("the streaming comparison"):
+            streaming = model_view.streaming_table(ctx)
+            if streaming is not None:
+                st.caption("Per frame, each sample gets the state recorded in the data; streaming, each config "
+                           "carries its own state to the next sample, so quantization error accumulates through it.")
+                model_view.show_table(streaming)
 
 st.subheader("Layers")
 st.caption("Quantizable layers are named by their ONNX node names; share = the layer's parameters over all "

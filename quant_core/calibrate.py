@@ -14,8 +14,10 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from .config import TensorQuant
+from .data import record_state
 from .errors import DataError, ModelError, QuantLabError
 from .histogram import StreamingHistogram
+from .layout import feeder
 from .simulate import layer_specs
 from .simulation_graph import first_line, session_options
 
@@ -145,7 +147,9 @@ def calibrate(prepared, data, *, bins: int = 2048, batch_size: int = 64,
     activations are folded into the histograms and dropped, so memory does not grow with the
     number of samples. `progress(fraction)` is called after each batch; `cancel()` is polled
     before each batch and raises Cancelled when it returns True. A model with a fixed batch
-    dimension n is fed n samples at a time (a last partial batch is dropped).
+    dimension n is fed n samples at a time (a last partial batch is dropped). A stream (a layout with
+    state pairs, `layout.DataLayout`) runs one sample at a time, each fed the state the model computed
+    at the previous sample.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise QuantLabError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -156,22 +160,28 @@ def calibrate(prepared, data, *, bins: int = 2048, batch_size: int = 64,
     except Exception as err:  # onnxruntime raises its own exception types
         raise ModelError(f"onnxruntime cannot run the model for calibration: {first_line(err)}") from None
     input_names = tuple(i.name for i in session.get_inputs())
-    inputs, batch_size = fit_batch(named_inputs(_tensor_inputs(data), input_names), batch_size, prepared.info)
-    total = sample_count(inputs)
-    if total == 0:
-        raise DataError("the calibration data has no samples")
-    histograms = {name: StreamingHistogram(bins, name=name) for name in tensors}
-    done = 0
-    for batch in batches(inputs, batch_size):
+    _tensor_inputs(data)  # refuses what is neither a Dataset nor arrays
+    data = record_state(prepared, data)  # a stream's state inputs the .npz left out
+    feeds = feeder(data, prepared.info, input_names, (), batch_size, what="calibration")
+    state = tuple(dict.fromkeys(pair.output for pair in feeds.layout.state if pair.output not in tensors))
+    fetched = list(tensors) + list(state)
+
+    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if cancel is not None and cancel():
             raise Cancelled("calibration cancelled")
         try:
-            values = session.run(list(tensors), batch)
+            return dict(zip(fetched, session.run(fetched, feed)))
         except Exception as err:  # onnxruntime's own exception types: wrong shapes or dtypes in the data
             raise DataError(f"onnxruntime cannot run the model on this data: {first_line(err)}") from None
-        for name, value in zip(tensors, values):
-            histograms[name].update(value)
-        done += len(next(iter(batch.values())))
+
+    # A stream carries the model's own state from sample to sample; other data runs in batches.
+    steps = feeds.stream(run) if feeds.layout.streaming else (run(feed) for feed in feeds.batches())
+    histograms = {name: StreamingHistogram(bins, name=name) for name in tensors}
+    done, total = 0, feeds.sample_count
+    for values in steps:
+        for name in tensors:
+            histograms[name].update(values[name])
+        done = min(done + (1 if feeds.layout.streaming else feeds.batch_size), total)
         if progress is not None:
             progress(done / total)
     return Calibration(tensors, histograms, total, bins)

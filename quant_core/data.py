@@ -5,11 +5,12 @@ import io
 import os
 import zipfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .errors import DataError
+from .layout import DataLayout, Feeder, check_state, infer_layout, infer_state, input_layout
 from .model_io import ModelInfo, TensorInfo
 
 LABELS_KEY = "labels"
@@ -18,10 +19,15 @@ MAX_DATA_BYTES = 2 * 2**30  # uncompressed; refuses .npz "zip bombs" before read
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Samples for a model: one array per model input (samples on axis 0) and optional integer labels."""
+    """Samples for a model: one array per model input (samples on axis 0) and optional integer labels.
+
+    `layout` says how each array holds its samples and which outputs are streaming state
+    (`layout.infer_layout`); None means batch-first (every array's axis 0 is the model's batch axis).
+    """
 
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None = None
+    layout: DataLayout | None = None
 
     @property
     def num_samples(self) -> int:
@@ -31,10 +37,16 @@ class Dataset:
         """Return the samples at `indices` (in that order)."""
         indices = np.asarray(indices, dtype=np.int64)
         return Dataset(inputs={name: array[indices] for name, array in self.inputs.items()},
-                       labels=None if self.labels is None else self.labels[indices])
+                       labels=None if self.labels is None else self.labels[indices], layout=self.layout)
+
+    @property
+    def streaming(self) -> bool:
+        """True when consecutive samples form a stream (the layout pairs state outputs with inputs)."""
+        return self.layout is not None and self.layout.streaming
 
 
-def load_npz(source: bytes | str | os.PathLike, info: ModelInfo, *, max_bytes: int | None = None) -> Dataset:
+def load_npz(source: bytes | str | os.PathLike, info: ModelInfo, *, max_bytes: int | None = None,
+             state: dict[str, str] | None = None) -> Dataset:
     """Read an .npz with one array per model input (and optional `labels`) and check it fits the model.
 
     Notes
@@ -42,12 +54,17 @@ def load_npz(source: bytes | str | os.PathLike, info: ModelInfo, *, max_bytes: i
     An archive that unpacks to more than `max_bytes` (default MAX_DATA_BYTES) is refused from its
     directory alone, before any array is read.
     Read with allow_pickle=False: an .npz of Python objects is refused, never unpickled. Arrays are checked
-    for names, rank, fixed dims and dtype against `info.inputs`; NaN / infinite inputs and zero samples are
+    for names, fixed dims and dtype against `info.inputs`; NaN / infinite inputs and zero samples are
     refused. `labels` must be integers, one per sample.
+    Samples sit on axis 0: along the model's batch axis, each a complete input with batch size 1, or one
+    scalar per sample (`layout.infer_layout`, docs/data.md). `state` maps state outputs to the inputs they
+    feed at the next sample (None: inferred from names and shapes; {}: no streaming).
     """
     arrays = _read_npz(source, MAX_DATA_BYTES if max_bytes is None else max_bytes)
     expected = [tensor.name for tensor in info.inputs]
-    missing = [name for name in expected if name not in arrays]
+    pairs = infer_state(info) if state is None else check_state(info, state)
+    unrecorded = tuple(pair.input for pair in pairs if pair.input not in arrays)  # a stream may start from zeros
+    missing = [name for name in expected if name not in arrays and name not in unrecorded]
     unknown = sorted(set(arrays) - set(expected) - {LABELS_KEY})
     if missing or unknown:
         have = ", ".join(f"'{name}'" for name in arrays) or "nothing"
@@ -56,19 +73,67 @@ def load_npz(source: bytes | str | os.PathLike, info: ModelInfo, *, max_bytes: i
                         f"it holds {have}")
     inputs = {}
     for tensor in info.inputs:
-        array = arrays[tensor.name]
-        _check_input(array, tensor)
-        inputs[tensor.name] = array
+        if tensor.name not in unrecorded:
+            array = arrays[tensor.name]
+            _check_input(array, tensor)
+            inputs[tensor.name] = array
     counts = {name: array.shape[0] for name, array in inputs.items()}
     if len(set(counts.values())) > 1:
         raise DataError(f"inputs have different numbers of samples: {counts}")
-    num_samples = next(iter(counts.values()))
+    num_samples = next(iter(counts.values()), 0)
     if num_samples == 0:
         raise DataError("the .npz holds zero samples")
+    inputs.update((tensor.name, _zero_state(tensor, num_samples)) for tensor in info.inputs
+                  if tensor.name in unrecorded)
     labels = None if LABELS_KEY in expected else arrays.get(LABELS_KEY)  # an input may be named "labels"
     if labels is not None:
         labels = _check_labels(labels, num_samples, info)
-    return Dataset(inputs=inputs, labels=labels)
+    layout = infer_layout(info, inputs, state={pair.output: pair.input for pair in pairs})
+    layout = replace(layout, unrecorded=unrecorded) if unrecorded else layout
+    return Dataset(inputs=inputs, labels=labels, layout=None if layout.classic and not layout.streaming else layout)
+
+
+def _zero_state(tensor: TensorInfo, num_samples: int) -> np.ndarray:
+    """Zeros for a state input the .npz leaves out: one complete input per sample, batch dimension 1."""
+    shape = tuple(1 if isinstance(dim, str) or dim is None else dim for dim in tensor.shape)
+    if sum(not isinstance(dim, int) for dim in tensor.shape) > 1:
+        raise DataError(f"the .npz has no array for state input '{tensor.name}' {describe_input(tensor)}, and "
+                        "its shape is not fixed beyond the batch dimension: record the state in the data")
+    return np.zeros((num_samples, *shape), dtype=np.dtype(tensor.dtype))
+
+
+def record_state(prepared, ds: Dataset) -> Dataset:
+    """Fill the state inputs the .npz left out with the state the FP32 model carries over the stream.
+
+    The first sample gets zeros; sample t gets the state outputs of sample t - 1. Per-frame evaluation then
+    feeds each sample the FP32 model's own state, as if it had been recorded. Returns `ds` itself when
+    nothing is missing (or `ds` is not a Dataset). Call it before splitting: each split starts where
+    the stream stands, not from zeros.
+    """
+    layout = getattr(ds, "layout", None)
+    if layout is None or not layout.unrecorded or layout.filled:
+        return ds
+    import onnxruntime as ort
+    from .simulation_graph import first_line, session_options
+    session = ort.InferenceSession(prepared.model.SerializeToString(), session_options(1),
+                                   providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    inputs = {name: array.copy() if name in layout.unrecorded else array for name, array in ds.inputs.items()}
+    complete = replace(layout, filled=True)
+    step = iter(range(ds.num_samples))
+
+    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        index = next(step)
+        for name in layout.unrecorded:
+            inputs[name][index] = feed[name]
+        try:
+            return dict(zip(names, session.run(names, feed)))
+        except Exception as err:  # onnxruntime's own exception types
+            raise DataError(f"onnxruntime cannot run the model on this data: {first_line(err)}") from None
+
+    for _ in Feeder(inputs, complete, 1, ds.num_samples).stream(run):
+        pass
+    return Dataset(inputs=inputs, labels=ds.labels, layout=complete)
 
 
 def split_dataset(ds: Dataset, *, calibration_samples: int = 256, seed: int = 0) -> tuple[Dataset, Dataset]:
@@ -77,13 +142,16 @@ def split_dataset(ds: Dataset, *, calibration_samples: int = 256, seed: int = 0)
     Notes
     -----
     The calibration part gets min(calibration_samples, num_samples // 2) samples so that evaluation always
-    gets at least half; a data set of one sample cannot be split.
+    gets at least half; a data set of one sample cannot be split. A stream (`ds.streaming`) is cut, not
+    shuffled: calibration gets the first samples, evaluation the rest, each in stream order.
     """
     if calibration_samples < 1:
         raise DataError(f"calibration_samples must be at least 1, got {calibration_samples}")
     if ds.num_samples < 2:
         raise DataError(f"need at least 2 samples to split into calibration and evaluation, got {ds.num_samples}")
     count = min(calibration_samples, ds.num_samples // 2)
+    if ds.streaming:
+        return ds.subset(np.arange(count)), ds.subset(np.arange(count, ds.num_samples))
     order = np.random.default_rng(seed).permutation(ds.num_samples)
     return ds.subset(np.sort(order[:count])), ds.subset(np.sort(order[count:]))
 
@@ -94,10 +162,17 @@ def iter_batches(ds: Dataset, info: ModelInfo, batch_size: int) -> Iterator[dict
     Notes
     -----
     When a model input has a fixed batch dimension n (e.g. 1), batches have exactly n samples whatever
-    `batch_size` says; a last partial batch is then dropped (the model could not run it).
+    `batch_size` says; a last partial batch is then dropped (the model could not run it). A Dataset with a
+    layout (complete inputs, scalars: docs/data.md) is fed through it, one sample at a time when its samples
+    cannot stack; every sample gets its recorded inputs (a stream's recorded state).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if ds.layout is not None and not ds.layout.batch_first:
+        size = batch_size if ds.layout.stackable else 1
+        for start in range(0, ds.num_samples, size):
+            yield ds.layout.feed(ds.inputs, start, min(start + size, ds.num_samples))
+        return
     fixed = fixed_batch_size(info)
     size = fixed or batch_size
     stop = ds.num_samples - ds.num_samples % size if fixed else ds.num_samples
@@ -155,12 +230,7 @@ def _check_input(array: np.ndarray, tensor: TensorInfo) -> None:
     if array.dtype.name != tensor.dtype:
         raise DataError(f"{mismatch}: convert with array.astype(np.{tensor.dtype})"
                         if hasattr(np, tensor.dtype) else mismatch)
-    if tensor.shape:
-        if array.ndim != len(tensor.shape):
-            raise DataError(f"{mismatch}: samples go on axis 0")
-        for axis, dim in enumerate(tensor.shape[1:], start=1):
-            if isinstance(dim, int) and dim > 0 and array.shape[axis] != dim:
-                raise DataError(mismatch)
+    input_layout(tensor, array)  # the shape: samples on axis 0, as a batch, complete inputs or scalars
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         bad = int(np.count_nonzero(~np.isfinite(array)))
         raise DataError(f"input '{tensor.name}' holds {bad} NaN or infinite value(s)")

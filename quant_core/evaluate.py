@@ -12,10 +12,12 @@ import numpy as np
 from onnx import helper
 
 from .axes import WeightLayout, layer_axes, resolve, shape_axes
-from .calibrate import Calibration, batches, fit_batch, joined, named_inputs, sample_count
+from .calibrate import Calibration
 from .config import LayerQuant, QuantConfig, TensorQuant
-from .errors import ConfigError, DataError, ModelError
+from .data import record_state
+from .errors import ConfigError, ModelError
 from .formats import FormatKind, Granularity, RangeMethod
+from .layout import feeder
 from .quantize import fake_quantize_tensor, tensor_range
 from .metrics import FixedReference, ratio_db, top1_agreement
 from .overrides import ExportKind, ExportPlanner, plan_export
@@ -141,20 +143,25 @@ class Evaluator:
     `calibration=None` builds a weights-only Evaluator (a weight sensitivity sweep needs no activation
     ranges, so it need not wait for a calibration pass); a config that quantizes an activation is then
     refused with a ConfigError.
+
+    Data whose layout streams (state outputs paired with inputs, `layout.DataLayout`) is evaluated per
+    frame here: each sample gets its recorded state. `streaming()` returns the Evaluator of the same
+    split run as a stream, each config carrying its own state from sample to sample (its `evaluate`
+    streams; per-layer errors and sweeps stay per frame).
     """
 
     def __init__(self, prepared, calibration: Calibration | None, data, *, batch_size: int = 1024, threads: int = 1,
-                 task: Task | None = None):
+                 task: Task | None = None, session: SimulationSession | None = None, streaming: bool = False):
         self.prepared = prepared
         self.calibration = calibration
-        self.session = SimulationSession(prepared, threads=threads)
+        self.session = session or SimulationSession(prepared, threads=threads)
         self._specs = {spec.name: spec for spec in layer_specs(prepared)}
         self.layers = self.session.layers
-        inputs = named_inputs(getattr(data, "inputs", data), self.session.input_names)
-        if sample_count(inputs) == 0:
-            raise DataError("the evaluation data has no samples")
-        self._inputs, self.batch_size = fit_batch(inputs, batch_size, prepared.info)
-        self.sample_count = sample_count(self._inputs)
+        data = record_state(prepared, data)  # a stream's state inputs the .npz left out
+        self.feeder = feeder(data, prepared.info, self.session.input_names, self.session.output_names, batch_size)
+        self.batch_size, self.sample_count = self.feeder.batch_size, self.feeder.sample_count
+        self.is_streaming = streaming and self.feeder.layout.streaming
+        self._data, self._streaming = data, None
         labels = getattr(data, "labels", None)
         self.labels = None if labels is None else np.asarray(labels)[:self.sample_count]
         self.task = infer_task(prepared.info) if task is None else check_task(task, prepared.info)
@@ -175,7 +182,7 @@ class Evaluator:
         self._weight_bytes = LRUCache(MAX_SMALL)     # (weight, resolved TensorQuant, shape) -> bytes
         self._activation_params = LRUCache(MAX_SMALL)  # (tensor, TensorQuant) -> ActivationQuant
         self._other_bytes = self._initializer_bytes()
-        self.suffix_runs = SuffixRuns(prepared, self.session, self._inputs, self.batch_size)
+        self.suffix_runs = SuffixRuns(prepared, self.session, self.feeder)
         self.fp32_outputs = self._run_outputs({}, {})
         self.fp32_size_bytes = self.size_bytes(QuantConfig())
         # Every config is scored against these: their float64 copies, powers, argmax... are computed once.
@@ -271,8 +278,24 @@ class Evaluator:
 
     # -- running ----------------------------------------------------------------------------------
 
+    def streaming(self) -> Evaluator | None:
+        """The Evaluator of this split run as a stream (built once, sharing the session); None when the
+        data's layout pairs no state output with an input. Its `evaluate` scores each config's own carried
+        state against FP32's own carried state: quantization error accumulates through the state."""
+        if not self.feeder.layout.streaming or self.is_streaming:
+            return None
+        if self._streaming is None:
+            self._streaming = Evaluator(self.prepared, self.calibration, self._data, batch_size=self.batch_size,
+                                        task=self.task, session=self.session, streaming=True)
+        return self._streaming
+
     def _run_outputs(self, weights, activations, feeds: tuple[LayerFeed, ...] | None = None
                      ) -> tuple[np.ndarray, ...]:
+        if self.is_streaming:
+            names = self.session.output_names
+            steps = self.feeder.stream(lambda feed: dict(zip(names, self.session.run(
+                feed, weights=weights, activations=activations).outputs)))
+            return self.feeder.join([tuple(values[name] for name in names) for values in steps])
         if feeds is not None and not activations and self.suffix_runs.anchored:
             # A weights-only config one layer away from the anchor (a suggestion's candidate).
             outputs = self.suffix_runs.anchor_outputs({feed[0]: feed for feed in feeds}, weights)
@@ -287,9 +310,9 @@ class Evaluator:
                 return outputs
         started = time.perf_counter()
         parts = [self.session.run(batch, weights=weights, activations=activations).outputs
-                 for batch in batches(self._inputs, self.batch_size)]
+                 for batch in self.feeder.batches()]
         self.suffix_runs.full_run_took(time.perf_counter() - started)
-        return joined(parts)
+        return self.feeder.join(parts)
 
     def anchor(self, config: QuantConfig) -> bool:
         """Make the weights-only `config` the anchor: a config that differs from it in one layer's weight
@@ -322,7 +345,7 @@ class Evaluator:
     def _fp32_layers(self) -> dict[str, np.ndarray]:
         if self._fp32_layer_outputs is None:
             parts = [self.session.run(batch, with_layer_outputs=True).layer_outputs
-                     for batch in batches(self._inputs, self.batch_size)]
+                     for batch in self.feeder.batches()]
             self._fp32_layer_outputs = {layer: np.concatenate([p[layer] for p in parts]) for layer in parts[0]}
             # The signal of every per-layer SQNR: the same for every config, so summed once.
             self._fp32_layer_power = {layer: _power(value) for layer, value in self._fp32_layer_outputs.items()}
@@ -335,15 +358,14 @@ class Evaluator:
             reference = self._fp32_layers()
             weights, activations = self._feed_arrays(feeds)
             noise = dict.fromkeys(reference, 0.0)
-            start = 0
-            for batch in batches(self._inputs, self.batch_size):
+            start = dict.fromkeys(reference, 0)  # per layer: its outputs need not be batch-first (RNN states)
+            for batch in self.feeder.batches():
                 outputs = self.session.run(batch, weights=weights, activations=activations,
                                            with_layer_outputs=True).layer_outputs
-                count = len(next(iter(batch.values())))
                 for layer, value in outputs.items():
-                    ref = reference[layer][start:start + count]
+                    ref = reference[layer][start[layer]:start[layer] + len(value)]
                     noise[layer] += _power(ref.astype(np.float64) - value)
-                start += count
+                    start[layer] += len(value)
             signal = self._fp32_layer_power
             found = self._layer_sqnr.put(feeds, {layer: ratio_db(signal[layer], noise[layer])
                                                  for layer in reference})

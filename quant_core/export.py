@@ -23,6 +23,7 @@ from onnx import helper, numpy_helper
 
 from .config import QuantConfig
 from .errors import ModelError
+from .layout import classic_layout
 from .overrides import (ExportKind, LayerExport, build_override_plan, model_proto, ort_overrides, resolved_weights,
                         overrides_to_json, weight_grid)
 
@@ -97,9 +98,13 @@ def _input_feeds(model: onnx.ModelProto, data) -> Iterator[dict[str, np.ndarray]
     if missing:
         raise ModelError(f"calibration_data has no array for model input(s) {missing}")
     count = min(CALIBRATION_SAMPLES, min(len(inputs[name]) for name in dtypes))
-    for start in range(0, count, _BATCH):
-        yield {name: np.asarray(inputs[name][start:min(start + _BATCH, count)], dtype=dtype)
-               for name, dtype in dtypes.items()}
+    # A Dataset's layout says how its arrays become feeds (complete inputs, scalars, recorded state: every
+    # range is overridden, so the recorded state serves as well as a carried one); else samples are batch-first.
+    layout = getattr(data, "layout", None) or classic_layout(list(dtypes))
+    step = _BATCH if layout.stackable else 1
+    for start in range(0, count, step):
+        feed = layout.feed(inputs, start, min(start + step, count))
+        yield {name: np.asarray(feed[name], dtype=dtype) for name, dtype in dtypes.items()}
 
 
 def _reader(model: onnx.ModelProto, data):

@@ -97,6 +97,13 @@ def _feeds(session, feeds_or_dataset, batch_size: int) -> dict[str, np.ndarray]:
     missing = [name for name in names if name not in inputs]
     if missing:
         raise DataError(f"the data has no array for model input(s) {missing}; it has {sorted(inputs)}")
+    layout = getattr(feeds_or_dataset, "layout", None)
+    if layout is not None and not layout.batch_first:  # complete inputs or scalars per sample (docs/data.md)
+        if batch_size > 1 and not layout.stackable:
+            raise DataError(f"this model's samples cannot be stacked into a batch of {batch_size} (a fixed batch "
+                            "dimension or a varying scalar input): time batch size 1")
+        rows = {name: inputs[name][np.arange(batch_size) % len(inputs[name])] for name in names}
+        return {name: np.ascontiguousarray(value) for name, value in layout.feed(rows, 0, batch_size).items()}
     return {name: _batch(inputs[name], batch_size) for name in names}
 
 
@@ -168,6 +175,7 @@ def model_accuracy(model, dataset, *, batch_size: int = 256, threads: int = 1) -
     -----
     None when the dataset has no labels (nothing is run). A model whose inputs fix the batch
     dimension n runs n samples at a time and drops a last partial batch (as `data.iter_batches`).
+    Data with a layout (docs/data.md) is fed through it, each sample with its recorded inputs (per frame).
     A model onnxruntime cannot load raises ModelError; data it cannot run (missing input, wrong shape
     or dtype) raises DataError, each with onnxruntime's first line.
     """
@@ -185,6 +193,20 @@ def model_accuracy(model, dataset, *, batch_size: int = 256, threads: int = 1) -
     if missing:
         raise DataError(f"the data has no array for model input(s) {missing}; it has {sorted(inputs)}")
     labels = np.asarray(labels).reshape(-1)
+    layout = getattr(dataset, "layout", None)
+    if layout is not None and not layout.batch_first:  # complete inputs or scalars per sample (docs/data.md)
+        from .data import iter_batches
+        correct = done = 0
+        for feeds in iter_batches(dataset, None, batch_size):
+            try:
+                first = session.run(None, feeds)[0]
+            except Exception as err:  # onnxruntime raises its own exception types
+                raise DataError(f"onnxruntime cannot run the model on this data: {str(err).splitlines()[0]}") from None
+            first = np.moveaxis(np.asarray(first), dict(layout.output_axes).get(session.get_outputs()[0].name) or 0, 0)
+            top1 = first.reshape(len(first), -1).argmax(axis=1)
+            correct += int(np.count_nonzero(top1 == labels[done:done + len(top1)]))
+            done += len(top1)
+        return correct / done
     samples = min(min(len(inputs[name]) for name in names), len(labels))
     fixed = [value.shape[0] for value in session.get_inputs()
              if value.shape and isinstance(value.shape[0], int) and value.shape[0] > 0]
@@ -202,6 +224,40 @@ def model_accuracy(model, dataset, *, batch_size: int = 256, threads: int = 1) -
         top1 = np.asarray(first).reshape(len(first), -1).argmax(axis=1)
         correct += int(np.count_nonzero(top1 == labels[start:start + len(top1)]))
     return correct / stop
+
+
+def first_outputs(model, dataset, info, *, streaming: bool = False, batch_size: int = 256,
+                  threads: int = 1) -> np.ndarray:
+    """Return an ONNX model's first output on every sample of a Dataset, flattened per sample: (samples, values).
+
+    See `model_outputs`, which keeps the output's shape.
+    """
+    first = model_outputs(model, dataset, info, streaming=streaming, batch_size=batch_size, threads=threads)
+    return first.reshape(len(first), -1)
+
+
+def model_outputs(model, dataset, info, *, index: int = 0, streaming: bool = False, batch_size: int = 256,
+                  threads: int = 1) -> np.ndarray:
+    """Return an ONNX model's output number `index` on every sample of a Dataset, run by onnxruntime.
+
+    Samples are fed as the data's layout says (`layout.Feeder`, docs/data.md): per frame, a stream's samples
+    get their recorded state; with `streaming`, they run in order, each step's state outputs fed to the
+    next step, so an exported quantized model carries its own state. `info` is the original model's
+    (`ModelInfo`: a fixed batch dimension). Data onnxruntime cannot run raises DataError.
+    """
+    from .layout import feeder
+    session = create_session(model, threads=threads)
+    names = [value.name for value in session.get_outputs()]
+    feeds = feeder(dataset, info, [value.name for value in session.get_inputs()], names, batch_size)
+
+    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            return dict(zip(names, session.run(names, feed)))
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise DataError(f"onnxruntime cannot run the model on this data: {str(err).splitlines()[0]}") from None
+
+    steps = feeds.stream(run) if streaming and feeds.layout.streaming else map(run, feeds.batches())
+    return feeds.join([(values[names[index]],) for values in steps])[0]
 
 
 # ---------------------------------------------------------------------------------------------

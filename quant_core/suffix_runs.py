@@ -19,7 +19,6 @@ from collections.abc import Hashable, Mapping
 
 import numpy as np
 
-from .calibrate import batches, joined, sample_count
 from .config import TensorQuant
 from .simulate import ActivationQuant, layer_specs
 
@@ -32,10 +31,10 @@ _UINT8_ASYMMETRIC = TensorQuant("uint8", symmetric=False)  # the timing probe's 
 class SuffixRuns:
     """The suffix sessions and captured FP32 activations of one Evaluator (its session and split)."""
 
-    def __init__(self, prepared, session, inputs, batch_size: int):
+    def __init__(self, prepared, session, feeder):
         self._prepared, self._session = prepared, session
-        self._inputs, self._batch_size = inputs, batch_size
-        self._sample_count = sample_count(inputs)
+        self._feeder, self._batch_size = feeder, feeder.batch_size
+        self._sample_count = feeder.sample_count
         self._specs = {spec.name: spec for spec in layer_specs(prepared)}
         self._info_layers = {layer.name: layer for layer in prepared.info.layers}
         self._declared = {v.name: v for v in prepared.model.graph.value_info}
@@ -81,7 +80,7 @@ class SuffixRuns:
         if not layers or 2 * sum(self._tensor_bytes(t) for t in tensors) > SUFFIX_MEMORY_BYTES:
             return False
         captured = []
-        for batch in batches(self._inputs, self._batch_size):
+        for batch in self._feeder.batches():
             values = dict(batch)
             values.update(self._session.capture_quantized(batch, weights, tensors) if tensors else {})
             captured.append(values)
@@ -107,7 +106,7 @@ class SuffixRuns:
             return None
         weight = weights.get(layer, self._session.fp32_weights[layer])
         later = {name: value for name, value in weights.items() if name in suffix.later_feeds}
-        return joined([suffix.run(values, weight, later) for values in captured])
+        return self._feeder.join([suffix.run(values, weight, later) for values in captured])
 
     @property
     def nbytes(self) -> int:
@@ -180,7 +179,7 @@ class SuffixRuns:
             return None
         cuts, suffix = self.cut_values(), self._session.suffix(layer)
         if activation is None:
-            return joined([suffix.run(values, weight) for values in cuts])
+            return self._feeder.join([suffix.run(values, weight) for values in cuts])
         tensor = self._specs[layer].activation_input
         parts = []
         for values in cuts:
@@ -188,7 +187,7 @@ class SuffixRuns:
             if quantized is None:
                 return None
             parts.append(suffix.run({**values, tensor: quantized}, weight))
-        return joined(parts)
+        return self._feeder.join(parts)
 
     def _activation_seconds(self, layer: str) -> float | None:
         """Seconds to fake-quantize the layer's captured input over the split (uint8, its min-max range),
@@ -264,7 +263,7 @@ class SuffixRuns:
                 return self._cuts
             self._cut_layers = set(layers)
             started = time.perf_counter()
-            for batch in batches(self._inputs, self._batch_size):
+            for batch in self._feeder.batches():
                 values = dict(batch)
                 values.update(self._session.capture(batch, tensors) if tensors else {})
                 self._cuts.append(values)

@@ -26,7 +26,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from quant_core.calibrate import calibrate
 from quant_core.config import QuantConfig
-from quant_core.data import Dataset, load_npz, split_dataset
+from quant_core.data import Dataset, load_npz, record_state, split_dataset
 from quant_core.demo import load_demo
 from quant_core.errors import DataError
 from quant_core.evaluate import Evaluator
@@ -128,7 +128,8 @@ def pin_data(model_key: str, data_key: str, data: Dataset) -> None:
 
 @st.cache_resource(max_entries=MODEL_ENTRIES, ttl=MODEL_TTL_S, show_spinner=False)
 def _data(model_key: str, data_key: str, _data_bytes: bytes, _prepared_model: PreparedModel) -> Dataset:
-    return load_npz(_data_bytes, _prepared_model.info, max_bytes=UPLOAD_DATA_BYTES)
+    data = load_npz(_data_bytes, _prepared_model.info, max_bytes=UPLOAD_DATA_BYTES)
+    return record_state(_prepared_model, data)  # a stream's state inputs the .npz left out
 
 
 def split_data(model_key: str, data_key: str, data: Dataset, *, pin: str = "split") -> tuple[Dataset, Dataset]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from quant_core.config import TensorQuant
+from quant_core.config import PRESETS, TensorQuant
 from quant_core.demo import DEMO_MODELS
 from quant_core.formats import FP16, INT4, INT8, Granularity
 from quant_core.size import model_bytes
@@ -97,6 +97,30 @@ def _fp32_score(ctx: LabContext):
     from quant_core.config import PRESETS
 
     return get_evaluator(ctx).evaluate(PRESETS["FP32"], task=ctx.task).score
+
+
+def data_layout(ctx: LabContext) -> tuple[str, ...]:
+    """How the data was understood (per input, stacking, streaming pairs); () for batch-first data."""
+    layout = None if ctx.data is None else ctx.data.layout
+    return () if layout is None else layout.describe()
+
+
+def streaming_table(ctx: LabContext) -> pd.DataFrame | None:
+    """The current config per frame (each sample fed its recorded state) beside streaming (each config
+    carries its own state from sample to sample), with FP32 alike; None when the data does not stream."""
+    evaluator = get_evaluator(ctx)
+    stream = evaluator.streaming()
+    if stream is None:
+        return None
+    rows = []
+    for label, runner in (("per frame (recorded state)", evaluator), ("streaming (own state carried)", stream)):
+        fp32 = runner.evaluate(PRESETS["FP32"], task=ctx.task)
+        result = runner.evaluate(ctx.config, task=ctx.task)
+        metric = result.score.headline
+        rows.append({"run": label, "FP32 accuracy": fp32.accuracy, f"{ctx.config.name} accuracy": result.accuracy,
+                     f"{ctx.config.name} {metric}": result.score.headline_value,
+                     "SQNR (dB)": round(result.sqnr_db, 2)})
+    return pd.DataFrame(rows)
 
 
 def size_bars(sizes: pd.DataFrame) -> str:

@@ -11,7 +11,8 @@ import streamlit as st
 
 from quant_core.config import PRESETS, QuantConfig
 from quant_core.demo import DEMO_MODELS
-from quant_core.errors import ConfigError, QuantLabError
+from quant_core.errors import ConfigError, DataError, QuantLabError
+from quant_core.layout import infer_layout, parse_state
 from quant_core.model_io import MAX_MODEL_BYTES
 from quant_core.tasks import check_task, config_json, read_config_json
 from quant_core.validate import validate_config
@@ -103,8 +104,9 @@ def _apply_upload(widget_key: str, name: str, apply, *, verb: str, kept: str, ot
 def data_section(prepared, source: state.ModelSource):
     """Data upload; return (Dataset or None, data key, label) for the current model."""
     upload = st.file_uploader("Data for this model (.npz, optional)", type=["npz"], key=state.DATA_UPLOAD,
-                              help="Arrays named like the model inputs (first axis = samples), optional integer "
-                                   "'labels'. Read without pickle.")
+                              help="Arrays named like the model inputs (first axis = samples: along the model's "
+                                   "batch axis, or each a complete input), optional integer 'labels'. Read without "
+                                   "pickle. docs/data.md shows the layouts.")
     if upload is not None and state.upload_is_new(state.DATA_UPLOAD, upload.file_id):
         _open_uploaded_data(upload, prepared, source)
     _show_message(state.DATA_UPLOAD, upload)
@@ -112,13 +114,31 @@ def data_section(prepared, source: state.ModelSource):
     if data_source is not None and data_source.model_key == source.key:
         data = cache.current_data(source.key, data_source.key)
         if data is not None:
-            return data, data_source.key, data_source.name
+            return (*_with_state_pairs(prepared, data, data_source.key), data_source.name)
         state.set_data_source(None)  # not expected (see model_section): say so, never a traceback
         st.error(f"{data_source.name} is no longer held by this session: upload it again.")
     if source.demo is not None:
         _, _, data = cache.demo_source(source.demo)
         return data, "digits", "digits (held-out demo data)"
     return None, "", ""
+
+
+def _with_state_pairs(prepared, data, data_key: str):
+    """The streaming state pairs: inferred, or as typed (data with a layout only); return (data, data key)."""
+    if data.layout is None:
+        return data, data_key
+    inferred = ", ".join(str(pair) for pair in data.layout.state) or "none"
+    text = st.text_input("Streaming state (output=input)", key=state.DATA_STATE, placeholder=f"inferred: {inferred}",
+                         help="Outputs fed to an input at the next sample, e.g. stateN=state or hn=h,cn=c; "
+                              "'none' turns streaming off; empty: inferred from names and shapes (docs/data.md).")
+    if not text.strip():
+        return data, data_key
+    try:
+        layout = infer_layout(prepared.info, data.inputs, state=parse_state(text))
+    except DataError as err:
+        st.error(f"{err}. The inferred state pairs ({inferred}) are used.")
+        return data, data_key
+    return replace(data, layout=layout), f"{data_key}|state={text.strip()}"
 
 
 def _open_uploaded_data(upload, prepared, source: state.ModelSource) -> None:

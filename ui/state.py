@@ -17,6 +17,7 @@ from quant_core.tasks import Task
 MODEL_CHOICE = "model_choice"
 MODEL_UPLOAD = "model_upload"
 DATA_UPLOAD = "data_upload"
+DATA_STATE = "data_state"  # streaming state pairs "output=input" (shown for data with a layout)
 CONFIG_PRESET = "config_preset"
 CONFIG_UPLOAD = "config_upload"
 TASK_KIND = "task_kind"

@@ -91,14 +91,13 @@ def _variants(model_key: str, data_key: str, config_json: str, _ctx, _config: Qu
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _scored_outputs(model_key: str, data_key: str, variant_key: str, index: int, _model: bytes, _ctx) -> np.ndarray:
-    """The exported model's output number `index` (the task's) on the evaluation split, run by onnxruntime."""
-    from quant_core.data import iter_batches
-    from quant_core.latency import create_session
+def _scored_outputs(model_key: str, data_key: str, variant_key: str, index: int, streaming: bool, _model: bytes,
+                    _ctx) -> np.ndarray:
+    """The exported model's output number `index` (the task's) on the evaluation split, run by onnxruntime (per
+    frame, or as a stream carrying its own state)."""
+    from quant_core.latency import model_outputs
 
-    session = create_session(_model)
-    batches = [session.run(None, feeds)[index] for feeds in iter_batches(_ctx.evaluation_data, _ctx.info, 256)]
-    return np.concatenate(batches)
+    return model_outputs(_model, _ctx.evaluation_data, _ctx.info, index=index, streaming=streaming)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -131,14 +130,14 @@ def sizes_and_accuracies(ctx, config: QuantConfig, progress) -> tuple[list[dict]
     labels, task = ctx.evaluation_data.labels, _task(ctx)
     scored = output_index(task, ctx.info)
     rows, notes, to_time = [], [], []
-    scorer = None
+    scorer = stream_scorer = None
     for index, variant in enumerate(variants):
         progress((index + 0.5) / len(variants), f"Running {variant.name} on the evaluation data…")
         if variant.model is None:
             notes.append(f"{variant.name}: {variant.note}")
             continue
         variant_key = f"{variant.name}|{config_json if variant.name.startswith(CURRENT_PREFIX) else ''}"
-        outputs = _scored_outputs(ctx.model_key, ctx.data_key, variant_key, scored, variant.model, ctx)
+        outputs = _scored_outputs(ctx.model_key, ctx.data_key, variant_key, scored, False, variant.model, ctx)
         if scorer is None:  # FP32 comes first: every variant is scored against it
             scorer = TaskScorer(outputs, task, None if labels is None else np.asarray(labels)[:len(outputs)],
                                 name=ctx.info.outputs[scored].name)
@@ -147,6 +146,12 @@ def sizes_and_accuracies(ctx, config: QuantConfig, progress) -> tuple[list[dict]
         row = {"variant": name, "kind": "onnxruntime", "simulated": False,
                "accuracy": score.headline_value, "metric": score.headline, "size_kb": len(variant.model) / 1024,
                "latency_ms": np.nan, "latency_p10_ms": np.nan, "latency_p90_ms": np.nan, "kernels": "not timed yet"}
+        if ctx.evaluation_data.streaming:  # beside per frame: the exported model carrying its own state
+            streamed = _scored_outputs(ctx.model_key, ctx.data_key, variant_key, scored, True, variant.model, ctx)
+            if stream_scorer is None:
+                stream_scorer = TaskScorer(streamed, task, None if labels is None else np.asarray(labels)[:len(streamed)],
+                                           name=ctx.info.outputs[scored].name)
+            row["streaming_accuracy"] = stream_scorer.score(streamed).headline_value
         rows.append(row)
         to_time.append((row, variant, variant_key))
         if variant.note:
@@ -195,10 +200,15 @@ def measure(ctx, config: QuantConfig, settings: MeasurementSettings, progress, *
 def _simulated_row(ctx, config: QuantConfig) -> dict:
     # The config as simulated: its own formats everywhere, so accuracy and packed size, but no latency.
     result = cache.evaluate_cached(ctx, config)
-    return {"variant": f"{CURRENT_PREFIX} ({config.name})", "kind": "simulated", "simulated": True,
-            "accuracy": result.score.headline_value, "metric": result.score.headline, "size_kb": result.size_bytes / 1024, "latency_ms": np.nan,
-            "latency_p10_ms": np.nan, "latency_p90_ms": np.nan, "kernels": "none (simulated)",
-            "fp32_size_kb": result.fp32_size_bytes / 1024}
+    result = cache.evaluate_cached(ctx, config)
+    row = {"variant": f"{CURRENT_PREFIX} ({config.name})", "kind": "simulated", "simulated": True,
+           "accuracy": result.score.headline_value, "metric": result.score.headline,
+           "size_kb": result.size_bytes / 1024, "latency_ms": np.nan, "latency_p10_ms": np.nan,
+           "latency_p90_ms": np.nan, "kernels": "none (simulated)", "fp32_size_kb": result.fp32_size_bytes / 1024}
+    stream = cache.get_evaluator(ctx).streaming()
+    if stream is not None:
+        row["streaming_accuracy"] = stream.evaluate(config, task=ctx.task).score.headline_value
+    return row
 
 
 def _with_ratios(frame: pd.DataFrame) -> pd.DataFrame:

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from ..calibrate import calibrate
 from ..config import PRESETS, QuantConfig
-from ..data import load_npz, split_dataset
+from ..data import load_npz, record_state, split_dataset
 from ..errors import ConfigError
 from ..evaluate import Evaluator
+from ..layout import parse_state
 from ..model_io import load_model, prepare_model
 from ..tasks import Task, TaskKind, check_task, infer_task, read_config_json
 
@@ -25,6 +26,7 @@ from ..tasks import Task, TaskKind, check_task, infer_task, read_config_json
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="path of an .onnx file")
     parser.add_argument("--data", required=True, help=".npz with one array per model input and optional 'labels'")
+    add_state_argument(parser)
     parser.add_argument("--calibration-samples", type=int, default=256,
                         help="samples used to calibrate (at most half the data; default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
@@ -36,6 +38,19 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                       help="class axis (classification, sequence, CTC) or channel axis (detection)")
     task.add_argument("--blank", type=int, help="CTC blank class (default 0; -1: the last class)")
     task.add_argument("--k", type=int, help="neighbours of the embedding recall@k (default 5)")
+
+
+def add_state_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state", action="append", metavar="OUTPUT=INPUT",
+                        help="a state output fed to an input at the next sample (streaming), e.g. stateN=state; "
+                             "repeat or comma-separate; 'none' turns streaming off (default: inferred from names "
+                             "and shapes, docs/data.md)")
+
+
+def load_data(args: argparse.Namespace, prepared):
+    """The --data .npz read against the model, with the --state pairs (inferred when absent); state inputs
+    the file leaves out are filled with the FP32 model's carried state (`data.record_state`)."""
+    return record_state(prepared, load_npz(args.data, prepared.info, state=parse_state(getattr(args, "state", None))))
 
 
 def task_from_args(args: argparse.Namespace, info, saved: Task | None = None) -> Task:
@@ -60,7 +75,7 @@ def build_evaluator(args: argparse.Namespace, *, activations: bool = True, saved
     same seeded split either way, so the numbers are too."""
     prepared = prepare_model(load_model(args.model))
     task = task_from_args(args, prepared.info, saved_task)  # before the data: a bad task is one line at once
-    calibration_data, evaluation_data = split_dataset(load_npz(args.data, prepared.info),
+    calibration_data, evaluation_data = split_dataset(load_data(args, prepared),
                                                       calibration_samples=args.calibration_samples)
     calibration = calibrate(prepared, calibration_data) if activations else None
     return Evaluator(prepared, calibration, evaluation_data, task=task)
@@ -118,15 +133,25 @@ def run(args: argparse.Namespace) -> int:
     evaluator = build_evaluator(args, saved_task=saved_task)
     result = evaluator.evaluate(config)
     fp32 = evaluator.evaluate(PRESETS["FP32"])
+    stream = evaluator.streaming()
+    streamed = None if stream is None else stream.evaluate(config)
     document = {"config": config.to_dict(), "task": evaluator.task.to_dict(), "fp32_accuracy": fp32.accuracy,
-                **result.to_dict(), "layers": [e.to_dict() for e in evaluator.layer_errors(config)]}
+                **result.to_dict(), "layers": [e.to_dict() for e in evaluator.layer_errors(config)],
+                "layout": evaluator.feeder.layout.to_dict(),
+                "streaming": None if streamed is None else streamed.to_dict()}
     if args.json:
         dump_json(document)
         return 0
     lines = [f"config {config.name} on {result.sample_count} samples",
              f"task            {evaluator.task.describe()}",
-             *metric_lines(result, fp32),
-             f"size            {result.size_bytes} bytes (FP32 {result.fp32_size_bytes}, x{result.compression:.2f})"]
+             *(f"data: {line}" for line in evaluator.feeder.layout.describe())]
+    if streamed is None:
+        lines += metric_lines(result, fp32)
+    else:  # per frame: each sample fed its recorded state; streaming: the config carries its own state
+        lines += ["per frame (each sample fed its recorded state):", *metric_lines(result, fp32),
+                  "streaming (each config carries its own state from sample to sample):",
+                  *metric_lines(streamed, stream.evaluate(PRESETS["FP32"]))]
+    lines.append(f"size            {result.size_bytes} bytes (FP32 {result.fp32_size_bytes}, x{result.compression:.2f})")
     if result.simulated_only:
         lines.append(f"simulated only (no onnxruntime kernel): {', '.join(result.simulated_only)}")
     lines.append("layer SQNR (dB): isolated / accumulated")
@@ -134,3 +159,4 @@ def run(args: argparse.Namespace) -> int:
               for e in evaluator.layer_errors(config)]
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
+

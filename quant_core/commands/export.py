@@ -28,6 +28,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", choices=KINDS, default="static",
                         help="static: the config as static QDQ (default); dynamic: onnxruntime dynamic int8; "
                              "fp16; matmul_nbits: 4-bit weight-only MatMulNBits")
+    from .evaluate import add_state_argument
+    add_state_argument(parser)
     parser.add_argument("--calibration-samples", type=int, default=256,
                         help="samples of --data used for calibration, a seeded split as in `evaluate` "
                              "(at most half the data; default %(default)s)")
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     prepared = prepare_model(load_model(args.model))
     if args.kind == "static":
         from ..calibrate import calibrate
-        from ..data import load_npz, split_dataset
+        from ..data import split_dataset
+        from .evaluate import load_data
         from ..validate import validate_config
         if not args.data:
             raise DataError("--kind static needs --data DATA.npz to calibrate the activation ranges")
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         if args.target:
             config = replace(config, target=CpuTarget(args.target))
         validate_config(config, prepared.info)
-        sample, _ = split_dataset(load_npz(args.data, prepared.info), calibration_samples=args.calibration_samples)
+        sample, _ = split_dataset(load_data(args, prepared), calibration_samples=args.calibration_samples)
         calibration = calibrate(prepared, sample)
         result = export_model(prepared, config, calibration, calibration_data=sample)
     elif args.kind == "dynamic":
