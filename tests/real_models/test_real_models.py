@@ -1,0 +1,174 @@
+"""The lab on real pretrained models: inspect, evaluate, sensitivity and export agreement.
+
+Four stateless models of the conformance set (docs/conformance.md): the PP-OCRv4 text detector
+(channels-first head, Constant-node weights, opset 12), the PP-OCRv4 CTC recogniser ([N, T, 6625]),
+the PP-OCR direction classifier (opset 11, real labels) and all-MiniLM-L6-v2 (int64 token inputs).
+Agreement is measured on the outputs (cosine, SQNR), which is valid for every model whatever its task.
+The stateful VAD is in test_stateful_real.py.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import pytest
+
+from quant_core.calibrate import calibrate
+from quant_core.config import PRESETS
+from quant_core.data import load_npz, split_dataset
+from quant_core.evaluate import Evaluator
+from quant_core.export import export_dynamic_int8, export_model
+from quant_core.latency import create_session
+from quant_core.metrics import cosine_similarity, sqnr_db
+from quant_core.model_io import load_model, prepare_model
+from quant_core.sensitivity import run_sweep
+from tests.real_models.conftest import cached, timed
+
+MODELS = ["ocr_det", "ocr_rec", "ocr_cls", "minilm"]
+CALIBRATION_SAMPLES = 8      # of 24-32 samples per model: the rest is the evaluation split
+AGREEMENT_FLOOR_DB = 30.0
+SWEEP_LAYERS = 3             # the first weighted layers, each at int8 and int4
+
+
+@dataclass(frozen=True)
+class Expected:
+    input_dtypes: dict[str, str]
+    source_opset: int
+    constant_weights: bool           # the shipped file keeps its weights in Constant nodes
+    output_rank: int
+    min_layers: int
+    w8a8_cosine: float               # simulated W8A8 vs FP32, on the outputs
+    weight_only_cosine: float
+    dynamic_cosine: float            # onnxruntime's dynamic INT8 export vs FP32
+
+
+EXPECTED = {
+    "ocr_det": Expected({"x": "float32"}, 12, True, 4, 60, 0.97, 0.99, 0.95),
+    "ocr_rec": Expected({"x": "float32"}, 12, True, 3, 40, 0.90, 0.98, 0.90),
+    "ocr_cls": Expected({"x": "float32"}, 11, True, 2, 50, 0.98, 0.99, 0.98),
+    "minilm": Expected({"input_ids": "int64", "attention_mask": "int64", "token_type_ids": "int64"},
+                       17, False, 2, 36, 0.97, 0.99, 0.97),
+}
+
+
+@dataclass
+class Lab:
+    name: str
+    path: str
+    prepared: object
+    calibration_data: object
+    evaluation: object
+    calibration: object
+    evaluator: Evaluator
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def lab(request) -> Lab:
+    name = request.param
+    model_path, data_path = cached(name)
+    with timed(name, "load+prepare"):
+        prepared = prepare_model(load_model(model_path))
+        calibration_data, evaluation = split_dataset(load_npz(data_path, prepared.info),
+                                                     calibration_samples=CALIBRATION_SAMPLES)
+    with timed(name, "calibrate"):
+        calibration = calibrate(prepared, calibration_data)
+    with timed(name, "evaluator"):
+        evaluator = Evaluator(prepared, calibration, evaluation)
+    return Lab(name, str(model_path), prepared, calibration_data, evaluation, calibration, evaluator)
+
+
+def _run(model, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return create_session(model).run(None, inputs)
+
+
+def test_inspect_cli_reads_the_real_structure(lab):
+    expected = EXPECTED[lab.name]
+    with timed(lab.name, "inspect"):
+        done = subprocess.run([sys.executable, "-m", "quant_core", "inspect", lab.path, "--json"],
+                              capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert {t["name"]: t["dtype"] for t in report["inputs"]} == expected.input_dtypes
+    assert len(report["outputs"][0]["shape"]) == expected.output_rank
+    assert len(report["layers"]) >= expected.min_layers
+    assert report["opset"] >= 13                          # per-channel needs 13: older models are converted
+    source = onnx.load(lab.path, load_external_data=False)
+    source_opset = next(o.version for o in source.opset_import if o.domain in ("", "ai.onnx"))
+    assert source_opset == expected.source_opset
+    if source_opset < 13:
+        assert any(f"converted from opset {source_opset} to 13" in note for note in report["notes"])
+    constants = sum(node.op_type == "Constant" for node in source.graph.node)
+    assert (len(source.graph.initializer) == 0 and constants > 100) == expected.constant_weights
+    if expected.constant_weights:
+        assert any("Constant-node weight" in note for note in report["notes"])
+        assert all(layer["weights"] for layer in report["layers"] if layer["op_type"] == "Conv")
+
+
+def test_prepared_fp32_model_reproduces_the_shipped_model(lab):
+    """What the lab calls FP32 is the shipped model: opset conversion and Constant moves change nothing."""
+    with timed(lab.name, "fp32-check"):
+        shipped = _run(open(lab.path, "rb").read(), lab.evaluation.inputs)
+    for reference, ours in zip(shipped, lab.evaluator.fp32_outputs):
+        assert ours.shape == reference.shape
+        assert sqnr_db(reference, ours) > 60.0
+
+
+def test_w8a8_and_weight_only_stay_close_to_fp32(lab):
+    expected = EXPECTED[lab.name]
+    with timed(lab.name, "evaluate"):
+        w8a8 = lab.evaluator.evaluate(PRESETS["W8A8"])
+        weight_only = lab.evaluator.evaluate(PRESETS["W8 weight-only"])
+    print(f"{lab.name}: W8A8 cosine {w8a8.cosine:.4f} SQNR {w8a8.sqnr_db:.1f} dB; "
+          f"W8 weight-only cosine {weight_only.cosine:.4f} SQNR {weight_only.sqnr_db:.1f} dB")
+    assert w8a8.sample_count == lab.evaluation.num_samples
+    assert w8a8.cosine >= expected.w8a8_cosine
+    assert weight_only.cosine >= expected.weight_only_cosine
+    assert weight_only.sqnr_db > w8a8.sqnr_db              # quantizing activations too only adds error
+    assert w8a8.simulated_only == () and weight_only.simulated_only == ()
+    assert w8a8.size_bytes < lab.evaluator.fp32_size_bytes / 3
+    if lab.evaluation.labels is not None:                  # the direction classifier: real labels
+        assert lab.evaluator.fp32_accuracy >= 0.9
+        assert w8a8.accuracy >= lab.evaluator.fp32_accuracy - 0.1
+
+
+def test_sensitivity_sweep_ranks_int4_below_int8(lab):
+    layers = [layer.name for layer in lab.prepared.info.quantizable_layers if layer.weight is not None][:SWEEP_LAYERS]
+    with timed(lab.name, "sensitivity"):
+        rows = run_sweep(lab.evaluator, ["int8", "int4"], layers=layers, time_budget_s=300)
+    assert len(rows) == 2 * len(layers) == 2 * SWEEP_LAYERS
+    by_cell = {(row.layer, row.format): row for row in rows}
+    for layer in layers:
+        int8, int4 = by_cell[(layer, "int8")], by_cell[(layer, "int4")]
+        assert np.isfinite(int4.sqnr_db)
+        assert int8.sqnr_db > int4.sqnr_db, (layer, int8.sqnr_db, int4.sqnr_db)
+        assert int8.size_bytes > int4.size_bytes
+
+
+def test_exported_w8a8_agrees_with_the_simulation(lab):
+    """onnxruntime's integer kernels on the exported model give the outputs the simulation predicts."""
+    config = PRESETS["W8A8"]
+    with timed(lab.name, "export"):
+        result = export_model(lab.prepared, config, lab.calibration, calibration_data=lab.calibration_data)
+        exported = _run(result.model, lab.evaluation.inputs)
+    simulated = lab.evaluator.outputs(config)
+    for fp32, sim, real in zip(lab.evaluator.fp32_outputs, simulated, exported):
+        assert real.shape == fp32.shape
+        agreement = sqnr_db(sim, real)
+        real_error, simulated_error = sqnr_db(fp32, real), sqnr_db(fp32, sim)
+        print(f"{lab.name}: exported vs simulated SQNR {agreement:.1f} dB; vs FP32: exported {real_error:.1f} dB, "
+              f"simulated {simulated_error:.1f} dB")
+        assert cosine_similarity(sim, real) >= 0.98
+        # The simulation's promise holds: the export is within 3 dB of it, or better than 30 dB anyway
+        # (saturated outputs such as softmax probabilities give SQNRs far above 30 dB that differ a lot).
+        assert real_error >= min(simulated_error - 3.0, AGREEMENT_FLOOR_DB), (real_error, simulated_error)
+
+
+def test_dynamic_int8_export_runs_and_stays_close(lab):
+    with timed(lab.name, "export"):
+        exported = _run(export_dynamic_int8(lab.prepared).model, lab.evaluation.inputs)
+    for fp32, real in zip(lab.evaluator.fp32_outputs, exported):
+        assert cosine_similarity(fp32, real) >= EXPECTED[lab.name].dynamic_cosine
