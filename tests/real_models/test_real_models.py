@@ -18,13 +18,15 @@ import onnx
 import pytest
 
 from quant_core.calibrate import calibrate
-from quant_core.config import PRESETS
+from quant_core.config import PRESETS, LayerQuant, QuantConfig, TensorQuant
 from quant_core.data import load_npz, split_dataset
 from quant_core.evaluate import Evaluator
 from quant_core.export import export_dynamic_int8, export_model
+from quant_core.formats import parse_format
 from quant_core.latency import create_session
 from quant_core.metrics import cosine_similarity, sqnr_db
 from quant_core.model_io import load_model, prepare_model
+from quant_core.overrides import ExportKind, model_proto, plan_export
 from quant_core.sensitivity import run_sweep
 from tests.real_models.conftest import cached, timed
 
@@ -43,15 +45,15 @@ class Expected:
     min_layers: int
     w8a8_cosine: float               # simulated W8A8 vs FP32, on the outputs
     weight_only_cosine: float
-    dynamic_cosine: float            # onnxruntime's dynamic INT8 export vs FP32
+    simulated_only_ops: frozenset[str] = frozenset()   # op types the export plan keeps FP32 under W8A8
 
 
 EXPECTED = {
-    "ocr_det": Expected({"x": "float32"}, 12, True, 4, 60, 0.97, 0.99, 0.95),
-    "ocr_rec": Expected({"x": "float32"}, 12, True, 3, 40, 0.90, 0.98, 0.90),
-    "ocr_cls": Expected({"x": "float32"}, 11, True, 2, 50, 0.98, 0.99, 0.98),
+    "ocr_det": Expected({"x": "float32"}, 12, True, 4, 60, 0.97, 0.99, frozenset({"ConvTranspose"})),
+    "ocr_rec": Expected({"x": "float32"}, 12, True, 3, 40, 0.95, 0.98),
+    "ocr_cls": Expected({"x": "float32"}, 11, True, 2, 50, 0.99, 0.99),
     "minilm": Expected({"input_ids": "int64", "attention_mask": "int64", "token_type_ids": "int64"},
-                       17, False, 2, 36, 0.97, 0.99, 0.97),
+                       17, False, 2, 36, 0.97, 0.99, frozenset({"Gather"})),
 }
 
 
@@ -128,7 +130,9 @@ def test_w8a8_and_weight_only_stay_close_to_fp32(lab):
     assert w8a8.cosine >= expected.w8a8_cosine
     assert weight_only.cosine >= expected.weight_only_cosine
     assert weight_only.sqnr_db > w8a8.sqnr_db              # quantizing activations too only adds error
-    assert w8a8.simulated_only == () and weight_only.simulated_only == ()
+    op_types = {layer.name: layer.op_type for layer in lab.prepared.info.layers}
+    for result in (w8a8, weight_only):
+        assert {op_types[layer] for layer in result.simulated_only} == expected.simulated_only_ops
     assert w8a8.size_bytes < lab.evaluator.fp32_size_bytes / 3
     if lab.evaluation.labels is not None:                  # the direction classifier: real labels
         assert lab.evaluator.fp32_accuracy >= 0.9
@@ -167,8 +171,32 @@ def test_exported_w8a8_agrees_with_the_simulation(lab):
         assert real_error >= min(simulated_error - 3.0, AGREEMENT_FLOOR_DB), (real_error, simulated_error)
 
 
-def test_dynamic_int8_export_runs_and_stays_close(lab):
+def test_dynamic_int8_export_matches_the_simulated_per_tensor_weights(lab):
+    """onnxruntime's dynamic INT8 (per-tensor int8 weights) is as good as the lab predicts for per-tensor
+    int8 weights: on the recogniser both collapse (cosine ~0.4: per-tensor grids crush its depthwise
+    convolutions), which per-channel weights avoid."""
+    per_tensor = QuantConfig(LayerQuant(TensorQuant(parse_format("int8"))), name="W8 per-tensor weight-only")
     with timed(lab.name, "export"):
         exported = _run(export_dynamic_int8(lab.prepared).model, lab.evaluation.inputs)
-    for fp32, real in zip(lab.evaluator.fp32_outputs, exported):
-        assert cosine_similarity(fp32, real) >= EXPECTED[lab.name].dynamic_cosine
+    with timed(lab.name, "evaluate"):
+        predicted = lab.evaluator.evaluate(per_tensor).cosine
+        per_channel = lab.evaluator.evaluate(PRESETS["W8 weight-only"]).cosine
+    real = cosine_similarity(lab.evaluator.fp32_outputs[0], exported[0])
+    print(f"{lab.name}: dynamic INT8 export cosine {real:.4f}; simulated per-tensor W8 {predicted:.4f}, "
+          f"per-channel W8 {per_channel:.4f}")
+    assert abs(real - predicted) <= 0.05 or min(real, predicted) >= 0.95
+    assert per_channel >= predicted - 1e-3
+
+
+@pytest.mark.xfail(strict=True, reason="bug: the export plan says 'non-constant weight' for a constant weight "
+                                       "whose op type (ConvTranspose, Gather) it does not export")
+def test_simulated_only_reason_names_the_real_cause(lab):
+    model = model_proto(lab.prepared)
+    initializers = {init.name for init in model.graph.initializer}
+    nodes = {node.name: node for node in model.graph.node}
+    entries = [entry for entry in plan_export(lab.prepared, PRESETS["W8A8"]) if entry.kind == ExportKind.SIMULATED_ONLY]
+    if not entries:
+        pytest.skip("nothing simulated only in this model")
+    for entry in entries:
+        weight_is_constant = any(name in initializers for name in nodes[entry.layer].input)
+        assert not (weight_is_constant and "non-constant weight" in entry.reason), entry
