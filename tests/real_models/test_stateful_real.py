@@ -19,20 +19,22 @@ import pytest
 from quant_core.calibrate import calibrate
 from quant_core.config import PRESETS
 from quant_core.data import load_npz, split_dataset
-from quant_core.errors import DataError
+from quant_core.errors import DataError, ModelError
 from quant_core.evaluate import Evaluator
 from quant_core.export import export_model
 from quant_core.latency import create_session
 from quant_core.metrics import cosine_similarity
 from quant_core.model_io import load_model, prepare_model
 from quant_core.sensitivity import run_sweep
+from quant_core.simulate import SimulationSession
 from tests.real_models import fetch
 from tests.real_models.conftest import cached, timed
 
 NAME = "silero_vad"
 NEEDS_PER_SAMPLE_LAYOUT = pytest.mark.xfail(
-    raises=DataError, strict=False,
-    reason="the lab does not yet read per-sample stateful inputs (state (N, 2, 1, 128), sr (N,)): wt-data")
+    raises=(DataError, ModelError), strict=False,
+    reason="the lab does not yet read per-sample stateful inputs (DataError; wt-data), and its simulation "
+           "graph drops the initializers the LSTM's If branches read (ModelError; see the strict xfail below)")
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +87,16 @@ def test_the_speech_data_is_real():
     assert probability[speech].mean() > 0.6
     assert probability[silence].mean() < 0.1
     assert arrays["state"].shape[1:] == (2, 1, 128) and np.abs(arrays["state"]).max() > 0.1  # states carried
+
+
+@pytest.mark.xfail(raises=ModelError, strict=True,
+                   reason="bug: build_simulation_model keeps only the initializers top-level nodes read "
+                          "(simulation_graph.py, `used = {... for node in graph.node ...}`), so the LSTM weights "
+                          "read inside the If branches are dropped: INVALID_GRAPH ... input "
+                          "'model.decoder.rnn.weight_ih' of node ...")
+def test_the_simulation_session_builds(prepared):
+    session = SimulationSession(prepared)
+    assert len(session.layers) == 6
 
 
 @NEEDS_PER_SAMPLE_LAYOUT
