@@ -362,6 +362,42 @@ def data_ocr_cls() -> dict[str, np.ndarray]:
     return {"x": np.stack(images), "labels": np.asarray(labels, dtype=np.int64)}
 
 
+DETECTOR_IMAGES = ("astronaut", "camera", "chelsea", "coffee", "rocket")   # public domain / CC0 (manifest)
+
+
+def _wheel_image(name: str) -> np.ndarray:
+    """A sample photograph from scikit-image's wheel (read from the zip; scikit-image is not installed), RGB uint8."""
+    import io
+    from PIL import Image
+    with zipfile.ZipFile(wheel("scikit-image")) as archive:
+        data = archive.read(next(n for n in archive.namelist() if n.rsplit("/", 1)[-1].split(".")[0] == name
+                                 and n.startswith("skimage/data/") and n.endswith((".png", ".jpg"))))
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def letterbox(image: np.ndarray, size: int = 320) -> np.ndarray:
+    """NudeNet's _read_image: pad bottom/right to a square with zeros, resize to `size`, x/255, CHW (RGB)."""
+    from PIL import Image
+    side = max(image.shape[:2])
+    square = np.zeros((side, side, 3), np.uint8)
+    square[:image.shape[0], :image.shape[1]] = image
+    resized = np.asarray(Image.fromarray(square).resize((size, size), Image.BILINEAR), dtype=np.float32)
+    return (resized / 255.0).transpose(2, 0, 1).astype(np.float32)
+
+
+def data_yolo_det() -> dict[str, np.ndarray]:
+    """Each photograph whole, mirrored, and three crops of 60 % of its size: 25 samples of 320 x 320."""
+    samples = []
+    for name in DETECTOR_IMAGES:
+        image = _wheel_image(name)
+        h, w = image.shape[:2]
+        ch, cw = int(h * 0.6), int(w * 0.6)
+        views = [image, image[:, ::-1], image[:ch, :cw], image[(h - ch) // 2:(h + ch) // 2, (w - cw) // 2:(w + cw) // 2],
+                 image[h - ch:, w - cw:]]
+        samples += [letterbox(np.ascontiguousarray(view)) for view in views]
+    return {"images": np.stack(samples)}
+
+
 def data_minilm(length: int = 32) -> dict[str, np.ndarray]:
     from tokenizers import Tokenizer
     spec = MANIFEST["models"]["minilm"]
@@ -449,7 +485,7 @@ def prepare_data(name: str) -> Path:
         arrays = data_silero_vad(fetch_model(name))
     else:
         arrays = {"ocr_det": data_ocr_det, "ocr_rec": data_ocr_rec, "ocr_cls": data_ocr_cls,
-                  "minilm": data_minilm}[name]()
+                  "minilm": data_minilm, "yolo_det": data_yolo_det}[name]()
     extras = {key: arrays.pop(key) for key in EXTRA_ARRAYS if key in arrays}
     if extras:   # not model inputs: the lab's .npz holds only inputs and labels
         _save_npz(extras_path(name), extras)
