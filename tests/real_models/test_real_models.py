@@ -8,6 +8,7 @@ The stateful VAD is in test_stateful_real.py.
 """
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -148,7 +149,7 @@ def test_the_fp32_model_understands_the_prepared_data(lab):
         pairs = [(2 * i, 2 * i + 1) for i in range(10)]
         assert sum(int(similarity[a].argmax() == b) for a, b in pairs) >= 9
     elif lab.name == "yolo_det":  # finds the astronaut's face (first sample of the file: the whole photograph)
-        names = eval(session.get_modelmeta().custom_metadata_map["names"], {})  # Ultralytics writes a dict repr
+        names = ast.literal_eval(session.get_modelmeta().custom_metadata_map["names"])  # a dict repr
         face = [k for k, v in names.items() if v == "FACE_FEMALE"][0]
         astronaut = session.run(None, {"images": np.load(fetch.data_path("yolo_det"))["images"][:1]})[0]
         assert astronaut[0, 4 + face].max() > 0.5
