@@ -34,7 +34,7 @@ NAME = "silero_vad"
 NEEDS_PER_SAMPLE_LAYOUT = pytest.mark.xfail(
     raises=(DataError, ModelError), strict=False,
     reason="the lab does not yet read per-sample stateful inputs (DataError; wt-data), and its simulation "
-           "graph drops the initializers the LSTM's If branches read (ModelError; see the strict xfail below)")
+           "graph and export drop the initializers the LSTM's If branches read (ModelError; the strict xfails below)")
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +99,24 @@ def test_the_simulation_session_builds(prepared):
     assert len(session.layers) == 6
 
 
+@pytest.mark.xfail(raises=ModelError, strict=True,
+                   reason="bug: export.py _drop_unused_initializers keeps only the initializers top-level nodes "
+                          "read, so the exported model loses the LSTM weights of the If branches: onnxruntime "
+                          "cannot load the model: INVALID_GRAPH ... 'model.decoder.rnn.weight_ih'")
+def test_a_weight_only_export_keeps_the_weights_read_inside_if_branches(prepared):
+    """Weight-only needs no calibration, so this runs without the per-sample data layout."""
+    model, data = cached(NAME)
+    arrays = np.load(data)
+    with timed(NAME, "export"):
+        session = create_session(export_model(prepared, PRESETS["W8 weight-only"], None).model)
+    reference = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    feeds = [{"input": arrays["input"][i], "state": arrays["state"][i], "sr": np.array(arrays["sr"][i])}
+             for i in range(0, len(arrays["sr"]), 10)]
+    exported = np.array([session.run(None, feed)[0][0, 0] for feed in feeds])
+    fp32 = np.array([reference.run(None, feed)[0][0, 0] for feed in feeds])
+    assert np.mean((exported > 0.5) == (fp32 > 0.5)) >= 0.9
+
+
 @NEEDS_PER_SAMPLE_LAYOUT
 def test_the_lab_reads_per_sample_state(files, prepared):
     dataset = load_npz(files[1], prepared.info)
@@ -133,7 +151,7 @@ def test_exported_w8a8_agrees_with_the_simulation(prepared, lab):
     with timed(NAME, "export"):
         result = export_model(prepared, PRESETS["W8A8"], calibration, calibration_data=calibration_data)
         session = create_session(result.model)
-        exported = np.array([session.run(None, {name: array[i] for name, array in evaluation.inputs.items()})[0]
+        exported = np.array([session.run(None, {name: np.asarray(array[i]) for name, array in evaluation.inputs.items()})[0]
                              for i in range(evaluation.num_samples)]).reshape(-1)
     simulated = evaluator.outputs(PRESETS["W8A8"])[0].reshape(-1)
     assert cosine_similarity(simulated, exported) >= 0.98
