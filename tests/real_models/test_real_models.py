@@ -236,3 +236,24 @@ def test_simulated_only_reason_names_the_real_cause(lab):
     for entry in entries:
         weight_is_constant = any(name in initializers for name in nodes[entry.layer].input)
         assert not (weight_is_constant and "non-constant weight" in entry.reason), entry
+
+
+def test_the_command_line_evaluates_and_sweeps_a_real_model():
+    """The CLI front on the smallest real model with labels (the direction classifier)."""
+    model, data = cached("ocr_cls")
+    common = ["--data", str(data), "--calibration-samples", str(CALIBRATION_SAMPLES), "--json"]
+    with timed("ocr_cls", "cli"):
+        evaluated = subprocess.run([sys.executable, "-m", "quant_core", "evaluate", str(model), *common],
+                                   capture_output=True, text=True, timeout=600)
+        swept = subprocess.run([sys.executable, "-m", "quant_core", "sensitivity", str(model), *common,
+                                "--formats", "int8,int4", "--time-budget", "3"], capture_output=True, text=True,
+                               timeout=600)
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads(evaluated.stdout)
+    assert report["config"]["name"] == "W8A8" and report["sample_count"] == 24
+    assert report["fp32_accuracy"] >= 0.9 and report["accuracy"] >= report["fp32_accuracy"] - 0.1
+    assert len(report["layers"]) >= EXPECTED["ocr_cls"].min_layers
+    assert swept.returncode == 0, swept.stderr
+    rows = json.loads(swept.stdout)
+    assert rows and {row["format"] for row in rows} <= {"int8", "int4"} and all("accuracy" in row for row in rows)
+    assert swept.stderr.startswith("stopped after") or len(rows) == 2 * len(report["layers"])
