@@ -16,14 +16,7 @@ import pytest
 
 from tests.real_models import fetch
 
-HERE = Path(__file__).parent
 _TIMINGS: dict[str, dict[str, float]] = defaultdict(dict)
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if Path(str(item.fspath)).parent == HERE:
-            item.add_marker(pytest.mark.real_models)
 
 
 def cached(name: str) -> tuple[Path, Path]:

@@ -9,6 +9,8 @@ import pytest
 
 from tests.real_models import fetch
 
+pytestmark = pytest.mark.real_models
+
 
 def test_a_differing_checksum_stops_with_one_line(tmp_path):
     path = tmp_path / "model.onnx"

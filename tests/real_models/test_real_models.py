@@ -32,6 +32,8 @@ from quant_core.sensitivity import run_sweep
 from tests.real_models import fetch
 from tests.real_models.conftest import cached, timed
 
+pytestmark = pytest.mark.real_models
+
 MODELS = ["ocr_det", "ocr_rec", "ocr_cls", "minilm", "yolo_det"]
 CALIBRATION_SAMPLES = 8      # of 24-32 samples per model: the rest is the evaluation split
 AGREEMENT_FLOOR_DB = 30.0

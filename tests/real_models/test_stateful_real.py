@@ -30,6 +30,8 @@ from quant_core.simulate import SimulationSession
 from tests.real_models import fetch
 from tests.real_models.conftest import cached, timed
 
+pytestmark = pytest.mark.real_models
+
 NAME = "silero_vad"
 NEEDS_PER_SAMPLE_LAYOUT = pytest.mark.xfail(
     raises=(DataError, ModelError), strict=False,
