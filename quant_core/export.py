@@ -24,6 +24,7 @@ from onnx import helper, numpy_helper
 from .config import QuantConfig
 from .errors import ModelError
 from .layout import classic_layout
+from .onnx_graph import names_read
 from .overrides import (ExportKind, LayerExport, build_override_plan, model_proto, ort_overrides, resolved_weights,
                         overrides_to_json, weight_grid)
 
@@ -199,15 +200,14 @@ def _shape_reads_float(model: onnx.ModelProto) -> None:
         q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
         if q is not None and q.op_type == "QuantizeLinear":
             node.input[0] = q.input[0]
-    used = {name for n in model.graph.node for name in n.input} | {v.name for v in model.graph.output}
+    used = names_read(model.graph)
     kept = [n for n in model.graph.node if n.op_type != "DequantizeLinear" or n.output[0] in used]
     del model.graph.node[:]
     model.graph.node.extend(kept)
 
 
 def _drop_unused_initializers(model: onnx.ModelProto) -> None:
-    used = {name for node in model.graph.node for name in node.input}
-    used.update(value.name for value in model.graph.output)
+    used = names_read(model.graph)  # If / Loop bodies read initializers of the main graph too
     keep = [init for init in model.graph.initializer if init.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(keep)

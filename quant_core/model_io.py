@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper, shape_inference, version_converter
 
 from . import onnx_file
+from .onnx_graph import subgraph_nodes
 from .errors import ModelError
 from .onnx_checks import (check_structure, model_skeleton, one_line, refuse_external_data, refuse_external_tensor,
                           refuse_lying_headers, refuse_non_finite, refuse_non_finite_weights)
@@ -233,7 +234,7 @@ def inspect_model(model: onnx.ModelProto) -> ModelInfo:
     views = _node_views(graph)
     constants = {view.outputs[0]: node for view, node in zip(views, graph.node)
                  if view.op_type == "Constant" and view.outputs and _constant_tensor(node) is not None}
-    nested = [inner for view, node in zip(views, graph.node) if view.has_subgraph for inner in _subgraph_nodes(node)]
+    nested = [inner for view, node in zip(views, graph.node) if view.has_subgraph for inner in subgraph_nodes(node)]
     quantized = sorted({op for op in (*(view.op_type for view in views), *(node.op_type for node in nested))
                         if _is_quantized_op(op)})
     dynamic = _input_dependent_tensors(graph, views, initializers)
@@ -472,19 +473,6 @@ def _infer_shapes(model: onnx.ModelProto) -> str:
     del model.graph.value_info[:]
     model.graph.value_info.extend(value for value in inferred.graph.value_info if value.name not in known)
     return ""
-
-
-def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
-    for node in graph.node:
-        yield node
-        yield from _subgraph_nodes(node)
-
-
-def _subgraph_nodes(node: onnx.NodeProto) -> Iterator[onnx.NodeProto]:
-    for attribute in node.attribute:
-        subgraphs = ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs)
-        for subgraph in subgraphs:
-            yield from _all_nodes(subgraph)
 
 
 def _constant_tensor(node: onnx.NodeProto) -> onnx.TensorProto | None:

@@ -109,7 +109,11 @@ def classify_layer(name: str, op_type: str, choice: LayerQuant, node: onnx.NodeP
     if choice.is_fp32:
         return LayerExport(name, op_type, ExportKind.FP32)
     weights, activations = choice.weights, choice.activations
-    if node is None or op_type not in INTEGER_OP_TYPES or len(node.input) < 2 or node.input[1] not in initializers:
+    if op_type not in INTEGER_OP_TYPES:
+        return LayerExport(name, op_type, ExportKind.SIMULATED_ONLY,
+                           f"{op_type} layers are not exported (only {', '.join(INTEGER_OP_TYPES)} have an "
+                           "onnxruntime QDQ export here)")
+    if node is None or len(node.input) < 2 or node.input[1] not in initializers:
         return LayerExport(name, op_type, ExportKind.SIMULATED_ONLY,
                            f"{op_type} with a non-constant weight has no onnxruntime QDQ export")
     if weights is None:

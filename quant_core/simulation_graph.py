@@ -22,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .errors import ModelError
 from .formats import FormatKind
+from .onnx_graph import names_read
 
 _PREFIX = "qlab_sim"
 # Minimum default-domain opset for each Cast round trip (bfloat16: 13, float8: 19).
@@ -239,7 +240,7 @@ def build_simulation_model(model: onnx.ModelProto, specs: tuple[LayerSpec, ...],
         ordered.append(node)
     del graph.node[:]
     graph.node.extend(ordered)
-    used = {name for node in graph.node for name in node.input}
+    used = names_read(graph)  # If / Loop bodies read initializers of this graph too
     kept = [init for init in graph.initializer if init.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)

@@ -226,8 +226,6 @@ def test_dynamic_int8_export_matches_the_simulated_per_tensor_weights(lab):
     assert per_channel >= predicted - 1e-3
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the export plan says 'non-constant weight' for a constant weight "
-                                       "whose op type (ConvTranspose, Gather) it does not export")
 def test_simulated_only_reason_names_the_real_cause(lab):
     model = model_proto(lab.prepared)
     initializers = {init.name for init in model.graph.initializer}

@@ -33,12 +33,6 @@ from tests.real_models.conftest import cached, timed
 pytestmark = pytest.mark.real_models
 
 NAME = "silero_vad"
-NEEDS_PER_SAMPLE_LAYOUT = pytest.mark.xfail(
-    raises=(DataError, ModelError), strict=False,
-    reason="the lab does not yet read per-sample stateful inputs (DataError; wt-data), and its simulation "
-           "graph and export drop the initializers the LSTM's If branches read (ModelError; the strict xfails below)")
-
-
 @pytest.fixture(scope="module")
 def files():
     return cached(NAME)
@@ -91,20 +85,11 @@ def test_the_speech_data_is_real():
     assert arrays["state"].shape[1:] == (2, 1, 128) and np.abs(arrays["state"]).max() > 0.1  # states carried
 
 
-@pytest.mark.xfail(raises=ModelError, strict=True,
-                   reason="bug: build_simulation_model keeps only the initializers top-level nodes read "
-                          "(simulation_graph.py, `used = {... for node in graph.node ...}`), so the LSTM weights "
-                          "read inside the If branches are dropped: INVALID_GRAPH ... input "
-                          "'model.decoder.rnn.weight_ih' of node ...")
 def test_the_simulation_session_builds(prepared):
     session = SimulationSession(prepared)
     assert len(session.layers) == 6
 
 
-@pytest.mark.xfail(raises=ModelError, strict=True,
-                   reason="bug: export.py _drop_unused_initializers keeps only the initializers top-level nodes "
-                          "read, so the exported model loses the LSTM weights of the If branches: onnxruntime "
-                          "cannot load the model: INVALID_GRAPH ... 'model.decoder.rnn.weight_ih'")
 def test_a_weight_only_export_keeps_the_weights_read_inside_if_branches(prepared):
     """Weight-only needs no calibration, so this runs without the per-sample data layout."""
     model, data = cached(NAME)
@@ -119,13 +104,11 @@ def test_a_weight_only_export_keeps_the_weights_read_inside_if_branches(prepared
     assert np.mean((exported > 0.5) == (fp32 > 0.5)) >= 0.9
 
 
-@NEEDS_PER_SAMPLE_LAYOUT
 def test_the_lab_reads_per_sample_state(files, prepared):
     dataset = load_npz(files[1], prepared.info)
     assert dataset.num_samples == len(np.load(files[1])["sr"])
 
 
-@NEEDS_PER_SAMPLE_LAYOUT
 def test_w8a8_keeps_the_speech_decisions(lab):
     _, evaluation, _, evaluator = lab
     with timed(NAME, "evaluate"):
@@ -137,7 +120,6 @@ def test_w8a8_keeps_the_speech_decisions(lab):
     assert decisions_kept >= 0.9
 
 
-@NEEDS_PER_SAMPLE_LAYOUT
 def test_sensitivity_sweep_ranks_int4_below_int8(lab):
     evaluator = lab[3]
     with timed(NAME, "sensitivity"):
@@ -147,7 +129,6 @@ def test_sensitivity_sweep_ranks_int4_below_int8(lab):
     assert all(by_cell[(layer, "int8")] > by_cell[(layer, "int4")] for layer, _ in by_cell)
 
 
-@NEEDS_PER_SAMPLE_LAYOUT
 def test_exported_w8a8_agrees_with_the_simulation(prepared, lab):
     calibration_data, evaluation, calibration, evaluator = lab
     with timed(NAME, "export"):
