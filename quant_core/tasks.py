@@ -181,8 +181,9 @@ def infer_task(info) -> Task:
     """Guess the task from the first output's shape and name (docs/tasks.md lists the rules).
 
     [N, C] → classification ([N, D] named like an embedding → embedding; [N, 1] → regression);
-    [N, T, C] → CTC when named like text / characters, detection when named like boxes or scores,
-    hidden states → regression, else sequence; rank 4+ → detection with channels on axis 1;
+    [N, T, C] → CTC when named like text / characters, detection when named like boxes or scores or
+    when a fixed axis 1 precedes a free axis 2 (a channels-first head), hidden states → regression,
+    else sequence; rank 4+ → detection with channels on axis 1;
     anything else → regression.
     """
     if not info.outputs:
@@ -206,6 +207,10 @@ def infer_task(info) -> Task:
             first, second = shape[1], shape[2]
             axis = 1 if isinstance(first, int) and isinstance(second, int) and first < second else 2
             return Task(TaskKind.DETECTION, axis=axis)
+        if isinstance(shape[1], int) and shape[1] > 0 and not isinstance(shape[2], int):
+            # A fixed channel axis before a free one: a channels-first head ([N, 4 + classes, anchors], YOLO),
+            # not a sequence, whose free time axis comes before its fixed classes.
+            return Task(TaskKind.DETECTION, axis=1)
         return Task(TaskKind.SEQUENCE)
     if rank >= 4:
         return Task(TaskKind.DETECTION)

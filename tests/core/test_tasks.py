@@ -163,6 +163,8 @@ def test_labels_beyond_the_class_count_are_not_scored():
     ("last_hidden_state", ("batch", 128, 768), Task(TaskKind.REGRESSION)),
     ("scores", (1, 4420, 2), Task(TaskKind.DETECTION, axis=2)),
     ("output0", (1, 84, 8400), Task(TaskKind.SEQUENCE)),
+    ("output0", ("batch", 22, "anchors"), Task(TaskKind.DETECTION, axis=1)),   # YOLOv8 exported with free anchors
+    ("softmax_11.tmp_0", ("batch", "time", 6625), Task(TaskKind.SEQUENCE)),
     ("boxes", (1, 84, 8400), Task(TaskKind.DETECTION, axis=1)),
     ("heatmap", ("batch", 2, 60, 80), Task(TaskKind.DETECTION)),
     ("y", ("batch",), Task(TaskKind.REGRESSION)),
