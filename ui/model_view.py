@@ -117,9 +117,11 @@ def streaming_table(ctx: LabContext) -> pd.DataFrame | None:
         fp32 = runner.evaluate(PRESETS["FP32"], task=ctx.task)
         result = runner.evaluate(ctx.config, task=ctx.task)
         metric = result.score.headline
-        rows.append({"run": label, "FP32 accuracy": fp32.accuracy, f"{ctx.config.name} accuracy": result.accuracy,
-                     f"{ctx.config.name} {metric}": result.score.headline_value,
-                     "SQNR (dB)": round(result.sqnr_db, 2)})
+        row = {"run": label}
+        if result.accuracy is not None:  # labels that can be scored; otherwise no accuracy column at all
+            row.update({"FP32 accuracy": fp32.accuracy, f"{ctx.config.name} accuracy": result.accuracy})
+        row.update({f"{ctx.config.name} {metric}": result.score.headline_value, "SQNR (dB)": round(result.sqnr_db, 2)})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
