@@ -22,6 +22,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .config import QuantConfig
+from .cpu_target import CpuTarget, saturates
 from .errors import ModelError
 from .layout import classic_layout
 from .onnx_graph import names_read
@@ -331,16 +332,57 @@ def export_model(prepared, config: QuantConfig, calibration, *, calibration_data
     return ExportResult(model.SerializeToString(), plan.overrides, "static_qdq", tuple(notes), simulated)
 
 
-def export_dynamic_int8(prepared) -> ExportResult:
-    """Export with onnxruntime's dynamic quantization: int8 weights, uint8 activations scaled per batch."""
+def export_dynamic_int8(prepared, *, target: CpuTarget = CpuTarget.AUTO) -> ExportResult:
+    """Export with onnxruntime's dynamic quantization: int8 weights, uint8 activations scaled per batch.
+
+    For a saturating target (x86 without VNNI; AUTO: this machine) the int8 weights are then stored
+    as uint8 with their zero point moved by 128, the same grid, so that onnxruntime runs u8 x u8
+    kernels instead of u8 x s8 pairs that overflow int16 (docs/cpu_targets.md).
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
     model = model_proto(prepared)
     with tempfile.TemporaryDirectory(prefix="quantlab-export-") as tmp, _quiet("dynamic INT8"):
         out = os.path.join(tmp, "dynamic.onnx")
         quantize_dynamic(model, out, weight_type=QuantType.QInt8, per_channel=False)
         data = _load_bytes(out)
-    return ExportResult(data, {}, "dynamic_int8",
-                        ("weights int8 per-tensor; activations quantized to uint8 at run time, per batch",))
+    notes = ["weights int8 per-tensor; activations quantized to uint8 at run time, per batch"]
+    if saturates(target):
+        exported = onnx.load_from_string(data)
+        count = _integer_weights_as_unsigned(exported)
+        data = exported.SerializeToString()
+        notes.append(f"{count} weight(s) stored as uint8 with zero point + 128 (the same grid) for the saturating "
+                     "x86 target: u8×u8 kernels, which do not saturate")
+    return ExportResult(data, {}, "dynamic_int8", tuple(notes))
+
+
+# Integer ops whose input 1 is the weight codes and input 3 its zero point (onnxruntime: u8 or s8 either).
+_INTEGER_WEIGHT_OPS = ("MatMulInteger", "ConvInteger")
+
+
+def _integer_weights_as_unsigned(model: onnx.ModelProto) -> int:
+    """Store the int8 weights (and zero points) of MatMulInteger / ConvInteger as uint8 + 128; return how many.
+
+    q + 128 with zero point z + 128 dequantizes to the same values; only weights no other node reads change.
+    """
+    initializers = {init.name: init for init in model.graph.initializer}
+    readers: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    changed = 0
+    for node in model.graph.node:
+        if node.op_type not in _INTEGER_WEIGHT_OPS or len(node.input) < 4:
+            continue
+        codes, zero_point = initializers.get(node.input[1]), initializers.get(node.input[3])
+        if codes is None or zero_point is None or codes.data_type != onnx.TensorProto.INT8:
+            continue
+        if readers[codes.name] != 1 or readers[zero_point.name] != 1:
+            continue
+        for init in (codes, zero_point):
+            shifted = (numpy_helper.to_array(init).astype(np.int16) + 128).astype(np.uint8)
+            init.CopyFrom(numpy_helper.from_array(shifted, init.name))
+        changed += 1
+    return changed
 
 
 def export_fp16(prepared) -> ExportResult:

@@ -288,6 +288,22 @@ def test_dynamic_int8_export_runs_integer_matmuls_close_to_fp32(mlp):
     assert np.abs(run(result.model) - fp32).max() < 0.05 * np.abs(fp32).max()
 
 
+def test_dynamic_int8_for_the_saturating_target_stores_uint8_weights_on_the_same_grid(mlp):
+    from quant_core.cpu_target import probe_int8_kernels
+    prepared, _ = mlp
+    signed = export_dynamic_int8(prepared, target=CpuTarget.NO_SATURATION)
+    unsigned = export_dynamic_int8(prepared, target=CpuTarget.SATURATING_X86)
+    inits = {i.name: i for i in onnx.load_from_string(unsigned.model).graph.initializer}
+    zero_points = [onnx.numpy_helper.to_array(i) for name, i in inits.items() if name.endswith("_zero_point")]
+    assert zero_points and all(z.dtype == np.uint8 and set(z.reshape(-1)) == {128} for z in zero_points)
+    assert any("stored as uint8" in note for note in unsigned.notes)
+    fp32 = run(prepared.model.SerializeToString())
+    if probe_int8_kernels().saturates:  # u8 x s8 pairs overflow here: the uint8 export is the closer one
+        assert np.abs(run(unsigned.model) - fp32).max() <= np.abs(run(signed.model) - fp32).max()
+    else:  # exact kernels: the same grid gives the same outputs
+        np.testing.assert_allclose(run(unsigned.model), run(signed.model), rtol=1e-6, atol=1e-6)
+
+
 def test_fp16_export_keeps_float32_io_and_is_close_to_fp32(cnn):
     prepared, _ = cnn
     result = export_fp16(prepared)
