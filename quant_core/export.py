@@ -26,7 +26,7 @@ from .cpu_target import CpuTarget, saturates
 from .errors import ModelError
 from .layout import classic_layout
 from .onnx_graph import names_read
-from .overrides import (ExportKind, LayerExport, build_override_plan, model_proto, ort_overrides, resolved_weights,
+from .overrides import (GRID_PRESERVING_OPS, ExportKind, LayerExport, build_override_plan, model_proto, ort_overrides, resolved_weights,
                         overrides_to_json, weight_grid)
 
 CALIBRATION_SAMPLES = 64  # onnxruntime wants a data reader; every range it would compute is overridden
@@ -187,24 +187,55 @@ def _weight_fp16_nodes(weight: np.ndarray, prefix: str):
     return [init], [node], node.output[0]
 
 
-def _shape_reads_float(model: onnx.ModelProto) -> None:
-    """Point Shape/Size nodes that read `DequantizeLinear(QuantizeLinear(x))` back at x.
+def _float_readers_read_float(model: onnx.ModelProto, quantized: set[str]) -> int:
+    """Point the readers of a quantized layer input `DequantizeLinear(QuantizeLinear(x))` that are not
+    quantized themselves back at x; return how many inputs were rewired.
 
-    onnxruntime's quantizer rewires every reader of a quantized tensor to the DequantizeLinear
-    output, so a Shape would keep a DequantizeLinear alive at run time only to read a shape.
+    onnxruntime's quantizer rewires every reader of a quantized tensor to the DequantizeLinear output,
+    so a residual Add or a LayerNorm reading the same tensor as a quantized MatMul would compute on
+    quantized values, which the simulation (where a layer's input quantization belongs to that layer)
+    does not, and a Shape would keep a DequantizeLinear alive only to read a shape. A reader stays on
+    the quantized tensor when it is a quantized node itself (a layer, or a Relu folded into a
+    QLinearConv) or a grid-preserving op (MaxPool, Flatten, Reshape...) whose result is quantized again
+    further on (onnxruntime then runs it on integers). A quantized tensor no quantized node reads (a
+    QLinearConv's own output, which the kernel needs quantized) keeps its readers, as export notes say;
+    only Shape / Size readers always read x (no value changes).
     """
     producer = {out: node for node in model.graph.node for out in node.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
-        if node.op_type not in ("Shape", "Size"):
-            continue
-        dq = producer.get(node.input[0])
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+
+    def requantized(node: onnx.NodeProto) -> bool:
+        if node.op_type == "QuantizeLinear":
+            return True
+        following = [reader for out in node.output for reader in readers.get(out, [])]
+        return node.op_type in GRID_PRESERVING_OPS and bool(following) and all(map(requantized, following))
+
+    def source(name: str) -> str | None:
+        """x when `name` is DequantizeLinear(QuantizeLinear(x)), else None."""
+        dq = producer.get(name)
         q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-        if q is not None and q.op_type == "QuantizeLinear":
-            node.input[0] = q.input[0]
+        return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else None
+
+    rewired = 0
+    for node in model.graph.node:
+        if node.name in quantized or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for index, name in enumerate(node.input):
+            x = source(name)
+            if x is None:
+                continue
+            layer_input = any(reader.name in quantized for reader in readers.get(name, []))
+            if node.op_type in ("Shape", "Size") or (layer_input and not requantized(node)):
+                node.input[index] = x
+                rewired += 1
     used = names_read(model.graph)
     kept = [n for n in model.graph.node if n.op_type != "DequantizeLinear" or n.output[0] in used]
     del model.graph.node[:]
     model.graph.node.extend(kept)
+    return rewired
 
 
 def _drop_unused_initializers(model: onnx.ModelProto) -> None:
@@ -316,7 +347,7 @@ def export_model(prepared, config: QuantConfig, calibration, *, calibration_data
         for layer in _matmul_add_to_gemm(model, [entry.layer for entry in integer]):
             notes.append(f"{layer}: MatMul + Add(bias) exported as one Gemm (same name) so onnxruntime runs QGemm")
         model = _quantize_static(model, calibration_data, plan.overrides, plan.nodes_to_quantize)
-        _shape_reads_float(model)
+        _float_readers_read_float(model, set(plan.nodes_to_quantize))
     for entry in plan.layers:
         if entry.kind == ExportKind.WEIGHT_INT8:
             _replace_weight(model, entry.layer, _weight_int8_nodes(weight_only[entry.layer]))

@@ -34,7 +34,7 @@ _NUMPY_TYPES = {"QInt8": np.int8, "QUInt8": np.uint8}
 INTEGER_OP_TYPES = ("Conv", "Gemm", "MatMul")
 # Ops between a Conv output and the next layer's input through which one quantization grid passes
 # unchanged: elementwise monotone or pure data movement, so Q(op(x)) == op(Q(x)) for the same grid.
-_GRID_PRESERVING_OPS = {"Relu", "MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
+GRID_PRESERVING_OPS = {"Relu", "MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
 
 
 class ExportKind(StrEnum):
@@ -275,7 +275,7 @@ def grid_preserving_chain(model: onnx.ModelProto, tensor: str, targets: set[str]
     while chain[-1] not in targets:
         current = chain[-1]
         nodes = readers.get(current, [])
-        if current in outputs or len(nodes) != 1 or nodes[0].op_type not in _GRID_PRESERVING_OPS:
+        if current in outputs or len(nodes) != 1 or nodes[0].op_type not in GRID_PRESERVING_OPS:
             return None
         if nodes[0].input[0] != current:
             return None

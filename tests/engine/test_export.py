@@ -18,7 +18,7 @@ from quant_core.cpu_target import CpuTarget
 from quant_core.export import (export_dynamic_int8, export_fp16, export_matmul_nbits, export_model, overrides_path,
                                save_export)
 from quant_core.formats import Granularity, parse_format
-from quant_core.latency import static_int8_config
+from quant_core.latency import create_session, static_int8_config
 from quant_core.model_io import prepare_model
 from quant_core.overrides import ort_overrides, overrides_from_json, overrides_to_json, tensor_quant_overrides
 from quant_core.qparams import qparams_from_range
@@ -98,6 +98,7 @@ def node(model_bytes: bytes, name: str) -> onnx.NodeProto:
     return next(n for n in onnx.load_from_string(model_bytes).graph.node if n.name == name)
 
 
+PRESETS_W8A8 = static_int8_config(None, per_channel=True)
 W8A8_PER_TENSOR = QuantConfig(LayerQuant(TensorQuant(parse_format("int8")),
                                          TensorQuant(parse_format("uint8"), symmetric=False)), name="w8a8")
 
@@ -204,6 +205,32 @@ def test_per_channel_on_an_input_axis_is_simulated_only_with_the_reason(mlp):
     result = export_model(prepared, QuantConfig(axis0), calibration)
     assert result.simulated_only == ("fc1", "fc2")
     assert any("output-channel axis 1" in note for note in result.notes)
+
+
+def residual_block(seed=0) -> onnx.ModelProto:
+    """x (batch, 16) -> MatMul(w) -> h; y = h + x: the residual Add reads the MatMul's input too (as in BERT)."""
+    w = np.random.default_rng(seed).normal(0, 0.3, (16, 16)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"], name="dense"), helper.make_node("Add", ["h", "x"], ["y"], name="residual")],
+        "residual", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 16])], [_init("w", w)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_a_residual_reader_of_a_quantized_layer_input_reads_the_float_tensor_as_in_the_simulation():
+    from quant_core.evaluate import Evaluator
+    x = {"x": np.random.default_rng(2).normal(size=(64, 16)).astype(np.float32)}
+    prepared = prepare(residual_block())
+    calibration = calibrate(prepared, x)
+    config = PRESETS_W8A8
+    result = export_model(prepared, config, calibration)
+    add = node(result.model, "residual")
+    assert "x" in add.input  # not the DequantizeLinear output onnxruntime's quantizer wires to every reader
+    exported = create_session(result.model).run(None, x)[0]
+    simulated = Evaluator(prepared, calibration, x).outputs(config)[0]
+    fp32 = create_session(prepared.model.SerializeToString()).run(None, x)[0]
+    # Only integer accumulation and the float output scale differ from the simulation, not a quantized residual.
+    assert np.abs(exported - simulated).max() < 0.05 * np.abs(simulated - fp32).max()
 
 
 def test_weight_only_int8_layers_store_int8_weights_behind_dequantize_linear(cnn):
