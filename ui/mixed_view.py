@@ -191,10 +191,11 @@ def _table_edited(info, model_key: str) -> None:
 # --- results ------------------------------------------------------------------------------------
 
 def evaluate_with_baseline(ctx, config: QuantConfig):
-    """(result of `config`, result of FP32) on the evaluation split; the first call calibrates."""
-    # A spinner, not a progress bar: calibration runs inside a cached function, and an element
-    # created outside it cannot be updated from inside (Streamlit replays cached effects).
-    with st.spinner("Calibrating and evaluating…"):
+    """(result of `config`, result of FP32) on the evaluation split; the first call calibrates, with a progress bar."""
+    from ui.activations_view import calibrate_with_progress
+
+    calibrate_with_progress(ctx)  # outside the cached evaluation, so its bar can move (and a rerun stops it)
+    with st.spinner("Evaluating…"):
         baseline = cache.evaluate_cached(ctx, PRESETS["FP32"])
         result = cache.evaluate_cached(ctx, config)
     return result, baseline
