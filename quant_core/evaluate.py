@@ -14,12 +14,13 @@ from onnx import helper
 from .axes import WeightLayout, layer_axes, resolve, shape_axes
 from .calibrate import Calibration
 from .config import LayerQuant, QuantConfig, TensorQuant
-from .data import record_state
+from .data import fixed_batch_size, record_state
 from .errors import ConfigError, ModelError
 from .formats import FormatKind, Granularity, RangeMethod
-from .layout import feeder
+from .layer_errors import LayerErrorRuns
+from .layout import Feeder, feeder
 from .quantize import fake_quantize_tensor, tensor_range
-from .metrics import FixedReference, ratio_db, top1_agreement
+from .metrics import FixedReference, top1_agreement
 from .overrides import ExportKind, ExportPlanner, plan_export
 from .ranges import weight_ranges
 from .size import tensor_bytes
@@ -39,6 +40,10 @@ MAX_WEIGHTS = 64             # fake-quantized weights, per (weight, resolved Ten
 MAX_ISOLATED = 512           # isolated SQNR of one layer, per (layer, resolved choice)
 MAX_SMALL = 4096             # resolved layouts, activation parameters, weight sizes (a few bytes each)
 MAX_TASKS = 8                # task scorers (FP32 argmax / decode / neighbours of the scored output), per task
+# Per-layer errors run the split in batches whose activations (every layer's FP32 output and inputs, the
+# config's layer outputs) take about this many bytes at most (at least one sample per batch); nothing is
+# kept per sample, so their memory does not grow with the split.
+LAYER_ERRORS_BATCH_BYTES = 64 * 2**20
 # Formats with one scale per output channel whatever the granularity (extreme.py).
 _PER_OUTPUT_CHANNEL = (FormatKind.BINARY, FormatKind.TERNARY)
 
@@ -88,11 +93,6 @@ class LayerError:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _power(x: np.ndarray) -> float:
-    x = x.astype(np.float64, copy=False).reshape(-1)
-    return float(np.dot(x, x))
 
 
 def simulated_only(prepared, config: QuantConfig, planner: ExportPlanner | None = None) -> tuple[str, ...]:
@@ -177,8 +177,8 @@ class Evaluator:
         self._layouts = LRUCache(MAX_SMALL)          # (layer, TensorQuant) -> WeightLayout
         self._weights = LRUCache(MAX_WEIGHTS)        # (weight, resolved TensorQuant, shape) -> float32 array
         self._ranges = LRUCache(MAX_WEIGHTS)         # (weight, granularity, axis, block, shape) -> min-max (lo, hi)
-        self._fp32_layer_outputs: dict[str, np.ndarray] | None = None
-        self._fp32_layer_power: dict[str, float] = {}
+        self._layer_runs = LayerErrorRuns(prepared.model, self.session, self._specs, threads)
+        self._errors_feeder: Feeder | None = None
         self._weight_bytes = LRUCache(MAX_SMALL)     # (weight, resolved TensorQuant, shape) -> bytes
         self._activation_params = LRUCache(MAX_SMALL)  # (tensor, TensorQuant) -> ActivationQuant
         self._other_bytes = self._initializer_bytes()
@@ -342,34 +342,19 @@ class Evaluator:
         `SuffixRuns.prepare`)."""
         return self.suffix_runs.prepare(layer, configs, activations)
 
-    def _fp32_layers(self) -> dict[str, np.ndarray]:
-        if self._fp32_layer_outputs is None:
-            parts = [self.session.run(batch, with_layer_outputs=True).layer_outputs
-                     for batch in self.feeder.batches()]
-            self._fp32_layer_outputs = {layer: np.concatenate([p[layer] for p in parts]) for layer in parts[0]}
-            # The signal of every per-layer SQNR: the same for every config, so summed once.
-            self._fp32_layer_power = {layer: _power(value) for layer, value in self._fp32_layer_outputs.items()}
-        return self._fp32_layer_outputs
-
-    def _layer_sqnr_db(self, feeds: tuple[LayerFeed, ...]) -> dict[str, float]:
-        """SQNR at every layer's output with `feeds` applied, summed over the split in batches (cached)."""
-        found = self._layer_sqnr.get(feeds)
-        if found is None:
-            reference = self._fp32_layers()
-            weights, activations = self._feed_arrays(feeds)
-            noise = dict.fromkeys(reference, 0.0)
-            start = dict.fromkeys(reference, 0)  # per layer: its outputs need not be batch-first (RNN states)
-            for batch in self.feeder.batches():
-                outputs = self.session.run(batch, weights=weights, activations=activations,
-                                           with_layer_outputs=True).layer_outputs
-                for layer, value in outputs.items():
-                    ref = reference[layer][start[layer]:start[layer] + len(value)]
-                    noise[layer] += _power(ref.astype(np.float64) - value)
-                    start[layer] += len(value)
-            signal = self._fp32_layer_power
-            found = self._layer_sqnr.put(feeds, {layer: ratio_db(signal[layer], noise[layer])
-                                                 for layer in reference})
-        return found
+    def _layer_error_feeder(self) -> Feeder:
+        """The feeder of per-layer error runs: the Evaluator's, with batches of at most about
+        LAYER_ERRORS_BATCH_BYTES of activations (measured on one sample; a model fixing its batch keeps it)."""
+        if self._errors_feeder is None:
+            rows = self.feeder.batch_size
+            if rows > 1 and self.feeder.layout.batch_first and not fixed_batch_size(self.prepared.info):
+                outputs, captured = self.session.capture_layers(self.feeder.layout.feed(self.feeder.inputs, 0, 1))
+                # FP32 and config layer outputs, the captured inputs, a float64 difference of the largest.
+                per_sample = (2 * sum(v.nbytes for v in outputs.values()) + sum(v.nbytes for v in captured.values())
+                              + 2 * max((v.nbytes for v in outputs.values()), default=0))
+                rows = max(1, min(rows, LAYER_ERRORS_BATCH_BYTES // max(per_sample, 1)))
+            self._errors_feeder = replace(self.feeder, batch_size=rows)
+        return self._errors_feeder
 
     # -- scoring ----------------------------------------------------------------------------------
 
@@ -463,34 +448,39 @@ class Evaluator:
 
         Notes
         -----
-        A layer's isolated error is cached per (layer, resolved choice): a config that changes one
-        layer's choice costs one run for that layer alone plus one for the whole config.
+        One pass over the split in batches (`layer_errors.LayerErrorRuns.measure`): per batch one FP32 run
+        capturing every layer's output and inputs, one run of the config, and each quantized layer's node
+        alone fed its captured FP32 inputs (isolated; a layer whose node cannot run alone, e.g. one whose
+        output is not its node's own, gets a whole run with only its feed). Only float64 sums are kept.
+        The accumulated errors are cached per resolved feeds, a layer's isolated error per (layer, resolved
+        choice): a config that changes one layer's choice runs that layer's node alone plus the config.
         """
         found = self._layer_errors.get(config)
         if found is not None:
             return found
         check_config(config, self._facts)
         feeds = self._config_feeds(config)
-        accumulated = self._layer_sqnr_db(feeds)
         changed = {feed[0]: feed for feed in feeds}
-        errors = []
-        for layer in self.layers:
-            feed = changed.get(layer)
-            isolated = float("inf") if feed is None else self._isolated_sqnr_db(feed)
-            errors.append(LayerError(layer, isolated, accumulated.get(layer, float("inf"))))
+        accumulated = self._layer_sqnr.get(feeds) if feeds else {}
+        isolated = {layer: self._isolated.get(feed) for layer, feed in changed.items()}
+        missing = {layer: changed[layer] for layer, value in isolated.items() if value is None}
+        if accumulated is None or missing:
+            whole = self._feed_arrays(feeds) if accumulated is None else None
+            alone = {layer: (None if layout is None else self._layout_weight(layer, layout), quant)
+                     for layer, (_, layout, quant) in missing.items()}
+            measured, measured_alone = self._layer_runs.measure(self._layer_error_feeder().batches(), whole, alone)
+            if measured is not None:
+                accumulated = self._layer_sqnr.put(feeds, measured)
+            for layer, value in measured_alone.items():
+                isolated[layer] = self._isolated.put(missing[layer], value)
+        errors = [LayerError(layer, isolated[layer] if layer in changed else float("inf"),
+                             accumulated.get(layer, float("inf"))) for layer in self.layers]
         return self._layer_errors.put(config, tuple(errors))
 
     def cache_entries(self) -> dict[str, int]:
         """Return how many entries each bounded cache holds (results, layer_errors, layer_sqnr, isolated, weights)."""
         return {"results": len(self._results), "layer_errors": len(self._layer_errors),
                 "layer_sqnr": len(self._layer_sqnr), "isolated": len(self._isolated), "weights": len(self._weights)}
-
-    def _isolated_sqnr_db(self, feed: LayerFeed) -> float:
-        """SQNR at the layer's output with only this layer's feed applied (cached per feed)."""
-        found = self._isolated.get(feed)
-        if found is None:
-            found = self._isolated.put(feed, self._layer_sqnr_db((feed,)).get(feed[0], float("inf")))
-        return found
 
 
 def evaluate_config(prepared, calibration: Calibration, data, config: QuantConfig) -> EvaluationResult:
