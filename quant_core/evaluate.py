@@ -6,6 +6,7 @@ computed once and reused as the reference.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -17,15 +18,16 @@ from .config import LayerQuant, QuantConfig, TensorQuant
 from .data import fixed_batch_size, record_state
 from .errors import ConfigError, ModelError
 from .formats import FormatKind, Granularity, RangeMethod
-from .layer_errors import LayerErrorRuns
+from .layer_errors import ErrorGraph, reference_layer_sqnr
 from .layout import Feeder, feeder
 from .quantize import fake_quantize_tensor, tensor_range
-from .metrics import FixedReference, top1_agreement
+from .metrics import FixedReference, ratio_db, top1_agreement
 from .overrides import ExportKind, ExportPlanner, plan_export
 from .ranges import weight_ranges
 from .size import tensor_bytes
 from .lru import LRUCache
 from .simulate import ActivationQuant, SimulationSession, layer_specs
+from .simulation_graph import ActivationMode
 from .suffix_runs import SuffixRuns
 from .tasks import Metric, Task, TaskScore, TaskScorer, check_task, infer_task, output_index
 from .validate import check_config, model_facts, validate_config
@@ -39,11 +41,14 @@ MAX_RESULTS = 256            # EvaluationResult, per-layer errors and per-layer 
 MAX_WEIGHTS = 64             # fake-quantized weights, per (weight, resolved TensorQuant)
 MAX_ISOLATED = 512           # isolated SQNR of one layer, per (layer, resolved choice)
 MAX_SMALL = 4096             # resolved layouts, activation parameters, weight sizes (a few bytes each)
+MAX_ERROR_SESSIONS = 4       # per-layer error sessions (layer_errors.ErrorGraph), per activation pattern
 MAX_TASKS = 8                # task scorers (FP32 argmax / decode / neighbours of the scored output), per task
-# Per-layer errors run the split in batches whose activations (every layer's FP32 output and inputs, the
-# config's layer outputs) take about this many bytes at most (at least one sample per batch); nothing is
-# kept per sample, so their memory does not grow with the split.
-LAYER_ERRORS_BATCH_BYTES = 64 * 2**20
+# Per-layer errors run the split in batches of at most about this many bytes of activations (estimated as
+# LAYER_ERRORS_BYTES_PER_VALUE bytes per value of the largest layer output: its FP32, config and lone-node
+# copies, their float64 casts and differences; at least one sample per batch). Only float64 sums per layer
+# are kept, so their memory does not grow with the number of samples.
+LAYER_ERRORS_BATCH_BYTES = 128 * 2**20
+LAYER_ERRORS_BYTES_PER_VALUE = 48
 # Formats with one scale per output channel whatever the granularity (extreme.py).
 _PER_OUTPUT_CHANNEL = (FormatKind.BINARY, FormatKind.TERNARY)
 
@@ -177,7 +182,9 @@ class Evaluator:
         self._layouts = LRUCache(MAX_SMALL)          # (layer, TensorQuant) -> WeightLayout
         self._weights = LRUCache(MAX_WEIGHTS)        # (weight, resolved TensorQuant, shape) -> float32 array
         self._ranges = LRUCache(MAX_WEIGHTS)         # (weight, granularity, axis, block, shape) -> min-max (lo, hi)
-        self._layer_runs = LayerErrorRuns(prepared.model, self.session, self._specs, threads)
+        self._threads = threads
+        self._error_graphs = LRUCache(MAX_ERROR_SESSIONS)  # activation pattern -> ErrorGraph, or False: cannot
+        self._spec_index = {layer: i for i, layer in enumerate(self._specs)}
         self._errors_feeder: Feeder | None = None
         self._weight_bytes = LRUCache(MAX_SMALL)     # (weight, resolved TensorQuant, shape) -> bytes
         self._activation_params = LRUCache(MAX_SMALL)  # (tensor, TensorQuant) -> ActivationQuant
@@ -342,19 +349,60 @@ class Evaluator:
         `SuffixRuns.prepare`)."""
         return self.suffix_runs.prepare(layer, configs, activations)
 
-    def _layer_error_feeder(self) -> Feeder:
+    def _errors_session(self, activations: Mapping[str, ActivationQuant]) -> ErrorGraph | None:
+        """The per-layer error session for these activations' modes (built once per pattern, cached); None
+        when onnxruntime cannot build it."""
+        pattern = tuple(sorted((self._spec_index[layer], quant.mode) for layer, quant in activations.items()
+                               if quant.mode != ActivationMode.OFF))
+        found = self._error_graphs.get(pattern)
+        if found is None:
+            try:
+                found = ErrorGraph(self.prepared.model, tuple(self._specs.values()), self.session.modes,
+                                   dict(pattern), self._threads)
+            except ModelError:
+                found = False
+            self._error_graphs.put(pattern, found)
+        return found or None
+
+    def _layer_error_feeder(self, graph: ErrorGraph, weights, activations) -> Feeder:
         """The feeder of per-layer error runs: the Evaluator's, with batches of at most about
-        LAYER_ERRORS_BATCH_BYTES of activations (measured on one sample; a model fixing its batch keeps it)."""
+        LAYER_ERRORS_BATCH_BYTES (the largest layer output measured on one sample; a model fixing its
+        batch keeps it)."""
         if self._errors_feeder is None:
             rows = self.feeder.batch_size
             if rows > 1 and self.feeder.layout.batch_first and not fixed_batch_size(self.prepared.info):
-                outputs, captured = self.session.capture_layers(self.feeder.layout.feed(self.feeder.inputs, 0, 1))
-                # FP32 and config layer outputs, the captured inputs, a float64 difference of the largest.
-                per_sample = (2 * sum(v.nbytes for v in outputs.values()) + sum(v.nbytes for v in captured.values())
-                              + 2 * max((v.nbytes for v in outputs.values()), default=0))
-                rows = max(1, min(rows, LAYER_ERRORS_BATCH_BYTES // max(per_sample, 1)))
+                probe = graph.run(self.feeder.layout.feed(self.feeder.inputs, 0, 1), self.session.fp32_weights, weights,
+                                  activations)
+                largest = max((size for *_, size in probe.values()), default=1)
+                rows = max(1, min(rows, LAYER_ERRORS_BATCH_BYTES // max(LAYER_ERRORS_BYTES_PER_VALUE * largest, 1)))
             self._errors_feeder = replace(self.feeder, batch_size=rows)
         return self._errors_feeder
+
+    def _measure_layer_errors(self, feeds: tuple[LayerFeed, ...], isolated: tuple[str, ...]
+                              ) -> tuple[dict[str, float], dict[str, float]]:
+        """(accumulated SQNR per layer with `feeds`, isolated SQNR of the `isolated` layers), one pass over
+        the split with the error session; the definition's whole-model runs where it cannot serve."""
+        weights, activations = self._feed_arrays(feeds)
+        graph = self._errors_session(activations)
+        found: dict[str, float] = {}
+        if graph is None:
+            accumulated = reference_layer_sqnr(self.session, self.feeder.batches(), weights, activations)
+        else:
+            sums: dict[str, np.ndarray] = {}
+            for batch in self._layer_error_feeder(graph, weights, activations).batches():
+                for layer, (signal, noise, alone, _) in graph.run(batch, self.session.fp32_weights, weights,
+                                                                  activations).items():
+                    powers = np.array([signal, noise, 0.0 if alone is None else alone])
+                    sums[layer] = sums[layer] + powers if layer in sums else powers
+            accumulated = {layer: ratio_db(signal, noise) for layer, (signal, noise, _) in sums.items()}
+            found = {layer: ratio_db(sums[layer][0], sums[layer][2]) for layer in isolated
+                     if layer in graph.alone and layer in sums}
+        by_layer = {feed[0]: feed for feed in feeds}
+        for layer in isolated:
+            if layer not in found:  # the definition: a whole-model run with only this layer's feed
+                alone = reference_layer_sqnr(self.session, self.feeder.batches(), *self._feed_arrays((by_layer[layer],)))
+                found[layer] = alone.get(layer, float("inf"))
+        return accumulated, found
 
     # -- scoring ----------------------------------------------------------------------------------
 
@@ -448,12 +496,12 @@ class Evaluator:
 
         Notes
         -----
-        One pass over the split in batches (`layer_errors.LayerErrorRuns.measure`): per batch one FP32 run
-        capturing every layer's output and inputs, one run of the config, and each quantized layer's node
-        alone fed its captured FP32 inputs (isolated; a layer whose node cannot run alone, e.g. one whose
-        output is not its node's own, gets a whole run with only its feed). Only float64 sums are kept.
-        The accumulated errors are cached per resolved feeds, a layer's isolated error per (layer, resolved
-        choice): a config that changes one layer's choice runs that layer's node alone plus the config.
+        One run per batch of one session (`layer_errors.ErrorGraph`): the FP32 model, the config and each
+        layer's node alone fed the FP32 activations side by side, returning only float64 powers. A layer
+        whose node cannot run alone (its output is not its node's own, or it holds a subgraph) gets the
+        definition instead: whole-model runs with only its feed (`layer_errors.reference_layer_sqnr`), as
+        does every layer when onnxruntime cannot build that session. Accumulated errors are cached per
+        resolved feeds, a layer's isolated error per (layer, resolved choice).
         """
         found = self._layer_errors.get(config)
         if found is not None:
@@ -465,11 +513,8 @@ class Evaluator:
         isolated = {layer: self._isolated.get(feed) for layer, feed in changed.items()}
         missing = {layer: changed[layer] for layer, value in isolated.items() if value is None}
         if accumulated is None or missing:
-            whole = self._feed_arrays(feeds) if accumulated is None else None
-            alone = {layer: (None if layout is None else self._layout_weight(layer, layout), quant)
-                     for layer, (_, layout, quant) in missing.items()}
-            measured, measured_alone = self._layer_runs.measure(self._layer_error_feeder().batches(), whole, alone)
-            if measured is not None:
+            measured, measured_alone = self._measure_layer_errors(feeds, tuple(missing))
+            if accumulated is None:
                 accumulated = self._layer_sqnr.put(feeds, measured)
             for layer, value in measured_alone.items():
                 isolated[layer] = self._isolated.put(missing[layer], value)

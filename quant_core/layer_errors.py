@@ -1,35 +1,48 @@
 """Per-layer errors of a config: isolated (that layer alone quantized) and accumulated (the whole config).
 
-Both are an SQNR at the layer's output, signal and noise powers summed over the evaluation split in
+Both are an SQNR at the layer's output y, signal and noise powers summed over the evaluation split in
 float64 (`metrics.ratio_db`, the one SQNR formula):
 
-    accumulated(layer) = ratio_db(sum |y_fp32|^2, sum |y_fp32 - y_config|^2)       y: the layer's output
-    isolated(layer)    = ratio_db(sum |y_fp32|^2, sum |y_fp32 - y_layer_alone|^2)
+    accumulated(layer) = ratio_db(sum y_fp32^2, sum (y_fp32 - y_config)^2)
+    isolated(layer)    = ratio_db(sum y_fp32^2, sum (y_fp32 - y_alone)^2)
 
-`reference_layer_sqnr` is the definition: one whole-model run per batch with the quantized feeds, so
-the isolated error of L layers costs L whole-model runs. `LayerErrorRuns.measure` is the fast path, per
-batch: one FP32 run of the simulation session capturing every layer's output and the tensors its node
-reads, one run of the config capturing every layer output (accumulated), then, for each layer whose
-isolated error is asked, that layer's node alone (`LayerAlone`) fed its captured FP32 inputs, the same
-fake-quant subgraph as the whole session and the quantized weight (isolated). Nothing is kept per
-sample: only float64 sums per layer, so memory is one batch of activations whatever the split's size.
+where y_alone is the layer's output with only that layer quantized as the config says.
+
+`reference_layer_sqnr` is the definition: whole-model runs of the simulation session, so the isolated
+errors of L layers cost L whole-model runs. `ErrorGraph` is the fast path: one onnxruntime session of
+three copies of the simulation graph, run once per batch, that returns only scalars:
+
+- an FP32 copy (every fake-quant off, fed the FP32 weights), the reference;
+- the config copy (the simulation graph itself, fed the config's weights and fake-quant parameters):
+  the accumulated error at every layer's output;
+- each layer's node alone, reading the FP32 copy's activations through its own copy of the layer's
+  fake-quant subgraph and the config's weight for that layer: the isolated error, layer-locally;
+- per layer, the signal power of the FP32 output and the noise power of each difference (float32 Sub,
+  squares summed along the last axis in float32, those sums in float64: `_power_nodes`).
+
+The FP32 and config copies are the same graph (same nodes, same If chains), so onnxruntime runs them
+with the same kernels: a layer untouched by the config and everything before it gives zero noise
+(inf dB), as in the definition. Nothing leaves the session per sample: memory is onnxruntime's working
+set for one batch, whatever the split's size. The simulation session outputs every layer, which stops
+onnxruntime from fusing a layer with what follows; these copies and a lone node run unfused or plain
+kernels too, but not always the same (e.g. the simulation session may run convolutions in the blocked
+NCHWc layout), so the numbers equal the definition's up to float rounding (tests: within 1e-4 relative).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import TensorProto, helper
 
 from .errors import DataError, ModelError
-from .lru import LRUCache
 from .metrics import ratio_db
-from .simulate import OFF, ActivationQuant, SimulationSession
-from .simulation_graph import LayerSpec, build_simulation_model, first_line, session_options, simulation_session
+from .simulate import ActivationQuant, SimulationSession
+from .simulation_graph import (ActivationMode, LayerSpec, build_simulation_model, first_line, input_name, session_options,
+                               simulation_session)
 
-# Single-node sessions kept per Evaluator (least recently used evicted; a model with more layers rebuilds them).
-MAX_LAYER_SESSIONS = 512
+_FP32, _ALONE, _ERR = "qlab_fp32/", "qlab_alone/", "qlab_err/"
 
 
 def noise_power(reference: np.ndarray, value: np.ndarray) -> float:
@@ -44,155 +57,10 @@ def signal_power(x: np.ndarray) -> float:
     return float(np.dot(x, x))
 
 
-def _has_subgraph(node: onnx.NodeProto) -> bool:
-    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
-
-
-def single_node_model(model: onnx.ModelProto, spec: LayerSpec) -> tuple[onnx.ModelProto, tuple[str, ...]] | None:
-    """Return the layer's node alone as a model, and the tensors it reads that are not initializers.
-
-    None when the node cannot run alone: it is not a node of the main graph (inside an If / Loop body),
-    it holds a subgraph, the layer's output is not the node's own first output, or a tensor it reads
-    or writes has no declared type.
-    """
-    graph = model.graph
-    node = next((n for n in graph.node if n.name == spec.name), None)
-    if node is None or _has_subgraph(node) or not spec.output or not node.output or node.output[0] != spec.output:
-        return None
-    initializers = {init.name: init for init in graph.initializer}
-    reads = tuple(dict.fromkeys(name for name in node.input if name and name not in initializers))
-    declared = {v.name: v for v in list(graph.input) + list(graph.value_info) + list(graph.output)}
-    if any(name not in declared or not declared[name].type.tensor_type.elem_type for name in (*reads, spec.output)):
-        return None
-    alone = onnx.NodeProto()
-    alone.CopyFrom(node)
-    built = helper.make_graph([alone], f"{graph.name}.{spec.name}.alone", [declared[name] for name in reads],
-                              [declared[spec.output]],
-                              [initializers[name] for name in dict.fromkeys(node.input) if name in initializers])
-    single = helper.make_model(built, opset_imports=list(model.opset_import), ir_version=model.ir_version)
-    return single, reads
-
-
-class LayerAlone:
-    """An onnxruntime session of one layer's node alone, its weight an input, its activation input passing
-    through the same fake-quant subgraph as the simulation session's (`build_simulation_model`).
-
-    Other inputs (bias, ...) stay as they are. The session runs the node with plain kernels: onnxruntime
-    may run it in the whole graph with other kernels (e.g. the blocked NCHWc Conv with reordered
-    weights), so its output can differ from the whole session's in the last float bits.
-    """
-
-    def __init__(self, model: onnx.ModelProto, spec: LayerSpec, modes, threads: int = 1):
-        found = single_node_model(model, spec)
-        if found is None:
-            raise ModelError(f"layer {spec.name!r}: its node cannot run alone")
-        single, self.reads = found
-        self.name = spec.name
-        built, weight_inputs, activation_index = build_simulation_model(single, (spec,), modes)
-        self._weight_input = weight_inputs.get(spec.name)
-        self._activation_index = activation_index.get(spec.name)
-        try:
-            self._session = simulation_session(built.SerializeToString(), session_options(threads))
-        except Exception as err:  # onnxruntime's own exception types
-            raise ModelError(f"layer {spec.name!r}: onnxruntime cannot run its node alone: {first_line(err)}") from None
-        self._output = spec.output
-
-    def run(self, values: Mapping[str, np.ndarray], weight: np.ndarray | None,
-            activation: ActivationQuant | None) -> np.ndarray:
-        """Return the layer's output for the tensors it reads (`values`), its weight, its input's fake-quant."""
-        feeds = {name: values[name] for name in self.reads}
-        if self._weight_input is not None:
-            feeds[self._weight_input] = np.asarray(weight, dtype=np.float32)
-        if self._activation_index is not None:
-            feeds.update((activation or OFF).feeds(self._activation_index))
-        try:
-            return self._session.run([self._output], feeds)[0]
-        except Exception as err:  # onnxruntime's own exception types
-            raise DataError(f"layer {self.name!r}: onnxruntime cannot run its node alone: {first_line(err)}") from None
-
-
-# What one layer is fed in an isolated run: its (fake-quantized) weight or None (FP32), its activation's
-# fake-quant parameters or None (FP32).
-Isolated = tuple[np.ndarray | None, ActivationQuant | None]
-
-
-class LayerErrorRuns:
-    """The per-batch passes that measure per-layer errors on one SimulationSession, and its single-node sessions."""
-
-    def __init__(self, model: onnx.ModelProto, session: SimulationSession, specs: Mapping[str, LayerSpec],
-                 threads: int = 1):
-        self._model, self._session, self._specs, self._threads = model, session, specs, threads
-        self._alone = LRUCache(MAX_LAYER_SESSIONS)  # layer -> LayerAlone
-        self._cannot: set[str] = set()               # layers whose node cannot run alone: measured whole
-
-    def alone(self, layer: str) -> LayerAlone | None:
-        """The layer's single-node session (built on first use, cached); None when its node cannot run alone
-        or reads a tensor the capture run does not output."""
-        if layer in self._cannot:
-            return None
-        found = self._alone.get(layer)
-        if found is None:
-            try:
-                found = LayerAlone(self._model, self._specs[layer], self._session.modes, self._threads)
-            except ModelError:
-                found = None
-            captured = set(self._session.input_names) | set(self._session.captured_layer_inputs)
-            if found is None or any(name not in captured for name in found.reads):
-                self._cannot.add(layer)
-                return None
-            self._alone.put(layer, found)
-        return found
-
-    def measure(self, batches: Iterable[Mapping[str, np.ndarray]], config: tuple[Mapping, Mapping] | None,
-                isolated: Mapping[str, Isolated]) -> tuple[dict[str, float] | None, dict[str, float]]:
-        """Return (accumulated SQNR per layer for `config` = (weights, activations), or None without one;
-        isolated SQNR of each layer in `isolated`), in one pass over `batches`.
-
-        Per batch: one FP32 capture run, one run of the config, and each isolated layer's node alone fed
-        its captured inputs; a layer whose node cannot run alone gets a whole run with only its feed (the
-        definition). Layers without a float output are absent from the accumulated dict and inf isolated.
-        """
-        local = {layer: self.alone(layer) for layer in isolated}
-        signal: dict[str, float] = {}
-        accumulated: dict[str, float] = {}
-        noise = dict.fromkeys(isolated, 0.0)
-        for batch in batches:
-            reference, captured = self._session.capture_layers(batch)
-            for layer, value in reference.items():
-                signal[layer] = signal.get(layer, 0.0) + signal_power(value)
-            if config is not None:
-                weights, activations = config
-                outputs = self._session.run(batch, weights=weights, activations=activations,
-                                            with_layer_outputs=True).layer_outputs
-                for layer, value in outputs.items():
-                    accumulated[layer] = accumulated.get(layer, 0.0) + noise_power(reference[layer], value)
-            values = {**batch, **captured}
-            for layer, alone in local.items():
-                if layer not in reference:
-                    continue
-                weight, activation = isolated[layer]
-                if alone is None:
-                    value = _whole_run(self._session, batch, layer, weight, activation)
-                else:
-                    value = alone.run(values, self._session.fp32_weight(layer) if weight is None else weight,
-                                      activation)
-                noise[layer] += noise_power(reference[layer], value)
-        sqnr = None if config is None else {layer: ratio_db(signal[layer], n) for layer, n in accumulated.items()}
-        return sqnr, {layer: ratio_db(signal[layer], n) if layer in signal else float("inf")
-                      for layer, n in noise.items()}
-
-
-def _whole_run(session: SimulationSession, batch, layer: str, weight, activation) -> np.ndarray:
-    """The layer's output in a whole-model run with only this layer's feed applied."""
-    weights = {} if weight is None else {layer: weight}
-    activations = {} if activation is None else {layer: activation}
-    return session.run(batch, weights=weights, activations=activations, with_layer_outputs=True).layer_outputs[layer]
-
-
 def reference_layer_sqnr(session: SimulationSession, batches: Iterable[Mapping[str, np.ndarray]],
                          weights: Mapping[str, np.ndarray], activations: Mapping[str, ActivationQuant]
                          ) -> dict[str, float]:
-    """The definition: SQNR at every layer's output with these feeds, from whole-model runs of each batch.
+    """The definition: SQNR at every layer's output with these feeds applied, from whole-model runs.
 
     The isolated error of a layer is this with only that layer's feed; the accumulated error, with all.
     """
@@ -205,3 +73,196 @@ def reference_layer_sqnr(session: SimulationSession, batches: Iterable[Mapping[s
             signal[layer] = signal.get(layer, 0.0) + signal_power(reference[layer])
             noise[layer] = noise.get(layer, 0.0) + noise_power(reference[layer], value)
     return {layer: ratio_db(signal[layer], noise[layer]) for layer in noise}
+
+
+# -- the error graph ---------------------------------------------------------------------------------
+
+def _has_subgraph(node: onnx.NodeProto) -> bool:
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+
+
+def _rename_graph(graph: onnx.GraphProto, rename: Callable[[str], str]) -> None:
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        value.name = rename(value.name)
+    for init in graph.initializer:
+        init.name = rename(init.name)
+    for node in graph.node:
+        _rename_node(node, rename, rename)
+
+
+def _rename_node(node: onnx.NodeProto, inputs: Callable[[str], str], outputs: Callable[[str], str]) -> None:
+    """Rename a node's inputs and outputs in place; its subgraphs (If branches...) with `inputs` throughout."""
+    node.input[:] = [inputs(name) if name else name for name in node.input]
+    node.output[:] = [outputs(name) if name else name for name in node.output]
+    node.name = outputs(node.name) if node.name else node.name
+    for attribute in node.attribute:
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            _rename_graph(attribute.g, inputs)
+        elif attribute.type == onnx.AttributeProto.GRAPHS:
+            for graph in attribute.graphs:
+                _rename_graph(graph, inputs)
+
+
+def _copy(node: onnx.NodeProto, inputs: Callable[[str], str], outputs: Callable[[str], str]) -> onnx.NodeProto:
+    copied = onnx.NodeProto()
+    copied.CopyFrom(node)
+    _rename_node(copied, inputs, outputs)
+    return copied
+
+
+_FAKE_QUANT = input_name(0, "")[:-len("0.")]  # the simulation graph's fake-quant names: <this><index>.<...>
+
+
+def _fake_quant_owner(node: onnx.NodeProto) -> int | None:
+    """The index of the layer whose fake-quant subgraph `node` belongs to (its outputs say), or None."""
+    name = node.output[0] if node.output else ""
+    index = name[len(_FAKE_QUANT):].split(".")[0]
+    return int(index) if name.startswith(_FAKE_QUANT) and index.isdigit() else None
+
+
+def _power_nodes(model: onnx.ModelProto, graph: onnx.GraphProto) -> Callable[[str, str], list[onnx.NodeProto]]:
+    """Return a maker of the nodes computing out = sum(x^2) as a float64 scalar: float32 squares summed
+    along the last axis (relative error about sqrt(n) x 6e-8 for n values, all positive), then those
+    partial sums in float64, so that a long tensor is not summed in float32 whole nor cast whole."""
+    opset = next((int(entry.version) for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 1)
+    last = f"{_ERR}last_axis"
+    if opset >= 18:  # ReduceSumSquare takes its axes as an input from opset 18 on
+        graph.initializer.append(helper.make_tensor(last, TensorProto.INT64, [1], [-1]))
+
+    def nodes(x: str, out: str) -> list[onnx.NodeProto]:
+        rows = helper.make_node("ReduceSumSquare", [x, last], [out + ".rows"], keepdims=0) if opset >= 18 else \
+            helper.make_node("ReduceSumSquare", [x], [out + ".rows"], keepdims=0, axes=[-1])
+        return [rows, helper.make_node("Cast", [out + ".rows"], [out + ".f64"], to=TensorProto.DOUBLE),
+                helper.make_node("ReduceSum", [out + ".f64"], [out], keepdims=0)]
+
+    return nodes
+
+
+def can_run_alone(node: onnx.NodeProto, spec: LayerSpec) -> bool:
+    """True when the layer's error can be measured on its node alone: the layer's output is the node's own
+    first output (float) and the node holds no subgraph."""
+    return bool(spec.output) and bool(node.output) and node.output[0] == spec.output and not _has_subgraph(node)
+
+
+class ErrorGraph:
+    """One onnxruntime session that measures, per batch, every layer's signal power and its accumulated and
+    isolated noise powers for any config (module docstring); built once per simulation session.
+
+    A layer whose node cannot run alone (`can_run_alone`: e.g. its output is not its node's own) has no
+    isolated output here (`alone` leaves it out): the caller measures it by the definition.
+    """
+
+    def __init__(self, model: onnx.ModelProto, specs: tuple[LayerSpec, ...], modes,
+                 pattern: Mapping[int, ActivationMode], threads: int = 1):
+        # The config copy has the pattern's fake-quant nodes inline (activation index -> mode; absent: none),
+        # the FP32 copy none: otherwise the same nodes, in the same order.
+        sim, self.weight_inputs, self.activation_index = build_simulation_model(model, specs, modes, pattern=pattern)
+        plain, _, _ = build_simulation_model(model, specs, modes, pattern={})
+        graph = sim.graph
+        initializers = {init.name for init in graph.initializer}
+        model_inputs = {value.name for value in model.graph.input} - initializers
+        added = {value.name for value in graph.input} - model_inputs - initializers  # weights, fake-quant params
+        keep = model_inputs | initializers
+
+        def fp32(name: str) -> str:
+            return name if name in keep else _FP32 + name
+
+        power = _power_nodes(sim, graph)
+        index = {spec.name: i for i, spec in enumerate(specs)}
+        by_name = {spec.name: spec for spec in specs}
+        fake_quant: dict[int, list[onnx.NodeProto]] = {}
+        nodes, outputs = [], []
+        self.powers: dict[str, tuple[str, str, str | None]] = {}  # layer -> (signal, accumulated, isolated) outputs
+        self.sizes: dict[str, str] = {}  # layer -> its output's element count
+        alone = set()
+        references = iter(plain.graph.node)
+        for node in graph.node:
+            owner = _fake_quant_owner(node)
+            if owner is not None:
+                fake_quant.setdefault(owner, []).append(node)
+                nodes.append(node)
+                continue
+            twin = next(references, None)
+            if twin is None or list(twin.output) != list(node.output):
+                raise ModelError("the FP32 and the config copies of the graph do not match")
+            # FP32 copy and config copy side by side, so that each FP32 activation is freed soon after use.
+            nodes += [_copy(twin, fp32, fp32), node]
+            spec = by_name.get(node.name)
+            if spec is None or not spec.output:
+                continue
+            i = index[spec.name]
+            error = f"{_ERR}{i}."
+            reference = fp32(spec.output)
+            nodes += [*power(reference, error + "signal"), helper.make_node("Size", [reference], [error + "size"]),
+                      helper.make_node("Sub", [reference, spec.output], [error + "acc.diff"]),
+                      *power(error + "acc.diff", error + "acc")]
+            isolated = None
+            if can_run_alone(node, spec):
+                own = input_name(i, "")
+
+                def local(name: str, own=own) -> str:
+                    # Its own fake-quant copy; the config's weight and parameters; FP32 activations.
+                    if name in keep or name in added:
+                        return name
+                    return _ALONE + name if name.startswith(own) else fp32(name)
+
+                nodes += [_copy(fq, local, local) for fq in fake_quant.get(i, ())]
+                nodes.append(_copy(node, local, lambda name: _ALONE + name))
+                nodes += [helper.make_node("Sub", [reference, _ALONE + spec.output], [error + "iso.diff"]),
+                          *power(error + "iso.diff", error + "iso")]
+                isolated = error + "iso"
+                alone.add(spec.name)
+            self.powers[spec.name] = (error + "signal", error + "acc", isolated)
+            self.sizes[spec.name] = error + "size"
+            outputs += [error + "signal", error + "acc"] + ([isolated] if isolated else [])
+        self.alone = frozenset(alone)
+        added_plain = {value.name for value in plain.graph.input} - model_inputs - initializers
+        fp32_inputs = []
+        for value in plain.graph.input:
+            if value.name in added_plain:
+                copied = onnx.ValueInfoProto()
+                copied.CopyFrom(value)
+                copied.name = fp32(value.name)
+                fp32_inputs.append(copied)
+        value_info = []
+        for value in plain.graph.value_info:
+            copied = onnx.ValueInfoProto()
+            copied.CopyFrom(value)
+            copied.name = fp32(value.name)
+            value_info.append(copied)
+        del graph.node[:]
+        graph.node.extend(nodes)
+        graph.input.extend(fp32_inputs)
+        graph.value_info.extend(value_info)
+        del graph.output[:]
+        graph.output.extend(helper.make_tensor_value_info(name, TensorProto.DOUBLE, []) for name in outputs)
+        graph.output.extend(helper.make_tensor_value_info(name, TensorProto.INT64, []) for name in self.sizes.values())
+        self._fp32 = fp32
+        try:
+            self._session = simulation_session(sim.SerializeToString(), session_options(threads))
+        except Exception as err:  # onnxruntime's own exception types
+            raise ModelError(f"onnxruntime cannot build the per-layer error session: {first_line(err)}") from None
+        self._input_names = frozenset(value.name for value in self._session.get_inputs())
+
+    def run(self, batch: Mapping[str, np.ndarray], fp32_weights: Mapping[str, np.ndarray],
+            weights: Mapping[str, np.ndarray], activations: Mapping[str, ActivationQuant]
+            ) -> dict[str, tuple[float, float, float | None, int]]:
+        """Return, per layer with a float output, (signal power, accumulated noise power, isolated noise
+        power or None, elements of its output) on one batch, for the config fed as `weights` and `activations`."""
+        feeds = dict(batch)
+        for layer, name in self.weight_inputs.items():
+            fp32 = fp32_weights[layer]
+            feeds[name] = np.asarray(weights.get(layer, fp32), dtype=np.float32)
+            feeds[self._fp32(name)] = fp32
+        for layer, params in activations.items():
+            feeds.update(params.feeds(self.activation_index[layer]))
+        feeds = {name: value for name, value in feeds.items() if name in self._input_names}
+        names = [name for layer in self.powers for name in self.powers[layer] if name]
+        names += list(self.sizes.values())
+        try:
+            values = dict(zip(names, self._session.run(names, feeds)))
+        except Exception as err:  # onnxruntime's own exception types: wrong shapes or dtypes in the data
+            raise DataError(f"onnxruntime cannot run the model on this data: {first_line(err)}") from None
+        return {layer: (float(values[signal]), float(values[accumulated]),
+                        None if isolated is None else float(values[isolated]), int(values[self.sizes[layer]]))
+                for layer, (signal, accumulated, isolated) in self.powers.items()}

@@ -147,17 +147,6 @@ def activation_modes_supported(model: onnx.ModelProto) -> frozenset[ActivationMo
     return frozenset(modes)
 
 
-def _layer_inputs(model: onnx.ModelProto, specs, model_inputs: set[str]) -> tuple[str, ...]:
-    """The intermediate tensors the layers' nodes (in the main graph) read, when declared (typed)."""
-    graph = model.graph
-    nodes = {node.name: node for node in graph.node}
-    initializers = {init.name for init in graph.initializer}
-    declared = {v.name for v in list(graph.value_info) + list(graph.output) if v.type.tensor_type.elem_type}
-    reads = (name for spec in specs if spec.name in nodes for name in nodes[spec.name].input)
-    return tuple(dict.fromkeys(name for name in reads if name and name in declared and name not in initializers
-                               and name not in model_inputs))
-
-
 class _Variant:
     """One built InferenceSession and how to feed its weights."""
 
@@ -215,7 +204,6 @@ class SimulationSession:
                               for spec in self._specs if spec.weight in initializers}
         self.input_names = tuple(i.name for i in model.graph.input if i.name not in initializers)
         self.output_names = tuple(o.name for o in model.graph.output)
-        self.captured_layer_inputs = _layer_inputs(model, self._specs, set(self.input_names))
         self._variants: dict[bool, _Variant] = {False: self._build(layer_outputs=False)}
         self._suffixes: dict[str, LayerSuffix | None] = {}
         self._patterns: dict[tuple, _Variant | None] = {}
@@ -255,26 +243,8 @@ class SimulationSession:
 
     def _variant(self, layer_outputs: bool) -> _Variant:
         if layer_outputs not in self._variants:
-            # The per-layer session also outputs what each layer's node reads (`capture_layers`).
-            extra = self.captured_layer_inputs if layer_outputs else ()
-            self._variants[layer_outputs] = self._build(layer_outputs=layer_outputs, extra_outputs=extra)
+            self._variants[layer_outputs] = self._build(layer_outputs=layer_outputs)
         return self._variants[layer_outputs]
-
-    def capture_layers(self, feeds: Mapping[str, np.ndarray]
-                       ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Return, for one FP32 batch, every layer's output (as `run(with_layer_outputs=True)`) and the
-        intermediate tensors the layers' nodes read (`captured_layer_inputs`), from one run."""
-        variant = self._variant(True)
-        all_feeds = dict(variant.default_feeds)
-        all_feeds.update(feeds)
-        outputs = list(dict.fromkeys(self.layer_outputs.values()))
-        names = outputs + [name for name in self.captured_layer_inputs if name not in outputs]
-        try:
-            values = dict(zip(names, variant.session.run(names, all_feeds)))
-        except Exception as err:  # onnxruntime's own exception types: wrong shapes or dtypes in the data
-            raise DataError(f"onnxruntime cannot run the model on this data: {first_line(err)}") from None
-        return ({layer: values[out] for layer, out in self.layer_outputs.items()},
-                {name: values[name] for name in self.captured_layer_inputs})
 
     @property
     def reordered(self) -> bool:

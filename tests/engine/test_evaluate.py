@@ -8,7 +8,7 @@ from quant_core.calibrate import calibrate
 from quant_core.config import FP32_LAYER, PRESETS, LayerQuant, QuantConfig, TensorQuant
 from quant_core.errors import ConfigError
 from quant_core.evaluate import Evaluator
-from quant_core.layer_errors import LayerAlone
+from quant_core.layer_errors import ErrorGraph
 from quant_core.sensitivity import run_sweep
 from quant_core.suggest import suggest_config
 
@@ -205,25 +205,25 @@ def test_an_lru_cache_keeps_the_most_recently_used_entries():
 
 
 def _counting_runs(evaluator, monkeypatch):
-    """Count the evaluator's whole-model runs (the session's `run` and `capture_layers`, one per batch; the
-    chain's split is one batch) and its single-node runs (`LayerAlone.run`), by layer."""
-    whole, alone = [], []
-    for name in ("run", "capture_layers"):
-        method = getattr(evaluator.session, name)
+    """Count the evaluator's whole-model runs: simulation-session runs and per-layer error session runs
+    (`ErrorGraph.run`: the FP32 model, the config and each layer alone, in one session), one per batch;
+    the chain's split is one batch."""
+    calls = []
+    run = evaluator.session.run
 
-        def counted(*args, _method=method, _name=name, **kwargs):
-            whole.append(_name)
-            return _method(*args, **kwargs)
+    def counted(*args, **kwargs):
+        calls.append("simulation")
+        return run(*args, **kwargs)
 
-        monkeypatch.setattr(evaluator.session, name, counted)
-    run_alone = LayerAlone.run
+    monkeypatch.setattr(evaluator.session, "run", counted)
+    run_errors = ErrorGraph.run
 
-    def counted_alone(self, *args, **kwargs):
-        alone.append(self.name)
-        return run_alone(self, *args, **kwargs)
+    def counted_errors(self, *args, **kwargs):
+        calls.append("errors")
+        return run_errors(self, *args, **kwargs)
 
-    monkeypatch.setattr(LayerAlone, "run", counted_alone)
-    return whole, alone
+    monkeypatch.setattr(ErrorGraph, "run", counted_errors)
+    return calls
 
 
 def test_a_config_that_changes_one_layer_reruns_only_that_layer_alone_and_the_whole_config(chain, monkeypatch):
@@ -232,17 +232,15 @@ def test_a_config_that_changes_one_layer_reruns_only_that_layer_alone_and_the_wh
     int4 = LayerQuant(TensorQuant("int4"), TensorQuant("uint8", symmetric=False))
     first = QuantConfig(int4)
     evaluator.layer_errors(first)
-    whole, alone = _counting_runs(evaluator, monkeypatch)
+    calls = _counting_runs(evaluator, monkeypatch)
     edited = QuantConfig(int4, (("dense1", LayerQuant(TensorQuant("int2"), int4.activations)),))
     errors = evaluator.layer_errors(edited)
-    # One FP32 capture and one run of the whole config; dense1's node alone; dense0 and dense2 alone are cached.
-    assert sorted(whole) == ["capture_layers", "run"] and alone == ["dense1"]
+    assert calls == ["errors"]  # one run of the error session: the FP32 model, the config, each layer alone
     fresh = Evaluator(prepared, calibrate(prepared, data), data).layer_errors(edited)
     assert errors == fresh  # the cache changes the cost, not the numbers
-    whole.clear()
-    alone.clear()
+    calls.clear()
     renamed = QuantConfig(int4, edited.overrides, name="same feeds, other name")
-    assert evaluator.layer_errors(renamed) == errors and whole == [] and alone == []
+    assert evaluator.layer_errors(renamed) == errors and calls == []
 
 
 def test_the_evaluator_caches_stay_bounded_when_many_configs_are_tried(chain, monkeypatch):
