@@ -47,7 +47,7 @@ MAX_TASKS = 8                # task scorers (FP32 argmax / decode / neighbours o
 # LAYER_ERRORS_BYTES_PER_VALUE bytes per value of the largest layer output: its FP32, config and lone-node
 # copies, their float64 casts and differences; at least one sample per batch). Only float64 sums per layer
 # are kept, so their memory does not grow with the number of samples.
-LAYER_ERRORS_BATCH_BYTES = 128 * 2**20
+LAYER_ERRORS_BATCH_BYTES = 16 * 2**20
 LAYER_ERRORS_BYTES_PER_VALUE = 48
 # Formats with one scale per output channel whatever the granularity (extreme.py).
 _PER_OUTPUT_CHANNEL = (FormatKind.BINARY, FormatKind.TERNARY)
