@@ -16,7 +16,7 @@ from .axes import WeightLayout, layer_axes, resolve, shape_axes
 from .calibrate import Calibration
 from .config import LayerQuant, QuantConfig, TensorQuant
 from .data import fixed_batch_size, record_state
-from .errors import ConfigError, ModelError
+from .errors import ConfigError, DataError, ModelError
 from .formats import FormatKind, Granularity, RangeMethod
 from .layer_errors import ErrorGraph, reference_layer_sqnr
 from .layout import Feeder, feeder
@@ -349,16 +349,19 @@ class Evaluator:
         `SuffixRuns.prepare`)."""
         return self.suffix_runs.prepare(layer, configs, activations)
 
+    def _activation_pattern(self, activations: Mapping[str, ActivationQuant]) -> tuple[tuple[int, ActivationMode], ...]:
+        return tuple(sorted((self._spec_index[layer], quant.mode) for layer, quant in activations.items()
+                            if quant.mode != ActivationMode.OFF))
+
     def _errors_session(self, activations: Mapping[str, ActivationQuant]) -> ErrorGraph | None:
         """The per-layer error session for these activations' modes (built once per pattern, cached); None
         when onnxruntime cannot build it."""
-        pattern = tuple(sorted((self._spec_index[layer], quant.mode) for layer, quant in activations.items()
-                               if quant.mode != ActivationMode.OFF))
+        pattern = self._activation_pattern(activations)
         found = self._error_graphs.get(pattern)
         if found is None:
             try:
                 found = ErrorGraph(self.prepared.model, tuple(self._specs.values()), self.session.modes,
-                                   dict(pattern), self._threads)
+                                   dict(pattern), self.session.fp32_weights, self._threads)
             except ModelError:
                 found = False
             self._error_graphs.put(pattern, found)
@@ -371,8 +374,7 @@ class Evaluator:
         if self._errors_feeder is None:
             rows = self.feeder.batch_size
             if rows > 1 and self.feeder.layout.batch_first and not fixed_batch_size(self.prepared.info):
-                probe = graph.run(self.feeder.layout.feed(self.feeder.inputs, 0, 1), self.session.fp32_weights, weights,
-                                  activations)
+                probe = graph.run(self.feeder.layout.feed(self.feeder.inputs, 0, 1), weights, activations)
                 largest = max((size for *_, size in probe.values()), default=1)
                 rows = max(1, min(rows, LAYER_ERRORS_BATCH_BYTES // max(LAYER_ERRORS_BYTES_PER_VALUE * largest, 1)))
             self._errors_feeder = replace(self.feeder, batch_size=rows)
@@ -385,23 +387,28 @@ class Evaluator:
         weights, activations = self._feed_arrays(feeds)
         graph = self._errors_session(activations)
         found: dict[str, float] = {}
-        if graph is None:
+        accumulated = None
+        if graph is not None:
+            sums: dict[str, np.ndarray] = {}  # layer -> float64 (signal, accumulated noise, isolated noise)
+            try:
+                for batch in self._layer_error_feeder(graph, weights, activations).batches():
+                    for layer, (signal, noise, alone, _) in graph.run(batch, weights, activations).items():
+                        powers = np.array([signal, noise, 0.0 if alone is None else alone])
+                        sums[layer] = sums[layer] + powers if layer in sums else powers
+            except DataError:  # onnxruntime cannot run the error session here: the definition decides
+                self._error_graphs.put(self._activation_pattern(activations), False)
+                graph = None
+            else:
+                accumulated = {layer: ratio_db(signal, noise) for layer, (signal, noise, _) in sums.items()}
+                found = {layer: ratio_db(sums[layer][0], sums[layer][2]) for layer in isolated
+                         if layer in graph.alone and layer in sums}
+        if accumulated is None:
             accumulated = reference_layer_sqnr(self.session, self.feeder.batches(), weights, activations)
-        else:
-            sums: dict[str, np.ndarray] = {}
-            for batch in self._layer_error_feeder(graph, weights, activations).batches():
-                for layer, (signal, noise, alone, _) in graph.run(batch, self.session.fp32_weights, weights,
-                                                                  activations).items():
-                    powers = np.array([signal, noise, 0.0 if alone is None else alone])
-                    sums[layer] = sums[layer] + powers if layer in sums else powers
-            accumulated = {layer: ratio_db(signal, noise) for layer, (signal, noise, _) in sums.items()}
-            found = {layer: ratio_db(sums[layer][0], sums[layer][2]) for layer in isolated
-                     if layer in graph.alone and layer in sums}
         by_layer = {feed[0]: feed for feed in feeds}
         for layer in isolated:
             if layer not in found:  # the definition: a whole-model run with only this layer's feed
-                alone = reference_layer_sqnr(self.session, self.feeder.batches(), *self._feed_arrays((by_layer[layer],)))
-                found[layer] = alone.get(layer, float("inf"))
+                alone = self._feed_arrays((by_layer[layer],))
+                found[layer] = reference_layer_sqnr(self.session, self.feeder.batches(), *alone).get(layer, float("inf"))
         return accumulated, found
 
     # -- scoring ----------------------------------------------------------------------------------

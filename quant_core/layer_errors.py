@@ -31,16 +31,19 @@ NCHWc layout), so the numbers equal the definition's up to float rounding (tests
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from .errors import DataError, ModelError
 from .metrics import ratio_db
 from .simulate import ActivationQuant, SimulationSession
-from .simulation_graph import (ActivationMode, LayerSpec, build_simulation_model, first_line, input_name, session_options,
-                               simulation_session)
+from .simulation_graph import (ActivationMode, LayerSpec, WeightFeed, build_simulation_model,
+                               fake_quant_in_blocked_layout, first_line, input_name, reorder_weight_inputs,
+                               session_options, simulation_session)
 
 _FP32, _ALONE, _ERR = "qlab_fp32/", "qlab_alone/", "qlab_err/"
 
@@ -138,6 +141,38 @@ def _power_nodes(model: onnx.ModelProto, graph: onnx.GraphProto) -> Callable[[st
     return nodes
 
 
+def _weights_read_once(model: onnx.ModelProto, specs: tuple[LayerSpec, ...]) -> bool:
+    """True when every layer's weight is read by its layer's node alone (in the main graph, not a subgraph):
+    a weight kept as one constant then feeds that node only."""
+    readers: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in set(node.input) | _subgraph_reads(node):
+            readers[name] = readers.get(name, 0) + 1
+    return all(readers.get(spec.weight, 0) == 1 for spec in specs if spec.weight)
+
+
+def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
+    reads = set()
+    for attribute in node.attribute:
+        graphs = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)
+        for graph in graphs:
+            for inner in graph.node:
+                reads.update(inner.input)
+                reads.update(_subgraph_reads(inner))
+    return reads
+
+
+def _renamed_values(values, rename: Callable[[str], str]) -> list:
+    """Copies of ValueInfoProtos / TensorProtos under renamed names."""
+    copies = []
+    for value in values:
+        copied = type(value)()
+        copied.CopyFrom(value)
+        copied.name = rename(value.name)
+        copies.append(copied)
+    return copies
+
+
 def can_run_alone(node: onnx.NodeProto, spec: LayerSpec) -> bool:
     """True when the layer's error can be measured on its node alone: the layer's output is the node's own
     first output (float) and the node holds no subgraph."""
@@ -153,16 +188,40 @@ class ErrorGraph:
     """
 
     def __init__(self, model: onnx.ModelProto, specs: tuple[LayerSpec, ...], modes,
-                 pattern: Mapping[int, ActivationMode], threads: int = 1):
+                 pattern: Mapping[int, ActivationMode], fp32_weights: Mapping[str, np.ndarray], threads: int = 1):
+        self._fp32_weights = fp32_weights
+        built = None
+        if _weights_read_once(model, specs):
+            # Weights as constants while onnxruntime optimizes, then fed in its (NCHWc) layout: the fast kernels.
+            built = self._build(model, specs, modes, pattern, threads, reorder=True)
+        if built is None:
+            built = self._build(model, specs, modes, pattern, threads, reorder=False)
+        options = session_options(threads)
+        if self._reordered:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # optimized already
+        try:
+            self._session = simulation_session(built.SerializeToString(), options)
+        except Exception as err:  # onnxruntime's own exception types
+            raise ModelError(f"onnxruntime cannot build the per-layer error session: {first_line(err)}") from None
+        self._input_names = frozenset(value.name for value in self._session.get_inputs())
+        # The FP32 copy's weights, and the config copy's for the layers a config leaves FP32, fed as they are.
+        self._defaults = {feed.name: feed.value(fp32_weights[layer])
+                          for feeds in (self._weight_feeds, self._fp32_feeds)
+                          for layer, layer_feeds in feeds.items() for feed in layer_feeds}
+
+    def _build(self, model, specs, modes, pattern, threads: int, *, reorder: bool) -> onnx.ModelProto | None:
+        """The error model; with `reorder`, its weights traced into onnxruntime's layout (None if they cannot be)."""
         # The config copy has the pattern's fake-quant nodes inline (activation index -> mode; absent: none),
         # the FP32 copy none: otherwise the same nodes, in the same order.
-        sim, self.weight_inputs, self.activation_index = build_simulation_model(model, specs, modes, pattern=pattern)
-        plain, _, _ = build_simulation_model(model, specs, modes, pattern={})
+        sim, weight_inputs, self.activation_index = build_simulation_model(
+            model, specs, modes, weights_as_inputs=not reorder, pattern=pattern)
+        plain, _, _ = build_simulation_model(model, specs, modes, weights_as_inputs=not reorder, pattern={})
         graph = sim.graph
         initializers = {init.name for init in graph.initializer}
+        weights = {spec.weight for spec in specs if reorder and spec.weight in initializers}
         model_inputs = {value.name for value in model.graph.input} - initializers
         added = {value.name for value in graph.input} - model_inputs - initializers  # weights, fake-quant params
-        keep = model_inputs | initializers
+        keep = model_inputs | (initializers - weights)
 
         def fp32(name: str) -> str:
             return name if name in keep else _FP32 + name
@@ -202,7 +261,7 @@ class ErrorGraph:
 
                 def local(name: str, own=own) -> str:
                     # Its own fake-quant copy; the config's weight and parameters; FP32 activations.
-                    if name in keep or name in added:
+                    if name in keep or name in added or name in weights:
                         return name
                     return _ALONE + name if name.startswith(own) else fp32(name)
 
@@ -217,43 +276,41 @@ class ErrorGraph:
             outputs += [error + "signal", error + "acc"] + ([isolated] if isolated else [])
         self.alone = frozenset(alone)
         added_plain = {value.name for value in plain.graph.input} - model_inputs - initializers
-        fp32_inputs = []
-        for value in plain.graph.input:
-            if value.name in added_plain:
-                copied = onnx.ValueInfoProto()
-                copied.CopyFrom(value)
-                copied.name = fp32(value.name)
-                fp32_inputs.append(copied)
-        value_info = []
-        for value in plain.graph.value_info:
-            copied = onnx.ValueInfoProto()
-            copied.CopyFrom(value)
-            copied.name = fp32(value.name)
-            value_info.append(copied)
+        graph.input.extend(_renamed_values([v for v in plain.graph.input if v.name in added_plain], fp32))
+        graph.value_info.extend(_renamed_values(plain.graph.value_info, fp32))
+        graph.initializer.extend(_renamed_values([init for init in graph.initializer if init.name in weights], fp32))
         del graph.node[:]
         graph.node.extend(nodes)
-        graph.input.extend(fp32_inputs)
-        graph.value_info.extend(value_info)
         del graph.output[:]
         graph.output.extend(helper.make_tensor_value_info(name, TensorProto.DOUBLE, []) for name in outputs)
         graph.output.extend(helper.make_tensor_value_info(name, TensorProto.INT64, []) for name in self.sizes.values())
-        self._fp32 = fp32
-        try:
-            self._session = simulation_session(sim.SerializeToString(), session_options(threads))
-        except Exception as err:  # onnxruntime's own exception types
-            raise ModelError(f"onnxruntime cannot build the per-layer error session: {first_line(err)}") from None
-        self._input_names = frozenset(value.name for value in self._session.get_inputs())
+        self._reordered = reorder
+        if not reorder:
+            shapes = {value.name: tuple(d.dim_value for d in value.type.tensor_type.shape.dim) for value in graph.input}
+            self._weight_feeds = {layer: [WeightFeed(name, shapes[name])] for layer, name in weight_inputs.items()}
+            self._fp32_feeds = {layer: [WeightFeed(fp32(name), shapes[name])] for layer, name in weight_inputs.items()}
+            return sim
+        copies = tuple(replace(spec, name=_FP32 + spec.name, weight=fp32(spec.weight)) for spec in specs
+                       if spec.weight in weights)
+        traced = reorder_weight_inputs(sim, (*specs, *copies), threads)
+        if traced is None:
+            return None
+        built, by_weight = traced
+        fake_quant_in_blocked_layout(built)
+        self._weight_feeds = {spec.name: by_weight[spec.weight] for spec in specs if spec.weight in by_weight}
+        self._fp32_feeds = {spec.name: by_weight[fp32(spec.weight)] for spec in specs
+                            if spec.weight in weights and fp32(spec.weight) in by_weight}
+        return built
 
-    def run(self, batch: Mapping[str, np.ndarray], fp32_weights: Mapping[str, np.ndarray],
-            weights: Mapping[str, np.ndarray], activations: Mapping[str, ActivationQuant]
-            ) -> dict[str, tuple[float, float, float | None, int]]:
+    def run(self, batch: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray],
+            activations: Mapping[str, ActivationQuant]) -> dict[str, tuple[float, float, float | None, int]]:
         """Return, per layer with a float output, (signal power, accumulated noise power, isolated noise
         power or None, elements of its output) on one batch, for the config fed as `weights` and `activations`."""
-        feeds = dict(batch)
-        for layer, name in self.weight_inputs.items():
-            fp32 = fp32_weights[layer]
-            feeds[name] = np.asarray(weights.get(layer, fp32), dtype=np.float32)
-            feeds[self._fp32(name)] = fp32
+        feeds = dict(self._defaults)
+        feeds.update(batch)
+        for layer, weight in weights.items():
+            for feed in self._weight_feeds.get(layer, ()):
+                feeds[feed.name] = feed.value(np.asarray(weight, dtype=np.float32))
         for layer, params in activations.items():
             feeds.update(params.feeds(self.activation_index[layer]))
         feeds = {name: value for name, value in feeds.items() if name in self._input_names}

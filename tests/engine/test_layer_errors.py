@@ -149,3 +149,28 @@ def test_layer_errors_memory_does_not_grow_with_the_number_of_samples(monkeypatc
     large_peak, large_rows = _layer_errors_peak_bytes(prepared, calibration, large)
     assert small_rows == large_rows == 64
     assert large_peak < 1.25 * small_peak + 2**19, (small_peak, large_peak)
+
+
+def test_a_layer_whose_node_cannot_run_alone_gets_the_definition(monkeypatch):
+    """E.g. a layer whose output is not its node's own: whole-model runs with only its feed (one per batch)."""
+    from quant_core import layer_errors
+    prepared, calibration, evaluation = _demo("transformer")
+    evaluator = Evaluator(prepared, calibration, evaluation)
+    lonely = evaluator.layers[3]
+    can_run_alone = layer_errors.can_run_alone
+    monkeypatch.setattr(layer_errors, "can_run_alone",
+                        lambda node, spec: spec.name != lonely and can_run_alone(node, spec))
+    _assert_equal_to_the_definition(evaluator, PRESETS["W8A8"])
+    graph = next(iter(evaluator._error_graphs._data.values()))
+    assert graph.alone == frozenset(evaluator.layers) - {lonely}
+
+
+def test_without_an_error_session_every_layer_gets_the_definition(monkeypatch):
+    from quant_core.errors import ModelError
+
+    def cannot(*args, **kwargs):
+        raise ModelError("onnxruntime cannot build the per-layer error session")
+
+    monkeypatch.setattr(ErrorGraph, "__init__", cannot)
+    prepared, calibration, evaluation = _demo("cnn")
+    _assert_equal_to_the_definition(Evaluator(prepared, calibration, evaluation), PRESETS["W8A8"])
