@@ -45,8 +45,8 @@ MAX_ERROR_SESSIONS = 4       # per-layer error sessions (layer_errors.ErrorGraph
 MAX_TASKS = 8                # task scorers (FP32 argmax / decode / neighbours of the scored output), per task
 # Per-layer errors run the split in batches of at most about this many bytes of activations (estimated as
 # LAYER_ERRORS_BYTES_PER_VALUE bytes per value of the largest layer output: its FP32, config and lone-node
-# copies, their float64 casts and differences; at least one sample per batch). Only float64 sums per layer
-# are kept, so their memory does not grow with the number of samples.
+# copies, their differences and onnxruntime's other live buffers; at least one sample per batch). Only
+# float64 sums per layer are kept, so their memory does not grow with the number of samples.
 LAYER_ERRORS_BATCH_BYTES = 16 * 2**20
 LAYER_ERRORS_BYTES_PER_VALUE = 48
 # Formats with one scale per output channel whatever the granularity (extreme.py).
@@ -139,8 +139,8 @@ class Evaluator:
 
     Results are cached per config (configs are frozen, hashable dataclasses); per-layer SQNR per
     resolved feeds, so configs that differ only in fields that change nothing share it; a layer's
-    isolated error per (layer, resolved choice), so a config that changes one layer re-runs only that
-    layer alone. Every cache is an LRU bounded by the MAX_* constants.
+    isolated error per (layer, resolved choice). Per-layer errors cost one run per batch of one session
+    (`layer_errors.ErrorGraph`). Every cache is an LRU bounded by the MAX_* constants.
 
     `task` (default: `tasks.infer_task` from the output shapes and names) says which output is scored
     and by what metric; `evaluate(config, task=...)` scores another task on the same runs.
@@ -362,7 +362,7 @@ class Evaluator:
             try:
                 found = ErrorGraph(self.prepared.model, tuple(self._specs.values()), self.session.modes,
                                    dict(pattern), self.session.fp32_weights, self._threads)
-            except ModelError:
+            except Exception:  # noqa: BLE001 - the session only saves time: whatever stops it, the definition serves
                 found = False
             self._error_graphs.put(pattern, found)
         return found or None
@@ -408,7 +408,8 @@ class Evaluator:
         for layer in isolated:
             if layer not in found:  # the definition: a whole-model run with only this layer's feed
                 alone = self._feed_arrays((by_layer[layer],))
-                found[layer] = reference_layer_sqnr(self.session, self.feeder.batches(), *alone).get(layer, float("inf"))
+                sqnr = reference_layer_sqnr(self.session, self.feeder.batches(), *alone)
+                found[layer] = sqnr.get(layer, float("inf"))
         return accumulated, found
 
     # -- scoring ----------------------------------------------------------------------------------

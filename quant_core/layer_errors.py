@@ -9,24 +9,24 @@ float64 (`metrics.ratio_db`, the one SQNR formula):
 where y_alone is the layer's output with only that layer quantized as the config says.
 
 `reference_layer_sqnr` is the definition: whole-model runs of the simulation session, so the isolated
-errors of L layers cost L whole-model runs. `ErrorGraph` is the fast path: one onnxruntime session of
+errors of L layers cost L whole-model runs. `ErrorGraph` is the fast path: one onnxruntime session holding
 three copies of the simulation graph, run once per batch, that returns only scalars:
 
-- an FP32 copy (every fake-quant off, fed the FP32 weights), the reference;
-- the config copy (the simulation graph itself, fed the config's weights and fake-quant parameters):
-  the accumulated error at every layer's output;
+- an FP32 copy (no fake-quant, fed the FP32 weights), the reference;
+- the config copy (the simulation graph with the config's activation modes inline, fed its weights and
+  fake-quant parameters): the accumulated error at every layer's output;
 - each layer's node alone, reading the FP32 copy's activations through its own copy of the layer's
-  fake-quant subgraph and the config's weight for that layer: the isolated error, layer-locally;
+  fake-quant nodes, and the config's weight for that layer: the isolated error, layer-locally;
 - per layer, the signal power of the FP32 output and the noise power of each difference (float32 Sub,
   squares summed along the last axis in float32, those sums in float64: `_power_nodes`).
 
-The FP32 and config copies are the same graph (same nodes, same If chains), so onnxruntime runs them
-with the same kernels: a layer untouched by the config and everything before it gives zero noise
-(inf dB), as in the definition. Nothing leaves the session per sample: memory is onnxruntime's working
-set for one batch, whatever the split's size. The simulation session outputs every layer, which stops
-onnxruntime from fusing a layer with what follows; these copies and a lone node run unfused or plain
-kernels too, but not always the same (e.g. the simulation session may run convolutions in the blocked
-NCHWc layout), so the numbers equal the definition's up to float rounding (tests: within 1e-4 relative).
+The FP32 and config copies are the same nodes but for the fake-quant ones, so onnxruntime runs them
+with the same kernels: a layer untouched by the config, with nothing quantized before it, gives zero
+noise (inf dB), as in the definition. Weights are traced into onnxruntime's optimized (NCHWc) layout as
+in the simulation session when each is read by its layer alone (`_weights_read_once`). Nothing leaves
+the session per sample: memory is onnxruntime's working set for one batch, whatever the split's size.
+The numbers equal the definition's up to float rounding (a node alone or inside another graph may get
+other kernels or fusions; float32 partial sums): the tests hold them within 1e-4 relative or 1e-3 dB.
 """
 from __future__ import annotations
 
@@ -181,7 +181,8 @@ def can_run_alone(node: onnx.NodeProto, spec: LayerSpec) -> bool:
 
 class ErrorGraph:
     """One onnxruntime session that measures, per batch, every layer's signal power and its accumulated and
-    isolated noise powers for any config (module docstring); built once per simulation session.
+    isolated noise powers (module docstring), for the configs whose activations use `pattern`'s modes
+    (activation index -> mode, absent: FP32); the Evaluator keeps one per pattern seen (bounded).
 
     A layer whose node cannot run alone (`can_run_alone`: e.g. its output is not its node's own) has no
     isolated output here (`alone` leaves it out): the caller measures it by the definition.

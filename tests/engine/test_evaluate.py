@@ -226,7 +226,7 @@ def _counting_runs(evaluator, monkeypatch):
     return calls
 
 
-def test_a_config_that_changes_one_layer_reruns_only_that_layer_alone_and_the_whole_config(chain, monkeypatch):
+def test_a_config_that_changes_one_layer_costs_one_error_session_run_and_gives_the_fresh_numbers(chain, monkeypatch):
     prepared, data = chain
     evaluator = Evaluator(prepared, calibrate(prepared, data), data)
     int4 = LayerQuant(TensorQuant("int4"), TensorQuant("uint8", symmetric=False))
