@@ -162,6 +162,20 @@ def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
     return reads
 
 
+def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its main graph's initializers reduced to name, type and dims (no data copied)."""
+    skeleton = onnx.ModelProto(ir_version=model.ir_version, opset_import=list(model.opset_import))
+    graph = skeleton.graph
+    graph.name = model.graph.name
+    graph.node.extend(model.graph.node)
+    graph.input.extend(model.graph.input)
+    graph.output.extend(model.graph.output)
+    graph.value_info.extend(model.graph.value_info)
+    graph.initializer.extend(onnx.TensorProto(name=init.name, data_type=init.data_type, dims=init.dims)
+                             for init in model.graph.initializer)
+    return skeleton
+
+
 def _renamed_values(values, rename: Callable[[str], str]) -> list:
     """Copies of ValueInfoProtos / TensorProtos under renamed names."""
     copies = []
@@ -216,7 +230,8 @@ class ErrorGraph:
         # the FP32 copy none: otherwise the same nodes, in the same order.
         sim, weight_inputs, self.activation_index = build_simulation_model(
             model, specs, modes, weights_as_inputs=not reorder, pattern=pattern)
-        plain, _, _ = build_simulation_model(model, specs, modes, weights_as_inputs=not reorder, pattern={})
+        # Only the FP32 copy's nodes, inputs and value_info are read: built without the weights' data.
+        plain, _, _ = build_simulation_model(_skeleton(model), specs, modes, weights_as_inputs=not reorder, pattern={})
         graph = sim.graph
         initializers = {init.name for init in graph.initializer}
         weights = {spec.weight for spec in specs if reorder and spec.weight in initializers}
