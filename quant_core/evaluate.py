@@ -6,6 +6,7 @@ computed once and reused as the reference.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -14,10 +15,11 @@ from onnx import helper
 from .axes import WeightLayout, layer_axes, resolve, shape_axes
 from .calibrate import Calibration
 from .config import LayerQuant, QuantConfig, TensorQuant
-from .data import record_state
-from .errors import ConfigError, ModelError
+from .data import fixed_batch_size, record_state
+from .errors import ConfigError, DataError, ModelError
 from .formats import FormatKind, Granularity, RangeMethod
-from .layout import feeder
+from .layer_errors import ErrorGraph, reference_layer_sqnr
+from .layout import Feeder, feeder
 from .quantize import fake_quantize_tensor, tensor_range
 from .metrics import FixedReference, ratio_db, top1_agreement
 from .overrides import ExportKind, ExportPlanner, plan_export
@@ -25,6 +27,7 @@ from .ranges import weight_ranges
 from .size import tensor_bytes
 from .lru import LRUCache
 from .simulate import ActivationQuant, SimulationSession, layer_specs
+from .simulation_graph import ActivationMode
 from .suffix_runs import SuffixRuns
 from .tasks import Metric, Task, TaskScore, TaskScorer, check_task, infer_task, output_index
 from .validate import check_config, model_facts, validate_config
@@ -38,7 +41,14 @@ MAX_RESULTS = 256            # EvaluationResult, per-layer errors and per-layer 
 MAX_WEIGHTS = 64             # fake-quantized weights, per (weight, resolved TensorQuant)
 MAX_ISOLATED = 512           # isolated SQNR of one layer, per (layer, resolved choice)
 MAX_SMALL = 4096             # resolved layouts, activation parameters, weight sizes (a few bytes each)
+MAX_ERROR_SESSIONS = 4       # per-layer error sessions (layer_errors.ErrorGraph), per activation pattern
 MAX_TASKS = 8                # task scorers (FP32 argmax / decode / neighbours of the scored output), per task
+# Per-layer errors run the split in batches of at most about this many bytes of activations (estimated as
+# LAYER_ERRORS_BYTES_PER_VALUE bytes per value of the largest layer output: its FP32, config and lone-node
+# copies, their differences and onnxruntime's other live buffers; at least one sample per batch). Only
+# float64 sums per layer are kept, so their memory does not grow with the number of samples.
+LAYER_ERRORS_BATCH_BYTES = 16 * 2**20
+LAYER_ERRORS_BYTES_PER_VALUE = 48
 # Formats with one scale per output channel whatever the granularity (extreme.py).
 _PER_OUTPUT_CHANNEL = (FormatKind.BINARY, FormatKind.TERNARY)
 
@@ -90,11 +100,6 @@ class LayerError:
         return asdict(self)
 
 
-def _power(x: np.ndarray) -> float:
-    x = x.astype(np.float64, copy=False).reshape(-1)
-    return float(np.dot(x, x))
-
-
 def simulated_only(prepared, config: QuantConfig, planner: ExportPlanner | None = None) -> tuple[str, ...]:
     """Return the layers whose configured formats the export keeps FP32 for lack of an onnxruntime kernel.
 
@@ -134,8 +139,8 @@ class Evaluator:
 
     Results are cached per config (configs are frozen, hashable dataclasses); per-layer SQNR per
     resolved feeds, so configs that differ only in fields that change nothing share it; a layer's
-    isolated error per (layer, resolved choice), so a config that changes one layer re-runs only that
-    layer alone. Every cache is an LRU bounded by the MAX_* constants.
+    isolated error per (layer, resolved choice). Per-layer errors cost one run per batch of one session
+    (`layer_errors.ErrorGraph`). Every cache is an LRU bounded by the MAX_* constants.
 
     `task` (default: `tasks.infer_task` from the output shapes and names) says which output is scored
     and by what metric; `evaluate(config, task=...)` scores another task on the same runs.
@@ -177,8 +182,10 @@ class Evaluator:
         self._layouts = LRUCache(MAX_SMALL)          # (layer, TensorQuant) -> WeightLayout
         self._weights = LRUCache(MAX_WEIGHTS)        # (weight, resolved TensorQuant, shape) -> float32 array
         self._ranges = LRUCache(MAX_WEIGHTS)         # (weight, granularity, axis, block, shape) -> min-max (lo, hi)
-        self._fp32_layer_outputs: dict[str, np.ndarray] | None = None
-        self._fp32_layer_power: dict[str, float] = {}
+        self._threads = threads
+        self._error_graphs = LRUCache(MAX_ERROR_SESSIONS)  # activation pattern -> ErrorGraph, or False: cannot
+        self._spec_index = {layer: i for i, layer in enumerate(self._specs)}
+        self._errors_feeder: Feeder | None = None
         self._weight_bytes = LRUCache(MAX_SMALL)     # (weight, resolved TensorQuant, shape) -> bytes
         self._activation_params = LRUCache(MAX_SMALL)  # (tensor, TensorQuant) -> ActivationQuant
         self._other_bytes = self._initializer_bytes()
@@ -342,34 +349,68 @@ class Evaluator:
         `SuffixRuns.prepare`)."""
         return self.suffix_runs.prepare(layer, configs, activations)
 
-    def _fp32_layers(self) -> dict[str, np.ndarray]:
-        if self._fp32_layer_outputs is None:
-            parts = [self.session.run(batch, with_layer_outputs=True).layer_outputs
-                     for batch in self.feeder.batches()]
-            self._fp32_layer_outputs = {layer: np.concatenate([p[layer] for p in parts]) for layer in parts[0]}
-            # The signal of every per-layer SQNR: the same for every config, so summed once.
-            self._fp32_layer_power = {layer: _power(value) for layer, value in self._fp32_layer_outputs.items()}
-        return self._fp32_layer_outputs
+    def _activation_pattern(self, activations: Mapping[str, ActivationQuant]) -> tuple[tuple[int, ActivationMode], ...]:
+        return tuple(sorted((self._spec_index[layer], quant.mode) for layer, quant in activations.items()
+                            if quant.mode != ActivationMode.OFF))
 
-    def _layer_sqnr_db(self, feeds: tuple[LayerFeed, ...]) -> dict[str, float]:
-        """SQNR at every layer's output with `feeds` applied, summed over the split in batches (cached)."""
-        found = self._layer_sqnr.get(feeds)
+    def _errors_session(self, activations: Mapping[str, ActivationQuant]) -> ErrorGraph | None:
+        """The per-layer error session for these activations' modes (built once per pattern, cached); None
+        when onnxruntime cannot build it."""
+        pattern = self._activation_pattern(activations)
+        found = self._error_graphs.get(pattern)
         if found is None:
-            reference = self._fp32_layers()
-            weights, activations = self._feed_arrays(feeds)
-            noise = dict.fromkeys(reference, 0.0)
-            start = dict.fromkeys(reference, 0)  # per layer: its outputs need not be batch-first (RNN states)
-            for batch in self.feeder.batches():
-                outputs = self.session.run(batch, weights=weights, activations=activations,
-                                           with_layer_outputs=True).layer_outputs
-                for layer, value in outputs.items():
-                    ref = reference[layer][start[layer]:start[layer] + len(value)]
-                    noise[layer] += _power(ref.astype(np.float64) - value)
-                    start[layer] += len(value)
-            signal = self._fp32_layer_power
-            found = self._layer_sqnr.put(feeds, {layer: ratio_db(signal[layer], noise[layer])
-                                                 for layer in reference})
-        return found
+            try:
+                found = ErrorGraph(self.prepared.model, tuple(self._specs.values()), self.session.modes,
+                                   dict(pattern), self.session.fp32_weights, self._threads)
+            except Exception:  # noqa: BLE001 - the session only saves time: whatever stops it, the definition serves
+                found = False
+            self._error_graphs.put(pattern, found)
+        return found or None
+
+    def _layer_error_feeder(self, graph: ErrorGraph, weights, activations) -> Feeder:
+        """The feeder of per-layer error runs: the Evaluator's, with batches of at most about
+        LAYER_ERRORS_BATCH_BYTES (the largest layer output measured on one sample; a model fixing its
+        batch keeps it)."""
+        if self._errors_feeder is None:
+            rows = self.feeder.batch_size
+            if rows > 1 and self.feeder.layout.batch_first and not fixed_batch_size(self.prepared.info):
+                probe = graph.run(self.feeder.layout.feed(self.feeder.inputs, 0, 1), weights, activations)
+                largest = max((size for *_, size in probe.values()), default=1)
+                rows = max(1, min(rows, LAYER_ERRORS_BATCH_BYTES // max(LAYER_ERRORS_BYTES_PER_VALUE * largest, 1)))
+            self._errors_feeder = replace(self.feeder, batch_size=rows)
+        return self._errors_feeder
+
+    def _measure_layer_errors(self, feeds: tuple[LayerFeed, ...], isolated: tuple[str, ...]
+                              ) -> tuple[dict[str, float], dict[str, float]]:
+        """(accumulated SQNR per layer with `feeds`, isolated SQNR of the `isolated` layers), one pass over
+        the split with the error session; the definition's whole-model runs where it cannot serve."""
+        weights, activations = self._feed_arrays(feeds)
+        graph = self._errors_session(activations)
+        found: dict[str, float] = {}
+        accumulated = None
+        if graph is not None:
+            sums: dict[str, np.ndarray] = {}  # layer -> float64 (signal, accumulated noise, isolated noise)
+            try:
+                for batch in self._layer_error_feeder(graph, weights, activations).batches():
+                    for layer, (signal, noise, alone, _) in graph.run(batch, weights, activations).items():
+                        powers = np.array([signal, noise, 0.0 if alone is None else alone])
+                        sums[layer] = sums[layer] + powers if layer in sums else powers
+            except DataError:  # onnxruntime cannot run the error session here: the definition decides
+                self._error_graphs.put(self._activation_pattern(activations), False)
+                graph = None
+            else:
+                accumulated = {layer: ratio_db(signal, noise) for layer, (signal, noise, _) in sums.items()}
+                found = {layer: ratio_db(sums[layer][0], sums[layer][2]) for layer in isolated
+                         if layer in graph.alone and layer in sums}
+        if accumulated is None:
+            accumulated = reference_layer_sqnr(self.session, self.feeder.batches(), weights, activations)
+        by_layer = {feed[0]: feed for feed in feeds}
+        for layer in isolated:
+            if layer not in found:  # the definition: a whole-model run with only this layer's feed
+                alone = self._feed_arrays((by_layer[layer],))
+                sqnr = reference_layer_sqnr(self.session, self.feeder.batches(), *alone)
+                found[layer] = sqnr.get(layer, float("inf"))
+        return accumulated, found
 
     # -- scoring ----------------------------------------------------------------------------------
 
@@ -463,34 +504,36 @@ class Evaluator:
 
         Notes
         -----
-        A layer's isolated error is cached per (layer, resolved choice): a config that changes one
-        layer's choice costs one run for that layer alone plus one for the whole config.
+        One run per batch of one session (`layer_errors.ErrorGraph`): the FP32 model, the config and each
+        layer's node alone fed the FP32 activations side by side, returning only float64 powers. A layer
+        whose node cannot run alone (its output is not its node's own, or it holds a subgraph) gets the
+        definition instead: whole-model runs with only its feed (`layer_errors.reference_layer_sqnr`), as
+        does every layer when onnxruntime cannot build that session. Accumulated errors are cached per
+        resolved feeds, a layer's isolated error per (layer, resolved choice).
         """
         found = self._layer_errors.get(config)
         if found is not None:
             return found
         check_config(config, self._facts)
         feeds = self._config_feeds(config)
-        accumulated = self._layer_sqnr_db(feeds)
         changed = {feed[0]: feed for feed in feeds}
-        errors = []
-        for layer in self.layers:
-            feed = changed.get(layer)
-            isolated = float("inf") if feed is None else self._isolated_sqnr_db(feed)
-            errors.append(LayerError(layer, isolated, accumulated.get(layer, float("inf"))))
+        accumulated = self._layer_sqnr.get(feeds) if feeds else {}
+        isolated = {layer: self._isolated.get(feed) for layer, feed in changed.items()}
+        missing = {layer: changed[layer] for layer, value in isolated.items() if value is None}
+        if accumulated is None or missing:
+            measured, measured_alone = self._measure_layer_errors(feeds, tuple(missing))
+            if accumulated is None:
+                accumulated = self._layer_sqnr.put(feeds, measured)
+            for layer, value in measured_alone.items():
+                isolated[layer] = self._isolated.put(missing[layer], value)
+        errors = [LayerError(layer, isolated[layer] if layer in changed else float("inf"),
+                             accumulated.get(layer, float("inf"))) for layer in self.layers]
         return self._layer_errors.put(config, tuple(errors))
 
     def cache_entries(self) -> dict[str, int]:
         """Return how many entries each bounded cache holds (results, layer_errors, layer_sqnr, isolated, weights)."""
         return {"results": len(self._results), "layer_errors": len(self._layer_errors),
                 "layer_sqnr": len(self._layer_sqnr), "isolated": len(self._isolated), "weights": len(self._weights)}
-
-    def _isolated_sqnr_db(self, feed: LayerFeed) -> float:
-        """SQNR at the layer's output with only this layer's feed applied (cached per feed)."""
-        found = self._isolated.get(feed)
-        if found is None:
-            found = self._isolated.put(feed, self._layer_sqnr_db((feed,)).get(feed[0], float("inf")))
-        return found
 
 
 def evaluate_config(prepared, calibration: Calibration, data, config: QuantConfig) -> EvaluationResult:

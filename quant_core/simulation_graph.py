@@ -330,6 +330,8 @@ def reorder_weight_inputs(model: onnx.ModelProto, specs: tuple[LayerSpec, ...], 
             if nonzero.size != size or not np.array_equal(np.sort(index), np.arange(size, dtype=np.float32)):
                 return None  # the weight was transformed, not only reordered: cannot feed it
             gather = np.where(values == 0, size, values - first).astype(np.int64)
+            if tuple(init.dims) == tuple(initializers[weight].dims) and np.array_equal(gather, np.arange(size)):
+                gather = None  # kept as it is (a MatMul's weight): fed without a copy or an 8-byte index per value
             feeds[weight].append(WeightFeed(init.name, tuple(init.dims), gather))
             replaced.add(init.name)
     if any(not found for found in feeds.values()):
