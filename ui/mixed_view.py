@@ -251,10 +251,10 @@ def per_class_frame(result, baseline) -> pd.DataFrame | None:
 
 def show_layer_errors(ctx, config: QuantConfig, result) -> None:
     """The isolated vs accumulated per-layer SQNR chart (simulated-only layers labelled), unless turned off."""
-    layers = len(ctx.info.layers)
     if not st.toggle("Per-layer error chart", value=True, key=MIXED_LAYER_CHART,
-                     help=f"Runs the simulation {layers + 1} times for each new config (each layer alone, then "
-                          "all together): turn it off for faster edits on large models."):
+                     help="Isolated: each layer alone quantized, run on its FP32 input; accumulated: the whole "
+                          "config. One onnxruntime run per batch computes both (about 3-6 forwards of the model): "
+                          "turn it off for faster edits on large models."):
         return
     if config == PRESETS["FP32"]:
         st.info("Every layer is FP32: there is no quantization error to show.")
