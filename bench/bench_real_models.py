@@ -452,6 +452,16 @@ def print_model(found: dict) -> None:
         print(found["profile"])
 
 
+def render(report: dict) -> None:
+    """Print a --json report as the tables a run prints."""
+    print(f"{report['started']}; load average before: {' '.join(f'{v:.2f}' for v in report['load_before'])}")
+    print(f"command: {report['command']}")
+    for found in report["models"]:
+        print_model(found)
+        print(f"   load average: {' '.join(f'{v:.2f}' for v in found['load'])}")
+    print(f"\nload average after: {' '.join(f'{v:.2f}' for v in report['load_after'])}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", help=f"comma-separated: {', '.join(REAL_MODELS)}, {', '.join(DEMOS)} "
@@ -467,11 +477,15 @@ def main() -> int:
                         help="comma-separated: evaluate, calibrate, sweep, children (first view + memory)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of calibrate and of the first view")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the tables")
+    parser.add_argument("--render", metavar="FILE", help="print the tables of a --json output saved in FILE")
     parser.add_argument("--child", nargs=3, metavar=("WHICH", "MODEL", "DATA"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         which, model, data = args.child
         print(json.dumps((lab_child if which == "lab" else plain_child)(model, data)))
+        return 0
+    if args.render:
+        render(json.loads(Path(args.render).read_text()))
         return 0
     if args.quick:
         args.rounds, args.child_rounds = 1, 1
