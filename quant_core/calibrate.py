@@ -6,7 +6,7 @@ calibrating costs one forward pass and memory independent of the number of sampl
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -20,6 +20,10 @@ from .histogram import StreamingHistogram
 from .layout import feeder
 from .simulate import layer_specs
 from .simulation_graph import first_line, session_options
+
+# About this much of fetched activations per calibration batch: memory stays flat whatever the model's
+# activation sizes and the number of samples (a 12-sample batch of a text detector held 560 MiB).
+CALIBRATION_BATCH_BYTES = 64 * 2**20
 
 
 class Cancelled(QuantLabError):
@@ -138,6 +142,21 @@ def _probe_model(model: onnx.ModelProto, tensors: tuple[str, ...]) -> onnx.Model
     return probe
 
 
+def _within_budget(feeds, run, *, info):
+    """`feeds` with batches whose fetched activations hold about CALIBRATION_BATCH_BYTES at most.
+
+    One sample is run first to measure what a sample's calibrated tensors weigh (its values are not
+    histogrammed); a model fixing its batch, or a stream, keeps its batches. Small models keep
+    `batch_size`, so their histograms (which depend on how samples are batched) do not change.
+    """
+    from .data import fixed_batch_size
+    if feeds.batch_size <= 1 or feeds.layout.streaming or not feeds.layout.batch_first or fixed_batch_size(info):
+        return feeds
+    per_sample = sum(value.nbytes for value in run(feeds.layout.feed(feeds.inputs, 0, 1)).values())
+    rows = max(1, min(feeds.batch_size, CALIBRATION_BATCH_BYTES // max(per_sample, 1)))
+    return feeds if rows == feeds.batch_size else replace(feeds, batch_size=rows)
+
+
 def calibrate(prepared, data, *, bins: int = 2048, batch_size: int = 64,
               progress: Callable[[float], None] | None = None,
               cancel: Callable[[], bool] | None = None) -> Calibration:
@@ -145,7 +164,8 @@ def calibrate(prepared, data, *, bins: int = 2048, batch_size: int = 64,
 
     One onnxruntime session whose outputs include every calibrated tensor; each batch's
     activations are folded into the histograms and dropped, so memory does not grow with the
-    number of samples. `progress(fraction)` is called after each batch; `cancel()` is polled
+    number of samples; a batch holds at most `batch_size` samples and about CALIBRATION_BATCH_BYTES of
+    activations (`_within_budget`: large models run fewer samples at a time). `progress(fraction)` is called after each batch; `cancel()` is polled
     before each batch and raises Cancelled when it returns True. A model with a fixed batch
     dimension n is fed n samples at a time (a last partial batch is dropped). A stream (a layout with
     state pairs, `layout.DataLayout`) runs one sample at a time, each fed the state the model computed
@@ -174,6 +194,7 @@ def calibrate(prepared, data, *, bins: int = 2048, batch_size: int = 64,
         except Exception as err:  # onnxruntime's own exception types: wrong shapes or dtypes in the data
             raise DataError(f"onnxruntime cannot run the model on this data: {first_line(err)}") from None
 
+    feeds = _within_budget(feeds, run, info=prepared.info)
     # A stream carries the model's own state from sample to sample; other data runs in batches.
     steps = feeds.stream(run) if feeds.layout.streaming else (run(feed) for feed in feeds.batches())
     histograms = {name: StreamingHistogram(bins, name=name) for name in tensors}

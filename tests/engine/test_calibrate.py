@@ -92,3 +92,22 @@ def test_data_the_model_cannot_run_gives_a_one_line_data_error(chain):
     with pytest.raises(DataError, match="cannot run the model on this data") as error:
         calibrate(prepared, Dataset({"x": np.zeros((10, 9), np.float32)}))
     assert "\n" not in str(error.value)
+
+
+def test_large_activations_are_calibrated_in_smaller_batches_with_the_same_min_max(demo_cnn, monkeypatch):
+    """A batch holds about CALIBRATION_BATCH_BYTES of activations: memory stays flat on big models."""
+    import quant_core.calibrate as module
+    prepared, calibration_data, _ = demo_cnn
+    data = calibration_data.subset(np.arange(40))
+    whole = calibrate(prepared, data)
+    runs = []
+    real_run = module.ort.InferenceSession.run
+    monkeypatch.setattr(module.ort.InferenceSession, "run",
+                        lambda self, *args, **kw: runs.append(1) or real_run(self, *args, **kw))
+    per_sample = sum(whole.histogram(name).count for name in whole.tensors) * 4 // data.num_samples
+    monkeypatch.setattr(module, "CALIBRATION_BATCH_BYTES", 8 * per_sample)  # 8 samples a batch
+    batched = calibrate(prepared, data)
+    assert len(runs) == 1 + 5  # one sample to weigh a sample, then 40 samples in batches of 8
+    for name in whole.tensors:
+        a, b = whole.histogram(name), batched.histogram(name)
+        assert (a.count, float(a.min), float(a.max)) == (b.count, float(b.min), float(b.max))
