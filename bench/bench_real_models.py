@@ -164,23 +164,22 @@ def bench_evaluate(prepared, calibration, evaluation: Dataset, rounds: int) -> d
     weighted = [layer for layer in evaluator.layers if layer in evaluator.session.fp32_weights]
     rows = {key: [] for key in ("fp32", "evaluate", "errors", "edit_evaluate", "edit_errors")}
     runs = {key: [] for key in ("new_runs", "new_ort", "edit_runs", "edit_ort")}
-    for r in range(rounds):
-        config = new_config(NEW_CONFIG_BITS[r % len(NEW_CONFIG_BITS)])
+    def measure(config: QuantConfig, rows_prefix: str, runs_prefix: str) -> None:
+        """A plain forward, then evaluate + layer_errors of `config`, with the simulation runs they made."""
         rows["fp32"].append(seconds(lambda: plain(batches)))
         counter.reset()
-        rows["evaluate"].append(seconds(lambda: evaluator.evaluate(config)))
-        rows["errors"].append(seconds(lambda: evaluator.layer_errors(config)))
-        runs["new_runs"].append(counter.runs)
-        runs["new_ort"].append(counter.seconds)
+        rows[f"{rows_prefix}evaluate"].append(seconds(lambda: evaluator.evaluate(config)))
+        rows[f"{rows_prefix}errors"].append(seconds(lambda: evaluator.layer_errors(config)))
+        runs[f"{runs_prefix}_runs"].append(counter.runs)
+        runs[f"{runs_prefix}_ort"].append(counter.seconds)
+
+    for r in range(rounds):
+        config = new_config(NEW_CONFIG_BITS[r % len(NEW_CONFIG_BITS)])
+        measure(config, "", "new")
         layer = weighted[(r * 7919 + len(weighted) // 2) % len(weighted)]  # a different layer each round
         edit = QuantConfig(config.default, ((layer, LayerQuant(TensorQuant("int4", granularity="per_channel"),
                                                                config.default.activations)),), name="edit")
-        rows["fp32"].append(seconds(lambda: plain(batches)))
-        counter.reset()
-        rows["edit_evaluate"].append(seconds(lambda: evaluator.evaluate(edit)))
-        rows["edit_errors"].append(seconds(lambda: evaluator.layer_errors(edit)))
-        runs["edit_runs"].append(counter.runs)
-        runs["edit_ort"].append(counter.seconds)
+        measure(edit, "edit_", "edit")
     found = {key: statistics.median(values) for key, values in {**rows, **runs}.items()}
     found["new"] = statistics.median(e + l for e, l in zip(rows["evaluate"], rows["errors"]))
     found["edit"] = statistics.median(e + l for e, l in zip(rows["edit_evaluate"], rows["edit_errors"]))
