@@ -226,16 +226,6 @@ def model_accuracy(model, dataset, *, batch_size: int = 256, threads: int = 1) -
     return correct / stop
 
 
-def first_outputs(model, dataset, info, *, streaming: bool = False, batch_size: int = 256,
-                  threads: int = 1) -> np.ndarray:
-    """Return an ONNX model's first output on every sample of a Dataset, flattened per sample: (samples, values).
-
-    See `model_outputs`, which keeps the output's shape.
-    """
-    first = model_outputs(model, dataset, info, streaming=streaming, batch_size=batch_size, threads=threads)
-    return first.reshape(len(first), -1)
-
-
 def model_outputs(model, dataset, info, *, index: int = 0, streaming: bool = False, batch_size: int = 256,
                   threads: int = 1) -> np.ndarray:
     """Return an ONNX model's output number `index` on every sample of a Dataset, run by onnxruntime.

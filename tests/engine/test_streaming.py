@@ -21,7 +21,7 @@ from quant_core.data import load_npz, record_state, split_dataset
 from quant_core.errors import DataError
 from quant_core.evaluate import Evaluator
 from quant_core.export import export_model
-from quant_core.latency import first_outputs, measure_latency, model_accuracy
+from quant_core.latency import measure_latency, model_accuracy, model_outputs
 from quant_core.layout import feeder
 from quant_core.model_io import load_model, prepare_model
 
@@ -173,10 +173,10 @@ def test_exported_models_run_per_frame_and_as_a_stream_by_onnxruntime(stateful):
     from quant_core.export import export_dynamic_int8
     prepared, _, evaluation_data = stateful
     fp32 = prepared.model.SerializeToString()
-    per_frame = first_outputs(fp32, evaluation_data, prepared.info)
-    streamed = first_outputs(fp32, evaluation_data, prepared.info, streaming=True)
-    assert per_frame.shape == streamed.shape == (evaluation_data.num_samples, per_frame.shape[1])
+    per_frame = model_outputs(fp32, evaluation_data, prepared.info)
+    streamed = model_outputs(fp32, evaluation_data, prepared.info, streaming=True)
+    assert per_frame.shape == streamed.shape and len(per_frame) == evaluation_data.num_samples
     np.testing.assert_allclose(streamed, per_frame, atol=1e-5)  # the recorded state is FP32's own
     int8 = export_dynamic_int8(prepared).model
-    assert not np.array_equal(first_outputs(int8, evaluation_data, prepared.info, streaming=True),
-                              first_outputs(int8, evaluation_data, prepared.info))
+    assert not np.array_equal(model_outputs(int8, evaluation_data, prepared.info, streaming=True),
+                              model_outputs(int8, evaluation_data, prepared.info))
