@@ -80,9 +80,18 @@ def test_an_old_opset_model_says_it_was_converted():
 def test_the_guide_links_to_every_page_of_the_pages_folder():
     at = run_page("app.py")
     links = {element.proto.page for element in at.get("page_link")}
-    pages = {re.sub(r"^\d+_", "", path.stem) for path in (ROOT / "pages").glob("*.py")}
-    assert {"Weights", "Activations"} <= pages
+    pages = {re.sub(r"^\d+_", "", path.stem) for path in (ROOT / "pages").glob("*.py")} - {"Model"}
+    assert {"Weights", "Activations", "Graph"} <= pages
     assert pages <= links
+
+
+def test_the_landing_page_is_listed_as_model_and_every_page_file_is_in_the_navigation():
+    from ui.navigation import PAGES
+
+    at = run_page("app.py")
+    assert PAGES[0].title == "Model" and PAGES[0].path == "pages/0_Model.py"
+    assert {page.path for page in PAGES} == {f"pages/{path.name}" for path in (ROOT / "pages").glob("*.py")}
+    assert "Quantization Lab" in [title.value for title in at.title]
 
 
 def _already_quantized_model() -> bytes:
