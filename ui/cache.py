@@ -198,7 +198,11 @@ def evaluate_cached(ctx: LabContext, config: QuantConfig, progress: Progress | N
     """Return `Evaluator.evaluate(config, task=ctx.task)` on the evaluation split, cached per model + data +
     config + task."""
     evaluator = get_evaluator(ctx, progress)
-    return _evaluation(ctx.model_key, ctx.data_key, config.to_json(), task_key(ctx), evaluator, config, ctx.task)
+    result = _evaluation(ctx.model_key, ctx.data_key, config.to_json(), task_key(ctx), evaluator, config, ctx.task)
+    from ui import history_view  # every config evaluated in the session goes into its run history
+
+    history_view.record(ctx, config, result)
+    return result
 
 
 def task_key(ctx: LabContext) -> str:
