@@ -46,6 +46,5 @@ with panel_column:
     st.subheader(layer)
     with page_errors(f"the panel of {layer}"):
         graph_view.format_selectors(ctx, layer, config)
-        graph_view.layer_error_metrics(ctx, layer, config)
         st.table(graph_view.layer_facts(ctx, layer, config, layout).set_index(""))
         graph_view.histograms(ctx, layer, config)

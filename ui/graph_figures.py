@@ -73,11 +73,19 @@ def categories(values: Mapping[str, str], *, fixed: Mapping[str, str] | None = N
     return {name: color for name, color in colors.items() if name in set(values.values())}
 
 
-def short_label(name: str, limit: int = 28) -> str:
-    """A node name short enough to print beside its marker: its last path parts, e.g. 'cv1/conv/Conv'."""
-    if len(name) <= limit:
-        return name
-    tail = name[-limit:]
+def short_label(name: str, op_type: str = "", limit: int = 28) -> str:
+    """A node name short enough to print beside its marker.
+
+    Trailing path parts that only repeat the op type ("/conv/Conv" of "/model.2/cv1/conv/Conv") are dropped,
+    then the name is cut to its last `limit` characters at a "/" where possible: "…/model.2/cv1".
+    """
+    parts = name.split("/")
+    while len(parts) > 2 and op_type and parts[-1].lower() == op_type.lower():
+        parts.pop()
+    text = "/".join(parts)
+    if len(text) <= limit:
+        return text
+    tail = text[-limit:]
     cut = tail.find("/")
     return "…" + (tail[cut:] if 0 <= cut < limit - 6 else tail)
 
@@ -107,6 +115,7 @@ def graph_figure(graph: LayerGraph, overlay: Overlay, *, selected: str | None = 
                         text=mid_text, hovertemplate="%{text}<extra></extra>", showlegend=False,
                         name="collapsed ops")
     show_labels = len(graph.nodes) <= LABELS_UP_TO_NODES
+    limit = 28 if graph.width <= 2 else 16  # side by side, long labels would run into the next column
     layers = [node for node in graph.nodes if node.kind == NodeKind.LAYER]
     for name, color in overlay.colors.items():
         members = [node for node in layers if overlay.group.get(node.id, NOT_MEASURED) == name]
@@ -114,7 +123,7 @@ def graph_figure(graph: LayerGraph, overlay: Overlay, *, selected: str | None = 
             continue
         fig.add_scatter(
             x=[node.x for node in members], y=[node.depth for node in members], name=name,
-            mode="markers+text" if show_labels else "markers", text=[short_label(node.label) for node in members],
+            mode="markers+text" if show_labels else "markers", text=[short_label(node.label, node.op_type, limit) for node in members],
             textposition="middle right", textfont=dict(size=11),
             customdata=[node.id for node in members],
             hovertext=[f"<b>{node.label}</b> ({node.op_type})<br>{overlay.hover.get(node.id, '')}" for node in members],
@@ -123,7 +132,7 @@ def graph_figure(graph: LayerGraph, overlay: Overlay, *, selected: str | None = 
     io = [node for node in graph.nodes if node.kind != NodeKind.LAYER]
     if io:
         fig.add_scatter(x=[node.x for node in io], y=[node.depth for node in io], name="model input / output",
-                        mode="markers+text", text=[short_label(node.label) for node in io],
+                        mode="markers+text", text=[short_label(node.label, limit=limit) for node in io],
                         textposition="middle right", textfont=dict(size=11, color=IO_COLOR),
                         hovertext=[f"model {node.kind.value}: {node.label}" for node in io],
                         hovertemplate="%{hovertext}<extra></extra>",
@@ -143,7 +152,7 @@ def graph_figure(graph: LayerGraph, overlay: Overlay, *, selected: str | None = 
         half = focus_levels / 2
         y_range = [min(chosen.depth + half, depth - 0.5), max(chosen.depth - half, -0.5)]
     fig.update_layout(
-        title=overlay.title, height=height, dragmode="pan", hovermode="closest", clickmode="event+select",
+        title=dict(text=overlay.title, font=dict(size=14)), height=height, dragmode="pan", hovermode="closest", clickmode="event+select",
         margin=dict(l=10, r=10, t=60, b=10), plot_bgcolor="white",
         legend=dict(orientation="h", y=1.0, yanchor="bottom", x=0, title_text=""),
         xaxis=dict(visible=False, range=x_range), yaxis=dict(visible=False, range=y_range))

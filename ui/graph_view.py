@@ -20,7 +20,9 @@ from quant_core.model_explorer import NodeKey, Threshold, node_data, node_data_j
 from quant_core.run_history import layer_format
 from quant_core.validate import validate_config
 from ui import cache, graph_figures, mixed_view, state
+from ui.activations_view import calibrate_with_progress
 from ui.graph_figures import BAD_COLOR, FAIR_COLOR, GOOD_COLOR, Overlay
+from ui.jobs import job_stopped, resume_job, stoppable_progress
 
 GRAPH_CHART = "graph_chart"
 GRAPH_LAYER = "graph_layer"
@@ -34,6 +36,9 @@ GRAPH_ACTIVATION_FORMAT = "graph_activation_format"
 GRAPH_FP32 = "graph_fp32"
 GRAPH_EXPORT_KEY = "graph_export_key"
 GRAPH_EXPORT = "graph_export"
+GRAPH_STOP = "graph_stop"
+GRAPH_RESUME = "graph_resume"
+_ERRORS_DONE = "_graph_errors_done"  # (model_key, data_key, config JSON) whose errors this session computed
 _SYNCED = "_graph_synced"  # (layer, config JSON) the format selectors were last set from
 
 ISOLATED, ACCUMULATED, SENSITIVITY, EXPORT_STATUS, FORMAT = (
@@ -78,10 +83,32 @@ def layer_errors(ctx, config: QuantConfig) -> dict[str, tuple[float, float]]:
 
 
 def _errors(ctx, config: QuantConfig):
-    return _cached_errors(ctx.model_key, ctx.data_key, config.to_json(), ctx, config)
+    key = (ctx.model_key, ctx.data_key, config.to_json())
+    done = st.session_state.setdefault(_ERRORS_DONE, set())
+    if key in done:
+        return _cached_errors(*key, ctx, config)
+    # First time in this session: a progress bar and a Stop (a large model takes a while).
+    job = ("graph_errors", *key)
+    if job_stopped(job):
+        st.info("The per-layer errors of this config were stopped. Colour by export status or format, or start again.")
+        st.button("Compute the errors", key=GRAPH_RESUME, on_click=resume_job, args=(job,), type="primary")
+        raise _Stopped
+    calibrate_with_progress(ctx)
+    with stoppable_progress(job, stop_key=GRAPH_STOP) as progress:
+        progress(0.1, f"Running {ctx.model_name} in FP32 on the evaluation split (once per model)…")
+        cache.get_evaluator(ctx)
+        progress(0.5, "Per-layer errors of this config (isolated and accumulated; one run per batch)…")
+        errors = _cached_errors(*key, ctx, config)
+        progress(1.0, "Done")
+    done.add(key)
+    return errors
 
 
-@st.cache_resource(max_entries=64, show_spinner="Per-layer errors of this config (one run per batch)…")
+class _Stopped(Exception):
+    """The user stopped the per-layer errors: the page colours by something that needs no run."""
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
 def _cached_errors(model_key: str, data_key: str, config_json: str, _ctx, _config):
     return cache.get_evaluator(_ctx).layer_errors(_config)
 
@@ -119,7 +146,10 @@ def overlay(ctx, config: QuantConfig, mode: str, *, good: float, bad: float, swe
     names = [layer.name for layer in ctx.info.layers]
     status = export_status(ctx, config)
     formats = {name: layer_format(config.for_layer(name)) for name in names}
-    errors = layer_errors(ctx, config) if mode in (ISOLATED, ACCUMULATED) else {}
+    try:
+        errors = layer_errors(ctx, config) if mode in (ISOLATED, ACCUMULATED) else {}
+    except _Stopped:
+        mode, errors = EXPORT_STATUS, {}
     hover = {}
     for name in names:
         lines = [f"format: {formats[name]}", f"export: {status[name][0]}" + (f" ({status[name][1]})"
@@ -133,21 +163,20 @@ def overlay(ctx, config: QuantConfig, mode: str, *, good: float, bad: float, swe
             values = {name: drops.get(name) for name in names}
             for name, drop in drops.items():
                 hover[name] += f"<br>sweep: {sweep_format} alone drops the metric {drop:.2f} pp"
-            title = f"Colour: metric drop with only that layer in {sweep_format or '—'} (Sensitivity sweep; pp)"
+            title = f"Metric drop (pp) with only that layer in {sweep_format or '—'}"
             group, colors = graph_figures.bands(values, good=good, bad=bad, unit="pp", higher_is_better=False)
         else:
             index = 0 if mode == ISOLATED else 1
             values = {name: errors[name][index] if name in errors else None for name in names}
-            what = "only this layer quantized" if mode == ISOLATED else "every layer up to here quantized"
-            title = f"Colour: {mode} at each layer's output ({what}; higher is better)"
+            title = f"{mode[:1].upper() + mode[1:]} at each layer's output (higher is better)"
             group, colors = graph_figures.bands(values, good=good, bad=bad, unit="dB")
         return Overlay(title, group, colors, hover), values
     if mode == EXPORT_STATUS:
         group = {name: status[name][0] for name in names}
         colors = graph_figures.categories(group, fixed=EXPORT_COLORS)
-        return Overlay("Colour: how each layer is exported (onnxruntime kernels)", group, colors, hover), {}
+        return Overlay("How each layer is exported (onnxruntime kernels)", group, colors, hover), {}
     group = dict(formats)
-    return Overlay("Colour: format in the current config", group, graph_figures.categories(group), hover), {}
+    return Overlay("Format in the current config", group, graph_figures.categories(group), hover), {}
 
 
 def _db(value: float) -> str:
@@ -238,7 +267,8 @@ def layer_facts(ctx, layer_name: str, config: QuantConfig, figure_graph: LayerGr
     """What the layer is: op, weight, input and output tensors with their shapes, and its neighbours."""
     layer = ctx.info.layer(layer_name)
     shapes = tensor_shapes(ctx)
-    rows = [("op type", layer.op_type), ("format", layer_format(config.for_layer(layer_name)))]
+    rows = [("op type", layer.op_type), ("format", layer_format(config.for_layer(layer_name))),
+            *layer_error_rows(ctx, layer_name, config)]
     if layer.weight is not None:
         rows.append(("weight", f"{layer.weight.name} {_shape(layer.weight.shape)}"))
     if layer.activation_input:
@@ -272,19 +302,19 @@ def _shape(shape) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ")"
 
 
-def layer_error_metrics(ctx, layer_name: str, config: QuantConfig) -> None:
-    """The layer's isolated and accumulated SQNR and its export status, as metrics."""
+def layer_error_rows(ctx, layer_name: str, config: QuantConfig) -> list[tuple[str, str]]:
+    """The layer's isolated and accumulated SQNR (with data) and its export status, as table rows."""
     status, reason = export_status(ctx, config)[layer_name]
-    columns = st.columns(3)
+    rows = []
     if ctx.evaluation_data is not None:
-        errors = layer_errors(ctx, config).get(layer_name)
-        columns[0].metric("Isolated SQNR", "—" if errors is None else _db(errors[0]),
-                          help="only this layer quantized, run on its FP32 input (— : the layer is FP32)")
-        columns[1].metric("Accumulated SQNR", "—" if errors is None else _db(errors[1]),
-                          help="the whole config: error of every layer up to here")
-    columns[2].metric("Export", status, help=reason or None)
-    if reason:
-        st.caption(f"Export: {reason}.")
+        try:
+            errors = layer_errors(ctx, config).get(layer_name)
+        except _Stopped:
+            errors = None
+        rows.append(("isolated SQNR", "— (FP32)" if errors is None else f"{_db(errors[0])} (only this layer quantized)"))
+        rows.append(("accumulated SQNR", "— (FP32)" if errors is None else f"{_db(errors[1])} (every layer up to here)"))
+    rows.append(("export", status + (f": {reason}" if reason else "")))
+    return rows
 
 
 def histograms(ctx, layer_name: str, config: QuantConfig) -> None:

@@ -7,8 +7,12 @@ auto-discovered `pages/` folder Streamlit names it after its file, "app"). The f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+APP_ENTRY_POINT = Path(__file__).resolve().parent.parent / "app.py"
 
 
 @dataclass(frozen=True)
@@ -47,3 +51,26 @@ def streamlit_pages() -> list:
     """The pages as `st.Page` objects for `st.navigation` (the first is the default)."""
     return [st.Page(page.path, title=page.title, icon=page.icon, default=index == 0)
             for index, page in enumerate(PAGES)]
+
+
+def leave_pages_folder_mode() -> None:
+    """Rerun through `app.py` when Streamlit ran a page file by itself (its `pages/` folder mode).
+
+    Why: with a `pages/` folder next to `app.py`, a server's first script run follows Streamlit's older
+    folder mode until some run calls `st.navigation`. A first visitor who opens a page's address directly
+    (a bookmark, a reload) would get that page run alone, with the folder's navigation ("app" first, files
+    in name order). The flag below is the one `st.navigation` itself clears; clearing it and rerunning
+    makes this and every later run go through `app.py`, which runs the same page by its address.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory and get_script_run_ctx() is not None and _entry_point_has_navigation():
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+def _entry_point_has_navigation() -> bool:
+    # Only when this app's entry point is app.py (not a page file run as its own app, as AppTest may do).
+    ctx = get_script_run_ctx()
+    main = Path(ctx.main_script_path).resolve() if ctx is not None else None
+    return main == APP_ENTRY_POINT
