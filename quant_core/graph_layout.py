@@ -171,7 +171,8 @@ def layer_graph(model: onnx.ModelProto, layer_names: Iterable[str]) -> LayerGrap
             return {node.name: ((), 0)} if node.name in layers else carry.get(index, {})
         return {input_id(tensor): ((), 0)} if tensor in model_inputs else {}
 
-    for index in _topological_order(nodes, producer):
+    topological = _topological_order(nodes, producer)
+    for index in topological:
         node = nodes[index]
         reaching: dict[str, _Chain] = {}
         for tensor in node.input:
@@ -191,9 +192,10 @@ def layer_graph(model: onnx.ModelProto, layer_names: Iterable[str]) -> LayerGrap
             _merge_edge(edges, source, output_id(name), chain)
 
     kinds = {input_id(name): (NodeKind.INPUT, name, "input") for name in model_inputs}
-    kinds.update({node.name: (NodeKind.LAYER, node.name, node.op_type) for node in nodes if node.name in layers})
+    kinds.update({nodes[i].name: (NodeKind.LAYER, nodes[i].name, nodes[i].op_type) for i in topological
+                  if nodes[i].name in layers})
     kinds.update({output_id(name): (NodeKind.OUTPUT, name, "output") for name in outputs})
-    order = list(kinds)  # inputs, layers in graph order, outputs
+    order = list(kinds)  # inputs, layers in data-flow (topological) order, outputs
     edge_list = [GraphEdge(source, target, chain[0], chain[1]) for (source, target), chain in edges.items()
                  if source in kinds and target in kinds]
     depth = _depths(order, edge_list, kinds)
@@ -217,8 +219,8 @@ def _depths(order: list[str], edges: list[GraphEdge], kinds: dict) -> dict[str, 
         incoming.setdefault(edge.target, []).append(edge.source)
     depth: dict[str, int] = {}
     position = {node_id: index for index, node_id in enumerate(order)}
-    # Edges follow the graph's topological order (a layer's sources come earlier in `order`), except for
-    # outputs, which come last anyway; sources later in `order` (never in valid ONNX) are ignored.
+    # `order` is topological, so a node's sources are done before it; a source later in `order` (only in a
+    # cyclic, invalid graph) is ignored.
     for node_id in order:
         if kinds[node_id][0] == NodeKind.INPUT:
             depth[node_id] = 0
