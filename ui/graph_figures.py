@@ -24,6 +24,7 @@ LABELS_UP_TO_NODES = 80  # above this many nodes, names are shown on hover only 
 LEVEL_HEIGHT_PX = 34
 MAX_HEIGHT_PX = 1600
 NOT_MEASURED = "not measured"
+LONG_EDGE_OFFSET = 0.3  # x units an edge that skips levels runs beside the column
 
 
 @dataclass(frozen=True)
@@ -102,11 +103,16 @@ def graph_figure(graph: LayerGraph, overlay: Overlay, *, selected: str | None = 
     mid_x, mid_y, mid_text = [], [], []
     for edge in graph.edges:
         source, target = graph.node(edge.source), graph.node(edge.target)
-        xs += [source.x, target.x, None]
-        ys += [source.depth, target.depth, None]
+        # An edge that skips levels leaves its column by LONG_EDGE_OFFSET, so that it never runs over the
+        # nodes between (nor does its dot, which would then catch their clicks).
+        offset = LONG_EDGE_OFFSET if target.depth - source.depth > 1 else 0.0
+        path_x = [source.x, source.x + offset, target.x + offset, target.x]
+        path_y = [source.depth, source.depth + 0.5, target.depth - 0.5, target.depth]
+        xs += [*path_x, None]
+        ys += [*path_y, None]
         if edge.hidden_ops:
-            mid_x.append((source.x + target.x) / 2)
-            mid_y.append((source.depth + target.depth) / 2)
+            mid_x.append(source.x + offset + (target.x - source.x) * 0.5 / max(target.depth - source.depth, 1))
+            mid_y.append(source.depth + 0.5)
             mid_text.append(f"{source.label} → {target.label}<br>collapsed: {edge.describe()}")
     fig.add_scatter(x=xs, y=ys, mode="lines", line=dict(color=EDGE_COLOR, width=1), hoverinfo="skip",
                     showlegend=False, name="edges")

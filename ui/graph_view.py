@@ -291,8 +291,11 @@ def _tensor_shapes(model_key: str, _prepared) -> dict[str, tuple]:
     graph = _prepared.model.graph
     shapes = {}
     for value in (*graph.input, *graph.value_info, *graph.output):
-        dims = value.type.tensor_type.shape.dim if value.type.HasField("tensor_type") else ()
-        shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
+        tensor_type = value.type.tensor_type if value.type.HasField("tensor_type") else None
+        if tensor_type is None or not tensor_type.HasField("shape"):
+            continue  # rank unknown: shown as "(shape unknown)"
+        shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                                   for d in tensor_type.shape.dim)
     return shapes
 
 

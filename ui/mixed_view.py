@@ -121,12 +121,17 @@ def _column_config() -> dict:
         # Widths chosen so that the eight columns fit a 1400-px window with the sidebar open.
         LAYER: st.column_config.TextColumn(LAYER, disabled=True, help="ONNX node name", width="medium"),
         OP_TYPE: st.column_config.TextColumn(OP_TYPE, disabled=True, width="small"),
-        WEIGHT_FORMAT: st.column_config.SelectboxColumn(WEIGHT_FORMAT, options=WEIGHT_FORMATS, required=True),
-        GRANULARITY: st.column_config.SelectboxColumn(GRANULARITY, options=GRANULARITIES, required=True),
-        WEIGHT_RANGE: st.column_config.SelectboxColumn(WEIGHT_RANGE, options=RANGE_METHODS, required=True),
-        ACTIVATION_FORMAT: st.column_config.SelectboxColumn(ACTIVATION_FORMAT, options=ACTIVATION_FORMATS,
-                                                            required=True),
-        ACTIVATION_RANGE: st.column_config.SelectboxColumn(ACTIVATION_RANGE, options=RANGE_METHODS, required=True),
+        WEIGHT_FORMAT: st.column_config.SelectboxColumn("weight", options=WEIGHT_FORMATS, required=True,
+                                                         width="small", help="weight format"),
+        GRANULARITY: st.column_config.SelectboxColumn(GRANULARITY, options=GRANULARITIES, required=True,
+                                                      width="small", help="weight granularity"),
+        WEIGHT_RANGE: st.column_config.SelectboxColumn("w. range", options=RANGE_METHODS, required=True,
+                                                       width="small", help="weight range method"),
+        ACTIVATION_FORMAT: st.column_config.SelectboxColumn("activation", options=ACTIVATION_FORMATS,
+                                                            required=True, width="small",
+                                                            help="input activation format (none: weight-only)"),
+        ACTIVATION_RANGE: st.column_config.SelectboxColumn("a. range", options=RANGE_METHODS, required=True,
+                                                           width="small", help="activation range method"),
         FALLBACK: st.column_config.CheckboxColumn("FP32", help="FP32 fallback: keep this layer in FP32 whatever its "
                                                   "formats", width="small"),
     }
