@@ -13,6 +13,7 @@ import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 APP_ENTRY_POINT = Path(__file__).resolve().parent.parent / "app.py"
+_STARTED = "_lab_started"  # session state: this session has run a script before
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,15 @@ def leave_pages_folder_mode() -> None:
     """
     from streamlit.runtime.pages_manager import PagesManager
 
-    if PagesManager.uses_pages_directory and get_script_run_ctx() is not None and _entry_point_has_navigation():
+    if get_script_run_ctx() is None:
+        return
+    first_run = not st.session_state.get(_STARTED)
+    st.session_state[_STARTED] = True
+    if PagesManager.uses_pages_directory and _entry_point_has_navigation():
         PagesManager.uses_pages_directory = False
-        st.rerun()
+        # Only a session's first run is rerun: it holds no click yet, which a rerun would drop.
+        if first_run:
+            st.rerun()
 
 
 def _entry_point_has_navigation() -> bool:
