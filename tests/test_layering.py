@@ -4,6 +4,6 @@ import sys
 
 
 def test_importing_quant_core_does_not_import_streamlit():
-    code = "import sys, quant_core, quant_core.cli; assert 'streamlit' not in sys.modules, 'streamlit was imported'"
+    code = "import sys, quant_core, quant_core.cli.main; assert 'streamlit' not in sys.modules, 'streamlit was imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
