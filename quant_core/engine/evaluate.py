@@ -15,7 +15,8 @@ from onnx import helper
 from quant_core.numerics.axes import WeightLayout, layer_axes, resolve, shape_axes
 from quant_core.engine.calibrate import Calibration
 from quant_core.config import LayerQuant, QuantConfig, TensorQuant
-from quant_core.model.data import fixed_batch_size, record_state
+from quant_core.model.batching import fixed_batch_size
+from quant_core.model.data import record_state
 from quant_core.errors import ConfigError, DataError, ModelError
 from quant_core.numerics.formats import FormatKind, Granularity, RangeMethod
 from quant_core.engine.layer_errors import ErrorGraph, reference_layer_sqnr
@@ -26,7 +27,8 @@ from quant_core.export.overrides import ExportKind, ExportPlanner, plan_export
 from quant_core.numerics.ranges import weight_ranges
 from quant_core.numerics.size import tensor_bytes
 from quant_core.engine.lru import LRUCache
-from quant_core.engine.simulate import ActivationQuant, SimulationSession, layer_specs
+from quant_core.engine.simulate import ActivationQuant, SimulationSession
+from quant_core.model.layers import layer_specs
 from quant_core.engine.simulation_graph import ActivationMode
 from quant_core.engine.suffix_runs import SuffixRuns
 from quant_core.engine.tasks import Metric, Task, TaskScore, TaskScorer, check_task, infer_task, output_index

@@ -23,6 +23,7 @@ from onnx import helper, numpy_helper
 
 from quant_core.config import QuantConfig
 from quant_core.numerics.cpu_target import CpuTarget, saturates
+from quant_core.model.runtime import first_line
 from quant_core.errors import ModelError
 from quant_core.model.layout import classic_layout
 from quant_core.model.onnx_graph import names_read
@@ -68,8 +69,7 @@ def _quiet(what: str) -> Iterator[None]:
     except ModelError:
         raise
     except Exception as err:  # onnxruntime.quantization raises anything from AssertionError to its own types
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelError(f"onnxruntime could not build the {what} model: {first}") from None
+        raise ModelError(f"onnxruntime could not build the {what} model: {first_line(err)}") from None
     finally:
         root.removeFilter(quiet)
         package.setLevel(level)

@@ -24,6 +24,7 @@ from enum import StrEnum
 
 import numpy as np
 
+from quant_core.model.batching import fit_batch, named_inputs, sample_count
 from quant_core.errors import DataError
 
 DOCS = "docs/data.md"
@@ -347,7 +348,6 @@ def feeder(data, info, input_names: Sequence[str], output_names: Sequence[str], 
     A batch-first layout whose model fixes its batch dimension n feeds n samples at a time and drops a last
     partial batch (the model could not run it); a layout whose samples cannot stack feeds them one by one.
     """
-    from quant_core.engine.calibrate import fit_batch, named_inputs, sample_count
     raw = getattr(data, "inputs", data)
     inputs = named_inputs({"": raw} if isinstance(raw, np.ndarray) else raw, tuple(input_names))
     layout = getattr(data, "layout", None) or classic_layout(input_names, output_names)
