@@ -27,8 +27,9 @@ from quant_core.model.runtime import first_line
 from quant_core.errors import ModelError
 from quant_core.model.layout import classic_layout
 from quant_core.model.onnx_graph import names_read
-from quant_core.export.overrides import (GRID_PRESERVING_OPS, ExportKind, LayerExport, build_override_plan, model_proto, ort_overrides, resolved_weights,
-                        overrides_to_json, weight_grid)
+from quant_core.engine.plan import ExportKind, LayerExport, resolved_weights
+from quant_core.export.overrides import (GRID_PRESERVING_OPS, build_override_plan, model_proto, ort_overrides,
+                                         overrides_to_json, weight_grid)
 
 CALIBRATION_SAMPLES = 64  # onnxruntime wants a data reader; every range it would compute is overridden
 _BATCH = 16

@@ -27,7 +27,8 @@ from quant_core.numerics.formats import parse_format
 from quant_core.export.latency import create_session
 from quant_core.numerics.metrics import cosine_similarity, sqnr_db
 from quant_core.model.model_io import load_model, prepare_model
-from quant_core.export.overrides import ExportKind, model_proto, plan_export
+from quant_core.engine.plan import ExportKind, plan_export
+from quant_core.export.overrides import model_proto
 from quant_core.search.sensitivity import run_sweep
 from quant_core.engine.tasks import Metric, Task, TaskKind, TaskScorer, output_index
 from tests.real_models import fetch
