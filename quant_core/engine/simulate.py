@@ -283,9 +283,13 @@ class SimulationSession:
 
     def run(self, feeds: Mapping[str, np.ndarray], *, weights: Mapping[str, np.ndarray] | None = None,
             activations: Mapping[str, ActivationQuant] | None = None,
-            with_layer_outputs: bool = False) -> SimulationOutput:
-        """Run one batch; layers absent from `weights` / `activations` stay FP32."""
-        variant = None if with_layer_outputs else self._specialized(activations)
+            with_layer_outputs: bool = False, specialize: bool = True) -> SimulationOutput:
+        """Run one batch; layers absent from `weights` / `activations` stay FP32.
+
+        `specialize=False` keeps to the general session (the `If` chains), never one specialized for the
+        activation pattern: the equal-bit-for-bit tests compare the two.
+        """
+        variant = None if with_layer_outputs or not specialize else self._specialized(activations)
         variant = variant or self._variant(with_layer_outputs)
         all_feeds = dict(variant.default_feeds)
         all_feeds.update(feeds)

@@ -181,6 +181,12 @@ def test_w8a8_and_weight_only_stay_close_to_fp32(lab):
         assert w8a8.accuracy >= lab.evaluator.fp32_accuracy - 0.1
 
 
+def test_every_run_path_of_the_evaluator_equals_the_reference_simulator(lab):
+    from tests.fast_vs_reference import mismatches
+    with timed(lab.name, "fast=reference"):
+        assert mismatches(lab.evaluator, light=True, exact_reference=False) == []
+
+
 def test_sensitivity_sweep_ranks_int4_below_int8(lab):
     layers = [layer.name for layer in lab.prepared.info.quantizable_layers if layer.weight is not None][:SWEEP_LAYERS]
     with timed(lab.name, "sensitivity"):
