@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import plotly.graph_objects as go
 
-from quant_core.graph_layout import LayerGraph, NodeKind
+from quant_core.model.graph_layout import LayerGraph, NodeKind
 
 GOOD_COLOR, FAIR_COLOR, BAD_COLOR, NONE_COLOR = "#2ca02c", "#f0a202", "#d62728", "#b8bec8"
 EDGE_COLOR = "#9aa3b2"

@@ -1,6 +1,6 @@
 """The Graph page: the model's layers laid out top to bottom, coloured by an overlay; the selected layer's panel.
 
-The layout (`quant_core.graph_layout.layer_graph`) is computed once per model (cached). A click on a
+The layout (`quant_core.model.graph_layout.layer_graph`) is computed once per model (cached). A click on a
 node, or the layer picker (which also searches by name), selects a layer: its panel shows what it is,
 its errors, its weight and activation histograms (the Weights and Activations pages' views) and its
 format selectors, which change the current config (so the graph is coloured again with the new errors).
@@ -15,10 +15,10 @@ import streamlit as st
 
 from quant_core.config import PRESETS, LayerQuant, QuantConfig
 from quant_core.errors import QuantLabError
-from quant_core.graph_layout import LayerGraph, layer_graph
-from quant_core.model_explorer import NodeKey, Threshold, node_data, node_data_json
-from quant_core.run_history import layer_format
-from quant_core.validate import validate_config
+from quant_core.model.graph_layout import LayerGraph, layer_graph
+from quant_core.export.model_explorer import NodeKey, Threshold, node_data, node_data_json
+from quant_core.search.run_history import layer_format
+from quant_core.model.validate import validate_config
 from ui import cache, graph_figures, mixed_view, state
 from ui.activations_view import calibrate_with_progress
 from ui.graph_figures import BAD_COLOR, FAIR_COLOR, GOOD_COLOR, Overlay
@@ -114,8 +114,8 @@ def _cached_errors(model_key: str, data_key: str, config_json: str, _ctx, _confi
 
 
 def export_status(ctx, config: QuantConfig) -> dict[str, tuple[str, str]]:
-    """Layer → (status, why) in the exported model (the export plan: `quant_core.overrides.plan_export`)."""
-    from quant_core.overrides import ExportKind, plan_export
+    """Layer → (status, why) in the exported model (the export plan: `quant_core.export.overrides.plan_export`)."""
+    from quant_core.export.overrides import ExportKind, plan_export
 
     words = {ExportKind.INTEGER: "integer kernel", ExportKind.WEIGHT_INT8: "weight-only (int8)",
              ExportKind.WEIGHT_FP16: "weight-only (fp16)", ExportKind.FP32: "FP32",
@@ -216,7 +216,7 @@ def _sync_selectors(layer: str, config: QuantConfig) -> None:
     """Set the format selectors from the config when the layer or the config changed since they were drawn."""
     if st.session_state.get(_SYNCED) == (layer, config.to_json()):
         return
-    row = mixed_view._row(layer, "", config.for_layer(layer), config.default)
+    row = mixed_view.table_row(layer, "", config.for_layer(layer), config.default)
     choice = config.for_layer(layer)
     st.session_state[GRAPH_WEIGHT_FORMAT] = row[mixed_view.WEIGHT_FORMAT]
     st.session_state[GRAPH_ACTIVATION_FORMAT] = row[mixed_view.ACTIVATION_FORMAT]
@@ -227,7 +227,7 @@ def _sync_selectors(layer: str, config: QuantConfig) -> None:
 def _formats_changed(layer: str, info) -> None:
     """A format selector changed: the layer's new choice becomes the current config (if valid)."""
     config = state.get_config()
-    row = mixed_view._row(layer, "", config.for_layer(layer), config.default)
+    row = mixed_view.table_row(layer, "", config.for_layer(layer), config.default)
     row[mixed_view.WEIGHT_FORMAT] = st.session_state[GRAPH_WEIGHT_FORMAT]
     row[mixed_view.ACTIVATION_FORMAT] = st.session_state[GRAPH_ACTIVATION_FORMAT]
     row[mixed_view.FALLBACK] = bool(st.session_state[GRAPH_FP32])
@@ -238,7 +238,7 @@ def _formats_changed(layer: str, info) -> None:
         overrides.pop(layer, None)
     else:
         overrides[layer] = choice
-    new_config = mixed_view._named(replace(config, overrides=tuple(overrides.items()), name="custom"))
+    new_config = mixed_view.preset_named(replace(config, overrides=tuple(overrides.items()), name="custom"))
     try:
         validate_config(new_config, info)
     except (QuantLabError, ValueError) as err:

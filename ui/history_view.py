@@ -9,7 +9,7 @@ import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from quant_core.config import PRESETS
-from quant_core.run_history import RunRecord, add_record, history_csv, layer_format, make_record, with_latency
+from quant_core.search.run_history import RunRecord, add_record, history_csv, layer_format, make_record, with_latency
 from ui import state
 
 HISTORY_PINNED = "history_pinned"

@@ -49,8 +49,10 @@ _DEFAULT_ACTIVATIONS = TensorQuant(parse_format("uint8"), symmetric=False)
 
 # --- table <-> config ---------------------------------------------------------------------------
 
-def _row(name: str, op_type: str, choice: LayerQuant, template: LayerQuant) -> dict:
-    # An FP32 (fallback) layer shows the formats it would get without the fallback: the default's.
+def table_row(name: str, op_type: str, choice: LayerQuant, template: LayerQuant) -> dict:
+    """One layer's row of the table (also the Graph page's format selectors).
+
+    An FP32 (fallback) layer shows the formats it would get without the fallback: the default's."""
     shown = template if choice.is_fp32 else choice
     weights, activations = shown.weights, shown.activations
     return {LAYER: name, OP_TYPE: op_type,
@@ -64,7 +66,7 @@ def _row(name: str, op_type: str, choice: LayerQuant, template: LayerQuant) -> d
 
 def config_table(config: QuantConfig, info) -> pd.DataFrame:
     """One row per quantizable layer (graph order) with its formats in `config`."""
-    rows = [_row(layer.name, getattr(layer, "op_type", ""), config.for_layer(layer.name), config.default)
+    rows = [table_row(layer.name, getattr(layer, "op_type", ""), config.for_layer(layer.name), config.default)
             for layer in info.layers]
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -105,11 +107,11 @@ def config_from_table(table: pd.DataFrame, config: QuantConfig) -> QuantConfig:
             overrides.append((row[LAYER], choice))
     if tuple(sorted(overrides)) == config.overrides:
         return config
-    return _named(QuantConfig(config.default, tuple(overrides), target=config.target))
+    return preset_named(QuantConfig(config.default, tuple(overrides), target=config.target))
 
 
-def _named(config: QuantConfig) -> QuantConfig:
-    # A table edited back to a preset is that preset again (the sidebar then shows its name).
+def preset_named(config: QuantConfig) -> QuantConfig:
+    """`config` named after the preset it equals (the sidebar then shows that name), else "custom"."""
     for name, preset in PRESETS.items():
         if replace(config, name=name, target=preset.target) == preset:
             return replace(preset, target=config.target)

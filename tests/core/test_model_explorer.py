@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from quant_core.model_explorer import NodeKey, Threshold, node_data, node_data_json
+from quant_core.export.model_explorer import NodeKey, Threshold, node_data, node_data_json
 
 # The fields each object may have, and their JSON types, as in node_data_builder.py's dataclasses.
 GRAPH_NODE_DATA = {"results": dict, "thresholds": list, "gradient": list, "hideInAggregatedStatsTable": bool,

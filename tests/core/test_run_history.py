@@ -4,7 +4,7 @@ import io
 from datetime import datetime
 
 from quant_core.config import PRESETS, QuantConfig
-from quant_core.run_history import (MAX_RECORDS, add_record, history_csv, layer_format, make_record, range_methods,
+from quant_core.search.run_history import (MAX_RECORDS, add_record, history_csv, layer_format, make_record, range_methods,
                                     with_latency)
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5)

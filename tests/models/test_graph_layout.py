@@ -3,7 +3,7 @@ import time
 
 from onnx import helper
 
-from quant_core.graph_layout import (MAX_CHAIN_OPS, NodeKind, input_id, layer_graph, output_id)
+from quant_core.model.graph_layout import (MAX_CHAIN_OPS, NodeKind, input_id, layer_graph, output_id)
 from tests.models.graphs import float_input, make, weights
 
 

@@ -12,7 +12,7 @@ import io
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from .config import LayerQuant, QuantConfig
+from quant_core.config import LayerQuant, QuantConfig
 
 MAX_RECORDS = 200  # a session's history is bounded: the oldest runs go first
 
