@@ -204,10 +204,19 @@ def pick_layer(ctx) -> str:
 
 
 def show_graph(ctx, figure_graph: LayerGraph, shown: Overlay, selected: str, *, focus: bool) -> None:
-    figure = graph_figures.graph_figure(figure_graph, shown, selected=selected,
-                                        focus_levels=FOCUS_LEVELS if focus else None)
+    """The graph, clickable: a click selects the layer (`_clicked`)."""
+    # The overlay is keyed by its content (a few hundred short strings): equal overlays share one figure.
+    overlay_key = repr((shown.title, sorted(shown.group.items()), list(shown.colors.items()), sorted(shown.hover.items())))
+    figure = _figure(ctx.model_key, overlay_key, selected, focus, figure_graph, shown)
     st.plotly_chart(figure, key=GRAPH_CHART, on_select=_clicked, selection_mode="points",
                     config={"scrollZoom": True, "displaylogo": False})
+
+
+# Building the Plotly figure of a few hundred nodes costs 30-600 ms: cached per model, overlay and selection
+# (st.plotly_chart only reads it).
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _figure(model_key: str, overlay_key: str, selected: str, focus: bool, _graph: LayerGraph, _overlay: Overlay):
+    return graph_figures.graph_figure(_graph, _overlay, selected=selected, focus_levels=FOCUS_LEVELS if focus else None)
 
 
 # --- the selected layer's panel --------------------------------------------------------------------
