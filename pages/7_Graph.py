@@ -14,9 +14,6 @@ if not ctx.info.layers:
     st.warning("This model has no quantizable layer to draw.")
     st.stop()
 
-with page_errors("the graph layout"):
-    layout = graph_view.graph(ctx)
-
 mode_column, good_column, bad_column, focus_column = st.columns([3, 1, 1, 1], vertical_alignment="bottom")
 mode = mode_column.radio("Colour by", graph_view.modes(ctx), horizontal=True, key=graph_view.GRAPH_COLOR)
 unit = graph_view.mode_unit(mode)
@@ -25,6 +22,10 @@ good = good_column.number_input(f"good ({unit})", value=default_good, key=f"{gra
 bad = bad_column.number_input(f"bad ({unit})", value=default_bad, key=f"{graph_view.GRAPH_BAD}_{unit}")
 focus = focus_column.toggle("Zoom to layer", key=graph_view.GRAPH_FOCUS,
                             help=f"show {graph_view.FOCUS_LEVELS} levels around the selected layer")
+expanded = focus_column.toggle("Every op", key=graph_view.GRAPH_EXPAND,
+                               help="draw every op instead of collapsing the ops between two layers into the edge")
+with page_errors("the graph layout"):
+    layout = graph_view.graph(ctx, expanded=expanded)
 sweep_format = None
 if mode == graph_view.SENSITIVITY:
     formats = graph_view.swept_formats(ctx)

@@ -135,7 +135,15 @@ def graph_figure(graph: LayerGraph, overlay: Overlay, *, selected: str | None = 
             hovertext=[f"<b>{node.label}</b> ({node.op_type})<br>{overlay.hover.get(node.id, '')}" for node in members],
             hovertemplate="%{hovertext}<extra></extra>",
             marker=dict(symbol="square", size=16, color=color, line=dict(color="white", width=1)))
-    io = [node for node in graph.nodes if node.kind != NodeKind.LAYER]
+    ops = [node for node in graph.nodes if node.kind == NodeKind.OP]
+    if ops:  # the expanded view: every other op as a small grey dot, named on hover (not selectable)
+        fig.add_scatter(x=[node.x for node in ops], y=[node.depth for node in ops], name="other op",
+                        mode="markers+text" if show_labels else "markers", text=[node.op_type for node in ops],
+                        textposition="middle right", textfont=dict(size=10, color=EDGE_COLOR),
+                        hovertext=[f"{node.label} ({node.op_type})" for node in ops],
+                        hovertemplate="%{hovertext}<extra></extra>",
+                        marker=dict(symbol="circle", size=7, color=EDGE_COLOR))
+    io = [node for node in graph.nodes if node.kind in (NodeKind.INPUT, NodeKind.OUTPUT)]
     if io:
         fig.add_scatter(x=[node.x for node in io], y=[node.depth for node in io], name="model input / output",
                         mode="markers+text", text=[short_label(node.label, limit=limit) for node in io],

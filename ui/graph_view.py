@@ -31,6 +31,7 @@ GRAPH_GOOD = "graph_good"
 GRAPH_BAD = "graph_bad"
 GRAPH_SWEEP_FORMAT = "graph_sweep_format"
 GRAPH_FOCUS = "graph_focus"
+GRAPH_EXPAND = "graph_expand"
 GRAPH_WEIGHT_FORMAT = "graph_weight_format"
 GRAPH_ACTIVATION_FORMAT = "graph_activation_format"
 GRAPH_FP32 = "graph_fp32"
@@ -54,14 +55,14 @@ EXPORT_COLORS = {"integer kernel": GOOD_COLOR, "weight-only (int8)": "#7fbf7f", 
 
 # --- layout ---------------------------------------------------------------------------------------
 
-def graph(ctx) -> LayerGraph:
-    """The model's layer graph, laid out once per model (shared by every session)."""
-    return _graph(ctx.model_key, ctx.prepared)
+def graph(ctx, *, expanded: bool = False) -> LayerGraph:
+    """The model's layer graph (`expanded`: every op drawn), laid out once per model (shared by every session)."""
+    return _graph(ctx.model_key, expanded, ctx.prepared)
 
 
 @st.cache_resource(max_entries=16, show_spinner="Laying out the graph…")
-def _graph(model_key: str, _prepared) -> LayerGraph:
-    return layer_graph(_prepared.model, [layer.name for layer in _prepared.info.layers])
+def _graph(model_key: str, expanded: bool, _prepared) -> LayerGraph:
+    return layer_graph(_prepared.model, [layer.name for layer in _prepared.info.layers], expanded=expanded)
 
 
 # --- overlays -------------------------------------------------------------------------------------
@@ -207,7 +208,7 @@ def show_graph(ctx, figure_graph: LayerGraph, shown: Overlay, selected: str, *, 
     """The graph, clickable: a click selects the layer (`_clicked`)."""
     # The overlay is keyed by its content (a few hundred short strings): equal overlays share one figure.
     overlay_key = repr((shown.title, sorted(shown.group.items()), list(shown.colors.items()), sorted(shown.hover.items())))
-    figure = _figure(ctx.model_key, overlay_key, selected, focus, figure_graph, shown)
+    figure = _figure(ctx.model_key, len(figure_graph.nodes), overlay_key, selected, focus, figure_graph, shown)
     st.plotly_chart(figure, key=GRAPH_CHART, on_select=_clicked, selection_mode="points",
                     config={"scrollZoom": True, "displaylogo": False})
 
@@ -215,7 +216,8 @@ def show_graph(ctx, figure_graph: LayerGraph, shown: Overlay, selected: str, *, 
 # Building the Plotly figure of a few hundred nodes costs 30-600 ms: cached per model, overlay and selection
 # (st.plotly_chart only reads it).
 @st.cache_resource(max_entries=32, show_spinner=False)
-def _figure(model_key: str, overlay_key: str, selected: str, focus: bool, _graph: LayerGraph, _overlay: Overlay):
+def _figure(model_key: str, nodes: int, overlay_key: str, selected: str, focus: bool, _graph: LayerGraph,
+            _overlay: Overlay):
     return graph_figures.graph_figure(_graph, _overlay, selected=selected, focus_levels=FOCUS_LEVELS if focus else None)
 
 

@@ -30,6 +30,7 @@ METADATA_OPS = frozenset({"Shape", "Size"})
 
 class NodeKind(StrEnum):
     LAYER = "layer"
+    OP = "op"  # any other op, drawn only when the chains are expanded
     INPUT = "input"
     OUTPUT = "output"
 
@@ -144,19 +145,24 @@ def _topological_order(nodes: Sequence[onnx.NodeProto], producer: dict[str, int]
     return order
 
 
-def layer_graph(model: onnx.ModelProto, layer_names: Iterable[str]) -> LayerGraph:
+def layer_graph(model: onnx.ModelProto, layer_names: Iterable[str], *, expanded: bool = False) -> LayerGraph:
     """Lay out `model` as its layers `layer_names` (ONNX node names), inputs and outputs, top to bottom.
+
+    `expanded=True` draws every op too (kind OP; Constant nodes left out): no chain is collapsed.
 
     Notes
     -----
     Initializers and Constant-only chains connect nothing, nor does a path through Shape or Size
-    (`METADATA_OPS`: it carries a shape, not values): a collapsed chain starts at a layer or a model input. A layer fed by no other layer and no input (e.g. only
-    constants) sits at depth 1 without incoming edges. Nodes inside If / Loop / Scan bodies are not
-    drawn; the node that holds them is collapsed like any other op.
+    (`METADATA_OPS`: it carries a shape, not values) when collapsed: a collapsed chain starts at a layer
+    or a model input. A layer fed by no other layer and no input (e.g. only constants) sits at depth 1
+    without incoming edges. Nodes inside If / Loop / Scan bodies are not drawn; the node that holds them
+    is collapsed like any other op.
     """
     graph = model.graph
     nodes = list(graph.node)
-    layers = set(layer_names)
+    quantizable = set(layer_names)
+    # The nodes drawn: the layers, or every op but the Constants when expanded.
+    layers = quantizable | ({node.name for node in nodes if node.op_type != "Constant"} if expanded else set())
     initializers = {tensor.name for tensor in graph.initializer}
     model_inputs = [value.name for value in graph.input if value.name not in initializers]
     producer = {name: index for index, node in enumerate(nodes) for name in node.output if name}
@@ -192,8 +198,8 @@ def layer_graph(model: onnx.ModelProto, layer_names: Iterable[str]) -> LayerGrap
             _merge_edge(edges, source, output_id(name), chain)
 
     kinds = {input_id(name): (NodeKind.INPUT, name, "input") for name in model_inputs}
-    kinds.update({nodes[i].name: (NodeKind.LAYER, nodes[i].name, nodes[i].op_type) for i in topological
-                  if nodes[i].name in layers})
+    kinds.update({nodes[i].name: (NodeKind.LAYER if nodes[i].name in quantizable else NodeKind.OP, nodes[i].name,
+                                  nodes[i].op_type) for i in topological if nodes[i].name in layers})
     kinds.update({output_id(name): (NodeKind.OUTPUT, name, "output") for name in outputs})
     order = list(kinds)  # inputs, layers in data-flow (topological) order, outputs
     edge_list = [GraphEdge(source, target, chain[0], chain[1]) for (source, target), chain in edges.items()

@@ -110,3 +110,12 @@ def test_without_data_the_graph_colours_by_export_status_or_format_only():
     assert at.radio(key="graph_color").options == ["export status", "format"]
     assert "isolated SQNR" not in _panel(at)
     assert at.selectbox(key="graph_layer").options == ["/first/MatMul", "/second/MatMul"]
+
+
+def test_every_op_can_be_drawn_instead_of_collapsed_chains():
+    at = _graph_page()
+    at.toggle(key="graph_expand").set_value(True).run()
+    assert not at.exception and not at.error
+    chart = at.get("plotly_chart")[0].proto.spec
+    assert '"other op"' in chart and "MaxPool" in chart
+    assert _panel(at)["to"] == "/relu1/Relu (via direct)", "the neighbours are the ops themselves"

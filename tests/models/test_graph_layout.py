@@ -86,3 +86,12 @@ def test_three_hundred_layers_lay_out_in_well_under_a_second():
     elapsed = time.perf_counter() - started
     assert len(graph.nodes) == 602 and graph.depth == 302 and graph.width == 2
     assert elapsed < 1.0, f"{elapsed:.2f} s"
+
+
+def test_expanded_every_op_is_a_node_and_no_chain_is_collapsed():
+    graph = layer_graph(branching_model(), ["a", "b", "c", "d"], expanded=True)
+    kinds = {node.id: node.kind for node in graph.nodes}
+    assert {name for name, kind in kinds.items() if kind == NodeKind.OP} == {"relu", "add", "shape", "reshape"}
+    assert all(edge.hidden_ops == 0 for edge in graph.edges)
+    assert {(edge.source, edge.target) for edge in graph.edges} >= {("a", "relu"), ("relu", "b"), ("add", "reshape"),
+                                                                     ("shape", "reshape"), ("reshape", "d")}
