@@ -7,7 +7,7 @@ from ui.setup import page_errors, setup_page
 ctx = setup_page("Graph")
 st.title("Graph")
 st.caption("The model top to bottom: quantizable layers as squares (the ops between two layers collapsed into the "
-           "edge; hover its dot), model inputs and outputs as triangles. Scroll to zoom, drag to pan. Click a layer "
+           "edge; hover its dot, or turn on Every op), model inputs and outputs as triangles. Scroll to zoom, drag to pan. Click a layer "
            "(or search it below) to see its histograms and errors and to change its format.")
 
 if not ctx.info.layers:
