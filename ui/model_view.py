@@ -235,5 +235,5 @@ def show_notes(notes: tuple[str, ...]) -> None:
             st.info(part.summary)
             continue
         st.info(f"{part.summary} ({len(part.names)} listed below).")
-        with st.expander(f"{len(part.names)} names: {part.summary}"):
+        with st.expander(f"The {len(part.names)} names"):
             st.code("\n".join(part.names), language=None)
