@@ -13,7 +13,7 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
-from quant_core.config import PRESETS, LayerQuant, QuantConfig
+from quant_core.config import PRESETS, QuantConfig
 from quant_core.errors import QuantLabError
 from quant_core.model.graph_layout import LayerGraph, layer_graph
 from quant_core.export.model_explorer import NodeKey, Threshold, node_data, node_data_json

@@ -72,7 +72,7 @@ def test_nodes_listed_out_of_order_are_laid_out_by_their_data_flow():
 
 
 def test_three_hundred_layers_lay_out_in_well_under_a_second():
-    nodes, initializers, previous = [], [], "x"
+    nodes, previous = [], "x"
     for index in range(300):
         # Two branches every layer, joined by an Add: a wide, deep graph like a detector's head.
         left, right = f"l{index}", f"r{index}"
