@@ -29,7 +29,7 @@ from .lru import LRUCache
 from .simulate import ActivationQuant, SimulationSession, layer_specs
 from .simulation_graph import ActivationMode
 from .suffix_runs import SuffixRuns
-from .tasks import Metric, Task, TaskScore, TaskScorer, check_task, infer_task, output_index
+from .tasks import Metric, Task, TaskScore, TaskScorer, check_task, check_tokens, infer_task, output_index
 from .validate import check_config, model_facts, validate_config
 
 __all__ = ["EvaluationResult", "Evaluator", "LRUCache", "LayerError", "evaluate_config", "simulated_only",
@@ -170,6 +170,7 @@ class Evaluator:
         labels = getattr(data, "labels", None)
         self.labels = None if labels is None else np.asarray(labels)[:self.sample_count]
         self.task = infer_task(prepared.info) if task is None else check_task(task, prepared.info)
+        check_tokens(self.task, prepared.info, data.inputs)  # before onnxruntime meets an id its Gather refuses
         self._scorers = LRUCache(MAX_TASKS)          # Task -> TaskScorer
         self._results = LRUCache(MAX_RESULTS)        # (QuantConfig, Task) -> EvaluationResult
         self._layer_errors = LRUCache(MAX_RESULTS)   # QuantConfig -> tuple[LayerError, ...]
