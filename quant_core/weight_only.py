@@ -34,6 +34,9 @@ from .errors import QuantLabError
 
 BITS = (3, 4, 8)                  # simulated and exported: 4 and 8 (MatMulNBits); 3: simulated only
 BLOCK_SIZES = (32, 64, 128)
+# onnxruntime 1.31's MatMulNBits takes float zero points at 2 and 4 bits only ("Only 2b and 4b
+# quantization is supported for unpacked compute"); 3 bits is simulated only, so it may keep them too.
+FLOAT_ZERO_POINT_BITS = (2, 3, 4)
 
 
 class WeightOnlyMethod(StrEnum):
@@ -207,7 +210,8 @@ def hqq(w, *, bits: int = 4, block_size: int = 32, symmetric: bool = False, iter
     Half-quadratic splitting from RTN's parameters: e = shrink_p(w - dequantized) (the sparse error),
     then the parameter that best explains w - e with the integers fixed (the mean for the zero point, a
     least-squares fit for the scale), beta *= kappa. Asymmetric zero points stay real numbers, as in
-    HQQ (float32; MatMulNBits takes them), and each group keeps whichever of RTN's and HQQ's parameters
+    HQQ (float32), at the bit widths whose MatMulNBits kernel takes them (FLOAT_ZERO_POINT_BITS: 2, 3, 4;
+    8-bit rounds them to integers), and each group keeps whichever of RTN's and HQQ's parameters
     has the lower objective, so HQQ is never worse than RTN on it (`lp_error`).
     """
     w = _check(w, bits, block_size)
@@ -229,7 +233,12 @@ def hqq(w, *, bits: int = 4, block_size: int = 32, symmetric: bool = False, iter
         else:
             zero = np.mean(q - target * inverse, axis=1)
         beta *= kappa
-    zero = zero.astype(np.float32) if not symmetric else start.zero_point
+    if symmetric:
+        zero = start.zero_point
+    elif bits in FLOAT_ZERO_POINT_BITS:
+        zero = zero.astype(np.float32)
+    else:
+        zero = np.clip(np.round(zero), 0, qmax).astype(np.uint8)
     scale32 = scale.astype(np.float32)
     optimised = _result(w, quantize_groups(groups.astype(np.float32), scale32, zero, bits), scale32, zero, bits,
                         block_size, symmetric, WeightOnlyMethod.HQQ)
