@@ -245,3 +245,41 @@ def greedy_continuation(session: ort.InferenceSession, prompt: np.ndarray, steps
         logits = session.run(None, {name: feed})[0]
         ids.append(int(np.argmax(logits[0, len(window) - 1])))
     return np.array(ids[len(prompt) or 1:], dtype=np.int64)
+
+
+# -- one weight-only choice, measured ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WeightOnlyResult:
+    """A weight-only choice on a language model: perplexity beside FP32's, weight bytes, time to quantize."""
+
+    spec: WeightOnlySpec
+    fp32_perplexity: float
+    perplexity: float
+    fp32_weight_bytes: int       # the quantized layers' weights at FP32
+    weight_bytes: int            # the same weights quantized (packed integers, scales, zero points)
+    seconds: float               # time to quantize (calibration statistics excluded)
+
+    @property
+    def perplexity_increase(self) -> float:
+        return self.perplexity - self.fp32_perplexity
+
+
+def fp32_weight_bytes(model: onnx.ModelProto, layers=None) -> int:
+    layers = matmul_layers(model) if layers is None else layers
+    sizes = {init.name: int(np.prod(init.dims)) * 4 for init in model.graph.initializer}
+    return sum(sizes[weight] for weight in set(layers.values()))
+
+
+def measure_weight_only(model: onnx.ModelProto, spec: WeightOnlySpec, tokens: np.ndarray, labels: np.ndarray, *,
+                        inputs: dict[str, LayerInputs] | None = None, fp32_perplexity: float | None = None,
+                        threads: int = 1) -> tuple[WeightOnlyResult, onnx.ModelProto]:
+    """Quantize every MatMul weight with `spec`, return its result on (tokens, labels) and the simulated model."""
+    quantized = quantize_weights(model, spec, inputs)
+    simulated = simulated_model(model, quantized)
+    if fp32_perplexity is None:
+        fp32_perplexity = model_perplexity(model, tokens, labels, threads=threads)
+    result = WeightOnlyResult(spec, fp32_perplexity, model_perplexity(simulated, tokens, labels, threads=threads),
+                              fp32_weight_bytes(model, quantized.weights), quantized.storage_bytes(),
+                              quantized.seconds)
+    return result, simulated
