@@ -71,7 +71,7 @@ LANGUAGE_MODELS: dict[str, LanguageDemo] = {
                      "self-attention, LayerNorm, GELU MLP 256→1024→256), head 256→128; 3.3 M parameters, context "
                      "128. Trained on eight Shakespeare plays; scored by perplexity on held-out text. Group-wise "
                      "INT4 / INT3 weights and GPTQ / AWQ / HQQ show here.",
-                     DEMO_DIR / "shakespeare_lm.onnx", DEMO_DIR / "shakespeare_lm.npz", 0.0),
+                     DEMO_DIR / "shakespeare_lm.onnx", DEMO_DIR / "shakespeare_lm.npz", 5.9244),
     )
 }
 

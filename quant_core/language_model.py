@@ -115,7 +115,7 @@ class LayerInputs:
     rows: int
 
 
-def _session(model: onnx.ModelProto, threads: int = 1) -> ort.InferenceSession:
+def inference_session(model: onnx.ModelProto, threads: int = 1) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -133,7 +133,7 @@ def collect_layer_inputs(model: onnx.ModelProto, tokens: np.ndarray, *, layers=N
     for tensor in dict.fromkeys(names.values()):
         if tensor not in outputs:
             probe.graph.output.append(onnx.ValueInfoProto(name=tensor))
-    session = _session(probe, threads)
+    session = inference_session(probe, threads)
     input_name = session.get_inputs()[0].name
     sums, abs_sums, samples, rows = {}, {}, {n: [] for n in names}, 0
     rng = np.random.default_rng(seed)
@@ -219,7 +219,7 @@ def simulated_model(model: onnx.ModelProto, quantized: QuantizedWeights) -> onnx
 def model_logits(model: onnx.ModelProto | ort.InferenceSession, tokens: np.ndarray, *,
                  threads: int = 1) -> np.ndarray:
     """Return the logits of `tokens` [N, T] (a model or an open session), in batches of RUN_BATCH."""
-    session = model if isinstance(model, ort.InferenceSession) else _session(model, threads)
+    session = model if isinstance(model, ort.InferenceSession) else inference_session(model, threads)
     name = session.get_inputs()[0].name
     return np.concatenate([session.run(None, {name: tokens[i:i + RUN_BATCH]})[0]
                            for i in range(0, len(tokens), RUN_BATCH)])

@@ -1,0 +1,35 @@
+"""The Language model page: on the shipped LM, perplexity of a weight-only method beside FP32's and the
+greedy generations side by side; on another model, one line saying what it needs."""
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = str(ROOT / "pages" / "7_Language_model.py")
+
+
+def _page(model: str) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=300)
+    at.run()
+    if at.selectbox(key="model_choice").value != model:
+        at.selectbox(key="model_choice").set_value(model).run()
+    return at
+
+
+def test_on_a_digits_model_the_page_says_it_needs_a_language_model():
+    at = _page("mlp")
+    assert not at.exception
+    assert "This page works on a language model" in at.info[0].value
+
+
+def test_on_the_shipped_lm_it_shows_perplexity_and_both_generations():
+    at = _page("shakespeare_lm")
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    at.selectbox(key="lm_method").set_value("rtn")
+    at.selectbox(key="lm_bits").set_value(3)
+    at.slider(key="lm_steps").set_value(40)
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    labels = [metric.label for metric in at.metric]
+    assert labels[0] == "Perplexity (RTN int3 g32 sym)" and "vs FP32" in at.metric[0].delta
+    assert [code.value.startswith(at.text_area(key="lm_prompt").value) for code in at.code] == [True, True]
