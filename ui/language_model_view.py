@@ -33,11 +33,13 @@ def context_length(ctx: LabContext) -> int:
 def controls() -> tuple[WeightOnlySpec, str, int]:
     """Draw the method, bits, group size, symmetry, prompt and length; return (spec, prompt, tokens)."""
     left, middle, right, last = st.columns(4)
-    method = left.selectbox("Method", [m.value for m in WeightOnlyMethod], index=2, key="lm_method",
+    # Opens on RTN int3 g128: no calibration (fast), and the largest loss of the table, which GPTQ then
+    # recovers (docs/language_models.md).
+    method = left.selectbox("Method", [m.value for m in WeightOnlyMethod], index=0, key="lm_method",
                             format_func=str.upper, help=METHOD_HELP)
-    bits = middle.selectbox("Weight bits", list(BITS), index=1, key="lm_bits",
+    bits = middle.selectbox("Weight bits", list(BITS), index=0, key="lm_bits",
                             help="4 and 8 bits export as MatMulNBits; 3 bits is simulated only")
-    block = right.selectbox("Group size (inputs per scale)", list(BLOCK_SIZES), index=0, key="lm_block")
+    block = right.selectbox("Group size (inputs per scale)", list(BLOCK_SIZES), index=2, key="lm_block")
     symmetric = last.checkbox("Symmetric", value=True, key="lm_symmetric",
                               help="symmetric: zero point 2^(bits-1); asymmetric: one zero point per group")
     prompt = st.text_area("Prompt", DEFAULT_PROMPT, key="lm_prompt", height=90)

@@ -25,8 +25,8 @@ def test_on_a_digits_model_the_page_says_it_needs_a_language_model():
 def test_on_the_shipped_lm_it_shows_perplexity_and_both_generations():
     at = _page("shakespeare_lm")
     assert not at.exception and not at.error, [e.value for e in at.error]
-    at.selectbox(key="lm_method").set_value("rtn")
-    at.selectbox(key="lm_bits").set_value(3)
+    assert at.metric[0].label == "Perplexity (RTN int3 g128 sym)"          # opens on RTN int3, no calibration
+    at.selectbox(key="lm_block").set_value(32)
     at.slider(key="lm_steps").set_value(40)
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
