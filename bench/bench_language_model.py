@@ -8,7 +8,7 @@ windows (the .npz split 128 / 128, seed 0), the quantized weights' size, the tim
 and AWQ: plus the one pass that collects the calibration inputs, printed once), and the exported
 MatMulNBits model's perplexity where onnxruntime runs the bit width (4, 8).
 --latency: the exported model (MatMulNBits with our integers) at the context length, batch 1 and 8,
-FP32 vs 8-bit vs 4-bit, timed round-robin `--rounds` times with quant_core.latency.measure_latency
+FP32 vs 8-bit vs 4-bit, timed round-robin `--rounds` times with quant_core.export.latency.measure_latency
 (1 intra-op thread); median of the rounds' medians, ratio to FP32 measured in the same run.
 Prints Markdown tables (docs/language_models.md and docs/BENCHMARKS.md record them).
 """
@@ -25,14 +25,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from quant_core.data import split_dataset  # noqa: E402
-from quant_core.demo import LANGUAGE_MODELS, load_demo  # noqa: E402
-from quant_core.language_model import (WeightOnlySpec, collect_layer_inputs, fp32_weight_bytes,  # noqa: E402
+from quant_core.model.data import split_dataset  # noqa: E402
+from quant_core.model.demo import LANGUAGE_MODELS, load_demo  # noqa: E402
+from quant_core.engine.language_model import (WeightOnlySpec, collect_layer_inputs, fp32_weight_bytes,  # noqa: E402
                                        measure_weight_only, model_perplexity, quantize_weights)
-from quant_core.latency import measure_latency  # noqa: E402
-from quant_core.model_io import load_model  # noqa: E402
-from quant_core.nbits_export import MATMUL_NBITS_BITS, export_matmul_nbits  # noqa: E402
-from quant_core.weight_only import BITS, BLOCK_SIZES, WeightOnlyMethod  # noqa: E402
+from quant_core.export.latency import measure_latency  # noqa: E402
+from quant_core.model.model_io import load_model  # noqa: E402
+from quant_core.export.nbits import MATMUL_NBITS_BITS, export_matmul_nbits  # noqa: E402
+from quant_core.numerics.weight_only import BITS, BLOCK_SIZES, WeightOnlyMethod  # noqa: E402
 
 CALIBRATION_WINDOWS = 64
 

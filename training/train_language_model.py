@@ -7,7 +7,7 @@ Run from the repository root with the training venv (see requirements-train.txt)
 Reads demo_models/shakespeare.txt (training/prepare_lm_text.py made it), trains on its first 90 %, and
 writes demo_models/shakespeare_lm.onnx and demo_models/shakespeare_lm.npz (token windows from the last
 10 %, never trained on). Prints the FP32 perplexity on those windows (the number recorded in
-quant_core/demo.py and docs/language_models.md). Seeded and single-threaded, so a rerun with the pinned
+quant_core/model/demo.py and docs/language_models.md). Seeded and single-threaded, so a rerun with the pinned
 versions gives the same weights.
 
 Model: tokens are bytes (vocabulary 128: the ASCII codes); 4 pre-LayerNorm blocks, d_model 256, 4 heads,

@@ -1,14 +1,14 @@
 """The Language model page: a weight-only method on every MatMul weight, its perplexity beside FP32's,
-and greedy generation by the FP32 and the quantized model side by side (quant_core.language_model)."""
+and greedy generation by the FP32 and the quantized model side by side (quant_core.engine.language_model)."""
 from __future__ import annotations
 
 import onnxruntime as ort
 import streamlit as st
 
-from quant_core.language_model import (LayerInputs, WeightOnlySpec, collect_layer_inputs, decode, encode,
+from quant_core.engine.language_model import (LayerInputs, WeightOnlySpec, collect_layer_inputs, decode, encode,
                                        greedy_continuation, measure_weight_only, model_perplexity)
-from quant_core.tasks import TaskKind, infer_task
-from quant_core.weight_only import BITS, BLOCK_SIZES, WeightOnlyMethod
+from quant_core.engine.tasks import TaskKind, infer_task
+from quant_core.numerics.weight_only import BITS, BLOCK_SIZES, WeightOnlyMethod
 from ui.jobs import heavy_job
 from ui.setup import LabContext
 

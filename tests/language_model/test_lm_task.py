@@ -5,11 +5,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from quant_core.data import load_npz
+from quant_core.model.data import load_npz
 from quant_core.errors import ConfigError, DataError
-from quant_core.metrics import mean_cross_entropy, next_token_labels, perplexity
-from quant_core.model_io import TensorInfo
-from quant_core.tasks import Metric, Task, TaskKind, check_task, check_tokens, infer_task, score
+from quant_core.numerics.metrics import mean_cross_entropy, next_token_labels, perplexity
+from quant_core.model.model_io import TensorInfo
+from quant_core.engine.tasks import Metric, Task, TaskKind, check_task, check_tokens, infer_task, score
 
 LM = Task(TaskKind.LANGUAGE_MODEL)
 

@@ -7,8 +7,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from quant_core.errors import ModelError
-from quant_core.nbits_export import export_matmul_nbits, pack_bits
-from quant_core.weight_only import WeightOnlyMethod, quantize_weight
+from quant_core.export.nbits import export_matmul_nbits, pack_bits
+from quant_core.numerics.weight_only import WeightOnlyMethod, quantize_weight
 
 K, N = 256, 24
 

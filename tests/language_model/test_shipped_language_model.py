@@ -8,13 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-from quant_core.data import split_dataset
-from quant_core.demo import LANGUAGE_MODELS, load_demo
-from quant_core.language_model import (WeightOnlySpec, collect_layer_inputs, decode, encode, greedy_continuation,
+from quant_core.model.data import split_dataset
+from quant_core.model.demo import LANGUAGE_MODELS, load_demo
+from quant_core.engine.language_model import (WeightOnlySpec, collect_layer_inputs, decode, encode, greedy_continuation,
                                        inference_session, measure_weight_only, model_perplexity, quantize_weights)
-from quant_core.model_io import load_model, prepare_model
-from quant_core.nbits_export import export_matmul_nbits
-from quant_core.tasks import TaskKind, infer_task
+from quant_core.model.model_io import load_model, prepare_model
+from quant_core.export.nbits import export_matmul_nbits
+from quant_core.engine.tasks import TaskKind, infer_task
 
 DEMO = LANGUAGE_MODELS["shakespeare_lm"]
 TEXT = DEMO.path.parent / "shakespeare.txt"
@@ -92,7 +92,7 @@ def test_exported_matmul_nbits_perplexity_equals_the_simulation_within_1_percent
     model, _, evaluation = shipped
     tokens, labels = evaluation.inputs["tokens"][:32], evaluation.labels[:32]
     quantized = quantize_weights(model, WeightOnlySpec(method, bits, 32, symmetric), layer_inputs)
-    from quant_core.language_model import simulated_model
+    from quant_core.engine.language_model import simulated_model
 
     simulated = model_perplexity(simulated_model(model, quantized), tokens, labels)
     exported_model = export_matmul_nbits(model, quantized.layers)

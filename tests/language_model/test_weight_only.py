@@ -4,7 +4,7 @@ import pytest
 from onnxruntime.capi._pybind_state import quantize_matmul_4bits, quantize_matmul_8bits
 
 from quant_core.errors import QuantLabError
-from quant_core.weight_only import (GroupQuantized, WeightOnlyMethod, awq, blockwise_qparams, gptq, hessian, hqq,
+from quant_core.numerics.weight_only import (GroupQuantized, WeightOnlyMethod, awq, blockwise_qparams, gptq, hessian, hqq,
                                     lp_error, quantize_weight, rtn)
 
 RNG = np.random.default_rng(0)
@@ -163,7 +163,7 @@ def test_storage_counts_packed_integers_scales_and_zero_points():
 
 def test_the_config_adapter_takes_a_per_group_weight_choice():
     from quant_core.config import TensorQuant
-    from quant_core.weight_only import quantize_for_layer
+    from quant_core.numerics.weight_only import quantize_for_layer
 
     tq = TensorQuant("int4", symmetric=False, granularity="per_group", block_size=64)
     quantized = quantize_for_layer(W, tq, "gptq", inputs=correlated_inputs())
