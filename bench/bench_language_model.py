@@ -87,17 +87,18 @@ def latency(name: str, rounds: int, batches: list[int]) -> list[str]:
              "| variant | batch | median ms | p10–p90 ms | × FP32 (median) | file MiB |", "|---|---:|---:|---:|---:|---:|"]
     for batch in batches:
         medians = {label: [] for label in payloads}
-        spreads = {}
+        spreads = {label: [] for label in payloads}
         for _ in range(rounds):
             for label, payload in payloads.items():
                 result = measure_latency(payload, {"tokens": tokens}, batch_size=batch, threads=1, warmup=3,
                                          repeats=20 if batch == 1 else 8)
                 medians[label].append(result.median_ms)
-                spreads[label] = (result.p10_ms, result.p90_ms)
+                spreads[label].append((result.p10_ms, result.p90_ms))
         base = float(np.median(medians["FP32"]))
         for label, payload in payloads.items():
             median = float(np.median(medians[label]))
-            lines.append(f"| {label} | {batch} | {median:.2f} | {spreads[label][0]:.2f}–{spreads[label][1]:.2f} | "
+            p10, p90 = np.median(np.asarray(spreads[label]), axis=0)   # medians over rounds, like the median
+            lines.append(f"| {label} | {batch} | {median:.2f} | {p10:.2f}–{p90:.2f} | "
                          f"{median / base:.2f} | {len(payload) / 2**20:.2f} |")
             print(lines[-1], flush=True)
     lines.append(f"\nload average after: {os.getloadavg()[0]:.2f}")
