@@ -2,6 +2,7 @@
 greedy generations side by side; on another model, one line saying what it needs."""
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,6 +23,7 @@ def test_on_a_digits_model_the_page_says_it_needs_a_language_model():
     assert "This page works on a language model" in at.info[0].value
 
 
+@pytest.mark.slow
 def test_on_the_shipped_lm_it_shows_perplexity_and_both_generations():
     at = _page("shakespeare_lm")
     assert not at.exception and not at.error, [e.value for e in at.error]

@@ -16,6 +16,8 @@ from quant_core.model.model_io import load_model, prepare_model
 from quant_core.export.nbits import export_matmul_nbits
 from quant_core.engine.tasks import TaskKind, infer_task
 
+pytestmark = pytest.mark.slow  # a 3.3 M-parameter model: about a minute on an idle 2-core machine
+
 DEMO = LANGUAGE_MODELS["shakespeare_lm"]
 TEXT = DEMO.path.parent / "shakespeare.txt"
 
