@@ -12,9 +12,12 @@ st.caption("Every MatMul weight quantized in groups along its inputs (one scale,
            "the held-out windows; the generations are greedy, so they differ only through the weights.")
 
 if not language_model_view.is_language_model(ctx):
-    st.info("This page works on a language model (next-token logits [batch, tokens, vocabulary] over integer "
-            "tokens): choose “Language model (Shakespeare, bytes)” in the sidebar, or set the task to "
-            "language_model.")
+    st.info("Perplexity and generation need a language model (next-token logits [batch, tokens, vocabulary] "
+            "over integer tokens): choose “Language model (Shakespeare, bytes)” in the sidebar, or set the task "
+            "to language_model. Meanwhile, what group-wise weight-only quantization does to this model's "
+            "largest weight:")
+    with page_errors("the weight chart"):
+        language_model_view.weight_chart(ctx)
     st.stop()
 if ctx.evaluation_data is None or ctx.evaluation_data.labels is None:
     st.info("Perplexity needs token windows with next-token labels: upload a .npz with the model's token input "
@@ -24,3 +27,5 @@ if ctx.evaluation_data is None or ctx.evaluation_data.labels is None:
 spec, prompt, steps = language_model_view.controls()
 with page_errors("the language model"):
     language_model_view.show(ctx, spec, prompt, steps)
+with page_errors("the weight chart"):
+    language_model_view.weight_chart(ctx)

@@ -141,7 +141,7 @@ class Evaluator:
         labels = getattr(data, "labels", None)
         self.labels = None if labels is None else np.asarray(labels)[:self.sample_count]
         self.task = infer_task(prepared.info) if task is None else check_task(task, prepared.info)
-        check_tokens(self.task, prepared.info, data.inputs)  # before onnxruntime meets an id its Gather refuses
+        check_tokens(self.task, prepared.info, getattr(data, "inputs", data))  # before onnxruntime meets a bad id
         self._scorers = LRUCache(MAX_TASKS)          # Task -> TaskScorer
         self._results = LRUCache(MAX_RESULTS)        # (QuantConfig, Task) -> EvaluationResult
         self._layer_errors = LRUCache(MAX_RESULTS)   # QuantConfig -> tuple[LayerError, ...]

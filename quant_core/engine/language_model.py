@@ -283,3 +283,25 @@ def measure_weight_only(model: onnx.ModelProto, spec: WeightOnlySpec, tokens: np
                               fp32_weight_bytes(model, quantized.weights), quantized.storage_bytes(),
                               quantized.seconds)
     return result, simulated
+
+
+def largest_matmul_weight(model: onnx.ModelProto) -> tuple[str, np.ndarray] | None:
+    """Return (node name, weight [K, N]) of the MatMul or Gemm with the most weight values, or None.
+
+    A Gemm with transB = 1 stores its weight [N, K]: it is returned transposed, inputs first.
+    """
+    initializers = {init.name: init for init in model.graph.initializer}
+    best = None
+    for node in model.graph.node:
+        if node.op_type in ("MatMul", "Gemm") and len(node.input) > 1 and node.input[1] in initializers:
+            init = initializers[node.input[1]]
+            if len(init.dims) == 2 and init.data_type == onnx.TensorProto.FLOAT:
+                size = int(np.prod(init.dims))
+                if best is None or size > best[0]:
+                    best = (size, node, init)
+    if best is None:
+        return None
+    _, node, init = best
+    weight = numpy_helper.to_array(init).astype(np.float32)
+    trans_b = next((attr.i for attr in node.attribute if attr.name == "transB"), 0)
+    return node.name, (weight.T.copy() if node.op_type == "Gemm" and trans_b else weight)

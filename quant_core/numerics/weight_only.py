@@ -373,3 +373,21 @@ def quantize_for_layer(w, tq, method: WeightOnlyMethod | str, *, inputs=None, h=
                             "weight's inputs (axis 0 of a MatMul weight [K, N]): set granularity per_group")
     return quantize_weight(w, method, bits=tq.format.bits, block_size=tq.block_size, symmetric=tq.symmetric,
                            inputs=inputs, h=h)
+
+
+def weight_sqnr_table(w, *, methods=(WeightOnlyMethod.RTN, WeightOnlyMethod.HQQ), bits=BITS,
+                      block_sizes=BLOCK_SIZES, symmetric: bool = True) -> list[tuple[str, int, int, float]]:
+    """Return (method, bits, block size, SQNR dB of the effective weight) for the data-free methods.
+
+    SQNR = 10 log10(sum w^2 / sum (w - effective)^2) (`metrics.sqnr_db`): what a group size and a bit
+    width cost one weight, before any data is seen.
+    """
+    from quant_core.numerics.metrics import sqnr_db
+
+    rows = []
+    for method in methods:
+        for width in bits:
+            for block in block_sizes:
+                quantized = quantize_weight(w, method, bits=width, block_size=block, symmetric=symmetric)
+                rows.append((WeightOnlyMethod(method).value, width, block, sqnr_db(w, quantized.effective_weight())))
+    return rows

@@ -17,10 +17,11 @@ def _page(model: str) -> AppTest:
     return at
 
 
-def test_on_a_digits_model_the_page_says_it_needs_a_language_model():
+def test_on_a_digits_model_the_page_says_it_needs_a_language_model_and_charts_its_largest_weight():
     at = _page("mlp")
-    assert not at.exception
-    assert "This page works on a language model" in at.info[0].value
+    assert not at.exception and not at.error
+    assert "Perplexity and generation need a language model" in at.info[0].value
+    assert [chart.key for chart in at.get("plotly_chart")] == ["lm_weight_chart"]
 
 
 @pytest.mark.slow

@@ -65,3 +65,16 @@ def test_three_bits_is_refused_for_export_in_one_line():
     w = np.ones((K, N), dtype=np.float32)
     with pytest.raises(ModelError, match="3-bit weights have no MatMulNBits kernel in onnxruntime"):
         export_matmul_nbits(matmul_model(w), {"fc": quantize_weight(w, "rtn", bits=3)})
+
+
+def test_the_largest_matmul_or_gemm_weight_is_found_inputs_first():
+    from quant_core.engine.language_model import largest_matmul_weight
+
+    w = np.arange(6 * 4, dtype=np.float32).reshape(6, 4)                       # Gemm transB: [N, K]
+    node = helper.make_node("Gemm", ["x", "w"], ["y"], name="fc", transB=1)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6])],
+                              [numpy_helper.from_array(w, "w")])
+    name, weight = largest_matmul_weight(helper.make_model(graph))
+    assert name == "fc" and weight.shape == (4, 6)
+    np.testing.assert_array_equal(weight, w.T)

@@ -173,3 +173,13 @@ def test_the_config_adapter_takes_a_per_group_weight_choice():
         quantize_for_layer(W, TensorQuant("int4", granularity="per_channel"), "rtn")
     with pytest.raises(QuantLabError, match="needs an int3, int4 or int8 weight format, got fp8"):
         quantize_for_layer(W, TensorQuant("fp8_e4m3fn", granularity="per_group"), "awq", inputs=correlated_inputs())
+
+
+def test_weight_sqnr_table_grows_with_bits_and_with_smaller_groups():
+    from quant_core.numerics.weight_only import weight_sqnr_table
+
+    rows = {(method, bits, block): sqnr for method, bits, block, sqnr in weight_sqnr_table(W)}
+    assert len(rows) == 2 * 3 * 3
+    for method in ("rtn", "hqq"):
+        assert rows[(method, 3, 32)] < rows[(method, 4, 32)] < rows[(method, 8, 32)]
+        assert rows[(method, 4, 32)] > rows[(method, 4, 128)]
