@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from quant_core.config import PRESETS, TensorQuant
-from quant_core.model.demo import DEMO_MODELS
+from quant_core.model.demo import SHIPPED_MODELS
 from quant_core.numerics.formats import FP16, INT4, INT8, Granularity
 from quant_core.numerics.size import model_bytes
 from ui.cache import get_evaluator
@@ -130,7 +130,7 @@ _BAR_COLOR = "#2E6FD8"
 def _description(ctx: LabContext) -> str:
     if not ctx.is_demo:
         return f"Uploaded model {ctx.model_name}."
-    demo = DEMO_MODELS[ctx.model_name]
+    demo = SHIPPED_MODELS[ctx.model_name]
     return f"**{demo.title}** — {demo.description}"
 
 

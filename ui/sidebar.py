@@ -10,7 +10,7 @@ from dataclasses import replace
 import streamlit as st
 
 from quant_core.config import PRESETS, QuantConfig
-from quant_core.model.demo import DEMO_MODELS
+from quant_core.model.demo import LANGUAGE_MODELS, SHIPPED_MODELS
 from quant_core.errors import ConfigError, DataError, QuantLabError
 from quant_core.model.layout import infer_layout, parse_state
 from quant_core.model.model_io import MAX_MODEL_BYTES
@@ -31,7 +31,7 @@ def _demo_source(name: str) -> state.ModelSource:
 
 def _use_demo() -> None:
     choice = st.session_state[state.MODEL_CHOICE]
-    if choice in DEMO_MODELS:
+    if choice in SHIPPED_MODELS:
         state.set_model_source(_demo_source(choice))
 
 
@@ -57,7 +57,7 @@ def model_section():
         st.error(f"Cannot open {source.name}: {err}")
         st.stop()
     state.set_model_source(source)
-    options = list(DEMO_MODELS) + ([] if source.demo else [UPLOADED])
+    options = list(SHIPPED_MODELS) + ([] if source.demo else [UPLOADED])
     st.session_state[state.MODEL_CHOICE] = source.demo or UPLOADED
     with choice_slot:
         st.selectbox("Model in use (a demo, or your upload)", options, key=state.MODEL_CHOICE, on_change=_use_demo,
@@ -66,7 +66,7 @@ def model_section():
 
 
 def _choice_label(name: str, source: state.ModelSource) -> str:
-    return DEMO_MODELS[name].title if name in DEMO_MODELS else f"Uploaded: {source.name}"
+    return SHIPPED_MODELS[name].title if name in SHIPPED_MODELS else f"Uploaded: {source.name}"
 
 
 def _prepared_for(source: state.ModelSource):
@@ -119,6 +119,8 @@ def data_section(prepared, source: state.ModelSource):
         st.error(f"{data_source.name} is no longer held by this session: upload it again.")
     if source.demo is not None:
         _, _, data = cache.demo_source(source.demo)
+        if source.demo in LANGUAGE_MODELS:
+            return data, "shakespeare", "Shakespeare windows (held-out demo data)"
         return data, "digits", "digits (held-out demo data)"
     return None, "", ""
 

@@ -95,7 +95,9 @@ def headline_text(task: Task) -> str:
             TaskKind.CTC: "1 − CER against label sequences, else against FP32's greedy decode",
             TaskKind.EMBEDDING: f"recall@{task.k} of the FP32 nearest neighbours",
             TaskKind.DETECTION: f"top-1 agreement with FP32 along axis {task.class_axis}",
-            TaskKind.REGRESSION: "cosine similarity with FP32"}[task.kind]
+            TaskKind.REGRESSION: "cosine similarity with FP32",
+            TaskKind.LANGUAGE_MODEL: "FP32 perplexity / perplexity with next-token labels, else next-token "
+                                     "agreement with FP32"}[task.kind]
 
 
 # -- how metrics read -----------------------------------------------------------------------------------

@@ -30,7 +30,8 @@ from quant_core.engine.simulate import ActivationQuant, SimulationSession
 from quant_core.model.layers import layer_specs
 from quant_core.engine.simulation_graph import ActivationMode
 from quant_core.engine.suffix_runs import SuffixRuns
-from quant_core.engine.tasks import Metric, Task, TaskScore, TaskScorer, check_task, infer_task, output_index
+from quant_core.engine.tasks import (Metric, Task, TaskScore, TaskScorer, check_task, check_tokens, infer_task,
+                                     output_index)
 from quant_core.model.validate import check_config, model_facts, validate_config
 
 __all__ = ["EvaluationResult", "Evaluator", "LRUCache", "LayerError", "evaluate_config",
@@ -140,6 +141,7 @@ class Evaluator:
         labels = getattr(data, "labels", None)
         self.labels = None if labels is None else np.asarray(labels)[:self.sample_count]
         self.task = infer_task(prepared.info) if task is None else check_task(task, prepared.info)
+        check_tokens(self.task, prepared.info, getattr(data, "inputs", data))  # before onnxruntime meets a bad id
         self._scorers = LRUCache(MAX_TASKS)          # Task -> TaskScorer
         self._results = LRUCache(MAX_RESULTS)        # (QuantConfig, Task) -> EvaluationResult
         self._layer_errors = LRUCache(MAX_RESULTS)   # QuantConfig -> tuple[LayerError, ...]

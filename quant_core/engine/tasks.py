@@ -18,8 +18,9 @@ from enum import StrEnum
 
 import numpy as np
 
-from quant_core.errors import ConfigError
-from quant_core.numerics.metrics import FixedReference, max_abs_error, nearest_neighbours, recall_at_k, token_error_rate
+from quant_core.errors import ConfigError, DataError
+from quant_core.numerics.metrics import (FixedReference, max_abs_error, mean_cross_entropy, nearest_neighbours,
+                                         recall_at_k, token_error_rate)
 
 
 class TaskKind(StrEnum):
@@ -29,6 +30,7 @@ class TaskKind(StrEnum):
     EMBEDDING = "embedding"            # one vector per sample: [N, D]
     DETECTION = "detection"            # dense or detection heads: scores along a channel axis
     REGRESSION = "regression"          # any tensor: only how close the numbers are
+    LANGUAGE_MODEL = "language_model"  # next-token logits [N, T, vocab] of integer tokens: perplexity
 
 
 class Metric(StrEnum):
@@ -49,16 +51,23 @@ class Metric(StrEnum):
     COSINE = "cosine"
     SQNR = "SQNR dB"
     MAX_ABS_ERROR = "max abs error"
+    PERPLEXITY = "perplexity"                 # exp(mean cross-entropy of the next-token labels)
+    PERPLEXITY_INCREASE = "perplexity increase"  # perplexity - FP32 perplexity (lower is better)
+    PERPLEXITY_RATIO = "FP32 perplexity / perplexity"  # the language-model headline with labels
 
 
 # recall@k compares every sample with every other (N x N similarities per config): on more samples
 # than this, the first RECALL_SAMPLES are its queries and gallery, so a sweep stays seconds per config.
 RECALL_SAMPLES = 2048
+# Next-token logits [N, T, V] over integer tokens are a language model when V is at least this (a byte
+# vocabulary is 128 or 256); fewer classes per position are a token tagger (sequence).
+LM_MIN_VOCAB = 64
 _KIND_DEFAULT_AXIS = {TaskKind.DETECTION: 1}  # channels-first heads; every other kind: the last axis
 _EMBEDDING_NAMES = ("embed", "pooler", "sentence", "feature", "vector", "pooled")
 _CTC_NAMES = ("ctc", "char", "ocr", "text", "recog")
 _DETECTION_NAMES = ("box", "bbox", "det", "anchor", "heatmap", "score", "conf", "loc", "yolo", "face", "mask", "seg")
 _HIDDEN_NAMES = ("hidden", "last_hidden_state", "encoder_out")
+_INTEGER_DTYPES = ("int64", "int32", "int16", "uint16", "int8", "uint8")
 
 
 @dataclass(frozen=True)
@@ -124,7 +133,8 @@ class Task:
 
 _HEADLINES = {TaskKind.CLASSIFICATION: Metric.AGREEMENT, TaskKind.SEQUENCE: Metric.AGREEMENT,
               TaskKind.CTC: Metric.CHARACTER_ACCURACY, TaskKind.EMBEDDING: Metric.RECALL,
-              TaskKind.DETECTION: Metric.AGREEMENT, TaskKind.REGRESSION: Metric.COSINE}
+              TaskKind.DETECTION: Metric.AGREEMENT, TaskKind.REGRESSION: Metric.COSINE,
+              TaskKind.LANGUAGE_MODEL: Metric.AGREEMENT}
 
 
 # -- the task against a model -------------------------------------------------------------------------
@@ -152,6 +162,14 @@ def check_shape(task: Task, name: str, shape: tuple) -> None:
     if task.kind in needs and rank < needs[task.kind][0]:
         raise ConfigError(f"task {task.kind.value} needs {needs[task.kind][1]}, but {shown} has rank {rank}: "
                           f"pick another task or output")
+    if task.kind == TaskKind.LANGUAGE_MODEL:
+        vocab = shape[-1] if rank == 3 else None
+        if rank != 3 or task.class_axis % rank != rank - 1:
+            raise ConfigError(f"task language_model needs next-token logits [N, T, vocab] with the vocabulary last, "
+                              f"but {shown} has rank {rank}: pick another task or output")
+        if isinstance(vocab, int) and vocab < 2:
+            raise ConfigError(f"task language_model needs a vocabulary-sized last axis, but {shown} has {vocab}: "
+                              f"pick another task or output")
     if task.kind == TaskKind.EMBEDDING and rank != 2:
         raise ConfigError(f"task embedding needs one vector per sample [N, D], but {shown} has rank {rank}: "
                           "pick sequence or regression")
@@ -177,12 +195,34 @@ def check_task(task: Task, info) -> Task:
     return task
 
 
+def check_tokens(task: Task, info, inputs) -> None:
+    """Refuse token ids outside a language model's vocabulary (the size of its logits' last axis).
+
+    Integer inputs are token ids for the language-model task; onnxruntime would fail on them deep in
+    its Gather with a message about indices, so they are checked here in one line.
+    """
+    if task.kind != TaskKind.LANGUAGE_MODEL or not info.outputs:
+        return
+    output = info.outputs[output_index(task, info)]
+    vocab = output.shape[-1] if output.shape else None
+    if not isinstance(vocab, int):
+        return
+    for tensor in info.inputs:
+        array = inputs.get(tensor.name)
+        if tensor.dtype in _INTEGER_DTYPES and array is not None and array.size:
+            low, high = int(array.min()), int(array.max())
+            if low < 0 or high >= vocab:
+                raise DataError(f"input {tensor.name!r} holds token id {low if low < 0 else high}, outside the "
+                                f"vocabulary of output {output.name!r} ({vocab} tokens: 0 to {vocab - 1})")
+
+
 def infer_task(info) -> Task:
     """Guess the task from the first output's shape and name (docs/tasks.md lists the rules).
 
     [N, C] → classification ([N, D] named like an embedding → embedding; [N, 1] → regression);
     [N, T, C] → CTC when named like text / characters, detection when named like boxes or scores or
     when a fixed axis 1 precedes a free axis 2 (a channels-first head), hidden states → regression,
+    [N, T, V] with V >= LM_MIN_VOCAB over integer tokens [N, T] → language model,
     else sequence; rank 4+ → detection with channels on axis 1;
     anything else → regression.
     """
@@ -200,6 +240,8 @@ def infer_task(info) -> Task:
             return Task(TaskKind.EMBEDDING)
         return Task(TaskKind.CLASSIFICATION)
     if rank == 3:
+        if _next_token_logits(info, shape):
+            return Task(TaskKind.LANGUAGE_MODEL)
         if any(hint in name for hint in _CTC_NAMES):
             return Task(TaskKind.CTC)
         if any(hint in name for hint in _DETECTION_NAMES):
@@ -215,6 +257,19 @@ def infer_task(info) -> Task:
     if rank >= 4:
         return Task(TaskKind.DETECTION)
     return Task(TaskKind.REGRESSION)
+
+
+def _next_token_logits(info, shape: tuple) -> bool:
+    """True for [N, T, V] logits of a model fed integer tokens [N, T] with a vocabulary of at least
+    LM_MIN_VOCAB (a token tagger's few classes stay a sequence task)."""
+    positions, vocab = shape[1], shape[2]
+    if not isinstance(vocab, int) or vocab < LM_MIN_VOCAB:
+        return False
+    for tensor in getattr(info, "inputs", ()):
+        dims = tuple(tensor.shape)
+        if tensor.dtype in _INTEGER_DTYPES and len(dims) == 2 and dims[1] == positions:
+            return True
+    return False
 
 
 # -- JSON beside a config ----------------------------------------------------------------------------------
@@ -307,8 +362,11 @@ class TaskScorer:
         self.axis = task.class_axis % self._x.ndim if self._x.ndim else 0
         self.labels, self.labels_note = self._fit_labels(labels)
         kind = task.kind
-        if kind in (TaskKind.CLASSIFICATION, TaskKind.SEQUENCE, TaskKind.CTC, TaskKind.DETECTION):
+        if kind in (TaskKind.CLASSIFICATION, TaskKind.SEQUENCE, TaskKind.CTC, TaskKind.DETECTION,
+                    TaskKind.LANGUAGE_MODEL):
             self._top = np.argmax(self._x, axis=self.axis)
+        if kind == TaskKind.LANGUAGE_MODEL and self.labels is not None:
+            self._fp32_perplexity = float(np.exp(mean_cross_entropy(self._x, self.labels)))
         if kind == TaskKind.CTC:
             self._decoded = ctc_greedy_decode(self._x, blank=task.blank, axis=self.axis)
             if self.labels is not None:
@@ -343,6 +401,17 @@ class TaskScorer:
                 return None, (f"per-position labels must have shape {_shown_shape(positions)} for output {name!r} "
                               f"{_shown_shape(shape)}, got {_shown_shape(labels.shape)}: accuracy cannot be measured")
             return self._in_range(labels)
+        if kind == TaskKind.LANGUAGE_MODEL:
+            positions = shape[:-1]
+            if labels.shape != positions:
+                return None, (f"next-token labels must have shape {_shown_shape(positions)} for output {name!r} "
+                              f"{_shown_shape(shape)}, got {_shown_shape(labels.shape)}: perplexity cannot be measured")
+            if labels.size and labels.max() >= shape[-1]:
+                raise DataError(f"the labels hold token {int(labels.max())}, but output {name!r} has a vocabulary "
+                                f"of {shape[-1]} (0 to {shape[-1] - 1})")
+            if not (labels >= 0).any():
+                return None, "no position has a next-token label (all are negative): perplexity cannot be measured"
+            return labels.astype(np.int64, copy=False), None
         if kind == TaskKind.CTC:
             if labels.ndim != 2:
                 return None, (f"CTC labels must be one token sequence per sample ([N, L] padded with -1), got "
@@ -370,7 +439,8 @@ class TaskScorer:
         metrics: list[tuple[str, float | None]] = []
         headline = self.task.headline_name
         per_class = None
-        if kind in (TaskKind.CLASSIFICATION, TaskKind.SEQUENCE, TaskKind.DETECTION, TaskKind.CTC):
+        if kind in (TaskKind.CLASSIFICATION, TaskKind.SEQUENCE, TaskKind.DETECTION, TaskKind.CTC,
+                    TaskKind.LANGUAGE_MODEL):
             top = np.argmax(y, axis=self.axis)
             metrics.append((Metric.AGREEMENT, float(np.mean(top == self._top))))
         if kind in (TaskKind.CLASSIFICATION, TaskKind.SEQUENCE):
@@ -391,6 +461,14 @@ class TaskScorer:
                              float(np.mean([a == b for a, b in zip(self._label_sequences, decoded)]))),
                             (Metric.LABEL_CER, label_cer), (Metric.LABEL_CHARACTER_ACCURACY, 1.0 - label_cer)]
                 headline = Metric.LABEL_CHARACTER_ACCURACY
+        if kind == TaskKind.LANGUAGE_MODEL:
+            if self.labels is None:
+                metrics += [(Metric.PERPLEXITY, None), (Metric.PERPLEXITY_INCREASE, None)]
+            else:
+                value = float(np.exp(mean_cross_entropy(y, self.labels)))
+                metrics += [(Metric.PERPLEXITY_RATIO, self._fp32_perplexity / value), (Metric.PERPLEXITY, value),
+                            (Metric.PERPLEXITY_INCREASE, value - self._fp32_perplexity)]
+                headline = Metric.PERPLEXITY_RATIO
         if kind == TaskKind.EMBEDDING:
             cosines = self._sample_cosines(y)
             metrics += [(Metric.SAMPLE_COSINE, float(np.mean(cosines))), (Metric.WORST_COSINE, float(np.min(cosines))),

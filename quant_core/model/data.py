@@ -56,7 +56,7 @@ def load_npz(source: bytes | str | os.PathLike, info: ModelInfo, *, max_bytes: i
     directory alone, before any array is read.
     Read with allow_pickle=False: an .npz of Python objects is refused, never unpickled. Arrays are checked
     for names, fixed dims and dtype against `info.inputs`; NaN / infinite inputs and zero samples are
-    refused. `labels` must be integers, one per sample.
+    refused. `labels` must be integers, one per sample ([N]) or per position ([N, T], -1: not scored).
     Samples sit on axis 0: along the model's batch axis, each a complete input with batch size 1, or one
     scalar per sample (`layout.infer_layout`, docs/data.md). `state` maps state outputs to the inputs they
     feed at the next sample (None: inferred from names and shapes; {}: no streaming).
@@ -224,20 +224,35 @@ def _check_input(array: np.ndarray, tensor: TensorInfo) -> None:
     if array.dtype.name != tensor.dtype:
         raise DataError(f"{mismatch}: convert with array.astype(np.{tensor.dtype})"
                         if hasattr(np, tensor.dtype) else mismatch)
+    _check_context(array, tensor)
     input_layout(tensor, array)  # the shape: samples on axis 0, as a batch, complete inputs or scalars
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         bad = int(np.count_nonzero(~np.isfinite(array)))
         raise DataError(f"input '{tensor.name}' holds {bad} NaN or infinite value(s)")
 
 
+def _check_context(array: np.ndarray, tensor: TensorInfo) -> None:
+    """Refuse token windows [N, T] longer than a token input's fixed context (a language model's)."""
+    shape = tuple(tensor.shape)
+    if (np.issubdtype(array.dtype, np.integer) and array.ndim == 2 and len(shape) == 2
+            and isinstance(shape[1], int) and array.shape[1] > shape[1]):
+        raise DataError(f"input '{tensor.name}' holds windows of {array.shape[1]} tokens, longer than the model's "
+                        f"context of {shape[1]}: cut them to {shape[1]} tokens")
+
+
 def _check_labels(labels: np.ndarray, num_samples: int, info: ModelInfo) -> np.ndarray:
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"'{LABELS_KEY}' must be a 1-D integer array (class indices), got shape "
-                        f"{labels.shape} {labels.dtype}")
+    """Labels are one class per sample [N], or one per position [N, T] (next tokens, per-position classes:
+    -1 marks a position that is not scored)."""
+    if labels.ndim not in (1, 2) or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"'{LABELS_KEY}' must be a 1-D integer array (class indices) or 2-D [samples, positions] "
+                        f"(next tokens, -1 = not scored), got shape {labels.shape} {labels.dtype}")
     if labels.shape[0] != num_samples:
         raise DataError(f"'{LABELS_KEY}' has {labels.shape[0]} entries for {num_samples} samples")
-    if labels.size and labels.min() < 0:
+    if labels.ndim == 1 and labels.size and labels.min() < 0:
         raise DataError(f"'{LABELS_KEY}' holds negative class indices (smallest {labels.min()})")
+    if labels.ndim == 2 and labels.size and labels.min() < -1:
+        raise DataError(f"'{LABELS_KEY}' holds {labels.min()}: per-position labels are class indices or -1 "
+                        "(not scored)")
     classes = info.outputs[0].shape[-1] if info.outputs and info.outputs[0].shape else None
     if isinstance(classes, int) and classes > 0 and labels.size and labels.max() >= classes:
         raise DataError(f"'{LABELS_KEY}' holds class {labels.max()}, but the model's output "

@@ -1,4 +1,5 @@
-"""The shipped demo models and their data: scikit-learn's handwritten digits (8x8, 10 classes).
+"""The shipped demo models and their data: scikit-learn's handwritten digits (8x8, 10 classes), and a
+small language model on Shakespeare (`LANGUAGE_MODELS`; docs/language_models.md).
 
 The 1,797 digits are split by a fixed permutation (seed 0): the first 1,000 trained the demo models
 (training/train_demo_models.py) and are never shown to the lab; the other 797 are the lab's data, which
@@ -49,6 +50,35 @@ DEMO_MODELS: dict[str, DemoModel] = {
 }
 
 
+@dataclass(frozen=True)
+class LanguageDemo:
+    """A shipped language model: `fp32_perplexity` is measured on the evaluation windows of its data
+    (the .npz's windows split by `data.split_dataset`, seed 0), `context` its fixed window in tokens."""
+
+    name: str
+    title: str
+    description: str
+    path: Path
+    data_path: Path
+    fp32_perplexity: float
+    context: int = 128
+
+
+LANGUAGE_MODELS: dict[str, LanguageDemo] = {
+    model.name: model for model in (
+        LanguageDemo("shakespeare_lm", "Language model (Shakespeare, bytes)",
+                     "Decoder-only transformer on bytes: embedding 128→256 + positions, 4 blocks (4-head causal "
+                     "self-attention, LayerNorm, GELU MLP 256→1024→256), head 256→128; 3.3 M parameters, context "
+                     "128. Trained on eight Shakespeare plays; scored by perplexity on held-out text. Group-wise "
+                     "INT4 / INT3 weights and GPTQ / AWQ / HQQ show here.",
+                     DEMO_DIR / "shakespeare_lm.onnx", DEMO_DIR / "shakespeare_lm.npz", 5.9244),
+    )
+}
+
+# Every model the lab ships, digits demos first: the sidebar's choices.
+SHIPPED_MODELS: dict[str, DemoModel | LanguageDemo] = {**DEMO_MODELS, **LANGUAGE_MODELS}
+
+
 def demo_data_path() -> Path:
     """Path of the shipped digits data: image float32 (1797, 1, 8, 8) in [0, 1], labels int64 (1797,)."""
     return DEMO_DIR / "digits.npz"
@@ -77,9 +107,14 @@ def write_heldout_data(path: Path) -> None:
 
 
 def load_demo(name: str) -> tuple[bytes, Dataset]:
-    """Return a demo model's ONNX bytes and the 797 held-out digits (never used in training)."""
+    """Return a demo model's ONNX bytes and its held-out data (the 797 digits, or a language model's
+    token windows with next-token labels), never used in training."""
+    if name in LANGUAGE_MODELS:
+        demo = LANGUAGE_MODELS[name]
+        with np.load(demo.data_path, allow_pickle=False) as data:
+            return demo.path.read_bytes(), Dataset(inputs={"tokens": data["tokens"]}, labels=data["labels"])
     if name not in DEMO_MODELS:
-        raise ModelError(f"unknown demo model '{name}': choose one of {', '.join(DEMO_MODELS)}")
+        raise ModelError(f"unknown demo model '{name}': choose one of {', '.join(SHIPPED_MODELS)}")
     with np.load(demo_data_path(), allow_pickle=False) as digits:
         image, labels = digits["image"], digits["labels"]
     _, lab = demo_split_indices(len(labels))

@@ -276,3 +276,41 @@ def kl_divergence(p, q, *, from_logits: bool = True) -> float:
     with np.errstate(invalid="ignore"):
         terms = np.where(prob_p > 0, prob_p * (log_p - log_q), 0.0)
     return float(np.mean(np.sum(terms, axis=1)))
+
+
+def next_token_labels(tokens) -> np.ndarray:
+    """Return the labels of next-token logits over `tokens` [N, T]: tokens shifted left by one, the last
+    position -1 (its next token is not in the window, so it is not scored)."""
+    tokens = np.asarray(tokens)
+    labels = np.full(tokens.shape, -1, dtype=np.int64)
+    labels[:, :-1] = tokens[:, 1:]
+    return labels
+
+
+def mean_cross_entropy(logits, labels) -> float:
+    """Return the mean over scored positions of -log softmax(logits)[label], in nats.
+
+    logits [..., V] (vocabulary last) and integer labels [...] (the other axes); a negative label is
+    not scored (`next_token_labels` marks the last position so).
+        CE = mean over positions with label >= 0 of (logsumexp(logits) - logits[label])
+    """
+    x = np.asarray(logits)
+    labels = np.asarray(labels).reshape(-1)
+    rows = x.reshape(-1, x.shape[-1])
+    if rows.shape[0] != labels.shape[0]:
+        raise QuantLabError(f"labels of shape {np.shape(labels)} do not give one label per position of "
+                            f"logits of shape {x.shape}")
+    scored = labels >= 0
+    if not scored.any():
+        raise QuantLabError("no position has a label (all are negative): cross-entropy needs at least one")
+    rows, labels = rows[scored].astype(np.float64), labels[scored]
+    if labels.max() >= rows.shape[1]:
+        raise QuantLabError(f"label {int(labels.max())} is out of range for a vocabulary of {rows.shape[1]}")
+    top = rows.max(axis=1)
+    log_sum = top + np.log(np.exp(rows - top[:, None]).sum(axis=1))
+    return float(np.mean(log_sum - rows[np.arange(len(labels)), labels]))
+
+
+def perplexity(logits, labels) -> float:
+    """Return exp(mean cross-entropy) of next-token `logits` [..., V] against `labels` (negative: not scored)."""
+    return float(np.exp(mean_cross_entropy(logits, labels)))
