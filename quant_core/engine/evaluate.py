@@ -332,10 +332,11 @@ class Evaluator:
             if outputs is not None:
                 return outputs
         started = time.perf_counter()
-        parts = [self.session.run(batch, weights=weights, activations=activations).outputs
-                 for batch in self.feeder.batches()]
+        # Each batch's outputs are copied into the joined arrays as they come (not held until the end).
+        joined = self.feeder.join(self.session.run(batch, weights=weights, activations=activations).outputs
+                                  for batch in self.feeder.batches())
         self.suffix_runs.full_run_took(time.perf_counter() - started)
-        return self.feeder.join(parts)
+        return joined
 
     def anchor(self, config: QuantConfig) -> bool:
         """Make the weights-only `config` the anchor: a config that differs from it in one layer's weight

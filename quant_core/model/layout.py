@@ -18,7 +18,8 @@ each step's state outputs fed to the next step's state inputs (the first step ta
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -363,15 +364,37 @@ class Feeder:
             carried = {pair.input: values[pair.output] for pair in self.layout.state}
             yield values
 
-    def join(self, parts: list[Sequence[np.ndarray]]) -> tuple[np.ndarray, ...]:
-        """Each output of several runs joined with samples on axis 0 (no copy for one batch-first run)."""
+    def join(self, parts: Iterable[Sequence[np.ndarray]]) -> tuple[np.ndarray, ...]:
+        """Each output of several runs joined with samples on axis 0 (no copy for one batch-first run).
+
+        `parts` may be a generator: each run's outputs are copied into the joined arrays (sized for
+        `sample_count` samples) as they come, so only the joined outputs and one run's are held at once.
+        """
         axes = dict(self.layout.output_axes)
-        joined = []
-        for index in range(len(parts[0])):  # the first outputs, in `output_names` order
-            axis = axes.get(self.output_names[index], 0) if index < len(self.output_names) else 0
-            values = [np.expand_dims(p[index], 0) if axis is None else np.moveaxis(p[index], axis, 0) for p in parts]
-            joined.append(values[0] if len(values) == 1 else np.concatenate(values))
-        return tuple(joined)
+        parts = iter(parts)
+        first = next(parts)
+        names = [self.output_names[i] if i < len(self.output_names) else None for i in range(len(first))]
+        axis_of = [axes.get(name, 0) if name is not None else 0 for name in names]
+
+        def samples_first(part):
+            return [np.expand_dims(value, 0) if axis is None else np.moveaxis(value, axis, 0)
+                    for value, axis in zip(part, axis_of)]
+
+        values = samples_first(first)
+        second = next(parts, None)
+        if second is None:
+            return tuple(values)
+        joined = [np.empty((max(self.sample_count, len(v)),) + v.shape[1:], dtype=v.dtype) for v in values]
+        filled = [0] * len(values)
+        for part in itertools.chain((first, second), parts):
+            for index, value in enumerate(samples_first(part)):
+                end = filled[index] + len(value)
+                if end > len(joined[index]):  # more rows than samples (an output without a batch axis)
+                    joined[index] = np.concatenate([joined[index][:filled[index]], value])
+                else:
+                    joined[index][filled[index]:end] = value
+                filled[index] = end
+        return tuple(array[:rows] for array, rows in zip(joined, filled))
 
 
 def feeder(data, info, input_names: Sequence[str], output_names: Sequence[str], batch_size: int, *,

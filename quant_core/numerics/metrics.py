@@ -79,8 +79,8 @@ class FixedReference:
         # comparison makes again): the numbers are the same, the memory held is the reference's own.
         self.shape, self._x = x.shape, x
         a = self._reference()
-        self.power = float(np.sum(np.square(a)))
         self.norm = float(np.linalg.norm(a))
+        self.power = float(np.sum(np.square(a, out=None if np.shares_memory(a, self._x) else a)))
 
     def _reference(self) -> np.ndarray:
         return np.asarray(self._x, dtype=np.float64).reshape(-1)
