@@ -93,9 +93,11 @@ def lab_child(model: str, data: str, sweep: bool) -> dict:
         picked = [weighted[len(weighted) // 3], weighted[2 * len(weighted) // 3]]
         held.append(stage("sweep", lambda: run_sweep(evaluator, ["int8", "int4"], layers=picked)))
     rows = min(getattr(evaluator, "batch_size", evaluator.sample_count), evaluator.sample_count)
+    # The user's data, held whole and as its two splits (copies): it grows with the samples by nature.
+    data_bytes = sum(array.nbytes for part in (dataset, calibration_data, evaluation) for array in part.inputs.values())
     return {"maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "imports": after_imports * 1024,
             "stages": stages, "peaks": peaks, "samples": dataset.num_samples,
-            "evaluation_samples": evaluator.sample_count, "rows": rows,
+            "evaluation_samples": evaluator.sample_count, "rows": rows, "data_bytes": data_bytes,
             "sample_bytes": getattr(calibration, "sample_bytes", None)}
 
 
@@ -196,6 +198,10 @@ def print_model(found: dict, times: list[int]) -> None:
             target = TARGET_FLAT ** (1 if n == 2 else 2 if n == 4 else 1)
             print(f"   {label:46}{mib(peak):>10}{mib(extra):>15}{ratio:8.2f}{target:8.2f}  "
                   f"{'met' if ratio <= target else 'NOT MET'}  (vs lab x{times[0]})")
+    engine = {n: _median(lab[n], "maxrss") - _median(lab[n], "imports") - lab[n][0].get("data_bytes", 0) for n in times}
+    print("   above imports and the data held (the .npz and its two splits, "
+          + ", ".join(f"x{n} {mib(lab[n][0].get('data_bytes', 0))}" for n in times) + " MiB): "
+          + ", ".join(f"x{n} {mib(engine[n])} MiB ({engine[n] / engine[times[0]]:.2f}x)" for n in times))
     for n in times:
         stage_peaks = lab[n][0]["peaks"]
         print(f"   x{n} peak RSS per stage: " + ", ".join(f"{k} {mib(v)}" for k, v in stage_peaks.items())
