@@ -59,7 +59,8 @@ from quant_core.numerics.formats import RangeMethod  # noqa: E402
 from quant_core.model.model_io import prepare_model  # noqa: E402
 from quant_core.numerics.quantize import quantize_tensor  # noqa: E402
 from quant_core.search.sensitivity import run_sweep  # noqa: E402
-from quant_core.engine.simulate import ActivationQuant, session_options  # noqa: E402
+from quant_core.engine.simulate import ActivationQuant  # noqa: E402
+from quant_core.model.runtime import session_options  # noqa: E402
 
 SWEEP_FORMATS = ("int8", "int6", "int4", "int3", "int2")
 

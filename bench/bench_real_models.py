@@ -53,7 +53,7 @@ from quant_core.engine.evaluate import Evaluator  # noqa: E402
 from quant_core.model.layout import feeder  # noqa: E402
 from quant_core.model.model_io import load_model, prepare_model  # noqa: E402
 from quant_core.search.sensitivity import run_sweep  # noqa: E402
-from quant_core.engine.simulate import session_options  # noqa: E402
+from quant_core.model.runtime import session_options  # noqa: E402
 from tests.real_models import fetch  # noqa: E402
 
 REAL_MODELS = ("ocr_det", "ocr_rec", "ocr_cls", "minilm", "yolo_det", "silero_vad")

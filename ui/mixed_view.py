@@ -326,7 +326,7 @@ def show_downloads(ctx, config: QuantConfig) -> None:
 
 def show_export_plan(ctx, config: QuantConfig) -> None:
     """Which layers the export cannot run as configured (kept FP32 there), grouped by reason."""
-    from quant_core.export.overrides import ExportKind, plan_export
+    from quant_core.engine.plan import ExportKind, plan_export
 
     reasons: dict[str, list[str]] = {}
     for entry in plan_export(ctx.prepared, config):

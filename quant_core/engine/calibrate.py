@@ -18,8 +18,8 @@ from quant_core.model.data import record_state
 from quant_core.errors import DataError, ModelError, QuantLabError
 from quant_core.numerics.histogram import StreamingHistogram
 from quant_core.model.layout import feeder
-from quant_core.engine.simulate import layer_specs
-from quant_core.engine.simulation_graph import first_line, session_options
+from quant_core.model.layers import layer_specs
+from quant_core.model.runtime import first_line, session_options
 
 # About this much of fetched activations per calibration batch: memory stays flat whatever the model's
 # activation sizes and the number of samples (a 12-sample batch of a text detector held 560 MiB).
@@ -38,56 +38,6 @@ def _tensor_inputs(data) -> dict[str, np.ndarray]:
     if not isinstance(inputs, Mapping) or not inputs:
         raise DataError("calibration data must be a Dataset, a dict of input arrays or one array")
     return dict(inputs)
-
-
-def sample_count(inputs: Mapping[str, np.ndarray]) -> int:
-    counts = {name: len(array) for name, array in inputs.items()}
-    if len(set(counts.values())) != 1:
-        raise DataError(f"every input must have the same number of samples, got {counts}")
-    return next(iter(counts.values()))
-
-
-def named_inputs(inputs: Mapping[str, np.ndarray], input_names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Attach the model's input name to an unnamed single array; check every model input is present."""
-    if set(inputs) == {""}:
-        if len(input_names) != 1:
-            raise DataError(f"the model has inputs {list(input_names)}: give one array per input name")
-        inputs = {input_names[0]: inputs[""]}
-    missing = [name for name in input_names if name not in inputs]
-    if missing:
-        raise DataError(f"the data has no array for model input(s) {missing}; it has {sorted(inputs)}")
-    return {name: np.asarray(inputs[name]) for name in input_names}
-
-
-def fit_batch(inputs: dict[str, np.ndarray], batch_size: int, info) -> tuple[dict[str, np.ndarray], int]:
-    """Return (inputs, batch size) for a model whose inputs may fix the batch dimension.
-
-    A fixed batch dimension n (e.g. 1) sets the batch size to n and drops the last partial batch
-    (the model could not run it), as `data.iter_batches` does.
-    """
-    from quant_core.model.data import fixed_batch_size
-    fixed = fixed_batch_size(info)
-    if not fixed:
-        return inputs, batch_size
-    total = sample_count(inputs)
-    usable = total - total % fixed
-    if usable == 0:
-        raise DataError(f"the model takes batches of exactly {fixed} samples; the data has only {total}")
-    return {name: array[:usable] for name, array in inputs.items()}, fixed
-
-
-def batches(inputs: Mapping[str, np.ndarray], batch_size: int):
-    """Yield dicts of consecutive slices of at most `batch_size` samples."""
-    total = sample_count(inputs)
-    for start in range(0, total, batch_size):
-        yield {name: array[start:start + batch_size] for name, array in inputs.items()}
-
-
-def joined(parts: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
-    """Each output of per-batch runs concatenated over the batches (no copy for a single batch)."""
-    if len(parts) == 1:
-        return tuple(parts[0])
-    return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))
 
 
 @dataclass(frozen=True, eq=False)

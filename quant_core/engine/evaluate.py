@@ -7,32 +7,32 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from onnx import helper
 
-from quant_core.numerics.axes import WeightLayout, layer_axes, resolve, shape_axes
+from quant_core.numerics.axes import WeightLayout
 from quant_core.engine.calibrate import Calibration, activation_bytes
 from quant_core.config import LayerQuant, QuantConfig, TensorQuant
 from quant_core.model.data import record_state
-from quant_core.errors import ConfigError, DataError, ModelError
-from quant_core.numerics.formats import FormatKind, Granularity, RangeMethod
+from quant_core.errors import DataError, ModelError
+from quant_core.numerics.formats import RangeMethod
 from quant_core.engine.layer_errors import ErrorGraph, reference_layer_sqnr
 from quant_core.model.layout import Feeder, feeder
-from quant_core.numerics.quantize import fake_quantize_tensor, tensor_range
+from quant_core.numerics.quantize import tensor_range
 from quant_core.numerics.metrics import FixedReference, ratio_db, top1_agreement
-from quant_core.export.overrides import ExportKind, ExportPlanner, plan_export
-from quant_core.numerics.ranges import weight_ranges
+from quant_core.engine.plan import LayerFeed, Plan, Planner, fake_quantized_weight
 from quant_core.numerics.size import tensor_bytes
 from quant_core.engine.lru import LRUCache
-from quant_core.engine.simulate import ActivationQuant, SimulationSession, layer_specs
+from quant_core.engine.simulate import ActivationQuant, SimulationSession
+from quant_core.model.layers import layer_specs
 from quant_core.engine.simulation_graph import ActivationMode
 from quant_core.engine.suffix_runs import SuffixRuns
 from quant_core.engine.tasks import Metric, Task, TaskScore, TaskScorer, check_task, infer_task, output_index
 from quant_core.model.validate import check_config, model_facts, validate_config
 
-__all__ = ["EvaluationResult", "Evaluator", "LRUCache", "LayerError", "evaluate_config", "simulated_only",
+__all__ = ["EvaluationResult", "Evaluator", "LRUCache", "LayerError", "evaluate_config",
            "validate_config"]
 
 # Entries kept by an Evaluator's caches (least recently used evicted first), so that a shared Evaluator's
@@ -53,11 +53,9 @@ LAYER_ERRORS_BYTES_PER_VALUE = 48
 # of at most about this many bytes of activations: one sample's every layer input and output, FP32, as
 # calibration measured them (`Calibration.sample_bytes`; a weights-only Evaluator weighs one sample itself),
 # at least EVALUATION_MIN_BATCH samples (onnxruntime may run a lone sample with other kernels: the outputs
-# would then depend on the budget). Outputs are joined once all batches ran.
+# would then depend on the budget). Outputs are joined as the batches end.
 EVALUATION_BATCH_BYTES = 64 * 2**20
 EVALUATION_MIN_BATCH = 2
-# Formats with one scale per output channel whatever the granularity (extreme.py).
-_PER_OUTPUT_CHANNEL = (FormatKind.BINARY, FormatKind.TERNARY)
 
 
 @dataclass(frozen=True)
@@ -107,38 +105,9 @@ class LayerError:
         return asdict(self)
 
 
-def simulated_only(prepared, config: QuantConfig, planner: ExportPlanner | None = None) -> tuple[str, ...]:
-    """Return the layers whose configured formats the export keeps FP32 for lack of an onnxruntime kernel.
-
-    The one source of truth is the export plan (`overrides.plan_export`: kind SIMULATED_ONLY), so a
-    layer is called simulated-only exactly when `export_model` leaves it FP32: int weights other than
-    8-bit (int4 included: 4-bit exists only as weight-only MatMulNBits, `export_matmul_nbits`),
-    per-group, fp8, binary, ternary, k-means, activation-only choices, activations other than 8-bit.
-    """
-    plan = planner.plan(config) if planner is not None else plan_export(prepared, config)
-    return tuple(entry.layer for entry in plan if entry.kind == ExportKind.SIMULATED_ONLY)
-
-
 def _weight_bytes(shape: tuple[int, ...], tq: TensorQuant | None) -> int:
     """Bytes of a weight stored as `tq` (resolved: a concrete axis)."""
     return int(tensor_bytes(shape, tq))
-
-
-def weight_key(tq: TensorQuant) -> TensorQuant:
-    """`tq` with the fields that cannot change a weight's quantization reset, so equal weights share a cache entry.
-
-    percentile matters only to the percentile method, axis only beyond per-tensor, block_size only per group.
-    Give it a resolved TensorQuant (`axes.resolve`) so that axis=None and the explicit natural axis agree.
-    """
-    default = TensorQuant(tq.format)
-    return replace(tq, percentile=tq.percentile if tq.range_method == RangeMethod.PERCENTILE else default.percentile,
-                   axis=default.axis if tq.granularity == Granularity.PER_TENSOR else tq.axis,
-                   block_size=tq.block_size if tq.granularity == Granularity.PER_GROUP else default.block_size)
-
-
-# One layer's choice as the simulation sees it: the resolved weight layout (None: FP32 weight) and the
-# activation's fake-quant parameters (None: FP32 input). Equal keys give equal numbers.
-LayerFeed = tuple[str, WeightLayout | None, ActivationQuant | None]
 
 
 class Evaluator:
@@ -184,11 +153,8 @@ class Evaluator:
         self._layer_errors = LRUCache(MAX_RESULTS)   # QuantConfig -> tuple[LayerError, ...]
         self._layer_sqnr = LRUCache(MAX_RESULTS)     # tuple[LayerFeed, ...] -> {layer: SQNR dB}
         self._isolated = LRUCache(MAX_ISOLATED)      # LayerFeed -> SQNR dB at that layer's output
-        self._axes = layer_axes(prepared)
-        self._quantizable = frozenset(self.session.quantizable_activations)
-        self._planner = ExportPlanner(prepared)
+        self.planner = Planner(prepared, calibration)
         self._facts = model_facts(prepared)
-        self._layouts = LRUCache(MAX_SMALL)          # (layer, TensorQuant) -> WeightLayout
         self._weights = LRUCache(MAX_WEIGHTS)        # (weight, resolved TensorQuant, shape) -> float32 array
         self._ranges = LRUCache(MAX_WEIGHTS)         # (weight, granularity, axis, block, shape) -> min-max (lo, hi)
         self._threads = threads
@@ -196,7 +162,6 @@ class Evaluator:
         self._spec_index = {layer: i for i, layer in enumerate(self._specs)}
         self._errors_feeder: Feeder | None = None
         self._weight_bytes = LRUCache(MAX_SMALL)     # (weight, resolved TensorQuant, shape) -> bytes
-        self._activation_params = LRUCache(MAX_SMALL)  # (tensor, TensorQuant) -> ActivationQuant
         self._other_bytes = self._initializer_bytes()
         self.suffix_runs = SuffixRuns(prepared, self.session, self.feeder)
         self.fp32_outputs = self._run_outputs({}, {})
@@ -215,18 +180,14 @@ class Evaluator:
 
     # -- feeds ------------------------------------------------------------------------------------
 
+    def plan(self, config: QuantConfig) -> Plan:
+        """The plan of `config` on this model and calibration (`plan.Planner`), checked against the model."""
+        check_config(config, self._facts)
+        return self.planner.plan(config)
+
     def weight_layout(self, layer: str, tq: TensorQuant) -> WeightLayout:
-        """Return `tq` resolved for the layer's weight (`axes.resolve`: concrete axis, shape to quantize in)."""
-        key = (layer, tq)
-        found = self._layouts.get(key)
-        if found is None:
-            axes = self._axes.get(layer) or shape_axes(self.session.fp32_weight(layer).shape)
-            if tq.format.kind in _PER_OUTPUT_CHANNEL and len(axes.shape) >= 2:
-                # Binary / ternary have one scale per output channel whatever the granularity.
-                tq = replace(tq, granularity=Granularity.PER_CHANNEL)
-            layout = resolve(tq, axes)
-            found = self._layouts.put(key, WeightLayout(weight_key(layout.tq), layout.shape))
-        return found
+        """Return `tq` resolved for the layer's weight (`plan.weight_layout`: concrete axis, shape to quantize in)."""
+        return self.planner.weight_layout(layer, tq)
 
     def quantized_weight(self, layer: str, tq: TensorQuant) -> np.ndarray:
         """Return the layer's weight fake-quantized as `tq` says (float32; cached per weight and resolved tq)."""
@@ -236,15 +197,11 @@ class Evaluator:
         key = (self._specs[layer].weight, layout.tq, layout.shape)
         found = self._weights.get(key)
         if found is None:
-            x, name = self.session.fp32_weight(layer), f"{layer} weight"
-            tq, view = layout.tq, x.reshape(layout.shape)
-            lo = hi = None
-            if tq.format.is_integer and tq.range_method != RangeMethod.MINMAX:
-                lo, hi = weight_ranges(view, tq, name=name)
-            elif tq.format.is_integer:
-                lo, hi = self._minmax_range(layer, view, tq, layout.shape)
-            values = fake_quantize_tensor(view, tq, name=name, lo=lo, hi=hi).reshape(x.shape)
-            found = self._weights.put(key, np.ascontiguousarray(values, dtype=np.float32))
+            x = self.session.fp32_weight(layer)
+            minmax = None
+            if layout.tq.format.is_integer and layout.tq.range_method == RangeMethod.MINMAX:
+                minmax = self._minmax_range(layer, x.reshape(layout.shape), layout.tq, layout.shape)
+            found = self._weights.put(key, fake_quantized_weight(x, layout, name=f"{layer} weight", minmax=minmax))
         return found
 
     def _minmax_range(self, layer: str, view: np.ndarray, tq: TensorQuant, shape: tuple[int, ...]):
@@ -257,26 +214,14 @@ class Evaluator:
                                                        block_size=tq.block_size, name=f"{layer} weight"))
         return found
 
-    def _choices(self, config: QuantConfig) -> dict[str, LayerQuant]:
-        return {layer: config.for_layer(layer) for layer in self.layers}
-
     def layer_feed(self, layer: str, choice: LayerQuant) -> LayerFeed:
         """Return what the simulation is fed for `choice` on `layer`: (layer, resolved weight layout or
         None, activation fake-quant parameters or None). Equal feeds give equal numbers."""
-        spec = self._specs[layer]
-        w, a = choice.weights, choice.activations
-        layout = self.weight_layout(layer, w) if w is not None and not w.format.is_identity and spec.weight else None
-        quantizable = a is not None and not a.format.is_identity and layer in self._quantizable
-        return layer, layout, self.activation_quant(spec.activation_input, a) if quantizable else None
+        return self.planner.layer_feed(layer, choice)
 
     def _config_feeds(self, config: QuantConfig) -> tuple[LayerFeed, ...]:
-        """Every layer's feed that differs from FP32, in model order (a hashable key of the simulation).
-
-        `config.target` changes nothing here: a saturating target changes only the type the export
-        stores int8 weights in, not their grid (`cpu_target.kernel_weight_storage`).
-        """
-        feeds = (self.layer_feed(layer, choice) for layer, choice in self._choices(config).items())
-        return tuple(feed for feed in feeds if feed[1] is not None or feed[2] is not None)
+        """Every layer's feed that differs from FP32, in model order (`Plan.feeds`)."""
+        return self.planner.plan(config).feeds
 
     def _feed_arrays(self, feeds: tuple[LayerFeed, ...]):
         weights = {layer: self._layout_weight(layer, layout) for layer, layout, _ in feeds if layout is not None}
@@ -287,17 +232,8 @@ class Evaluator:
         return self._feed_arrays(self._config_feeds(config))
 
     def activation_quant(self, tensor: str, tq: TensorQuant) -> ActivationQuant:
-        """Return the fake-quant parameters of an activation from its calibrated range (cached per tensor and tq)."""
-        key = (tensor, tq)
-        found = self._activation_params.get(key)
-        if found is None:
-            if self.calibration is None:
-                raise ConfigError(f"activation {tensor!r}: quantizing activations needs calibration data; "
-                                  "this evaluation was set up for weights only")
-            calibrated = self.calibration.range_for(tensor, tq)
-            found = self._activation_params.put(
-                key, ActivationQuant.from_range(float(calibrated.lo), float(calibrated.hi), tq))
-        return found
+        """Return the fake-quant parameters of an activation from its calibrated range (`plan.activation_quant`)."""
+        return self.planner.activation_quant(tensor, tq)
 
     # -- running ----------------------------------------------------------------------------------
 
@@ -447,7 +383,7 @@ class Evaluator:
     def size_bytes(self, config: QuantConfig) -> int:
         """Bytes of every initializer: quantized weights at their format's size, the rest as stored."""
         quantized = {}
-        for layer, choice in self._choices(config).items():
+        for layer, choice in ((layer, config.for_layer(layer)) for layer in self.layers):
             spec = self._specs[layer]
             if spec.weight and spec.weight not in quantized:
                 layout = None if choice.weights is None else self.weight_layout(layer, choice.weights)
@@ -500,7 +436,7 @@ class Evaluator:
             output_sqnr_db=output_sqnr,
             size_bytes=self.size_bytes(config),
             fp32_size_bytes=self.fp32_size_bytes,
-            simulated_only=simulated_only(self.prepared, config, self._planner),
+            simulated_only=self.planner.plan(config).simulated_only,
             sample_count=self.sample_count,
             score=score,
         )

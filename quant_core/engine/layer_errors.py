@@ -41,9 +41,9 @@ from onnx import TensorProto, helper
 from quant_core.errors import DataError, ModelError
 from quant_core.numerics.metrics import ratio_db
 from quant_core.engine.simulate import ActivationQuant, SimulationSession
-from quant_core.engine.simulation_graph import (ActivationMode, LayerSpec, WeightFeed, build_simulation_model,
-                               fake_quant_in_blocked_layout, first_line, input_name, reorder_weight_inputs,
-                               session_options, simulation_session)
+from quant_core.engine.simulation_graph import ActivationMode, WeightFeed, build_simulation_model, fake_quant_in_blocked_layout, input_name, reorder_weight_inputs, simulation_session
+from quant_core.model.layers import LayerSpec
+from quant_core.model.runtime import first_line, session_options
 
 _FP32, _ALONE, _ERR = "qlab_fp32/", "qlab_alone/", "qlab_err/"
 

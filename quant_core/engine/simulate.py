@@ -12,16 +12,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, numpy_helper
+from onnx import numpy_helper
 
 from quant_core.config import TensorQuant
 from quant_core.errors import DataError, ModelError, QuantLabError
 from quant_core.numerics.formats import FormatKind, NumberFormat
 from quant_core.numerics.qparams import qparams_from_range
 from quant_core.numerics.quantize import fake_quantize
-from quant_core.engine.simulation_graph import (CAST_OPSET, ActivationMode, LayerSpec, WeightFeed, build_simulation_model, cast_opset,
-                               fake_quant_in_blocked_layout, first_line, input_name, reorder_weight_inputs,
-                               session_options, simulation_session)
+from quant_core.engine.simulation_graph import CAST_OPSET, ActivationMode, WeightFeed, build_simulation_model, cast_opset, fake_quant_in_blocked_layout, input_name, reorder_weight_inputs, simulation_session
+from quant_core.model.layers import layer_specs
+from quant_core.model.runtime import first_line, session_options
 from quant_core.engine.simulation_suffix import LayerSuffix, suffix_model
 
 
@@ -103,40 +103,6 @@ def _float_scale(fmt, lo: float, hi: float) -> float:
 class SimulationOutput:
     outputs: tuple[np.ndarray, ...]
     layer_outputs: Mapping[str, np.ndarray] = field(default_factory=dict)
-
-
-def _weight_name(layer: str, info_layer) -> str | None:
-    weight = getattr(info_layer, "weight", None)
-    if weight is None:
-        weights = getattr(info_layer, "weights", ()) or ()
-        weight = weights[0] if weights else None
-    if weight is None or isinstance(weight, str):
-        return weight
-    return getattr(weight, "name", None) or getattr(weight, "initializer", None)
-
-
-def float_tensors(model: onnx.ModelProto) -> frozenset[str]:
-    """Names of the tensors the model declares (inputs, outputs, value_info) as float32."""
-    graph = model.graph
-    declared = list(graph.input) + list(graph.output) + list(graph.value_info)
-    return frozenset(v.name for v in declared if v.type.tensor_type.elem_type == TensorProto.FLOAT)
-
-
-def layer_specs(prepared) -> tuple[LayerSpec, ...]:
-    """Return what the simulation needs from each layer of `prepared.info`.
-
-    A layer's activation input is kept only when the model declares it float32 (after shape
-    inference): integer inputs such as Gather indices are never fake-quantized.
-    """
-    floats = float_tensors(prepared.model)
-    specs = []
-    for layer in prepared.info.layers:
-        outputs = tuple(getattr(layer, "outputs", ()) or ())
-        activation = getattr(layer, "activation_input", None)
-        output = outputs[0] if outputs and outputs[0] in floats else ""
-        specs.append(LayerSpec(layer.name, _weight_name(layer.name, layer),
-                                activation if activation in floats else None, output))
-    return tuple(specs)
 
 
 def activation_modes_supported(model: onnx.ModelProto) -> frozenset[ActivationMode]:
@@ -317,9 +283,13 @@ class SimulationSession:
 
     def run(self, feeds: Mapping[str, np.ndarray], *, weights: Mapping[str, np.ndarray] | None = None,
             activations: Mapping[str, ActivationQuant] | None = None,
-            with_layer_outputs: bool = False) -> SimulationOutput:
-        """Run one batch; layers absent from `weights` / `activations` stay FP32."""
-        variant = None if with_layer_outputs else self._specialized(activations)
+            with_layer_outputs: bool = False, specialize: bool = True) -> SimulationOutput:
+        """Run one batch; layers absent from `weights` / `activations` stay FP32.
+
+        `specialize=False` keeps to the general session (the `If` chains), never one specialized for the
+        activation pattern: the equal-bit-for-bit tests compare the two.
+        """
+        variant = None if with_layer_outputs or not specialize else self._specialized(activations)
         variant = variant or self._variant(with_layer_outputs)
         all_feeds = dict(variant.default_feeds)
         all_feeds.update(feeds)

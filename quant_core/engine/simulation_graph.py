@@ -4,7 +4,7 @@
 are graph inputs (an `If` chain per activation, or one mode's nodes inline); `reorder_weight_inputs`
 lets onnxruntime optimize with constant weights and feeds them in its reordered (NCHWc) layout; and
 `fake_quant_in_blocked_layout` drops the layout copies around each fake-quant. It also holds what
-these share with the sessions built on them (`ActivationMode`, `LayerSpec`, `WeightFeed`, the
+these share with the sessions built on them (`ActivationMode`, `WeightFeed`, the
 session options), so that simulate.py and simulation_suffix.py both import from here, never each other.
 """
 from __future__ import annotations
@@ -22,6 +22,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from quant_core.errors import ModelError
 from quant_core.numerics.formats import FormatKind
+from quant_core.model.layers import LayerSpec
+from quant_core.model.runtime import model_opset, session_options
 from quant_core.model.onnx_graph import names_read
 
 _PREFIX = "qlab_sim"
@@ -46,28 +48,8 @@ _CAST_TYPE = {ActivationMode.FP16: TensorProto.FLOAT16, ActivationMode.BF16: Ten
               ActivationMode.FP8_E4M3FN: TensorProto.FLOAT8E4M3FN, ActivationMode.FP8_E5M2: TensorProto.FLOAT8E5M2}
 
 
-@dataclass(frozen=True)
-class LayerSpec:
-    name: str
-    weight: str | None            # initializer name of the quantizable weight
-    activation_input: str | None  # float activation tensor the layer reads
-    output: str
-
-
-def first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
-
-
 def input_name(index: int, what: str) -> str:
     return f"{_PREFIX}.a{index}.{what}"
-
-
-def model_opset(model: onnx.ModelProto) -> int:
-    for entry in model.opset_import:
-        if entry.domain in ("", "ai.onnx"):
-            return int(entry.version)
-    return 1
 
 
 def cast_opset(model: onnx.ModelProto) -> int:
@@ -100,17 +82,6 @@ def simulation_session(model: bytes, options: ort.SessionOptions) -> ort.Inferen
     options.add_session_config_entry("session.enable_quant_qdq", "0")
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"],
                                 disabled_optimizers=_DISABLED_OPTIMIZERS)
-
-
-def session_options(threads: int = 1) -> ort.SessionOptions:
-    """Session options that share 2 cores politely: few threads, no spinning."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    return options
 
 
 def _scalar_input(name: str, elem_type: int) -> onnx.ValueInfoProto:

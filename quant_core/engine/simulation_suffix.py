@@ -15,8 +15,9 @@ import onnxruntime as ort
 from onnx import helper
 
 from quant_core.errors import DataError, ModelError
-from quant_core.engine.simulation_graph import (LayerSpec, WeightFeed, first_line, reorder_weight_inputs, session_options,
-                               simulation_session)
+from quant_core.engine.simulation_graph import WeightFeed, reorder_weight_inputs, simulation_session
+from quant_core.model.layers import LayerSpec
+from quant_core.model.runtime import first_line, session_options
 
 
 def _has_subgraph(node: onnx.NodeProto) -> bool:

@@ -20,7 +20,8 @@ from collections.abc import Hashable, Mapping
 import numpy as np
 
 from quant_core.config import TensorQuant
-from quant_core.engine.simulate import ActivationQuant, layer_specs
+from quant_core.engine.simulate import ActivationQuant
+from quant_core.model.layers import layer_specs
 
 # Memory kept for single-layer weight configs (sweeps) at most: captured FP32 activations and the weight
 # copies fed to suffix sessions; past it, further layers' configs run the whole model.

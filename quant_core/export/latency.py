@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 
 from quant_core.errors import DataError, ModelError
+from quant_core.model.runtime import first_line, session_options
 
 
 @dataclass(frozen=True)
@@ -51,21 +52,6 @@ def model_size_bytes(model) -> int:
     if isinstance(model, onnx.ModelProto):
         return model.ByteSize()
     return os.path.getsize(os.fspath(model))
-
-
-def session_options(threads: int = 1, *, optimized_path: str | None = None):
-    """Return quiet, non-spinning session options with `threads` intra-op threads."""
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    if optimized_path:
-        options.optimized_model_filepath = optimized_path
-    return options
 
 
 def _model_bytes(model) -> bytes:
@@ -123,7 +109,7 @@ def create_session(model, *, threads: int = 1, optimized_path: str | None = None
     except ModelError:
         raise
     except Exception as err:  # onnxruntime raises its own exception types
-        raise ModelError(f"onnxruntime cannot load the model: {str(err).splitlines()[0]}") from None
+        raise ModelError(f"onnxruntime cannot load the model: {first_line(err)}") from None
 
 
 def measure_latency(model, feeds_or_dataset, *, batch_size: int = 1, threads: int = 1, warmup: int = 5,
@@ -158,7 +144,7 @@ def measure_latency(model, feeds_or_dataset, *, batch_size: int = 1, threads: in
             if time_budget_s is not None and spent >= time_budget_s and len(times) >= 3:
                 break
     except Exception as err:  # onnxruntime raises its own exception types
-        raise ModelError(f"onnxruntime failed to run the model: {str(err).splitlines()[0]}") from None
+        raise ModelError(f"onnxruntime failed to run the model: {first_line(err)}") from None
     ms = np.asarray(times) * 1000.0
     p10, median, p90 = np.percentile(ms, [10, 50, 90])
     return LatencyResult(float(median), float(p10), float(p90), float(ms.mean()), float(ms.std()), len(ms),
@@ -201,7 +187,7 @@ def model_accuracy(model, dataset, *, batch_size: int = 256, threads: int = 1) -
             try:
                 first = session.run(None, feeds)[0]
             except Exception as err:  # onnxruntime raises its own exception types
-                raise DataError(f"onnxruntime cannot run the model on this data: {str(err).splitlines()[0]}") from None
+                raise DataError(f"onnxruntime cannot run the model on this data: {first_line(err)}") from None
             first = np.moveaxis(np.asarray(first), dict(layout.output_axes).get(session.get_outputs()[0].name) or 0, 0)
             top1 = first.reshape(len(first), -1).argmax(axis=1)
             correct += int(np.count_nonzero(top1 == labels[done:done + len(top1)]))
@@ -220,7 +206,7 @@ def model_accuracy(model, dataset, *, batch_size: int = 256, threads: int = 1) -
         try:
             first = session.run(None, feeds)[0]
         except Exception as err:  # onnxruntime raises its own exception types
-            raise DataError(f"onnxruntime cannot run the model on this data: {str(err).splitlines()[0]}") from None
+            raise DataError(f"onnxruntime cannot run the model on this data: {first_line(err)}") from None
         top1 = np.asarray(first).reshape(len(first), -1).argmax(axis=1)
         correct += int(np.count_nonzero(top1 == labels[start:start + len(top1)]))
     return correct / stop
@@ -244,7 +230,7 @@ def model_outputs(model, dataset, info, *, index: int = 0, streaming: bool = Fal
         try:
             return dict(zip(names, session.run(names, feed)))
         except Exception as err:  # onnxruntime raises its own exception types
-            raise DataError(f"onnxruntime cannot run the model on this data: {str(err).splitlines()[0]}") from None
+            raise DataError(f"onnxruntime cannot run the model on this data: {first_line(err)}") from None
 
     steps = feeds.stream(run) if streaming and feeds.layout.streaming else map(run, feeds.batches())
     return feeds.join([(values[names[index]],) for values in steps])[0]
@@ -285,7 +271,7 @@ def _try(name: str, build) -> Variant:
     try:
         result = build()
     except (QuantLabError, ValueError, RuntimeError) as err:
-        return Variant(name, None, True, f"not exported: {str(err).splitlines()[0] if str(err) else err!r}")
+        return Variant(name, None, True, f"not exported: {first_line(err)}")
     simulated = bool(result.simulated_only)
     note = "; ".join(result.notes[:2])
     if simulated:

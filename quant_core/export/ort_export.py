@@ -23,11 +23,13 @@ from onnx import helper, numpy_helper
 
 from quant_core.config import QuantConfig
 from quant_core.numerics.cpu_target import CpuTarget, saturates
+from quant_core.model.runtime import first_line
 from quant_core.errors import ModelError
 from quant_core.model.layout import classic_layout
 from quant_core.model.onnx_graph import names_read
-from quant_core.export.overrides import (GRID_PRESERVING_OPS, ExportKind, LayerExport, build_override_plan, model_proto, ort_overrides, resolved_weights,
-                        overrides_to_json, weight_grid)
+from quant_core.engine.plan import ExportKind, LayerExport, resolved_weights
+from quant_core.export.overrides import (GRID_PRESERVING_OPS, build_override_plan, model_proto, ort_overrides,
+                                         overrides_to_json, weight_grid)
 
 CALIBRATION_SAMPLES = 64  # onnxruntime wants a data reader; every range it would compute is overridden
 _BATCH = 16
@@ -68,8 +70,7 @@ def _quiet(what: str) -> Iterator[None]:
     except ModelError:
         raise
     except Exception as err:  # onnxruntime.quantization raises anything from AssertionError to its own types
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelError(f"onnxruntime could not build the {what} model: {first}") from None
+        raise ModelError(f"onnxruntime could not build the {what} model: {first_line(err)}") from None
     finally:
         root.removeFilter(quiet)
         package.setLevel(level)

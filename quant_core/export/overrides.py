@@ -14,47 +14,23 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from quant_core.numerics.axes import natural_axes, output_channel_axis, resolve
-from quant_core.config import LayerQuant, QuantConfig, TensorQuant
-from quant_core.numerics.cpu_target import kernel_weight_storage, saturates
+from quant_core.config import QuantConfig, TensorQuant
+from quant_core.engine.plan import (ExportKind, LayerExport, activation_quant, ort_integer_type, plan_export,
+                                    resolved_weights, weight_range)
 from quant_core.errors import ConfigError, ModelError
-from quant_core.numerics.formats import FormatKind, Granularity, NumberFormat
-from quant_core.numerics.qparams import qparams_from_range
+from quant_core.numerics.cpu_target import kernel_weight_storage, saturates
+from quant_core.numerics.formats import NumberFormat
+from quant_core.numerics.quantize import quantize_tensor
 
-# Formats onnxruntime's CPU provider runs with integer kernels (QLinearConv, QGemm, QLinearMatMul...).
-_ORT_INTEGER_TYPES = {(FormatKind.INT, 8): "QInt8", (FormatKind.UINT, 8): "QUInt8"}
 _NUMPY_TYPES = {"QInt8": np.int8, "QUInt8": np.uint8}
-# Layer op types onnxruntime's QDQ quantizer quantizes (weight = input 1).
-INTEGER_OP_TYPES = ("Conv", "Gemm", "MatMul")
 # Ops between a Conv output and the next layer's input through which one quantization grid passes
 # unchanged: elementwise monotone or pure data movement, so Q(op(x)) == op(Q(x)) for the same grid.
 GRID_PRESERVING_OPS = {"Relu", "MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
-
-
-class ExportKind(StrEnum):
-    """How one layer appears in the exported model."""
-
-    FP32 = "fp32"                    # unchanged
-    INTEGER = "integer"              # QDQ int8 weight + 8-bit activation -> integer kernel
-    WEIGHT_INT8 = "weight_int8"      # int8 weight + DequantizeLinear, float kernel (weight-only)
-    WEIGHT_FP16 = "weight_fp16"      # float16 weight + Cast, float kernel (weight-only)
-    SIMULATED_ONLY = "simulated_only"  # no onnxruntime kernel: kept FP32 in the export
-
-
-@dataclass(frozen=True)
-class LayerExport:
-    """The export decision for one layer and, when it is not exported as configured, why."""
-
-    layer: str
-    op_type: str
-    kind: ExportKind
-    reason: str = ""
 
 
 def model_proto(prepared) -> onnx.ModelProto:
@@ -68,135 +44,6 @@ def model_proto(prepared) -> onnx.ModelProto:
     else:
         raise ModelError(f"expected a prepared model, ONNX bytes or a ModelProto, got {type(model).__name__}")
     return copy
-
-
-def _nodes_by_name(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
-    return {node.name: node for node in model.graph.node}
-
-
-def _layer_names(prepared, model: onnx.ModelProto) -> list[tuple[str, str]]:
-    info = getattr(prepared, "info", None)
-    if info is not None:
-        return [(layer.name, layer.op_type) for layer in info.layers]
-    return [(node.name, node.op_type) for node in model.graph.node if node.op_type in INTEGER_OP_TYPES]
-
-
-def _format_type(fmt: NumberFormat) -> str | None:
-    return _ORT_INTEGER_TYPES.get((fmt.kind, fmt.bits))
-
-
-def _weight_reason(tq: TensorQuant) -> str:
-    fmt = tq.format
-    if fmt.is_integer and _format_type(fmt) is None:
-        return f"{fmt.name} weights have no onnxruntime integer kernel (only 8-bit)"
-    if tq.granularity == Granularity.PER_GROUP:
-        return "per-group int8 weights have no onnxruntime integer kernel"
-    if fmt.narrow_range and not tq.symmetric:
-        return f"{fmt.name} asymmetric is not a onnxruntime QuantizeLinear range"
-    return ""
-
-
-def resolved_weights(tq: TensorQuant, node: onnx.NodeProto, weight: onnx.TensorProto) -> TensorQuant:
-    """Return a layer's weight TensorQuant with its natural axis filled in (`axes.resolve`), for a node
-    whose weight is its second input. Only per-tensor / per-channel are exported, on the weight's own shape."""
-    dims = tuple(int(d) for d in weight.dims)
-    return resolve(tq, natural_axes(node.op_type, node, rank=len(dims), shape=dims)).tq
-
-
-def classify_layer(name: str, op_type: str, choice: LayerQuant, node: onnx.NodeProto | None,
-                   initializers: dict[str, onnx.TensorProto]) -> LayerExport:
-    """Decide how a layer's configured quantization can appear in a real onnxruntime model."""
-    if choice.is_fp32:
-        return LayerExport(name, op_type, ExportKind.FP32)
-    weights, activations = choice.weights, choice.activations
-    if op_type not in INTEGER_OP_TYPES:
-        return LayerExport(name, op_type, ExportKind.SIMULATED_ONLY,
-                           f"{op_type} layers are not exported (only {', '.join(INTEGER_OP_TYPES)} have an "
-                           "onnxruntime QDQ export here)")
-    if node is None or len(node.input) < 2 or node.input[1] not in initializers:
-        return LayerExport(name, op_type, ExportKind.SIMULATED_ONLY,
-                           f"{op_type} with a non-constant weight has no onnxruntime QDQ export")
-    if weights is None:
-        return LayerExport(name, op_type, ExportKind.SIMULATED_ONLY,
-                           "activation-only quantization has no onnxruntime integer kernel")
-    if weights.format.kind == FormatKind.FP16 and activations is None:
-        return LayerExport(name, op_type, ExportKind.WEIGHT_FP16)
-    if not weights.format.is_integer:
-        return LayerExport(name, op_type, ExportKind.SIMULATED_ONLY,
-                           f"{weights.format.name} weights have no onnxruntime CPU kernel")
-    reason = _weight_reason(weights)
-    rank = len(initializers[node.input[1]].dims)
-    weights = resolved_weights(weights, node, initializers[node.input[1]])
-    if not reason and activations is not None and weights.granularity == Granularity.PER_CHANNEL and rank >= 2:
-        wanted = output_channel_axis(op_type, node, rank=rank)
-        if weights.axis % rank != wanted:
-            reason = (f"per-channel along weight axis {weights.axis}, not the output-channel axis {wanted} "
-                      "that onnxruntime's integer kernels and bias quantization need")
-    if reason:
-        return LayerExport(name, op_type, ExportKind.SIMULATED_ONLY, reason)
-    if activations is None:
-        return LayerExport(name, op_type, ExportKind.WEIGHT_INT8)
-    fmt = activations.format
-    if not fmt.is_integer or _format_type(fmt) is None:
-        return LayerExport(name, op_type, ExportKind.SIMULATED_ONLY,
-                           f"{fmt.name} activations have no onnxruntime integer kernel (only int8/uint8)")
-    if activations.granularity != Granularity.PER_TENSOR:
-        return LayerExport(name, op_type, ExportKind.SIMULATED_ONLY, "activations must be per-tensor")
-    return LayerExport(name, op_type, ExportKind.INTEGER)
-
-
-_MAX_DECISIONS = 4096  # an ExportPlanner's remembered (layer, choice) classifications
-
-
-class ExportPlanner:
-    """Plans configs of one model: the nodes, weights and layers it reads are indexed once.
-
-    Read-only: it keeps a reference to the model (no copy), so planning a config costs only the
-    classification of its layers (the what-if engine plans every config it evaluates).
-    """
-
-    def __init__(self, prepared):
-        model = getattr(prepared, "model", prepared)
-        self._model = model if isinstance(model, onnx.ModelProto) else model_proto(prepared)
-        self._nodes = _nodes_by_name(self._model)
-        self._initializers = {init.name: init for init in self._model.graph.initializer}
-        self._layers = _layer_names(prepared, self._model)
-        self._decisions: dict[tuple[str, LayerQuant], LayerExport] = {}  # (layer, choice) -> classify_layer
-
-    def _classify(self, name: str, op_type: str, choice: LayerQuant) -> LayerExport:
-        key = (name, choice)
-        found = self._decisions.get(key)
-        if found is None:
-            found = classify_layer(name, op_type, choice, self._nodes.get(name), self._initializers)
-            if len(self._decisions) >= _MAX_DECISIONS:
-                self._decisions.clear()  # bounded; a search revisits few choices per layer
-            self._decisions[key] = found
-        return found
-
-    def plan(self, config: QuantConfig) -> tuple[LayerExport, ...]:
-        """Return, for every quantizable layer in model order, how `config` can be exported."""
-        plan = []
-        activation_owner: dict[str, tuple[str, TensorQuant]] = {}
-        for name, op_type in self._layers:
-            node = self._nodes.get(name)
-            choice = config.for_layer(name)
-            decision = self._classify(name, op_type, choice)
-            if decision.kind == ExportKind.INTEGER:
-                # onnxruntime puts one QuantizeLinear on a tensor, shared by all its readers.
-                tensor, tq = node.input[0], choice.activations
-                owner = activation_owner.setdefault(tensor, (name, tq))
-                if owner[1] != tq:
-                    decision = LayerExport(name, op_type, ExportKind.SIMULATED_ONLY,
-                                           f"reads {tensor!r} like layer {owner[0]!r} but with other activation "
-                                           "settings; onnxruntime quantizes a tensor once")
-            plan.append(decision)
-        return tuple(plan)
-
-
-def plan_export(prepared, config: QuantConfig) -> tuple[LayerExport, ...]:
-    """Return, for every quantizable layer in model order, how `config` can be exported
-    (`ExportPlanner(prepared).plan(config)`: keep a planner when planning several configs)."""
-    return ExportPlanner(prepared).plan(config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +66,7 @@ class _Grid:
 
     def stored_as(self, fmt: NumberFormat) -> _Grid:
         """The same grid with its codes stored in `fmt` (int8 -> uint8: codes and zero point + 128)."""
-        quant_type = _format_type(fmt)
+        quant_type = ort_integer_type(fmt)
         if quant_type == self.quant_type:
             return self
         if (self.quant_type, quant_type) != ("QInt8", "QUInt8"):
@@ -234,28 +81,17 @@ class _Grid:
 
 
 def activation_grid(calibration, tensor: str, tq: TensorQuant) -> _Grid:
-    """Return the grid of an activation: our range estimator, then our one qparams formula."""
-    try:
-        result = calibration.range_for(tensor, tq)
-    except KeyError:
-        raise ConfigError(f"the calibration has no range for tensor {tensor!r}; recalibrate on this model") from None
-    # As the simulation (evaluate.py): one per-tensor range even if the estimator returned arrays.
-    lo, hi = float(np.min(result.lo)), float(np.max(result.hi))
-    scale, zero_point = qparams_from_range(lo, hi, tq.format, symmetric=tq.symmetric)
-    return _Grid(_format_type(tq.format), scale, zero_point)
+    """Return the grid of an activation: the plan's activation quantizer (`plan.activation_quant`)."""
+    quant = activation_quant(calibration, tensor, tq)
+    return _Grid(ort_integer_type(tq.format), np.float32(quant.scale), np.int32(quant.zero_point))
 
 
 def weight_grid(weight: np.ndarray, tq: TensorQuant, *, name: str) -> _Grid:
-    """Return the grid of a weight exactly as the simulation quantizes it (`quantize_tensor`; `tq` resolved)."""
-    from quant_core.numerics.formats import RangeMethod
-    from quant_core.numerics.quantize import quantize_tensor
-    from quant_core.numerics.ranges import weight_ranges
-    lo = hi = None
-    if tq.range_method != RangeMethod.MINMAX:  # as Evaluator.quantized_weight
-        lo, hi = weight_ranges(weight, tq, name=name)
+    """Return the grid of a weight exactly as the simulation quantizes it (`plan.weight_range`; `tq` resolved)."""
+    lo, hi = weight_range(weight, tq, name=name)
     quantized = quantize_tensor(weight, tq, name=name, lo=lo, hi=hi)
     axis = quantized.axis
-    return _Grid(_format_type(tq.format), np.asarray(quantized.scale, np.float32),
+    return _Grid(ort_integer_type(tq.format), np.asarray(quantized.scale, np.float32),
                  np.asarray(quantized.zero_point, np.int32), None if axis is None else int(axis))
 
 
@@ -299,7 +135,7 @@ def build_override_plan(prepared, config: QuantConfig, calibration) -> OverrideP
     layers = plan_export(prepared, config)
     saturating = saturates(config.target)
     stored_unsigned = []
-    nodes = _nodes_by_name(model)
+    nodes = {node.name: node for node in model.graph.node}
     initializers = {init.name: init for init in model.graph.initializer}
     integer = [entry for entry in layers if entry.kind == ExportKind.INTEGER]
     grids: dict[str, _Grid] = {}

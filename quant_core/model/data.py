@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from quant_core.errors import DataError
+from quant_core.model.batching import fixed_batch_size
 from quant_core.model.layout import DataLayout, Feeder, check_state, infer_layout, infer_state, input_layout
 from quant_core.model.model_io import ModelInfo, TensorInfo
 
@@ -114,7 +115,7 @@ def record_state(prepared, ds: Dataset) -> Dataset:
     if layout is None or not layout.unrecorded or layout.filled:
         return ds
     import onnxruntime as ort
-    from quant_core.engine.simulation_graph import first_line, session_options
+    from quant_core.model.runtime import first_line, session_options
     session = ort.InferenceSession(prepared.model.SerializeToString(), session_options(1),
                                    providers=["CPUExecutionProvider"])
     names = [output.name for output in session.get_outputs()]
@@ -178,13 +179,6 @@ def iter_batches(ds: Dataset, info: ModelInfo, batch_size: int) -> Iterator[dict
     stop = ds.num_samples - ds.num_samples % size if fixed else ds.num_samples
     for start in range(0, stop, size):
         yield {name: array[start:start + size] for name, array in ds.inputs.items()}
-
-
-def fixed_batch_size(info: ModelInfo) -> int | None:
-    """The batch size a model forces through a fixed first dimension of its inputs, or None when free."""
-    sizes = {tensor.shape[0] for tensor in info.inputs if tensor.shape and isinstance(tensor.shape[0], int)
-             and tensor.shape[0] > 0}
-    return min(sizes) if sizes else None
 
 
 def describe_input(tensor: TensorInfo) -> str:

@@ -25,6 +25,7 @@ from enum import StrEnum
 
 import numpy as np
 
+from quant_core.model.batching import fit_batch, fixed_batch_size, named_inputs, sample_count
 from quant_core.errors import DataError
 
 DOCS = "docs/data.md"
@@ -404,7 +405,6 @@ def feeder(data, info, input_names: Sequence[str], output_names: Sequence[str], 
     A batch-first layout whose model fixes its batch dimension n feeds n samples at a time and drops a last
     partial batch (the model could not run it); a layout whose samples cannot stack feeds them one by one.
     """
-    from quant_core.engine.calibrate import fit_batch, named_inputs, sample_count
     raw = getattr(data, "inputs", data)
     inputs = named_inputs({"": raw} if isinstance(raw, np.ndarray) else raw, tuple(input_names))
     layout = getattr(data, "layout", None) or classic_layout(input_names, output_names)
@@ -416,7 +416,6 @@ def feeder(data, info, input_names: Sequence[str], output_names: Sequence[str], 
         raise DataError(f"the {what} data has no samples")
     fixed = False
     if layout.batch_first:
-        from quant_core.model.data import fixed_batch_size
         inputs, batch_size = fit_batch(inputs, batch_size, info)
         fixed = fixed_batch_size(info) is not None
         count = sample_count(inputs)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 from pathlib import Path

@@ -23,7 +23,7 @@ def _float_activation_inputs(info_or_prepared) -> dict[str, str | None]:
     model = getattr(info_or_prepared, "model", None)
     if model is None:
         return {layer.name: getattr(layer, "activation_input", None) for layer in info.layers}
-    from quant_core.engine.simulate import layer_specs
+    from quant_core.model.layers import layer_specs
     return {spec.name: spec.activation_input for spec in layer_specs(info_or_prepared)}
 
 

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper
 
 from quant_core.numerics.formats import FormatKind, NumberFormat

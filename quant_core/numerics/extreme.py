@@ -17,7 +17,7 @@ import numpy as np
 
 from quant_core.errors import ConfigError
 from quant_core.numerics.formats import FormatKind, NumberFormat
-from quant_core.numerics.quantize import QuantizedTensor, _as_float32, _refuse_non_finite
+from quant_core.numerics.quantize import QuantizedTensor, as_float32, refuse_non_finite
 
 TWN_THRESHOLD = 0.7
 KMEANS_MAX_ITERATIONS = 100
@@ -53,8 +53,8 @@ def binarize(x, *, axis: int = 0, name: str = "tensor") -> QuantizedTensor:
     -----
     Zero maps to +1 (a binary weight has no zero). An all-zero channel gets scale 0.
     """
-    x = _as_float32(x, name)
-    _refuse_non_finite(x, name)
+    x = as_float32(x, name)
+    refuse_non_finite(x, name)
     axis = _channel_axis(x, axis, name)
     scale = np.abs(_channels(x, axis)).mean(axis=1, dtype=np.float64).astype(np.float32)
     codes = np.where(x >= 0, 1, -1).astype(np.int8)
@@ -71,8 +71,8 @@ def ternarize(x, *, axis: int = 0, name: str = "tensor") -> QuantizedTensor:
     -----
     A channel with no |w| > delta (all zeros) gets scale 0 and all codes 0.
     """
-    x = _as_float32(x, name)
-    _refuse_non_finite(x, name)
+    x = as_float32(x, name)
+    refuse_non_finite(x, name)
     axis = _channel_axis(x, axis, name)
     shape = _channel_shape(x, axis)
     magnitude = np.abs(_channels(x, axis))
@@ -123,8 +123,8 @@ def kmeans_codebook(x, bits: int, *, name: str = "tensor") -> QuantizedTensor:
     values (repeated at the end to fill 2^bits entries).
     """
     fmt = NumberFormat(FormatKind.KMEANS, bits)
-    x = _as_float32(x, name)
-    _refuse_non_finite(x, name)
+    x = as_float32(x, name)
+    refuse_non_finite(x, name)
     k = 2**fmt.bits
     flat = x.reshape(-1)
     sorted_x = np.sort(flat)

@@ -93,7 +93,7 @@ def quantize_float_tensor(x, tq: TensorQuant, *, name: str = "tensor"):
     FP16 and BF16 are plain casts (no scale). FP8 uses scale = amax / max_finite per tensor, per
     channel along tq.axis, or per block of tq.block_size along tq.axis.
     """
-    from quant_core.numerics.quantize import QuantizedTensor, _broadcastable, tensor_range
+    from quant_core.numerics.quantize import QuantizedTensor, broadcastable, tensor_range
 
     fmt = tq.format
     if fmt.kind in (FormatKind.FP16, FormatKind.BF16):
@@ -104,6 +104,6 @@ def quantize_float_tensor(x, tq: TensorQuant, *, name: str = "tensor"):
     x = np.asarray(x, dtype=np.float32)
     axis = None if tq.granularity == Granularity.PER_TENSOR else tq.axis % x.ndim
     block_size = tq.block_size if tq.granularity == Granularity.PER_GROUP else None
-    scale_b = _broadcastable(scale, x.shape, axis, block_size)
+    scale_b = broadcastable(scale, x.shape, axis, block_size)
     values = round_to_float_format(x / scale_b, fmt, name=name) * scale_b
     return QuantizedTensor(values.astype(np.float32, copy=False), scale, None, None, None, fmt, axis, block_size)

@@ -37,7 +37,8 @@ _THREADS = 2
 # Validation and layout
 # ---------------------------------------------------------------------------------------------
 
-def _as_float32(x, name: str) -> np.ndarray:
+def as_float32(x, name: str) -> np.ndarray:
+    """`x` as a contiguous float32 array; a QuantLabError naming the tensor if it is not numeric or is empty."""
     try:
         array = np.asarray(x, dtype=np.float32)
     except (TypeError, ValueError) as err:
@@ -47,7 +48,8 @@ def _as_float32(x, name: str) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def _refuse_non_finite(x: np.ndarray, name: str) -> None:
+def refuse_non_finite(x: np.ndarray, name: str) -> None:
+    """Raise a QuantLabError naming the tensor and counting its NaN / Inf values, if it has any."""
     bad = ~np.isfinite(x)
     if bad.any():
         count = int(bad.sum())
@@ -97,7 +99,8 @@ def _param_arrays(x: np.ndarray, scale, zero_point, axis, block_size, name: str)
     return scale, np.ascontiguousarray(zero_point), axis, int(block_size)
 
 
-def _split3(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
+def split3(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
+    """(outer, axis length, inner) element counts of `shape` around `axis`: the 3-D view per-axis kernels use."""
     outer = int(np.prod(shape[:axis], dtype=np.int64))
     inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
     return outer, shape[axis], inner
@@ -118,7 +121,7 @@ def _work_items(x, out, scale, zero_point, fmt, axis, block_size):
             stop = start + _CHUNK
             yield flat_x[start:stop], flat_out[start:stop], *params
         return
-    outer, length, inner = _split3(x.shape, axis)
+    outer, length, inner = split3(x.shape, axis)
     if block_size is None:
         if inner == 1:  # channels along the last axis: 2-D views keep the ufunc inner loop long
             x2, out2 = x.reshape(outer, length), out.reshape(outer, length)
@@ -165,7 +168,7 @@ def _scaled_chunk(x, out, scale, low, high, safe_low, safe_high, uniform, name) 
     flat = out.reshape(-1) if out.flags.c_contiguous else out  # 1-D reductions are the fastest
     top, bottom = np.maximum.reduce(flat, axis=None), np.minimum.reduce(flat, axis=None)
     if not (np.isfinite(top) and np.isfinite(bottom)):
-        _refuse_non_finite(x, name)  # raises, unless x / scale merely overflowed: the clip handles that
+        refuse_non_finite(x, name)  # raises, unless x / scale merely overflowed: the clip handles that
     if bottom < safe_low or top > safe_high:
         if uniform:  # one zero point for all channels: scalar bounds keep the clip loop vectorized
             np.clip(out, safe_low, safe_high, out=out)
@@ -245,21 +248,21 @@ def tensor_range(x, *, granularity: Granularity | str, axis: int | None = 0, blo
     on axis 0, groups along the last axis of a 2-D (or the only axis of a 1-D) tensor.
     """
     granularity = Granularity(granularity)
-    x = _as_float32(x, name)
+    x = as_float32(x, name)
     if axis is None and granularity != Granularity.PER_TENSOR:
-        axis = _natural_axis(x.shape, granularity, name)
+        axis = natural_axis(x.shape, granularity, name)
     if granularity == Granularity.PER_TENSOR:
         lo, hi = np.min(x), np.max(x)
     elif granularity == Granularity.PER_CHANNEL:
         _check_layout(x, granularity, axis, name)
         axis = _normalize_axis(axis, x.ndim, name)
-        x3 = x.reshape(_split3(x.shape, axis))
+        x3 = x.reshape(split3(x.shape, axis))
         lo, hi = x3.min(axis=(0, 2)), x3.max(axis=(0, 2))
     else:
         if not 1 <= block_size:
             raise ConfigError(f"block_size must be positive, got {block_size}")
         axis = _normalize_axis(axis, x.ndim, name)
-        outer, length, inner = _split3(x.shape, axis)
+        outer, length, inner = split3(x.shape, axis)
         x3 = x.reshape(outer, length, inner)
         full = length // block_size
         parts_lo, parts_hi = [], []
@@ -277,7 +280,7 @@ def tensor_range(x, *, granularity: Granularity | str, axis: int | None = 0, blo
     lo, hi = np.asarray(lo, dtype=np.float32), np.asarray(hi, dtype=np.float32)
     # min/max propagate NaN and expose +-Inf, so checking the range checks the tensor for free.
     if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
-        _refuse_non_finite(x, name)
+        refuse_non_finite(x, name)
     return lo, hi
 
 
@@ -285,7 +288,7 @@ def quantize(x, scale, zero_point, fmt: NumberFormat, *, axis: int | None = None
              name: str = "tensor") -> np.ndarray:
     """Return the int32 codes q = clip(rint(x / scale) + zero_point, qmin, qmax) (ONNX QuantizeLinear)."""
     _require_integer(fmt)
-    x = _as_float32(x, name)
+    x = as_float32(x, name)
     scale, zero_point, axis, block_size = _param_arrays(x, scale, zero_point, axis, block_size, name)
     out = np.empty(x.shape, dtype=np.int32)
     items = _work_items(x, out, scale, zero_point, fmt, axis, block_size)
@@ -303,13 +306,13 @@ def dequantize(q, scale, zero_point, *, axis: int | None = None, block_size: int
     if not np.issubdtype(q.dtype, np.integer):
         raise QuantLabError(f"tensor {name!r}: dequantize needs integer codes, got dtype {q.dtype}")
     scale, zero_point, axis, block_size = _param_arrays(q, scale, zero_point, axis, block_size, name)
-    scale_b, zero_b = _broadcastable(scale, q.shape, axis, block_size), _broadcastable(zero_point, q.shape, axis,
+    scale_b, zero_b = broadcastable(scale, q.shape, axis, block_size), broadcastable(zero_point, q.shape, axis,
                                                                                        block_size)
     centered = (q.astype(np.int32) - zero_b).astype(np.float32)
     return np.multiply(centered, scale_b, out=centered)
 
 
-def _broadcastable(param: np.ndarray, shape, axis, block_size) -> np.ndarray:
+def broadcastable(param: np.ndarray, shape, axis, block_size) -> np.ndarray:
     """Return param expanded so that it broadcasts element-wise against an array of `shape`."""
     if axis is None:
         return param
@@ -335,7 +338,7 @@ def fake_quantize(x, scale, zero_point, fmt: NumberFormat, *, axis: int | None =
     1 MiB chunks with in-place ufuncs on two threads. NaN or Inf raises QuantLabError naming the tensor.
     """
     _require_integer(fmt)
-    x = _as_float32(x, name)
+    x = as_float32(x, name)
     scale, zero_point, axis, block_size = _param_arrays(x, scale, zero_point, axis, block_size, name)
     if out is not None:
         _check_out(out, x, name)
@@ -378,7 +381,7 @@ _ORT_MIN_ROW = 64
 def _use_onnxruntime(x, fmt: NumberFormat, axis, block_size) -> bool:
     if x.size < _ORT_MIN or (fmt.signed, fmt.bits) not in _ORT_TYPES or fmt.narrow_range or block_size is not None:
         return False
-    return axis is None or _split3(x.shape, axis)[2] >= _ORT_MIN_ROW
+    return axis is None or split3(x.shape, axis)[2] >= _ORT_MIN_ROW
 
 
 @functools.lru_cache(maxsize=16)
@@ -410,7 +413,7 @@ def _onnxruntime_fake_quantize(x, scale, zero_point, element, axis, name, out=No
         # iff x is, unless large finite values overflow it, which the exact check then tells apart.
         flat = x.reshape(-1)
         if not np.isfinite(np.vdot(flat, flat)):
-            _refuse_non_finite(x, name)
+            refuse_non_finite(x, name)
         # The result lives in onnxruntime's arena, which reuses its already-mapped memory from run to
         # run: much faster than writing into a fresh array, for memory kept about the size of the
         # largest tensor seen (docs/benchmarks/fake_quant.md).
@@ -421,7 +424,7 @@ def _onnxruntime_fake_quantize(x, scale, zero_point, element, axis, name, out=No
     for x_part, out_part, scale_part, zero_point_part, part_axis in _ort_chunks(x, out, scale, zero_point, axis):
         flat = x_part.reshape(-1)
         if not np.isfinite(np.vdot(flat, flat)):
-            _refuse_non_finite(x, name)
+            refuse_non_finite(x, name)
         session = _qdq_session(element_type, part_axis)
         binding = session.io_binding()
         binding.bind_cpu_input("x", x_part)
@@ -439,7 +442,7 @@ def _ort_chunks(x, out, scale, zero_point, axis):
         for start in range(0, flat_x.size, _ORT_CHUNK):
             yield flat_x[start:start + _ORT_CHUNK], flat_out[start:start + _ORT_CHUNK], scale, zero_point, None
         return
-    outer, length, inner = _split3(x.shape, axis)
+    outer, length, inner = split3(x.shape, axis)
     if outer == 1:  # channels first: chunks of whole channels, with their scales
         x2, out2 = x.reshape(length, inner), out.reshape(length, inner)
         step = max(1, _ORT_CHUNK // inner)
@@ -484,7 +487,7 @@ class QuantizedTensor:
     block_size: int | None = None
 
 
-def _natural_axis(shape: tuple[int, ...], granularity: Granularity, name: str) -> int:
+def natural_axis(shape: tuple[int, ...], granularity: Granularity, name: str) -> int:
     """Return the axis of a tensor known only by its shape (quant_core.numerics.axes.shape_axes)."""
     from quant_core.numerics.axes import shape_axes
 
@@ -502,7 +505,7 @@ def _check_layout(x: np.ndarray, granularity: Granularity, axis: int | None, nam
     if granularity == Granularity.PER_TENSOR:
         return
     if axis is None:
-        axis = _natural_axis(x.shape, granularity, name)
+        axis = natural_axis(x.shape, granularity, name)
     if granularity == Granularity.PER_CHANNEL and x.ndim < 2:
         raise ConfigError(f"per-channel quantization of tensor {name!r} needs at least 2 dimensions, "
                           f"got shape {x.shape}; use per-tensor for it")
@@ -534,7 +537,7 @@ def quantize_tensor(x, tq: TensorQuant, *, name: str = "tensor", lo=None, hi=Non
     tensor; NaN or Inf raises QuantLabError naming the tensor.
     """
     fmt = tq.format
-    x = _as_float32(x, name)
+    x = as_float32(x, name)
     if fmt.kind in (FormatKind.BINARY, FormatKind.TERNARY):
         # One scale per output channel whatever the granularity: along tq.axis, or for axis=None the
         # bare-shape rule of quant_core.numerics.axes (axis 0). Callers that know the layer pass its resolved
@@ -554,7 +557,7 @@ def quantize_tensor(x, tq: TensorQuant, *, name: str = "tensor", lo=None, hi=Non
         codes = None if result.codes is None else result.codes.reshape(x.shape)
         return replace(result, values=result.values.reshape(x.shape), codes=codes)
     if fmt.is_identity:
-        _refuse_non_finite(x, name)
+        refuse_non_finite(x, name)
         return QuantizedTensor(x.copy(), None, None, None, None, fmt)
     if fmt.is_integer:
         scale, zero_point, axis, block_size = _integer_grid(x, tq, lo, hi, name)
@@ -592,6 +595,6 @@ def fake_quantize_tensor(x, tq: TensorQuant, *, name: str = "tensor", lo=None, h
     fmt = tq.format
     if not fmt.is_integer or (tq.axis is None and tq.granularity != Granularity.PER_TENSOR):
         return quantize_tensor(x, tq, name=name, lo=lo, hi=hi).values
-    x = _as_float32(x, name)
+    x = as_float32(x, name)
     scale, zero_point, axis, block_size = _integer_grid(x, tq, lo, hi, name)
     return fake_quantize(x, scale, zero_point, fmt, axis=axis, block_size=block_size, name=name)

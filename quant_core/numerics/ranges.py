@@ -345,11 +345,11 @@ def estimate_range(hist: StreamingHistogram, tq: TensorQuant) -> RangeResult:
 
 def _rows_layout(x: np.ndarray, tq: TensorQuant):
     """Return [rows (n, m) float32, ...] and a function that puts per-row results in tq's layout."""
-    from quant_core.numerics.quantize import _natural_axis, _split3
+    from quant_core.numerics.quantize import natural_axis, split3
 
-    axis = _natural_axis(x.shape, tq.granularity, "weight") if tq.axis is None else tq.axis
+    axis = natural_axis(x.shape, tq.granularity, "weight") if tq.axis is None else tq.axis
     axis %= x.ndim
-    outer, length, inner = _split3(x.shape, axis)
+    outer, length, inner = split3(x.shape, axis)
     x3 = x.reshape(outer, length, inner)
     if tq.granularity == Granularity.PER_CHANNEL:
         return [x3.transpose(1, 0, 2).reshape(length, -1)], lambda parts: parts[0]
@@ -455,13 +455,13 @@ def weight_ranges(x, tq: TensorQuant, *, name: str = "weight") -> tuple[np.ndarr
     Entropy per group raises ConfigError (a group of 16-256 values has no meaningful 128-bin
     distribution). NaN or Inf raise QuantLabError naming the tensor.
     """
-    from quant_core.numerics.quantize import _as_float32, tensor_range
+    from quant_core.numerics.quantize import as_float32, tensor_range
 
     lo, hi = tensor_range(x, granularity=tq.granularity, axis=tq.axis, block_size=tq.block_size, name=name)
     method = tq.range_method
     if method == RangeMethod.MINMAX:
         return lo, hi
-    x = _as_float32(x, name)
+    x = as_float32(x, name)
     if tq.granularity == Granularity.PER_TENSOR:
         result = estimate_range(StreamingHistogram.from_array(x, WEIGHT_BINS, name=name), tq)
         return np.float32(result.lo), np.float32(result.hi)

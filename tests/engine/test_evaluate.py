@@ -179,7 +179,7 @@ def test_simulated_only_is_exactly_what_the_export_keeps_fp32_for_lack_of_a_kern
     from quant_core.model.data import Dataset
     from quant_core.model.demo import load_demo
     from quant_core.model.model_io import prepare_model
-    from quant_core.export.overrides import ExportKind, plan_export
+    from quant_core.engine.plan import ExportKind, plan_export
     model_bytes, data = load_demo(model_name)
     prepared = prepare_model(onnx.load_from_string(model_bytes))
     split = Dataset(inputs={"image": data.inputs["image"][:32]}, labels=data.labels[:32])

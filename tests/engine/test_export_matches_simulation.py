@@ -23,7 +23,7 @@ from quant_core.model.data import split_dataset
 from quant_core.model.demo import load_demo
 from quant_core.engine.evaluate import Evaluator
 from quant_core.export.ort_export import export_model
-from quant_core.export.overrides import ExportKind, plan_export
+from quant_core.engine.plan import ExportKind, plan_export
 from quant_core.numerics.formats import RangeMethod, parse_format
 from quant_core.export.latency import create_session, static_int8_config
 from quant_core.model.model_io import load_model, prepare_model

@@ -111,7 +111,7 @@ def test_fake_quant_on_the_blocked_layout_gives_the_same_outputs_without_the_lay
         assert np.array_equal(folded.run(evaluation.inputs, activations=chosen).outputs[0], expected)
     # conv1's output reaches conv2's fake-quant in the blocked layout: one ReorderOutput / ReorderInput pair fewer.
 
-    from quant_core.engine.simulate import layer_specs
+    from quant_core.model.layers import layer_specs
     from quant_core.engine.simulation_graph import build_simulation_model, reorder_weight_inputs
     specs = layer_specs(prepared)
     base, _, _ = build_simulation_model(prepared.model, specs, folded.modes, weights_as_inputs=False)

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"config: {config.name}, calibrated on {sample.num_samples} sample(s)")
         from quant_core.numerics.cpu_target import describe_target
         print(describe_target(config.target))
-        from quant_core.export.overrides import ExportKind, plan_export
+        from quant_core.engine.plan import ExportKind, plan_export
         kinds = [entry.kind for entry in plan_export(prepared, config)]
         print(f"integer kernels (int8 weights, 8-bit activations): {kinds.count(ExportKind.INTEGER)} of "
               f"{len(kinds)} layer(s); {len(result.overrides)} tensor override(s)")
