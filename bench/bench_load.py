@@ -12,11 +12,17 @@ before each solo walk and before the concurrent phase, so both start cold (calib
 concurrent phase also tests that sessions asking for the same calibration at once share it.
 
     /work/venv/bin/python bench/bench_load.py [--sessions 8] [--rounds 3] [--all-upload] [--max-heavy-jobs N]
+    /work/venv/bin/python bench/bench_load.py --real [--rounds 1]   # users upload the real models (issue 12)
+
+`--real`: every user uploads a model of the real-model conformance set with its data (tests/real_models/
+fetch.py caches them: YOLO detector, text recogniser, MiniLM, text detector, ...), as a new user would;
+the peak resident memory of each phase (solo, concurrent) and the machine's memory are printed.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import io
 import logging
 import random
@@ -42,11 +48,36 @@ MIXED = "pages/3_Mixed_precision.py"
 SENSITIVITY = "pages/4_Sensitivity.py"  # a first visit runs the default sweep: a heavy job
 WALK = ["pages/1_Weights.py", "pages/2_Activations.py", MIXED, "app.py"]
 UPLOAD = "upload"  # a user who brings their own model and data instead of a demo
+REAL = "real:"  # a user who uploads a model of the real-model conformance set ("real:yolo_det") and its data
 
 # (model, preset): three demo models, several presets, and two users with their own uploaded model.
 ASSIGNMENTS = [("mlp", "W8A8"), ("cnn", "W4A8"), ("transformer", "W8A8"), ("mlp", "FP16"),
                ("cnn", "W8 weight-only"), ("transformer", "W4A8"), (UPLOAD, "W8A8"), (UPLOAD, "FP32"),
                ("cnn", "FP32"), ("mlp", "W4A8"), ("transformer", "FP16"), ("cnn", "W8A8")]
+# --real: the real models users brought in issue 12 (detector, recogniser, sentence encoder first).
+REAL_ASSIGNMENTS = [(REAL + "yolo_det", "W8A8"), (REAL + "ocr_rec", "W8A8"), (REAL + "minilm", "W8A8"),
+                    (REAL + "ocr_det", "W4A8"), (REAL + "ocr_cls", "W8A8"), (REAL + "silero_vad", "W8A8"),
+                    (REAL + "yolo_det", "W8 weight-only"), (REAL + "ocr_rec", "W4A8")]
+
+
+def real_files(name: str) -> tuple[bytes, bytes]:
+    """A real model of the conformance set and its data, as cached by tests/real_models/fetch.py."""
+    from tests.real_models import fetch
+    model, data = fetch.model_path(name), fetch.data_path(name)
+    if not (model.exists() and data.exists()):
+        raise SystemExit(f"real model {name!r} is not cached: run .venv/bin/python tests/real_models/fetch.py")
+    return model.read_bytes(), data.read_bytes()
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := the current VmRSS: the next phase's own peak
 
 
 def upload_files(seed: int) -> tuple[bytes, bytes]:
@@ -152,7 +183,8 @@ def walk(index: int, model: str, preset: str, rounds: int, reference: dict | Non
     outcome = Outcome(f"{index}:{model}/{preset}")
     preset_picked = False
     rng = random.Random(index)
-    model_name = f"user{index}.onnx" if model == UPLOAD else model
+    real = model[len(REAL):] if model.startswith(REAL) else None
+    model_name = f"user{index}.onnx" if model == UPLOAD else f"{real}.onnx" if real else model
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT_S)
     if start is not None:
         start.wait()
@@ -179,8 +211,8 @@ def walk(index: int, model: str, preset: str, rounds: int, reference: dict | Non
     began = time.perf_counter()
     at.run()
     outcome.first_run_s = time.perf_counter() - began
-    if model == UPLOAD:
-        model_bytes, data_bytes = upload_files(index)
+    if model == UPLOAD or real:
+        model_bytes, data_bytes = real_files(real) if real else upload_files(index)
         at.file_uploader(key="model_upload").set_value((model_name, model_bytes, "application/octet-stream"))
         at.run()
         at.file_uploader(key="data_upload").set_value((f"user{index}.npz", data_bytes, "application/octet-stream"))
@@ -210,6 +242,13 @@ def walk(index: int, model: str, preset: str, rounds: int, reference: dict | Non
     return outcome
 
 
+def _meminfo_mib(field: str) -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) // 1024
+    return 0
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
@@ -227,6 +266,8 @@ def main() -> int:
                         help="every user uploads their own model and data (more models than the caches hold)")
     parser.add_argument("--sweepers", type=int, default=0,
                         help="the first N users also open the Sensitivity page once (its default sweep: a heavy job)")
+    parser.add_argument("--real", action="store_true",
+                        help="every user uploads a model of the real-model conformance set and its data")
     parser.add_argument("--max-heavy-jobs", type=int, default=None,
                         help="heavy jobs (calibrations here) at once; default ui.jobs.MAX_HEAVY_JOBS")
     args = parser.parse_args()
@@ -239,6 +280,8 @@ def main() -> int:
     assignments = [ASSIGNMENTS[i % len(ASSIGNMENTS)] for i in range(args.sessions)]
     if args.all_upload:
         assignments = [(UPLOAD, preset) for _, preset in assignments]
+    if args.real:
+        assignments = [REAL_ASSIGNMENTS[i % len(REAL_ASSIGNMENTS)] for i in range(args.sessions)]
     share_apptest_globals()
     count_core_calls()
 
@@ -248,10 +291,14 @@ def main() -> int:
         _clear_caches()
         solo.append(walk(index, model, preset, args.rounds, None, sweep=index < args.sweepers))
     solo_wall = time.perf_counter() - began
+    solo_peak = _status_kib("VmHWM")
 
     solo_calls = dict(CALLS)
     CALLS.clear()
     _clear_caches()
+    gc.collect()
+    before_concurrent = _status_kib("VmRSS")
+    _reset_peak()
     start = threading.Barrier(args.sessions)
     results: list[Outcome | None] = [None] * args.sessions
 
@@ -270,6 +317,7 @@ def main() -> int:
     for thread in threads:
         thread.join()
     load_wall = time.perf_counter() - began
+    concurrent_peak = _status_kib("VmHWM")
     concurrent = [r for r in results if r is not None]
 
     solo_times = [t for o in solo for t in o.rerun_s]
@@ -297,7 +345,9 @@ def main() -> int:
     print(f"\nfirst page load under load: median {statistics.median([o.first_run_s for o in concurrent]):.2f} s, "
           f"solo {statistics.median([o.first_run_s for o in solo]):.2f} s")
     print(f"peak resident memory of the process (server + all sessions): "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; solo phase {solo_peak / 1024:.0f} "
+          f"MiB, concurrent phase {concurrent_peak / 1024:.0f} MiB (from {before_concurrent / 1024:.0f} MiB at its "
+          f"start); machine: {_meminfo_mib('MemTotal')} MiB total, {_meminfo_mib('MemAvailable')} MiB available now")
     models = len({m for m, _ in assignments if m != UPLOAD}) + sum(m == UPLOAD for m, _ in assignments)
     print(f"{models} distinct models; calibrations / model preparations: solo {solo_calls.get('calibrate', 0)} / "
           f"{solo_calls.get('prepare_model', 0)}, concurrent {CALLS.get('calibrate', 0)} / "

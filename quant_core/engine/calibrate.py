@@ -6,7 +6,7 @@ calibrating costs one forward pass and memory independent of the number of sampl
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -14,7 +14,6 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from quant_core.config import TensorQuant
-from quant_core.model.batching import fixed_batch_size
 from quant_core.model.data import record_state
 from quant_core.errors import DataError, ModelError, QuantLabError
 from quant_core.numerics.histogram import StreamingHistogram
@@ -52,6 +51,7 @@ class Calibration:
     histograms: Mapping[str, StreamingHistogram]
     sample_count: int
     bins: int
+    sample_bytes: int = 0  # what one sample's calibrated tensors weigh (every layer's input and output), measured
     _ranges: dict = field(default_factory=dict, repr=False)
 
     def histogram(self, tensor_name: str) -> StreamingHistogram:
@@ -93,18 +93,29 @@ def _probe_model(model: onnx.ModelProto, tensors: tuple[str, ...]) -> onnx.Model
     return probe
 
 
-def _within_budget(feeds, run, *, info):
-    """`feeds` with batches whose fetched activations hold about CALIBRATION_BATCH_BYTES at most.
+def _probe_session(prepared, tensors: tuple[str, ...]) -> ort.InferenceSession:
+    """A plain session of the model whose outputs include every tensor in `tensors`."""
+    try:
+        return ort.InferenceSession(_probe_model(prepared.model, tensors).SerializeToString(),
+                                    session_options(1), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types
+        raise ModelError(f"onnxruntime cannot run the model for calibration: {first_line(err)}") from None
 
-    One sample is run first to measure what a sample's calibrated tensors weigh (its values are not
-    histogrammed); a model fixing its batch, or a stream, keeps its batches. Small models keep
-    `batch_size`, so their histograms (which depend on how samples are batched) do not change.
+
+def activation_bytes(prepared, feed: Mapping[str, np.ndarray]) -> int:
+    """Return the bytes of the calibrated tensors (every layer's input and output) of one run of `feed`.
+
+    What `calibrate` measures as `Calibration.sample_bytes`, for a caller without a calibration (a
+    weights-only Evaluator); the session is built for this run alone and dropped.
     """
-    if feeds.batch_size <= 1 or feeds.layout.streaming or not feeds.layout.batch_first or fixed_batch_size(info):
-        return feeds
-    per_sample = sum(value.nbytes for value in run(feeds.layout.feed(feeds.inputs, 0, 1)).values())
-    rows = max(1, min(feeds.batch_size, CALIBRATION_BATCH_BYTES // max(per_sample, 1)))
-    return feeds if rows == feeds.batch_size else replace(feeds, batch_size=rows)
+    tensors = calibration_tensors(prepared)
+    session = _probe_session(prepared, tensors)
+    names = [i.name for i in session.get_inputs()]
+    try:
+        values = session.run(list(tensors), {name: feed[name] for name in names})
+    except Exception as err:  # onnxruntime's own exception types: wrong shapes or dtypes in the data
+        raise DataError(f"onnxruntime cannot run the model on this data: {first_line(err)}") from None
+    return int(sum(value.nbytes for value in values))
 
 
 def calibrate(prepared, data, *, bins: int = 2048, batch_size: int = 64,
@@ -115,7 +126,8 @@ def calibrate(prepared, data, *, bins: int = 2048, batch_size: int = 64,
     One onnxruntime session whose outputs include every calibrated tensor; each batch's
     activations are folded into the histograms and dropped, so memory does not grow with the
     number of samples; a batch holds at most `batch_size` samples and about CALIBRATION_BATCH_BYTES of
-    activations (`_within_budget`: large models run fewer samples at a time). `progress(fraction)` is called after each batch; `cancel()` is polled
+    activations (`Feeder.within_budget`, one sample weighed first: large models run fewer samples at a
+    time). `progress(fraction)` is called after each batch; `cancel()` is polled
     before each batch and raises Cancelled when it returns True. A model with a fixed batch
     dimension n is fed n samples at a time (a last partial batch is dropped). A stream (a layout with
     state pairs, `layout.DataLayout`) runs one sample at a time, each fed the state the model computed
@@ -124,11 +136,7 @@ def calibrate(prepared, data, *, bins: int = 2048, batch_size: int = 64,
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise QuantLabError(f"batch_size must be a positive integer, got {batch_size!r}")
     tensors = calibration_tensors(prepared)
-    try:
-        session = ort.InferenceSession(_probe_model(prepared.model, tensors).SerializeToString(),
-                                       session_options(1), providers=["CPUExecutionProvider"])
-    except Exception as err:  # onnxruntime raises its own exception types
-        raise ModelError(f"onnxruntime cannot run the model for calibration: {first_line(err)}") from None
+    session = _probe_session(prepared, tensors)
     input_names = tuple(i.name for i in session.get_inputs())
     _tensor_inputs(data)  # refuses what is neither a Dataset nor arrays
     data = record_state(prepared, data)  # a stream's state inputs the .npz left out
@@ -144,15 +152,27 @@ def calibrate(prepared, data, *, bins: int = 2048, batch_size: int = 64,
         except Exception as err:  # onnxruntime's own exception types: wrong shapes or dtypes in the data
             raise DataError(f"onnxruntime cannot run the model on this data: {first_line(err)}") from None
 
-    feeds = _within_budget(feeds, run, info=prepared.info)
+    weighed = []  # bytes of one sample's calibrated tensors
+
+    def sample_bytes(feed: dict[str, np.ndarray]) -> int:
+        weighed.append(sum(value.nbytes for name, value in run(feed).items() if name in histograms))
+        return weighed[-1]
+
+    histograms = {name: StreamingHistogram(bins, name=name) for name in tensors}
+    if not feeds.layout.streaming:
+        # Large models run fewer samples at a time; small ones keep `batch_size`, so their histograms
+        # (which depend on how samples are batched) do not change. The weighed sample is not histogrammed.
+        feeds = feeds.within_budget(sample_bytes, CALIBRATION_BATCH_BYTES)
     # A stream carries the model's own state from sample to sample; other data runs in batches.
     steps = feeds.stream(run) if feeds.layout.streaming else (run(feed) for feed in feeds.batches())
-    histograms = {name: StreamingHistogram(bins, name=name) for name in tensors}
     done, total = 0, feeds.sample_count
     for values in steps:
+        if not weighed:  # not weighed above: the first batch or step says it
+            rows = 1 if feeds.layout.streaming else min(feeds.batch_size, total)
+            weighed.append(-(-sum(values[name].nbytes for name in tensors) // rows))
         for name in tensors:
             histograms[name].update(values[name])
         done = min(done + (1 if feeds.layout.streaming else feeds.batch_size), total)
         if progress is not None:
             progress(done / total)
-    return Calibration(tensors, histograms, total, bins)
+    return Calibration(tensors, histograms, total, bins, sample_bytes=weighed[0])

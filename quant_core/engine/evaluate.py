@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from onnx import helper
 
 from quant_core.numerics.axes import WeightLayout
-from quant_core.engine.calibrate import Calibration
+from quant_core.engine.calibrate import Calibration, activation_bytes
 from quant_core.config import LayerQuant, QuantConfig, TensorQuant
-from quant_core.model.batching import fixed_batch_size
 from quant_core.model.data import record_state
 from quant_core.errors import DataError, ModelError
 from quant_core.numerics.formats import RangeMethod
@@ -51,6 +50,13 @@ MAX_TASKS = 8                # task scorers (FP32 argmax / decode / neighbours o
 # float64 sums per layer are kept, so their memory does not grow with the number of samples.
 LAYER_ERRORS_BATCH_BYTES = 16 * 2**20
 LAYER_ERRORS_BYTES_PER_VALUE = 48
+# Every other run of the split (evaluate, the FP32 reference, suffix-run captures, anchors) goes in batches
+# of at most about this many bytes of activations: one sample's every layer input and output, FP32, as
+# calibration measured them (`Calibration.sample_bytes`; a weights-only Evaluator weighs one sample itself),
+# at least EVALUATION_MIN_BATCH samples (onnxruntime may run a lone sample with other kernels: the outputs
+# would then depend on the budget). Outputs are joined as the batches end.
+EVALUATION_BATCH_BYTES = 64 * 2**20
+EVALUATION_MIN_BATCH = 2
 
 
 @dataclass(frozen=True)
@@ -134,7 +140,9 @@ class Evaluator:
         self._specs = {spec.name: spec for spec in layer_specs(prepared)}
         self.layers = self.session.layers
         data = record_state(prepared, data)  # a stream's state inputs the .npz left out
-        self.feeder = feeder(data, prepared.info, self.session.input_names, self.session.output_names, batch_size)
+        self._split = feeder(data, prepared.info, self.session.input_names, self.session.output_names, batch_size)
+        self.feeder = self._split.within_budget(self._sample_bytes, EVALUATION_BATCH_BYTES,
+                                                min_batch=EVALUATION_MIN_BATCH)
         self.batch_size, self.sample_count = self.feeder.batch_size, self.feeder.sample_count
         self.is_streaming = streaming and self.feeder.layout.streaming
         self._data, self._streaming = data, None
@@ -164,6 +172,13 @@ class Evaluator:
         self._references = tuple(FixedReference(output) for output in self.fp32_outputs)
         self.fp32_accuracy = self.scorer(self.task).score(self.fp32_outputs[self.output_index(self.task)]).value(
             Metric.ACCURACY)
+
+    def _sample_bytes(self, feed: dict[str, np.ndarray]) -> int:
+        """Bytes of one sample's activations (every layer's input and output, FP32): calibration's measure,
+        else one run of `feed` (one sample) fetching them."""
+        if self.calibration is not None and self.calibration.sample_bytes:
+            return self.calibration.sample_bytes
+        return activation_bytes(self.prepared, feed)
 
     # -- feeds ------------------------------------------------------------------------------------
 
@@ -231,7 +246,7 @@ class Evaluator:
         if not self.feeder.layout.streaming or self.is_streaming:
             return None
         if self._streaming is None:
-            self._streaming = Evaluator(self.prepared, self.calibration, self._data, batch_size=self.batch_size,
+            self._streaming = Evaluator(self.prepared, self.calibration, self._data, batch_size=self._split.batch_size,
                                         task=self.task, session=self.session, streaming=True)
         return self._streaming
 
@@ -255,10 +270,11 @@ class Evaluator:
             if outputs is not None:
                 return outputs
         started = time.perf_counter()
-        parts = [self.session.run(batch, weights=weights, activations=activations).outputs
-                 for batch in self.feeder.batches()]
+        # Each batch's outputs are copied into the joined arrays as they come (not held until the end).
+        joined = self.feeder.join(self.session.run(batch, weights=weights, activations=activations).outputs
+                                  for batch in self.feeder.batches())
         self.suffix_runs.full_run_took(time.perf_counter() - started)
-        return self.feeder.join(parts)
+        return joined
 
     def anchor(self, config: QuantConfig) -> bool:
         """Make the weights-only `config` the anchor: a config that differs from it in one layer's weight
@@ -311,12 +327,11 @@ class Evaluator:
         LAYER_ERRORS_BATCH_BYTES (the largest layer output measured on one sample; a model fixing its
         batch keeps it)."""
         if self._errors_feeder is None:
-            rows = self.feeder.batch_size
-            if rows > 1 and self.feeder.layout.batch_first and not fixed_batch_size(self.prepared.info):
-                probe = graph.run(self.feeder.layout.feed(self.feeder.inputs, 0, 1), weights, activations)
-                largest = max((size for *_, size in probe.values()), default=1)
-                rows = max(1, min(rows, LAYER_ERRORS_BATCH_BYTES // max(LAYER_ERRORS_BYTES_PER_VALUE * largest, 1)))
-            self._errors_feeder = replace(self.feeder, batch_size=rows)
+            def sample_bytes(feed: dict[str, np.ndarray]) -> int:
+                largest = max((size for *_, size in graph.run(feed, weights, activations).values()), default=1)
+                return LAYER_ERRORS_BYTES_PER_VALUE * largest
+
+            self._errors_feeder = self._split.within_budget(sample_bytes, LAYER_ERRORS_BATCH_BYTES)
         return self._errors_feeder
 
     def _measure_layer_errors(self, feeds: tuple[LayerFeed, ...], isolated: tuple[str, ...]

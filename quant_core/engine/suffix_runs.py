@@ -115,7 +115,7 @@ class SuffixRuns:
             return None
         weight = weights.get(layer, self._session.fp32_weights[layer])
         later = {name: value for name, value in weights.items() if name in suffix.later_feeds}
-        return self._feeder.join([suffix.run(values, weight, later) for values in captured])
+        return self._feeder.join(suffix.run(values, weight, later) for values in captured)
 
     @property
     def nbytes(self) -> int:
@@ -207,7 +207,7 @@ class SuffixRuns:
             return None
         cuts, suffix = self.cut_values(), self._session.suffix(layer)
         if activation is None:
-            return self._feeder.join([suffix.run(values, weight) for values in cuts])
+            return self._feeder.join(suffix.run(values, weight) for values in cuts)
         tensor = self._specs[layer].activation_input
         parts = []
         for values in cuts:

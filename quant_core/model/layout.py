@@ -18,13 +18,14 @@ each step's state outputs fed to the next step's state inputs (the first step ta
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import numpy as np
 
-from quant_core.model.batching import fit_batch, named_inputs, sample_count
+from quant_core.model.batching import fit_batch, fixed_batch_size, named_inputs, sample_count
 from quant_core.errors import DataError
 
 DOCS = "docs/data.md"
@@ -310,11 +311,45 @@ class Feeder:
     batch_size: int
     sample_count: int
     output_names: tuple[str, ...] = ()
+    fixed_batch: bool = False  # the model fixes its batch dimension: `batch_size` is that, never changed
+    min_batch: int = 1         # a last batch of fewer samples joins the batch before it
+
+    def bounds(self) -> Iterator[tuple[int, int]]:
+        """Yield (start, stop) of consecutive batches of `batch_size` samples; a last batch of fewer than
+        `min_batch` samples joins the one before (so a batch of one sample never follows larger ones)."""
+        start = 0
+        while start < self.sample_count:
+            stop = min(start + self.batch_size, self.sample_count)
+            if 0 < self.sample_count - stop < self.min_batch:
+                stop = self.sample_count
+            yield start, stop
+            start = stop
 
     def batches(self) -> Iterator[dict[str, np.ndarray]]:
         """Yield the feeds of consecutive batches of `batch_size` samples (1 when samples cannot stack)."""
-        for start in range(0, self.sample_count, self.batch_size):
-            yield self.layout.feed(self.inputs, start, min(start + self.batch_size, self.sample_count))
+        for start, stop in self.bounds():
+            yield self.layout.feed(self.inputs, start, stop)
+
+    def within_budget(self, sample_bytes: Callable[[dict[str, np.ndarray]], int], budget: int, *,
+                      min_batch: int = 1) -> Feeder:
+        """Return this feeder with batches of at most about `budget` bytes; the one batching rule of the engine.
+
+        rows = clip(budget // sample_bytes(feed of the first sample), min_batch, batch_size)
+
+        `sample_bytes` weighs one sample (e.g. its activations, measured by a run of that sample). Batches
+        are kept as they are when they hold one sample, when samples do not stack along axis 0 (a stream,
+        complete inputs, varying scalars) or when the model fixes its batch size. With `min_batch` > 1 a
+        last batch smaller than it joins the one before: onnxruntime may run a batch of one sample with
+        other kernels than larger ones (measured on MiniLM: 1 ulp), so outputs then do not depend on the
+        budget.
+        """
+        if self.batch_size <= 1 or self.fixed_batch or not self.layout.batch_first:
+            return self
+        per_sample = max(int(sample_bytes(self.layout.feed(self.inputs, 0, 1))), 1)
+        rows = min(self.batch_size, max(min_batch, budget // per_sample, 1))
+        if rows >= self.sample_count:
+            rows = self.batch_size  # one batch, as before: nothing to split
+        return replace(self, batch_size=rows, min_batch=min_batch)
 
     def stream(self, run: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]
                ) -> Iterator[Mapping[str, np.ndarray]]:
@@ -330,15 +365,37 @@ class Feeder:
             carried = {pair.input: values[pair.output] for pair in self.layout.state}
             yield values
 
-    def join(self, parts: list[Sequence[np.ndarray]]) -> tuple[np.ndarray, ...]:
-        """Each output of several runs joined with samples on axis 0 (no copy for one batch-first run)."""
+    def join(self, parts: Iterable[Sequence[np.ndarray]]) -> tuple[np.ndarray, ...]:
+        """Each output of several runs joined with samples on axis 0 (no copy for one batch-first run).
+
+        `parts` may be a generator: each run's outputs are copied into the joined arrays (sized for
+        `sample_count` samples) as they come, so only the joined outputs and one run's are held at once.
+        """
         axes = dict(self.layout.output_axes)
-        joined = []
-        for index in range(len(parts[0])):  # the first outputs, in `output_names` order
-            axis = axes.get(self.output_names[index], 0) if index < len(self.output_names) else 0
-            values = [np.expand_dims(p[index], 0) if axis is None else np.moveaxis(p[index], axis, 0) for p in parts]
-            joined.append(values[0] if len(values) == 1 else np.concatenate(values))
-        return tuple(joined)
+        parts = iter(parts)
+        first = next(parts)
+        names = [self.output_names[i] if i < len(self.output_names) else None for i in range(len(first))]
+        axis_of = [axes.get(name, 0) if name is not None else 0 for name in names]
+
+        def samples_first(part):
+            return [np.expand_dims(value, 0) if axis is None else np.moveaxis(value, axis, 0)
+                    for value, axis in zip(part, axis_of)]
+
+        values = samples_first(first)
+        second = next(parts, None)
+        if second is None:
+            return tuple(values)
+        joined = [np.empty((max(self.sample_count, len(v)),) + v.shape[1:], dtype=v.dtype) for v in values]
+        filled = [0] * len(values)
+        for part in itertools.chain((first, second), parts):
+            for index, value in enumerate(samples_first(part)):
+                end = filled[index] + len(value)
+                if end > len(joined[index]):  # more rows than samples (an output without a batch axis)
+                    joined[index] = np.concatenate([joined[index][:filled[index]], value])
+                else:
+                    joined[index][filled[index]:end] = value
+                filled[index] = end
+        return tuple(array[:rows] for array, rows in zip(joined, filled))
 
 
 def feeder(data, info, input_names: Sequence[str], output_names: Sequence[str], batch_size: int, *,
@@ -357,9 +414,11 @@ def feeder(data, info, input_names: Sequence[str], output_names: Sequence[str], 
     count = sample_count(inputs)
     if count == 0:
         raise DataError(f"the {what} data has no samples")
+    fixed = False
     if layout.batch_first:
         inputs, batch_size = fit_batch(inputs, batch_size, info)
+        fixed = fixed_batch_size(info) is not None
         count = sample_count(inputs)
     elif not layout.stackable:
         batch_size = 1
-    return Feeder(inputs, layout, batch_size, count, tuple(output_names))
+    return Feeder(inputs, layout, batch_size, count, tuple(output_names), fixed_batch=fixed)

@@ -134,6 +134,18 @@ def test_a_fixed_reference_scores_candidates_exactly_as_the_functions_do():
         assert fixed.cosine(candidate) == cosine_similarity(reference, candidate)
 
 
+def test_a_float64_fixed_reference_scores_exactly_and_is_left_as_it_was():
+    rng = np.random.default_rng(4)
+    reference = rng.standard_normal((31, 7))
+    kept = reference.copy()
+    fixed = FixedReference(reference)
+    candidate = reference + 1e-3 * rng.standard_normal(reference.shape)
+    for _ in range(2):
+        assert fixed.sqnr_db(candidate) == sqnr_db(kept, candidate)
+        assert fixed.cosine(candidate) == cosine_similarity(kept, candidate)
+    assert np.array_equal(reference, kept)
+
+
 def test_a_fixed_reference_refuses_a_candidate_of_another_shape():
     with pytest.raises(QuantLabError, match="shape"):
         FixedReference(np.ones((4, 10))).sqnr_db(np.ones((4, 9)))

@@ -187,6 +187,24 @@ def test_every_run_path_of_the_evaluator_equals_the_reference_simulator(lab):
         assert mismatches(lab.evaluator, light=True, exact_reference=False) == []
 
 
+def test_the_evaluation_batch_budget_changes_no_number(lab, monkeypatch):
+    """Batches of 2-3 samples (the budget the big models get) give what one batch of the split gives."""
+    from quant_core.engine import evaluate as evaluate_module
+    monkeypatch.setattr(evaluate_module, "EVALUATION_BATCH_BYTES", 2**62)
+    whole = Evaluator(lab.prepared, lab.calibration, lab.evaluation, session=lab.evaluator.session)
+    monkeypatch.setattr(evaluate_module, "EVALUATION_BATCH_BYTES", 3 * lab.calibration.sample_bytes - 1)
+    small = Evaluator(lab.prepared, lab.calibration, lab.evaluation, session=lab.evaluator.session)
+    assert small.feeder.batch_size == 2 < whole.feeder.batch_size
+    with timed(lab.name, "batch budget"):
+        for expected, found in zip(whole.fp32_outputs, small.fp32_outputs):
+            assert np.array_equal(expected, found)
+        config = PRESETS["W8A8"]
+        for expected, found in zip(whole.outputs(config), small.outputs(config)):
+            assert np.array_equal(expected, found)
+        assert small.evaluate(config) == whole.evaluate(config)
+        assert small.layer_errors(config) == whole.layer_errors(config)
+
+
 def test_sensitivity_sweep_ranks_int4_below_int8(lab):
     layers = [layer.name for layer in lab.prepared.info.quantizable_layers if layer.weight is not None][:SWEEP_LAYERS]
     with timed(lab.name, "sensitivity"):
