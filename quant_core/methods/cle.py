@@ -1,0 +1,137 @@
+"""Cross-layer equalization (Nagel et al. 2019, "Data-Free Quantization Through Weight Equalization and Bias Correction").
+
+For two linear layers joined by a positive-homogeneous function f (f(s x) = s f(x) for s > 0, per
+channel: ReLU, LeakyReLU, PReLU, max / average pooling, or nothing), output channel c of the first
+can be divided by s_c and input channel c of the second multiplied by s_c without changing the model:
+
+    W1'[c] = W1[c] / s_c,  b1'[c] = b1[c] / s_c,  W2'[:, c] = W2[:, c] * s_c,  s_c = sqrt(r1_c / r2_c)
+
+where r1_c = max |W1[c]| and r2_c = max |W2[:, c]|; both ranges become sqrt(r1_c r2_c), so one
+per-tensor grid fits every channel. Chains (conv1 -> conv2 -> fc) are equalized pair by pair until
+the scales settle. A Flatten between a Conv and a Gemm / MatMul is followed (channel c is the block
+of H x W inputs it flattens to).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .graph import Graph, LinearLayer
+from .report import MethodContext, MethodReport, Series
+
+# Ops that commute with a positive per-channel scale and keep channels where they are.
+HOMOGENEOUS = frozenset({"Relu", "LeakyRelu", "PRelu", "MaxPool", "AveragePool", "GlobalAveragePool",
+                         "GlobalMaxPool", "Identity", "Dropout"})
+MAX_ROUNDS = 100
+SETTLED = 1e-4  # stop when no scale moves a range by more than this fraction
+
+
+def find_pairs(graph: Graph) -> tuple[list[tuple[LinearLayer, LinearLayer, tuple[str, ...], int]], list[tuple[str, str]]]:
+    """Return ([(first, second, ops between, repeat)], [(where, why not)]) for every linear layer's output.
+
+    `repeat` is how many input channels of the second layer one output channel of the first becomes
+    (H x W through a Flatten, else 1).
+    """
+    layers = graph.linear_layers()
+    by_name = {layer.name: layer for layer in layers.values()}
+    pairs, skipped = [], []
+    for first in layers.values():
+        tensor, between, repeat, why = first.output, [], 1, None
+        while True:
+            readers = graph.readers.get(tensor, [])
+            if tensor in graph.outputs:
+                why = "its output is a model output"
+                break
+            if len(readers) != 1:
+                why = f"its output{' (after ' + ', '.join(between) + ')' if between else ''} is read by {len(readers)} nodes"
+                break
+            node = readers[0]
+            if node.name in by_name and by_name[node.name].activation == tensor:
+                second = by_name[node.name]
+                break
+            if node.op_type == "Flatten" and "Flatten" not in between:
+                shape = graph.shape(tensor)
+                if first.op_type != "Conv" or shape is None or len(shape) != 4 or None in shape[2:]:
+                    why = "Flatten of a tensor whose shape is unknown or not N x C x H x W"
+                    break
+                repeat = int(shape[2] * shape[3])
+            elif node.op_type == "PRelu":
+                if not graph.is_constant(node.input[1]) or np.any(graph.array(node.input[1]) < 0):
+                    why = "PRelu with a slope that is not a constant >= 0"
+                    break
+            elif node.op_type not in HOMOGENEOUS:
+                why = f"{node.op_type} ({node.name}) is not positive-homogeneous"
+                break
+            between.append(node.op_type)
+            tensor = node.output[0]
+        if why is not None:
+            skipped.append((first.name, why))
+            continue
+        w1, w2 = graph.array(first.weight), graph.array(second.weight)
+        if graph.weight_shared(first) or graph.weight_shared(second):
+            skipped.append((f"{first.name} -> {second.name}", "a weight is shared with another node"))
+        elif first.out_channels(w1) * repeat != second.in_channels(w2):
+            skipped.append((f"{first.name} -> {second.name}",
+                            f"{first.out_channels(w1)} output channels do not map onto {second.in_channels(w2)} inputs"))
+        else:
+            pairs.append((first, second, tuple(between), repeat))
+    return pairs, skipped
+
+
+def _pair_ranges(graph: Graph, first: LinearLayer, second: LinearLayer, repeat: int) -> tuple[np.ndarray, np.ndarray]:
+    r1 = first.out_ranges(graph.array(first.weight)).astype(np.float64)
+    r2 = second.in_ranges(graph.array(second.weight)).astype(np.float64).reshape(-1, repeat).max(axis=1)
+    return r1, r2
+
+
+def equalize_pair(graph: Graph, first: LinearLayer, second: LinearLayer, repeat: int) -> float:
+    """Equalize one pair in place; return the largest |log s| applied (0: already equal)."""
+    r1, r2 = _pair_ranges(graph, first, second, repeat)
+    usable = (r1 > 0) & (r2 > 0)
+    s = np.ones_like(r1)
+    s[usable] = np.sqrt(r1[usable] / r2[usable])
+    w1, b1 = first.scale_out(graph.array(first.weight), graph.array(first.bias) if first.bias else None, 1.0 / s)
+    graph.set_array(first.weight, w1)
+    if first.bias:
+        graph.set_array(first.bias, b1)
+    graph.set_array(second.weight, second.scale_in(graph.array(second.weight), np.repeat(s, repeat)))
+    return float(np.abs(np.log(s)).max()) if s.size else 0.0
+
+
+def apply_cle(prepared, context: MethodContext, **options) -> tuple[object, MethodReport]:
+    """Equalize every usable pair of the model (function-preserving up to float rounding)."""
+    graph = Graph(prepared)
+    pairs, skipped = find_pairs(graph)
+    before = [_pair_ranges(graph, first, second, repeat) for first, second, _, repeat in pairs]
+    rounds = 0
+    for rounds in range(1, MAX_ROUNDS + 1):
+        moved = max((equalize_pair(graph, first, second, repeat) for first, second, _, repeat in pairs), default=0.0)
+        if context.progress is not None:
+            context.progress(min(1.0, rounds / MAX_ROUNDS))
+        if moved < SETTLED:
+            break
+    if context.progress is not None:
+        context.progress(1.0)
+    rows, series, changed = [], [], []
+    for (first, second, between, repeat), (r1, r2) in zip(pairs, before):
+        a1, a2 = _pair_ranges(graph, first, second, repeat)
+        label = f"{first.name} -> {second.name}"
+        via = " -> ".join(between) or "nothing"
+        rows.append((label, via, len(r1), _spread(r1), _spread(a1), _spread(r2), _spread(a2)))
+        series.append(Series.of(f"{label}: {first.name} weight range per output channel", r1, a1))
+        series.append(Series.of(f"{label}: {second.name} weight range per input channel", r2, a2))
+        changed.append(f"{label} (through {via}): {len(r1)} channels; {first.name}'s per-channel range spread "
+                       f"{_spread(r1):.1f}x -> {_spread(a1):.1f}x")
+    if not pairs:
+        changed.append("no pair of layers joined by a positive-homogeneous function: nothing changed")
+    else:
+        changed.append(f"{len(pairs)} pair(s) equalized in {rounds} round(s)")
+    report = MethodReport("cle", (), tuple(changed), tuple(skipped),
+                          ("pair", "through", "channels", "first spread before", "first spread after",
+                           "second spread before", "second spread after"), tuple(rows), tuple(series))
+    return graph.prepared(), report
+
+
+def _spread(ranges: np.ndarray) -> float:
+    """max / min of the non-zero per-channel ranges (1 = all equal)."""
+    nonzero = ranges[ranges > 0]
+    return float(nonzero.max() / nonzero.min()) if nonzero.size else 1.0
