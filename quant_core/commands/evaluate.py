@@ -30,6 +30,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration-samples", type=int, default=256,
                         help="samples used to calibrate (at most half the data; default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    add_methods_argument(parser)
     task = parser.add_argument_group("task (default: inferred from the model's outputs; docs/tasks.md)")
     task.add_argument("--task", choices=[kind.value for kind in TaskKind],
                       help="what the scored output is for, which sets the metric")
@@ -38,6 +39,32 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                       help="class axis (classification, sequence, CTC) or channel axis (detection)")
     task.add_argument("--blank", type=int, help="CTC blank class (default 0; -1: the last class)")
     task.add_argument("--k", type=int, help="neighbours of the embedding recall@k (default 5)")
+
+
+def add_methods_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--methods", metavar="NAMES",
+                        help="accuracy-recovery methods applied in order before quantizing, comma-separated "
+                             "(cle, smoothquant, bias_correction; docs/methods.md); options come from the "
+                             "config's \"methods\" where it names the method; 'none': none (default: the config's)")
+
+
+def methods_from_args(args: argparse.Namespace, config: QuantConfig) -> QuantConfig:
+    """`config` with the methods --methods names (each with the config's own options for it), else its own."""
+    text = getattr(args, "methods", None)
+    if text is None:
+        return config
+    from ..methods import parse_methods
+    own = {spec.name: spec for spec in config.methods}
+    names = () if text.strip() == "none" else parse_methods(text)
+    return config.with_methods(own.get(spec.name, spec) for spec in names)
+
+
+def apply_config_methods(prepared, config: QuantConfig, calibration_data):
+    """(prepared, report): the model with the config's methods applied (report None without methods)."""
+    if not config.methods:
+        return prepared, None
+    from ..methods import apply_methods
+    return apply_methods(prepared, config, calibration_data)
 
 
 def add_state_argument(parser: argparse.ArgumentParser) -> None:
@@ -67,18 +94,34 @@ def task_from_args(args: argparse.Namespace, info, saved: Task | None = None) ->
     return check_task(Task(**{**base.to_dict(), **options}), info)
 
 
-def build_evaluator(args: argparse.Namespace, *, activations: bool = True, saved_task: Task | None = None
-                    ) -> Evaluator:
+def build_evaluator(args: argparse.Namespace, *, activations: bool = True, saved_task: Task | None = None,
+                    config: QuantConfig | None = None) -> Evaluator:
     """Load, split, calibrate and build the Evaluator the engine commands share.
 
     activations=False (a weights-only sweep) skips the calibration pass; the evaluation split is the
-    same seeded split either way, so the numbers are too."""
+    same seeded split either way, so the numbers are too. `config.methods` (with --methods applied by
+    the caller) transform the model first, on the calibration split; config-dependent methods (bias
+    correction) use `config`'s formats (default: the W8A8 preset's)."""
+    return build_engine(args, activations=activations, saved_task=saved_task, config=config)[0]
+
+
+def build_engine(args: argparse.Namespace, *, activations: bool = True, saved_task: Task | None = None,
+                 config: QuantConfig | None = None):
+    """`build_evaluator` and the methods' report (None without methods)."""
     prepared = prepare_model(load_model(args.model))
     task = task_from_args(args, prepared.info, saved_task)  # before the data: a bad task is one line at once
     calibration_data, evaluation_data = split_dataset(load_data(args, prepared),
                                                       calibration_samples=args.calibration_samples)
+    config = methods_from_args(args, config or PRESETS["W8A8"])
+    original = prepared
+    prepared, report = apply_config_methods(prepared, config, calibration_data)
+    reference = None
+    if report is not None:
+        from ..methods import changes_fp32
+        if changes_fp32(config):  # metrics against the original FP32 model, not the rewritten one
+            reference = Evaluator(original, None, evaluation_data, task=task).fp32_outputs
     calibration = calibrate(prepared, calibration_data) if activations else None
-    return Evaluator(prepared, calibration, evaluation_data, task=task)
+    return Evaluator(prepared, calibration, evaluation_data, task=task, reference_outputs=reference), report
 
 
 def finite(value):
@@ -130,7 +173,8 @@ def metric_lines(result, fp32) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     config, saved_task = _load_config(args.config)
-    evaluator = build_evaluator(args, saved_task=saved_task)
+    config = methods_from_args(args, config)
+    evaluator, report = build_engine(args, saved_task=saved_task, config=config)
     result = evaluator.evaluate(config)
     fp32 = evaluator.evaluate(PRESETS["FP32"])
     stream = evaluator.streaming()
@@ -138,13 +182,15 @@ def run(args: argparse.Namespace) -> int:
     document = {"config": config.to_dict(), "task": evaluator.task.to_dict(), "fp32_accuracy": fp32.accuracy,
                 **result.to_dict(), "layers": [e.to_dict() for e in evaluator.layer_errors(config)],
                 "layout": evaluator.feeder.layout.to_dict(),
-                "streaming": None if streamed is None else streamed.to_dict()}
+                "streaming": None if streamed is None else streamed.to_dict(),
+                "methods": None if report is None else report.to_dict()}
     if args.json:
         dump_json(document)
         return 0
     lines = [f"config {config.name} on {result.sample_count} samples",
              f"task            {evaluator.task.describe()}",
-             *(f"data: {line}" for line in evaluator.feeder.layout.describe())]
+             *(f"data: {line}" for line in evaluator.feeder.layout.describe()),
+             *(f"method {line}" for line in ([] if report is None else report.lines()))]
     if streamed is None:
         lines += metric_lines(result, fp32)
     else:  # per frame: each sample fed its recorded state; streaming: the config carries its own state

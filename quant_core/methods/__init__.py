@@ -17,8 +17,14 @@ from quant_core.data import Dataset
 from .registry import MethodKind, method, methods
 from .report import MethodContext, MethodReport, MethodsReport, Series
 
-__all__ = ["MethodContext", "MethodKind", "MethodReport", "MethodsReport", "Series", "apply_methods", "method",
+__all__ = ["MethodContext", "MethodKind", "MethodReport", "MethodsReport", "Series", "apply_methods", "changes_fp32", "method",
            "methods", "parse_methods"]
+
+
+def changes_fp32(config: QuantConfig) -> bool:
+    """True when a method of `config` changes what the FP32 model computes (bias correction): metrics
+    must then be taken against the original model's outputs (`Evaluator(reference_outputs=...)`)."""
+    return any(method(spec.name).kind != MethodKind.FUNCTION_PRESERVING for spec in config.methods)
 
 
 def parse_methods(text: str | None) -> tuple:
