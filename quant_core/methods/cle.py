@@ -50,8 +50,9 @@ def find_pairs(graph: Graph) -> tuple[list[tuple[LinearLayer, LinearLayer, tuple
                 break
             if node.op_type == "Flatten" and "Flatten" not in between:
                 shape = graph.shape(tensor)
-                if first.op_type != "Conv" or shape is None or len(shape) != 4 or None in shape[2:]:
-                    why = "Flatten of a tensor whose shape is unknown or not N x C x H x W"
+                axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+                if first.op_type != "Conv" or axis != 1 or shape is None or len(shape) != 4 or None in shape[2:]:
+                    why = "Flatten (not of axis 1 of a known N x C x H x W tensor)"
                     break
                 repeat = int(shape[2] * shape[3])
             elif node.op_type == "PRelu":

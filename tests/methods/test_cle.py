@@ -1,0 +1,65 @@
+"""Cross-layer equalization: the FP32 function is unchanged up to float rounding, ranges equalize, and
+pairs it cannot use are named with the reason."""
+import numpy as np
+import pytest
+
+from quant_core.config import PRESETS
+from quant_core.methods import MethodContext
+from quant_core.methods.cle import apply_cle, find_pairs
+from quant_core.methods.graph import Graph
+from quant_core.model_io import weight_array
+
+from .graphs import conv_chain, data_for, run
+
+
+def _cle(prepared):
+    return apply_cle(prepared, MethodContext(PRESETS["W8A8"], data_for(prepared)))
+
+
+@pytest.mark.parametrize("between", [("Relu",), ("LeakyRelu",), ("PRelu",), (), ("Relu", "Identity")])
+def test_cle_keeps_the_fp32_function(between):
+    prepared = conv_chain(between)
+    new, report = _cle(prepared)
+    data = data_for(prepared)
+    before, after = run(prepared, data)[0], run(new, data)[0]
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4 * np.abs(before).max())
+    assert len(report.rows) == 2  # conv1 -> conv2, conv2 -> fc through Relu, MaxPool, Flatten
+
+
+def test_cle_equalizes_the_per_channel_ranges_of_each_pair():
+    prepared = conv_chain()
+    new, report = _cle(prepared)
+    r1 = np.abs(weight_array(new.model, "w1")).reshape(8, -1).max(axis=1)
+    r2 = np.abs(weight_array(new.model, "w2")).max(axis=(0, 2, 3))
+    np.testing.assert_allclose(r1, r2, rtol=1e-3)
+    assert report.rows[0][3] > 100 and report.rows[0][4] < report.rows[0][3] / 10  # spread before / after
+    assert len(report.series) == 4 and len(report.series[0].before) == 8
+
+
+def test_cle_follows_grouped_convolutions():
+    prepared = conv_chain(groups=2)
+    new, _ = _cle(prepared)
+    data = data_for(prepared)
+    np.testing.assert_allclose(run(new, data)[0], run(prepared, data)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_cle_names_the_pairs_it_cannot_use():
+    prepared = conv_chain(("Sigmoid",))
+    new, report = _cle(prepared)
+    assert ("conv1", "Sigmoid (act0) is not positive-homogeneous") in report.skipped
+    assert ("fc", "its output is a model output") in report.skipped
+    assert np.array_equal(weight_array(new.model, "w1"), weight_array(prepared.model, "w1"))
+
+
+def test_cle_does_not_change_the_model_it_is_given():
+    prepared = conv_chain()
+    kept = prepared.model.SerializeToString()
+    _cle(prepared)
+    assert prepared.model.SerializeToString() == kept
+
+
+def test_cle_finds_the_demo_cnn_pairs(demo_prepared):
+    pairs, _ = find_pairs(Graph(demo_prepared("cnn")))
+    assert [(a.name, b.name, between, repeat) for a, b, between, repeat in pairs] == [
+        ("/conv1/Conv", "/conv2/Conv", ("Relu",), 1),
+        ("/conv2/Conv", "/fc/Gemm", ("Relu", "MaxPool", "Flatten"), 9)]
