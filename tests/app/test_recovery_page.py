@@ -1,0 +1,42 @@
+"""The Recovery page: methods chosen there become the current config's, and each one's before / after is shown."""
+from quant_core.config import LayerQuant, QuantConfig, TensorQuant
+from quant_core.formats import parse_format
+
+from .conftest import app_test
+
+PAGE = "pages/7_Recovery.py"
+CONFIG_KEY = "_lab_config"  # ui.state's private key of the current config
+PER_TENSOR = QuantConfig(LayerQuant(TensorQuant(parse_format("int8")),
+                                    TensorQuant(parse_format("uint8"), symmetric=False)), name="per-tensor")
+
+
+def test_the_page_runs_and_asks_for_methods():
+    at = app_test(PAGE).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("Choose methods above" in info.value for info in at.info)
+
+
+def test_choosing_cle_puts_it_in_the_config_and_recovers_the_per_tensor_cnn():
+    at = app_test(PAGE)
+    at.session_state[CONFIG_KEY] = PER_TENSOR
+    at.run()
+    at.multiselect(key="methods_choice").set_value(["cle"]).run()
+    at.button(key="methods_apply").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert [spec.name for spec in at.session_state[CONFIG_KEY].methods] == ["cle"]
+    table = at.dataframe[0].value
+    accuracy = table[table["metric"] == "accuracy"].iloc[0]
+    assert accuracy["before"] < 0.5 and accuracy["after"] > 0.98
+    assert any("equalized" in markdown.value for markdown in at.markdown)
+
+
+def test_smoothquant_alpha_reaches_the_config():
+    at = app_test(PAGE)
+    at.run()
+    at.selectbox(key="model_choice").set_value("transformer").run()
+    at.multiselect(key="methods_choice").set_value(["smoothquant"]).run()
+    at.slider(key="methods_alpha").set_value(0.8).run()
+    at.button(key="methods_apply").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.session_state[CONFIG_KEY].methods[0].option("alpha") == 0.8
+    assert "Methods applied to the model first: smoothquant" in " ".join(c.value for c in at.sidebar.caption)
