@@ -37,7 +37,18 @@ def _alpha(options: dict) -> str | None:
     return None if 0.0 <= options["alpha"] <= 1.0 else f"alpha must be in [0, 1], got {options['alpha']}"
 
 
+def _adaround(options: dict) -> str | None:
+    if options["iterations"] < 1:
+        return f"iterations must be at least 1, got {options['iterations']}"
+    if not options["time_budget_s"] > 0:
+        return f"time_budget_s must be a positive number of seconds, got {options['time_budget_s']}"
+    if options["regularization"] < 0 or not options["learning_rate"] > 0:
+        return "regularization must be >= 0 and learning_rate > 0"
+    return None
+
+
 def _methods() -> dict[str, Method]:
+    from .adaround import apply_adaround
     from .bias_correction import apply_bias_correction
     from .cle import apply_cle
     from .smoothquant import apply_smoothquant
@@ -52,6 +63,10 @@ def _methods() -> dict[str, Method]:
         Method("bias_correction", "Bias correction (empirical)", MethodKind.CONFIG_DEPENDENT,
                "Moves each quantized layer's bias by the mean output shift its quantized weights cause on the "
                "calibration data, layer by layer.", apply_bias_correction, {}),
+        Method("adaround", "AdaRound", MethodKind.CONFIG_DEPENDENT,
+               "Learns per weight whether to round up or down on the config's grid so the layer's output error "
+               "is smallest on the calibration data; layer by layer within a time budget.", apply_adaround,
+               {"iterations": 300, "time_budget_s": 60.0, "regularization": 0.01, "learning_rate": 0.05}, _adaround),
     )}
 
 
