@@ -236,26 +236,29 @@ def apply_adaround(prepared, context: MethodContext, *, iterations: int = 300, t
                                                           expand(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1).max(axis=1)))
         stored = np.clip(stored, lo, hi).astype(np.float32)
         exact = reproduces_codes(stored, resolved, codes.astype(quantized.codes.dtype), f"{layer.name} weight")
-
-        graph.set_array(layer.weight, stored)
         rtn_error = _relative_error(rows, matrix, _as_matrix(layer, quantized.values.reshape(w.shape)))
         ada_error = _relative_error(rows, matrix, _as_matrix(layer, quantized_values(stored, resolved)))
-        flipped = float(np.mean(codes != quantized.codes))
-        rows_out.append((layer.name, resolved.format.name, len(rows), steps, rtn_error, ada_error, flipped,
-                         time.perf_counter() - layer_start, exact))
+        kept = exact and ada_error < rtn_error  # else the layer keeps its weight (round-to-nearest)
+        if kept:
+            graph.set_array(layer.weight, stored)
+        flipped = float(np.mean(codes != quantized.codes)) if kept else 0.0
+        rows_out.append((layer.name, resolved.format.name, len(rows), steps, rtn_error,
+                         ada_error if kept else rtn_error, flipped, time.perf_counter() - layer_start,
+                         "yes" if kept else ("no: no better than round-to-nearest" if exact
+                                             else "no: re-quantization would not reproduce it")))
         if context.progress is not None:
             context.progress((index + 1) / len(chosen))
     if rows_out:
-        better = sum(1 for row in rows_out if row[5] < row[4])
-        changed.append(f"{len(rows_out)} layer(s) rounded adaptively; output error below round-to-nearest on {better}; "
-                       f"re-quantization reproduces the learned integers on "
-                       f"{sum(1 for row in rows_out if row[8])} of {len(rows_out)}")
+        better = sum(1 for row in rows_out if row[8] == "yes")
+        changed.append(f"{better} of {len(rows_out)} layer(s) take the learned rounding (output error below "
+                       "round-to-nearest, and re-quantization reproduces the learned integers exactly); the others "
+                       "keep round-to-nearest")
     else:
         changed.append("no layer with integer min-max weights to round: nothing changed")
     report = MethodReport("adaround", (), tuple(changed), tuple(skipped),
                           ("layer", "format", "input rows", "iterations", "output error RTN",
                            "output error AdaRound", "weights rounded the other way", "seconds",
-                           "codes reproduced"), tuple(rows_out), stopped=stopped)
+                           "learned rounding kept"), tuple(rows_out), stopped=stopped)
     return graph.prepared(), report
 
 
