@@ -19,3 +19,6 @@ if ctx.evaluation_data is None:
 with page_errors("the methods' before / after"):
     methods_view.show_before_after(ctx)
     methods_view.show_reports(ctx)
+
+with page_errors("the activation range search"):
+    methods_view.range_search_section(ctx)

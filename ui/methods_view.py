@@ -19,6 +19,10 @@ METHODS_CHOICE = "methods_choice"
 METHODS_ALPHA = "methods_alpha"
 METHODS_APPLY = "methods_apply"
 METHODS_CLEAR = "methods_clear"
+METHODS_BUDGET = "methods_adaround_budget"
+RANGE_SEARCH = "methods_range_search"
+RANGE_USE = "methods_range_use"
+_SEARCH = "_methods_range_search"  # (model key, data key, config JSON) -> RangeSearch, this session's last
 _MARGIN = dict(l=10, r=10, t=40, b=10)
 
 
@@ -40,10 +44,19 @@ def choose_methods(ctx) -> None:
     if "smoothquant" in chosen:
         alpha = st.slider("SmoothQuant alpha (migration strength)", 0.0, 1.0, float(alpha), 0.05, key=METHODS_ALPHA,
                           help="0: activations keep their outliers; 1: all of the range moves into the weights.")
+    budget = own["adaround"].option("time_budget_s") if "adaround" in own else 60.0
+    if "adaround" in chosen:
+        budget = st.number_input("AdaRound time budget (s)", 1.0, 600.0, float(budget), 10.0, key=METHODS_BUDGET,
+                                 help="Layers not reached within it keep round-to-nearest (the report lists them).")
     for name in chosen:
         st.caption(f"**{titles[name]}** ({methods()[name].kind}): {methods()[name].description}")
-    specs = tuple(MethodSpec("smoothquant", (("alpha", alpha),)) if name == "smoothquant" else own.get(name, MethodSpec(name))
-                  for name in chosen)
+    options = {"smoothquant": {"alpha": alpha}, "adaround": {"time_budget_s": budget}}
+
+    def spec(name: str) -> MethodSpec:
+        base = dict(own[name].options) if name in own else {}
+        return MethodSpec(name, tuple({**base, **options.get(name, {})}.items()))
+
+    specs = tuple(spec(name) for name in chosen)
     apply, clear = st.columns(2)
     if apply.button("Use these methods in the current config", key=METHODS_APPLY, type="primary",
                     disabled=specs == ctx.config.methods):
@@ -141,3 +154,35 @@ def show_reports(ctx) -> None:
                 series = report.series[titles_of.index(shown)]
                 st.plotly_chart(method_series_figure(series_frame(series), series.title),
                                 key=f"methods_series_chart_{index}")
+
+
+def range_search_section(ctx) -> None:
+    """A button that picks each layer's activation range method (min-max, percentiles, MSE, entropy) by its own
+    output error, the table it chose from, and a button that makes the result the current config."""
+    st.subheader("Per-layer activation range search")
+    st.caption("For each quantized activation, the range method whose isolated error at the layer's output is "
+               "smallest (one per-layer error pass per candidate). It rewrites the config's per-layer ranges.")
+    key = (ctx.model_key, ctx.data_key, ctx.config.to_json())
+    found = st.session_state.get(_SEARCH)
+    search = found[1] if found is not None and found[0] == key else None
+    if st.button("Search each layer's activation range", key=RANGE_SEARCH):
+        from quant_core.methods.range_search import search_activation_ranges
+        from ui.jobs import heavy_job, streamlit_notice
+        bar = st.progress(0.0, text="Scoring each candidate range on every layer…")
+        with heavy_job("the activation range search", notify=streamlit_notice()):
+            search = search_activation_ranges(cache.get_evaluator(ctx), ctx.config,
+                                              progress=lambda f: bar.progress(f, text="Scoring candidates…"))
+        bar.empty()
+        st.session_state[_SEARCH] = (key, search)
+    if search is None:
+        return
+    if not search.rows:
+        st.info("The config quantizes no activation: there is no range to choose.")
+        return
+    frame = pd.DataFrame([{"layer": layer, "chosen": chosen, **dict(zip(search.candidates, scores))}
+                          for layer, chosen, scores in search.rows])
+    st.dataframe(frame, hide_index=True, column_config={name: st.column_config.NumberColumn(name, format="%.2f dB")
+                                                        for name in search.candidates})
+    if st.button("Use these ranges in the current config", key=RANGE_USE, disabled=search.config == ctx.config):
+        state.set_config(search.config)
+        st.rerun()

@@ -44,8 +44,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def add_methods_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", metavar="NAMES",
                         help="accuracy-recovery methods applied in order before quantizing, comma-separated "
-                             "(cle, smoothquant, bias_correction; docs/methods.md); options come from the "
-                             "config's \"methods\" where it names the method; 'none': none (default: the config's)")
+                             "(cle, smoothquant, bias_correction, adaround; docs/methods.md); options come from the "
+                             "config's \"methods\" where it names the method; 'none': none (default: the config's). "
+                             "range_search (last) then picks each layer's activation range method in the config")
 
 
 def methods_from_args(args: argparse.Namespace, config: QuantConfig) -> QuantConfig:
@@ -55,8 +56,25 @@ def methods_from_args(args: argparse.Namespace, config: QuantConfig) -> QuantCon
         return config
     from ..methods import parse_methods
     own = {spec.name: spec for spec in config.methods}
-    names = () if text.strip() == "none" else parse_methods(text)
+    text = ",".join(name for name in text.split(",") if name.strip() != RANGE_SEARCH)
+    names = () if text.strip() in ("none", "") else parse_methods(text)
     return config.with_methods(own.get(spec.name, spec) for spec in names)
+
+
+RANGE_SEARCH = "range_search"  # a config rewrite, not a model method: done on the built Evaluator
+
+
+def wants_range_search(args: argparse.Namespace) -> bool:
+    return RANGE_SEARCH in [name.strip() for name in (getattr(args, "methods", None) or "").split(",")]
+
+
+def range_searched(args: argparse.Namespace, evaluator: Evaluator, config: QuantConfig):
+    """(config, search or None): with `--methods ...,range_search`, each layer's activation range chosen."""
+    if not wants_range_search(args):
+        return config, None
+    from ..methods.range_search import search_activation_ranges
+    search = search_activation_ranges(evaluator, config)
+    return search.config, search
 
 
 def apply_config_methods(prepared, config: QuantConfig, calibration_data):
@@ -175,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
     config, saved_task = _load_config(args.config)
     config = methods_from_args(args, config)
     evaluator, report = build_engine(args, saved_task=saved_task, config=config)
+    config, search = range_searched(args, evaluator, config)
     result = evaluator.evaluate(config)
     fp32 = evaluator.evaluate(PRESETS["FP32"])
     stream = evaluator.streaming()
@@ -183,14 +202,16 @@ def run(args: argparse.Namespace) -> int:
                 **result.to_dict(), "layers": [e.to_dict() for e in evaluator.layer_errors(config)],
                 "layout": evaluator.feeder.layout.to_dict(),
                 "streaming": None if streamed is None else streamed.to_dict(),
-                "methods": None if report is None else report.to_dict()}
+                "methods": None if report is None else report.to_dict(),
+                "range_search": None if search is None else search.to_dict()}
     if args.json:
         dump_json(document)
         return 0
     lines = [f"config {config.name} on {result.sample_count} samples",
              f"task            {evaluator.task.describe()}",
              *(f"data: {line}" for line in evaluator.feeder.layout.describe()),
-             *(f"method {line}" for line in ([] if report is None else report.lines()))]
+             *(f"method {line}" for line in ([] if report is None else report.lines())),
+             *(f"range search: {layer}: {chosen}" for layer, chosen, _ in (search.rows if search else ()))]
     if streamed is None:
         lines += metric_lines(result, fp32)
     else:  # per frame: each sample fed its recorded state; streaming: the config carries its own state

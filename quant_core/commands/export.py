@@ -55,7 +55,7 @@ def load_config(text: str) -> QuantConfig:
 def run(args: argparse.Namespace) -> int:
     from ..export import export_dynamic_int8, export_fp16, export_matmul_nbits, export_model, save_export
     from ..model_io import load_model, prepare_model
-    from .evaluate import apply_config_methods, load_data, methods_from_args
+    from .evaluate import apply_config_methods, load_data, methods_from_args, range_searched, wants_range_search
     from ..data import split_dataset
     prepared = prepare_model(load_model(args.model))
     config = methods_from_args(args, load_config(args.config))
@@ -76,8 +76,12 @@ def run(args: argparse.Namespace) -> int:
         if args.target:
             config = replace(config, target=CpuTarget(args.target))
         validate_config(config, prepared.info)
-        sample, _ = split_dataset(load_data(args, prepared), calibration_samples=args.calibration_samples)
+        sample, held_out = split_dataset(load_data(args, prepared), calibration_samples=args.calibration_samples)
         calibration = calibrate(prepared, sample)
+        if wants_range_search(args):  # each layer's activation range chosen on the evaluation split, as evaluate does
+            from ..evaluate import Evaluator
+            config, search = range_searched(args, Evaluator(prepared, calibration, held_out), config)
+            print("range search: " + ", ".join(f"{layer}: {chosen}" for layer, chosen, _ in search.rows))
         result = export_model(prepared, config, calibration, calibration_data=sample)
     elif args.kind == "dynamic":
         result = export_dynamic_int8(prepared)

@@ -40,3 +40,27 @@ def test_smoothquant_alpha_reaches_the_config():
     assert not at.exception, [e.message for e in at.exception]
     assert at.session_state[CONFIG_KEY].methods[0].option("alpha") == 0.8
     assert "Methods applied to the model first: smoothquant" in " ".join(c.value for c in at.sidebar.caption)
+
+
+def test_range_search_shows_its_table_and_applies_the_chosen_ranges():
+    at = app_test(PAGE).run()
+    at.button(key="methods_range_search").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    table = at.dataframe[-1].value
+    assert list(table["layer"]) == ["/conv1/Conv", "/conv2/Conv", "/fc/Gemm"] and "chosen" in table
+    at.button(key="methods_range_use").click().run()
+    config = at.session_state[CONFIG_KEY]
+    assert config.name == "custom" and config.overrides
+
+
+def test_the_mixed_precision_table_keeps_the_configs_methods():
+    at = app_test("pages/3_Mixed_precision.py")
+    at.session_state[CONFIG_KEY] = PER_TENSOR.with_methods(["cle"])
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    accuracy = next(m for m in at.metric if m.label == "Accuracy")
+    assert float(accuracy.value.rstrip("%")) > 98  # evaluated on the equalized model
+    at.session_state["mixed_table"] = {"edited_rows": {0: {"weight format": "int6"}}, "added_rows": [],
+                                       "deleted_rows": []}
+    at.run()
+    assert [spec.name for spec in at.session_state[CONFIG_KEY].methods] == ["cle"]

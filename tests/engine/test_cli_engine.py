@@ -112,3 +112,13 @@ def test_an_unknown_method_is_one_line_and_exit_status_2():
     done = _run("evaluate", CNN, "--data", HELDOUT, "--methods", "magic")
     assert done.returncode == 2
     assert done.stderr == "error: unknown method 'magic': expected one of cle, smoothquant, bias_correction\n"
+
+
+def test_range_search_in_methods_rewrites_the_configs_activation_ranges():
+    done = _run("evaluate", CNN, "--data", HELDOUT, "--methods", "cle,range_search", "--json")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    chosen = {row["layer"]: row["chosen"] for row in document["range_search"]["layers"]}
+    assert set(chosen) == {"/conv1/Conv", "/conv2/Conv", "/fc/Gemm"}
+    assert document["config"]["methods"] == [{"name": "cle"}]
+    assert document["config"]["layers"]  # the chosen ranges are explicit per-layer overrides
