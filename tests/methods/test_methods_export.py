@@ -16,11 +16,12 @@ from quant_core.model_io import load_model, prepare_model
 TOLERANCE_PP = 0.5
 
 
-def _measure(name: str, methods: str, per_channel: bool):
+def _measure(name: str, methods, per_channel: bool):
     model, held = load_demo(name)
     prepared = prepare_model(load_model(model))
     calibration_inputs, evaluation = split_dataset(held)
-    config = static_int8_config(prepared, per_channel=per_channel).with_methods(parse_methods(methods))
+    specs = parse_methods(methods) if isinstance(methods, str) else methods
+    config = static_int8_config(prepared, per_channel=per_channel).with_methods(specs)
     original = Evaluator(prepared, None, evaluation)
     transformed, _ = apply_methods(prepared, config, calibration_inputs)
     calibration = calibrate(transformed, calibration_inputs)
@@ -37,6 +38,13 @@ def _measure(name: str, methods: str, per_channel: bool):
 @pytest.mark.parametrize("methods", ["cle", "smoothquant", "bias_correction", "cle,smoothquant,bias_correction"])
 def test_export_matches_the_simulation_with_methods(name, methods):
     _, simulated, exported = _measure(name, methods, per_channel=True)
+    assert abs(exported - simulated) <= TOLERANCE_PP, (exported, simulated)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "transformer"])
+def test_export_matches_the_simulation_with_adaround(name):
+    from quant_core.config import MethodSpec
+    _, simulated, exported = _measure(name, (MethodSpec("adaround", (("iterations", 30),)),), per_channel=True)
     assert abs(exported - simulated) <= TOLERANCE_PP, (exported, simulated)
 
 
