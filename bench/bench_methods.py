@@ -11,7 +11,8 @@ is 0.18 pp) and, with --minilm, the conformance set's sentence embedder (tests/r
    alpha (none, 0.25 ... 1.0) on the demo transformer and MiniLM (cosine, recall@5);
 4. adaround: weight-only 4-bit per-channel, round-to-nearest vs AdaRound (accuracy, cosine, time per layer);
 5. export: simulated vs exported accuracy of W8A8 per-channel with each method on (the agreement the test
-   checks within 0.5 pp).
+   checks within 0.5 pp);
+6. combos: the demo CNN at int4 / int3 weight-only with CLE, then bias correction and / or AdaRound.
 Every "before" and "after" is measured in the same run on the same split.
 """
 from __future__ import annotations
@@ -188,8 +189,22 @@ def section_export(cases, out: list) -> list:
     return lines
 
 
+def section_combos(cases, out: list) -> list:
+    lines = ["## Methods combined: the demo CNN, weight-only per-channel", "",
+             "| weights | methods | acc % | cosine | time s |", "|---|---|---:|---:|---:|"]
+    case = cases["cnn"]
+    for bits in (4, 3):
+        for methods in ("", "cle", "cle,bias_correction", "cle,adaround", "cle,adaround,bias_correction"):
+            row = case.run(weight_only(bits).with_methods(parse_methods(methods)))
+            out.append({"section": "combos", "model": "cnn", "bits": bits, "methods": methods,
+                        "accuracy": row["accuracy"], "cosine": row["cosine"], "seconds": row["seconds"]})
+            lines.append(f"| int{bits} | {methods or 'none'} | {pct(row['accuracy'])} | {row['cosine']:.5f} | "
+                         f"{row['seconds']:.2f} |")
+    return lines
+
+
 SECTIONS = {"cle": section_cle, "bias": section_bias, "smoothquant": section_smoothquant,
-            "adaround": section_adaround, "export": section_export}
+            "adaround": section_adaround, "export": section_export, "combos": section_combos}
 
 
 def main() -> int:
