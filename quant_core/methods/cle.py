@@ -84,32 +84,61 @@ def _pair_ranges(graph: Graph, first: LinearLayer, second: LinearLayer, repeat: 
     return r1, r2
 
 
-def equalize_pair(graph: Graph, first: LinearLayer, second: LinearLayer, repeat: int) -> float:
-    """Equalize one pair in place; return the largest |log s| applied (0: already equal)."""
+def equalize_pair(graph: Graph, first: LinearLayer, second: LinearLayer, repeat: int) -> np.ndarray:
+    """Equalize one pair in place; return the scale s applied per channel (all 1: already equal)."""
     r1, r2 = _pair_ranges(graph, first, second, repeat)
     usable = (r1 > 0) & (r2 > 0)
     s = np.ones_like(r1)
     s[usable] = np.sqrt(r1[usable] / r2[usable])
+    rescale_pair(graph, first, second, repeat, s)
+    return s
+
+
+def rescale_pair(graph: Graph, first: LinearLayer, second: LinearLayer, repeat: int, s: np.ndarray) -> None:
+    """Divide `first`'s output channel c by s[c] and multiply `second`'s input channel(s) c by s[c], in place."""
     w1, b1 = first.scale_out(graph.array(first.weight), graph.array(first.bias) if first.bias else None, 1.0 / s)
     graph.set_array(first.weight, w1)
     if first.bias:
         graph.set_array(first.bias, b1)
     graph.set_array(second.weight, second.scale_in(graph.array(second.weight), np.repeat(s, repeat)))
-    return float(np.abs(np.log(s)).max()) if s.size else 0.0
+
+
+def equalization_scales(prepared, progress=None) -> tuple[list, list, list[np.ndarray], int]:
+    """(pairs, skipped, each pair's total scale per channel, rounds): CLE run to convergence on a copy."""
+    graph = Graph(prepared)
+    pairs, skipped = find_pairs(graph)
+    totals = [np.ones(len(_pair_ranges(graph, first, second, repeat)[0])) for first, second, _, repeat in pairs]
+    rounds = 0
+    for rounds in range(1, MAX_ROUNDS + 1):
+        moved = 0.0
+        for index, (first, second, _, repeat) in enumerate(pairs):
+            s = equalize_pair(graph, first, second, repeat)
+            totals[index] *= s
+            moved = max(moved, float(np.abs(np.log(s)).max()) if s.size else 0.0)
+        if progress is not None:
+            progress(min(1.0, rounds / MAX_ROUNDS))
+        if moved < SETTLED:
+            break
+    return pairs, skipped, totals, rounds
+
+
+def partially_equalized(prepared, strength: float):
+    """The model with each pair rescaled by its CLE scale raised to `strength` (0: unchanged, 1: CLE)."""
+    pairs, _, totals, _ = equalization_scales(prepared)
+    graph = Graph(prepared)
+    for (first, second, _, repeat), total in zip(pairs, totals):
+        rescale_pair(graph, first, second, repeat, total ** float(strength))
+    return graph.prepared()
 
 
 def apply_cle(prepared, context: MethodContext, **options) -> tuple[object, MethodReport]:
     """Equalize every usable pair of the model (function-preserving up to float rounding)."""
+    original = Graph(prepared)
+    pairs, skipped, totals, rounds = equalization_scales(prepared, context.progress)
+    before = [_pair_ranges(original, first, second, repeat) for first, second, _, repeat in pairs]
     graph = Graph(prepared)
-    pairs, skipped = find_pairs(graph)
-    before = [_pair_ranges(graph, first, second, repeat) for first, second, _, repeat in pairs]
-    rounds = 0
-    for rounds in range(1, MAX_ROUNDS + 1):
-        moved = max((equalize_pair(graph, first, second, repeat) for first, second, _, repeat in pairs), default=0.0)
-        if context.progress is not None:
-            context.progress(min(1.0, rounds / MAX_ROUNDS))
-        if moved < SETTLED:
-            break
+    for (first, second, _, repeat), total in zip(pairs, totals):
+        rescale_pair(graph, first, second, repeat, total)  # the product of every round's scales, applied once
     if context.progress is not None:
         context.progress(1.0)
     rows, series, changed = [], [], []

@@ -63,3 +63,15 @@ def test_cle_finds_the_demo_cnn_pairs(demo_prepared):
     assert [(a.name, b.name, between, repeat) for a, b, between, repeat in pairs] == [
         ("/conv1/Conv", "/conv2/Conv", ("Relu",), 1),
         ("/conv2/Conv", "/fc/Gemm", ("Relu", "MaxPool", "Flatten"), 9)]
+
+
+def test_partial_equalization_runs_from_the_model_to_cle_and_keeps_the_function():
+    from quant_core.methods.cle import partially_equalized
+    prepared = conv_chain()
+    data = data_for(prepared)
+    full, _ = _cle(prepared)
+    assert np.array_equal(weight_array(partially_equalized(prepared, 0.0).model, "w1"), weight_array(prepared.model, "w1"))
+    np.testing.assert_allclose(weight_array(partially_equalized(prepared, 1.0).model, "w1"),
+                               weight_array(full.model, "w1"), rtol=1e-6)
+    half = partially_equalized(prepared, 0.5)
+    np.testing.assert_allclose(run(half, data)[0], run(prepared, data)[0], rtol=1e-4, atol=1e-4)
