@@ -28,16 +28,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from quant_core.calibrate import calibrate  # noqa: E402
+from quant_core.engine.calibrate import calibrate  # noqa: E402
 from quant_core.config import PRESETS, LayerQuant, MethodSpec, QuantConfig, TensorQuant  # noqa: E402
-from quant_core.data import split_dataset  # noqa: E402
-from quant_core.demo import load_demo  # noqa: E402
-from quant_core.evaluate import Evaluator  # noqa: E402
-from quant_core.export import export_model  # noqa: E402
-from quant_core.formats import Granularity, parse_format  # noqa: E402
-from quant_core.latency import create_session, static_int8_config  # noqa: E402
+from quant_core.model.data import split_dataset  # noqa: E402
+from quant_core.model.demo import load_demo  # noqa: E402
+from quant_core.engine.evaluate import Evaluator  # noqa: E402
+from quant_core.export.ort_export import export_model  # noqa: E402
+from quant_core.numerics.formats import Granularity, parse_format  # noqa: E402
+from quant_core.export.latency import create_session, static_int8_config  # noqa: E402
 from quant_core.methods import apply_methods, changes_fp32, parse_methods  # noqa: E402
-from quant_core.model_io import load_model, prepare_model  # noqa: E402
+from quant_core.model.model_io import load_model, prepare_model  # noqa: E402
 
 DEMOS = ("mlp", "cnn", "transformer")
 ALPHAS = (None, 0.25, 0.5, 0.65, 0.8, 1.0)

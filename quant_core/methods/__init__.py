@@ -2,60 +2,22 @@
 
     apply_methods(prepared, config, calibration_data) -> (prepared', MethodsReport)
 
-runs `config.methods` in order (CLE, SmoothQuant, bias correction...; `registry.methods()`), each on
-the model the previous one returned. The simulation, sweeps, suggestion and export then work on
-prepared' (see docs/methods.md); `config.methods` itself is not read by them.
+runs `config.methods` in order (CLE, SmoothQuant, bias correction, AdaRound; `registry.methods()`),
+each on the model the previous one returned. The simulation, sweeps, suggestion and export then work
+on prepared' (docs/methods.md). `catalog.py` is the config's vocabulary (names, options) and imports
+nothing of the engine, so this package's names load on first use (config imports the catalog).
 """
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+_NAMES = {"apply_methods": "apply", "changes_fp32": "apply", "parse_methods": "apply",
+          "MethodContext": "report", "MethodReport": "report", "MethodsReport": "report", "Series": "report",
+          "MethodKind": "catalog", "method": "registry", "methods": "registry"}
 
-from quant_core.config import QuantConfig
-from quant_core.data import Dataset
-
-from .registry import MethodKind, method, methods
-from .report import MethodContext, MethodReport, MethodsReport, Series
-
-__all__ = ["MethodContext", "MethodKind", "MethodReport", "MethodsReport", "Series", "apply_methods", "changes_fp32", "method",
-           "methods", "parse_methods"]
+__all__ = sorted(_NAMES)
 
 
-def changes_fp32(config: QuantConfig) -> bool:
-    """True when a method of `config` changes what the FP32 model computes (bias correction): metrics
-    must then be taken against the original model's outputs (`Evaluator(reference_outputs=...)`)."""
-    return any(method(spec.name).kind != MethodKind.FUNCTION_PRESERVING for spec in config.methods)
-
-
-def parse_methods(text: str | None) -> tuple:
-    """`--methods cle,smoothquant` -> MethodSpecs with default options ('' or None: none)."""
-    from quant_core.config import MethodSpec
-    return tuple(MethodSpec(name.strip()) for name in (text or "").split(",") if name.strip())
-
-
-def apply_methods(prepared, config: QuantConfig, calibration_data: Dataset, *,
-                  progress: Callable[[float], None] | None = None, cancel: Callable[[], bool] | None = None,
-                  batch_size: int = 64):
-    """Apply `config.methods` in order; return (the transformed PreparedModel, MethodsReport).
-
-    `prepared` is not changed; without methods it is returned as is. `progress(fraction)` covers
-    all methods; `cancel()` is polled between batches and raises `calibrate.Cancelled`.
-    """
-    reports = []
-    total = len(config.methods)
-    for index, spec in enumerate(config.methods):
-        def step(fraction, index=index):
-            if progress is not None:
-                progress((index + min(max(fraction, 0.0), 1.0)) / total)
-        context = MethodContext(config, calibration_data, step, cancel, batch_size)
-        started = time.perf_counter()
-        prepared, report = method(spec.name).function(prepared, context, **dict(spec.options))
-        reports.append(_timed(report, spec, time.perf_counter() - started))
-    if progress is not None:
-        progress(1.0)
-    return prepared, MethodsReport(tuple(reports))
-
-
-def _timed(report: MethodReport, spec, seconds: float) -> MethodReport:
-    from dataclasses import replace
-    return replace(report, options=spec.options, seconds=seconds)
+def __getattr__(name: str):
+    if name not in _NAMES:
+        raise AttributeError(f"module 'quant_core.methods' has no attribute {name!r}")
+    import importlib
+    return getattr(importlib.import_module(f"quant_core.methods.{_NAMES[name]}"), name)

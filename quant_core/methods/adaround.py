@@ -23,12 +23,12 @@ import time
 
 import numpy as np
 
-from quant_core.formats import Granularity, RangeMethod
-from quant_core.quantize import quantize_tensor
+from quant_core.numerics.formats import Granularity, RangeMethod
+from quant_core.numerics.quantize import quantize_tensor
 
-from .graph import Graph, LinearLayer, Probe, _attribute
-from .report import MethodContext, MethodReport
-from .weights import weight_view
+from quant_core.methods.graph import Graph, LinearLayer, Probe, attribute
+from quant_core.methods.report import MethodContext, MethodReport
+from quant_core.methods.weights import weight_view
 
 ZETA, GAMMA = 1.1, -0.1
 MAX_ROWS = 2048          # input rows (samples x positions) each layer is fitted on
@@ -39,9 +39,9 @@ BETA = (20.0, 2.0)
 def _im2col(x: np.ndarray, node, kernel: tuple[int, int]) -> np.ndarray:
     """Rows of Conv input patches: (N * OH * OW, C * kh * kw), matching W.reshape(O, -1)."""
     kh, kw = kernel
-    pads = list(_attribute(node, "pads", [0, 0, 0, 0]))
-    strides = list(_attribute(node, "strides", [1, 1]))
-    dil = list(_attribute(node, "dilations", [1, 1]))
+    pads = list(attribute(node, "pads", [0, 0, 0, 0]))
+    strides = list(attribute(node, "strides", [1, 1]))
+    dil = list(attribute(node, "dilations", [1, 1]))
     n, c, h, w = x.shape
     x = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
     oh = (h + pads[0] + pads[2] - dil[0] * (kh - 1) - 1) // strides[0] + 1
@@ -68,7 +68,7 @@ def _supported(graph: Graph, layer: LinearLayer, tq) -> str | None:
         return "its weight is shared with another node"
     node = graph.nodes[layer.name]
     if layer.op_type == "Conv" and (layer.groups != 1 or graph.array(layer.weight).ndim != 4
-                                    or _attribute(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):
+                                    or attribute(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):
         return "only 2-D convolutions with group 1 and explicit pads"
     return None
 
@@ -202,7 +202,7 @@ def apply_adaround(prepared, context: MethodContext, *, iterations: int = 300, t
         inputs = {name: np.concatenate(parts) for name, parts in inputs.items()}
     for index, (layer, tq) in enumerate(chosen):
         if context.cancel is not None and context.cancel():
-            from quant_core.calibrate import Cancelled
+            from quant_core.engine.calibrate import Cancelled
             raise Cancelled("AdaRound cancelled")
         if time.perf_counter() > deadline:
             stopped = True
@@ -267,7 +267,7 @@ def quantized_values(x: np.ndarray, tq) -> np.ndarray:
 
 
 def _limits(tq) -> tuple[int, int]:
-    from quant_core.formats import FormatKind, int_limits
+    from quant_core.numerics.formats import FormatKind, int_limits
     return int_limits(tq.format.bits, signed=tq.format.kind == FormatKind.INT, narrow_range=tq.format.narrow_range)
 
 

@@ -18,9 +18,9 @@ import numpy as np
 
 from quant_core.config import QuantConfig
 
-from .graph import Graph, LinearLayer, Probe, channel_reduce
-from .report import MethodContext, MethodReport
-from .weights import quantized_weight
+from quant_core.methods.graph import Graph, LinearLayer, Probe, channel_reduce
+from quant_core.methods.report import MethodContext, MethodReport
+from quant_core.methods.weights import quantized_weight
 
 
 def _channel_axis(layer: LinearLayer) -> int:

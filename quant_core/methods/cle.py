@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .graph import Graph, LinearLayer
-from .report import MethodContext, MethodReport, Series
+from quant_core.methods.graph import Graph, LinearLayer
+from quant_core.methods.report import MethodContext, MethodReport, Series
 
 # Ops that commute with a positive per-channel scale and keep channels where they are.
 HOMOGENEOUS = frozenset({"Relu", "LeakyRelu", "PRelu", "MaxPool", "AveragePool", "GlobalAveragePool",

@@ -18,15 +18,15 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
-from quant_core.data import Dataset, iter_batches
+from quant_core.model.data import Dataset, iter_batches
 from quant_core.errors import DataError, ModelError
-from quant_core.model_io import PreparedModel, inspect_model
-from quant_core.simulation_graph import first_line, session_options
+from quant_core.model.model_io import PreparedModel, inspect_model
+from quant_core.model.runtime import first_line, session_options
 
 LINEAR_OPS = ("Conv", "Gemm", "MatMul")
 
 
-def _attribute(node: onnx.NodeProto, name: str, default):
+def attribute(node: onnx.NodeProto, name: str, default):
     for attribute in node.attribute:
         if attribute.name == name:
             return helper.get_attribute_value(attribute)
@@ -191,8 +191,8 @@ class Graph:
             return None
         if op == "Conv" and ndim < 3:
             return None
-        if op == "Gemm" and (_attribute(node, "transA", 0) or _attribute(node, "alpha", 1.0) != 1.0
-                             or _attribute(node, "beta", 1.0) != 1.0):
+        if op == "Gemm" and (attribute(node, "transA", 0) or attribute(node, "alpha", 1.0) != 1.0
+                             or attribute(node, "beta", 1.0) != 1.0):
             return None
         bias = inputs[2] if len(inputs) > 2 and inputs[2] else None
         if bias is not None and not self.is_constant(bias):
@@ -210,7 +210,7 @@ class Graph:
         if bias is not None and len(self.readers[bias]) != 1:
             return None  # a bias shared by two nodes cannot change for one
         return LinearLayer(node.name, op, inputs[0], inputs[1], bias, bias_node, output,
-                           groups=int(_attribute(node, "group", 1)), trans_b=bool(_attribute(node, "transB", 0)))
+                           groups=int(attribute(node, "group", 1)), trans_b=bool(attribute(node, "transB", 0)))
 
     def array_ndim(self, name: str) -> int:
         return len(self._initializers[name].dims)
@@ -302,7 +302,7 @@ class Probe:
         fed = {name: np.ascontiguousarray(values[name], dtype=np.float32) for name in self.defaults}
         for feed in iter_batches(data, self.info, batch_size):
             if cancel is not None and cancel():
-                from quant_core.calibrate import Cancelled
+                from quant_core.engine.calibrate import Cancelled
                 raise Cancelled("method cancelled")
             try:
                 outputs = self.session.run(list(self.fetched), {**feed, **fed})

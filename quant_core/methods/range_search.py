@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from quant_core.config import QuantConfig, TensorQuant
-from quant_core.formats import RangeMethod
+from quant_core.numerics.formats import RangeMethod
 
 # (range method, percentile): the candidates every layer is scored with.
 CANDIDATES: tuple[tuple[RangeMethod, float | None], ...] = (
@@ -51,7 +51,7 @@ def search_activation_ranges(evaluator, config: QuantConfig, *, candidates=CANDI
     scores: dict[str, list[float]] = {layer: [] for layer in layers}
     for index, (method, percentile) in enumerate(candidates):
         if cancel is not None and cancel():
-            from quant_core.calibrate import Cancelled
+            from quant_core.engine.calibrate import Cancelled
             raise Cancelled("range search cancelled")
         trial = config
         for layer in layers:

@@ -1,120 +1,45 @@
-"""The registry of accuracy-recovery methods: name -> function, kind, description, options.
+"""The registry of accuracy-recovery methods: name -> function, with the catalog's kind, description, options.
 
-To add a method: write `apply_<name>(prepared, context, **options) -> (prepared, MethodReport)` (a pure
-function: the prepared model given is not changed) and add one `Method` to `METHODS` below. A
-config names methods by these names (`QuantConfig.methods`); options not given take the defaults,
-and each option's type is its default's.
+A method is `apply_<name>(prepared, context, **options) -> (prepared, MethodReport)`, a pure function
+(the prepared model given is not changed). To add one: its `MethodInfo` in `catalog.CATALOG` (what a
+config may say) and its function in `FUNCTIONS` below.
 """
 from __future__ import annotations
 
-import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 
-from quant_core.errors import ConfigError
+from quant_core.methods.adaround import apply_adaround
+from quant_core.methods.bias_correction import apply_bias_correction
+from quant_core.methods.catalog import CATALOG, MethodInfo, MethodKind, checked_options, method_info
+from quant_core.methods.cle import apply_cle
+from quant_core.methods.smoothquant import apply_smoothquant
 
+__all__ = ["FUNCTIONS", "Method", "MethodKind", "checked_options", "method", "methods"]
 
-class MethodKind(StrEnum):
-    FUNCTION_PRESERVING = "function-preserving"   # the FP32 model computes the same (up to float rounding)
-    CONFIG_DEPENDENT = "config-dependent"         # uses the config's formats (weights snapped / biases moved)
+FUNCTIONS: dict[str, Callable] = {
+    "cle": apply_cle,
+    "smoothquant": apply_smoothquant,
+    "bias_correction": apply_bias_correction,
+    "adaround": apply_adaround,
+}
 
 
 @dataclass(frozen=True)
 class Method:
-    """One registered method. `check(options)` returns an error message or None."""
+    """A registered method: its catalog entry and its function."""
 
-    name: str
-    title: str
-    kind: MethodKind
-    description: str
+    info: MethodInfo
     function: Callable
-    defaults: Mapping[str, object]
-    check: Callable[[dict], str | None] | None = None
 
-
-def _alpha(options: dict) -> str | None:
-    return None if 0.0 <= options["alpha"] <= 1.0 else f"alpha must be in [0, 1], got {options['alpha']}"
-
-
-def _adaround(options: dict) -> str | None:
-    if options["iterations"] < 1:
-        return f"iterations must be at least 1, got {options['iterations']}"
-    if not options["time_budget_s"] > 0:
-        return f"time_budget_s must be a positive number of seconds, got {options['time_budget_s']}"
-    if options["regularization"] < 0 or not options["learning_rate"] > 0:
-        return "regularization must be >= 0 and learning_rate > 0"
-    return None
-
-
-def _methods() -> dict[str, Method]:
-    from .adaround import apply_adaround
-    from .bias_correction import apply_bias_correction
-    from .cle import apply_cle
-    from .smoothquant import apply_smoothquant
-    return {method.name: method for method in (
-        Method("cle", "Cross-layer equalization", MethodKind.FUNCTION_PRESERVING,
-               "Rescales the output channels of a layer and the input channels of the next (through ReLU, "
-               "pooling or nothing) so their per-channel weight ranges equalize.", apply_cle, {}),
-        Method("smoothquant", "SmoothQuant", MethodKind.FUNCTION_PRESERVING,
-               "Moves activation outliers of MatMul / Gemm inputs into the weights with strength alpha; the "
-               "inverse scale is folded into the preceding LayerNorm / layer or an inserted Mul.",
-               apply_smoothquant, {"alpha": 0.5}, _alpha),
-        Method("bias_correction", "Bias correction (empirical)", MethodKind.CONFIG_DEPENDENT,
-               "Moves each quantized layer's bias by the mean output shift its quantized weights cause on the "
-               "calibration data, layer by layer.", apply_bias_correction, {}),
-        Method("adaround", "AdaRound", MethodKind.CONFIG_DEPENDENT,
-               "Learns per weight whether to round up or down on the config's grid so the layer's output error "
-               "is smallest on the calibration data; layer by layer within a time budget.", apply_adaround,
-               {"iterations": 300, "time_budget_s": 60.0, "regularization": 0.01, "learning_rate": 0.05}, _adaround),
-    )}
-
-
-_REGISTRY: dict[str, Method] | None = None
-
-
-def methods() -> dict[str, Method]:
-    """Every registered method by name (built on first use: the methods import the engine)."""
-    global _REGISTRY
-    if _REGISTRY is None:
-        _REGISTRY = _methods()
-    return _REGISTRY
+    def __getattr__(self, name: str):  # name, title, kind, description, defaults, check
+        return getattr(self.info, name)
 
 
 def method(name: str) -> Method:
-    found = methods().get(name)
-    if found is None:
-        raise ConfigError(f"unknown method {name!r}: expected one of {', '.join(methods())}")
-    return found
+    return Method(method_info(name), FUNCTIONS[name])
 
 
-def checked_options(name: str, options: dict) -> tuple[tuple[str, object], ...]:
-    """The options of method `name` with defaults filled in, type-checked, sorted by key (hashable)."""
-    if not isinstance(name, str):
-        raise ConfigError(f"a method name must be a string such as \"cle\", got {name!r}")
-    found = method(name)
-    unknown = sorted(set(options) - set(found.defaults))
-    if unknown:
-        expected = ", ".join(found.defaults) or "none"
-        raise ConfigError(f"method {name!r} has no option(s) {unknown}; its options: {expected}")
-    merged = dict(found.defaults)
-    for key, value in options.items():
-        default = found.defaults[key]
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, float):
-            ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-            value = float(value) if ok else value
-        elif isinstance(default, int):
-            ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-            value = int(value) if ok else value
-        else:
-            ok = isinstance(value, type(default))
-        if not ok:
-            raise ConfigError(f"method {name!r} option {key!r} must be like {default!r}, got {value!r}")
-        merged[key] = value
-    if found.check is not None:
-        message = found.check(merged)
-        if message:
-            raise ConfigError(f"method {name!r}: {message}")
-    return tuple(sorted(merged.items()))
+def methods() -> dict[str, Method]:
+    """Every registered method by name, in the catalog's order."""
+    return {name: method(name) for name in CATALOG}

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from quant_core.config import QuantConfig
-from quant_core.data import Dataset
+from quant_core.model.data import Dataset
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from .graph import Graph, LinearLayer, Probe, channel_reduce
-from .report import MethodContext, MethodReport, Series
+from quant_core.methods.graph import Graph, LinearLayer, Probe, channel_reduce
+from quant_core.methods.report import MethodContext, MethodReport, Series
 
 # Readers that see only the shape of a tensor: a scale on its values does not concern them.
 SHAPE_READERS = frozenset({"Shape", "Size"})

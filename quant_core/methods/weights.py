@@ -5,11 +5,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from quant_core.axes import natural_axes, resolve
+from quant_core.numerics.axes import natural_axes, resolve
 from quant_core.config import TensorQuant
-from quant_core.formats import FormatKind, Granularity, RangeMethod
-from quant_core.quantize import fake_quantize_tensor, tensor_range
-from quant_core.ranges import weight_ranges
+from quant_core.numerics.formats import FormatKind, Granularity, RangeMethod
+from quant_core.numerics.quantize import fake_quantize_tensor, tensor_range
+from quant_core.numerics.ranges import weight_ranges
 
 _PER_OUTPUT_CHANNEL = (FormatKind.BINARY, FormatKind.TERNARY)
 

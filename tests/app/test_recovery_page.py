@@ -1,6 +1,6 @@
 """The Recovery page: methods chosen there become the current config's, and each one's before / after is shown."""
 from quant_core.config import LayerQuant, QuantConfig, TensorQuant
-from quant_core.formats import parse_format
+from quant_core.numerics.formats import parse_format
 
 from .conftest import app_test
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from quant_core.demo import DEMO_MODELS, demo_data_path
+from quant_core.model.demo import DEMO_MODELS, demo_data_path
 
 MLP = str(DEMO_MODELS["mlp"].path)
 DATA = str(demo_data_path())
@@ -85,8 +85,8 @@ def test_bad_input_gives_one_line_and_exit_status_2(args, message):
 
 def test_evaluate_with_methods_reports_them_and_recovers_the_per_tensor_cnn(tmp_path):
     from quant_core.config import PRESETS
-    from quant_core.latency import static_int8_config
-    from quant_core.model_io import load_model, prepare_model
+    from quant_core.export.latency import static_int8_config
+    from quant_core.model.model_io import load_model, prepare_model
     config = static_int8_config(prepare_model(load_model(CNN)), per_channel=False)
     path = tmp_path / "per_tensor.json"
     path.write_text(config.to_json())
@@ -111,7 +111,7 @@ def test_export_with_methods_writes_the_transformed_model(tmp_path):
 def test_an_unknown_method_is_one_line_and_exit_status_2():
     done = _run("evaluate", CNN, "--data", HELDOUT, "--methods", "magic")
     assert done.returncode == 2
-    assert done.stderr == "error: unknown method 'magic': expected one of cle, smoothquant, bias_correction\n"
+    assert done.stderr == "error: unknown method 'magic': expected one of cle, smoothquant, bias_correction, adaround\n"
 
 
 def test_range_search_in_methods_rewrites_the_configs_activation_ranges():

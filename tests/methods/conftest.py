@@ -3,8 +3,8 @@ import functools
 import onnx
 import pytest
 
-from quant_core.demo import load_demo
-from quant_core.model_io import prepare_model
+from quant_core.model.demo import load_demo
+from quant_core.model.model_io import prepare_model
 
 
 @functools.lru_cache(maxsize=None)

@@ -3,8 +3,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from quant_core.data import Dataset
-from quant_core.model_io import prepare_model
+from quant_core.model.data import Dataset
+from quant_core.model.model_io import prepare_model
 
 
 def _model(nodes, inputs, outputs, initializers):

@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 
 from quant_core.config import LayerQuant, MethodSpec, QuantConfig, TensorQuant
-from quant_core.evaluate import Evaluator
-from quant_core.formats import Granularity, parse_format
+from quant_core.engine.evaluate import Evaluator
+from quant_core.numerics.formats import Granularity, parse_format
 from quant_core.methods import MethodContext
 from quant_core.methods.adaround import _im2col, apply_adaround
 from quant_core.methods.graph import Graph, Probe
-from quant_core.model_io import weight_array
-from quant_core.quantize import quantize_tensor
+from quant_core.model.model_io import weight_array
+from quant_core.numerics.quantize import quantize_tensor
 
 from .graphs import conv_chain, data_for
 

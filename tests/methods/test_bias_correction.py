@@ -2,17 +2,17 @@
 import numpy as np
 import pytest
 
-from quant_core.calibrate import calibrate
+from quant_core.engine.calibrate import calibrate
 from quant_core.config import LayerQuant, QuantConfig, TensorQuant
-from quant_core.data import split_dataset
-from quant_core.demo import load_demo
-from quant_core.evaluate import Evaluator
-from quant_core.formats import Granularity, RangeMethod, parse_format
+from quant_core.model.data import split_dataset
+from quant_core.model.demo import load_demo
+from quant_core.engine.evaluate import Evaluator
+from quant_core.numerics.formats import Granularity, RangeMethod, parse_format
 from quant_core.methods import MethodContext, apply_methods
 from quant_core.methods.bias_correction import apply_bias_correction
 from quant_core.methods.graph import Graph
 from quant_core.methods.weights import quantized_weight
-from quant_core.model_io import load_model, prepare_model, weight_array
+from quant_core.model.model_io import load_model, prepare_model, weight_array
 
 from .graphs import conv_chain, data_for, run
 

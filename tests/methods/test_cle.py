@@ -7,7 +7,7 @@ from quant_core.config import PRESETS
 from quant_core.methods import MethodContext
 from quant_core.methods.cle import apply_cle, find_pairs
 from quant_core.methods.graph import Graph
-from quant_core.model_io import weight_array
+from quant_core.model.model_io import weight_array
 
 from .graphs import conv_chain, data_for, run
 

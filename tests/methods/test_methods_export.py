@@ -4,14 +4,14 @@ CLE brings the demo CNN's static INT8 per-tensor accuracy within 1 pp of FP32, s
 import numpy as np
 import pytest
 
-from quant_core.calibrate import calibrate
-from quant_core.data import split_dataset
-from quant_core.demo import load_demo
-from quant_core.evaluate import Evaluator
-from quant_core.export import export_model
-from quant_core.latency import create_session, static_int8_config
+from quant_core.engine.calibrate import calibrate
+from quant_core.model.data import split_dataset
+from quant_core.model.demo import load_demo
+from quant_core.engine.evaluate import Evaluator
+from quant_core.export.ort_export import export_model
+from quant_core.export.latency import create_session, static_int8_config
 from quant_core.methods import apply_methods, changes_fp32, parse_methods
-from quant_core.model_io import load_model, prepare_model
+from quant_core.model.model_io import load_model, prepare_model
 
 TOLERANCE_PP = 0.5
 

@@ -2,14 +2,14 @@
 import numpy as np
 import pytest
 
-from quant_core.calibrate import calibrate
-from quant_core.data import split_dataset
-from quant_core.demo import load_demo
-from quant_core.evaluate import Evaluator
-from quant_core.formats import RangeMethod
-from quant_core.latency import static_int8_config
+from quant_core.engine.calibrate import calibrate
+from quant_core.model.data import split_dataset
+from quant_core.model.demo import load_demo
+from quant_core.engine.evaluate import Evaluator
+from quant_core.numerics.formats import RangeMethod
+from quant_core.export.latency import static_int8_config
 from quant_core.methods.range_search import CANDIDATES, search_activation_ranges
-from quant_core.model_io import load_model, prepare_model
+from quant_core.model.model_io import load_model, prepare_model
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from quant_core.config import PRESETS
-from quant_core.data import split_dataset
-from quant_core.demo import load_demo
+from quant_core.model.data import split_dataset
+from quant_core.model.demo import load_demo
 from quant_core.methods import MethodContext
 from quant_core.methods.smoothquant import apply_smoothquant, smoothing_scales
 
@@ -40,7 +40,7 @@ def test_smoothing_scales_formula_and_degenerate_channels():
 
 
 def test_smoothquant_keeps_the_demo_transformer_function():
-    from quant_core.model_io import load_model, prepare_model
+    from quant_core.model.model_io import load_model, prepare_model
     model, held = load_demo("transformer")
     prepared = prepare_model(load_model(model))
     calibration, evaluation = split_dataset(held)

@@ -6,9 +6,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from quant_core.calibrate import calibrate
-from quant_core.evaluate import Evaluator
-from quant_core.latency import static_int8_config
+from quant_core.engine.calibrate import calibrate
+from quant_core.engine.evaluate import Evaluator
+from quant_core.export.latency import static_int8_config
 from quant_core.methods.cle import partially_equalized
 from quant_core.methods.graph import Graph
 from ui.jobs import heavy_job
