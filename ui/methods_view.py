@@ -84,7 +84,12 @@ def show_before_after(ctx) -> None:
     """The task's metrics and size of the config without and with its methods, and the per-layer errors."""
     if not ctx.config.methods or ctx.methods_report is None:
         st.info("Choose methods above and press **Use these methods in the current config** to see their "
-                "before / after.")
+                "before / after. Below: where the current config loses accuracy today.")
+        if ctx.config != PRESETS["FP32"].with_methods(ctx.config.methods):
+            errors = cache.get_evaluator(ctx).layer_errors(ctx.config)
+            st.plotly_chart(layer_errors_figure(layer_error_frame(errors, ()).rename(columns={
+                "isolated_sqnr_db": "isolated_sqnr_db_before", "accumulated_sqnr_db": "accumulated_sqnr_db_before"})),
+                key="methods_layer_errors")
         return
     before_ctx = ctx.without_methods()
     with st.spinner("Evaluating before / after…"):
@@ -104,14 +109,16 @@ def show_before_after(ctx) -> None:
 
 
 def layer_errors_figure(frame: pd.DataFrame) -> go.Figure:
-    """Per-layer SQNR (dB) before and after the methods, isolated and accumulated, in graph order."""
+    """Per-layer SQNR (dB) before and after the methods, isolated and accumulated, in graph order (the
+    "after" columns may be absent: the config without methods alone)."""
     figure = go.Figure()
     for column, name, color, dash in (("isolated_sqnr_db_before", "isolated, before", "#9ecae1", "dot"),
                                       ("isolated_sqnr_db_after", "isolated, after", "#1f77b4", "solid"),
                                       ("accumulated_sqnr_db_before", "accumulated, before", "#fdae6b", "dot"),
                                       ("accumulated_sqnr_db_after", "accumulated, after", "#ff7f0e", "solid")):
-        figure.add_trace(go.Scatter(x=frame["layer"], y=frame[column], name=name, mode="lines+markers",
-                                    line=dict(color=color, dash=dash)))
+        if column in frame:
+            figure.add_trace(go.Scatter(x=frame["layer"], y=frame[column], name=name, mode="lines+markers",
+                                        line=dict(color=color, dash=dash)))
     figure.update_layout(title="Per-layer SQNR before / after the methods (higher is better)", yaxis_title="dB",
                          margin=_MARGIN, height=360, legend=dict(orientation="h"))
     return figure
