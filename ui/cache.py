@@ -205,6 +205,12 @@ def methods_key(config: QuantConfig) -> str:
     return methods
 
 
+def methods_ready(model_key: str, data_key: str, config: QuantConfig) -> bool:
+    """True when `config.methods` were already applied to this model and data (no heavy job to wait for)."""
+    key = (model_key, data_key, methods_key(config))
+    return _methods_slot(*key).value is not None
+
+
 METHOD_ENTRIES = 4  # transformed models (a copy of the weights each) shared by every session
 
 

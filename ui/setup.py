@@ -80,9 +80,22 @@ def setup_page(title: str) -> LabContext:
     return with_methods(ctx)
 
 
+METHODS_STOP = "methods_stop"
+_STOPPED = "_lab_methods_stopped"  # the message shown once after a stop
+
+
+def _stop_methods() -> None:
+    from ui import state
+    state.set_config(state.get_config().with_methods(()))
+    st.session_state[_STOPPED] = "The methods were stopped and removed from the config."
+
+
 def with_methods(ctx: LabContext) -> LabContext:
     """`ctx` on the model the config's methods make (applied once per model, data and methods), or `ctx`
     itself without methods; without data the methods cannot run and the sidebar says so."""
+    stopped = st.session_state.pop(_STOPPED, None)
+    if stopped:
+        st.sidebar.warning(stopped)
     if not ctx.config.methods:
         return ctx
     if ctx.calibration_data is None:
@@ -90,11 +103,16 @@ def with_methods(ctx: LabContext) -> LabContext:
         return ctx
     from quant_core.methods import changes_fp32
     with page_errors("the config's accuracy-recovery methods"):
-        bar = st.empty()
+        bar, stop = st.empty(), st.empty()
+        if not cache.methods_ready(ctx.model_key, ctx.data_key, ctx.config):
+            # A click reruns the script, which ends this run at its next progress update (between layers).
+            stop.button("Stop the methods", key=METHODS_STOP, on_click=_stop_methods,
+                        help="Ends the methods' run and removes them from the config (nothing is kept).")
         transformed, report, key = cache.methods_model(
             ctx.model_key, ctx.data_key, ctx.prepared, ctx.config, ctx.calibration_data,
             progress=lambda fraction: bar.progress(fraction, text="Applying the config's methods…"))
         bar.empty()
+        stop.empty()
         names = ", ".join(spec.name for spec in ctx.config.methods)
         st.sidebar.caption(f"Methods applied to the model first: {names} ({report.seconds:.1f} s).")
         return replace(ctx, prepared=transformed, info=transformed.info, model_key=key, original=ctx.prepared,

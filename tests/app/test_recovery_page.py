@@ -64,3 +64,22 @@ def test_the_mixed_precision_table_keeps_the_configs_methods():
                                        "deleted_rows": []}
     at.run()
     assert [spec.name for spec in at.session_state[CONFIG_KEY].methods] == ["cle"]
+
+
+def _stop_script():
+    from quant_core.config import PRESETS
+    from ui import state
+    from ui.setup import _stop_methods
+    state.set_config(PRESETS["W8A8"].with_methods(["cle"]))
+    _stop_methods()  # what the "Stop the methods" button runs (it is drawn only while the methods run)
+
+
+def test_stopping_the_methods_removes_them_from_the_config_and_says_so():
+    from streamlit.testing.v1 import AppTest
+    at = AppTest.from_function(_stop_script).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.session_state[CONFIG_KEY].methods == () and at.session_state[CONFIG_KEY].name == "W8A8"
+    page = app_test(PAGE)
+    page.session_state["_lab_methods_stopped"] = at.session_state["_lab_methods_stopped"]
+    page.run()
+    assert any("stopped and removed" in w.value for w in page.sidebar.warning)
