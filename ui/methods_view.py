@@ -120,7 +120,9 @@ def layer_errors_figure(frame: pd.DataFrame) -> go.Figure:
             figure.add_trace(go.Scatter(x=frame["layer"], y=frame[column], name=name, mode="lines+markers",
                                         line=dict(color=color, dash=dash)))
     figure.update_layout(title="Per-layer SQNR before / after the methods (higher is better)", yaxis_title="dB",
-                         margin=_MARGIN, height=360, legend=dict(orientation="h"))
+                         margin=dict(l=10, r=10, t=80, b=10), height=420,
+                         legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0),
+                         xaxis=dict(tickangle=-35, automargin=True))
     return figure
 
 
