@@ -88,7 +88,8 @@ def show_before_after(ctx) -> None:
         if ctx.config != PRESETS["FP32"].with_methods(ctx.config.methods):
             errors = cache.get_evaluator(ctx).layer_errors(ctx.config)
             st.plotly_chart(layer_errors_figure(layer_error_frame(errors, ()).rename(columns={
-                "isolated_sqnr_db": "isolated_sqnr_db_before", "accumulated_sqnr_db": "accumulated_sqnr_db_before"})),
+                "isolated_sqnr_db": "isolated_sqnr_db_before", "accumulated_sqnr_db": "accumulated_sqnr_db_before"}),
+                title="Per-layer SQNR of the current config, no methods yet (higher is better)"),
                 key="methods_layer_errors")
         return
     before_ctx = ctx.without_methods()
@@ -108,7 +109,8 @@ def show_before_after(ctx) -> None:
     st.plotly_chart(layer_errors_figure(frame), key="methods_layer_errors")
 
 
-def layer_errors_figure(frame: pd.DataFrame) -> go.Figure:
+def layer_errors_figure(frame: pd.DataFrame,
+                        title: str = "Per-layer SQNR before / after the methods (higher is better)") -> go.Figure:
     """Per-layer SQNR (dB) before and after the methods, isolated and accumulated, in graph order (the
     "after" columns may be absent: the config without methods alone)."""
     figure = go.Figure()
@@ -119,7 +121,7 @@ def layer_errors_figure(frame: pd.DataFrame) -> go.Figure:
         if column in frame:
             figure.add_trace(go.Scatter(x=frame["layer"], y=frame[column], name=name, mode="lines+markers",
                                         line=dict(color=color, dash=dash)))
-    figure.update_layout(title="Per-layer SQNR before / after the methods (higher is better)", yaxis_title="dB",
+    figure.update_layout(title=title, yaxis_title="dB",
                          margin=dict(l=10, r=10, t=80, b=10), height=420,
                          legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0),
                          xaxis=dict(tickangle=-35, automargin=True))
