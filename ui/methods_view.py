@@ -107,6 +107,11 @@ def show_before_after(ctx) -> None:
     frame = layer_error_frame(errors_before, ()).merge(layer_error_frame(errors_after, ()), on="layer",
                                                        suffixes=("_before", "_after"))
     st.plotly_chart(layer_errors_figure(frame), key="methods_layer_errors")
+    from quant_core.methods import changes_fp32
+    if changes_fp32(ctx.config):
+        st.caption("Per-layer errors *after* are measured against the rewritten model's own FP32 outputs: a bias "
+                   "correction's shift, or AdaRound's rounding (already in its weights, so its layers show little "
+                   "error there), is not counted in them. The task's metrics above are against the original model.")
 
 
 def layer_errors_figure(frame: pd.DataFrame,
