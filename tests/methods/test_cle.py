@@ -75,3 +75,38 @@ def test_partial_equalization_runs_from_the_model_to_cle_and_keeps_the_function(
                                weight_array(full.model, "w1"), rtol=1e-6)
     half = partially_equalized(prepared, 0.5)
     np.testing.assert_allclose(run(half, data)[0], run(prepared, data)[0], rtol=1e-4, atol=1e-4)
+
+
+def _matmul_chain():
+    """x (N, 6) -> MatMul+Add -> Relu -> MatMul (no bias) -> Relu -> Gemm (transB=0) -> y, channels far apart."""
+    from onnx import TensorProto, helper, numpy_helper
+    from quant_core.model.model_io import prepare_model
+    rng = np.random.default_rng(3)
+    spread = np.logspace(-2, 1, 5).astype(np.float32)
+    init = {"w1": rng.normal(size=(6, 5)).astype(np.float32) * spread, "b1": rng.normal(size=5).astype(np.float32) * spread,
+            "w2": rng.normal(size=(5, 4)).astype(np.float32), "w3": rng.normal(size=(4, 3)).astype(np.float32),
+            "b3": rng.normal(size=3).astype(np.float32)}
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["m1"], name="mm1"),
+             helper.make_node("Add", ["m1", "b1"], ["a1"], name="add1"),
+             helper.make_node("Relu", ["a1"], ["r1"], name="relu1"),
+             helper.make_node("MatMul", ["r1", "w2"], ["m2"], name="mm2"),
+             helper.make_node("Relu", ["m2"], ["r2"], name="relu2"),
+             helper.make_node("Gemm", ["r2", "w3", "b3"], ["y"], name="gemm")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+                              [numpy_helper.from_array(v, k) for k, v in init.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return prepare_model(model)
+
+
+def test_cle_on_matmul_add_and_gemm_layers_keeps_the_function_and_equalizes():
+    prepared = _matmul_chain()
+    new, report = _cle(prepared)
+    data = data_for(prepared)
+    np.testing.assert_allclose(run(new, data)[0], run(prepared, data)[0], rtol=1e-4, atol=1e-4)
+    assert [row[0] for row in report.rows] == ["mm1 -> mm2", "mm2 -> gemm"]
+    assert report.rows[0][3] > 1000 and report.rows[0][4] < report.rows[0][3] / 50
+    np.testing.assert_allclose(np.abs(weight_array(new.model, "b1")), np.abs(weight_array(prepared.model, "b1"))
+                               / (np.abs(weight_array(prepared.model, "w1")).max(axis=0)
+                                  / np.abs(weight_array(new.model, "w1")).max(axis=0)), rtol=1e-5)

@@ -48,3 +48,15 @@ def test_smoothquant_keeps_the_demo_transformer_function():
     sample = evaluation.subset(np.arange(64))
     np.testing.assert_allclose(run(new, sample)[0], run(prepared, sample)[0], rtol=1e-3, atol=1e-4)
     assert sum("folded into LayerNormalization" in row[1] for row in report.rows) == 4
+
+
+def test_smoothquant_on_gemm_layers_keeps_the_demo_mlp_function():
+    from quant_core.model.model_io import load_model, prepare_model
+    model, held = load_demo("mlp")
+    prepared = prepare_model(load_model(model))
+    calibration, evaluation = split_dataset(held)
+    new, report = apply_smoothquant(prepared, MethodContext(PRESETS["W8A8"], calibration), alpha=0.8)
+    sample = evaluation.subset(np.arange(64))
+    np.testing.assert_allclose(run(new, sample)[0], run(prepared, sample)[0], rtol=1e-3, atol=1e-4)
+    # the Gemm after a Gemm + Relu cannot fold into it (Relu in between): a Mul each, the first one too
+    assert [row[1].split()[0] for row in report.rows] == ["inserted"] * 3
