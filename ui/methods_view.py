@@ -20,6 +20,7 @@ METHODS_ALPHA = "methods_alpha"
 METHODS_APPLY = "methods_apply"
 METHODS_CLEAR = "methods_clear"
 METHODS_BUDGET = "methods_adaround_budget"
+METHODS_ABSORB = "methods_cle_absorb"
 RANGE_SEARCH = "methods_range_search"
 RANGE_USE = "methods_range_use"
 _SEARCH = "_methods_range_search"  # (model key, data key, config JSON) -> RangeSearch, this session's last
@@ -44,13 +45,20 @@ def choose_methods(ctx) -> None:
     if "smoothquant" in chosen:
         alpha = st.slider("SmoothQuant alpha (migration strength)", 0.0, 1.0, float(alpha), 0.05, key=METHODS_ALPHA,
                           help="0: activations keep their outliers; 1: all of the range moves into the weights.")
+    absorb = own["cle"].option("high_bias_absorption") if "cle" in own else False
+    if "cle" in chosen:
+        absorb = st.checkbox("CLE: absorb high biases into the next layer", value=bool(absorb), key=METHODS_ABSORB,
+                             help="Moves each channel's smallest output on the calibration data (when above 0) "
+                                  "from a layer's bias into the next layer's: exact on that data, narrower ReLU "
+                                  "outputs.")
     budget = own["adaround"].option("time_budget_s") if "adaround" in own else 60.0
     if "adaround" in chosen:
         budget = st.number_input("AdaRound time budget (s)", 1.0, 600.0, float(budget), 10.0, key=METHODS_BUDGET,
                                  help="Layers not reached within it keep round-to-nearest (the report lists them).")
     for name in chosen:
         st.caption(f"**{titles[name]}** ({methods()[name].kind}): {methods()[name].description}")
-    options = {"smoothquant": {"alpha": alpha}, "adaround": {"time_budget_s": budget}}
+    options = {"smoothquant": {"alpha": alpha}, "adaround": {"time_budget_s": budget},
+               "cle": {"high_bias_absorption": absorb}}
 
     def spec(name: str) -> MethodSpec:
         base = dict(own[name].options) if name in own else {}

@@ -48,7 +48,8 @@ def _adaround(options: dict) -> str | None:
 CATALOG: dict[str, MethodInfo] = {info.name: info for info in (
     MethodInfo("cle", "Cross-layer equalization", MethodKind.FUNCTION_PRESERVING,
                "Rescales the output channels of a layer and the input channels of the next (through ReLU, "
-               "pooling or nothing) so their per-channel weight ranges equalize.", {}),
+               "pooling or nothing) so their per-channel weight ranges equalize; optionally absorbs high biases "
+               "into the next layer.", {"high_bias_absorption": False}),
     MethodInfo("smoothquant", "SmoothQuant", MethodKind.FUNCTION_PRESERVING,
                "Moves activation outliers of MatMul / Gemm inputs into the weights with strength alpha; the "
                "inverse scale is folded into the preceding LayerNorm / layer or an inserted Mul.",

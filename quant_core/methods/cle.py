@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from quant_core.methods.graph import Graph, LinearLayer
+from quant_core.methods.graph import Graph, LinearLayer, Probe, attribute
 from quant_core.methods.report import MethodContext, MethodReport, Series
 
 # Ops that commute with a positive per-channel scale and keep channels where they are.
@@ -131,8 +131,75 @@ def partially_equalized(prepared, strength: float):
     return graph.prepared()
 
 
-def apply_cle(prepared, context: MethodContext, **options) -> tuple[object, MethodReport]:
-    """Equalize every usable pair of the model (function-preserving up to float rounding)."""
+# After the first layer's ReLU, ops through which "relu(x) - c" stays "relu(x - c)" shifted by c per channel.
+ABSORB_THROUGH = frozenset({"MaxPool", "GlobalMaxPool", "Flatten", "Identity", "Dropout"})
+
+
+def _absorbable(graph: Graph, first: LinearLayer, second: LinearLayer, between: tuple[str, ...]) -> str | None:
+    """Why high-bias absorption cannot run on this pair (None: it can)."""
+    if not between or between[0] != "Relu" or any(op not in ABSORB_THROUGH for op in between[1:]):
+        return "absorption needs a ReLU right after the first layer (then only max pooling / flatten)"
+    if first.bias is None:
+        return "the first layer has no bias"
+    if second.op_type == "Conv":
+        node = graph.nodes[second.name]
+        if second.groups != 1 or any(attribute(node, "pads", [0])) or attribute(node, "auto_pad", b"NOTSET") not in (
+                b"NOTSET", "NOTSET", b"VALID", "VALID"):
+            return "the second Conv pads its input (or is grouped): a shifted input would change at the borders"
+    if second.bias is None and second.op_type == "MatMul":
+        return "the second layer (a MatMul without an Add) has no bias to take the shift"
+    return None
+
+
+def absorb_high_biases(graph: Graph, pairs, context: MethodContext) -> tuple[list, list]:
+    """Move c = max(0, min of the first layer's output per channel on the calibration data) from the first
+    layer's bias into the second's: b1 -= c, b2 += W2 c. Exact on the calibration data (relu(x) - c =
+    relu(x - c) whenever x >= c); it lowers the ReLU output's range by c per channel."""
+    rows, skipped, usable = [], [], []
+    for first, second, between, repeat in pairs:
+        why = _absorbable(graph, first, second, between)
+        if why:
+            skipped.append((f"{first.name} -> {second.name} (high-bias absorption)", why))
+        else:
+            usable.append((first, second, repeat))
+    if not usable:
+        return rows, skipped
+    probe = Probe(graph.model, tuple(dict.fromkeys(first.output for first, _, _ in usable)))
+    minima: dict[str, np.ndarray] = {}
+    for values in probe.run(context.data, batch_size=context.batch_size, cancel=context.cancel):
+        for name, x in values.items():
+            low = _channel_min(x)
+            minima[name] = np.minimum(minima[name], low) if name in minima else low
+    for first, second, repeat in usable:
+        c = np.maximum(minima[first.output], 0.0).astype(np.float32)
+        if not np.any(c > 0):
+            skipped.append((f"{first.name} -> {second.name} (high-bias absorption)",
+                            "no channel's output stays above 0 on the calibration data"))
+            continue
+        second = graph.ensure_bias(second)
+        b1 = graph.array(first.bias)
+        graph.set_array(first.bias, (b1 - c.reshape(b1.shape)).astype(np.float32))
+        w2, b2 = graph.array(second.weight), graph.array(second.bias)
+        shift = np.repeat(c, repeat)
+        if second.op_type == "Conv":
+            delta = w2.sum(axis=tuple(range(2, w2.ndim))) @ shift
+        elif second.op_type == "Gemm" and second.trans_b:
+            delta = w2 @ shift
+        else:
+            delta = shift @ w2
+        graph.set_array(second.bias, (b2 + delta.reshape(b2.shape)).astype(np.float32))
+        rows.append((f"{first.name} -> {second.name}", int(np.sum(c > 0)), float(c.max()), float(c.mean())))
+    return rows, skipped
+
+
+def _channel_min(x: np.ndarray) -> np.ndarray:
+    axis = 1 if x.ndim > 2 else x.ndim - 1  # Conv outputs: channels on axis 1; Gemm / MatMul: the last axis
+    return np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1).min(axis=1).astype(np.float64)
+
+
+def apply_cle(prepared, context: MethodContext, *, high_bias_absorption: bool = False) -> tuple[object, MethodReport]:
+    """Equalize every usable pair of the model (function-preserving up to float rounding); then, when asked,
+    absorb high biases into the next layer (exact on the calibration data)."""
     original = Graph(prepared)
     pairs, skipped, totals, rounds = equalization_scales(prepared, context.progress)
     before = [_pair_ranges(original, first, second, repeat) for first, second, _, repeat in pairs]
@@ -155,6 +222,12 @@ def apply_cle(prepared, context: MethodContext, **options) -> tuple[object, Meth
         changed.append("no pair of layers joined by a positive-homogeneous function: nothing changed")
     else:
         changed.append(f"{len(pairs)} pair(s) equalized in {rounds} round(s)")
+    if high_bias_absorption and pairs:
+        absorbed, why_not = absorb_high_biases(graph, pairs, context)
+        skipped = list(skipped) + why_not
+        for label, channels, largest, mean in absorbed:
+            changed.append(f"{label}: high bias absorbed on {channels} channel(s) (largest {largest:.3g}, "
+                           f"mean {mean:.3g}), exact on the calibration data")
     report = MethodReport("cle", (), tuple(changed), tuple(skipped),
                           ("pair", "through", "channels", "first spread before", "first spread after",
                            "second spread before", "second spread after"), tuple(rows), tuple(series))

@@ -95,7 +95,7 @@ def test_evaluate_with_methods_reports_them_and_recovers_the_per_tensor_cnn(tmp_
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
     assert [m["name"] for m in document["methods"]["methods"]] == ["cle"]
-    assert document["config"]["methods"] == [{"name": "cle"}]
+    assert document["config"]["methods"] == [{"name": "cle", "high_bias_absorption": False}]
     assert document["accuracy"] > document["fp32_accuracy"] - 0.01
     assert PRESETS["W8A8"].methods == ()
 
@@ -120,5 +120,5 @@ def test_range_search_in_methods_rewrites_the_configs_activation_ranges():
     document = json.loads(done.stdout)
     chosen = {row["layer"]: row["chosen"] for row in document["range_search"]["layers"]}
     assert set(chosen) == {"/conv1/Conv", "/conv2/Conv", "/fc/Gemm"}
-    assert document["config"]["methods"] == [{"name": "cle"}]
+    assert document["config"]["methods"] == [{"name": "cle", "high_bias_absorption": False}]
     assert document["config"]["layers"]  # the chosen ranges are explicit per-layer overrides

@@ -110,3 +110,26 @@ def test_cle_on_matmul_add_and_gemm_layers_keeps_the_function_and_equalizes():
     np.testing.assert_allclose(np.abs(weight_array(new.model, "b1")), np.abs(weight_array(prepared.model, "b1"))
                                / (np.abs(weight_array(prepared.model, "w1")).max(axis=0)
                                   / np.abs(weight_array(new.model, "w1")).max(axis=0)), rtol=1e-5)
+
+
+def test_high_bias_absorption_is_exact_on_the_calibration_data_and_lowers_the_relu_range():
+    graph = Graph(conv_chain())
+    graph.set_array("b1", graph.array("b1") + 50.0)  # conv1's outputs stay well above 0: high biases
+    graph.set_array("b2", graph.array("b2") + 500.0)
+    prepared = graph.prepared()
+    data = data_for(prepared, count=128)
+    context = MethodContext(PRESETS["W8A8"], data)
+    equalized, _ = apply_cle(prepared, context)
+    absorbed, report = apply_cle(prepared, context, high_bias_absorption=True)
+    np.testing.assert_allclose(run(absorbed, data)[0], run(prepared, data)[0], rtol=1e-4, atol=1e-4)
+    assert any("high bias absorbed" in line for line in report.changed)
+    from quant_core.methods.graph import Probe
+    relu_max = [next(Probe(model.model, ("a0",)).run(data, batch_size=128))["a0"].max() for model in (equalized, absorbed)]
+    assert relu_max[1] < relu_max[0]
+
+
+def test_high_bias_absorption_says_where_it_cannot_run():
+    prepared = conv_chain(("LeakyRelu",))
+    _, report = apply_cle(prepared, MethodContext(PRESETS["W8A8"], data_for(prepared)), high_bias_absorption=True)
+    assert ("conv1 -> conv2 (high-bias absorption)",
+            "absorption needs a ReLU right after the first layer (then only max pooling / flatten)") in report.skipped
