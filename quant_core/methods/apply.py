@@ -2,7 +2,7 @@
 
     apply_methods(prepared, config, calibration_data) -> (prepared', MethodsReport)
 
-runs `config.methods` in order (CLE, SmoothQuant, bias correction...; `registry.methods()`), each on
+runs `config.methods` in order (CLE, SmoothQuant, bias correction, AdaRound; `registry.methods()`), each on
 the model the previous one returned. The simulation, sweeps, suggestion and export then work on
 prepared' (see docs/methods.md); `config.methods` itself is not read by them.
 """
@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
-from quant_core.config import QuantConfig
+from quant_core.config import MethodSpec, QuantConfig
+from quant_core.methods.catalog import MethodKind, method_info
+from quant_core.methods.registry import method
+from quant_core.methods.report import MethodContext, MethodReport, MethodsReport
 from quant_core.model.data import Dataset
 
-from quant_core.methods.catalog import MethodKind, method_info
-from quant_core.methods.registry import method, methods
-from quant_core.methods.report import MethodContext, MethodReport, MethodsReport, Series
-
-__all__ = ["MethodContext", "MethodKind", "MethodReport", "MethodsReport", "Series", "apply_methods", "changes_fp32", "method",
-           "methods", "parse_methods"]
+__all__ = ["apply_methods", "changes_fp32", "parse_methods"]
 
 
 def changes_fp32(config: QuantConfig) -> bool:
@@ -28,9 +27,8 @@ def changes_fp32(config: QuantConfig) -> bool:
     return any(method_info(spec.name).kind != MethodKind.FUNCTION_PRESERVING for spec in config.methods)
 
 
-def parse_methods(text: str | None) -> tuple:
+def parse_methods(text: str | None) -> tuple[MethodSpec, ...]:
     """`--methods cle,smoothquant` -> MethodSpecs with default options ('' or None: none)."""
-    from quant_core.config import MethodSpec
     return tuple(MethodSpec(name.strip()) for name in (text or "").split(",") if name.strip())
 
 
@@ -57,6 +55,5 @@ def apply_methods(prepared, config: QuantConfig, calibration_data: Dataset, *,
     return prepared, MethodsReport(tuple(reports))
 
 
-def _timed(report: MethodReport, spec, seconds: float) -> MethodReport:
-    from dataclasses import replace
+def _timed(report: MethodReport, spec: MethodSpec, seconds: float) -> MethodReport:
     return replace(report, options=spec.options, seconds=seconds)
