@@ -12,7 +12,8 @@ is 0.18 pp) and, with --minilm, the conformance set's sentence embedder (tests/r
 4. adaround: weight-only 4-bit per-channel, round-to-nearest vs AdaRound (accuracy, cosine, time per layer);
 5. export: simulated vs exported accuracy of W8A8 per-channel with each method on (the agreement the test
    checks within 0.5 pp);
-6. combos: the demo CNN at int4 / int3 weight-only with CLE, then bias correction and / or AdaRound.
+6. combos: the demo CNN at int4 / int3 weight-only with CLE, then bias correction and / or AdaRound;
+7. ranges: static INT8 with each layer's activation range method searched (range_search.py) vs min-max.
 Every "before" and "after" is measured in the same run on the same split.
 """
 from __future__ import annotations
@@ -203,8 +204,29 @@ def section_combos(cases, out: list) -> list:
     return lines
 
 
+def section_ranges(cases, out: list) -> list:
+    from quant_core.methods.range_search import search_activation_ranges
+    lines = ["## Per-layer activation range search: static INT8 (uint8 activations)", "",
+             "| model | weights | acc % min-max | acc % searched | chosen | time s |", "|---|---|---:|---:|---|---:|"]
+    for name in DEMOS:
+        case = cases[name]
+        for per_channel in (False, True):
+            config = static_int8_config(case.prepared, per_channel=per_channel)
+            started = time.perf_counter()
+            search = search_activation_ranges(case.original, config)
+            seconds = time.perf_counter() - started
+            before, after = case.original.evaluate(config), case.original.evaluate(search.config)
+            chosen = ", ".join(sorted({row[1] for row in search.rows}))
+            out.append({"section": "ranges", "model": name, "per_channel": per_channel, "before": before.accuracy,
+                        "after": after.accuracy, "chosen": [row[1] for row in search.rows], "seconds": seconds})
+            lines.append(f"| {name} | {'per-channel' if per_channel else 'per-tensor'} | {pct(before.accuracy)} | "
+                         f"{pct(after.accuracy)} | {chosen} | {seconds:.1f} |")
+    return lines
+
+
 SECTIONS = {"cle": section_cle, "bias": section_bias, "smoothquant": section_smoothquant,
-            "adaround": section_adaround, "export": section_export, "combos": section_combos}
+            "adaround": section_adaround, "export": section_export, "combos": section_combos,
+            "ranges": section_ranges}
 
 
 def main() -> int:
