@@ -6,6 +6,10 @@ fake-quant subgraph whose parameters are graph inputs. Changing the config chang
 """
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -113,6 +117,21 @@ def activation_modes_supported(model: onnx.ModelProto) -> frozenset[ActivationMo
     return frozenset(modes)
 
 
+def _node_seconds(profile_path: str) -> tuple[tuple[str, float], ...]:
+    """(node name, seconds) of every kernel run in an onnxruntime profile, in execution order; the file goes."""
+    try:
+        with open(profile_path, encoding="utf-8") as file:
+            events = json.load(file)
+    except (OSError, ValueError):
+        return ()
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(profile_path)
+    suffix = "_kernel_time"
+    return tuple((event["name"][:-len(suffix)], event.get("dur", 0) / 1e6) for event in events
+                 if isinstance(event, dict) and event.get("cat") == "Node" and str(event.get("name", "")).endswith(suffix))
+
+
 class _Variant:
     """One built InferenceSession and how to feed its weights."""
 
@@ -176,6 +195,10 @@ class SimulationSession:
         self._pattern_uses: dict[tuple, int] = {}
         self._captures: dict[tuple[str, ...], ort.InferenceSession] = {}
         self._weight_captures: dict[tuple[str, ...], _Variant] = {}
+        self._profiled: set[tuple[str, ...]] = set()
+        # (node name as onnxruntime ran it, seconds) in execution order, from the first FP32 capture run;
+        # an NCHWc node is named after its output tensor + "_nchwc". Empty until a capture ran.
+        self.node_seconds: tuple[tuple[str, float], ...] = ()
 
     def _build(self, *, layer_outputs: bool, pattern: Mapping[int, ActivationMode] | None = None,
                extra_outputs: tuple[str, ...] = ()) -> _Variant:
@@ -255,12 +278,20 @@ class SimulationSession:
             model.CopyFrom(self._model)
             declared = {v.name: v for v in model.graph.value_info}
             model.graph.output.extend(declared[name] for name in tensors)
-            self._captures[tensors] = ort.InferenceSession(model.SerializeToString(), session_options(self._threads),
+            options = session_options(self._threads)
+            # Its first run is profiled: where the time of a plain run goes, node by node (`node_seconds`).
+            options.enable_profiling = True
+            options.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"qlab_capture_{os.getpid()}")
+            self._captures[tensors] = ort.InferenceSession(model.SerializeToString(), options,
                                                            providers=["CPUExecutionProvider"])
+        session = self._captures[tensors]
         try:
-            values = self._captures[tensors].run(list(tensors), dict(feeds))
+            values = session.run(list(tensors), dict(feeds))
         except Exception as err:  # onnxruntime's own exception types
             raise DataError(f"onnxruntime cannot run the model on this data: {first_line(err)}") from None
+        if tensors not in self._profiled:
+            self._profiled.add(tensors)
+            self.node_seconds = _node_seconds(session.end_profiling())
         return dict(zip(tensors, values))
 
     def capture_quantized(self, feeds: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray],
