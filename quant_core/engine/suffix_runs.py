@@ -106,7 +106,7 @@ class SuffixRuns:
             return None
         layer = differing[0]
         suffix = self._suffix(layer)
-        if suffix is None or not suffix.traced:
+        if suffix is None:
             return None
         exact = anchor_exact.get(layer)  # checked once per anchor and layer
         if exact is None:
