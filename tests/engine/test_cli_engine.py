@@ -123,3 +123,10 @@ def test_range_search_in_methods_rewrites_the_configs_activation_ranges():
     assert set(chosen) == {"/conv1/Conv", "/conv2/Conv", "/fc/Gemm"}
     assert document["config"]["methods"] == [{"name": "cle", "high_bias_absorption": False}]
     assert document["config"]["layers"]  # the chosen ranges are explicit per-layer overrides
+
+
+def test_range_search_is_refused_where_no_single_config_is_evaluated():
+    done = _run("sensitivity", CNN, "--data", HELDOUT, "--methods", "cle,range_search")
+    assert done.returncode == 2
+    assert done.stderr == ("error: --methods range_search rewrites one config's activation ranges: use it with "
+                           "evaluate or export, not sensitivity\n")

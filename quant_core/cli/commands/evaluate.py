@@ -68,6 +68,13 @@ def wants_range_search(args: argparse.Namespace) -> bool:
     return RANGE_SEARCH in [name.strip() for name in (getattr(args, "methods", None) or "").split(",")]
 
 
+def refuse_range_search(args: argparse.Namespace, command: str) -> None:
+    """sensitivity and suggest choose formats themselves: a range search of one config has no place there."""
+    if wants_range_search(args):
+        raise ConfigError(f"--methods range_search rewrites one config's activation ranges: use it with evaluate "
+                          f"or export, not {command}")
+
+
 def range_searched(args: argparse.Namespace, evaluator: Evaluator, config: QuantConfig):
     """(config, search or None): with `--methods ...,range_search`, each layer's activation range chosen."""
     if not wants_range_search(args):

@@ -14,7 +14,7 @@ import time
 
 from quant_core.errors import ConfigError
 from quant_core.search.sensitivity import run_sweep
-from quant_core.cli.commands.evaluate import add_common_arguments, build_engine, dump_json
+from quant_core.cli.commands.evaluate import add_common_arguments, build_engine, dump_json, refuse_range_search
 
 DEFAULT_FORMATS = "int8,int6,int4,int3,int2"
 
@@ -52,6 +52,7 @@ def row_dict(row, with_labels: bool) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     check_time_budget(args.time_budget)
+    refuse_range_search(args, "sensitivity")
     formats = [name.strip() for name in args.formats.split(",") if name.strip()]
     evaluator, report = build_engine(args, activations=args.activations)
     done = [0.0]  # the sweep's last progress fraction: below 1 when the time budget stopped it

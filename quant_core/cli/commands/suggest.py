@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from quant_core.search.suggest import DEFAULT_CANDIDATES, suggest_config
-from quant_core.cli.commands.evaluate import add_common_arguments, build_engine, dump_json
+from quant_core.cli.commands.evaluate import add_common_arguments, build_engine, dump_json, refuse_range_search
 from quant_core.cli.commands.sensitivity import add_time_budget, check_time_budget
 
 
@@ -37,6 +37,7 @@ def method_spec(report):
 
 def run(args: argparse.Namespace) -> int:
     check_time_budget(args.time_budget)
+    refuse_range_search(args, "suggest")
     max_size = None if args.max_size_mb is None else int(args.max_size_mb * 1e6)
     formats = [name.strip() for name in args.formats.split(",") if name.strip()]
     evaluator, report = build_engine(args)
