@@ -41,6 +41,8 @@ PAGES = (
             "a budget.", ":material/grid_on:"),
     LabPage("pages/5_Trade-offs.py", "Trade-offs", "Accuracy against measured latency and size, with real "
             "onnxruntime models.", ":material/speed:"),
+    LabPage("pages/7_Recovery.py", "Recovery", "What fixes the error? Equalization, SmoothQuant, bias correction, "
+            "AdaRound: each one's before and after.", ":material/healing:"),
     LabPage("pages/8_History.py", "Run history", "Every config evaluated in this session: compare two, restore one.",
             ":material/history:"),
     LabPage("pages/6_Learn.py", "Learn", "Interactive lessons: scale and zero point, clipping, formats, QAT.",
