@@ -6,7 +6,7 @@ from ui.setup import setup_page
 
 ctx = setup_page("Learn")
 st.title("Learn quantization")
-st.caption("Seven short lessons. Each one has a few sentences, a live chart and one question you can answer "
+st.caption("Eight short lessons. Each one has a few sentences, a live chart and one question you can answer "
            "by playing with it. Every number is computed while you watch, on the demo models and their data.")
 
 title = choose_lesson()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 
 from quant_core.numerics.cpu_target import CpuTarget
 from quant_core.errors import ConfigError
+from quant_core.methods.catalog import checked_options
 from quant_core.numerics.formats import FormatKind, Granularity, NumberFormat, RangeMethod, parse_format
 
 MAX_CONFIG_BYTES = 2**20  # a config is a few kilobytes; more is a wrong file, parsed in full otherwise
@@ -109,21 +110,67 @@ FP32_LAYER = LayerQuant()
 
 
 @dataclass(frozen=True)
+class MethodSpec:
+    """One accuracy-recovery method of a config: its registered name and its options (docs/methods.md).
+
+    Options not given take the method's defaults, so `{"name": "smoothquant"}` and
+    `{"name": "smoothquant", "alpha": 0.5}` are the same spec (equal and equal hashes). Names and
+    options are checked against the catalog (`quant_core.methods.catalog`).
+    """
+
+    name: str
+    options: tuple[tuple[str, object], ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "options", checked_options(self.name, dict(self.options)))
+
+    def option(self, key: str):
+        return dict(self.options)[key]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, **dict(self.options)}
+
+    @classmethod
+    def from_dict(cls, data) -> MethodSpec:
+        if isinstance(data, str):
+            return cls(data)
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            raise ConfigError(f"a method must be an object such as {{\"name\": \"cle\"}}, got {_shown(data)}")
+        return cls(data["name"], tuple((key, value) for key, value in data.items() if key != "name"))
+
+
+def _methods(value) -> tuple[MethodSpec, ...]:
+    if isinstance(value, (str, dict, MethodSpec)):
+        value = (value,)
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise ConfigError(f"methods must be a list of methods, got {_shown(value)}") from None
+    return tuple(item if isinstance(item, MethodSpec) else MethodSpec.from_dict(item) for item in items)
+
+
+@dataclass(frozen=True)
 class QuantConfig:
     """A default choice for every layer plus per-layer overrides keyed by ONNX node name.
 
     `target` is the CPU class the export is made for (`cpu_target.CpuTarget`): on a saturating x86
     target the export stores the int8 weights of integer-kernel layers as uint8 (the same grid, run
     by u8 x u8 kernels that do not saturate); AUTO is this machine.
+
+    `methods` are accuracy-recovery methods applied in order to the FP32 model before it is quantized
+    (`quant_core.methods`, docs/methods.md): each a `MethodSpec`; () = none, and then the JSON has no
+    "methods" key (files written before methods existed read the same).
     """
 
     default: LayerQuant = FP32_LAYER
     overrides: tuple[tuple[str, LayerQuant], ...] = field(default_factory=tuple)
     name: str = "custom"
     target: CpuTarget = CpuTarget.AUTO
+    methods: tuple[MethodSpec, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "target", _choice("target", self.target, CpuTarget))
+        object.__setattr__(self, "methods", _methods(self.methods))
         # Sorted so that equal configs hash equal whatever order they were built in.
         object.__setattr__(self, "overrides", tuple(sorted(dict(self.overrides).items())))
         object.__setattr__(self, "_by_layer", dict(self.overrides))  # not a field: no effect on eq / hash
@@ -136,20 +183,32 @@ class QuantConfig:
         items[layer] = choice
         return replace(self, overrides=tuple(items.items()), name="custom")
 
+    def with_methods(self, methods) -> QuantConfig:
+        """Return this config with `methods` (MethodSpecs, dicts or names, in order) instead of its own."""
+        return replace(self, methods=tuple(methods))
+
     def to_dict(self) -> dict:
-        return {"name": self.name, "target": self.target.value, "default": self.default.to_dict(),
+        data = {"name": self.name, "target": self.target.value, "default": self.default.to_dict(),
                 "layers": {layer: choice.to_dict() for layer, choice in self.overrides}}
+        if self.methods:
+            data["methods"] = [method.to_dict() for method in self.methods]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> QuantConfig:
         if not isinstance(data, dict) or "default" not in data:
-            raise ConfigError("a config must be a JSON object with 'default' and optional 'layers', 'name' and 'target'")
+            raise ConfigError("a config must be a JSON object with 'default' and optional 'layers', 'name', "
+                              "'target' and 'methods'")
         layers = data.get("layers") or {}
         if not isinstance(layers, dict):
             raise ConfigError("'layers' must map ONNX node names to layer entries")
+        methods = data.get("methods") or []
+        if not isinstance(methods, list):
+            raise ConfigError(f"'methods' must be a list such as [{{\"name\": \"cle\"}}], got {_shown(methods)}")
         return cls(LayerQuant.from_dict(data["default"]),
                    tuple((str(k), LayerQuant.from_dict(v)) for k, v in layers.items()),
-                   str(data.get("name", "custom")), data.get("target", CpuTarget.AUTO.value))
+                   str(data.get("name", "custom")), data.get("target", CpuTarget.AUTO.value),
+                   tuple(MethodSpec.from_dict(entry) for entry in methods))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

@@ -2,11 +2,11 @@
 
 pages -> ui -> quant_core; inside quant_core, lower parts never import higher ones:
 
-    errors  <  numerics.formats, numerics.cpu_target  <  config  <  numerics  <  model  <  engine
-            <  search, export, learn  <  cli
+    errors  <  numerics.formats, numerics.cpu_target, methods.catalog  <  config  <  numerics  <  model
+            <  engine  <  search, export, learn, methods  <  cli
 
-(config is the user's vocabulary: it names formats and CPU targets, and every numeric routine takes
-its TensorQuant.) Imports inside functions count as much as those at the top of a file.
+(config is the user's vocabulary: it names formats, CPU targets and accuracy-recovery methods, and every
+numeric routine takes its TensorQuant.) Imports inside functions count as much as those at the top of a file.
 """
 import ast
 import subprocess
@@ -17,8 +17,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVELS = {"errors": 0, "config": 2, "numerics": 3, "model": 4, "engine": 5, "search": 6, "export": 6,
-          "learn": 6, "cli": 7}
-VOCABULARY = {"quant_core.numerics.formats": 1, "quant_core.numerics.cpu_target": 1}
+          "learn": 6, "methods": 6, "cli": 7}
+VOCABULARY = {"quant_core.numerics.formats": 1, "quant_core.numerics.cpu_target": 1, "quant_core.methods.catalog": 1,
+              "quant_core.methods": 1}  # the methods package's own __init__ only names its modules (loaded on use)
 
 
 def _module_name(path: Path) -> str:

@@ -178,10 +178,15 @@ def get_calibration(ctx: LabContext, progress: Progress | None = None, notify: N
 
 
 def get_evaluator(ctx: LabContext, progress: Progress | None = None):
-    """Return the model's Evaluator (one simulation session per model + data; never mutated)."""
+    """Return the model's Evaluator (one simulation session per model + data; never mutated).
+
+    After a method that changes the FP32 function (bias correction: `ctx.reference` is the original
+    model), metrics are taken against the original model's outputs."""
     calibration = get_calibration(ctx, progress)
+    reference = getattr(ctx, "reference", None)
     return _pinned("evaluator", (ctx.model_key, ctx.data_key),
-                   lambda: _evaluator(ctx.model_key, ctx.data_key, ctx.prepared, calibration, ctx.evaluation_data))
+                   lambda: _evaluator(ctx.model_key, ctx.data_key, ctx.prepared, calibration, ctx.evaluation_data,
+                                      reference))
 
 
 def has_evaluator(ctx: LabContext) -> bool:
@@ -190,8 +195,49 @@ def has_evaluator(ctx: LabContext) -> bool:
 
 
 @st.cache_resource(max_entries=MODEL_ENTRIES, ttl=MODEL_TTL_S, show_spinner=False)
-def _evaluator(model_key: str, data_key: str, _prepared_model, _calibration_result, _evaluation_data):
-    return Evaluator(_prepared_model, _calibration_result, _evaluation_data)
+def _evaluator(model_key: str, data_key: str, _prepared_model, _calibration_result, _evaluation_data,
+               _reference=None):
+    outputs = None if _reference is None else Evaluator(_reference, None, _evaluation_data).fp32_outputs
+    return Evaluator(_prepared_model, _calibration_result, _evaluation_data, reference_outputs=outputs)
+
+
+def methods_key(config: QuantConfig) -> str:
+    """What the transformed model depends on: the methods, and the formats when a method reads them."""
+    from quant_core.methods import changes_fp32
+    methods = json.dumps([spec.to_dict() for spec in config.methods], sort_keys=True)
+    if changes_fp32(config):
+        return methods + config.with_methods(()).to_json()
+    return methods
+
+
+def methods_ready(model_key: str, data_key: str, config: QuantConfig) -> bool:
+    """True when `config.methods` were already applied to this model and data (no heavy job to wait for)."""
+    key = (model_key, data_key, methods_key(config))
+    return _methods_slot(*key).value is not None
+
+
+METHOD_ENTRIES = 4  # transformed models (a copy of the weights each) shared by every session
+
+
+def methods_model(model_key: str, data_key: str, prepared: PreparedModel, config: QuantConfig,
+                  calibration_data: Dataset, progress: Progress | None = None):
+    """(transformed PreparedModel, MethodsReport, its cache key): `config.methods` applied once per model,
+    data and methods (`methods_key`), as a heavy job; this session pins its current one."""
+    key = (model_key, data_key, methods_key(config))
+    slot = _pinned("methods", key, lambda: _methods_slot(*key))
+    if slot.value is None:
+        with heavy_job(f"the accuracy-recovery methods of {config.name}", notify=waiting_notice()):
+            with slot.lock:
+                if slot.value is None:
+                    from quant_core.methods import apply_methods
+                    slot.value = apply_methods(prepared, config, calibration_data, progress=progress)
+    transformed, report = slot.value
+    return transformed, report, f"{model_key}+methods-{content_key(key[2].encode())}"
+
+
+@st.cache_resource(max_entries=METHOD_ENTRIES, ttl=MODEL_TTL_S, show_spinner=False)
+def _methods_slot(model_key: str, data_key: str, methods: str) -> _Once:
+    return _Once()
 
 
 def evaluate_cached(ctx: LabContext, config: QuantConfig, progress: Progress | None = None):

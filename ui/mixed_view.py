@@ -107,14 +107,14 @@ def config_from_table(table: pd.DataFrame, config: QuantConfig) -> QuantConfig:
             overrides.append((row[LAYER], choice))
     if tuple(sorted(overrides)) == config.overrides:
         return config
-    return preset_named(QuantConfig(config.default, tuple(overrides), target=config.target))
+    return preset_named(QuantConfig(config.default, tuple(overrides), target=config.target, methods=config.methods))
 
 
 def preset_named(config: QuantConfig) -> QuantConfig:
     """`config` named after the preset it equals (the sidebar then shows that name), else "custom"."""
     for name, preset in PRESETS.items():
-        if replace(config, name=name, target=preset.target) == preset:
-            return replace(preset, target=config.target)
+        if replace(config, name=name, target=preset.target, methods=()) == preset:
+            return replace(preset, target=config.target, methods=config.methods)
     return replace(config, name="custom")
 
 
@@ -140,7 +140,7 @@ def _column_config() -> dict:
 
 
 def _apply_preset() -> None:
-    state.set_config(PRESETS[st.session_state[MIXED_PRESET]])
+    state.set_config(PRESETS[st.session_state[MIXED_PRESET]].with_methods(state.get_config().methods))
     st.session_state[_GENERATION] = st.session_state.get(_GENERATION, 0) + 1
 
 

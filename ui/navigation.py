@@ -41,6 +41,8 @@ PAGES = (
             "a budget.", ":material/grid_on:"),
     LabPage("pages/5_Trade-offs.py", "Trade-offs", "Accuracy against measured latency and size, with real "
             "onnxruntime models.", ":material/speed:"),
+    LabPage("pages/10_Recovery.py", "Recovery", "What fixes the error? Equalization, SmoothQuant, bias correction, "
+            "AdaRound: each one's before and after.", ":material/healing:"),
     LabPage("pages/9_Language_model.py", "Language model", "Weight-only 3/4/8-bit methods on a language model: "
             "perplexity, size, and generation side by side.", ":material/text_fields:"),
     LabPage("pages/8_History.py", "Run history", "Every config evaluated in this session: compare two, restore one.",

@@ -414,7 +414,7 @@ def pareto_frame(suggestion) -> pd.DataFrame:
 def _apply_suggestion() -> None:
     entry = st.session_state.get(_SUGGESTION)
     if entry and entry["suggestion"] is not None:
-        state.set_config(entry["suggestion"].config)
+        state.set_config(entry["suggestion"].config.with_methods(state.get_config().methods))  # found on them
         st.session_state[_APPLIED_SUGGESTION] = True
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import streamlit as st
@@ -34,6 +34,21 @@ class LabContext:
     data_name: str = ""  # e.g. "digits (held-out demo data)" or the uploaded file name
     is_demo: bool = False
     task: Task | None = None  # what the output is for, which sets the metric (None: inferred by the Evaluator)
+    # With methods in the config (quant_core.methods): `prepared` and `model_key` are the transformed
+    # model's; `original` / `original_key` the model as opened; `reference` the original when a method
+    # changed the FP32 function (metrics stay against it); `methods_report` what the methods did.
+    original: PreparedModel | None = None
+    original_key: str = ""
+    reference: PreparedModel | None = None
+    methods_report: object = None
+
+    def without_methods(self) -> LabContext:
+        """This context for the model as opened and the config without its methods (the "before")."""
+        if self.original is None:
+            return replace(self, config=self.config.with_methods(()))
+        return replace(self, prepared=self.original, info=self.original.info, model_key=self.original_key,
+                       config=self.config.with_methods(()), original=None, original_key="", reference=None,
+                       methods_report=None)
 
 
 def setup_page(title: str) -> LabContext:
@@ -59,10 +74,52 @@ def setup_page(title: str) -> LabContext:
         config = sidebar.config_section(prepared.info, model_key=source.key)
         st.header("Task")
         task = task_view.task_section(prepared.info, source.key)
-    return LabContext(model_key=source.key, model_name=source.name, prepared=prepared, info=prepared.info,
-                      data=data, calibration_data=calibration_data, evaluation_data=evaluation_data,
-                      config=config, data_key=data_key, data_name=data_name, is_demo=source.demo is not None,
-                      task=task)
+    ctx = LabContext(model_key=source.key, model_name=source.name, prepared=prepared, info=prepared.info,
+                     data=data, calibration_data=calibration_data, evaluation_data=evaluation_data,
+                     config=config, data_key=data_key, data_name=data_name, is_demo=source.demo is not None,
+                     task=task)
+    return with_methods(ctx)
+
+
+METHODS_STOP = "methods_stop"
+_STOPPED = "_lab_methods_stopped"  # the message shown once after a stop
+
+
+def _stop_methods() -> None:
+    from ui import state
+    state.set_config(state.get_config().with_methods(()))
+    st.session_state[_STOPPED] = "The methods were stopped and removed from the config."
+
+
+def with_methods(ctx: LabContext) -> LabContext:
+    """`ctx` on the model the config's methods make (applied once per model, data and methods), or `ctx`
+    itself without methods; without data the methods cannot run and the sidebar says so."""
+    stopped = st.session_state.pop(_STOPPED, None)
+    if stopped:
+        st.sidebar.warning(stopped)
+    if not ctx.config.methods:
+        return ctx
+    if ctx.calibration_data is None:
+        st.sidebar.warning("The config's methods need data (calibration inputs): shown without them.")
+        return ctx
+    from quant_core.methods import changes_fp32
+    with page_errors("the config's accuracy-recovery methods"):
+        bar, stop = st.empty(), st.empty()
+        if not cache.methods_ready(ctx.model_key, ctx.data_key, ctx.config):
+            # A click reruns the script, which ends this run at its next progress update (between layers).
+            stop.button("Stop the methods", key=METHODS_STOP, on_click=_stop_methods,
+                        help="Ends the methods' run and removes them from the config (nothing is kept).")
+        transformed, report, key = cache.methods_model(
+            ctx.model_key, ctx.data_key, ctx.prepared, ctx.config, ctx.calibration_data,
+            progress=lambda fraction: bar.progress(fraction, text="Applying the config's methods…"))
+        bar.empty()
+        stop.empty()
+        names = ", ".join(spec.name for spec in ctx.config.methods)
+        st.sidebar.caption(f"Methods applied to the model first: {names} ({report.seconds:.1f} s).")
+        return replace(ctx, prepared=transformed, info=transformed.info, model_key=key, original=ctx.prepared,
+                       original_key=ctx.model_key, reference=ctx.prepared if changes_fp32(ctx.config) else None,
+                       methods_report=report)
+    return replace(ctx, config=ctx.config.with_methods(()))
 
 
 @contextmanager

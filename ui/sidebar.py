@@ -168,7 +168,8 @@ def _data_kept(source: state.ModelSource) -> str:
 def _use_preset() -> None:
     name = st.session_state[state.CONFIG_PRESET]
     if name in PRESETS:
-        state.set_config(replace(PRESETS[name], target=state.get_config().target))  # the CPU target stays
+        current = state.get_config()  # the CPU target and the methods stay
+        state.set_config(replace(PRESETS[name], target=current.target, methods=current.methods))
 
 
 def config_section(info, model_key: str = "") -> QuantConfig:

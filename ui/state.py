@@ -76,9 +76,10 @@ def set_config(config: QuantConfig) -> None:
 
 
 def preset_label(config: QuantConfig) -> str:
-    """Name of the preset `config` equals (whatever CPU target it exports for), or "custom"."""
+    """Name of the preset `config` equals (whatever CPU target it exports for and methods it runs first), or "custom"."""
     preset = PRESETS.get(config.name)
-    return config.name if preset is not None and replace(preset, target=config.target) == config else CUSTOM_PRESET
+    same = preset is not None and replace(preset, target=config.target, methods=config.methods) == config
+    return config.name if same else CUSTOM_PRESET
 
 
 def get_task(model_key: str) -> Task | None:

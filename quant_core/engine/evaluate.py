@@ -133,7 +133,8 @@ class Evaluator:
     """
 
     def __init__(self, prepared, calibration: Calibration | None, data, *, batch_size: int = 1024, threads: int = 1,
-                 task: Task | None = None, session: SimulationSession | None = None, streaming: bool = False):
+                 task: Task | None = None, session: SimulationSession | None = None, streaming: bool = False,
+                 reference_outputs: tuple[np.ndarray, ...] | None = None):
         self.prepared = prepared
         self.calibration = calibration
         self.session = session or SimulationSession(prepared, threads=threads)
@@ -166,7 +167,9 @@ class Evaluator:
         self._weight_bytes = LRUCache(MAX_SMALL)     # (weight, resolved TensorQuant, shape) -> bytes
         self._other_bytes = self._initializer_bytes()
         self.suffix_runs = SuffixRuns(prepared, self.session, self.feeder)
-        self.fp32_outputs = self._run_outputs({}, {})
+        # reference_outputs: the original model's outputs when a method (bias correction) changed the FP32
+        # function of `prepared`, so every metric stays "against the original FP32 model".
+        self.fp32_outputs = tuple(reference_outputs) if reference_outputs is not None else self._run_outputs({}, {})
         self.fp32_size_bytes = self.size_bytes(QuantConfig())
         # Every config is scored against these: their float64 copies, powers, argmax... are computed once.
         self._references = tuple(FixedReference(output) for output in self.fp32_outputs)

@@ -50,12 +50,12 @@ def links(at: AppTest) -> list[str]:
     return [link.proto.page for link in at.get("page_link")]
 
 
-def test_the_page_lists_seven_lessons_and_opens_on_the_first():
+def test_the_page_lists_eight_lessons_and_opens_on_the_first():
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
     at.switch_page(PAGE).run()
     assert_clean(at)
     assert at.radio(key="lesson").options == lesson_titles()
-    assert len(LESSONS) == 7
+    assert len(LESSONS) == 8
     assert at.radio(key="lesson").value == lesson_titles()[0]
     assert "Question." in texts(at)
 
@@ -197,3 +197,14 @@ def test_lesson7_keeping_the_most_sensitive_layers_at_int8_recovers_accuracy():
     assert table.loc["mixed: 1 kept at int8", "accuracy"] > table.loc["all int4", "accuracy"] + 0.5
     assert table.loc["mixed: 1 kept at int8", "size (KiB)"] < table.loc["all int8", "size (KiB)"]
     assert np.isfinite(table["accuracy"]).all()
+
+
+def test_the_equalization_lesson_recovers_per_tensor_int8_at_full_strength():
+    at = open_lesson("8 · Equalization (CLE)")
+    before = float(metric(at, "Static INT8 (per-tensor) accuracy").rstrip("%"))
+    widget(at, "l8_strength").set_value(1.0).run()
+    assert_clean(at)
+    after = float(metric(at, "Static INT8 (per-tensor) accuracy").rstrip("%"))
+    assert before < 50 and after > 98
+    assert "1.5×" in metric(at, "conv1 range spread")
+    chart_json(at)

@@ -9,6 +9,8 @@ from quant_core.model.demo import DEMO_MODELS, demo_data_path
 
 MLP = str(DEMO_MODELS["mlp"].path)
 DATA = str(demo_data_path())
+CNN = str(DEMO_MODELS["cnn"].path)
+HELDOUT = str(DEMO_MODELS["cnn"].path.parent / "digits_heldout.npz")
 
 
 def _run(*args):
@@ -79,3 +81,52 @@ def test_bad_input_gives_one_line_and_exit_status_2(args, message):
     done = _run(*args)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_evaluate_with_methods_reports_them_and_recovers_the_per_tensor_cnn(tmp_path):
+    from quant_core.config import PRESETS
+    from quant_core.export.latency import static_int8_config
+    from quant_core.model.model_io import load_model, prepare_model
+    config = static_int8_config(prepare_model(load_model(CNN)), per_channel=False)
+    path = tmp_path / "per_tensor.json"
+    path.write_text(config.to_json())
+    done = _run("evaluate", CNN, "--data", HELDOUT, "--config", str(path),
+                "--methods", "cle", "--json")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert [m["name"] for m in document["methods"]["methods"]] == ["cle"]
+    assert document["config"]["methods"] == [{"name": "cle", "high_bias_absorption": False}]
+    assert document["accuracy"] > document["fp32_accuracy"] - 0.01
+    assert PRESETS["W8A8"].methods == ()
+
+
+def test_export_with_methods_writes_the_transformed_model(tmp_path):
+    out = tmp_path / "cnn.onnx"
+    done = _run("export", CNN, "--data", HELDOUT, "--methods",
+                "cle,bias_correction", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "method cle (high_bias_absorption=False):" in done.stdout and "method bias_correction:" in done.stdout
+    assert out.is_file()
+
+
+def test_an_unknown_method_is_one_line_and_exit_status_2():
+    done = _run("evaluate", CNN, "--data", HELDOUT, "--methods", "magic")
+    assert done.returncode == 2
+    assert done.stderr == "error: unknown method 'magic': expected one of cle, smoothquant, bias_correction, adaround\n"
+
+
+def test_range_search_in_methods_rewrites_the_configs_activation_ranges():
+    done = _run("evaluate", CNN, "--data", HELDOUT, "--methods", "cle,range_search", "--json")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    chosen = {row["layer"]: row["chosen"] for row in document["range_search"]["layers"]}
+    assert set(chosen) == {"/conv1/Conv", "/conv2/Conv", "/fc/Gemm"}
+    assert document["config"]["methods"] == [{"name": "cle", "high_bias_absorption": False}]
+    assert document["config"]["layers"]  # the chosen ranges are explicit per-layer overrides
+
+
+def test_range_search_is_refused_where_no_single_config_is_evaluated():
+    done = _run("sensitivity", CNN, "--data", HELDOUT, "--methods", "cle,range_search")
+    assert done.returncode == 2
+    assert done.stderr == ("error: --methods range_search rewrites one config's activation ranges: use it with "
+                           "evaluate or export, not sensitivity\n")

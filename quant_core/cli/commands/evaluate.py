@@ -30,6 +30,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration-samples", type=int, default=256,
                         help="samples used to calibrate (at most half the data; default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    add_methods_argument(parser)
     task = parser.add_argument_group("task (default: inferred from the model's outputs; docs/tasks.md)")
     task.add_argument("--task", choices=[kind.value for kind in TaskKind],
                       help="what the scored output is for, which sets the metric")
@@ -38,6 +39,57 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                       help="class axis (classification, sequence, CTC) or channel axis (detection)")
     task.add_argument("--blank", type=int, help="CTC blank class (default 0; -1: the last class)")
     task.add_argument("--k", type=int, help="neighbours of the embedding recall@k (default 5)")
+
+
+def add_methods_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--methods", metavar="NAMES",
+                        help="accuracy-recovery methods applied in order before quantizing, comma-separated "
+                             "(cle, smoothquant, bias_correction, adaround; docs/methods.md); options come from the "
+                             "config's \"methods\" where it names the method; 'none': none (default: the config's). "
+                             "range_search (last) then picks each layer's activation range method in the config")
+
+
+def methods_from_args(args: argparse.Namespace, config: QuantConfig) -> QuantConfig:
+    """`config` with the methods --methods names (each with the config's own options for it), else its own."""
+    text = getattr(args, "methods", None)
+    if text is None:
+        return config
+    from quant_core.methods import parse_methods
+    own = {spec.name: spec for spec in config.methods}
+    text = ",".join(name for name in text.split(",") if name.strip() != RANGE_SEARCH)
+    names = () if text.strip() in ("none", "") else parse_methods(text)
+    return config.with_methods(own.get(spec.name, spec) for spec in names)
+
+
+RANGE_SEARCH = "range_search"  # a config rewrite, not a model method: done on the built Evaluator
+
+
+def wants_range_search(args: argparse.Namespace) -> bool:
+    return RANGE_SEARCH in [name.strip() for name in (getattr(args, "methods", None) or "").split(",")]
+
+
+def refuse_range_search(args: argparse.Namespace, command: str) -> None:
+    """sensitivity and suggest choose formats themselves: a range search of one config has no place there."""
+    if wants_range_search(args):
+        raise ConfigError(f"--methods range_search rewrites one config's activation ranges: use it with evaluate "
+                          f"or export, not {command}")
+
+
+def range_searched(args: argparse.Namespace, evaluator: Evaluator, config: QuantConfig):
+    """(config, search or None): with `--methods ...,range_search`, each layer's activation range chosen."""
+    if not wants_range_search(args):
+        return config, None
+    from quant_core.methods.range_search import search_activation_ranges
+    search = search_activation_ranges(evaluator, config)
+    return search.config, search
+
+
+def apply_config_methods(prepared, config: QuantConfig, calibration_data):
+    """(prepared, report): the model with the config's methods applied (report None without methods)."""
+    if not config.methods:
+        return prepared, None
+    from quant_core.methods import apply_methods
+    return apply_methods(prepared, config, calibration_data)
 
 
 def add_state_argument(parser: argparse.ArgumentParser) -> None:
@@ -67,18 +119,34 @@ def task_from_args(args: argparse.Namespace, info, saved: Task | None = None) ->
     return check_task(Task(**{**base.to_dict(), **options}), info)
 
 
-def build_evaluator(args: argparse.Namespace, *, activations: bool = True, saved_task: Task | None = None
-                    ) -> Evaluator:
+def build_evaluator(args: argparse.Namespace, *, activations: bool = True, saved_task: Task | None = None,
+                    config: QuantConfig | None = None) -> Evaluator:
     """Load, split, calibrate and build the Evaluator the engine commands share.
 
     activations=False (a weights-only sweep) skips the calibration pass; the evaluation split is the
-    same seeded split either way, so the numbers are too."""
+    same seeded split either way, so the numbers are too. `config.methods` (with --methods applied by
+    the caller) transform the model first, on the calibration split; config-dependent methods (bias
+    correction) use `config`'s formats (default: the W8A8 preset's)."""
+    return build_engine(args, activations=activations, saved_task=saved_task, config=config)[0]
+
+
+def build_engine(args: argparse.Namespace, *, activations: bool = True, saved_task: Task | None = None,
+                 config: QuantConfig | None = None):
+    """`build_evaluator` and the methods' report (None without methods)."""
     prepared = prepare_model(load_model(args.model))
     task = task_from_args(args, prepared.info, saved_task)  # before the data: a bad task is one line at once
     calibration_data, evaluation_data = split_dataset(load_data(args, prepared),
                                                       calibration_samples=args.calibration_samples)
+    config = methods_from_args(args, config or PRESETS["W8A8"])
+    original = prepared
+    prepared, report = apply_config_methods(prepared, config, calibration_data)
+    reference = None
+    if report is not None:
+        from quant_core.methods import changes_fp32
+        if changes_fp32(config):  # metrics against the original FP32 model, not the rewritten one
+            reference = Evaluator(original, None, evaluation_data, task=task).fp32_outputs
     calibration = calibrate(prepared, calibration_data) if activations else None
-    return Evaluator(prepared, calibration, evaluation_data, task=task)
+    return Evaluator(prepared, calibration, evaluation_data, task=task, reference_outputs=reference), report
 
 
 def finite(value):
@@ -130,7 +198,9 @@ def metric_lines(result, fp32) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     config, saved_task = _load_config(args.config)
-    evaluator = build_evaluator(args, saved_task=saved_task)
+    config = methods_from_args(args, config)
+    evaluator, report = build_engine(args, saved_task=saved_task, config=config)
+    config, search = range_searched(args, evaluator, config)
     result = evaluator.evaluate(config)
     fp32 = evaluator.evaluate(PRESETS["FP32"])
     stream = evaluator.streaming()
@@ -138,13 +208,17 @@ def run(args: argparse.Namespace) -> int:
     document = {"config": config.to_dict(), "task": evaluator.task.to_dict(), "fp32_accuracy": fp32.accuracy,
                 **result.to_dict(), "layers": [e.to_dict() for e in evaluator.layer_errors(config)],
                 "layout": evaluator.feeder.layout.to_dict(),
-                "streaming": None if streamed is None else streamed.to_dict()}
+                "streaming": None if streamed is None else streamed.to_dict(),
+                "methods": None if report is None else report.to_dict(),
+                "range_search": None if search is None else search.to_dict()}
     if args.json:
         dump_json(document)
         return 0
     lines = [f"config {config.name} on {result.sample_count} samples",
              f"task            {evaluator.task.describe()}",
-             *(f"data: {line}" for line in evaluator.feeder.layout.describe())]
+             *(f"data: {line}" for line in evaluator.feeder.layout.describe()),
+             *(f"method {line}" for line in ([] if report is None else report.lines())),
+             *(f"range search: {layer}: {chosen}" for layer, chosen, _ in (search.rows if search else ()))]
     if streamed is None:
         lines += metric_lines(result, fp32)
     else:  # per frame: each sample fed its recorded state; streaming: the config carries its own state

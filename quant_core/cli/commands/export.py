@@ -28,8 +28,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", choices=KINDS, default="static",
                         help="static: the config as static QDQ (default); dynamic: onnxruntime dynamic int8; "
                              "fp16; matmul_nbits: 4-bit weight-only MatMulNBits")
-    from quant_core.cli.commands.evaluate import add_state_argument
+    from quant_core.cli.commands.evaluate import add_methods_argument, add_state_argument
     add_state_argument(parser)
+    add_methods_argument(parser)
     parser.add_argument("--calibration-samples", type=int, default=256,
                         help="samples of --data used for calibration, a seeded split as in `evaluate` "
                              "(at most half the data; default %(default)s)")
@@ -54,20 +55,34 @@ def load_config(text: str) -> QuantConfig:
 def run(args: argparse.Namespace) -> int:
     from quant_core.export.ort_export import export_dynamic_int8, export_fp16, export_matmul_nbits, export_model, save_export
     from quant_core.model.model_io import load_model, prepare_model
+    from quant_core.cli.commands.evaluate import (apply_config_methods, load_data, methods_from_args, range_searched,
+                                                  wants_range_search)
+    from quant_core.model.data import split_dataset
     prepared = prepare_model(load_model(args.model))
+    config = methods_from_args(args, load_config(args.config))
+    report = None
+    if config.methods and args.kind == "static":
+        from quant_core.model.validate import validate_config
+        validate_config(config, prepared.info)  # before the methods: a bad config is one line at once
+    if config.methods:  # every kind exports the transformed model; the methods need calibration data
+        if not args.data:
+            raise DataError("--methods / the config's methods need --data DATA.npz (calibration inputs)")
+        sample, _ = split_dataset(load_data(args, prepared), calibration_samples=args.calibration_samples)
+        prepared, report = apply_config_methods(prepared, config, sample)
     if args.kind == "static":
         from quant_core.engine.calibrate import calibrate
-        from quant_core.model.data import split_dataset
-        from quant_core.cli.commands.evaluate import load_data
         from quant_core.model.validate import validate_config
         if not args.data:
             raise DataError("--kind static needs --data DATA.npz to calibrate the activation ranges")
-        config = load_config(args.config)
         if args.target:
             config = replace(config, target=CpuTarget(args.target))
         validate_config(config, prepared.info)
-        sample, _ = split_dataset(load_data(args, prepared), calibration_samples=args.calibration_samples)
+        sample, held_out = split_dataset(load_data(args, prepared), calibration_samples=args.calibration_samples)
         calibration = calibrate(prepared, sample)
+        if wants_range_search(args):  # each layer's activation range chosen on the evaluation split, as evaluate does
+            from quant_core.engine.evaluate import Evaluator
+            config, search = range_searched(args, Evaluator(prepared, calibration, held_out), config)
+            print("range search: " + ", ".join(f"{layer}: {chosen}" for layer, chosen, _ in search.rows))
         result = export_model(prepared, config, calibration, calibration_data=sample)
     elif args.kind == "dynamic":
         result = export_dynamic_int8(prepared)
@@ -89,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"simulated only, kept FP32 in the export: {', '.join(result.simulated_only)}")
         else:
             print("simulated only: none (every layer is exported as configured)")
+    for line in ([] if report is None else report.lines()):
+        print(f"method {line}")
     for note in result.notes:
         print(f"note: {note}")
     return 0

@@ -14,7 +14,7 @@ import time
 
 from quant_core.errors import ConfigError
 from quant_core.search.sensitivity import run_sweep
-from quant_core.cli.commands.evaluate import add_common_arguments, build_evaluator, dump_json
+from quant_core.cli.commands.evaluate import add_common_arguments, build_engine, dump_json, refuse_range_search
 
 DEFAULT_FORMATS = "int8,int6,int4,int3,int2"
 
@@ -52,8 +52,9 @@ def row_dict(row, with_labels: bool) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     check_time_budget(args.time_budget)
+    refuse_range_search(args, "sensitivity")
     formats = [name.strip() for name in args.formats.split(",") if name.strip()]
-    evaluator = build_evaluator(args, activations=args.activations)
+    evaluator, report = build_engine(args, activations=args.activations)
     done = [0.0]  # the sweep's last progress fraction: below 1 when the time budget stopped it
     started = time.perf_counter()
     rows = run_sweep(evaluator, formats, activations=args.activations, time_budget_s=args.time_budget,
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     metric = rows[0].metric if rows else evaluator.task.headline_name
     width = max([len("layer")] + [len(row.layer) for row in rows])
     fmt_width = max([len("format")] + [len(row.format) for row in rows])
-    lines = [f"task: {evaluator.task.describe()}",
+    lines = [f"task: {evaluator.task.describe()}", *(f"method {line}" for line in ([] if report is None else report.lines())),
              f"{'layer':<{width}}  {'format':<{fmt_width}} {'SQNR dB':>8} {'cosine':>9} {metric:>9} {'bytes':>9}"]
     for doc in documents:
         lines.append(f"{doc['layer']:<{width}}  {doc['format']:<{fmt_width}} {doc['sqnr_db']:>8.2f} {doc['cosine']:>9.5f} "

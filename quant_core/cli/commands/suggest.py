@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from quant_core.search.suggest import DEFAULT_CANDIDATES, suggest_config
-from quant_core.cli.commands.evaluate import add_common_arguments, build_evaluator, dump_json
+from quant_core.cli.commands.evaluate import add_common_arguments, build_engine, dump_json, refuse_range_search
 from quant_core.cli.commands.sensitivity import add_time_budget, check_time_budget
 
 
@@ -30,15 +30,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_time_budget(parser, "the search")
 
 
+def method_spec(report):
+    from quant_core.config import MethodSpec
+    return MethodSpec(report.name, report.options)
+
+
 def run(args: argparse.Namespace) -> int:
     check_time_budget(args.time_budget)
+    refuse_range_search(args, "suggest")
     max_size = None if args.max_size_mb is None else int(args.max_size_mb * 1e6)
     formats = [name.strip() for name in args.formats.split(",") if name.strip()]
-    evaluator = build_evaluator(args)
+    evaluator, report = build_engine(args)
     suggestion = suggest_config(evaluator, max_size_bytes=max_size, min_accuracy=args.min_accuracy,
                                 candidate_formats=formats, time_budget_s=args.time_budget)
+    methods = () if report is None else tuple(method_spec(entry) for entry in report.methods)
+    suggested = suggestion.config.with_methods(methods)  # the config to export: the same methods first
     if args.json:
-        dump_json(suggestion.to_dict())
+        dump_json({**suggestion.to_dict(), "config": suggested.to_dict(),
+                   "methods": None if report is None else report.to_dict()})
         return 0
     result = suggestion.result
     budget = f"size <= {max_size} bytes" if max_size is not None else f"{suggestion.metric} >= {args.min_accuracy}"
@@ -53,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     lines.append("Pareto front (bytes, " + suggestion.metric + "): " +
                  ", ".join(f"({p.size_bytes}, {p.accuracy:.4f})" for p in suggestion.pareto))
     lines.append("config:")
-    lines.append(suggestion.config.to_json())
+    lines += [f"method {line}" for line in ([] if report is None else report.lines())]
+    lines.append(suggested.to_json())
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
