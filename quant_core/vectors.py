@@ -398,3 +398,47 @@ def end_to_end(embeddings_by_config: dict[str, np.ndarray], formats: Sequence[Ve
         report = search_formats(corpus, held, formats, ks=ks, rescore=rescore, truth=truth, seed=seed)
         rows += [EndToEndRow(config, result) for result in report.results]
     return tuple(rows)
+
+
+def config_embeddings(evaluator, configs, *, output: int | None = None) -> dict[str, np.ndarray]:
+    """Each config's embeddings on the Evaluator's split ({config name: [N, D]}): output `output`
+    (default: the one the Evaluator's task scores)."""
+    index = evaluator.output_index(evaluator.task) if output is None else output
+    found = {}
+    for config in configs:
+        found[config.name] = np.asarray(evaluator.outputs(config)[index], dtype=np.float32).reshape(evaluator.sample_count, -1)
+    return found
+
+
+def features_model(model, tensor: str):
+    """Return `model` cut at `tensor`: the nodes `tensor` needs, with `tensor` as the one output.
+
+    For the pooled features of a classifier (e.g. the demo transformer's "/ReduceMean_output_0", its
+    head's input), so its embeddings can be searched.
+    """
+    import onnx
+    from onnx import shape_inference
+
+    inferred = shape_inference.infer_shapes(model)
+    known = {v.name: v for v in [*inferred.graph.value_info, *inferred.graph.output]}
+    if tensor not in known:
+        raise ValueError(f"no tensor named {tensor!r} in the model")
+    producers = {out: node for node in model.graph.node for out in node.output}
+    needed, stack = set(), [tensor]
+    while stack:
+        name = stack.pop()
+        node = producers.get(name)
+        if node is None or id(node) in needed:
+            continue
+        needed.add(id(node))
+        stack.extend(node.input)
+    kept = [node for node in model.graph.node if id(node) in needed]
+    used = {name for node in kept for name in node.input}
+    graph = onnx.helper.make_graph(
+        kept, model.graph.name + "_features",
+        [value for value in model.graph.input if value.name in used],
+        [known[tensor]],
+        [init for init in model.graph.initializer if init.name in used])
+    cut = onnx.helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+    onnx.checker.check_model(cut)
+    return cut
