@@ -199,8 +199,8 @@ def _divide_toward_zero(x: np.ndarray, divisor: int) -> np.ndarray:
 def requantize(accumulator: np.ndarray, multiplier, shift, zero_point, qmin: int, qmax: int) -> np.ndarray:
     """Integer-only requantization: q = clip(zero_point + RDBPOT(SRDHM(acc, multiplier), shift), qmin, qmax).
 
-    SRDHM is gemmlowp's SaturatingRoundingDoublingHighMul ((acc · multiplier + nudge) / 2^31, rounded
-    half away from zero); RDBPOT its RoundingDivideByPOT (a right shift rounding half away from zero).
+    SRDHM is gemmlowp's SaturatingRoundingDoublingHighMul ((acc · multiplier + nudge) / 2^31 truncated:
+    ties round up); RDBPOT its RoundingDivideByPOT (a right shift rounding ties away from zero).
     A negative shift (real multiplier ≥ 1) is a left shift first. Integers only, int64 intermediates.
     """
     acc = np.asarray(accumulator, dtype=np.int64)
@@ -344,7 +344,7 @@ def _qgemm(node, values, fixed_point):
         accumulator = accumulator + values[node.input[6]].astype(np.int64)
     real_in = values[node.input[1]].astype(np.float64) * values[node.input[4]].astype(np.float64)
     if len(node.input) > 7 and node.input[7]:
-        real = real_in / values[node.input[7]].astype(np.float64)
+        real = values[node.input[1]] * values[node.input[4]] / values[node.input[7]]  # float32
         return _requantize_layer(node, accumulator, real, values[node.input[8]], fixed_point, 1)
     # No output scale: the integer accumulator is dequantized into a model output (the boundary).
     return (accumulator * real_in).astype(np.float32), None
@@ -354,8 +354,7 @@ def _qlinear_matmul(node, values, fixed_point):
     a = _centered(values, node.input[0], node.input[2])
     b_zp = values[node.input[5]].astype(np.int64)
     b = values[node.input[3]].astype(np.int64) - (b_zp if b_zp.ndim == 0 else b_zp.reshape(1, -1))
-    real = values[node.input[1]].astype(np.float64) * values[node.input[4]].astype(np.float64) / \
-        values[node.input[6]].astype(np.float64)
+    real = values[node.input[1]] * values[node.input[4]] / values[node.input[6]]  # float32, as onnxruntime
     return _requantize_layer(node, a @ b, real, values[node.input[7]], fixed_point, -1)
 
 
@@ -374,8 +373,7 @@ def _qlinear_conv(node, values, fixed_point):
     accumulator = np.einsum("nchwij,ocij->nohw", windows, w, optimize=True)
     if len(node.input) > 8 and node.input[8]:
         accumulator = accumulator + values[node.input[8]].astype(np.int64).reshape(1, -1, 1, 1)
-    real = values[node.input[1]].astype(np.float64) * values[node.input[4]].astype(np.float64) / \
-        values[node.input[6]].astype(np.float64)
+    real = values[node.input[1]] * values[node.input[4]] / values[node.input[6]]  # float32, as onnxruntime
     return _requantize_layer(node, accumulator, real, values[node.input[7]], fixed_point, 1)
 
 
