@@ -84,12 +84,24 @@ def test_fixed_point_multiplier_is_within_half_a_unit_of_2_to_the_minus_31_relat
     assert np.max(np.abs(approx - real) / real) <= 2.0**-31
 
 
-def test_requantize_rounds_ties_as_gemmlowp():
+def test_single_rounding_rounds_acc_times_real_once_ties_up():
+    acc = np.array([-5, -3, -1, 0, 1, 3, 5, 6])
+    for real in (0.5, 0.25, 2.0**-9):
+        m, s = fixed_point_multiplier(real)
+        scale = int(round(0.5 / real))  # acc · scale · real = acc / 2: ties everywhere
+        assert requantize(acc * scale, m, s, 0, -128, 127).tolist() == [-2, -1, 0, 0, 1, 2, 3, 3]
+
+
+def test_gemmlowp_rounding_rounds_twice():
     acc = np.array([-5, -3, -1, 0, 1, 3, 5, 6])
     m, s = fixed_point_multiplier(0.5)  # no shift: SaturatingRoundingDoublingHighMul rounds ties up
-    assert requantize(acc, m, s, 0, -128, 127).tolist() == [-2, -1, 0, 0, 1, 2, 3, 3]
+    assert requantize(acc, m, s, 0, -128, 127, rounding="gemmlowp").tolist() == [-2, -1, 0, 0, 1, 2, 3, 3]
     m, s = fixed_point_multiplier(0.25)  # shift 1: RoundingDivideByPOT rounds ties away from zero
-    assert requantize(2 * acc, m, s, 0, -128, 127).tolist() == [-3, -2, -1, 0, 1, 2, 3, 3]
+    assert requantize(2 * acc, m, s, 0, -128, 127, rounding="gemmlowp").tolist() == [-3, -2, -1, 0, 1, 2, 3, 3]
+    # 198 · 0.32574686 = 64.498: the high multiply gives 129 (= 64.5 · 2), the shift then rounds up to 65.
+    m, s = fixed_point_multiplier(np.float32(0.32574686))
+    assert int(requantize(198, m, s, 0, 0, 255, rounding="gemmlowp")) == 65
+    assert int(requantize(198, m, s, 0, 0, 255)) == 64
     # onnxruntime's float requantization rounds ties to even: the two differ only at exact ties.
     assert requantize_float(acc, 0.5, 0, -128, 127).tolist() == [-2, -2, 0, 0, 0, 2, 2, 3]
 
@@ -104,8 +116,7 @@ def test_requantize_agrees_with_float_within_one_code_and_saturates():
     assert fixed.min() == 0 and fixed.max() == 255
     exact = np.clip(np.floor(acc * real + 0.5) + 3, 0, 255)  # away from ties, both equal exact rounding
     far_from_tie = np.abs(acc * real - np.floor(acc * real) - 0.5) > 1e-6
-    # Two roundings (the high multiply, then the shift) can move a value a hair from a tie by one code.
-    assert np.mean(fixed[far_from_tie] == exact[far_from_tie]) > 0.999
+    assert np.array_equal(fixed[far_from_tie], exact[far_from_tie])
 
 
 def test_integer_only_run_of_a_tiny_graph_matches_onnxruntime():
