@@ -582,6 +582,9 @@ def compare_integer_only(exported: bytes, feeds: Mapping[str, np.ndarray], label
     options = ort.SessionOptions()
     options.log_severity_level = 3
     reference = ort.InferenceSession(exported, options, providers=["CPUExecutionProvider"]).run(None, dict(feeds))[0]
+    if not check.integer_only:
+        return IntegerOnlyComparison(check, (), _accuracy(reference, labels), None, 0.0, None,
+                                     f"{len(check.float_nodes)} nodes compute in float", multiplier_bits)
     try:
         model = integer_only_model(exported, multiplier_bits=multiplier_bits)
         layers = run_integer_only(exported, feeds, multiplier_bits=multiplier_bits).layers
