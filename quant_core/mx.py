@@ -168,3 +168,19 @@ def bits_per_value(fmt: BlockFormat | str, parameters: int | None = None) -> flo
     fmt = BLOCK_FORMATS[fmt] if isinstance(fmt, str) else fmt
     extra = fmt.tensor_scale_bits / parameters if parameters else 0.0
     return fmt.bits_per_value + extra
+
+
+def quantize_block_tensor(x, tq, *, name: str = "tensor"):
+    """`quantize_tensor` for a block format: blocks along tq.axis (resolved), scales = the block scales
+    (NVFP4's include the tensor scale)."""
+    from .quantize import QuantizedTensor, _as_float32
+
+    fmt = tq.format
+    x = _as_float32(x, name)
+    axis = (tq.axis if tq.axis is not None else -1) % max(x.ndim, 1)
+    if x.ndim == 0:
+        x, axis = x.reshape(1), 0
+    result = quantize_blocks(x, fmt.kind.value, axis=axis, round_up=fmt.scale_round_up)
+    scale = result.block_scales * np.float32(result.tensor_scale)
+    return QuantizedTensor(result.values.reshape(np.shape(x)), scale.astype(np.float32), None, None, None, fmt, axis,
+                           fmt.block_size)

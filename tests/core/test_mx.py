@@ -126,3 +126,59 @@ def test_finer_elements_have_smaller_error():
     assert error["mxint8"] < error["mxfp6_e2m3"] < error["mxfp4"]
     assert error["mxfp8_e4m3"] < error["mxfp8_e5m2"] < error["mxfp4"]
     assert error["nvfp4"] < error["mxfp4"]  # blocks of 16 with a finer FP8 scale
+
+
+# -- wired into the lab's formats, configs, sizes and export plan ---------------------------------------
+
+from quant_core.config import LayerQuant, QuantConfig, TensorQuant  # noqa: E402
+from quant_core.formats import Granularity, parse_format  # noqa: E402
+from quant_core.quantize import quantize_tensor  # noqa: E402
+from quant_core.size import bits_per_parameter  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4", "mxint8", "nvfp4",
+                                  "mxfp4_up", "mxint8_up"])
+def test_block_format_names_round_trip(name):
+    fmt = parse_format(name)
+    assert fmt.is_block and fmt.name == name and parse_format(fmt.to_dict()) == fmt
+    assert fmt.scale_round_up == name.endswith("_up")
+
+
+def test_round_up_is_refused_for_other_formats():
+    with pytest.raises(ValueError, match="only MX formats round"):
+        parse_format("nvfp4_up")
+    with pytest.raises(ValueError, match="unknown number format"):
+        parse_format("int8_up")
+
+
+def test_a_block_format_fixes_its_blocks_in_the_config():
+    tq = TensorQuant(parse_format("mxfp4"), granularity="per_channel", block_size=128)
+    assert tq.granularity == Granularity.PER_GROUP and tq.block_size == 32
+    assert TensorQuant(parse_format("nvfp4")).block_size == 16
+    assert TensorQuant.from_dict(tq.to_dict()) == tq
+
+
+@pytest.mark.parametrize("name, bits", [("mxfp4", 4.25), ("mxfp6_e2m3", 6.25), ("mxfp8_e5m2", 8.25), ("mxint8", 8.25),
+                                        ("nvfp4", 4.5 + 32 / (64 * 128))])
+def test_size_counts_the_shared_scales(name, bits):
+    assert bits_per_parameter((64, 128), TensorQuant(parse_format(name))) == bits
+
+
+def test_quantize_tensor_blocks_run_along_the_reduction_of_a_bare_weight():
+    w = np.random.default_rng(4).normal(size=(16, 96)).astype(np.float32)
+    result = quantize_tensor(w, TensorQuant(parse_format("mxfp4")))
+    assert result.axis == 1 and result.block_size == 32 and result.scale.shape == (16, 3)
+    assert np.array_equal(result.values, quantize_blocks(w, "mxfp4", axis=1).values)
+    up = quantize_tensor(w, TensorQuant(parse_format("mxfp4_up")))
+    assert np.array_equal(up.values, quantize_blocks(w, "mxfp4", axis=1, round_up=True).values)
+
+
+def test_block_formats_are_simulated_only_in_the_export_plan():
+    from quant_core.demo import load_demo
+    from quant_core.model_io import load_model, prepare_model
+    from quant_core.overrides import ExportKind, plan_export
+
+    prepared = prepare_model(load_model(load_demo("mlp")[0]))
+    plan = plan_export(prepared, QuantConfig(LayerQuant(TensorQuant(parse_format("mxfp4")))))
+    assert {entry.kind for entry in plan} == {ExportKind.SIMULATED_ONLY}
+    assert all("block format" in entry.reason for entry in plan)
