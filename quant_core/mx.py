@@ -184,3 +184,18 @@ def quantize_block_tensor(x, tq, *, name: str = "tensor"):
     scale = result.block_scales * np.float32(result.tensor_scale)
     return QuantizedTensor(result.values.reshape(np.shape(x)), scale.astype(np.float32), None, None, None, fmt, axis,
                            fmt.block_size)
+
+
+def element_grid(fmt: BlockFormat | str) -> np.ndarray:
+    """Every finite value of the element format, sorted (both signs; zero once)."""
+    fmt = BLOCK_FORMATS[fmt] if isinstance(fmt, str) else fmt
+    if fmt.element is None:
+        return np.arange(-128, 128, dtype=np.float32) / np.float32(64)
+    spec = fmt.element
+    steps = np.arange(2**spec.mantissa_bits, dtype=np.float64) / 2**spec.mantissa_bits
+    subnormal = steps * 2.0**spec.min_exponent
+    top = int(np.floor(np.log2(spec.max_finite)))
+    normal = np.concatenate([(1 + steps) * 2.0**e for e in range(spec.min_exponent, top + 1)])
+    positive = np.concatenate([subnormal, normal])
+    positive = positive[positive <= spec.max_finite]
+    return np.unique(np.concatenate([-positive, positive])).astype(np.float32)

@@ -182,3 +182,11 @@ def test_block_formats_are_simulated_only_in_the_export_plan():
     plan = plan_export(prepared, QuantConfig(LayerQuant(TensorQuant(parse_format("mxfp4")))))
     assert {entry.kind for entry in plan} == {ExportKind.SIMULATED_ONLY}
     assert all("block format" in entry.reason for entry in plan)
+
+
+@pytest.mark.parametrize("name", sorted(ORACLE))
+def test_element_grid_is_every_finite_value_of_the_ml_dtypes_type(name):
+    from quant_core.mx import element_grid
+    dtype = ORACLE[name]
+    every = np.arange(256, dtype=np.uint8).view(dtype).astype(np.float32)
+    assert np.array_equal(element_grid(name), np.unique(every[np.isfinite(every)]))
