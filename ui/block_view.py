@@ -63,7 +63,7 @@ def block_figure(values: np.ndarray, fmt_name: str, *, round_up: bool):
     scale = float(result.block_scales.reshape(-1)[0]) * result.tensor_scale
     grid = element_grid(fmt_name) * scale
     amax = float(np.max(np.abs(values))) if values.size else 0.0
-    shown = grid[np.abs(grid) <= max(amax * 1.1, scale)]
+    shown = grid if len(grid) <= MAX_GRID_DRAWN else grid[np.abs(grid) <= max(amax * 1.25, scale)]
     if len(shown) > MAX_GRID_DRAWN:
         shown = shown[np.linspace(0, len(shown) - 1, MAX_GRID_DRAWN).astype(int)]
     traces = [dict(type="histogram", x=list(values.astype(float)), nbinsx=40, name="weights",

@@ -91,7 +91,7 @@ def show(ctx, document: dict, bits: int) -> None:
     st.dataframe(pd.DataFrame([{
         "layer": layer["layer"], "op": layer["op_type"], "multiplier rel. error": layer["max_multiplier_error"],
         "codes changed %": 100 * layer["changed_fraction"], "max change (codes)": layer["max_code_change"],
-        "SQNR vs float scales (dB)": None if not math.isfinite(layer["sqnr_db"]) else layer["sqnr_db"],
+        "SQNR vs float scales (dB)": "identical" if not math.isfinite(layer["sqnr_db"]) else f"{layer['sqnr_db']:.1f}",
         "gemmlowp codes changed %": 100 * layer["gemmlowp_changed_fraction"]} for layer in document["layers"]]),
         hide_index=True, key="integer_layers")
     columns = st.columns(3)
