@@ -9,6 +9,7 @@ distance, as vector databases do). Formats (`parse_vector_format`):
 | `int8`, `int4` (`intN`, N = 2..8) | D N-bit codes, per-dimension range | q · x', x' = lo + scale · code |
 | `int8_global`, `int4_global` | same, one range for every dimension | q · x' |
 | `binary` | D sign bits | −Hamming(sign q, sign x) |
+| `binary_centered` | D sign bits of x − corpus mean | −Hamming, the query centred alike (for features that are all ≥ 0, e.g. after a ReLU) |
 | `pqM` (product quantization) | M bytes: the vector cut into M sub-vectors, each the index of one of 256 k-means centroids | Σ_m q_m · c_m[code_m] |
 
 Vectors are compared by cosine similarity: corpus and queries are L2-normalised once, then scored
@@ -49,6 +50,7 @@ class VectorFormat:
     bits: int = 32
     per_dimension: bool = True
     subspaces: int = 0
+    centered: bool = False  # binary: signs of x - corpus mean
 
     @property
     def name(self) -> str:
@@ -56,7 +58,7 @@ class VectorFormat:
             return f"int{self.bits}" + ("" if self.per_dimension else "_global")
         if self.kind == VectorKind.PQ:
             return f"pq{self.subspaces}"
-        return self.kind.value
+        return self.kind.value + ("_centered" if self.centered else "")
 
     def __str__(self) -> str:
         return self.name
@@ -79,8 +81,8 @@ def parse_vector_format(name: str) -> VectorFormat:
     text = str(name).strip().lower()
     if text in ("fp32", "float32"):
         return VectorFormat(VectorKind.FP32)
-    if text == "binary":
-        return VectorFormat(VectorKind.BINARY, bits=1)
+    if text in ("binary", "binary_centered"):
+        return VectorFormat(VectorKind.BINARY, bits=1, centered=text.endswith("_centered"))
     match = _SCALAR.match(text)
     if match:
         return VectorFormat(VectorKind.SCALAR, bits=int(match.group(1)), per_dimension=not match.group(2))
@@ -88,7 +90,7 @@ def parse_vector_format(name: str) -> VectorFormat:
     if match and int(match.group(1)) >= 1:
         return VectorFormat(VectorKind.PQ, bits=8, subspaces=int(match.group(1)))
     raise ValueError(f"unknown vector format {name!r}: expected fp32, int2..int8 (optionally _global), "
-                     "binary or pqM (M sub-vectors, e.g. pq16)")
+                     "binary, binary_centered or pqM (M sub-vectors, e.g. pq16)")
 
 
 def parse_vector_formats(text: str | Iterable[str]) -> tuple[VectorFormat, ...]:
@@ -113,12 +115,15 @@ class VectorIndex:
     scale: np.ndarray | None = None  # scalar: [D] or [1] step
     codebooks: tuple[np.ndarray, ...] = ()  # PQ: M arrays [256, d_m]
     splits: tuple[int, ...] = ()  # PQ: sub-vector boundaries
+    center: np.ndarray | None = None  # binary_centered: the corpus mean subtracted before the sign
 
     @property
     def overhead_bytes(self) -> int:
         """Bytes shared by the whole index: scalar ranges (float32 lo and scale) or PQ codebooks."""
         if self.lo is not None:
             return 4 * (self.lo.size + self.scale.size)
+        if self.center is not None:
+            return 4 * self.center.size
         return 4 * sum(book.size for book in self.codebooks)
 
     def decoded(self) -> np.ndarray:
@@ -136,7 +141,7 @@ class VectorIndex:
         q = np.asarray(queries, dtype=np.float32)
         if self.format.kind == VectorKind.BINARY:
             bits = np.unpackbits(self.codes, axis=1, count=self.dim).astype(np.float32) * 2 - 1  # ±1
-            signs = np.where(q >= 0, 1.0, -1.0).astype(np.float32)
+            signs = np.where(q - (0 if self.center is None else self.center) >= 0, 1.0, -1.0).astype(np.float32)
             return signs @ bits.T  # = D - 2 · Hamming: the same order as −Hamming
         if self.format.kind == VectorKind.PQ:
             # Asymmetric distance: one table per sub-vector of q · centroid, summed over the codes.
@@ -155,7 +160,8 @@ def encode(corpus: np.ndarray, fmt: VectorFormat, *, seed: int = 0) -> VectorInd
     if fmt.kind == VectorKind.FP32:
         return VectorIndex(fmt, dim, x)
     if fmt.kind == VectorKind.BINARY:
-        return VectorIndex(fmt, dim, np.packbits(x >= 0, axis=1))
+        center = x.mean(axis=0).astype(np.float32) if fmt.centered else None
+        return VectorIndex(fmt, dim, np.packbits(x - (0 if center is None else center) >= 0, axis=1), center=center)
     if fmt.kind == VectorKind.SCALAR:
         lo, scale = scalar_ranges(x, fmt.bits, per_dimension=fmt.per_dimension)
         qmax = 2**fmt.bits - 1

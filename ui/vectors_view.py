@@ -22,7 +22,7 @@ VECTOR_SOURCE = "vector_source"
 VECTOR_FORMATS = "vector_formats"
 VECTOR_K = "vector_k"
 VECTOR_RESCORE = "vector_rescore"
-FORMAT_CHOICES = ("fp32", "int8", "int8_global", "int4", "int4_global", "int2", "binary",
+FORMAT_CHOICES = ("fp32", "int8", "int8_global", "int4", "int4_global", "int2", "binary", "binary_centered",
                   "pq4", "pq8", "pq16", "pq32", "pq48", "pq96")
 DEFAULT_FORMATS = ("fp32", "int8", "int4", "binary", "pq8")
 QUERIES = 100
@@ -49,7 +49,7 @@ def controls(ctx, choices: dict[str, tuple[str, str]]):
                                  "layer (a classifier's pooled features).")
     formats = right.multiselect("Vector formats", FORMAT_CHOICES, default=list(DEFAULT_FORMATS), key=VECTOR_FORMATS,
                                 help="intN: N-bit codes per dimension (min-max per dimension, _global: one range); "
-                                     "binary: sign bits, Hamming distance; pqM: product quantization, M bytes.")
+                                     "binary: sign bits, Hamming distance (_centered: of x minus the corpus mean); pqM: product quantization, M bytes.")
     k_column, rescore_column = st.columns(2)
     k = k_column.selectbox("Recall@k shown in the chart", (1, 10, 100), index=1, key=VECTOR_K)
     rescore = rescore_column.number_input("Rescore the best (× k) candidates in FP32", 1, 32, DEFAULT_RESCORE,
@@ -104,7 +104,7 @@ def corpus_caption(evaluator_samples: int) -> str:
 
 
 def recall_chart(frame: pd.DataFrame, k: int):
-    """Recall@k against bytes per vector (log scale), one colour per model config, rescored dashed."""
+    """Recall@k against bytes per vector (log scale), one colour per model config, rescored as open circles."""
     traces = []
     for i, (config, rows) in enumerate(frame.groupby("model", sort=False)):
         rows = rows.sort_values("bytes/vector")
@@ -115,9 +115,9 @@ def recall_chart(frame: pd.DataFrame, k: int):
         for rescored in (False, True):
             y = rows[f"{column} rescored" if rescored else column]
             traces.append(dict(type="scatter", x=list(rows["bytes/vector"]), y=list(y), text=list(rows["vectors"]),
-                               mode="lines+markers+text", textposition="top center",
+                               mode="markers+text", textposition="top center",
+                               marker=dict(color=color, size=9, symbol="circle-open" if rescored else "circle"),
                                name=f"{config}{' + FP32 rescoring' if rescored else ''}",
-                               line=dict(color=color, dash="dot" if rescored else "solid"),
                                hovertemplate="%{text}: %{x} B → %{y:.3f}<extra></extra>"))
     fig = figures.figure(traces, title=f"Recall@{k} against bytes per vector", x_title="bytes per vector (log)",
                          y_title=f"recall@{k}")

@@ -16,7 +16,7 @@ def _gaussian(n=600, dim=32, seed=0):
 
 @pytest.mark.parametrize("name, bytes_per_vector", [
     ("fp32", 1536), ("int8", 384), ("int8_global", 384), ("int4", 192), ("int2", 96), ("binary", 48),
-    ("pq16", 16), ("pq48", 48),
+    ("binary_centered", 48), ("pq16", 16), ("pq48", 48),
 ])
 def test_bytes_per_vector_of_384_dimensions(name, bytes_per_vector):
     assert parse_vector_format(name).bytes_per_vector(384) == bytes_per_vector
@@ -78,6 +78,15 @@ def test_binary_score_is_dimension_minus_twice_the_hamming_distance():
     assert index.codes.shape == (40, 2)  # 16 bits = 2 bytes per vector
     hamming = ((queries[:, None, :] >= 0) != (corpus[None, :, :] >= 0)).sum(axis=2)
     assert np.array_equal(index.scores(queries), 16 - 2 * hamming)
+
+
+def test_binary_centered_helps_features_that_are_all_positive():
+    x = np.abs(_gaussian(600, 32, 13))  # ReLU-like features: every sign bit of x is 1
+    corpus, queries = split_queries(x, queries=100)
+    report = search_formats(corpus, queries, ["binary", "binary_centered"], ks=(10,))
+    plain, centered = (r.recall_at(10) for r in report.results)
+    assert plain < 0.05 and centered > 0.2  # all-equal codes retrieve by index order only
+    assert report.results[1].overhead_bytes == 4 * 32  # the corpus mean
 
 
 def test_pq_asymmetric_scores_equal_the_inner_product_with_decoded_centroids():
