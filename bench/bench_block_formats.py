@@ -18,11 +18,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from quant_core.config import PRESETS, LayerQuant, QuantConfig, TensorQuant  # noqa: E402
-from quant_core.data import load_npz, split_dataset  # noqa: E402
-from quant_core.demo import load_demo  # noqa: E402
-from quant_core.evaluate import Evaluator  # noqa: E402
-from quant_core.formats import parse_format  # noqa: E402
-from quant_core.model_io import load_model, prepare_model  # noqa: E402
+from quant_core.model.data import load_npz, split_dataset  # noqa: E402
+from quant_core.model.demo import load_demo  # noqa: E402
+from quant_core.engine.evaluate import Evaluator  # noqa: E402
+from quant_core.numerics.formats import parse_format  # noqa: E402
+from quant_core.model.model_io import load_model, prepare_model  # noqa: E402
 
 FORMATS = ("mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4", "mxfp4_up", "mxint8", "nvfp4")
 BASELINES = ("W8 weight-only", "W4 weight-only per-group")

@@ -23,16 +23,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from quant_core import cpu_target  # noqa: E402
-from quant_core.calibrate import calibrate  # noqa: E402
+from quant_core.engine.calibrate import calibrate  # noqa: E402
 from quant_core.config import LayerQuant, QuantConfig, TensorQuant  # noqa: E402
-from quant_core.cpu_target import CpuTarget  # noqa: E402
-from quant_core.data import split_dataset  # noqa: E402
-from quant_core.demo import load_demo  # noqa: E402
-from quant_core.evaluate import Evaluator  # noqa: E402
-from quant_core.export import export_model  # noqa: E402
-from quant_core.formats import Granularity, parse_format  # noqa: E402
-from quant_core.latency import create_session, measure_latency  # noqa: E402
-from quant_core.model_io import load_model, prepare_model  # noqa: E402
+from quant_core.numerics.cpu_target import CpuTarget  # noqa: E402
+from quant_core.model.data import split_dataset  # noqa: E402
+from quant_core.model.demo import load_demo  # noqa: E402
+from quant_core.engine.evaluate import Evaluator  # noqa: E402
+from quant_core.export.ort_export import export_model  # noqa: E402
+from quant_core.numerics.formats import Granularity, parse_format  # noqa: E402
+from quant_core.export.latency import create_session, measure_latency  # noqa: E402
+from quant_core.model.model_io import load_model, prepare_model  # noqa: E402
 
 
 def _configs() -> dict[str, QuantConfig]:

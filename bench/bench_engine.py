@@ -49,17 +49,18 @@ from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from quant_core.axes import resolve, weight_axes  # noqa: E402
-from quant_core.calibrate import calibrate  # noqa: E402
+from quant_core.numerics.axes import resolve, weight_axes  # noqa: E402
+from quant_core.engine.calibrate import calibrate  # noqa: E402
 from quant_core.config import LayerQuant, QuantConfig, TensorQuant  # noqa: E402
-from quant_core.data import Dataset  # noqa: E402
-from quant_core.demo import load_demo  # noqa: E402
-from quant_core.evaluate import Evaluator  # noqa: E402
-from quant_core.formats import RangeMethod  # noqa: E402
-from quant_core.model_io import prepare_model  # noqa: E402
-from quant_core.quantize import quantize_tensor  # noqa: E402
-from quant_core.sensitivity import run_sweep  # noqa: E402
-from quant_core.simulate import ActivationQuant, session_options  # noqa: E402
+from quant_core.model.data import Dataset  # noqa: E402
+from quant_core.model.demo import load_demo  # noqa: E402
+from quant_core.engine.evaluate import Evaluator  # noqa: E402
+from quant_core.numerics.formats import RangeMethod  # noqa: E402
+from quant_core.model.model_io import prepare_model  # noqa: E402
+from quant_core.numerics.quantize import quantize_tensor  # noqa: E402
+from quant_core.search.sensitivity import run_sweep  # noqa: E402
+from quant_core.engine.simulate import ActivationQuant  # noqa: E402
+from quant_core.model.runtime import session_options  # noqa: E402
 
 SWEEP_FORMATS = ("int8", "int6", "int4", "int3", "int2")
 
@@ -269,7 +270,7 @@ def bench_activation_sweep(prepared, calibration, evaluation: Dataset, repeats: 
 def bench_suggest(prepared, evaluation: Dataset, repeats: int) -> dict:
     """suggest_config(min_accuracy = FP32 - 2 pp, or 98 % top-1 agreement without labels) alternating: anchors on (the engine) and off (every
     candidate runs the whole model, as before anchors existed); the two suggestions must be equal."""
-    from quant_core.suggest import suggest_config
+    from quant_core.search.suggest import suggest_config
 
     def suggest(anchors: bool):
         evaluator = Evaluator(prepared, None, evaluation)

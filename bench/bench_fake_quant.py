@@ -4,7 +4,7 @@
 
 Every variant reads the input once and writes a float32 output of the same size, so each is
 reported as (bytes read + bytes written) / best time, and as a ratio to np.copyto of the same array.
-Target: quant_core.quantize.fake_quantize at >= 50% of copy bandwidth, per-tensor and per-channel.
+Target: quant_core.numerics.quantize.fake_quantize at >= 50% of copy bandwidth, per-tensor and per-channel.
 fake_quantize runs large int8/uint8/int16/uint16 tensors through a cached onnxruntime Q->DQ session
 and everything else (int4, narrow range, channels on the last axis, ...) through chunked numpy
 ufuncs on two threads; both paths are timed. Every result is checked bit for bit against the
@@ -23,9 +23,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from quant_core import quantize as quantize_module  # noqa: E402
-from quant_core.formats import INT4, INT8, UINT8  # noqa: E402
-from quant_core.qparams import qparams_from_range  # noqa: E402
-from quant_core.quantize import fake_quantize, tensor_range  # noqa: E402
+from quant_core.numerics.formats import INT4, INT8, UINT8  # noqa: E402
+from quant_core.numerics.qparams import qparams_from_range  # noqa: E402
+from quant_core.numerics.quantize import fake_quantize, tensor_range  # noqa: E402
 
 
 def naive(x, scale, zero_point, qmin, qmax, axis=None):

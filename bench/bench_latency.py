@@ -4,7 +4,7 @@
 
 For each model and batch size, every variant (FP32, FP16, dynamic INT8, static INT8 per-tensor and
 per-channel, 4-bit MatMulNBits when the model has MatMul/Gemm layers, and the W8A8 preset as the
-"current config") is timed with quant_core.latency.measure_latency, 1 intra-op thread. The variants
+"current config") is timed with quant_core.export.latency.measure_latency, 1 intra-op thread. The variants
 are timed round-robin `--rounds` times; the table shows the median over rounds of each round's
 median (and of its p10 / p90), so slow drift of the machine hits all of them alike. Ratios are
 variant / FP32 (below 1 = faster), of the medians and of the p10s; the p10 ratio is the more robust
@@ -22,12 +22,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from quant_core.calibrate import calibrate  # noqa: E402
+from quant_core.engine.calibrate import calibrate  # noqa: E402
 from quant_core.config import PRESETS  # noqa: E402
-from quant_core.data import split_dataset  # noqa: E402
-from quant_core.demo import load_demo  # noqa: E402
-from quant_core.latency import create_session, measure_latency, standard_variants  # noqa: E402
-from quant_core.model_io import load_model, prepare_model  # noqa: E402
+from quant_core.model.data import split_dataset  # noqa: E402
+from quant_core.model.demo import load_demo  # noqa: E402
+from quant_core.export.latency import create_session, measure_latency, standard_variants  # noqa: E402
+from quant_core.model.model_io import load_model, prepare_model  # noqa: E402
 
 REPEATS = {1: 300, 64: 60}
 

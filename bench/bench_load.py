@@ -129,10 +129,10 @@ CALLS: dict[str, int] = {}  # how often each expensive core step ran (bench book
 
 def count_core_calls() -> None:
     """Count calibrations and model preparations: more than one per model means a cache evicted it."""
-    import quant_core.calibrate
-    import quant_core.model_io
+    import quant_core.engine.calibrate
+    import quant_core.model.model_io
 
-    for module, name in ((quant_core.calibrate, "calibrate"), (quant_core.model_io, "prepare_model")):
+    for module, name in ((quant_core.engine.calibrate, "calibrate"), (quant_core.model.model_io, "prepare_model")):
         original = getattr(module, name)
 
         def counted(*args, _original=original, _name=name, **kwargs):

@@ -1,4 +1,4 @@
-"""Benchmark: open a 100M-parameter ONNX model and list its layers (quant_core.model_io).
+"""Benchmark: open a 100M-parameter ONNX model and list its layers (quant_core.model.model_io).
 
 Generates a model of stacked MatMul layers with random FP32 initializers in a temporary directory, then
 measures each step in a fresh subprocess (time, and peak resident memory above the process's baseline after
@@ -76,7 +76,7 @@ def measure(mode: str, path: str) -> dict:
     """Run one mode in this fresh process: seconds and peak RSS above the RSS after imports."""
     import onnx
 
-    from quant_core.model_io import inspect_model, load_model, prepare_model
+    from quant_core.model.model_io import inspect_model, load_model, prepare_model
 
     limit = os.path.getsize(path) + 1
     reset_peak()

@@ -23,9 +23,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from quant_core.config import TensorQuant  # noqa: E402
-from quant_core.formats import INT4, INT8, Granularity, RangeMethod  # noqa: E402
-from quant_core.histogram import StreamingHistogram  # noqa: E402
-from quant_core.ranges import range_entropy, range_minmax, range_mse, range_percentile, weight_ranges  # noqa: E402
+from quant_core.numerics.formats import INT4, INT8, Granularity, RangeMethod  # noqa: E402
+from quant_core.numerics.histogram import StreamingHistogram  # noqa: E402
+from quant_core.numerics.ranges import range_entropy, range_minmax, range_mse, range_percentile, weight_ranges  # noqa: E402
 
 BINS = 2048
 

@@ -20,7 +20,7 @@ off, as the engine's sessions; the same batches as the engine):
    evaluate with layer errors, vs plain onnxruntime holding the model and one batch — target <= 2x; and
    the lab's again with every sample of the data file duplicated — target: flat (within 10 %).
 Rounds are interleaved (each round times the baseline next to the engine); medians. The split is
-`quant_core.data.split_dataset`'s default (256 calibration samples, at most half the data), as the
+`quant_core.model.data.split_dataset`'s default (256 calibration samples, at most half the data), as the
 command line and the app use; the conformance files hold 24-202 samples, so they split in half.
 """
 from __future__ import annotations
@@ -45,15 +45,15 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from quant_core.calibrate import calibrate  # noqa: E402
+from quant_core.engine.calibrate import calibrate  # noqa: E402
 from quant_core.config import PRESETS, LayerQuant, QuantConfig, TensorQuant  # noqa: E402
-from quant_core.data import Dataset, load_npz, record_state, split_dataset  # noqa: E402
-from quant_core.demo import load_demo  # noqa: E402
-from quant_core.evaluate import Evaluator  # noqa: E402
-from quant_core.layout import feeder  # noqa: E402
-from quant_core.model_io import load_model, prepare_model  # noqa: E402
-from quant_core.sensitivity import run_sweep  # noqa: E402
-from quant_core.simulate import session_options  # noqa: E402
+from quant_core.model.data import Dataset, load_npz, record_state, split_dataset  # noqa: E402
+from quant_core.model.demo import load_demo  # noqa: E402
+from quant_core.engine.evaluate import Evaluator  # noqa: E402
+from quant_core.model.layout import feeder  # noqa: E402
+from quant_core.model.model_io import load_model, prepare_model  # noqa: E402
+from quant_core.search.sensitivity import run_sweep  # noqa: E402
+from quant_core.model.runtime import session_options  # noqa: E402
 from tests.real_models import fetch  # noqa: E402
 
 REAL_MODELS = ("ocr_det", "ocr_rec", "ocr_cls", "minilm", "yolo_det", "silero_vad")
@@ -209,7 +209,7 @@ def bench_calibrate(prepared, calibration_data: Dataset, rounds: int) -> dict:
 
 def all_ranges(calibration) -> None:
     """Every tensor's range by every method (the app computes them on demand, not in calibrate)."""
-    from quant_core.formats import RangeMethod
+    from quant_core.numerics.formats import RangeMethod
     for method in RangeMethod:
         tq = TensorQuant("uint8", symmetric=False, range_method=method)
         for tensor in calibration.tensors:

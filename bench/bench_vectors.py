@@ -29,14 +29,14 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from quant_core.calibrate import calibrate  # noqa: E402
+from quant_core.engine.calibrate import calibrate  # noqa: E402
 from quant_core.config import PRESETS  # noqa: E402
-from quant_core.data import Dataset, split_dataset  # noqa: E402
-from quant_core.demo import load_demo  # noqa: E402
-from quant_core.evaluate import Evaluator  # noqa: E402
-from quant_core.model_io import load_model, prepare_model  # noqa: E402
-from quant_core.tasks import Task  # noqa: E402
-from quant_core.vectors import (config_embeddings, end_to_end, features_model, search_formats,  # noqa: E402
+from quant_core.model.data import Dataset, split_dataset  # noqa: E402
+from quant_core.model.demo import load_demo  # noqa: E402
+from quant_core.engine.evaluate import Evaluator  # noqa: E402
+from quant_core.model.model_io import load_model, prepare_model  # noqa: E402
+from quant_core.engine.tasks import Task  # noqa: E402
+from quant_core.numerics.vectors import (config_embeddings, end_to_end, features_model, search_formats,  # noqa: E402
                                 split_queries)
 
 CACHE = Path.home() / ".cache" / "quantization-lab" / "real-models"

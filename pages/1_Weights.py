@@ -1,7 +1,7 @@
 """Weights: one layer's weight distribution, every range method, the integer grid and the error per bit-width."""
 import streamlit as st
 
-from quant_core.formats import Granularity
+from quant_core.numerics.formats import Granularity
 from ui import block_view, state, weights_view
 from ui.setup import page_errors, setup_page
 

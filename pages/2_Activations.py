@@ -1,7 +1,7 @@
 """Activations: calibrated ranges of every activation tensor, the range searches, and outliers."""
 import streamlit as st
 
-from quant_core.formats import RangeMethod
+from quant_core.numerics.formats import RangeMethod
 from ui import activations_view
 from ui.setup import page_errors, setup_page
 

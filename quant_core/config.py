@@ -5,9 +5,9 @@ import json
 import numbers
 from dataclasses import dataclass, field, replace
 
-from .cpu_target import CpuTarget
-from .errors import ConfigError
-from .formats import FormatKind, Granularity, NumberFormat, RangeMethod, parse_format
+from quant_core.numerics.cpu_target import CpuTarget
+from quant_core.errors import ConfigError
+from quant_core.numerics.formats import FormatKind, Granularity, NumberFormat, RangeMethod, parse_format
 
 MAX_CONFIG_BYTES = 2**20  # a config is a few kilobytes; more is a wrong file, parsed in full otherwise
 
@@ -16,7 +16,7 @@ MAX_CONFIG_BYTES = 2**20  # a config is a few kilobytes; more is a wrong file, p
 class TensorQuant:
     """How one tensor (a layer's weight or its input activation) is quantized.
 
-    `axis=None` (the default) is the layer's natural axis, resolved per layer by `quant_core.axes`:
+    `axis=None` (the default) is the layer's natural axis, resolved per layer by `quant_core.numerics.axes`:
     its output channels for per-channel, its reduction (input channels) for per-group. An integer
     is a fixed axis of the weight as stored. Unused per tensor.
     """

@@ -10,7 +10,7 @@ runs those under an emulated x86 CPU without VNNI.
 """
 import pytest
 
-from quant_core import cpu_target
+from quant_core.numerics import cpu_target
 
 
 def pytest_addoption(parser):

@@ -10,7 +10,7 @@ Writes demo_models/digits.npz and demo_models/{mlp,cnn,transformer}.onnx, and pr
 accuracy on the lab's evaluation split (the number recorded in quant_core/demo.py and demo_models/README.md).
 Everything is seeded, so a rerun with the pinned versions gives the same weights.
 
-The splits repeat quant_core.demo.demo_split_indices and quant_core.data.split_dataset (this venv has no
+The splits repeat quant_core.model.demo.demo_split_indices and quant_core.model.data.split_dataset (this venv has no
 onnxruntime, so the script does not import quant_core); tests/models/test_demo_models.py checks the shipped
 files against quant_core's own functions.
 """
@@ -41,9 +41,9 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 def splits(num_samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return (train, calibration, evaluation) indices into the full data set."""
-    order = np.random.default_rng(0).permutation(num_samples)     # = quant_core.demo.demo_split_indices
+    order = np.random.default_rng(0).permutation(num_samples)     # = quant_core.model.demo.demo_split_indices
     train, lab = order[:TRAIN_SAMPLES], order[TRAIN_SAMPLES:]
-    lab_order = np.random.default_rng(0).permutation(len(lab))    # = quant_core.data.split_dataset
+    lab_order = np.random.default_rng(0).permutation(len(lab))    # = quant_core.model.data.split_dataset
     calibration = lab[np.sort(lab_order[:CALIBRATION_SAMPLES])]
     evaluation = lab[np.sort(lab_order[CALIBRATION_SAMPLES:])]
     return train, calibration, evaluation

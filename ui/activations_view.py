@@ -10,7 +10,7 @@ import streamlit as st
 
 from quant_core.config import TensorQuant
 from quant_core.errors import QuantLabError
-from quant_core.formats import FormatKind, NumberFormat, RangeMethod
+from quant_core.numerics.formats import FormatKind, NumberFormat, RangeMethod
 from ui import figures
 from ui.cache import get_calibration
 from ui.jobs import Notify

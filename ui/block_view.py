@@ -1,6 +1,6 @@
 """The Weights page's block-format section: MX (OCP v1.0) and NVFP4 on one layer's weight.
 
-Blocks run along the layer's reduction axis (quant_core.axes: the per-group layout). Drawn: one block's
+Blocks run along the layer's reduction axis (quant_core.numerics.axes: the per-group layout). Drawn: one block's
 values with the grid its shared scale gives (the spec's exponent rule and the round-up variant side by
 side), the distribution of the shared exponents over every block, and every block format's error and
 bits per value. These formats are simulated: onnxruntime has no CPU kernel, the export keeps them FP32.
@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from quant_core.axes import resolve, weight_axes
+from quant_core.numerics.axes import resolve, weight_axes
 from quant_core.config import TensorQuant
-from quant_core.formats import parse_format
-from quant_core.metrics import sqnr_db
-from quant_core.mx import BLOCK_FORMATS, element_grid, quantize_blocks
+from quant_core.numerics.formats import parse_format
+from quant_core.numerics.metrics import sqnr_db
+from quant_core.numerics.mx import BLOCK_FORMATS, element_grid, quantize_blocks
 from ui import figures
 from ui.setup import LabContext
 

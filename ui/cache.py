@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from quant_core.calibrate import calibrate
+from quant_core.engine.calibrate import calibrate
 from quant_core.config import QuantConfig
-from quant_core.data import Dataset, load_npz, record_state, split_dataset
-from quant_core.demo import load_demo
+from quant_core.model.data import Dataset, load_npz, record_state, split_dataset
+from quant_core.model.demo import load_demo
 from quant_core.errors import DataError
-from quant_core.evaluate import Evaluator
-from quant_core.model_io import PreparedModel, load_model, prepare_model
+from quant_core.engine.evaluate import Evaluator
+from quant_core.model.model_io import PreparedModel, load_model, prepare_model
 from ui.jobs import Notify, heavy_job, waiting_notice
 
 if TYPE_CHECKING:

@@ -12,8 +12,8 @@ import math
 import pandas as pd
 import streamlit as st
 
-from quant_core.export import export_model
-from quant_core.integer_only import compare_integer_only
+from quant_core.export.ort_export import export_model
+from quant_core.export.integer_only import compare_integer_only
 from ui import cache
 from ui.jobs import heavy_job, waiting_notice
 

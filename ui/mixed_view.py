@@ -13,8 +13,8 @@ import streamlit as st
 
 from quant_core.config import PRESETS, LayerQuant, QuantConfig, TensorQuant
 from quant_core.errors import QuantLabError
-from quant_core.validate import validate_config
-from quant_core.formats import Granularity, RangeMethod, parse_format
+from quant_core.model.validate import validate_config
+from quant_core.numerics.formats import Granularity, RangeMethod, parse_format
 from ui import cache, engine_figures, state, task_view
 from ui.jobs import heavy_job, waiting_notice
 
@@ -302,7 +302,7 @@ def _file_stem(ctx, config: QuantConfig) -> str:
 
 
 def _overrides_json(prepared, config: QuantConfig, calibration) -> str:
-    from quant_core.overrides import overrides_to_json, tensor_quant_overrides
+    from quant_core.export.overrides import overrides_to_json, tensor_quant_overrides
 
     return overrides_to_json(tensor_quant_overrides(prepared, config, calibration))
 
@@ -328,7 +328,7 @@ def show_downloads(ctx, config: QuantConfig) -> None:
 
 def show_export_plan(ctx, config: QuantConfig) -> None:
     """Which layers the export cannot run as configured (kept FP32 there), grouped by reason."""
-    from quant_core.overrides import ExportKind, plan_export
+    from quant_core.engine.plan import ExportKind, plan_export
 
     reasons: dict[str, list[str]] = {}
     for entry in plan_export(ctx.prepared, config):
@@ -343,7 +343,7 @@ def show_export(ctx, config: QuantConfig, stem: str) -> None:
     key = (ctx.model_key, ctx.data_key, config.to_json())
     exports = st.session_state.setdefault(_EXPORTS, {})
     if st.button("Export quantized ONNX", key=MIXED_EXPORT):
-        from quant_core.export import export_model
+        from quant_core.export.ort_export import export_model
 
         # A heavy job (one at a time on the server), taken before the calibration's own lock.
         with heavy_job("the ONNX export", notify=waiting_notice()), \

@@ -10,9 +10,9 @@ import pandas as pd
 import streamlit as st
 
 from quant_core.config import PRESETS, TensorQuant
-from quant_core.demo import DEMO_MODELS
-from quant_core.formats import FP16, INT4, INT8, Granularity
-from quant_core.size import model_bytes
+from quant_core.model.demo import DEMO_MODELS
+from quant_core.numerics.formats import FP16, INT4, INT8, Granularity
+from quant_core.numerics.size import model_bytes
 from ui.cache import get_evaluator
 from ui import target_view
 from ui.setup import LabContext

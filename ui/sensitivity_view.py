@@ -24,9 +24,9 @@ import streamlit as st
 
 from quant_core.config import PRESETS, LayerQuant
 from quant_core.errors import QuantLabError
-from quant_core.validate import validate_config
-from quant_core.formats import parse_format
-from quant_core.suggest import DEFAULT_CANDIDATES as SUGGESTION_FORMATS
+from quant_core.model.validate import validate_config
+from quant_core.numerics.formats import parse_format
+from quant_core.search.suggest import DEFAULT_CANDIDATES as SUGGESTION_FORMATS
 from ui import cache, engine_figures, state, task_view
 from ui.jobs import heavy_job, waiting_notice
 
@@ -202,7 +202,7 @@ def run_pending(ctx, evaluator) -> SweepJob | None:
 @st.cache_data(max_entries=2048, show_spinner=False)
 def _layer_rows(model_key: str, data_key: str, task_json: str, formats: tuple[str, ...], activations: bool,
                 layer: str, _evaluator, _task) -> list:
-    from quant_core.sensitivity import run_sweep
+    from quant_core.search.sensitivity import run_sweep
 
     return run_sweep(_evaluator, list(formats), activations=activations, layers=[layer], task=_task)
 
@@ -276,7 +276,7 @@ def cell_choice(evaluator, current: LayerQuant, layer: str, fmt: str, *, activat
 
     After a weights-only sweep the layer keeps its current activation setting.
     """
-    from quant_core.sensitivity import sweep_config
+    from quant_core.search.sensitivity import sweep_config
 
     swept = sweep_config(evaluator, layer, parse_format(fmt), activations=activations).for_layer(layer)
     return LayerQuant(swept.weights, swept.activations if activations else current.activations)
@@ -364,7 +364,7 @@ def run_suggestion(ctx, evaluator, baseline):
     if entry is None or entry["key"] != _ctx_key(ctx):
         return None
     if entry["suggestion"] is None:
-        from quant_core.suggest import suggest_config
+        from quant_core.search.suggest import suggest_config
 
         kind, value = entry["request"]
         # A click on Cancel interrupts this run; its callback then drops the request (a search

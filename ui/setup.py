@@ -13,9 +13,9 @@ from quant_core.errors import QuantLabError
 from ui import cache, sidebar, task_view
 
 if TYPE_CHECKING:
-    from quant_core.data import Dataset
-    from quant_core.model_io import ModelInfo, PreparedModel
-    from quant_core.tasks import Task
+    from quant_core.model.data import Dataset
+    from quant_core.model.model_io import ModelInfo, PreparedModel
+    from quant_core.engine.tasks import Task
 
 
 @dataclass(frozen=True, eq=False)

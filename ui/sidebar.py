@@ -10,12 +10,12 @@ from dataclasses import replace
 import streamlit as st
 
 from quant_core.config import PRESETS, QuantConfig
-from quant_core.demo import DEMO_MODELS
+from quant_core.model.demo import DEMO_MODELS
 from quant_core.errors import ConfigError, DataError, QuantLabError
-from quant_core.layout import infer_layout, parse_state
-from quant_core.model_io import MAX_MODEL_BYTES
-from quant_core.tasks import check_task, config_json, read_config_json
-from quant_core.validate import validate_config
+from quant_core.model.layout import infer_layout, parse_state
+from quant_core.model.model_io import MAX_MODEL_BYTES
+from quant_core.engine.tasks import check_task, config_json, read_config_json
+from quant_core.model.validate import validate_config
 from ui import cache, state
 
 MAX_UPLOAD_MB = MAX_MODEL_BYTES // 2**20  # also .streamlit/config.toml server.maxUploadSize

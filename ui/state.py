@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import streamlit as st
 
 from quant_core.config import PRESETS, QuantConfig
-from quant_core.tasks import Task
+from quant_core.engine.tasks import Task
 
 # Sidebar widget keys (every page).
 MODEL_CHOICE = "model_choice"

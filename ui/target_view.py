@@ -5,9 +5,9 @@ from dataclasses import replace
 
 import streamlit as st
 
-from quant_core import cpu_target
+from quant_core.numerics import cpu_target
 from quant_core.config import QuantConfig
-from quant_core.cpu_target import CpuTarget
+from quant_core.numerics.cpu_target import CpuTarget
 
 from . import state
 

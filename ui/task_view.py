@@ -7,7 +7,7 @@ from dataclasses import replace
 import streamlit as st
 
 from quant_core.errors import QuantLabError
-from quant_core.tasks import Metric, Task, TaskKind, check_task, infer_task
+from quant_core.engine.tasks import Metric, Task, TaskKind, check_task, infer_task
 from ui import state
 
 INFERRED = "inferred"

@@ -1,8 +1,8 @@
 """Trade-offs page: accuracy vs MEASURED onnxruntime latency and vs size of the standard variants.
 
-Each variant (quant_core.latency.standard_variants) is timed with quant_core.latency.measure_latency
+Each variant (quant_core.export.latency.standard_variants) is timed with quant_core.export.latency.measure_latency
 and its accuracy is measured by running the exported model itself on the evaluation split. "Accuracy"
-is the task's headline metric (quant_core.tasks, the sidebar's Task): the frame's "metric" column names it.
+is the task's headline metric (quant_core.engine.tasks, the sidebar's Task): the frame's "metric" column names it.
 Exports, accuracies and timings are cached (st.cache_data) per model, data, config and settings.
 
 On a shared server a measurement is a heavy job (`ui.jobs.heavy_job`: one at a time, so concurrent
@@ -85,7 +85,7 @@ def _settings_key(ctx, config: QuantConfig, settings: MeasurementSettings) -> tu
 # every read (st.cache_data) would cost memory and time on a large upload.
 @st.cache_resource(max_entries=2, show_spinner=False)
 def _variants(model_key: str, data_key: str, config_json: str, _ctx, _config: QuantConfig, _calibration):
-    from quant_core.latency import standard_variants
+    from quant_core.export.latency import standard_variants
 
     return standard_variants(_ctx.prepared, _calibration, _config, calibration_data=_ctx.calibration_data)
 
@@ -95,7 +95,7 @@ def _scored_outputs(model_key: str, data_key: str, variant_key: str, index: int,
                     _ctx) -> np.ndarray:
     """The exported model's output number `index` (the task's) on the evaluation split, run by onnxruntime (per
     frame, or as a stream carrying its own state)."""
-    from quant_core.latency import model_outputs
+    from quant_core.export.latency import model_outputs
 
     return model_outputs(_model, _ctx.evaluation_data, _ctx.info, index=index, streaming=streaming)
 
@@ -103,14 +103,14 @@ def _scored_outputs(model_key: str, data_key: str, variant_key: str, index: int,
 @st.cache_data(max_entries=64, show_spinner=False)
 def _latency(model_key: str, data_key: str, variant_key: str, batch_size: int, threads: int, warmup: int,
              repeats: int, time_budget_s: float, token: str, _model: bytes, _data):
-    from quant_core.latency import measure_latency
+    from quant_core.export.latency import measure_latency
 
     return measure_latency(_model, _data, batch_size=batch_size, threads=threads, warmup=warmup, repeats=repeats,
                            time_budget_s=time_budget_s)
 
 
 def _task(ctx):
-    from quant_core.tasks import infer_task
+    from quant_core.engine.tasks import infer_task
 
     return ctx.task if ctx.task is not None else infer_task(ctx.info)
 
@@ -125,7 +125,7 @@ def sizes_and_accuracies(ctx, config: QuantConfig, progress) -> tuple[list[dict]
     calibration = cache.get_calibration(ctx)  # outside the cached export: it may wait for the server's job slot
     progress(0.0, "Exporting the variants with onnxruntime.quantization…")
     variants = _variants(ctx.model_key, ctx.data_key, config_json, ctx, config, calibration)
-    from quant_core.tasks import TaskScorer, output_index
+    from quant_core.engine.tasks import TaskScorer, output_index
 
     labels, task = ctx.evaluation_data.labels, _task(ctx)
     scored = output_index(task, ctx.info)

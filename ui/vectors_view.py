@@ -2,7 +2,7 @@
 formats, recall@k against exact FP32 search of the FP32 model's embeddings, and bytes per vector.
 
 Embeddings come from one of the model's [N, D] outputs or from the last layer's input (a classifier's
-pooled features: the model cut there by `quant_core.vectors.features_model`, evaluated with the same
+pooled features: the model cut there by `quant_core.numerics.vectors.features_model`, evaluated with the same
 calibration). Results are cached (st.cache_data) per model, data, source, config and formats.
 """
 from __future__ import annotations
@@ -11,10 +11,10 @@ import pandas as pd
 import streamlit as st
 
 from quant_core.config import PRESETS
-from quant_core.evaluate import Evaluator
-from quant_core.model_io import prepare_model
-from quant_core.tasks import Task
-from quant_core.vectors import (DEFAULT_RESCORE, config_embeddings, end_to_end, features_model,
+from quant_core.engine.evaluate import Evaluator
+from quant_core.model.model_io import prepare_model
+from quant_core.engine.tasks import Task
+from quant_core.numerics.vectors import (DEFAULT_RESCORE, config_embeddings, end_to_end, features_model,
                                 parse_vector_format, query_count)
 from ui import cache, figures
 

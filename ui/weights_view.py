@@ -14,15 +14,15 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from quant_core.axes import weight_axes
+from quant_core.numerics.axes import weight_axes
 from quant_core.config import TensorQuant
 from quant_core.errors import ConfigError, QuantLabError
-from quant_core.formats import FormatKind, Granularity, NumberFormat, RangeMethod
-from quant_core.metrics import clipped_fraction, mse, ratio_db, sqnr_db
-from quant_core.model_io import weight_array
-from quant_core.quantize import dequantize, fake_quantize, quantize_tensor, tensor_range
-from quant_core.qparams import qparams_from_range
-from quant_core.ranges import weight_ranges
+from quant_core.numerics.formats import FormatKind, Granularity, NumberFormat, RangeMethod
+from quant_core.numerics.metrics import clipped_fraction, mse, ratio_db, sqnr_db
+from quant_core.model.model_io import weight_array
+from quant_core.numerics.quantize import dequantize, fake_quantize, quantize_tensor, tensor_range
+from quant_core.numerics.qparams import qparams_from_range
+from quant_core.numerics.ranges import weight_ranges
 from ui import figures
 from ui.setup import LabContext
 
@@ -158,7 +158,7 @@ def _sqnr_by_bits(table: pd.DataFrame, *, symmetric: bool, granularity: Granular
 
 
 def channel_axis(ctx: LabContext, layer_name: str) -> int:
-    """The output-channel axis of a layer's weight, exactly the export's (quant_core.axes.weight_axes:
+    """The output-channel axis of a layer's weight, exactly the export's (quant_core.numerics.axes.weight_axes:
     Conv 0, MatMul the last, LSTM / GRU / RNN (D, G*H, I) 1, ...)."""
     axes = weight_axes(_layer(ctx, layer_name), ctx.prepared.model)
     return 0 if axes is None else axes.channel_axis
@@ -276,7 +276,7 @@ def _tq(bits: int, symmetric: bool, granularity: Granularity, axis: int,
 
 
 def _method_range(x: np.ndarray, tq: TensorQuant, name: str, model_key: str):
-    """quant_core.ranges.weight_ranges, cached; only MSE depends on the bit-width, so the others share one entry."""
+    """quant_core.numerics.ranges.weight_ranges, cached; only MSE depends on the bit-width, so the others share one entry."""
     bits = tq.format.bits if tq.range_method == RangeMethod.MSE else 0
     return _cached_range(model_key, name, tq.range_method.value, bits, tq.symmetric, tq.granularity.value, tq.axis, x)
 

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from quant_core.data import load_npz, split_dataset
-from quant_core.model_io import load_model, prepare_model
+from quant_core.model.data import load_npz, split_dataset
+from quant_core.model.model_io import load_model, prepare_model
 from tests.app.conftest import ROOT, tiny_data_bytes, tiny_model_bytes
 from ui import cache, jobs
 from ui.setup import LabContext
@@ -150,15 +150,15 @@ def test_the_suggestion_is_a_heavy_job(monkeypatch):
 # --- latency measurement -------------------------------------------------------------------------
 
 def _timings(monkeypatch) -> list[dict]:
-    import quant_core.latency
+    import quant_core.export.latency
 
-    calls, original = [], quant_core.latency.measure_latency
+    calls, original = [], quant_core.export.latency.measure_latency
 
     def counted(*args, **kwargs):
         calls.append(kwargs)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(quant_core.latency, "measure_latency", counted)
+    monkeypatch.setattr(quant_core.export.latency, "measure_latency", counted)
     return calls
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from quant_core.formats import FormatKind, NumberFormat
-from quant_core.qparams import qparams_from_range
+from quant_core.numerics.formats import FormatKind, NumberFormat
+from quant_core.numerics.qparams import qparams_from_range
 from tests.app.conftest import ROOT, texts
 from ui.lessons import LESSONS, lesson_titles
 from ui.lessons.scale_zero_point import EXAMPLE

@@ -155,7 +155,7 @@ def test_the_onnx_export_is_a_heavy_job_that_waits_for_another_users_job_and_say
 
 
 def test_the_export_target_is_part_of_the_config_and_keeps_the_preset():
-    from quant_core.cpu_target import CpuTarget
+    from quant_core.numerics.cpu_target import CpuTarget
     at = _page()
     assert at.selectbox(key="export_target").value == "auto"
     assert any("target auto" in caption.value for caption in at.caption)

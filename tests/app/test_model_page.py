@@ -6,8 +6,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from quant_core.data import split_dataset
-from quant_core.demo import load_demo
+from quant_core.model.data import split_dataset
+from quant_core.model.demo import load_demo
 from tests.app.conftest import ROOT, model_page_tables, run_page, texts
 
 LAYERS, SIZES = 2, 3  # table order on the page: inputs, outputs, layers, sizes

@@ -57,7 +57,7 @@ def test_another_session_gets_the_cached_sweep_without_measuring_again(monkeypat
     def fail(*args, **kwargs):
         raise AssertionError("the sweep was measured again")
 
-    monkeypatch.setattr("quant_core.sensitivity.run_sweep", fail)
+    monkeypatch.setattr("quant_core.search.sensitivity.run_sweep", fail)
     at = _page()
     assert not at.exception
     assert not at.error, [e.value for e in at.error]
@@ -176,7 +176,7 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(swept):
 
 
 def test_a_suggestion_stops_at_its_time_limit_with_what_it_found_and_says_so(monkeypatch):
-    from quant_core import suggest
+    from quant_core.search import suggest
 
     budgets = []
     real = suggest.suggest_config
@@ -194,7 +194,7 @@ def test_a_suggestion_stops_at_its_time_limit_with_what_it_found_and_says_so(mon
 
 
 def test_the_page_gives_a_suggestion_two_minutes_of_searching(monkeypatch):
-    from quant_core import suggest
+    from quant_core.search import suggest
 
     budgets = []
     real = suggest.suggest_config

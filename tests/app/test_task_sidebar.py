@@ -5,7 +5,7 @@ import json
 import pytest
 
 from quant_core.config import PRESETS
-from quant_core.tasks import Task, TaskKind, config_json
+from quant_core.engine.tasks import Task, TaskKind, config_json
 from tests.app.conftest import app_test, texts
 
 MIXED = "pages/3_Mixed_precision.py"

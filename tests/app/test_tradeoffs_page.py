@@ -30,16 +30,16 @@ def measured() -> AppTest:
 
 
 def _count_timings(monkeypatch) -> list:
-    """Record each call of quant_core.latency.measure_latency (one per variant timed)."""
-    import quant_core.latency
+    """Record each call of quant_core.export.latency.measure_latency (one per variant timed)."""
+    import quant_core.export.latency
 
-    calls, original = [], quant_core.latency.measure_latency
+    calls, original = [], quant_core.export.latency.measure_latency
 
     def counted(*args, **kwargs):
         calls.append(kwargs)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(quant_core.latency, "measure_latency", counted)
+    monkeypatch.setattr(quant_core.export.latency, "measure_latency", counted)
     return calls
 
 

@@ -1,8 +1,8 @@
 """The Weights page's block-format section: one block's grid (spec rule and round-up), the shared exponents,
 and every MX / NVFP4 format's error and bits per value, labelled simulated."""
 from quant_core.config import TensorQuant
-from quant_core.formats import parse_format
-from quant_core.size import bits_per_parameter
+from quant_core.numerics.formats import parse_format
+from quant_core.numerics.size import bits_per_parameter
 from tests.app.conftest import run_page, texts
 
 PAGE = "pages/1_Weights.py"

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from quant_core.config import TensorQuant
-from quant_core.demo import load_demo
-from quant_core.formats import FormatKind, NumberFormat
-from quant_core.metrics import mse, sqnr_db
-from quant_core.model_io import load_model, weight_array
-from quant_core.quantize import quantize_tensor
+from quant_core.model.demo import load_demo
+from quant_core.numerics.formats import FormatKind, NumberFormat
+from quant_core.numerics.metrics import mse, sqnr_db
+from quant_core.model.model_io import load_model, weight_array
+from quant_core.numerics.quantize import quantize_tensor
 from tests.app.conftest import run_page, tiny_model_bytes
 
 PAGE = "pages/1_Weights.py"

@@ -13,9 +13,9 @@ import pytest
 from onnx import TensorProto, helper
 from onnxruntime.quantization.calibrate import CalibrationMethod, HistogramCollector, create_calibrator
 
-from quant_core.formats import RangeMethod
-from quant_core.histogram import StreamingHistogram
-from quant_core.ranges import range_entropy, range_minmax, range_percentile
+from quant_core.numerics.formats import RangeMethod
+from quant_core.numerics.histogram import StreamingHistogram
+from quant_core.numerics.ranges import range_entropy, range_minmax, range_percentile
 
 BINS = 2048
 SMALL_BINS = 512  # onnxruntime's entropy loop costs ~bins^2: the many-case tests use fewer bins

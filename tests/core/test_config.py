@@ -7,7 +7,7 @@ import pytest
 
 from quant_core.config import MAX_CONFIG_BYTES, PRESETS, LayerQuant, QuantConfig, TensorQuant
 from quant_core.errors import ConfigError
-from quant_core.formats import INT8, Granularity, RangeMethod
+from quant_core.numerics.formats import INT8, Granularity, RangeMethod
 
 
 def test_strings_become_the_enums_and_formats_they_name():

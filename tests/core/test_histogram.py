@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from quant_core.errors import QuantLabError
-from quant_core.histogram import StreamingHistogram
+from quant_core.numerics.histogram import StreamingHistogram
 
 
 def _normal(seed: int, size: int, scale: float = 1.0) -> np.ndarray:
@@ -189,7 +189,7 @@ def _arange_extended_edges(first_batch: np.ndarray, bins: int, amax: float) -> n
     (np.linspace(-1.0, 1.0, 17, dtype=np.float32), np.float32([-2.0, -1.0, -0.125, 0.0, 0.999, 1.0, 3.0])),
 ])
 def test_histogram_on_given_edges_equals_numpy_on_those_edges_bit_for_bit(edges, x):
-    from quant_core.histogram import _histogram_on_edges
+    from quant_core.numerics.histogram import _histogram_on_edges
     assert np.array_equal(_histogram_on_edges(x, edges), np.histogram(x, bins=edges)[0])
 
 

@@ -5,7 +5,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from quant_core.errors import ModelError
-from quant_core.integer_only import (NodeKind, check_integer_only, fixed_point_multiplier, requantize,
+from quant_core.export.integer_only import (NodeKind, check_integer_only, fixed_point_multiplier, requantize,
                                      requantize_float, run_integer_only)
 
 

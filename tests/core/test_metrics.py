@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from quant_core.errors import QuantLabError
-from quant_core.metrics import (
+from quant_core.numerics.metrics import (
     FixedReference,
     _cosine_of_norms,
     clipped_fraction,

@@ -4,7 +4,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from quant_core.mx import BLOCK_FORMATS, bits_per_value, quantize_blocks, round_to_element, shared_exponent
+from quant_core.numerics.mx import BLOCK_FORMATS, bits_per_value, quantize_blocks, round_to_element, shared_exponent
 
 ORACLE = {"mxfp8_e4m3": ml_dtypes.float8_e4m3fn, "mxfp8_e5m2": ml_dtypes.float8_e5m2,
           "mxfp6_e3m2": ml_dtypes.float6_e3m2fn, "mxfp6_e2m3": ml_dtypes.float6_e2m3fn,
@@ -131,9 +131,9 @@ def test_finer_elements_have_smaller_error():
 # -- wired into the lab's formats, configs, sizes and export plan ---------------------------------------
 
 from quant_core.config import LayerQuant, QuantConfig, TensorQuant  # noqa: E402
-from quant_core.formats import Granularity, parse_format  # noqa: E402
-from quant_core.quantize import quantize_tensor  # noqa: E402
-from quant_core.size import bits_per_parameter  # noqa: E402
+from quant_core.numerics.formats import Granularity, parse_format  # noqa: E402
+from quant_core.numerics.quantize import quantize_tensor  # noqa: E402
+from quant_core.numerics.size import bits_per_parameter  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ["mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4", "mxint8", "nvfp4",
@@ -174,9 +174,9 @@ def test_quantize_tensor_blocks_run_along_the_reduction_of_a_bare_weight():
 
 
 def test_block_formats_are_simulated_only_in_the_export_plan():
-    from quant_core.demo import load_demo
-    from quant_core.model_io import load_model, prepare_model
-    from quant_core.overrides import ExportKind, plan_export
+    from quant_core.model.demo import load_demo
+    from quant_core.model.model_io import load_model, prepare_model
+    from quant_core.export.overrides import ExportKind, plan_export
 
     prepared = prepare_model(load_model(load_demo("mlp")[0]))
     plan = plan_export(prepared, QuantConfig(LayerQuant(TensorQuant(parse_format("mxfp4")))))
@@ -186,7 +186,7 @@ def test_block_formats_are_simulated_only_in_the_export_plan():
 
 @pytest.mark.parametrize("name", sorted(ORACLE))
 def test_element_grid_is_every_finite_value_of_the_ml_dtypes_type(name):
-    from quant_core.mx import element_grid
+    from quant_core.numerics.mx import element_grid
     dtype = ORACLE[name]
     every = np.arange(256, dtype=np.uint8).view(dtype).astype(np.float32)
     assert np.array_equal(element_grid(name), np.unique(every[np.isfinite(every)]))

@@ -10,10 +10,10 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from quant_core.config import TensorQuant
-from quant_core.floats import round_to_float_format
-from quant_core.formats import parse_format
-from quant_core.qparams import qparams_from_range
-from quant_core.quantize import dequantize, fake_quantize, quantize, quantize_tensor, tensor_range
+from quant_core.numerics.floats import round_to_float_format
+from quant_core.numerics.formats import parse_format
+from quant_core.numerics.qparams import qparams_from_range
+from quant_core.numerics.quantize import dequantize, fake_quantize, quantize, quantize_tensor, tensor_range
 
 OPSET = 21  # int4 / uint4 and blocked (block_size) QuantizeLinear
 IR_VERSION = 10

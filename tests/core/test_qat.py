@@ -1,16 +1,16 @@
-"""Quantization-aware fine-tuning of the demo MLP in numpy (quant_core.qat)."""
+"""Quantization-aware fine-tuning of the demo MLP in numpy (quant_core.learn.qat)."""
 import numpy as np
 import onnxruntime as ort
 import pytest
 
 from quant_core.config import TensorQuant
-from quant_core.data import Dataset, split_dataset
-from quant_core.demo import DEMO_MODELS, load_demo
+from quant_core.model.data import Dataset, split_dataset
+from quant_core.model.demo import DEMO_MODELS, load_demo
 from quant_core.errors import ConfigError, DataError, ModelError
-from quant_core.formats import Granularity, parse_format
-from quant_core.qat import (_loss_and_gradients, evaluate_numpy_mlp, fine_tune_qat, forward, mlp_weights,
+from quant_core.numerics.formats import Granularity, parse_format
+from quant_core.learn.qat import (_loss_and_gradients, evaluate_numpy_mlp, fine_tune_qat, forward, mlp_weights,
                             quantized_weight)
-from quant_core.quantize import quantize_tensor
+from quant_core.numerics.quantize import quantize_tensor
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from onnxruntime.quantization.quant_utils import compute_scale_zp
 
-from quant_core.formats import parse_format
-from quant_core.qparams import qparams_from_range
+from quant_core.numerics.formats import parse_format
+from quant_core.numerics.qparams import qparams_from_range
 
 F32 = np.float32
 

@@ -2,13 +2,13 @@
 import numpy as np
 import pytest
 
-from quant_core import quantize as quantize_module
+from quant_core.numerics import quantize as quantize_module
 from quant_core.config import TensorQuant
 from quant_core.errors import ConfigError, QuantLabError
-from quant_core.floats import round_to_float_format
-from quant_core.formats import parse_format
-from quant_core.qparams import qparams_from_range
-from quant_core.quantize import (QuantizedTensor, dequantize, fake_quantize, fake_quantize_tensor, quantize,
+from quant_core.numerics.floats import round_to_float_format
+from quant_core.numerics.formats import parse_format
+from quant_core.numerics.qparams import qparams_from_range
+from quant_core.numerics.quantize import (QuantizedTensor, dequantize, fake_quantize, fake_quantize_tensor, quantize,
                                  quantize_tensor, tensor_range)
 
 INTEGER_FORMATS = ["int2", "int3", "int4", "int8", "int8_narrow", "int16", "uint2", "uint4", "uint8",
@@ -241,7 +241,7 @@ def test_tensor_range_per_tensor_channel_and_group():
 
 
 def test_tensor_range_without_an_axis_takes_the_bare_shape_natural_axes():
-    pytest.importorskip("quant_core.axes")  # the natural-axis rules (quant_core/axes.py)
+    pytest.importorskip("quant_core.numerics.axes")  # the natural-axis rules (quant_core/axes.py)
     x = np.arange(24, dtype=np.float32).reshape(4, 6)
     assert tensor_range(x, granularity="per_channel", axis=None)[0].tolist() == [0, 6, 12, 18]
     lo, _ = tensor_range(x, granularity="per_group", axis=None, block_size=4)  # along the last axis
@@ -346,7 +346,7 @@ def test_quantize_tensor_per_group_layout():
 def test_quantize_tensor_without_an_axis_takes_the_bare_shape_natural_axes():
     # TensorQuant.axis=None is "the layer's natural axis"; knowing only the shape: output channels on
     # axis 0, groups along the rest of the weight flattened (a conv's I x kh x kw).
-    pytest.importorskip("quant_core.axes")  # the natural-axis rules (quant_core/axes.py)
+    pytest.importorskip("quant_core.numerics.axes")  # the natural-axis rules (quant_core/axes.py)
     w = np.random.default_rng(10).standard_normal((8, 3, 5, 5)).astype(np.float32)
     per_channel = quantize_tensor(w, TensorQuant("int8", granularity="per_channel", axis=None), name="conv.w")
     assert per_channel.scale.shape == (8,) and per_channel.axis == 0

@@ -4,11 +4,11 @@ import pytest
 
 from quant_core.config import TensorQuant
 from quant_core.errors import ConfigError, QuantLabError
-from quant_core.formats import INT4, INT8, UINT8, Granularity, RangeMethod, parse_format
-from quant_core.histogram import StreamingHistogram
-from quant_core.qparams import qparams_from_range
-from quant_core.quantize import fake_quantize, tensor_range
-from quant_core.ranges import (
+from quant_core.numerics.formats import INT4, INT8, UINT8, Granularity, RangeMethod, parse_format
+from quant_core.numerics.histogram import StreamingHistogram
+from quant_core.numerics.qparams import qparams_from_range
+from quant_core.numerics.quantize import fake_quantize, tensor_range
+from quant_core.numerics.ranges import (
     MSE_CANDIDATES,
     estimate_range,
     range_entropy,

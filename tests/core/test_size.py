@@ -3,8 +3,8 @@ import pytest
 
 from quant_core.config import TensorQuant
 from quant_core.errors import ConfigError, QuantLabError
-from quant_core.formats import Granularity, parse_format
-from quant_core.size import TensorSize, bits_per_parameter, model_bytes, tensor_bytes, tensor_size
+from quant_core.numerics.formats import Granularity, parse_format
+from quant_core.numerics.size import TensorSize, bits_per_parameter, model_bytes, tensor_bytes, tensor_size
 
 SHAPE = (64, 32, 3, 3)  # 18,432 parameters, 64 output channels
 

@@ -6,9 +6,9 @@ import pytest
 
 from quant_core.config import PRESETS
 from quant_core.errors import ConfigError
-from quant_core.metrics import edit_distance, recall_at_k, token_error_rate, top1_agreement
-from quant_core.model_io import TensorInfo
-from quant_core.tasks import (Metric, Task, TaskKind, TaskScorer, check_task, config_json, ctc_greedy_decode,
+from quant_core.numerics.metrics import edit_distance, recall_at_k, token_error_rate, top1_agreement
+from quant_core.model.model_io import TensorInfo
+from quant_core.engine.tasks import (Metric, Task, TaskKind, TaskScorer, check_task, config_json, ctc_greedy_decode,
                               infer_task, read_config_json, score)
 
 

@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from quant_core.cli import main
+from quant_core.cli.main import main
 from quant_core.errors import DataError
-from quant_core.vectors import (encode, end_to_end, exact_neighbours, kmeans, parse_vector_format,
+from quant_core.numerics.vectors import (encode, end_to_end, exact_neighbours, kmeans, parse_vector_format,
                                 recall, search_formats, split_queries, top_k, unit_rows)
 
 

@@ -4,11 +4,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from quant_core.calibrate import calibrate
-from quant_core.data import Dataset
-from quant_core.demo import load_demo
-from quant_core.evaluate import Evaluator
-from quant_core.model_io import prepare_model
+from quant_core.engine.calibrate import calibrate
+from quant_core.model.data import Dataset
+from quant_core.model.demo import load_demo
+from quant_core.engine.evaluate import Evaluator
+from quant_core.model.model_io import prepare_model
 
 
 @pytest.fixture(scope="session")

@@ -4,16 +4,16 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from quant_core.axes import layer_axes, natural_axes, resolve, resolved, shape_axes
-from quant_core.calibrate import calibrate
+from quant_core.numerics.axes import layer_axes, natural_axes, resolve, resolved, shape_axes
+from quant_core.engine.calibrate import calibrate
 from quant_core.config import FP32_LAYER, PRESETS, LayerQuant, QuantConfig, TensorQuant
-from quant_core.data import Dataset, split_dataset
-from quant_core.demo import DEMO_MODELS, load_demo
-from quant_core.evaluate import Evaluator
-from quant_core.model_io import load_model, prepare_model
-from quant_core.quantize import quantize_tensor
-from quant_core.size import tensor_bytes
-from quant_core.validate import validate_config
+from quant_core.model.data import Dataset, split_dataset
+from quant_core.model.demo import DEMO_MODELS, load_demo
+from quant_core.engine.evaluate import Evaluator
+from quant_core.model.model_io import load_model, prepare_model
+from quant_core.numerics.quantize import quantize_tensor
+from quant_core.numerics.size import tensor_bytes
+from quant_core.model.validate import validate_config
 
 from .conftest import chain_model
 

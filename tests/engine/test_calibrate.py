@@ -4,10 +4,10 @@ import threading
 import numpy as np
 import pytest
 
-from quant_core.calibrate import Cancelled, calibrate
-from quant_core.data import Dataset
-from quant_core.histogram import StreamingHistogram
-from quant_core.simulate import SimulationSession
+from quant_core.engine.calibrate import Cancelled, calibrate
+from quant_core.model.data import Dataset
+from quant_core.numerics.histogram import StreamingHistogram
+from quant_core.engine.simulate import SimulationSession
 
 
 def _activations(prepared, x):
@@ -96,7 +96,7 @@ def test_data_the_model_cannot_run_gives_a_one_line_data_error(chain):
 
 def test_large_activations_are_calibrated_in_smaller_batches_with_the_same_min_max(demo_cnn, monkeypatch):
     """A batch holds about CALIBRATION_BATCH_BYTES of activations: memory stays flat on big models."""
-    import quant_core.calibrate as module
+    import quant_core.engine.calibrate as module
     prepared, calibration_data, _ = demo_cnn
     data = calibration_data.subset(np.arange(40))
     whole = calibrate(prepared, data)

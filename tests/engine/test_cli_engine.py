@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from quant_core.demo import DEMO_MODELS, demo_data_path
+from quant_core.model.demo import DEMO_MODELS, demo_data_path
 
 MLP = str(DEMO_MODELS["mlp"].path)
 DATA = str(demo_data_path())

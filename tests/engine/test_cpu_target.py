@@ -15,15 +15,15 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from quant_core import cpu_target
-from quant_core.calibrate import calibrate
+from quant_core.numerics import cpu_target
+from quant_core.engine.calibrate import calibrate
 from quant_core.config import PRESETS, LayerQuant, QuantConfig, TensorQuant
-from quant_core.cpu_target import CpuTarget, kernel_weight_storage
+from quant_core.numerics.cpu_target import CpuTarget, kernel_weight_storage
 from quant_core.errors import ConfigError
-from quant_core.evaluate import Evaluator
-from quant_core.formats import Granularity, parse_format
-from quant_core.latency import static_int8_config
-from quant_core.quantize import dequantize, quantize
+from quant_core.engine.evaluate import Evaluator
+from quant_core.numerics.formats import Granularity, parse_format
+from quant_core.export.latency import static_int8_config
+from quant_core.numerics.quantize import dequantize, quantize
 
 
 def _exact_and_onnxruntime_differ() -> bool:

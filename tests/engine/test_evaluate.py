@@ -4,13 +4,13 @@ import threading
 import numpy as np
 import pytest
 
-from quant_core.calibrate import calibrate
+from quant_core.engine.calibrate import calibrate
 from quant_core.config import FP32_LAYER, PRESETS, LayerQuant, QuantConfig, TensorQuant
 from quant_core.errors import ConfigError
-from quant_core.evaluate import Evaluator
-from quant_core.layer_errors import ErrorGraph
-from quant_core.sensitivity import run_sweep
-from quant_core.suggest import suggest_config
+from quant_core.engine.evaluate import Evaluator
+from quant_core.engine.layer_errors import ErrorGraph
+from quant_core.search.sensitivity import run_sweep
+from quant_core.search.suggest import suggest_config
 
 INT2 = QuantConfig(LayerQuant(TensorQuant("int2", granularity="per_channel")), name="int2")
 
@@ -118,7 +118,7 @@ def test_suggestion_needs_exactly_one_budget(cnn_evaluator):
 
 
 def test_a_fixed_batch_dimension_is_respected(chain):
-    from quant_core.model_io import prepare_model
+    from quant_core.model.model_io import prepare_model
     from .conftest import chain_model
     model = chain_model()
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 7  # the model takes exactly 7 samples
@@ -144,11 +144,11 @@ def _matmul_model(k=6, n=4, seed=0):
 
 @pytest.mark.parametrize("name", ["binary", "ternary"])
 def test_binary_and_ternary_scale_a_matmul_weight_per_output_channel(name):
-    from quant_core.extreme import binarize, ternarize
-    from quant_core.model_io import prepare_model
+    from quant_core.numerics.extreme import binarize, ternarize
+    from quant_core.model.model_io import prepare_model
     model, weight = _matmul_model(k=6, n=4)
     prepared = prepare_model(model)
-    from quant_core.data import Dataset
+    from quant_core.model.data import Dataset
     data = Dataset(inputs={"x": np.random.default_rng(1).normal(size=(50, 6)).astype(np.float32)})
     evaluator = Evaluator(prepared, calibrate(prepared, data), data)
     quantizer = {"binary": binarize, "ternary": ternarize}[name]
@@ -176,10 +176,10 @@ def _mixed_config(prepared) -> QuantConfig:
 @pytest.mark.parametrize("model_name", ["mlp", "cnn", "transformer"])
 def test_simulated_only_is_exactly_what_the_export_keeps_fp32_for_lack_of_a_kernel(model_name):
     import onnx
-    from quant_core.data import Dataset
-    from quant_core.demo import load_demo
-    from quant_core.model_io import prepare_model
-    from quant_core.overrides import ExportKind, plan_export
+    from quant_core.model.data import Dataset
+    from quant_core.model.demo import load_demo
+    from quant_core.model.model_io import prepare_model
+    from quant_core.engine.plan import ExportKind, plan_export
     model_bytes, data = load_demo(model_name)
     prepared = prepare_model(onnx.load_from_string(model_bytes))
     split = Dataset(inputs={"image": data.inputs["image"][:32]}, labels=data.labels[:32])
@@ -194,7 +194,7 @@ def test_simulated_only_is_exactly_what_the_export_keeps_fp32_for_lack_of_a_kern
 
 
 def test_an_lru_cache_keeps_the_most_recently_used_entries():
-    from quant_core.evaluate import LRUCache
+    from quant_core.engine.evaluate import LRUCache
     cache = LRUCache(2)
     cache.put("a", 1)
     cache.put("b", 2)
@@ -244,7 +244,7 @@ def test_a_config_that_changes_one_layer_costs_one_error_session_run_and_gives_t
 
 
 def test_the_evaluator_caches_stay_bounded_when_many_configs_are_tried(chain, monkeypatch):
-    from quant_core import evaluate
+    from quant_core.engine import evaluate
     monkeypatch.setattr(evaluate, "MAX_RESULTS", 3)
     monkeypatch.setattr(evaluate, "MAX_WEIGHTS", 4)
     monkeypatch.setattr(evaluate, "MAX_ISOLATED", 5)

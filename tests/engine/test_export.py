@@ -12,17 +12,17 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from quant_core.calibrate import calibrate
+from quant_core.engine.calibrate import calibrate
 from quant_core.config import LayerQuant, QuantConfig, TensorQuant
-from quant_core.cpu_target import CpuTarget
-from quant_core.export import (export_dynamic_int8, export_fp16, export_matmul_nbits, export_model, overrides_path,
+from quant_core.numerics.cpu_target import CpuTarget
+from quant_core.export.ort_export import (export_dynamic_int8, export_fp16, export_matmul_nbits, export_model, overrides_path,
                                save_export)
-from quant_core.formats import Granularity, parse_format
-from quant_core.latency import create_session, static_int8_config
-from quant_core.model_io import prepare_model
-from quant_core.overrides import ort_overrides, overrides_from_json, overrides_to_json, tensor_quant_overrides
-from quant_core.qparams import qparams_from_range
-from quant_core.simulate import ActivationQuant
+from quant_core.numerics.formats import Granularity, parse_format
+from quant_core.export.latency import create_session, static_int8_config
+from quant_core.model.model_io import prepare_model
+from quant_core.export.overrides import ort_overrides, overrides_from_json, overrides_to_json, tensor_quant_overrides
+from quant_core.numerics.qparams import qparams_from_range
+from quant_core.engine.simulate import ActivationQuant
 
 # --- tiny models -----------------------------------------------------------------------------------------------
 
@@ -218,7 +218,7 @@ def residual_block(seed=0) -> onnx.ModelProto:
 
 
 def test_a_residual_reader_of_a_quantized_layer_input_reads_the_float_tensor_as_in_the_simulation():
-    from quant_core.evaluate import Evaluator
+    from quant_core.engine.evaluate import Evaluator
     x = {"x": np.random.default_rng(2).normal(size=(64, 16)).astype(np.float32)}
     prepared = prepare(residual_block())
     calibration = calibrate(prepared, x)
@@ -245,7 +245,7 @@ def test_weight_only_int8_layers_store_int8_weights_behind_dequantize_linear(cnn
 
 
 def test_export_agrees_with_the_simulation_session(cnn):
-    from quant_core.evaluate import Evaluator
+    from quant_core.engine.evaluate import Evaluator
 
     prepared, calibration = cnn
     config = static_int8_config(prepared, per_channel=True)  # target auto: this machine's kernels
@@ -316,7 +316,7 @@ def test_dynamic_int8_export_runs_integer_matmuls_close_to_fp32(mlp):
 
 
 def test_dynamic_int8_for_the_saturating_target_stores_uint8_weights_on_the_same_grid(mlp):
-    from quant_core.cpu_target import probe_int8_kernels
+    from quant_core.numerics.cpu_target import probe_int8_kernels
     prepared, _ = mlp
     signed = export_dynamic_int8(prepared, target=CpuTarget.NO_SATURATION)
     unsigned = export_dynamic_int8(prepared, target=CpuTarget.SATURATING_X86)
@@ -436,7 +436,7 @@ def files(tmp_path):
 
 
 def test_cli_export_writes_model_and_overrides_and_lists_simulated_only_layers(files, tmp_path, capsys):
-    from quant_core.cli import main
+    from quant_core.cli.main import main
     model, data = files
     config = tmp_path / "config.json"
     config.write_text(W8A8_PER_TENSOR.with_layer("fc", LayerQuant(TensorQuant(parse_format("int3")))).to_json())
@@ -450,7 +450,7 @@ def test_cli_export_writes_model_and_overrides_and_lists_simulated_only_layers(f
 
 
 def test_cli_export_for_the_saturating_target_stores_uint8_weights_and_says_so(files, tmp_path, capsys):
-    from quant_core.cli import main
+    from quant_core.cli.main import main
     model, data = files
     out = tmp_path / "out.onnx"
     assert main(["export", str(model), "--data", str(data), "--config", "W8A8", "--target", "saturating-x86",
@@ -470,7 +470,7 @@ def test_cli_export_for_the_saturating_target_stores_uint8_weights_and_says_so(f
     (["--data", "DATA", "--config", "nope.json"], "neither a config file nor a preset"),
 ])
 def test_cli_export_bad_input_exits_2_with_one_line(files, tmp_path, capsys, argv, message):
-    from quant_core.cli import main
+    from quant_core.cli.main import main
     model, data = files
     argv = [{"MODEL": str(model), "DATA": str(data)}.get(a, a) for a in argv]
     assert main(["export", str(model), *argv, "-o", str(tmp_path / "out.onnx")]) == 2

@@ -17,16 +17,16 @@ import numpy as np
 import onnx
 import pytest
 
-from quant_core.calibrate import calibrate
+from quant_core.engine.calibrate import calibrate
 from quant_core.config import PRESETS, LayerQuant, QuantConfig, TensorQuant
-from quant_core.data import split_dataset
-from quant_core.demo import load_demo
-from quant_core.evaluate import Evaluator
-from quant_core.export import export_model
-from quant_core.overrides import ExportKind, plan_export
-from quant_core.formats import RangeMethod, parse_format
-from quant_core.latency import create_session, static_int8_config
-from quant_core.model_io import load_model, prepare_model
+from quant_core.model.data import split_dataset
+from quant_core.model.demo import load_demo
+from quant_core.engine.evaluate import Evaluator
+from quant_core.export.ort_export import export_model
+from quant_core.engine.plan import ExportKind, plan_export
+from quant_core.numerics.formats import RangeMethod, parse_format
+from quant_core.export.latency import create_session, static_int8_config
+from quant_core.model.model_io import load_model, prepare_model
 
 TOLERANCE_PP = 0.5
 INTEGER_KERNELS = {"QLinearConv", "QGemm", "QLinearMatMul", "MatMulIntegerToFloat"}

@@ -6,15 +6,15 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from quant_core.calibrate import calibrate
-from quant_core.cli import main
+from quant_core.engine.calibrate import calibrate
+from quant_core.cli.main import main
 from quant_core.config import PRESETS
-from quant_core.data import split_dataset
-from quant_core.demo import DEMO_MODELS, load_demo
-from quant_core.evaluate import Evaluator
-from quant_core.export import export_model
-from quant_core.integer_only import check_integer_only, compare_integer_only, run_integer_only
-from quant_core.model_io import load_model, prepare_model
+from quant_core.model.data import split_dataset
+from quant_core.model.demo import DEMO_MODELS, load_demo
+from quant_core.engine.evaluate import Evaluator
+from quant_core.export.ort_export import export_model
+from quant_core.export.integer_only import check_integer_only, compare_integer_only, run_integer_only
+from quant_core.model.model_io import load_model, prepare_model
 
 
 def _exported(name: str):

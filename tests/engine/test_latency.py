@@ -6,8 +6,8 @@ import pytest
 
 from quant_core.config import PRESETS
 from quant_core.errors import DataError, ModelError
-from quant_core.export import export_model
-from quant_core.latency import measure_latency, model_size_bytes, standard_variants, static_int8_config
+from quant_core.export.ort_export import export_model
+from quant_core.export.latency import measure_latency, model_size_bytes, standard_variants, static_int8_config
 from tests.engine.test_export import IMAGES, calibrated, tiny_cnn, tiny_mlp
 
 
@@ -109,20 +109,20 @@ def test_cli_bench_json_has_the_documented_keys(tmp_path, capsys):
 
     import onnx
 
-    from quant_core.cli import main
+    from quant_core.cli.main import main
     path = tmp_path / "cnn.onnx"
     onnx.save(tiny_cnn(), str(path))
     assert main(["bench", str(path), "--batch", "8", "--threads", "1", "--repeats", "5", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert {"median_ms", "p10_ms", "p90_ms", "repeats", "batch_size", "threads", "size_bytes"} <= set(report)
     assert report["repeats"] == 5 and report["batch_size"] == 8 and report["size_bytes"] == path.stat().st_size
-    from quant_core.cpu_target import probe_int8_kernels
+    from quant_core.numerics.cpu_target import probe_int8_kernels
     assert report["int8_kernels"]["saturates"] == probe_int8_kernels().saturates
     assert report["int8_kernels"]["target"] in ("no-saturation", "saturating-x86")
 
 
 def test_cli_bench_of_a_missing_file_exits_2_with_one_line(tmp_path, capsys):
-    from quant_core.cli import main
+    from quant_core.cli.main import main
     assert main(["bench", str(tmp_path / "missing.onnx")]) == 2
     err = capsys.readouterr().err
     assert "model file not found" in err and err.count("\n") == 1
@@ -130,13 +130,13 @@ def test_cli_bench_of_a_missing_file_exits_2_with_one_line(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def demo_cnn_bytes():
-    from quant_core.demo import load_demo
+    from quant_core.model.demo import load_demo
     return load_demo("cnn")
 
 
 def test_model_accuracy_is_the_share_of_samples_whose_top1_is_the_label(demo_cnn_bytes):
     import onnxruntime as ort
-    from quant_core.latency import model_accuracy
+    from quant_core.export.latency import model_accuracy
     model, data = demo_cnn_bytes
     logits = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, data.inputs)[0]
     expected = float(np.mean(logits.argmax(axis=1) == data.labels))
@@ -146,16 +146,16 @@ def test_model_accuracy_is_the_share_of_samples_whose_top1_is_the_label(demo_cnn
 
 
 def test_model_accuracy_without_labels_is_none(demo_cnn_bytes):
-    from quant_core.data import Dataset
-    from quant_core.latency import model_accuracy
+    from quant_core.model.data import Dataset
+    from quant_core.export.latency import model_accuracy
     model, data = demo_cnn_bytes
     assert model_accuracy(model, Dataset(inputs=data.inputs)) is None
 
 
 def test_model_accuracy_runs_a_fixed_batch_model_whole_batches_only():
     import onnxruntime as ort
-    from quant_core.data import Dataset
-    from quant_core.latency import model_accuracy
+    from quant_core.model.data import Dataset
+    from quant_core.export.latency import model_accuracy
     from tests.engine.conftest import chain_model
     model = chain_model()
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 7  # exactly 7 samples a run
@@ -169,8 +169,8 @@ def test_model_accuracy_runs_a_fixed_batch_model_whole_batches_only():
 
 
 def test_model_accuracy_names_what_is_wrong_with_the_data_in_one_line(demo_cnn_bytes):
-    from quant_core.data import Dataset
-    from quant_core.latency import model_accuracy
+    from quant_core.model.data import Dataset
+    from quant_core.export.latency import model_accuracy
     model, data = demo_cnn_bytes
     with pytest.raises(DataError, match=r"no array for model input\(s\) \['image'\]"):
         model_accuracy(model, Dataset(inputs={"pixels": data.inputs["image"]}, labels=data.labels))

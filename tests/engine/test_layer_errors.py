@@ -16,14 +16,14 @@ import numpy as np
 import onnx
 import pytest
 
-from quant_core import evaluate
-from quant_core.calibrate import calibrate
+from quant_core.engine import evaluate
+from quant_core.engine.calibrate import calibrate
 from quant_core.config import FP32_LAYER, PRESETS, LayerQuant, QuantConfig, TensorQuant
-from quant_core.data import Dataset, load_npz, split_dataset
-from quant_core.demo import load_demo
-from quant_core.evaluate import Evaluator
-from quant_core.layer_errors import ErrorGraph, reference_layer_sqnr
-from quant_core.model_io import load_model, prepare_model
+from quant_core.model.data import Dataset, load_npz, split_dataset
+from quant_core.model.demo import load_demo
+from quant_core.engine.evaluate import Evaluator
+from quant_core.engine.layer_errors import ErrorGraph, reference_layer_sqnr
+from quant_core.model.model_io import load_model, prepare_model
 
 STRUCTURES = Path(__file__).resolve().parents[2] / "demo_models" / "structures"
 UINT8 = TensorQuant("uint8", symmetric=False)
@@ -153,7 +153,7 @@ def test_layer_errors_memory_does_not_grow_with_the_number_of_samples(monkeypatc
 
 def test_a_layer_whose_node_cannot_run_alone_gets_the_definition(monkeypatch):
     """E.g. a layer whose output is not its node's own: whole-model runs with only its feed (one per batch)."""
-    from quant_core import layer_errors
+    from quant_core.engine import layer_errors
     prepared, calibration, evaluation = _demo("transformer")
     evaluator = Evaluator(prepared, calibration, evaluation)
     lonely = evaluator.layers[3]

@@ -5,9 +5,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from quant_core.config import TensorQuant
-from quant_core.formats import parse_format
-from quant_core.quantize import fake_quantize
-from quant_core.simulate import ActivationMode, ActivationQuant, SimulationSession
+from quant_core.numerics.formats import parse_format
+from quant_core.numerics.quantize import fake_quantize
+from quant_core.engine.simulate import ActivationMode, ActivationQuant, SimulationSession
 
 
 def _ort_qdq(x, scale, zero_point, dtype):
@@ -96,8 +96,8 @@ def test_float_activation_modes_round_like_a_cast(chain):
 
 
 def test_fake_quant_on_the_blocked_layout_gives_the_same_outputs_without_the_layout_copies(demo_cnn, monkeypatch):
-    import quant_core.simulate as simulate
-    from quant_core.simulation_graph import fake_quant_in_blocked_layout as fold
+    import quant_core.engine.simulate as simulate
+    from quant_core.engine.simulation_graph import fake_quant_in_blocked_layout as fold
 
     prepared, _, evaluation = demo_cnn
     folded = SimulationSession(prepared)
@@ -111,8 +111,8 @@ def test_fake_quant_on_the_blocked_layout_gives_the_same_outputs_without_the_lay
         assert np.array_equal(folded.run(evaluation.inputs, activations=chosen).outputs[0], expected)
     # conv1's output reaches conv2's fake-quant in the blocked layout: one ReorderOutput / ReorderInput pair fewer.
 
-    from quant_core.simulate import layer_specs
-    from quant_core.simulation_graph import build_simulation_model, reorder_weight_inputs
+    from quant_core.model.layers import layer_specs
+    from quant_core.engine.simulation_graph import build_simulation_model, reorder_weight_inputs
     specs = layer_specs(prepared)
     base, _, _ = build_simulation_model(prepared.model, specs, folded.modes, weights_as_inputs=False)
     model, _ = reorder_weight_inputs(base, specs, 1)
@@ -125,7 +125,7 @@ def test_fake_quant_on_the_blocked_layout_gives_the_same_outputs_without_the_lay
 @pytest.mark.parametrize("fmt, symmetric", [("uint8", False), ("int8", True), ("uint5", False), ("fp16", True),
                                             ("bf16", True), ("fp8_e4m3fn", True)])
 def test_a_session_specialized_for_the_activation_modes_gives_the_same_outputs(demo_cnn, fmt, symmetric):
-    from quant_core.simulate import SPECIALIZE_AFTER
+    from quant_core.engine.simulate import SPECIALIZE_AFTER
 
     prepared, _, evaluation = demo_cnn
     session = SimulationSession(prepared)

@@ -15,15 +15,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from quant_core.calibrate import calibrate
+from quant_core.engine.calibrate import calibrate
 from quant_core.config import PRESETS
-from quant_core.data import load_npz, record_state, split_dataset
+from quant_core.model.data import load_npz, record_state, split_dataset
 from quant_core.errors import DataError
-from quant_core.evaluate import Evaluator
-from quant_core.export import export_model
-from quant_core.latency import measure_latency, model_accuracy, model_outputs
-from quant_core.layout import feeder
-from quant_core.model_io import load_model, prepare_model
+from quant_core.engine.evaluate import Evaluator
+from quant_core.export.ort_export import export_model
+from quant_core.export.latency import measure_latency, model_accuracy, model_outputs
+from quant_core.model.layout import feeder
+from quant_core.model.model_io import load_model, prepare_model
 
 STRUCTURES = Path(__file__).resolve().parents[2] / "demo_models" / "structures"
 QUANTIZED = PRESETS["W4 weight-only per-group"]
@@ -170,7 +170,7 @@ def test_a_stream_without_its_state_starts_from_zeros_and_records_fp32s_own(tmp_
 
 
 def test_exported_models_run_per_frame_and_as_a_stream_by_onnxruntime(stateful):
-    from quant_core.export import export_dynamic_int8
+    from quant_core.export.ort_export import export_dynamic_int8
     prepared, _, evaluation_data = stateful
     fp32 = prepared.model.SerializeToString()
     per_frame = model_outputs(fp32, evaluation_data, prepared.info)

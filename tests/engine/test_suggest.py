@@ -1,10 +1,10 @@
 """suggest_config's time budget: no measurement starts after it, and the best config found so far is returned."""
 import pytest
 
-import quant_core.suggest
+import quant_core.search.suggest
 from quant_core.config import PRESETS
 from quant_core.errors import ConfigError
-from quant_core.suggest import suggest_config
+from quant_core.search.suggest import suggest_config
 
 
 class _Clock:
@@ -35,7 +35,7 @@ class _TickingEvaluator:
 @pytest.fixture
 def ticking(cnn_evaluator, monkeypatch):
     clock = _Clock()
-    monkeypatch.setattr(quant_core.suggest, "time", clock)
+    monkeypatch.setattr(quant_core.search.suggest, "time", clock)
     return _TickingEvaluator(cnn_evaluator, clock)
 
 

@@ -4,15 +4,15 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from quant_core.calibrate import calibrate
+from quant_core.engine.calibrate import calibrate
 from quant_core.config import FP32_LAYER, LayerQuant, QuantConfig
-from quant_core.data import split_dataset
-from quant_core.demo import load_demo
-from quant_core.evaluate import Evaluator
-from quant_core.formats import parse_format
-from quant_core.model_io import load_model, prepare_model
-from quant_core.sensitivity import run_sweep, sweep_config
-from quant_core.simulation_suffix import suffix_model
+from quant_core.model.data import split_dataset
+from quant_core.model.demo import load_demo
+from quant_core.engine.evaluate import Evaluator
+from quant_core.numerics.formats import parse_format
+from quant_core.model.model_io import load_model, prepare_model
+from quant_core.search.sensitivity import run_sweep, sweep_config
+from quant_core.engine.simulation_suffix import suffix_model
 
 ALWAYS = 10**9  # configs: makes any saving worth a session
 
@@ -52,7 +52,7 @@ def test_a_sweep_with_suffixes_gives_the_same_rows(two_evaluators):
 @pytest.mark.parametrize("fmt", ["uint8", "int8", "int4", "uint3"])
 def test_with_the_input_activation_quantized_too_the_suffix_gives_the_full_sessions_outputs(two_evaluators, fmt,
                                                                                              monkeypatch):
-    from quant_core.suffix_runs import SuffixRuns
+    from quant_core.engine.suffix_runs import SuffixRuns
 
     # Whether the numpy fake-quant pays is timed: make it free, so every layer that can is prepared.
     timed = SuffixRuns._activation_seconds
@@ -128,7 +128,7 @@ def test_the_cut_lists_every_tensor_the_rest_of_the_model_reads():
 
 
 def test_over_the_memory_budget_every_config_runs_the_whole_model(demo_cnn, monkeypatch):
-    import quant_core.suffix_runs as suffix_runs
+    import quant_core.engine.suffix_runs as suffix_runs
 
     prepared, calibration_data, evaluation = demo_cnn
     monkeypatch.setattr(suffix_runs, "SUFFIX_MEMORY_BYTES", 1024)  # the CNN's captured activations: ~4 MiB
@@ -138,13 +138,13 @@ def test_over_the_memory_budget_every_config_runs_the_whole_model(demo_cnn, monk
 
 
 def _int(bits: int, evaluator, layer: str) -> LayerQuant:
-    from quant_core.sensitivity import weight_quant
+    from quant_core.search.sensitivity import weight_quant
     return LayerQuant(weight_quant(parse_format(f"int{bits}"), tuple(evaluator.session.fp32_weight(layer).shape)))
 
 
 def test_a_config_one_layer_away_from_the_anchor_gives_the_whole_runs_outputs_bit_for_bit(two_evaluators,
                                                                                            monkeypatch):
-    from quant_core.suffix_runs import SuffixRuns
+    from quant_core.engine.suffix_runs import SuffixRuns
 
     whole, cut = two_evaluators
     monkeypatch.setattr(SuffixRuns, "anchor_pays", lambda self: True)  # exercise it on every demo
@@ -172,7 +172,7 @@ def test_an_anchor_is_refused_when_it_quantizes_an_activation_or_does_not_pay(cn
 
 
 def test_a_suggestion_anchors_its_steps_and_drops_the_anchor_at_the_end():
-    from quant_core.suggest import suggest_config
+    from quant_core.search.suggest import suggest_config
 
     model, held_out = load_demo("transformer")
     prepared = prepare_model(load_model(model))

@@ -7,17 +7,17 @@ import numpy as np
 import onnx
 import pytest
 
-from quant_core.calibrate import calibrate
-from quant_core.cli import main
+from quant_core.engine.calibrate import calibrate
+from quant_core.cli.main import main
 from quant_core.config import PRESETS
-from quant_core.data import Dataset, split_dataset
-from quant_core.demo import DEMO_MODELS, demo_data_path
-from quant_core.evaluate import Evaluator
-from quant_core.export import export_model
-from quant_core.latency import create_session
-from quant_core.model_io import prepare_model
-from quant_core.sensitivity import run_sweep
-from quant_core.tasks import Metric, Task, TaskKind, config_json, score
+from quant_core.model.data import Dataset, split_dataset
+from quant_core.model.demo import DEMO_MODELS, demo_data_path
+from quant_core.engine.evaluate import Evaluator
+from quant_core.export.ort_export import export_model
+from quant_core.export.latency import create_session
+from quant_core.model.model_io import prepare_model
+from quant_core.search.sensitivity import run_sweep
+from quant_core.engine.tasks import Metric, Task, TaskKind, config_json, score
 from tests.models.task_graphs import (CLASSES, FEATURES, STEPS, detector_model, embedding_model, recognizer_model,
                                       two_output_model)
 

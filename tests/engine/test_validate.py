@@ -3,10 +3,10 @@ import pytest
 
 from quant_core.config import FP32_LAYER, LayerQuant, QuantConfig, TensorQuant
 from quant_core.errors import ConfigError
-from quant_core.validate import validate_config
+from quant_core.model.validate import validate_config
 
 from .conftest import chain_model
-from quant_core.model_io import prepare_model
+from quant_core.model.model_io import prepare_model
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_activation_quantization_needs_a_float_activation_input():
 
 
 def test_a_block_larger_than_its_axis_is_accepted(prepared):
-    # dense0's weight is (20, 40): blocks of 64 along its 40 inputs are one block per row (quant_core.axes).
+    # dense0's weight is (20, 40): blocks of 64 along its 40 inputs are one block per row (quant_core.numerics.axes).
     validate_config(_only("dense0", LayerQuant(TensorQuant("int4", granularity="per_group", block_size=64))), prepared)
     validate_config(_only("dense0", LayerQuant(TensorQuant("int4", granularity="per_group", axis=1, block_size=64))),
                     prepared)

@@ -4,9 +4,9 @@ import io
 import numpy as np
 import pytest
 
-from quant_core.data import Dataset, iter_batches, load_npz, split_dataset
+from quant_core.model.data import Dataset, iter_batches, load_npz, split_dataset
 from quant_core.errors import DataError
-from quant_core.model_io import ModelInfo, TensorInfo, inspect_model
+from quant_core.model.model_io import ModelInfo, TensorInfo, inspect_model
 from tests.models import graphs
 
 DIGITS_INFO = ModelInfo(inputs=(TensorInfo("image", ("batch", 1, 8, 8), "float32"),),
@@ -151,7 +151,7 @@ def test_a_model_input_named_labels_is_an_input_not_the_labels():
 
 
 def test_archive_unpacking_past_the_limit_is_refused_before_reading(monkeypatch):
-    monkeypatch.setattr("quant_core.data.MAX_DATA_BYTES", 1000)
+    monkeypatch.setattr("quant_core.model.data.MAX_DATA_BYTES", 1000)
     compressed = io.BytesIO()
     np.savez_compressed(compressed, image=np.zeros((100, 1, 8, 8), np.float32))  # 25.6 kB unpacked, tiny packed
     with pytest.raises(DataError, match="unpacks to 25.1 KiB, over the 1.0 KiB limit"):

@@ -3,10 +3,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from quant_core.data import iter_batches, split_dataset
-from quant_core.demo import DEMO_MODELS, demo_data_path, demo_split_indices, load_demo
+from quant_core.model.data import iter_batches, split_dataset
+from quant_core.model.demo import DEMO_MODELS, demo_data_path, demo_split_indices, load_demo
 from quant_core.errors import ModelError
-from quant_core.model_io import load_model, prepare_model
+from quant_core.model.model_io import load_model, prepare_model
 
 
 def test_digits_file_layout():
@@ -80,7 +80,7 @@ def test_layer_inventories_of_the_three_demos():
 
 
 def test_cnn_conv1_channels_have_very_different_weight_ranges():
-    from quant_core.model_io import weight_array
+    from quant_core.model.model_io import weight_array
 
     weight = weight_array(load_model(DEMO_MODELS["cnn"].path), "conv1.weight")
     per_channel = np.abs(weight).reshape(weight.shape[0], -1).max(axis=1)
@@ -88,7 +88,7 @@ def test_cnn_conv1_channels_have_very_different_weight_ranges():
 
 
 def test_the_shipped_heldout_file_holds_exactly_the_digits_no_demo_model_was_trained_on():
-    from quant_core.demo import heldout_data_path
+    from quant_core.model.demo import heldout_data_path
 
     _, data = load_demo("cnn")
     with np.load(heldout_data_path(), allow_pickle=False) as heldout:

@@ -3,8 +3,8 @@ import json
 import subprocess
 import sys
 
-from quant_core.cli import main
-from quant_core.demo import DEMO_MODELS
+from quant_core.cli.main import main
+from quant_core.model.demo import DEMO_MODELS
 from tests.models import graphs
 
 

@@ -4,11 +4,11 @@ import io
 import numpy as np
 import pytest
 
-from quant_core.data import Dataset, load_npz, split_dataset
+from quant_core.model.data import Dataset, load_npz, split_dataset
 from quant_core.errors import DataError
-from quant_core.layout import (DataLayout, Feeder, InputKind, InputLayout, StatePair, feeder, infer_layout,
+from quant_core.model.layout import (DataLayout, Feeder, InputKind, InputLayout, StatePair, feeder, infer_layout,
                                infer_state, parse_state)
-from quant_core.model_io import ModelInfo, TensorInfo
+from quant_core.model.model_io import ModelInfo, TensorInfo
 
 
 def info(inputs, outputs) -> ModelInfo:

@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from quant_core.errors import ModelError
-from quant_core.model_io import (MAX_MODEL_BYTES, MAX_RUNTIME_IR_VERSION, MAX_RUNTIME_OPSET, Layer, ModelInfo,
+from quant_core.model.model_io import (MAX_MODEL_BYTES, MAX_RUNTIME_IR_VERSION, MAX_RUNTIME_OPSET, Layer, ModelInfo,
                                  PreparedModel, WeightRef, inspect_model, load_model, prepare_model, weight_array)
 from tests.models import graphs
 
@@ -76,7 +76,7 @@ def test_model_failing_the_onnx_checker_is_refused():
 
 @pytest.mark.parametrize("run_bytes", [1, 200, 16 * 2**20])
 def test_file_parsed_piece_by_piece_equals_the_whole_message(tmp_path, monkeypatch, run_bytes):
-    monkeypatch.setattr("quant_core.onnx_file.PARSE_RUN_BYTES", run_bytes)
+    monkeypatch.setattr("quant_core.model.onnx_file.PARSE_RUN_BYTES", run_bytes)
     model = graphs.if_model()
     model.doc_string = "a top-level field after the graph"
     path = tmp_path / "model.onnx"
@@ -103,7 +103,7 @@ def test_oversize_bytes_are_refused_before_parsing():
 def test_oversize_file_is_refused_without_reading_it(tmp_path, monkeypatch):
     path = tmp_path / "big.onnx"
     path.write_bytes(graphs.gemm_model().SerializeToString())
-    monkeypatch.setattr("quant_core.onnx_file.parse_model_file", lambda path: pytest.fail("the oversize file was read"))
+    monkeypatch.setattr("quant_core.model.onnx_file.parse_model_file", lambda path: pytest.fail("the oversize file was read"))
     with pytest.raises(ModelError, match="over the 0 MiB limit"):
         load_model(path, max_bytes=10)
 

@@ -18,18 +18,19 @@ import numpy as np
 import onnx
 import pytest
 
-from quant_core.calibrate import calibrate
+from quant_core.engine.calibrate import calibrate
 from quant_core.config import PRESETS, LayerQuant, QuantConfig, TensorQuant
-from quant_core.data import load_npz, split_dataset
-from quant_core.evaluate import Evaluator
-from quant_core.export import export_dynamic_int8, export_model
-from quant_core.formats import parse_format
-from quant_core.latency import create_session
-from quant_core.metrics import cosine_similarity, sqnr_db
-from quant_core.model_io import load_model, prepare_model
-from quant_core.overrides import ExportKind, model_proto, plan_export
-from quant_core.sensitivity import run_sweep
-from quant_core.tasks import Metric, Task, TaskKind, TaskScorer, output_index
+from quant_core.model.data import load_npz, split_dataset
+from quant_core.engine.evaluate import Evaluator
+from quant_core.export.ort_export import export_dynamic_int8, export_model
+from quant_core.numerics.formats import parse_format
+from quant_core.export.latency import create_session
+from quant_core.numerics.metrics import cosine_similarity, sqnr_db
+from quant_core.model.model_io import load_model, prepare_model
+from quant_core.engine.plan import ExportKind, plan_export
+from quant_core.export.overrides import model_proto
+from quant_core.search.sensitivity import run_sweep
+from quant_core.engine.tasks import Metric, Task, TaskKind, TaskScorer, output_index
 from tests.real_models import fetch
 from tests.real_models.conftest import cached, timed
 
@@ -178,6 +179,12 @@ def test_w8a8_and_weight_only_stay_close_to_fp32(lab):
     if lab.evaluation.labels is not None:                  # the direction classifier: real labels
         assert lab.evaluator.fp32_accuracy >= 0.9
         assert w8a8.accuracy >= lab.evaluator.fp32_accuracy - 0.1
+
+
+def test_every_run_path_of_the_evaluator_equals_the_reference_simulator(lab):
+    from tests.fast_vs_reference import mismatches
+    with timed(lab.name, "fast=reference"):
+        assert mismatches(lab.evaluator, light=True, exact_reference=False) == []
 
 
 def test_sensitivity_sweep_ranks_int4_below_int8(lab):

@@ -16,17 +16,17 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from quant_core.calibrate import calibrate
+from quant_core.engine.calibrate import calibrate
 from quant_core.config import PRESETS
-from quant_core.data import load_npz, split_dataset
+from quant_core.model.data import load_npz, split_dataset
 from quant_core.errors import DataError, ModelError
-from quant_core.evaluate import Evaluator
-from quant_core.export import export_model
-from quant_core.latency import create_session
-from quant_core.metrics import cosine_similarity
-from quant_core.model_io import load_model, prepare_model
-from quant_core.sensitivity import run_sweep
-from quant_core.simulate import SimulationSession
+from quant_core.engine.evaluate import Evaluator
+from quant_core.export.ort_export import export_model
+from quant_core.export.latency import create_session
+from quant_core.numerics.metrics import cosine_similarity
+from quant_core.model.model_io import load_model, prepare_model
+from quant_core.search.sensitivity import run_sweep
+from quant_core.engine.simulate import SimulationSession
 from tests.real_models import fetch
 from tests.real_models.conftest import cached, timed
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from quant_core.cli import main
+from quant_core.cli.main import main
 from tests.app.conftest import downloads  # noqa: F401  (a fixture, shared with the page tests)
 from tests.app.conftest import model_page_tables
 from tests.app.conftest import texts as page_text
-from quant_core.demo import load_demo
+from quant_core.model.demo import load_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 _REAL_OS_OPEN = os.open

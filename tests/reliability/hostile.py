@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from quant_core.demo import DEMO_MODELS
+from quant_core.model.demo import DEMO_MODELS
 
 IN_FEATURES, CLASSES = 4, 3
 

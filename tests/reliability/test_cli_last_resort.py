@@ -21,7 +21,7 @@ def _failing_run(error: BaseException):
     (AssertionError(), "error: unexpected AssertionError: (no message)"),
 ])
 def test_an_unexpected_error_is_one_line_naming_its_type(tmp_path, monkeypatch, error, line):
-    import quant_core.commands.inspect as command
+    import quant_core.cli.commands.inspect as command
 
     monkeypatch.setattr(command, "run", _failing_run(error))
     message = assert_one_line_error(run_cli("inspect", write(tmp_path / "m.onnx", hostile.good_model())))
@@ -29,7 +29,7 @@ def test_an_unexpected_error_is_one_line_naming_its_type(tmp_path, monkeypatch, 
 
 
 def test_a_lab_error_keeps_its_own_message(tmp_path, monkeypatch):
-    import quant_core.commands.inspect as command
+    import quant_core.cli.commands.inspect as command
 
     monkeypatch.setattr(command, "run", _failing_run(ModelError("tensor 'w' is corrupt: see its header")))
     message = assert_one_line_error(run_cli("inspect", write(tmp_path / "m.onnx", hostile.good_model())))

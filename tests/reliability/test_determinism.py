@@ -11,14 +11,14 @@ import sys
 import numpy as np
 import pytest
 
-from quant_core.calibrate import calibrate
+from quant_core.engine.calibrate import calibrate
 from quant_core.config import PRESETS
-from quant_core.data import split_dataset
-from quant_core.demo import DEMO_MODELS, load_demo
-from quant_core.evaluate import Evaluator
-from quant_core.model_io import load_model, prepare_model
-from quant_core.sensitivity import run_sweep
-from quant_core.suggest import suggest_config
+from quant_core.model.data import split_dataset
+from quant_core.model.demo import DEMO_MODELS, load_demo
+from quant_core.engine.evaluate import Evaluator
+from quant_core.model.model_io import load_model, prepare_model
+from quant_core.search.sensitivity import run_sweep
+from quant_core.search.suggest import suggest_config
 from tests.reliability.conftest import ROOT, run_cli
 
 SWEEP_FORMATS = ["int8", "int4", "int2", "fp8_e4m3fn", "ternary", "kmeans3"]

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from quant_core.config import PRESETS, QuantConfig
-from quant_core.demo import DEMO_MODELS
+from quant_core.model.demo import DEMO_MODELS
 from tests.reliability import hostile
 from tests.reliability.conftest import (
     assert_no_traceback, assert_one_line_error, error_texts, new_session, run_cli, upload, write)
@@ -189,8 +189,8 @@ def test_json_is_data_not_code(tmp_path, digits_npz):
 @pytest.mark.parametrize("name", list(DEMO_MODELS))
 def test_every_shipped_preset_applies_to_every_demo_model(name):
     """A preset picked in the sidebar never meets a refusal on a shipped model."""
-    from quant_core.model_io import load_model, prepare_model
-    from quant_core.validate import validate_config
+    from quant_core.model.model_io import load_model, prepare_model
+    from quant_core.model.validate import validate_config
 
     prepared = prepare_model(load_model(DEMO_MODELS[name].path))
     for preset in PRESETS.values():

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from quant_core.data import load_npz
-from quant_core.demo import DEMO_MODELS
-from quant_core.model_io import load_model, prepare_model
+from quant_core.model.data import load_npz
+from quant_core.model.demo import DEMO_MODELS
+from quant_core.model.model_io import load_model, prepare_model
 from tests.reliability import hostile
 from tests.reliability.conftest import (
     assert_no_traceback, assert_one_line_error, error_texts, new_session, page_text, run_cli, upload, write)
@@ -120,7 +120,7 @@ def test_an_archive_that_unpacks_over_the_limit_is_refused_before_reading_an_arr
     """A small compressed .npz (a "zip bomb" in miniature) is judged by its unpacked size, not read."""
     import io
 
-    from quant_core import data as data_module
+    from quant_core.model import data as data_module
 
     buffer = io.BytesIO()
     np.savez_compressed(buffer, image=np.zeros((8192, 1, 8, 8), np.float32))  # 2 MiB unpacked

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from quant_core.config import PRESETS
-from quant_core.model_io import load_model
+from quant_core.model.model_io import load_model
 from tests.reliability import hostile
 from tests.reliability.conftest import (
     CNN_LAYERS, OpenRecorder, assert_no_traceback, assert_one_line_error, current_model, error_texts, fifo_was_opened,
@@ -240,7 +240,7 @@ def test_non_finite_weights_are_named_in_the_message(tmp_path):
 def test_weight_array_names_a_non_finite_weight_of_an_unprepared_model():
     """What the Weights page and the QAT lesson call: a NaN weight read directly is named too."""
     from quant_core.errors import QuantLabError
-    from quant_core.model_io import weight_array
+    from quant_core.model.model_io import weight_array
 
     with pytest.raises(QuantLabError, match=r"^weight 'w' holds NaN or Inf values: 0 NaN and 1 Inf out of 12;"):
         weight_array(load_model(hostile.inf_weights()), "w")
@@ -312,7 +312,7 @@ def test_the_real_command_line_process_prints_one_line_and_no_traceback(tmp_path
     cases = {"picture.onnx": hostile.not_onnx(), "exfil.onnx": hostile.external_data("/etc/passwd"),
              "cycle.onnx": hostile.cycle()}
     paths = [write(tmp_path / name, content) for name, content in cases.items()]
-    script = ("import sys\nfrom quant_core.cli import main\n"
+    script = ("import sys\nfrom quant_core.cli.main import main\n"
               "codes = [main(['inspect', path]) for path in sys.argv[1:]]\nsys.exit(max(codes))")
     completed = subprocess.run([sys.executable, "-c", script, *map(str, paths)], capture_output=True, text=True,
                                cwd=ROOT, timeout=120, check=False)

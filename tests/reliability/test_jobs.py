@@ -156,11 +156,11 @@ if st.session_state.get("clear"):
 # --- time budgets of heavy jobs ------------------------------------------------------------------
 
 def _mlp_evaluator():
-    from quant_core.calibrate import calibrate
-    from quant_core.data import split_dataset
-    from quant_core.demo import load_demo
-    from quant_core.evaluate import Evaluator
-    from quant_core.model_io import load_model, prepare_model
+    from quant_core.engine.calibrate import calibrate
+    from quant_core.model.data import split_dataset
+    from quant_core.model.demo import load_demo
+    from quant_core.engine.evaluate import Evaluator
+    from quant_core.model.model_io import load_model, prepare_model
 
     model_bytes, data = load_demo("mlp")
     prepared = prepare_model(load_model(model_bytes))
@@ -169,7 +169,7 @@ def _mlp_evaluator():
 
 
 def test_a_sweep_stops_at_its_time_budget_with_the_rows_finished_so_far(monkeypatch):
-    import quant_core.sensitivity as sensitivity
+    import quant_core.search.sensitivity as sensitivity
 
     evaluator = _mlp_evaluator()
     full = sensitivity.run_sweep(evaluator, ["int8", "int4"])
@@ -191,7 +191,7 @@ def test_a_sweep_stops_at_its_time_budget_with_the_rows_finished_so_far(monkeypa
 
 @pytest.mark.parametrize("budget", [0, -1.0])
 def test_a_sweep_budget_must_be_positive(budget):
-    from quant_core.sensitivity import run_sweep
+    from quant_core.search.sensitivity import run_sweep
 
     with pytest.raises(ValueError, match="time_budget_s must be a positive number of seconds"):
         run_sweep(None, ["int8"], time_budget_s=budget)

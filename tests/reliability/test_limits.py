@@ -6,13 +6,13 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from quant_core.calibrate import Cancelled, calibrate
-from quant_core.data import Dataset
-from quant_core.demo import load_demo
+from quant_core.engine.calibrate import Cancelled, calibrate
+from quant_core.model.data import Dataset
+from quant_core.model.demo import load_demo
 from quant_core.errors import QuantLabError
-from quant_core.evaluate import Evaluator
-from quant_core.model_io import load_model, prepare_model
-from quant_core.sensitivity import run_sweep
+from quant_core.engine.evaluate import Evaluator
+from quant_core.model.model_io import load_model, prepare_model
+from quant_core.search.sensitivity import run_sweep
 
 FORMATS = ["int8", "int4", "int2"]
 

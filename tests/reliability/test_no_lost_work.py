@@ -10,14 +10,14 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from quant_core import export
-from quant_core.calibrate import calibrate
+from quant_core.export import ort_export as export
+from quant_core.engine.calibrate import calibrate
 from quant_core.config import PRESETS, LayerQuant, QuantConfig, TensorQuant
-from quant_core.demo import DEMO_MODELS, load_demo
+from quant_core.model.demo import DEMO_MODELS, load_demo
 from quant_core.errors import QuantLabError
-from quant_core.formats import Granularity, RangeMethod, parse_format
-from quant_core.model_io import load_model, prepare_model
-from quant_core.validate import validate_config
+from quant_core.numerics.formats import Granularity, RangeMethod, parse_format
+from quant_core.model.model_io import load_model, prepare_model
+from quant_core.model.validate import validate_config
 from tests.reliability import hostile
 from tests.reliability.conftest import assert_no_traceback, current_model, error_texts, new_session, upload
 

@@ -11,8 +11,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from quant_core.demo import load_demo
-from quant_core.model_io import load_model, prepare_model
+from quant_core.model.demo import load_demo
+from quant_core.model.model_io import load_model, prepare_model
 from tests.reliability import hostile
 from tests.reliability.conftest import assert_no_traceback, current_model, layer_names, new_session, page_text, upload
 
@@ -129,11 +129,11 @@ def test_a_shared_evaluator_used_by_several_threads_gives_each_the_numbers_it_gi
     """Sessions share one cached Evaluator per model; concurrent sweeps and evaluations must not mix."""
     import threading
 
-    from quant_core.calibrate import calibrate
+    from quant_core.engine.calibrate import calibrate
     from quant_core.config import PRESETS
-    from quant_core.data import split_dataset
-    from quant_core.evaluate import Evaluator
-    from quant_core.sensitivity import run_sweep
+    from quant_core.model.data import split_dataset
+    from quant_core.engine.evaluate import Evaluator
+    from quant_core.search.sensitivity import run_sweep
 
     def fresh() -> Evaluator:
         model_bytes, data = load_demo("mlp")

@@ -5,13 +5,13 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from quant_core.calibrate import calibrate
+from quant_core.engine.calibrate import calibrate
 from quant_core.config import LayerQuant, QuantConfig, TensorQuant
-from quant_core.data import Dataset
-from quant_core.evaluate import Evaluator
-from quant_core.export import export_dynamic_int8
-from quant_core.formats import FormatKind, NumberFormat
-from quant_core.model_io import load_model, prepare_model
+from quant_core.model.data import Dataset
+from quant_core.engine.evaluate import Evaluator
+from quant_core.export.ort_export import export_dynamic_int8
+from quant_core.numerics.formats import FormatKind, NumberFormat
+from quant_core.model.model_io import load_model, prepare_model
 from ui.cache import evaluate_cached, get_evaluator
 from ui.jobs import heavy_job
 from ui.lessons._common import COLORS, cached_spec, demo_context, question, show_figure, try_on_page

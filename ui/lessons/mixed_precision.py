@@ -6,8 +6,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from quant_core.config import FP32_LAYER, LayerQuant, QuantConfig
-from quant_core.formats import parse_format
-from quant_core.sensitivity import run_sweep, weight_quant
+from quant_core.numerics.formats import parse_format
+from quant_core.search.sensitivity import run_sweep, weight_quant
 from ui.cache import evaluate_cached, get_evaluator
 from ui.jobs import heavy_job
 from ui.lessons._common import cached_spec, demo_context, question, show_figure, try_on_page

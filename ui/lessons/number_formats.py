@@ -9,14 +9,14 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from quant_core.axes import resolved
+from quant_core.numerics.axes import resolved
 from quant_core.config import LayerQuant, QuantConfig, TensorQuant
-from quant_core.floats import FLOAT_SPECS
-from quant_core.formats import FormatKind, Granularity, NumberFormat, parse_format
-from quant_core.metrics import sqnr_db
-from quant_core.model_io import weight_array
-from quant_core.quantize import quantize_tensor
-from quant_core.size import bits_per_parameter
+from quant_core.numerics.floats import FLOAT_SPECS
+from quant_core.numerics.formats import FormatKind, Granularity, NumberFormat, parse_format
+from quant_core.numerics.metrics import sqnr_db
+from quant_core.model.model_io import weight_array
+from quant_core.numerics.quantize import quantize_tensor
+from quant_core.numerics.size import bits_per_parameter
 from ui.cache import evaluate_cached, get_evaluator
 from ui.lessons._common import cached_spec, demo_context, question, show_figure, try_on_page
 
@@ -33,7 +33,7 @@ DEMOS = ("mlp", "cnn", "transformer")
 
 def weight_quant(name: str) -> TensorQuant:
     """How the lesson quantizes weights in `name`: symmetric, min-max, per output channel (each layer's natural
-    axis, `quant_core.axes`)."""
+    axis, `quant_core.numerics.axes`)."""
     return TensorQuant(parse_format(name), symmetric=True, granularity=Granularity.PER_CHANNEL)
 
 
@@ -45,7 +45,7 @@ def _all_float_values(fmt: NumberFormat) -> np.ndarray:
         values = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
         if fmt.kind != FormatKind.FP16:
             values = values[np.isfinite(values) & (np.abs(values) <= FLOAT_SPECS[fmt.kind].max_finite)]
-            from quant_core.floats import round_to_float_format
+            from quant_core.numerics.floats import round_to_float_format
             values = round_to_float_format(values, fmt)
     return np.unique(values[np.isfinite(values)])
 

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from quant_core.qat import Dense, evaluate_numpy_mlp, fine_tune_qat, mlp_weights
+from quant_core.learn.qat import Dense, evaluate_numpy_mlp, fine_tune_qat, mlp_weights
 from ui import cache
 from ui.jobs import heavy_job, streamlit_notice
 from ui.lessons._common import COLORS, demo_context, question, show_figure, try_on_page

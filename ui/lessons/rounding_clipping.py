@@ -9,11 +9,11 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from quant_core.config import TensorQuant
-from quant_core.formats import FormatKind, NumberFormat
-from quant_core.histogram import StreamingHistogram
-from quant_core.qparams import qparams_from_range
-from quant_core.quantize import fake_quantize
-from quant_core.ranges import estimate_range
+from quant_core.numerics.formats import FormatKind, NumberFormat
+from quant_core.numerics.histogram import StreamingHistogram
+from quant_core.numerics.qparams import qparams_from_range
+from quant_core.numerics.quantize import fake_quantize
+from quant_core.numerics.ranges import estimate_range
 from ui.lessons._common import COLORS, cached_spec, question, show_figure, try_on_page
 
 TITLE = "2 · Rounding against clipping"

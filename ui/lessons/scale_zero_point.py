@@ -8,9 +8,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from quant_core.formats import FormatKind, NumberFormat
-from quant_core.qparams import qparams_from_range
-from quant_core.quantize import dequantize, quantize
+from quant_core.numerics.formats import FormatKind, NumberFormat
+from quant_core.numerics.qparams import qparams_from_range
+from quant_core.numerics.quantize import dequantize, quantize
 from ui.lessons._common import COLORS, question, show_figure, try_on_page
 
 TITLE = "1 · Scale and zero-point"

@@ -10,11 +10,11 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from quant_core.config import FP32_LAYER, LayerQuant, QuantConfig, TensorQuant
-from quant_core.formats import FormatKind, Granularity, NumberFormat
-from quant_core.metrics import sqnr_db
-from quant_core.model_io import weight_array
-from quant_core.qparams import qparams_from_range
-from quant_core.quantize import quantize_tensor
+from quant_core.numerics.formats import FormatKind, Granularity, NumberFormat
+from quant_core.numerics.metrics import sqnr_db
+from quant_core.model.model_io import weight_array
+from quant_core.numerics.qparams import qparams_from_range
+from quant_core.numerics.quantize import quantize_tensor
 from ui.cache import get_calibration, get_evaluator
 from ui.lessons._common import cached_spec, demo_context, question, show_figure, try_on_page
 

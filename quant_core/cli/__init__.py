@@ -1,0 +1,1 @@
+"""The command line: `python -m quant_core COMMAND` (one module per command in cli/commands/)."""

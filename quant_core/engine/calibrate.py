@@ -1,0 +1,158 @@
+"""One streaming pass over calibration data: a fixed-size histogram per activation tensor.
+
+Every range method (min-max, percentile, MSE, entropy) is computed from these histograms, so
+calibrating costs one forward pass and memory independent of the number of samples.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+from quant_core.config import TensorQuant
+from quant_core.model.batching import fixed_batch_size
+from quant_core.model.data import record_state
+from quant_core.errors import DataError, ModelError, QuantLabError
+from quant_core.numerics.histogram import StreamingHistogram
+from quant_core.model.layout import feeder
+from quant_core.model.layers import layer_specs
+from quant_core.model.runtime import first_line, session_options
+
+# About this much of fetched activations per calibration batch: memory stays flat whatever the model's
+# activation sizes and the number of samples (a 12-sample batch of a text detector held 560 MiB).
+CALIBRATION_BATCH_BYTES = 64 * 2**20
+
+
+class Cancelled(QuantLabError):
+    """The caller asked to stop (the `cancel` callable returned True)."""
+
+
+def _tensor_inputs(data) -> dict[str, np.ndarray]:
+    """Return the model-input arrays of a Dataset, a dict of arrays or one array (for the first input)."""
+    inputs = getattr(data, "inputs", data)
+    if isinstance(inputs, np.ndarray):
+        return {"": inputs}
+    if not isinstance(inputs, Mapping) or not inputs:
+        raise DataError("calibration data must be a Dataset, a dict of input arrays or one array")
+    return dict(inputs)
+
+
+@dataclass(frozen=True, eq=False)
+class Calibration:
+    """Histograms of the activations a config may quantize, and the ranges they give.
+
+    `tensors` holds every activation a quantizable layer reads and every layer's output.
+    """
+
+    tensors: tuple[str, ...]
+    histograms: Mapping[str, StreamingHistogram]
+    sample_count: int
+    bins: int
+    _ranges: dict = field(default_factory=dict, repr=False)
+
+    def histogram(self, tensor_name: str) -> StreamingHistogram:
+        try:
+            return self.histograms[tensor_name]
+        except KeyError:
+            raise QuantLabError(f"no calibration histogram for tensor {tensor_name!r}; "
+                                f"calibrated tensors are {list(self.tensors)}") from None
+
+    def range_for(self, tensor_name: str, tq: TensorQuant):
+        """Return the RangeResult of `tq.range_method` on this tensor's histogram (cached)."""
+        key = (tensor_name, tq)
+        if key not in self._ranges:
+            from quant_core.numerics.ranges import estimate_range
+            self._ranges[key] = estimate_range(self.histogram(tensor_name), tq)
+        return self._ranges[key]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by all histograms: fixed by `bins`, independent of `sample_count`."""
+        return sum(h.nbytes for h in self.histograms.values())
+
+
+def calibration_tensors(prepared) -> tuple[str, ...]:
+    """Every activation a quantizable layer reads, then every layer output (no duplicates, model order)."""
+    initializers = {init.name for init in prepared.model.graph.initializer}
+    names = []
+    for spec in layer_specs(prepared):
+        names += [spec.activation_input, spec.output]
+    return tuple(name for name in dict.fromkeys(names) if name and name not in initializers)
+
+
+def _probe_model(model: onnx.ModelProto, tensors: tuple[str, ...]) -> onnx.ModelProto:
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    outputs = {out.name for out in probe.graph.output}
+    probe.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+                              for name in tensors if name not in outputs)
+    return probe
+
+
+def _within_budget(feeds, run, *, info):
+    """`feeds` with batches whose fetched activations hold about CALIBRATION_BATCH_BYTES at most.
+
+    One sample is run first to measure what a sample's calibrated tensors weigh (its values are not
+    histogrammed); a model fixing its batch, or a stream, keeps its batches. Small models keep
+    `batch_size`, so their histograms (which depend on how samples are batched) do not change.
+    """
+    if feeds.batch_size <= 1 or feeds.layout.streaming or not feeds.layout.batch_first or fixed_batch_size(info):
+        return feeds
+    per_sample = sum(value.nbytes for value in run(feeds.layout.feed(feeds.inputs, 0, 1)).values())
+    rows = max(1, min(feeds.batch_size, CALIBRATION_BATCH_BYTES // max(per_sample, 1)))
+    return feeds if rows == feeds.batch_size else replace(feeds, batch_size=rows)
+
+
+def calibrate(prepared, data, *, bins: int = 2048, batch_size: int = 64,
+              progress: Callable[[float], None] | None = None,
+              cancel: Callable[[], bool] | None = None) -> Calibration:
+    """Stream `data` once through the model, updating one StreamingHistogram per activation tensor.
+
+    One onnxruntime session whose outputs include every calibrated tensor; each batch's
+    activations are folded into the histograms and dropped, so memory does not grow with the
+    number of samples; a batch holds at most `batch_size` samples and about CALIBRATION_BATCH_BYTES of
+    activations (`_within_budget`: large models run fewer samples at a time). `progress(fraction)` is called after each batch; `cancel()` is polled
+    before each batch and raises Cancelled when it returns True. A model with a fixed batch
+    dimension n is fed n samples at a time (a last partial batch is dropped). A stream (a layout with
+    state pairs, `layout.DataLayout`) runs one sample at a time, each fed the state the model computed
+    at the previous sample.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise QuantLabError(f"batch_size must be a positive integer, got {batch_size!r}")
+    tensors = calibration_tensors(prepared)
+    try:
+        session = ort.InferenceSession(_probe_model(prepared.model, tensors).SerializeToString(),
+                                       session_options(1), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types
+        raise ModelError(f"onnxruntime cannot run the model for calibration: {first_line(err)}") from None
+    input_names = tuple(i.name for i in session.get_inputs())
+    _tensor_inputs(data)  # refuses what is neither a Dataset nor arrays
+    data = record_state(prepared, data)  # a stream's state inputs the .npz left out
+    feeds = feeder(data, prepared.info, input_names, (), batch_size, what="calibration")
+    state = tuple(dict.fromkeys(pair.output for pair in feeds.layout.state if pair.output not in tensors))
+    fetched = list(tensors) + list(state)
+
+    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if cancel is not None and cancel():
+            raise Cancelled("calibration cancelled")
+        try:
+            return dict(zip(fetched, session.run(fetched, feed)))
+        except Exception as err:  # onnxruntime's own exception types: wrong shapes or dtypes in the data
+            raise DataError(f"onnxruntime cannot run the model on this data: {first_line(err)}") from None
+
+    feeds = _within_budget(feeds, run, info=prepared.info)
+    # A stream carries the model's own state from sample to sample; other data runs in batches.
+    steps = feeds.stream(run) if feeds.layout.streaming else (run(feed) for feed in feeds.batches())
+    histograms = {name: StreamingHistogram(bins, name=name) for name in tensors}
+    done, total = 0, feeds.sample_count
+    for values in steps:
+        for name in tensors:
+            histograms[name].update(values[name])
+        done = min(done + (1 if feeds.layout.streaming else feeds.batch_size), total)
+        if progress is not None:
+            progress(done / total)
+    return Calibration(tensors, histograms, total, bins)

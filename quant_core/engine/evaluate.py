@@ -1,0 +1,478 @@
+"""Evaluate a quantization config: accuracy, fidelity to FP32, size, per-layer error.
+
+One SimulationSession per model; a config changes only what it is fed. FP32 outputs are
+computed once and reused as the reference.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+from onnx import helper
+
+from quant_core.numerics.axes import WeightLayout
+from quant_core.engine.calibrate import Calibration
+from quant_core.config import LayerQuant, QuantConfig, TensorQuant
+from quant_core.model.batching import fixed_batch_size
+from quant_core.model.data import record_state
+from quant_core.errors import DataError, ModelError
+from quant_core.numerics.formats import RangeMethod
+from quant_core.engine.layer_errors import ErrorGraph, reference_layer_sqnr
+from quant_core.model.layout import Feeder, feeder
+from quant_core.numerics.quantize import tensor_range
+from quant_core.numerics.metrics import FixedReference, ratio_db, top1_agreement
+from quant_core.engine.plan import LayerFeed, Plan, Planner, fake_quantized_weight
+from quant_core.numerics.size import tensor_bytes
+from quant_core.engine.lru import LRUCache
+from quant_core.engine.simulate import ActivationQuant, SimulationSession
+from quant_core.model.layers import layer_specs
+from quant_core.engine.simulation_graph import ActivationMode
+from quant_core.engine.suffix_runs import SuffixRuns
+from quant_core.engine.tasks import Metric, Task, TaskScore, TaskScorer, check_task, infer_task, output_index
+from quant_core.model.validate import check_config, model_facts, validate_config
+
+__all__ = ["EvaluationResult", "Evaluator", "LRUCache", "LayerError", "evaluate_config",
+           "validate_config"]
+
+# Entries kept by an Evaluator's caches (least recently used evicted first), so that a shared Evaluator's
+# memory stays bounded whatever configs its users try. Weights are the big ones: a float32 copy each.
+MAX_RESULTS = 256            # EvaluationResult, per-layer errors and per-layer SQNR, per config
+MAX_WEIGHTS = 64             # fake-quantized weights, per (weight, resolved TensorQuant)
+MAX_ISOLATED = 512           # isolated SQNR of one layer, per (layer, resolved choice)
+MAX_SMALL = 4096             # resolved layouts, activation parameters, weight sizes (a few bytes each)
+MAX_ERROR_SESSIONS = 4       # per-layer error sessions (layer_errors.ErrorGraph), per activation pattern
+MAX_TASKS = 8                # task scorers (FP32 argmax / decode / neighbours of the scored output), per task
+# Per-layer errors run the split in batches of at most about this many bytes of activations (estimated as
+# LAYER_ERRORS_BYTES_PER_VALUE bytes per value of the largest layer output: its FP32, config and lone-node
+# copies, their differences and onnxruntime's other live buffers; at least one sample per batch). Only
+# float64 sums per layer are kept, so their memory does not grow with the number of samples.
+LAYER_ERRORS_BATCH_BYTES = 16 * 2**20
+LAYER_ERRORS_BYTES_PER_VALUE = 48
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """What one config does on the evaluation split, measured against the FP32 model.
+
+    `score` holds the task's metrics (`quant_core.engine.tasks`); accuracy, per-class accuracy and top-1
+    agreement are the same numbers for the scored output (accuracy None when the labels cannot be
+    scored against it: `score.labels_note` says why); cosine and sqnr_db are those of the scored output.
+    """
+
+    config_name: str
+    accuracy: float | None
+    per_class_accuracy: tuple[float, ...] | None
+    top1_agreement: float
+    cosine: float
+    sqnr_db: float
+    output_sqnr_db: tuple[float, ...]
+    size_bytes: int
+    fp32_size_bytes: int
+    simulated_only: tuple[str, ...]
+    sample_count: int
+    score: TaskScore | None = None
+
+    @property
+    def compression(self) -> float:
+        return self.fp32_size_bytes / self.size_bytes if self.size_bytes else float("inf")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["per_class_accuracy"] = list(self.per_class_accuracy) if self.per_class_accuracy is not None else None
+        data["output_sqnr_db"] = list(self.output_sqnr_db)
+        data["simulated_only"] = list(self.simulated_only)
+        data["score"] = None if self.score is None else self.score.to_dict()
+        return data
+
+
+@dataclass(frozen=True)
+class LayerError:
+    """SQNR at a layer's output: only this layer quantized (isolated) and the whole config (accumulated)."""
+
+    layer: str
+    isolated_sqnr_db: float
+    accumulated_sqnr_db: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _weight_bytes(shape: tuple[int, ...], tq: TensorQuant | None) -> int:
+    """Bytes of a weight stored as `tq` (resolved: a concrete axis)."""
+    return int(tensor_bytes(shape, tq))
+
+
+class Evaluator:
+    """Evaluate configs of one model on one evaluation split, reusing one simulation session.
+
+    Results are cached per config (configs are frozen, hashable dataclasses); per-layer SQNR per
+    resolved feeds, so configs that differ only in fields that change nothing share it; a layer's
+    isolated error per (layer, resolved choice). Per-layer errors cost one run per batch of one session
+    (`layer_errors.ErrorGraph`). Every cache is an LRU bounded by the MAX_* constants.
+
+    `task` (default: `tasks.infer_task` from the output shapes and names) says which output is scored
+    and by what metric; `evaluate(config, task=...)` scores another task on the same runs.
+
+    `calibration=None` builds a weights-only Evaluator (a weight sensitivity sweep needs no activation
+    ranges, so it need not wait for a calibration pass); a config that quantizes an activation is then
+    refused with a ConfigError.
+
+    Data whose layout streams (state outputs paired with inputs, `layout.DataLayout`) is evaluated per
+    frame here: each sample gets its recorded state. `streaming()` returns the Evaluator of the same
+    split run as a stream, each config carrying its own state from sample to sample (its `evaluate`
+    streams; per-layer errors and sweeps stay per frame).
+    """
+
+    def __init__(self, prepared, calibration: Calibration | None, data, *, batch_size: int = 1024, threads: int = 1,
+                 task: Task | None = None, session: SimulationSession | None = None, streaming: bool = False):
+        self.prepared = prepared
+        self.calibration = calibration
+        self.session = session or SimulationSession(prepared, threads=threads)
+        self._specs = {spec.name: spec for spec in layer_specs(prepared)}
+        self.layers = self.session.layers
+        data = record_state(prepared, data)  # a stream's state inputs the .npz left out
+        self.feeder = feeder(data, prepared.info, self.session.input_names, self.session.output_names, batch_size)
+        self.batch_size, self.sample_count = self.feeder.batch_size, self.feeder.sample_count
+        self.is_streaming = streaming and self.feeder.layout.streaming
+        self._data, self._streaming = data, None
+        labels = getattr(data, "labels", None)
+        self.labels = None if labels is None else np.asarray(labels)[:self.sample_count]
+        self.task = infer_task(prepared.info) if task is None else check_task(task, prepared.info)
+        self._scorers = LRUCache(MAX_TASKS)          # Task -> TaskScorer
+        self._results = LRUCache(MAX_RESULTS)        # (QuantConfig, Task) -> EvaluationResult
+        self._layer_errors = LRUCache(MAX_RESULTS)   # QuantConfig -> tuple[LayerError, ...]
+        self._layer_sqnr = LRUCache(MAX_RESULTS)     # tuple[LayerFeed, ...] -> {layer: SQNR dB}
+        self._isolated = LRUCache(MAX_ISOLATED)      # LayerFeed -> SQNR dB at that layer's output
+        self.planner = Planner(prepared, calibration)
+        self._facts = model_facts(prepared)
+        self._weights = LRUCache(MAX_WEIGHTS)        # (weight, resolved TensorQuant, shape) -> float32 array
+        self._ranges = LRUCache(MAX_WEIGHTS)         # (weight, granularity, axis, block, shape) -> min-max (lo, hi)
+        self._threads = threads
+        self._error_graphs = LRUCache(MAX_ERROR_SESSIONS)  # activation pattern -> ErrorGraph, or False: cannot
+        self._spec_index = {layer: i for i, layer in enumerate(self._specs)}
+        self._errors_feeder: Feeder | None = None
+        self._weight_bytes = LRUCache(MAX_SMALL)     # (weight, resolved TensorQuant, shape) -> bytes
+        self._other_bytes = self._initializer_bytes()
+        self.suffix_runs = SuffixRuns(prepared, self.session, self.feeder)
+        self.fp32_outputs = self._run_outputs({}, {})
+        self.fp32_size_bytes = self.size_bytes(QuantConfig())
+        # Every config is scored against these: their float64 copies, powers, argmax... are computed once.
+        self._references = tuple(FixedReference(output) for output in self.fp32_outputs)
+        self.fp32_accuracy = self.scorer(self.task).score(self.fp32_outputs[self.output_index(self.task)]).value(
+            Metric.ACCURACY)
+
+    # -- feeds ------------------------------------------------------------------------------------
+
+    def plan(self, config: QuantConfig) -> Plan:
+        """The plan of `config` on this model and calibration (`plan.Planner`), checked against the model."""
+        check_config(config, self._facts)
+        return self.planner.plan(config)
+
+    def weight_layout(self, layer: str, tq: TensorQuant) -> WeightLayout:
+        """Return `tq` resolved for the layer's weight (`plan.weight_layout`: concrete axis, shape to quantize in)."""
+        return self.planner.weight_layout(layer, tq)
+
+    def quantized_weight(self, layer: str, tq: TensorQuant) -> np.ndarray:
+        """Return the layer's weight fake-quantized as `tq` says (float32; cached per weight and resolved tq)."""
+        return self._layout_weight(layer, self.weight_layout(layer, tq))
+
+    def _layout_weight(self, layer: str, layout: WeightLayout) -> np.ndarray:
+        key = (self._specs[layer].weight, layout.tq, layout.shape)
+        found = self._weights.get(key)
+        if found is None:
+            x = self.session.fp32_weight(layer)
+            minmax = None
+            if layout.tq.format.is_integer and layout.tq.range_method == RangeMethod.MINMAX:
+                minmax = self._minmax_range(layer, x.reshape(layout.shape), layout.tq, layout.shape)
+            found = self._weights.put(key, fake_quantized_weight(x, layout, name=f"{layer} weight", minmax=minmax))
+        return found
+
+    def _minmax_range(self, layer: str, view: np.ndarray, tq: TensorQuant, shape: tuple[int, ...]):
+        """The weight's min-max range at tq's granularity: the same for every bit width and scheme, so
+        computed once per (weight, granularity, axis, block size) for the configs that differ only there."""
+        key = (self._specs[layer].weight, tq.granularity, tq.axis, tq.block_size, shape)
+        found = self._ranges.get(key)
+        if found is None:
+            found = self._ranges.put(key, tensor_range(view, granularity=tq.granularity, axis=tq.axis,
+                                                       block_size=tq.block_size, name=f"{layer} weight"))
+        return found
+
+    def layer_feed(self, layer: str, choice: LayerQuant) -> LayerFeed:
+        """Return what the simulation is fed for `choice` on `layer`: (layer, resolved weight layout or
+        None, activation fake-quant parameters or None). Equal feeds give equal numbers."""
+        return self.planner.layer_feed(layer, choice)
+
+    def _config_feeds(self, config: QuantConfig) -> tuple[LayerFeed, ...]:
+        """Every layer's feed that differs from FP32, in model order (`Plan.feeds`)."""
+        return self.planner.plan(config).feeds
+
+    def _feed_arrays(self, feeds: tuple[LayerFeed, ...]):
+        weights = {layer: self._layout_weight(layer, layout) for layer, layout, _ in feeds if layout is not None}
+        activations = {layer: quant for layer, _, quant in feeds if quant is not None}
+        return weights, activations
+
+    def _feeds(self, config: QuantConfig):
+        return self._feed_arrays(self._config_feeds(config))
+
+    def activation_quant(self, tensor: str, tq: TensorQuant) -> ActivationQuant:
+        """Return the fake-quant parameters of an activation from its calibrated range (`plan.activation_quant`)."""
+        return self.planner.activation_quant(tensor, tq)
+
+    # -- running ----------------------------------------------------------------------------------
+
+    def streaming(self) -> Evaluator | None:
+        """The Evaluator of this split run as a stream (built once, sharing the session); None when the
+        data's layout pairs no state output with an input. Its `evaluate` scores each config's own carried
+        state against FP32's own carried state: quantization error accumulates through the state."""
+        if not self.feeder.layout.streaming or self.is_streaming:
+            return None
+        if self._streaming is None:
+            self._streaming = Evaluator(self.prepared, self.calibration, self._data, batch_size=self.batch_size,
+                                        task=self.task, session=self.session, streaming=True)
+        return self._streaming
+
+    def _run_outputs(self, weights, activations, feeds: tuple[LayerFeed, ...] | None = None
+                     ) -> tuple[np.ndarray, ...]:
+        if self.is_streaming:
+            names = self.session.output_names
+            steps = self.feeder.stream(lambda feed: dict(zip(names, self.session.run(
+                feed, weights=weights, activations=activations).outputs)))
+            return self.feeder.join([tuple(values[name] for name in names) for values in steps])
+        if feeds is not None and not activations and self.suffix_runs.anchored:
+            # A weights-only config one layer away from the anchor (a suggestion's candidate).
+            outputs = self.suffix_runs.anchor_outputs({feed[0]: feed for feed in feeds}, weights)
+            if outputs is not None:
+                return outputs
+        single = set(weights) | set(activations)
+        if len(single) == 1 and (layer := next(iter(single))) in self.session.fp32_weights:
+            # One layer quantized, everything else FP32 (a sweep row): maybe only the model from it on.
+            weight = weights.get(layer, self.session.fp32_weights[layer])
+            outputs = self.suffix_runs.outputs(layer, weight, activations.get(layer))
+            if outputs is not None:
+                return outputs
+        started = time.perf_counter()
+        parts = [self.session.run(batch, weights=weights, activations=activations).outputs
+                 for batch in self.feeder.batches()]
+        self.suffix_runs.full_run_took(time.perf_counter() - started)
+        return self.feeder.join(parts)
+
+    def anchor(self, config: QuantConfig) -> bool:
+        """Make the weights-only `config` the anchor: a config that differs from it in one layer's weight
+        then runs only the model from that layer on, fed the anchor's activations captured here (one
+        run); the outputs equal a whole run's bit for bit. Return False, and keep no anchor, when that
+        does not pay (the layers' prefix shares sum to at most 1.5 runs), over the memory budget, or
+        when `config` quantizes an activation. For searches that try one layer at a time (suggest)."""
+        check_config(config, self._facts)
+        feeds = self._config_feeds(config)
+        if any(quant is not None for _, _, quant in feeds) or not self.suffix_runs.anchor_pays():
+            self.suffix_runs.clear_anchor()
+            return False
+        weights, _ = self._feed_arrays(feeds)
+        try:
+            return self.suffix_runs.set_anchor({feed[0]: feed for feed in feeds}, weights)
+        except ModelError:  # the capture session cannot be built: evaluate whole, as without an anchor
+            self.suffix_runs.disable_anchors()
+            return False
+
+    def clear_anchor(self) -> None:
+        """Drop the anchor and its captured activations."""
+        self.suffix_runs.clear_anchor()
+
+    def prepare_sweep(self, layer: str, configs: int, activations: bool = False) -> bool:
+        """Get ready for `configs` configs that change only `layer`'s weights (and its input activation if
+        `activations`); return True if they will run only the model from `layer` on (see
+        `SuffixRuns.prepare`)."""
+        return self.suffix_runs.prepare(layer, configs, activations)
+
+    def _activation_pattern(self, activations: Mapping[str, ActivationQuant]) -> tuple[tuple[int, ActivationMode], ...]:
+        return tuple(sorted((self._spec_index[layer], quant.mode) for layer, quant in activations.items()
+                            if quant.mode != ActivationMode.OFF))
+
+    def _errors_session(self, activations: Mapping[str, ActivationQuant]) -> ErrorGraph | None:
+        """The per-layer error session for these activations' modes (built once per pattern, cached); None
+        when onnxruntime cannot build it."""
+        pattern = self._activation_pattern(activations)
+        found = self._error_graphs.get(pattern)
+        if found is None:
+            try:
+                found = ErrorGraph(self.prepared.model, tuple(self._specs.values()), self.session.modes,
+                                   dict(pattern), self.session.fp32_weights, self._threads)
+            except Exception:  # noqa: BLE001 - the session only saves time: whatever stops it, the definition serves
+                found = False
+            self._error_graphs.put(pattern, found)
+        return found or None
+
+    def _layer_error_feeder(self, graph: ErrorGraph, weights, activations) -> Feeder:
+        """The feeder of per-layer error runs: the Evaluator's, with batches of at most about
+        LAYER_ERRORS_BATCH_BYTES (the largest layer output measured on one sample; a model fixing its
+        batch keeps it)."""
+        if self._errors_feeder is None:
+            rows = self.feeder.batch_size
+            if rows > 1 and self.feeder.layout.batch_first and not fixed_batch_size(self.prepared.info):
+                probe = graph.run(self.feeder.layout.feed(self.feeder.inputs, 0, 1), weights, activations)
+                largest = max((size for *_, size in probe.values()), default=1)
+                rows = max(1, min(rows, LAYER_ERRORS_BATCH_BYTES // max(LAYER_ERRORS_BYTES_PER_VALUE * largest, 1)))
+            self._errors_feeder = replace(self.feeder, batch_size=rows)
+        return self._errors_feeder
+
+    def _measure_layer_errors(self, feeds: tuple[LayerFeed, ...], isolated: tuple[str, ...]
+                              ) -> tuple[dict[str, float], dict[str, float]]:
+        """(accumulated SQNR per layer with `feeds`, isolated SQNR of the `isolated` layers), one pass over
+        the split with the error session; the definition's whole-model runs where it cannot serve."""
+        weights, activations = self._feed_arrays(feeds)
+        graph = self._errors_session(activations)
+        found: dict[str, float] = {}
+        accumulated = None
+        if graph is not None:
+            sums: dict[str, np.ndarray] = {}  # layer -> float64 (signal, accumulated noise, isolated noise)
+            try:
+                for batch in self._layer_error_feeder(graph, weights, activations).batches():
+                    for layer, (signal, noise, alone, _) in graph.run(batch, weights, activations).items():
+                        powers = np.array([signal, noise, 0.0 if alone is None else alone])
+                        sums[layer] = sums[layer] + powers if layer in sums else powers
+            except DataError:  # onnxruntime cannot run the error session here: the definition decides
+                self._error_graphs.put(self._activation_pattern(activations), False)
+                graph = None
+            else:
+                accumulated = {layer: ratio_db(signal, noise) for layer, (signal, noise, _) in sums.items()}
+                found = {layer: ratio_db(sums[layer][0], sums[layer][2]) for layer in isolated
+                         if layer in graph.alone and layer in sums}
+        if accumulated is None:
+            accumulated = reference_layer_sqnr(self.session, self.feeder.batches(), weights, activations)
+        by_layer = {feed[0]: feed for feed in feeds}
+        for layer in isolated:
+            if layer not in found:  # the definition: a whole-model run with only this layer's feed
+                alone = self._feed_arrays((by_layer[layer],))
+                sqnr = reference_layer_sqnr(self.session, self.feeder.batches(), *alone)
+                found[layer] = sqnr.get(layer, float("inf"))
+        return accumulated, found
+
+    # -- scoring ----------------------------------------------------------------------------------
+
+    def output_index(self, task: Task) -> int:
+        """Index of the output `task` scores."""
+        return output_index(task, self.prepared.info)
+
+    def scorer(self, task: Task) -> TaskScorer:
+        """Return the TaskScorer of `task` on the FP32 outputs (built once per task: FP32 argmax, decodes...)."""
+        found = self._scorers.get(task)
+        if found is None:
+            index = self.output_index(task)
+            name = self.prepared.info.outputs[index].name if self.prepared.info.outputs else "output"
+            found = self._scorers.put(task, TaskScorer(self.fp32_outputs[index], task, self.labels, name=name,
+                                                       fixed_reference=self._references[index]))
+        return found
+
+    def size_bytes(self, config: QuantConfig) -> int:
+        """Bytes of every initializer: quantized weights at their format's size, the rest as stored."""
+        quantized = {}
+        for layer, choice in ((layer, config.for_layer(layer)) for layer in self.layers):
+            spec = self._specs[layer]
+            if spec.weight and spec.weight not in quantized:
+                layout = None if choice.weights is None else self.weight_layout(layer, choice.weights)
+                key = (spec.weight, None) if layout is None else (spec.weight, layout.tq, layout.shape)
+                found = self._weight_bytes.get(key)
+                if found is None:
+                    shape = self.session.fp32_weight(layer).shape if layout is None else layout.shape
+                    found = self._weight_bytes.put(key, _weight_bytes(shape, None if layout is None else layout.tq))
+                quantized[spec.weight] = found
+        return self._other_bytes + sum(quantized.values())
+
+    def _initializer_bytes(self) -> int:
+        """Bytes of the initializers that are not quantizable weights, as stored."""
+        weights = {spec.weight for spec in self._specs.values() if spec.weight}
+        total = 0
+        for init in self.prepared.model.graph.initializer:
+            if init.name not in weights:
+                itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
+                total += int(np.prod(init.dims, dtype=np.int64)) * itemsize
+        return total
+
+    def evaluate(self, config: QuantConfig, *, task: Task | None = None) -> EvaluationResult:
+        """Return accuracy and fidelity of `config` at `task` (default: the Evaluator's) on the evaluation
+        split (cached per config and task)."""
+        task = self.task if task is None else task
+        key = (config, task)
+        found = self._results.get(key)
+        if found is not None:
+            return found
+        scorer = self.scorer(task)
+        check_config(config, self._facts)
+        feeds = self._config_feeds(config)
+        weights, activations = self._feed_arrays(feeds)
+        outputs = self._run_outputs(weights, activations, feeds) if (weights or activations) else self.fp32_outputs
+        index = self.output_index(task)
+        score = scorer.score(outputs[index])
+        output_sqnr = tuple(score.value(Metric.SQNR) if i == index else r.sqnr_db(o)
+                            for i, (r, o) in enumerate(zip(self._references, outputs)))
+        agreement = score.value(Metric.AGREEMENT)
+        if agreement is None:  # kinds without a class axis: argmax along the last axis, per position
+            x = self.fp32_outputs[index]
+            agreement = top1_agreement(x, outputs[index]) if x.ndim >= 2 else 1.0
+        result = EvaluationResult(
+            config_name=config.name,
+            accuracy=score.value(Metric.ACCURACY),
+            per_class_accuracy=score.per_class_accuracy,
+            top1_agreement=agreement,
+            cosine=score.value(Metric.COSINE),
+            sqnr_db=output_sqnr[index],
+            output_sqnr_db=output_sqnr,
+            size_bytes=self.size_bytes(config),
+            fp32_size_bytes=self.fp32_size_bytes,
+            simulated_only=self.planner.plan(config).simulated_only,
+            sample_count=self.sample_count,
+            score=score,
+        )
+        return self._results.put(key, result)
+
+    def outputs(self, config: QuantConfig) -> tuple[np.ndarray, ...]:
+        """Return the model outputs of `config` on the whole split (not cached)."""
+        check_config(config, self._facts)
+        feeds = self._config_feeds(config)
+        return self._run_outputs(*self._feed_arrays(feeds), feeds)
+
+    def layer_errors(self, config: QuantConfig) -> tuple[LayerError, ...]:
+        """Return each layer's isolated and accumulated SQNR (dB) at its output (cached per config).
+
+        isolated: only this layer quantized as `config` says, everything else FP32.
+        accumulated: the whole config; the error includes what earlier layers passed on.
+
+        Notes
+        -----
+        One run per batch of one session (`layer_errors.ErrorGraph`): the FP32 model, the config and each
+        layer's node alone fed the FP32 activations side by side, returning only float64 powers. A layer
+        whose node cannot run alone (its output is not its node's own, or it holds a subgraph) gets the
+        definition instead: whole-model runs with only its feed (`layer_errors.reference_layer_sqnr`), as
+        does every layer when onnxruntime cannot build that session. Accumulated errors are cached per
+        resolved feeds, a layer's isolated error per (layer, resolved choice).
+        """
+        found = self._layer_errors.get(config)
+        if found is not None:
+            return found
+        check_config(config, self._facts)
+        feeds = self._config_feeds(config)
+        changed = {feed[0]: feed for feed in feeds}
+        accumulated = self._layer_sqnr.get(feeds) if feeds else {}
+        isolated = {layer: self._isolated.get(feed) for layer, feed in changed.items()}
+        missing = {layer: changed[layer] for layer, value in isolated.items() if value is None}
+        if accumulated is None or missing:
+            measured, measured_alone = self._measure_layer_errors(feeds, tuple(missing))
+            if accumulated is None:
+                accumulated = self._layer_sqnr.put(feeds, measured)
+            for layer, value in measured_alone.items():
+                isolated[layer] = self._isolated.put(missing[layer], value)
+        errors = [LayerError(layer, isolated[layer] if layer in changed else float("inf"),
+                             accumulated.get(layer, float("inf"))) for layer in self.layers]
+        return self._layer_errors.put(config, tuple(errors))
+
+    def cache_entries(self) -> dict[str, int]:
+        """Return how many entries each bounded cache holds (results, layer_errors, layer_sqnr, isolated, weights)."""
+        return {"results": len(self._results), "layer_errors": len(self._layer_errors),
+                "layer_sqnr": len(self._layer_sqnr), "isolated": len(self._isolated), "weights": len(self._weights)}
+
+
+def evaluate_config(prepared, calibration: Calibration, data, config: QuantConfig) -> EvaluationResult:
+    """Evaluate one config (builds an Evaluator: keep one when evaluating several configs)."""
+    return Evaluator(prepared, calibration, data).evaluate(config)

@@ -1,0 +1,1 @@
+"""Real quantized ONNX models through onnxruntime.quantization, and their measured latency."""

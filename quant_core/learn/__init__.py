@@ -1,0 +1,1 @@
+"""Teaching helpers for the Learn page (numpy quantization-aware training)."""

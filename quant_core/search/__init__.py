@@ -1,0 +1,1 @@
+"""Searches over configs: per-layer sensitivity sweeps and the greedy mixed-precision suggestion."""

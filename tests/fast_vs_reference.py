@@ -1,0 +1,121 @@
+"""Configs and paths that exercise every way the Evaluator runs a plan, for "fast == reference" tests.
+
+Shared by the demo tests (tests/engine/test_fast_equals_reference.py) and the real-model conformance
+tests (tests/real_models/test_fast_equals_reference_real.py): each path the Evaluator can take
+(the general session, a session specialized for an activation pattern, a suffix run from one
+layer on, an anchored search candidate) is driven here, and its outputs returned beside the
+reference simulator's (`reference.simulate_reference`).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from quant_core.config import PRESETS, LayerQuant, QuantConfig, TensorQuant
+from quant_core.engine.evaluate import Evaluator
+from quant_core.engine.reference import simulate_reference
+from quant_core.engine.simulate import SPECIALIZE_AFTER
+
+INT8_ACTIVATIONS = TensorQuant("uint8", symmetric=False)
+
+
+def whole_model_configs(evaluator: Evaluator, light: bool = False) -> dict[str, QuantConfig]:
+    """Presets and mixes that change every layer, with and without activations, integer and float
+    (`light`: one of each kind, for models whose forward takes seconds)."""
+    layers = evaluator.layers
+    names = ("W8A8", "W4 weight-only per-group") if light else (
+        "W8A8", "W4A8", "W8 weight-only", "W4 weight-only per-group", "FP16")
+    configs = {name: PRESETS[name] for name in names}
+    if evaluator.calibration is None:
+        configs = {name: config for name, config in configs.items() if config.default.activations is None}
+    mixed = PRESETS["W8 weight-only"]
+    for i, layer in enumerate(layers):
+        if i % 3 == 1:
+            mixed = mixed.with_layer(layer, LayerQuant(TensorQuant("int3", granularity="per_channel",
+                                                                   range_method="mse")))
+        elif i % 3 == 2:
+            mixed = mixed.with_layer(layer, LayerQuant(TensorQuant("ternary")))
+    configs["mixed weights"] = mixed
+    return configs
+
+
+def paths(evaluator: Evaluator, light: bool = False) -> Iterator[tuple[str, QuantConfig, tuple[np.ndarray, ...]]]:
+    """Yield (path, config, the Evaluator's outputs) for every run path; compare each with `reference`."""
+    for name, config in whole_model_configs(evaluator, light).items():
+        yield f"whole model: {name}", config, evaluator.outputs(config)
+    if evaluator.calibration is not None:
+        # The same activation pattern again and again: from its SPECIALIZE_AFTER-th use a specialized session.
+        for bits in range(8, 8 - SPECIALIZE_AFTER - 1, -1):
+            config = QuantConfig(LayerQuant(TensorQuant(f"int{bits}", granularity="per_channel"), INT8_ACTIVATIONS),
+                                 name=f"W{bits}A8")
+            yield f"activation pattern, use {9 - bits}: W{bits}A8", config, evaluator.outputs(config)
+    layers = [layer for layer in evaluator.layers if layer in evaluator.session.fp32_weights]
+    for layer in ((layers[len(layers) // 2],) if light else (layers[len(layers) // 2], layers[-1])) if layers else ():
+        # A sweep row: one layer's weight quantized, the rest FP32 (maybe a run from the layer on).
+        evaluator.prepare_sweep(layer, 3)
+        for fmt in ("int4",) if light else ("int4", "int2"):
+            config = QuantConfig().with_layer(layer, LayerQuant(TensorQuant(fmt, granularity="per_channel")))
+            yield f"sweep row {layer} {fmt}", config, evaluator.outputs(config)
+    if len(layers) >= 2:
+        # A suggestion candidate: one layer away from an anchor config (maybe a run fed the anchor's activations).
+        anchor = PRESETS["W8 weight-only"]
+        anchored = evaluator.anchor(anchor)
+        config = anchor.with_layer(layers[-2], LayerQuant(TensorQuant("int4", granularity="per_channel")))
+        yield f"candidate next to an anchor ({'anchored' if anchored else 'whole run'})", config, \
+            evaluator.outputs(config)
+        evaluator.clear_anchor()
+
+
+def reference(evaluator: Evaluator, config: QuantConfig) -> tuple[np.ndarray, ...]:
+    """The reference simulator's outputs of `config` on the Evaluator's split."""
+    return simulate_reference(evaluator.prepared, evaluator.plan(config), evaluator.feeder)
+
+
+def general_session(evaluator: Evaluator, config: QuantConfig) -> tuple[np.ndarray, ...]:
+    """`config` run whole by the Evaluator's general session (no specialization, suffix or anchor)."""
+    weights, activations = evaluator._feeds(config)
+    return evaluator.feeder.join([evaluator.session.run(batch, weights=weights, activations=activations,
+                                                        specialize=False).outputs
+                                  for batch in evaluator.feeder.batches()])
+
+
+def has_convolutions(evaluator: Evaluator) -> bool:
+    """True when the model has Conv layers (see `mismatches`)."""
+    return any(layer.op_type in ("Conv", "ConvTranspose") for layer in evaluator.prepared.info.layers)
+
+
+# How close the simulation (weights fed as graph inputs) must stay to the reference (weights as constants)
+# where onnxruntime does not make them bit-identical: SQNR of the Evaluator's outputs against the
+# reference's, in dB (measured on the conformance set: 23.3 dB at worst, the text detector's W8A8 map).
+REFERENCE_SQNR_DB = 20.0
+
+
+def mismatches(evaluator: Evaluator, light: bool = False, *, exact_reference: bool | None = None) -> list[str]:
+    """Every path whose outputs differ from what they must equal, with the size of the difference.
+
+    Every path equals the Evaluator's general session (one session, whole model per batch) bit for
+    bit: specialized sessions, suffix runs and anchors change nothing. The general session equals the
+    reference simulator bit for bit where onnxruntime computes a layer the same whether its weight is a
+    graph input or a constant (`exact_reference`; default: models without Conv). It does not promise
+    that: a Conv or MatMul with a constant weight may be prepacked (NCHWc, packed GEMM) and sum in
+    another order (max 4.8e-6 on the demo CNN's logits, 0.009 on MiniLM's W8A8 embeddings), and a
+    quantized activation downstream then may round the other way; there the outputs must stay within
+    REFERENCE_SQNR_DB of the reference.
+    """
+    from quant_core.numerics.metrics import sqnr_db
+    found = []
+    exact = not has_convolutions(evaluator) if exact_reference is None else exact_reference
+    for path, config, fast in paths(evaluator, light):
+        slow = reference(evaluator, config)
+        general = general_session(evaluator, config)
+        for index, (a, b, g) in enumerate(zip(fast, slow, general)):
+            if a.shape != g.shape or not np.array_equal(a, g, equal_nan=True):
+                gap = float(np.max(np.abs(a.astype(np.float64) - g))) if a.shape == g.shape else float("nan")
+                found.append(f"{path}: output {index} differs from the general session (max |difference| = {gap:.3g})")
+            elif exact and not np.array_equal(a, b, equal_nan=True):
+                found.append(f"{path}: output {index} differs from the reference "
+                             f"(max |difference| = {float(np.max(np.abs(a.astype(np.float64) - b))):.3g})")
+            elif not exact and (sqnr := sqnr_db(b, a)) < REFERENCE_SQNR_DB:
+                found.append(f"{path}: output {index} is {sqnr:.1f} dB from the reference")
+    return found
