@@ -65,7 +65,7 @@ def round_to_float_format(x, fmt: NumberFormat, *, saturate: bool = True, name: 
 
 def round_to_spec(x: np.ndarray, spec: FloatSpec, *, saturate: bool = True) -> np.ndarray:
     """Return finite float32 `x` rounded to the float format `spec` describes (the module's formula);
-    also the element grids of the MX block formats (quant_core/mx.py)."""
+    also the element grids of the MX block formats (quant_core/numerics/mx.py)."""
     x = np.asarray(x, dtype=np.float32)
     max_finite = np.float32(spec.max_finite)
     a = np.clip(x, -max_finite, max_finite) if saturate else x

@@ -22,7 +22,7 @@ class FormatKind(StrEnum):
     BINARY = "binary"
     TERNARY = "ternary"
     KMEANS = "kmeans"
-    # Block formats (OCP MX v1.0, NVFP4): simulated only, no onnxruntime CPU kernel (quant_core/mx.py).
+    # Block formats (OCP MX v1.0, NVFP4): simulated only, no onnxruntime CPU kernel (quant_core/numerics/mx.py).
     MXFP8_E4M3 = "mxfp8_e4m3"
     MXFP8_E5M2 = "mxfp8_e5m2"
     MXFP6_E3M2 = "mxfp6_e3m2"
