@@ -14,7 +14,7 @@ import streamlit as st
 
 from quant_core.export.ort_export import export_model
 from quant_core.export.integer_only import compare_integer_only
-from ui import cache
+from ui import cache, figures
 from ui.jobs import heavy_job, waiting_notice
 
 INTEGER_BITS = "integer_multiplier_bits"
@@ -64,6 +64,22 @@ def _comparison(model_key, data_key, config_json, bits, _prepared, _calibration,
     return document
 
 
+_KIND_COLORS = {"integer": "#2A9D55", "data movement": "#8FA9C9", "boundary": "#E9A23B", "float": "#D8572A"}
+
+
+def nodes_figure(nodes: list[dict]):
+    """Nodes of the optimized graph by op type, one colour per kind (float in red)."""
+    frame = pd.DataFrame(nodes)
+    counts = frame.groupby(["kind", "op_type"]).size().reset_index(name="nodes")
+    order = list(frame["op_type"].value_counts().index)
+    traces = [dict(type="bar", name=kind, x=list(rows["op_type"]), y=[int(n) for n in rows["nodes"]],
+                   marker=dict(color=_KIND_COLORS.get(kind, "#444444")))
+              for kind, rows in counts.groupby("kind", sort=False)]
+    fig = figures.figure(traces, title="Nodes after onnxruntime's optimizations, by op", y_title="nodes")
+    fig.update_layout(barmode="stack", bargap=0.2, xaxis=dict(categoryorder="array", categoryarray=order))
+    return fig
+
+
 def show(ctx, document: dict, bits: int) -> None:
     """Verdict, float nodes, per-layer requantization error, accuracies, download."""
     floats = document["float_nodes"]
@@ -76,6 +92,7 @@ def show(ctx, document: dict, bits: int) -> None:
                  "optimizations.")
         st.dataframe(pd.DataFrame([{"op": n["op_type"], "layer / node": n["node"], "why": n["reason"]}
                                    for n in floats]), hide_index=True, key="integer_float_nodes")
+    st.plotly_chart(nodes_figure(document["nodes"]), key="integer_nodes_chart")
     if document["simulated_only"]:
         st.caption("Kept FP32 in the export (no onnxruntime kernel for their format): "
                    + ", ".join(document["simulated_only"]))
