@@ -13,7 +13,7 @@ import streamlit as st
 from quant_core.config import PRESETS
 from quant_core.engine.evaluate import Evaluator
 from quant_core.model.model_io import prepare_model
-from quant_core.engine.tasks import Task
+from quant_core.engine.tasks import Task, TaskKind, infer_task
 from quant_core.numerics.vectors import (DEFAULT_RESCORE, config_embeddings, end_to_end, features_model,
                                 parse_vector_format, query_count)
 from ui import cache, figures
@@ -43,7 +43,10 @@ def controls(ctx, choices: dict[str, tuple[str, str]]):
     """The source, formats, k and rescoring widgets; returns (source label, formats, k, rescore)."""
     left, right = st.columns([2, 3])
     labels = list(choices)
-    default = next((i for i, label in enumerate(labels) if label.startswith(LAST_INPUT)), 0)
+    task = ctx.task or infer_task(ctx.info)
+    # An embedding model's own output first; otherwise a classifier's pooled features (its last layer's input).
+    default = 0 if task.kind == TaskKind.EMBEDDING else next(
+        (i for i, label in enumerate(labels) if label.startswith(LAST_INPUT)), 0)
     source = left.selectbox("Embeddings", labels, index=default, key=VECTOR_SOURCE,
                             help="An output with one vector per sample, or the input of the model's last "
                                  "layer (a classifier's pooled features).")
