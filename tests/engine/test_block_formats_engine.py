@@ -47,3 +47,13 @@ def test_a_sweep_takes_block_formats(mlp):
     rows = run_sweep(mlp, ["mxfp4", "mxfp4_up", "nvfp4"], layers=["/fc2/Gemm"])
     assert [row.format for row in rows] == ["mxfp4", "mxfp4_up", "nvfp4"]
     assert all(np.isfinite(row.sqnr_db) for row in rows)
+
+
+def test_a_suggestion_takes_block_formats_as_candidates(mlp):
+    from quant_core.search.suggest import suggest_config
+
+    suggestion = suggest_config(mlp, max_size_bytes=12_000, candidate_formats=("mxint8", "mxfp6_e2m3", "mxfp4"))
+    result = mlp.evaluate(suggestion.config)
+    assert result.size_bytes <= 12_000
+    used = {suggestion.config.for_layer(layer).weights.format.name for layer in mlp.layers}
+    assert used <= {"mxint8", "mxfp6_e2m3", "mxfp4"} and used
