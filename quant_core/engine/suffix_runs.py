@@ -3,7 +3,8 @@
 A sweep quantizes one layer at a time, everything else FP32: what comes before that layer is the
 same FP32 computation for every config. `SuffixRuns` captures those FP32 activations once and runs
 each config through the layer's suffix session (`simulation_suffix.LayerSuffix`), whose outputs
-equal a whole simulation run's bit for bit. When the layer's input activation is quantized too, the
+equal a whole simulation run's bit for bit (checked once per layer on the first batch: a layer whose
+suffix does not reproduce the whole run runs whole). When the layer's input activation is quantized too, the
 captured input is fake-quantized with numpy first (`ActivationQuant.apply`, the session's own
 formula), which is exact only when that layer is the tensor's one reader from there on (a residual
 branch reading it must see it FP32). It decides per layer whether that pays off.
@@ -46,10 +47,11 @@ class SuffixRuns:
         self._run_seconds = float("inf")
         self._shares: dict[str, float] = {}
         self._planned: tuple[tuple[str, ...], frozenset[str]] | None = None
-        self._anchor = None  # (feeds by layer, captured values per batch)
+        self._anchor = None  # (feeds by layer, captured values per batch, weights, exact per layer)
         self._anchors_disabled = False
         self._captured_bytes = 0  # the FP32 activations captured for sweeps
         self._suffix_bytes: dict[str, int] = {}  # layer -> weight copies its suffix session is fed
+        self._exact: dict[str, bool] = {}  # layer -> its suffix reproduces whole runs (`_reproduces_whole_runs`)
 
     # -- anchors: configs that differ from one config (the anchor) in one layer's weight -----------
 
@@ -87,7 +89,8 @@ class SuffixRuns:
             captured.append(values)
         if 2 * sum(values[t].nbytes for values in captured for t in tensors) > SUFFIX_MEMORY_BYTES:
             return False
-        self._anchor = (dict(feeds), captured)
+        # The anchor's weights and, per layer, whether its suffix reproduces the anchor's whole run.
+        self._anchor = (dict(feeds), captured, dict(weights), {})
         return True
 
     def anchor_outputs(self, feeds: Mapping[str, Hashable], weights: Mapping[str, np.ndarray]
@@ -97,13 +100,18 @@ class SuffixRuns:
         anchor = self._anchor  # read once: another thread (a search's end) may drop it meanwhile
         if anchor is None:
             return None
-        anchor_feeds, captured = anchor
+        anchor_feeds, captured, anchor_weights, anchor_exact = anchor
         differing = [layer for layer in set(feeds) | set(anchor_feeds) if feeds.get(layer) != anchor_feeds.get(layer)]
         if len(differing) != 1 or differing[0] not in self._plan()[1] or not self._prefix_share(differing[0]):
             return None
         layer = differing[0]
         suffix = self._suffix(layer)
         if suffix is None or not suffix.traced:
+            return None
+        exact = anchor_exact.get(layer)  # checked once per anchor and layer
+        if exact is None:
+            exact = anchor_exact[layer] = self._reproduces_whole_runs(layer, captured[0], anchor_weights)
+        if not exact:
             return None
         weight = weights.get(layer, self._session.fp32_weights[layer])
         later = {name: value for name, value in weights.items() if name in suffix.later_feeds}
@@ -168,8 +176,25 @@ class SuffixRuns:
                 return False
             if layer not in self._cut_layers:
                 return False
-            self._ready[key] = self._suffix(layer) is not None
+            if layer not in self._exact and self._suffix(layer) is not None:
+                self._exact[layer] = self._reproduces_whole_runs(layer)
+            self._ready[key] = self._suffix(layer) is not None and self._exact[layer]
         return self._ready[key]
+
+    def _reproduces_whole_runs(self, layer: str, captured: dict[str, np.ndarray] | None = None,
+                               weights: Mapping[str, np.ndarray] | None = None) -> bool:
+        """True when the layer's suffix, fed `captured` (one batch's activations, by default the FP32 ones)
+        and `weights` (by layer, default FP32), gives the whole simulation's outputs bit for bit on the
+        first batch. onnxruntime may fuse a captured tensor's producer differently from the whole graph
+        (MiniLM's LayerNorm: 1.2e-7 apart); such a layer's configs then run whole."""
+        weights = weights or {}
+        batch = next(iter(self._feeder.batches()))
+        whole = self._session.run(batch, weights=weights).outputs
+        suffix = self._session.suffix(layer)
+        later = {name: value for name, value in weights.items() if name in suffix.later_feeds}
+        values = self.cut_values()[0] if captured is None else captured
+        ran = suffix.run(values, weights.get(layer, self._session.fp32_weights[layer]), later)
+        return all(np.array_equal(a, b, equal_nan=True) for a, b in zip(whole, ran))
 
     def outputs(self, layer: str, weight: np.ndarray, activation: ActivationQuant | None = None
                 ) -> tuple[np.ndarray, ...] | None:
