@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 
 import numpy as np
 
@@ -136,13 +137,19 @@ class VectorIndex:
             return np.where(np.unpackbits(self.codes, axis=1, count=self.dim).astype(bool), 1.0, -1.0).astype(np.float32)
         return self.codes
 
+    @cached_property
+    def _search_matrix(self) -> np.ndarray:
+        """What a query is multiplied with, unpacked once per index: ±1 sign bits, or the decoded vectors."""
+        if self.format.kind == VectorKind.BINARY:
+            return np.unpackbits(self.codes, axis=1, count=self.dim).astype(np.float32) * 2 - 1
+        return self.decoded()
+
     def scores(self, queries: np.ndarray) -> np.ndarray:
         """Similarity of each query to every stored vector ([n_queries, N], larger is nearer)."""
         q = np.asarray(queries, dtype=np.float32)
         if self.format.kind == VectorKind.BINARY:
-            bits = np.unpackbits(self.codes, axis=1, count=self.dim).astype(np.float32) * 2 - 1  # ±1
             signs = np.where(q - (0 if self.center is None else self.center) >= 0, 1.0, -1.0).astype(np.float32)
-            return signs @ bits.T  # = D - 2 · Hamming: the same order as −Hamming
+            return signs @ self._search_matrix.T  # = D - 2 · Hamming: the same order as −Hamming
         if self.format.kind == VectorKind.PQ:
             # Asymmetric distance: one table per sub-vector of q · centroid, summed over the codes.
             total = np.zeros((len(q), len(self.codes)), dtype=np.float32)
@@ -150,7 +157,7 @@ class VectorIndex:
                 table = q[:, self.splits[m]:self.splits[m + 1]] @ book.T  # [n_queries, 256]
                 total += table[:, self.codes[:, m]]
             return total
-        return q @ self.decoded().T
+        return q @ self._search_matrix.T
 
 
 def encode(corpus: np.ndarray, fmt: VectorFormat, *, seed: int = 0) -> VectorIndex:
