@@ -64,13 +64,13 @@ def main() -> None:
         raw, data = load_demo(name)
         prepared = prepare_model(load_model(raw))
         _, evaluation_data = split_dataset(data)
-        print(f"## demo {name} (weights only; accuracy on 541 digits)\n")
+        print(f"### demo {name} (weights only; accuracy on 541 digits)\n")
         rows(Evaluator(prepared, None, evaluation_data), "accuracy")
     if args.minilm:
         cache = Path.home() / ".cache" / "quantization-lab" / "real-models"
         prepared = prepare_model(load_model(str(next((cache / "models").glob("minilm-*.onnx")))))
         data = load_npz(str(next((cache / "data").glob("minilm-*.npz"))), prepared.info)
-        print("## all-MiniLM-L6-v2 (weights only; 32 sentences; headline = recall@5 of the embeddings)\n")
+        print("### all-MiniLM-L6-v2 (weights only; 32 sentences; headline = recall@5 of the embeddings)\n")
         rows(Evaluator(prepared, None, data), "recall@5")
 
 

@@ -63,7 +63,7 @@ def demo_transformer() -> None:
     evaluator = Evaluator(prepared, calibrate(prepared, calibration_data), evaluation_data, task=Task("embedding"))
     embeddings = config_embeddings(evaluator, [PRESETS[name] for name in ("FP32", "W8A8", "W4A8")])
     rows = end_to_end(embeddings, ("fp32", "int8", "int4", "binary", "pq8"), ks=(1, 10, 100))
-    print(f"## demo transformer pooled features: {len(evaluation_data.labels)} digits, 100 queries, 32 dimensions\n")
+    print(f"### demo transformer pooled features: {len(evaluation_data.labels)} digits, 100 queries, 32 dimensions\n")
     print(table([(row.config, row.result) for row in rows], (1, 10, 100)), "\n")
 
 
@@ -154,7 +154,7 @@ def minilm(count: int, e2e_count: int) -> None:
     embeddings = evaluator.fp32_outputs[evaluator.output_index(evaluator.task)]
     corpus, queries = split_queries(embeddings, queries=200)
     report = search_formats(corpus, queries, FORMATS, ks=(1, 10, 100))
-    print(f"## all-MiniLM-L6-v2: {report.corpus_size} sentences indexed, {report.query_count} queries, "
+    print(f"### all-MiniLM-L6-v2: {report.corpus_size} sentences indexed, {report.query_count} queries, "
           f"{report.dim} dimensions (embeddings in {time.perf_counter() - start:.0f} s)\n")
     print(table([("FP32", r) for r in report.results], report.ks), "\n")
 
@@ -164,7 +164,7 @@ def minilm(count: int, e2e_count: int) -> None:
                           batch_size=128)
     embeddings = config_embeddings(evaluator, [PRESETS["FP32"], PRESETS["W8A8"], PRESETS["W8 weight-only"]])
     rows = end_to_end(embeddings, E2E_FORMATS, ks=(1, 10, 100))
-    print(f"## all-MiniLM-L6-v2 end to end: {evaluator.sample_count} sentences, 100 queries\n")
+    print(f"### all-MiniLM-L6-v2 end to end: {evaluator.sample_count} sentences, 100 queries\n")
     print(table([(row.config, row.result) for row in rows], (1, 10, 100)), "\n")
 
 

@@ -24,6 +24,9 @@ from ui.setup import LabContext
 BLOCK_FORMAT = "weights_block_format"
 BLOCK_INDEX = "weights_block_index"
 MAX_GRID_DRAWN = 64  # grid lines drawn inside one block's range
+# The whole-weight views (exponents, the formats table) run on whole rows of the blocked weight, sampled
+# (seeded) to about this many values: the Weights page's sampling budget (ui.weights_view).
+MAX_ELEMENTS = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -79,18 +82,42 @@ def block_figure(values: np.ndarray, fmt_name: str, *, round_up: bool):
     return fig
 
 
-def exponent_figure(blocked: BlockLayout, fmt_name: str):
+def sampled(blocked: BlockLayout) -> BlockLayout:
+    """Whole rows of the blocked weight (seeded sample) holding about MAX_ELEMENTS values; all when smaller."""
+    moved = np.moveaxis(blocked.view, blocked.axis, -1)
+    rows = moved.reshape(-1, moved.shape[-1])
+    keep = max(1, MAX_ELEMENTS // rows.shape[1])
+    if keep >= rows.shape[0]:
+        return BlockLayout(rows, 1, blocked.blocks)
+    chosen = np.sort(np.random.default_rng(0).choice(rows.shape[0], keep, replace=False))
+    per_row = blocked.blocks // rows.shape[0]
+    return BlockLayout(rows[chosen], 1, per_row * keep)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _exponent_counts(model_key: str, layer_name: str, fmt_name: str, _blocked: BlockLayout) -> dict:
+    counts = {}
+    for round_up in (False, True):
+        result = quantize_blocks(_blocked.view, fmt_name, axis=_blocked.axis, round_up=round_up)
+        exponents, found = np.unique(result.exponents, return_counts=True)
+        counts[round_up] = ([int(e) for e in exponents], [int(c) for c in found])
+    return counts
+
+
+def exponent_figure(model_key: str, layer_name: str, blocked: BlockLayout, fmt_name: str):
     """How many blocks get each shared exponent, spec rule and round-up side by side."""
-    traces = []
-    for round_up, color in ((False, "#2E6FD8"), (True, "#D8572A")):
-        result = quantize_blocks(blocked.view, fmt_name, axis=blocked.axis, round_up=round_up)
-        exponents, counts = np.unique(result.exponents, return_counts=True)
-        traces.append(dict(type="bar", x=[int(e) for e in exponents], y=[int(c) for c in counts],
-                           name="round-up" if round_up else "spec", marker=dict(color=color)))
+    counts = _exponent_counts(model_key, layer_name, fmt_name, blocked)
+    traces = [dict(type="bar", x=counts[round_up][0], y=counts[round_up][1], name="round-up" if round_up else "spec",
+                   marker=dict(color=color)) for round_up, color in ((False, "#2E6FD8"), (True, "#D8572A"))]
     fig = figures.figure(traces, title=f"Shared E8M0 exponents over {blocked.blocks} blocks",
                          x_title="exponent e (scale 2^e)", y_title="blocks")
     fig.update_layout(barmode="group", bargap=0.2)
     return fig
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _formats_table(model_key: str, layer_name: str, _blocked_by_format: dict[str, BlockLayout]) -> pd.DataFrame:
+    return formats_table(_blocked_by_format)
 
 
 def formats_table(blocked_by_format: dict[str, BlockLayout]) -> pd.DataFrame:
@@ -124,7 +151,7 @@ def section(ctx: LabContext, layer_name: str) -> None:
     fmt_name = left.selectbox("Block format", list(BLOCK_FORMATS), index=list(BLOCK_FORMATS).index("mxfp4"),
                               key=BLOCK_FORMAT)
     blocked = layout(ctx, layer_name, weight, fmt_name)
-    widest = _widest_block(blocked, BLOCK_FORMATS[fmt_name].block_size)
+    widest = _widest(ctx.model_key, layer_name, fmt_name, blocked)
     index = right.number_input(f"Block (0 to {blocked.blocks - 1}; default: the one with the largest value)",
                                0, blocked.blocks - 1, widest, key=BLOCK_INDEX)
     values = _block_values(blocked, int(index), BLOCK_FORMATS[fmt_name].block_size)
@@ -134,9 +161,18 @@ def section(ctx: LabContext, layer_name: str) -> None:
         up_column.caption("NVFP4's block scale is an FP8 value, not a power of two: no round-up variant.")
     else:
         up_column.plotly_chart(block_figure(values, fmt_name, round_up=True), key="block_round_up")
-        st.plotly_chart(exponent_figure(blocked, fmt_name), key="block_exponents")
-    table = formats_table({name: layout(ctx, layer_name, weight, name) for name in BLOCK_FORMATS})
+        st.plotly_chart(exponent_figure(ctx.model_key, layer_name, sampled(blocked), fmt_name), key="block_exponents")
+    table = _formats_table(ctx.model_key, layer_name,
+                           {name: sampled(layout(ctx, layer_name, weight, name)) for name in BLOCK_FORMATS})
     st.table(table.set_index("format"))  # a static table: the page's one dataframe stays the error table below
+    if weight.size > MAX_ELEMENTS:
+        st.caption(f"Exponents and the table: on a seeded sample of whole rows (about {MAX_ELEMENTS:,} of the "
+                   f"{weight.size:,} weights).")
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _widest(model_key: str, layer_name: str, fmt_name: str, _blocked: BlockLayout) -> int:
+    return _widest_block(_blocked, BLOCK_FORMATS[fmt_name].block_size)
 
 
 def _widest_block(blocked: BlockLayout, block: int) -> int:
