@@ -6,6 +6,10 @@ fake-quant subgraph whose parameters are graph inputs. Changing the config chang
 """
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -113,11 +117,27 @@ def activation_modes_supported(model: onnx.ModelProto) -> frozenset[ActivationMo
     return frozenset(modes)
 
 
+def _node_seconds(profile_path: str) -> tuple[tuple[str, float], ...]:
+    """(node name, seconds) of every kernel run in an onnxruntime profile, in execution order; the file goes."""
+    try:
+        with open(profile_path, encoding="utf-8") as file:
+            events = json.load(file)
+    except (OSError, ValueError):
+        return ()
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(profile_path)
+    suffix = "_kernel_time"
+    return tuple((event["name"][:-len(suffix)], event.get("dur", 0) / 1e6) for event in events
+                 if isinstance(event, dict) and event.get("cat") == "Node" and str(event.get("name", "")).endswith(suffix))
+
+
 class _Variant:
     """One built InferenceSession and how to feed its weights."""
 
     def __init__(self, model, specs, modes, threads: int, *, layer_outputs: bool,
-                 pattern: Mapping[int, ActivationMode] | None = None, extra_outputs: tuple[str, ...] = ()):
+                 pattern: Mapping[int, ActivationMode] | None = None, extra_outputs: tuple[str, ...] = (),
+                 profile: bool = False):
         base, _, self.activation_index = build_simulation_model(model, specs, modes, weights_as_inputs=False,
                                                                layer_outputs=layer_outputs, pattern=pattern,
                                                                extra_outputs=extra_outputs)
@@ -138,6 +158,9 @@ class _Variant:
         if self.reordered:
             # Already optimized for this machine; optimizing again would only redo the work.
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        if profile:  # its first run tells where the time goes, node by node (`SimulationSession.node_seconds`)
+            options.enable_profiling = True
+            options.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"qlab_capture_{os.getpid()}")
         try:
             self.session = simulation_session(built.SerializeToString(), options)
         except Exception as err:  # onnxruntime raises its own exception types
@@ -174,13 +197,16 @@ class SimulationSession:
         self._suffixes: dict[str, LayerSuffix | None] = {}
         self._patterns: dict[tuple, _Variant | None] = {}
         self._pattern_uses: dict[tuple, int] = {}
-        self._captures: dict[tuple[str, ...], ort.InferenceSession] = {}
         self._weight_captures: dict[tuple[str, ...], _Variant] = {}
+        self._profiled: set[tuple[str, ...]] = set()
+        # (node name as onnxruntime ran it, seconds) in execution order, from the first capture run;
+        # an NCHWc node is named after its output tensor + "_nchwc". Empty until a capture ran.
+        self.node_seconds: tuple[tuple[str, float], ...] = ()
 
     def _build(self, *, layer_outputs: bool, pattern: Mapping[int, ActivationMode] | None = None,
-               extra_outputs: tuple[str, ...] = ()) -> _Variant:
+               extra_outputs: tuple[str, ...] = (), profile: bool = False) -> _Variant:
         variant = _Variant(self._model, self._specs, self.modes, self._threads, layer_outputs=layer_outputs,
-                           pattern=pattern, extra_outputs=extra_outputs)
+                           pattern=pattern, extra_outputs=extra_outputs, profile=profile)
         defaults = {}
         for layer, feeds in variant.weight_feeds.items():
             for feed in feeds:
@@ -249,26 +275,18 @@ class SimulationSession:
         return self._suffixes[layer]
 
     def capture(self, feeds: Mapping[str, np.ndarray], tensors: tuple[str, ...]) -> dict[str, np.ndarray]:
-        """Return the FP32 values of the model's intermediate `tensors` for one batch (session cached per tuple)."""
-        if tensors not in self._captures:
-            model = onnx.ModelProto()
-            model.CopyFrom(self._model)
-            declared = {v.name: v for v in model.graph.value_info}
-            model.graph.output.extend(declared[name] for name in tensors)
-            self._captures[tensors] = ort.InferenceSession(model.SerializeToString(), session_options(self._threads),
-                                                           providers=["CPUExecutionProvider"])
-        try:
-            values = self._captures[tensors].run(list(tensors), dict(feeds))
-        except Exception as err:  # onnxruntime's own exception types
-            raise DataError(f"onnxruntime cannot run the model on this data: {first_line(err)}") from None
-        return dict(zip(tensors, values))
+        """Return the FP32 values of the model's intermediate `tensors` for one batch, as the simulation
+        computes them (weights fed as inputs, in its layout: a plain model with constant weights may sum in
+        another order, and a suffix fed those values would then not reproduce a whole run bit for bit)."""
+        return self.capture_quantized(feeds, {}, tensors)
 
     def capture_quantized(self, feeds: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray],
                           tensors: tuple[str, ...]) -> dict[str, np.ndarray]:
         """Return the values of intermediate `tensors` for one batch with `weights` fake-quantized and
         every activation FP32 (a session with no fake-quant nodes and those outputs, built once per tuple)."""
         if tensors not in self._weight_captures:
-            self._weight_captures[tensors] = self._build(layer_outputs=False, pattern={}, extra_outputs=tensors)
+            self._weight_captures[tensors] = self._build(layer_outputs=False, pattern={}, extra_outputs=tensors,
+                                                         profile=True)
         variant = self._weight_captures[tensors]
         all_feeds = dict(variant.default_feeds)
         all_feeds.update(feeds)
@@ -279,6 +297,9 @@ class SimulationSession:
             values = variant.session.run(list(tensors), all_feeds)
         except Exception as err:  # onnxruntime's own exception types
             raise DataError(f"onnxruntime cannot run the model on this data: {first_line(err)}") from None
+        if tensors not in self._profiled:
+            self._profiled.add(tensors)
+            self.node_seconds = _node_seconds(variant.session.end_profiling())  # the weights' values take no time
         return dict(zip(tensors, values))
 
     def run(self, feeds: Mapping[str, np.ndarray], *, weights: Mapping[str, np.ndarray] | None = None,

@@ -54,10 +54,11 @@ def suffix_model(model: onnx.ModelProto, layer: str) -> tuple[onnx.ModelProto, t
 
 
 class LayerSuffix:
-    """An InferenceSession of the model from one layer on: only that layer's weight is an input.
+    """An InferenceSession of the model from one layer on, its weights fed as the full session feeds them.
 
-    Every other weight stays a constant, so onnxruntime optimizes the suffix fully; the layer's weight
-    is fed in onnxruntime's optimized layout when it can be traced (as `SimulationSession` does).
+    The layer's weight and the later layers' are inputs, in onnxruntime's optimized layout when it can be
+    traced (as `SimulationSession` does) and plain otherwise: onnxruntime then runs them with the same
+    kernels as the full session, so the outputs equal a whole run's bit for bit.
     """
 
     def __init__(self, model: onnx.ModelProto, spec: LayerSpec, threads: int,
@@ -84,12 +85,20 @@ class LayerSuffix:
                     self.constant_feeds[feed.name] = feed.value(fp32_weights[other.name])
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         else:
-            init = next(i for i in built.graph.initializer if i.name == spec.weight)
-            kept = [i for i in built.graph.initializer if i.name != spec.weight]
+            # Untraced, the full session takes every weight as a plain input: so does the suffix (a constant
+            # weight would be prepacked and summed in another order).
+            fed = {spec.weight: spec, **{other.weight: other for other in later}}
+            inits = {i.name: i for i in built.graph.initializer if i.name in fed}
+            kept = [i for i in built.graph.initializer if i.name not in fed]
             del built.graph.initializer[:]
             built.graph.initializer.extend(kept)
-            built.graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
-            self.weight_feeds = [WeightFeed(init.name, tuple(init.dims))]
+            for name, init in inits.items():
+                built.graph.input.append(helper.make_tensor_value_info(name, init.data_type, list(init.dims)))
+            self.weight_feeds = [WeightFeed(spec.weight, tuple(inits[spec.weight].dims))]
+            for other in later:
+                feed = WeightFeed(other.weight, tuple(inits[other.weight].dims))
+                self.later_feeds[other.name] = [feed]
+                self.constant_feeds[feed.name] = feed.value(fp32_weights[other.name])
         self.output_names = tuple(o.name for o in built.graph.output)
         try:
             self.session = simulation_session(built.SerializeToString(), options)

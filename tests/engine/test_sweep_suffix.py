@@ -29,8 +29,8 @@ def two_evaluators(request):
 def test_the_suffix_gives_the_full_sessions_outputs_bit_for_bit(two_evaluators):
     whole, cut = two_evaluators
     ready = [layer for layer in cut.layers if cut.prepare_sweep(layer, ALWAYS)]
-    # Every layer but the first (nothing runs before it: no time to save).
-    assert ready == list(cut.layers[1:])
+    # Every layer but the first; the first too when some op (a Reshape of the input) runs before it.
+    assert set(cut.layers[1:]) <= set(ready)
     for layer in cut.layers:
         for fmt in ("int8", "int3"):
             config = sweep_config(cut, layer, parse_format(fmt), activations=False)
