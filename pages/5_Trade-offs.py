@@ -21,6 +21,7 @@ with page_errors("the measurement"):
     # The default settings on a small model are measured once by themselves (cached, shared).
     measured = tradeoffs_view.current_results(ctx, ctx.config, settings)
     if measured is None:
+        tradeoffs_view.stopped_note(ctx, ctx.config, settings)
         tradeoffs_view.show_preview(ctx, ctx.config, settings)
     else:
         frame, notes = measured

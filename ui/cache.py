@@ -184,6 +184,11 @@ def get_evaluator(ctx: LabContext, progress: Progress | None = None):
                    lambda: _evaluator(ctx.model_key, ctx.data_key, ctx.prepared, calibration, ctx.evaluation_data))
 
 
+def has_evaluator(ctx: LabContext) -> bool:
+    """Whether this session already holds the model's Evaluator (its FP32 reference run is done)."""
+    return _pin("evaluator", (ctx.model_key, ctx.data_key)) is not None
+
+
 @st.cache_resource(max_entries=MODEL_ENTRIES, ttl=MODEL_TTL_S, show_spinner=False)
 def _evaluator(model_key: str, data_key: str, _prepared_model, _calibration_result, _evaluation_data):
     return Evaluator(_prepared_model, _calibration_result, _evaluation_data)
@@ -193,7 +198,11 @@ def evaluate_cached(ctx: LabContext, config: QuantConfig, progress: Progress | N
     """Return `Evaluator.evaluate(config, task=ctx.task)` on the evaluation split, cached per model + data +
     config + task."""
     evaluator = get_evaluator(ctx, progress)
-    return _evaluation(ctx.model_key, ctx.data_key, config.to_json(), task_key(ctx), evaluator, config, ctx.task)
+    result = _evaluation(ctx.model_key, ctx.data_key, config.to_json(), task_key(ctx), evaluator, config, ctx.task)
+    from ui import history_view  # every config evaluated in the session goes into its run history
+
+    history_view.record(ctx, config, result)
+    return result
 
 
 def task_key(ctx: LabContext) -> str:

@@ -33,19 +33,38 @@ def pareto_front(cost: list[float], value: list[float]) -> list[bool]:
     return on_front
 
 
+# From this many layers on, per-layer bars are drawn horizontally, one row per layer, so that every name
+# stays readable (a 40-layer chart squeezed into the default height cut its labels off).
+HORIZONTAL_FROM_LAYERS = 13
+ROW_HEIGHT_PX = 26
+
+
 def layer_error_figure(frame: pd.DataFrame) -> go.Figure:
     """Grouped bars of isolated vs accumulated SQNR (dB) per layer, in graph order.
 
     `frame` columns: layer, isolated_sqnr_db, accumulated_sqnr_db (and optionally simulated: bool).
+    Up to `HORIZONTAL_FROM_LAYERS - 1` layers: vertical bars; more: horizontal bars, the first layer at the
+    top, the chart as tall as its rows.
     """
+    horizontal = len(frame) >= HORIZONTAL_FROM_LAYERS
+    series = (("isolated_sqnr_db", "isolated (only this layer quantized)", "isolated"),
+              ("accumulated_sqnr_db", "accumulated (all layers up to here)", "accumulated"))
     fig = go.Figure()
-    fig.add_bar(x=frame["layer"], y=frame["isolated_sqnr_db"], name="isolated (only this layer quantized)",
-                hovertemplate="%{x}<br>isolated SQNR %{y:.1f} dB<extra></extra>")
-    fig.add_bar(x=frame["layer"], y=frame["accumulated_sqnr_db"], name="accumulated (all layers up to here)",
-                hovertemplate="%{x}<br>accumulated SQNR %{y:.1f} dB<extra></extra>")
+    for column, name, short in series:
+        if horizontal:
+            fig.add_bar(y=frame["layer"], x=frame[column], name=name, orientation="h",
+                        hovertemplate=f"%{{y}}<br>{short} SQNR %{{x:.1f}} dB<extra></extra>")
+        else:
+            fig.add_bar(x=frame["layer"], y=frame[column], name=name,
+                        hovertemplate=f"%{{x}}<br>{short} SQNR %{{y:.1f}} dB<extra></extra>")
     fig.update_layout(barmode="group", title="Per-layer error: SQNR of each layer's output (higher is better)",
-                      yaxis_title="SQNR (dB)", xaxis_title="layer", margin=_MARGIN,
-                      legend=dict(orientation="h", y=-0.3))
+                      margin=_MARGIN, legend=dict(orientation="h", y=-0.3))
+    if horizontal:
+        fig.update_layout(xaxis_title="SQNR (dB)", height=max(360, ROW_HEIGHT_PX * len(frame) + 160),
+                          yaxis=dict(autorange="reversed", type="category", automargin=True),
+                          legend=dict(orientation="h", y=1.0, yanchor="bottom", x=0), margin=dict(l=10, r=10, t=90, b=10))
+    else:
+        fig.update_layout(yaxis_title="SQNR (dB)", xaxis_title="layer")
     return fig
 
 

@@ -167,3 +167,49 @@ def waiting_notice() -> Notify:
         notice[0](text)
 
     return notify
+
+
+# --- Stop buttons for long jobs a page starts by itself --------------------------------------------
+
+_STOPPED = "_lab_stopped_jobs"  # session state: keys of the jobs the user stopped
+
+
+def _stop_job(job: tuple) -> None:
+    import streamlit as st
+
+    st.session_state.setdefault(_STOPPED, set()).add(job)
+
+
+def job_stopped(job: tuple) -> bool:
+    """Whether the user pressed Stop on `job` (a hashable key such as (page, model_key, data_key))."""
+    import streamlit as st
+
+    return job in st.session_state.get(_STOPPED, set())
+
+
+def resume_job(job: tuple) -> None:
+    """Forget that `job` was stopped, so the page runs it again."""
+    import streamlit as st
+
+    st.session_state.get(_STOPPED, set()).discard(job)
+
+
+@contextmanager
+def stoppable_progress(job: tuple, *, stop_key: str, stop_label: str = "Stop") -> Iterator[Callable[[float, str], None]]:
+    """A progress bar and a Stop button for the block; yield `progress(fraction, text)`.
+
+    How Stop works: the click reruns the script, and Streamlit ends the running one at its next page
+    update (the next `progress` call), so the job stops between two steps. The click also records `job`
+    as stopped (`job_stopped`): the page then says so instead of starting the job again.
+    """
+    import streamlit as st
+
+    bar_column, stop_column = st.columns([5, 1], vertical_alignment="center")
+    bar = bar_column.empty()
+    button = stop_column.empty()
+    button.button(stop_label, key=stop_key, on_click=_stop_job, args=(job,))
+    try:
+        yield lambda fraction, text: bar.progress(min(max(float(fraction), 0.0), 1.0), text=text)
+    finally:
+        bar.empty()
+        button.empty()

@@ -16,13 +16,15 @@ from quant_core.errors import QuantLabError
 from quant_core.model.validate import validate_config
 from quant_core.numerics.formats import Granularity, RangeMethod, parse_format
 from ui import cache, engine_figures, state, task_view
-from ui.jobs import heavy_job, waiting_notice
+from ui.jobs import heavy_job, job_stopped, resume_job, stoppable_progress, waiting_notice
 
 MIXED_TABLE = "mixed_table"
 MIXED_PRESET = "mixed_preset"
 MIXED_APPLY_PRESET = "mixed_apply_preset"
 MIXED_EXPORT = "mixed_export"
 MIXED_LAYER_CHART = "mixed_layer_chart"
+MIXED_STOP = "mixed_stop"
+MIXED_RESUME = "mixed_resume"
 _GENERATION = "_mixed_generation"  # bumped to start a fresh editor (its edits are dropped)
 _LAST_CONFIG = "_mixed_last_config"  # (model_key, config) this page last produced from the table
 _EXPORTS = "_mixed_exports"  # (model_key, data_key, config JSON) -> ExportResult; this session, the last one
@@ -49,8 +51,10 @@ _DEFAULT_ACTIVATIONS = TensorQuant(parse_format("uint8"), symmetric=False)
 
 # --- table <-> config ---------------------------------------------------------------------------
 
-def _row(name: str, op_type: str, choice: LayerQuant, template: LayerQuant) -> dict:
-    # An FP32 (fallback) layer shows the formats it would get without the fallback: the default's.
+def table_row(name: str, op_type: str, choice: LayerQuant, template: LayerQuant) -> dict:
+    """One layer's row of the table (also the Graph page's format selectors).
+
+    An FP32 (fallback) layer shows the formats it would get without the fallback: the default's."""
     shown = template if choice.is_fp32 else choice
     weights, activations = shown.weights, shown.activations
     return {LAYER: name, OP_TYPE: op_type,
@@ -64,7 +68,7 @@ def _row(name: str, op_type: str, choice: LayerQuant, template: LayerQuant) -> d
 
 def config_table(config: QuantConfig, info) -> pd.DataFrame:
     """One row per quantizable layer (graph order) with its formats in `config`."""
-    rows = [_row(layer.name, getattr(layer, "op_type", ""), config.for_layer(layer.name), config.default)
+    rows = [table_row(layer.name, getattr(layer, "op_type", ""), config.for_layer(layer.name), config.default)
             for layer in info.layers]
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -105,11 +109,11 @@ def config_from_table(table: pd.DataFrame, config: QuantConfig) -> QuantConfig:
             overrides.append((row[LAYER], choice))
     if tuple(sorted(overrides)) == config.overrides:
         return config
-    return _named(QuantConfig(config.default, tuple(overrides), target=config.target))
+    return preset_named(QuantConfig(config.default, tuple(overrides), target=config.target))
 
 
-def _named(config: QuantConfig) -> QuantConfig:
-    # A table edited back to a preset is that preset again (the sidebar then shows its name).
+def preset_named(config: QuantConfig) -> QuantConfig:
+    """`config` named after the preset it equals (the sidebar then shows that name), else "custom"."""
     for name, preset in PRESETS.items():
         if replace(config, name=name, target=preset.target) == preset:
             return replace(preset, target=config.target)
@@ -118,15 +122,22 @@ def _named(config: QuantConfig) -> QuantConfig:
 
 def _column_config() -> dict:
     return {
-        LAYER: st.column_config.TextColumn(LAYER, disabled=True, help="ONNX node name"),
-        OP_TYPE: st.column_config.TextColumn(OP_TYPE, disabled=True),
-        WEIGHT_FORMAT: st.column_config.SelectboxColumn(WEIGHT_FORMAT, options=WEIGHT_FORMATS, required=True),
-        GRANULARITY: st.column_config.SelectboxColumn(GRANULARITY, options=GRANULARITIES, required=True),
-        WEIGHT_RANGE: st.column_config.SelectboxColumn(WEIGHT_RANGE, options=RANGE_METHODS, required=True),
-        ACTIVATION_FORMAT: st.column_config.SelectboxColumn(ACTIVATION_FORMAT, options=ACTIVATION_FORMATS,
-                                                            required=True),
-        ACTIVATION_RANGE: st.column_config.SelectboxColumn(ACTIVATION_RANGE, options=RANGE_METHODS, required=True),
-        FALLBACK: st.column_config.CheckboxColumn(FALLBACK, help="keep this layer in FP32 whatever its formats"),
+        # Widths chosen so that the eight columns fit a 1400-px window with the sidebar open.
+        LAYER: st.column_config.TextColumn(LAYER, disabled=True, help="ONNX node name", width="medium"),
+        OP_TYPE: st.column_config.TextColumn(OP_TYPE, disabled=True, width="small"),
+        WEIGHT_FORMAT: st.column_config.SelectboxColumn("weight", options=WEIGHT_FORMATS, required=True,
+                                                         width="small", help="weight format"),
+        GRANULARITY: st.column_config.SelectboxColumn(GRANULARITY, options=GRANULARITIES, required=True,
+                                                      width="small", help="weight granularity"),
+        WEIGHT_RANGE: st.column_config.SelectboxColumn("w. range", options=RANGE_METHODS, required=True,
+                                                       width="small", help="weight range method"),
+        ACTIVATION_FORMAT: st.column_config.SelectboxColumn("activation", options=ACTIVATION_FORMATS,
+                                                            required=True, width="small",
+                                                            help="input activation format (none: weight-only)"),
+        ACTIVATION_RANGE: st.column_config.SelectboxColumn("a. range", options=RANGE_METHODS, required=True,
+                                                           width="small", help="activation range method"),
+        FALLBACK: st.column_config.CheckboxColumn("FP32", help="FP32 fallback: keep this layer in FP32 whatever its "
+                                                  "formats", width="small"),
     }
 
 
@@ -197,9 +208,31 @@ def evaluate_with_baseline(ctx, config: QuantConfig):
     from ui.activations_view import calibrate_with_progress
 
     calibrate_with_progress(ctx)  # outside the cached evaluation, so its bar can move (and a rerun stops it)
+    if not cache.has_evaluator(ctx):
+        return _first_evaluation(ctx, config)
     with st.spinner("Evaluating…"):
         baseline = cache.evaluate_cached(ctx, PRESETS["FP32"])
         result = cache.evaluate_cached(ctx, config)
+    return result, baseline
+
+
+def _first_evaluation(ctx, config: QuantConfig):
+    """The model's first evaluation (its FP32 reference run, then FP32 and `config` scored), with a progress
+    bar and a Stop; after a Stop the page says so and offers to start again."""
+    job = ("mixed_first_evaluation", ctx.model_key, ctx.data_key)
+    if job_stopped(job):
+        st.info("The first evaluation was stopped. It runs the model once in FP32 on the evaluation split (the "
+                "reference every config is compared with), then the config.")
+        st.button("Evaluate", key=MIXED_RESUME, on_click=resume_job, args=(job,), type="primary")
+        st.stop()
+    with stoppable_progress(job, stop_key=MIXED_STOP) as progress:
+        progress(0.0, f"Running {ctx.model_name} in FP32 on the evaluation split (the reference)…")
+        cache.get_evaluator(ctx)
+        progress(0.5, "Scoring FP32…")
+        baseline = cache.evaluate_cached(ctx, PRESETS["FP32"])
+        progress(0.7, f"Evaluating {config.name}…")
+        result = cache.evaluate_cached(ctx, config)
+        progress(1.0, "Done")
     return result, baseline
 
 

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import html
-import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -15,19 +13,9 @@ from quant_core.numerics.formats import FP16, INT4, INT8, Granularity
 from quant_core.numerics.size import model_bytes
 from ui.cache import get_evaluator
 from ui import target_view
+from ui.navigation import PAGES
 from ui.setup import LabContext
 
-# What each page answers, for the guide; a page missing here is still linked, by its name.
-PAGE_QUESTIONS = {
-    "1_Weights.py": "What does a layer's weight distribution look like, and what does each range method and "
-                    "bit-width do to it?",
-    "2_Activations.py": "What ranges do the activations take on real data, and which tensors have outliers?",
-    "3_Mixed_precision.py": "Choose a format per layer and see accuracy and size move.",
-    "4_Sensitivity.py": "Which layers hurt most when quantized? Get a suggestion under a budget.",
-    "5_Trade-offs.py": "Accuracy against measured latency and size, with real onnxruntime models.",
-    "6_Learn.py": "Interactive lessons: scale and zero point, clipping, formats, QAT.",
-}
-APP_DIR = Path(__file__).resolve().parent.parent
 
 # The formats of the size table: every quantizable weight in that format, everything else FP32.
 SIZE_FORMATS = (
@@ -53,17 +41,8 @@ class ModelSummary:
 
 
 def available_pages() -> list[tuple[str, str, str]]:
-    """(path, label, question) of every page in the pages/ folder, in Streamlit's order."""
-    pages = []
-    for path in sorted((APP_DIR / "pages").glob("*.py"), key=lambda p: (_page_number(p.stem), p.stem)):
-        label = re.sub(r"^\d+_", "", path.stem).replace("_", " ")
-        pages.append((f"pages/{path.name}", label, PAGE_QUESTIONS.get(path.name, "")))
-    return pages
-
-
-def _page_number(stem: str) -> int:
-    match = re.match(r"^(\d+)_", stem)
-    return int(match[1]) if match else 10**6
+    """(path, label, question) of every page after this one, in the sidebar's order (`ui.navigation`)."""
+    return [(page.path, page.title, page.question) for page in PAGES[1:]]
 
 
 def model_summary(ctx: LabContext) -> ModelSummary:
@@ -159,6 +138,26 @@ def _quantizable_count(info) -> int:
     return sum(1 for layer in info.layers if layer.weight is not None)
 
 
+# A note longer than this shows its first clause and puts its list of names in an expander.
+NOTE_SHORT_CHARS = 160
+
+
+@dataclass(frozen=True)
+class Note:
+    """One note on how the model was prepared: a sentence, and the names it lists when there are many."""
+
+    summary: str
+    names: tuple[str, ...] = ()
+
+
+def split_note(note: str) -> Note:
+    """Split a long "did X to N thing(s): a, b, c, ..." note into its sentence and its names."""
+    head, colon, tail = note.partition(": ")
+    if len(note) <= NOTE_SHORT_CHARS or not colon:
+        return Note(note)
+    return Note(head, tuple(name.strip() for name in tail.split(", ") if name.strip()))
+
+
 def _shape_text(shape) -> str:
     return "(" + ", ".join("?" if dim is None else str(dim) for dim in shape) + ")"
 
@@ -207,8 +206,11 @@ def _fit(tq: TensorQuant | None, shape) -> TensorQuant | None:
 STATIC_TABLE_MAX_ROWS = 40
 
 
-def show_table(frame: pd.DataFrame, container=st) -> None:
+def show_table(frame: pd.DataFrame, container=st, *, code_columns: tuple[str, ...] = ()) -> None:
     """Show a small table as static HTML, a long one in the scrollable data grid.
+
+    `code_columns` are shown as code in the static table, whose cells are Markdown: a symbolic shape such
+    as `(floor(height/2)*2 + 1)` would otherwise lose its `*` signs to italics.
 
     Why: the data grid's frontend code is the largest part of the landing page's load in the browser
     (bench/bench_first_page.py: usable in ~4.9 s with static tables against ~7 s with grids).
@@ -218,6 +220,20 @@ def show_table(frame: pd.DataFrame, container=st) -> None:
         shown = frame.copy()
         for column in shown.select_dtypes("float").columns:
             shown[column] = shown[column].map(lambda value: f"{value:g}")
+        for column in code_columns:
+            shown[column] = shown[column].map(lambda value: f"`{value}`")
         container.table(shown.set_index(shown.columns[0]))
     else:
         container.dataframe(frame, hide_index=True, width="stretch")
+
+
+def show_notes(notes: tuple[str, ...]) -> None:
+    """How the model was prepared: each note as an st.info; a long list of names (every moved Constant, every
+    renamed node) collapsed to its count with the names in an expander, as code (node names are not Markdown)."""
+    for part in map(split_note, notes):
+        if not part.names:
+            st.info(part.summary)
+            continue
+        st.info(f"{part.summary} ({len(part.names)} listed below).")
+        with st.expander(f"The {len(part.names)} names"):
+            st.code("\n".join(part.names), language=None)

@@ -447,3 +447,9 @@ def _suggestion_view(token: str, _suggestion, _chosen):
     # Keyed by a token made when the suggestion was computed (it then stays unchanged in session state).
     return (engine_figures.pareto_figure(pareto_frame(_suggestion), chosen=_chosen, metric=_suggestion.metric),
             steps_frame(_suggestion))
+
+
+def sweep_rows(ctx) -> list:
+    """The rows measured so far by this session's sweep of the current model, data and task ([] without one)."""
+    job = _job(ctx)
+    return list(job.rows) if job is not None else []

@@ -10,7 +10,7 @@ import streamlit as st
 
 from quant_core.config import QuantConfig
 from quant_core.errors import QuantLabError
-from ui import cache, sidebar, task_view
+from ui import cache, navigation, sidebar, task_view
 
 if TYPE_CHECKING:
     from quant_core.model.data import Dataset
@@ -41,6 +41,7 @@ def setup_page(title: str) -> LabContext:
 
     Stops the script (st.stop) with a message when no model can be used.
     """
+    navigation.leave_pages_folder_mode()
     st.set_page_config(page_title=f"{title} · Quantization Lab", page_icon="🔬", layout="wide")
     with st.sidebar:
         st.header("Model")

@@ -21,14 +21,15 @@ import pandas as pd
 import streamlit as st
 
 from quant_core.config import QuantConfig
-from ui import cache, engine_figures, report
-from ui.jobs import heavy_job, waiting_notice
+from ui import cache, engine_figures, history_view, report
+from ui.jobs import heavy_job, job_stopped, resume_job, stoppable_progress, waiting_notice
 from ui.report import MeasurementSettings
 
 TRADEOFF_BATCH = "tradeoff_batch"
 TRADEOFF_THREADS = "tradeoff_threads"
 TRADEOFF_REPEATS = "tradeoff_repeats"
 TRADEOFF_MEASURE = "tradeoff_measure"
+TRADEOFF_STOP = "tradeoff_stop"
 _RESULTS = "_tradeoff_results"  # settings key -> (frame, notes); this session's measurements
 _MAX_RESULTS = 8
 
@@ -229,24 +230,33 @@ def _remember(key: tuple, value) -> None:
 
 
 def _measure_now(ctx, config: QuantConfig, settings: MeasurementSettings, *, token: str = "") -> None:
-    """Measure with a progress bar per variant, the size chart drawn as soon as sizes are known; keep it."""
-    bar = st.progress(0.0)
-    preview = st.empty()
+    """Measure with a progress bar per variant and a Stop, the size chart drawn as soon as sizes are known; keep it."""
+    job = ("tradeoffs", _settings_key(ctx, config, settings))
+    resume_job(job)
+    with stoppable_progress(job, stop_key=TRADEOFF_STOP, stop_label="Stop measuring") as progress:
+        preview = st.empty()
 
-    def show_sizes(frame: pd.DataFrame) -> None:
-        preview.plotly_chart(engine_figures.tradeoff_figure(frame, x="size_kb"), key="tradeoff_size_preview")
+        def show_sizes(frame: pd.DataFrame) -> None:
+            preview.plotly_chart(engine_figures.tradeoff_figure(frame, x="size_kb"), key="tradeoff_size_preview")
 
-    try:
-        # Calibration first (its own heavy job), then exports and timings as one job: timings taken
-        # while another user's job runs would measure the contention, not the model.
-        cache.get_calibration(ctx)
-        with heavy_job("the latency measurement", notify=waiting_notice()):
-            result = measure(ctx, config, settings, lambda fraction, text: bar.progress(fraction, text=text),
-                             token=token, on_sizes=show_sizes)
-    finally:
-        bar.empty()
-        preview.empty()
+        try:
+            # Calibration first (its own heavy job), then exports and timings as one job: timings taken
+            # while another user's job runs would measure the contention, not the model.
+            cache.get_calibration(ctx)
+            with heavy_job("the latency measurement", notify=waiting_notice()):
+                result = measure(ctx, config, settings, progress, token=token, on_sizes=show_sizes)
+        finally:
+            preview.empty()
     _remember(_settings_key(ctx, config, settings), result)
+    current = result[0][result[0]["variant"].str.startswith(CURRENT_PREFIX)]["latency_ms"].dropna()
+    if len(current):  # the current config was exported and timed: its run in the history gets the latency
+        history_view.record_latency(ctx, config, float(current.iloc[0]))
+
+
+def stopped_note(ctx, config: QuantConfig, settings: MeasurementSettings) -> None:
+    """Say so when the user stopped the measurement of these settings (Measure starts it again)."""
+    if job_stopped(("tradeoffs", _settings_key(ctx, config, settings))):
+        st.info("Measurement stopped: nothing was kept. Press Measure to start again.")
 
 
 def measure_button(ctx, config: QuantConfig, settings: MeasurementSettings) -> None:
@@ -317,7 +327,7 @@ def show_results(ctx, config: QuantConfig, settings: MeasurementSettings, frame:
     if simulated:
         st.caption("Simulated (no onnxruntime kernel, so no latency; size = packed weights and parameters): "
                    + ", ".join(simulated))
-    st.dataframe(table, hide_index=True, width="stretch")
+    st.dataframe(table, hide_index=True, width="stretch", column_config=compact_columns(table))
     for note in notes:
         st.caption(note)
     csv_column, markdown_column = st.columns(2)
@@ -326,6 +336,23 @@ def show_results(ctx, config: QuantConfig, settings: MeasurementSettings, frame:
     markdown_column.download_button("Report (Markdown, with the config JSON)", data=markdown,
                                     file_name="tradeoffs.md", mime="text/markdown", on_click="ignore",
                                     key="tradeoff_download_report")
+
+
+# Short headings for the narrow columns of the results table (the CSV and the report keep the long ones).
+_SHORT_HEADINGS = {"latency median (ms)": "median (ms)", "latency p10 (ms)": "p10 (ms)", "latency p90 (ms)": "p90 (ms)",
+                   "speed-up vs FP32": "speed-up", "size vs FP32": "size ×", "size (KB)": "KB"}
+
+
+def compact_columns(table: pd.DataFrame) -> dict:
+    """Column settings that fit the results table in a 1400-px window: numbers in small columns under short
+    headings (the full heading as the column's help), names and kernels wider."""
+    columns = {}
+    for name in table.columns:
+        if name in ("variant", "kernels"):
+            columns[name] = st.column_config.TextColumn(name, width="medium")
+        else:
+            columns[name] = st.column_config.Column(_SHORT_HEADINGS.get(name, name), help=name, width="small")
+    return columns
 
 
 # Built once per measurement (figures with one trace per variant cost ~50 ms each) and shared:

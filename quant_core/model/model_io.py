@@ -216,9 +216,10 @@ def prepare_model(model: onnx.ModelProto) -> PreparedModel:
     moved = _constant_weights_to_initializers(prepared.graph)
     if moved:
         notes.append(f"moved {len(moved)} Constant-node weight(s) into initializers: {', '.join(moved)}")
-    unnamed = _name_nodes(prepared.graph)
-    if unnamed:
-        notes.append(f"named {unnamed} unnamed node(s) as {{op_type}}_{{index}}")
+    named = _name_nodes(prepared.graph)
+    if named:
+        notes.append(f"named {len(named)} unnamed node(s) after their op type and position in the graph: "
+                     f"{', '.join(named)}")
     refuse_non_finite_weights(prepared.graph, _LAYER_OPS)
     inference_note = _infer_shapes(prepared)
     if inference_note:
@@ -452,12 +453,15 @@ def _constant_weights_to_initializers(graph: onnx.GraphProto) -> list[str]:
     return moved
 
 
-def _name_nodes(graph: onnx.GraphProto) -> int:
+def _name_nodes(graph: onnx.GraphProto) -> list[str]:
+    """Name every unnamed node as `node_names` does; return the names given."""
     names = node_names(graph)
-    unnamed = sum(1 for node in graph.node if not node.name)
+    given = []
     for node, name in zip(graph.node, names):
+        if not node.name:
+            given.append(name)
         node.name = name
-    return unnamed
+    return given
 
 
 def _infer_shapes(model: onnx.ModelProto) -> str:

@@ -68,7 +68,7 @@ def test_calibration_runs_once_per_model_and_data(monkeypatch):
     at = run_page("app.py")
     at.switch_page(PAGE).run()
     at.radio(key="activations_method").set_value("percentile").run()
-    at.switch_page("app.py").run()
+    at.switch_page("pages/0_Model.py").run()
     at.switch_page(PAGE).run()
     assert not at.exception
     assert len(calls) == 1

@@ -80,9 +80,18 @@ def test_an_old_opset_model_says_it_was_converted():
 def test_the_guide_links_to_every_page_of_the_pages_folder():
     at = run_page("app.py")
     links = {element.proto.page for element in at.get("page_link")}
-    pages = {re.sub(r"^\d+_", "", path.stem) for path in (ROOT / "pages").glob("*.py")}
-    assert {"Weights", "Activations"} <= pages
+    pages = {re.sub(r"^\d+_", "", path.stem) for path in (ROOT / "pages").glob("*.py")} - {"Model"}
+    assert {"Weights", "Activations", "Graph"} <= pages
     assert pages <= links
+
+
+def test_the_landing_page_is_listed_as_model_and_every_page_file_is_in_the_navigation():
+    from ui.navigation import PAGES
+
+    at = run_page("app.py")
+    assert PAGES[0].title == "Model" and PAGES[0].path == "pages/0_Model.py"
+    assert {page.path for page in PAGES} == {f"pages/{path.name}" for path in (ROOT / "pages").glob("*.py")}
+    assert "Quantization Lab" in [title.value for title in at.title]
 
 
 def _already_quantized_model() -> bytes:
@@ -108,3 +117,31 @@ def test_an_already_quantized_model_is_described_as_such():
     assert not at.exception and not at.error
     assert any("already quantized" in note.value for note in at.info), [n.value for n in at.info]
     assert "already quantized" in model_page_tables(at)[LAYERS]["note"].iloc[0]
+
+
+def _many_unnamed_nodes_model(count: int = 40) -> bytes:
+    """x -> 40 unnamed Relu -> /fc/MatMul -> y, whose output shape is symbolic with a '*' in it."""
+    weight = numpy_helper.from_array(np.ones((4, 2), dtype=np.float32), "w")
+    nodes = [helper.make_node("Relu", [f"h{i}"], [f"h{i + 1}"]) for i in range(count)]
+    nodes.append(helper.make_node("MatMul", [f"h{count}", "w"], ["y"], name="/fc/MatMul"))
+    graph = helper.make_graph(nodes, "many", [helper.make_tensor_value_info("h0", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["2*batch*2", 2])],
+                              initializer=[weight])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+
+
+def test_a_long_list_of_renamed_nodes_is_a_count_with_the_names_in_an_expander():
+    at = run_page("app.py")
+    at.file_uploader(key="model_upload").set_value(("many.onnx", _many_unnamed_nodes_model(), "x")).run()
+    assert not at.exception and not at.error
+    note = next(info.value for info in at.info if "unnamed" in info.value)
+    assert note == ("named 40 unnamed node(s) after their op type and position in the graph (40 listed below).")
+    assert any(expander.label == "The 40 names" for expander in at.expander)
+    assert at.code[0].value.splitlines()[:2] == ["Relu_0", "Relu_1"], "the names given, as code"
+
+
+def test_symbolic_shapes_are_shown_as_code_so_their_signs_survive():
+    at = run_page("app.py")
+    at.file_uploader(key="model_upload").set_value(("many.onnx", _many_unnamed_nodes_model(), "x")).run()
+    outputs = model_page_tables(at)[1]
+    assert outputs["shape"].tolist() == ["`(2*batch*2, 2)`"]

@@ -44,7 +44,7 @@ def test_the_config_survives_a_page_switch():
     at.switch_page("pages/1_Weights.py").run()
     assert not at.exception
     assert at.selectbox(key="config_preset").value == "W4 weight-only per-group"
-    at.switch_page("app.py").run()
+    at.switch_page("pages/0_Model.py").run()
     assert at.selectbox(key="config_preset").value == "W4 weight-only per-group"
 
 
@@ -204,7 +204,7 @@ def test_a_lesson_on_a_demo_model_does_not_unpin_the_uploaded_model_and_data():
     at.switch_page("pages/6_Learn.py").run()
     at.radio(key="lesson").set_value(at.radio(key="lesson").options[-1]).run()  # a lesson on a demo model
     assert not at.exception
-    at.switch_page("app.py").run()
+    at.switch_page("pages/0_Model.py").run()
     assert not at.exception and not at.error
     assert _layer_names(at) == ["/first/MatMul", "/second/MatMul"]
     assert "tiny.npz: " in texts(at)

@@ -211,7 +211,7 @@ def test_ops_onnxruntime_cannot_run_give_one_message_per_page(case, build, fragm
     at.button(key="tradeoff_measure").click().run()
     assert_no_traceback(at)
     assert error_texts(at) and all(fragment in text for text in error_texts(at))
-    at.switch_page("app.py").run()
+    at.switch_page("pages/0_Model.py").run()
     assert layer_names(at) == ["fc"] and at.selectbox(key="config_preset").value == "W8A8"
 
 

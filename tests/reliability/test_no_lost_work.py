@@ -109,7 +109,7 @@ def test_the_config_survives_every_page_reruns_and_bad_uploads(downloads):
         assert_kept(page)
         at.run()
         assert_kept(f"{page}, rerun")
-    at.switch_page("app.py").run()
+    at.switch_page("pages/0_Model.py").run()
     for key, name, content in [("model_upload", "bad.onnx", hostile.truncated()),
                                ("data_upload", "bad.npz", hostile.digits_like(dtype=np.float64)),
                                ("config_upload", "bad.json", b"{")]:
@@ -205,7 +205,7 @@ def test_the_model_in_use_survives_every_page_and_bad_uploads():
         at.switch_page(page).run()
         assert_no_traceback(at)
         assert current_model(at) == "transformer", page
-    at.switch_page("app.py").run()
+    at.switch_page("pages/0_Model.py").run()
     upload(at, "model_upload", "mine.onnx", hostile.good_model())
     upload(at, "model_upload", "broken.onnx", hostile.truncated())
     for page in PAGES:  # without data every page stops early, so all of them are cheap

@@ -86,8 +86,8 @@ def test_each_session_sees_its_own_results_equal_to_a_session_alone(pair):
 
 def test_a_change_in_one_session_does_not_reach_the_other(pair):
     a, b = pair
-    a.switch_page("app.py").run()
-    b.switch_page("app.py").run()
+    a.switch_page("pages/0_Model.py").run()
+    b.switch_page("pages/0_Model.py").run()
     before = _metrics(b)
     a.selectbox(key="config_preset").set_value("FP32").run()
     a.selectbox(key="model_choice").set_value("transformer").run()

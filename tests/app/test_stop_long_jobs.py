@@ -1,0 +1,54 @@
+"""Long jobs a page starts by itself show a progress bar with a Stop; once stopped, the page says so."""
+from streamlit.testing.v1 import AppTest
+
+from tests.app.conftest import ROOT, texts
+
+MIXED = str(ROOT / "pages" / "3_Mixed_precision.py")
+
+
+def _fresh_mixed_page(monkeypatch, stopped: bool) -> AppTest:
+    import streamlit as st
+
+    from ui import cache
+
+    st.cache_resource.clear()  # no Evaluator anywhere: this is the model's first evaluation
+    monkeypatch.setattr(cache, "has_evaluator", lambda ctx: False)
+    monkeypatch.setattr("ui.mixed_view.job_stopped", lambda job: stopped)
+    return AppTest.from_file(MIXED, default_timeout=120).run()
+
+
+def test_the_first_evaluation_runs_with_a_stop_button_then_shows_the_metrics(monkeypatch):
+    at = _fresh_mixed_page(monkeypatch, stopped=False)
+    assert not at.exception, [e.message for e in at.exception]
+    assert any(m.label == "Accuracy" for m in at.metric), "the evaluation finished"
+    assert "first evaluation was stopped" not in texts(at)
+
+
+def test_a_stopped_first_evaluation_says_so_and_offers_to_start_again(monkeypatch):
+    at = _fresh_mixed_page(monkeypatch, stopped=True)
+    assert not at.exception
+    assert "The first evaluation was stopped" in texts(at)
+    assert not at.metric, "nothing is evaluated after a Stop"
+    assert at.button(key="mixed_resume").label == "Evaluate"
+
+
+def test_stop_marks_the_job_and_resume_forgets_it():
+    # The Stop button's callback (_stop_job) and the page's "start again" (resume_job), on a bare script.
+    at = AppTest.from_string("""
+import streamlit as st
+from ui import jobs
+job = ("demo", "model", "data")
+if st.session_state.get("press_stop"):
+    jobs._stop_job(job)
+st.write("stopped" if jobs.job_stopped(job) else "running")
+if st.session_state.get("press_resume"):
+    jobs.resume_job(job)
+    st.write("resumed" if not jobs.job_stopped(job) else "still stopped")
+""").run()
+    assert at.markdown[0].value == "running"
+    at.session_state["press_stop"] = True
+    at.run()
+    assert at.markdown[0].value == "stopped"
+    at.session_state["press_resume"] = True
+    at.run()
+    assert at.markdown[1].value == "resumed"
