@@ -2,7 +2,7 @@
 import streamlit as st
 
 from quant_core.numerics.formats import Granularity
-from ui import state, weights_view
+from ui import block_view, state, weights_view
 from ui.setup import page_errors, setup_page
 
 ctx = setup_page("Weights")
@@ -45,6 +45,8 @@ with page_errors(f"the weight views of {layer}"):
     st.write(result.channel_note)
     if result.channels is not None:
         st.plotly_chart(result.channels, width="stretch", key="weights_channels")
+
+    block_view.section(ctx, layer)
 
     st.subheader(f"Error by bit-width and range method ({scheme}, {granularity})")
     chart_column, table_column = st.columns([2, 3])

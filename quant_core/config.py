@@ -39,6 +39,9 @@ class TensorQuant:
         if self.axis is not None:
             object.__setattr__(self, "axis", _integer("axis", self.axis, "an integer or null (the layer's natural axis)"))
         object.__setattr__(self, "block_size", _integer("block_size", self.block_size, "an integer"))
+        if self.format.is_block:  # the format fixes its blocks (32 values, NVFP4 16) along the layer's reduction axis
+            object.__setattr__(self, "granularity", Granularity.PER_GROUP)
+            object.__setattr__(self, "block_size", self.format.block_size)
         if not 16 <= self.block_size <= 256:
             raise ConfigError(f"block_size must be between 16 and 256, got {self.block_size}")
         if type(self.percentile) is not float and (isinstance(self.percentile, bool)

@@ -31,7 +31,9 @@ _EXPORTS = "_mixed_exports"  # (model_key, data_key, config JSON) -> ExportResul
 
 NO_ACTIVATION = "none"
 WEIGHT_FORMATS = ["fp32", "fp16", "bf16", "fp8_e4m3fn", "fp8_e5m2", "int8", "int7", "int6", "int5", "int4", "int3",
-                  "int2", "uint8", "binary", "ternary", "kmeans2", "kmeans3", "kmeans4"]
+                  "int2", "uint8", "binary", "ternary", "kmeans2", "kmeans3", "kmeans4",
+                  # block formats (simulated only: the export keeps these layers FP32)
+                  "mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4", "mxfp4_up", "mxint8", "nvfp4"]
 ACTIVATION_FORMATS = [NO_ACTIVATION, "uint8", "int8", "uint16", "int16", "int4", "uint4", "fp16", "bf16",
                       "fp8_e4m3fn", "fp8_e5m2"]
 GRANULARITIES = [g.value for g in Granularity]

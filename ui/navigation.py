@@ -47,6 +47,10 @@ PAGES = (
             "perplexity, size, and generation side by side.", ":material/text_fields:"),
     LabPage("pages/8_History.py", "Run history", "Every config evaluated in this session: compare two, restore one.",
             ":material/history:"),
+    LabPage("pages/7_Vector_search.py", "Vector search", "How much nearest-neighbour recall do quantized embedding "
+            "vectors lose for how much memory?", ":material/search:"),
+    LabPage("pages/8_Integer_only.py", "Integer-only", "Does the exported model still compute in float anywhere? "
+            "Its integer-only form for proof systems.", ":material/calculate:"),
     LabPage("pages/6_Learn.py", "Learn", "Interactive lessons: scale and zero point, clipping, formats, QAT.",
             ":material/school:"),
 )

@@ -52,7 +52,8 @@ _APPLIED = "_sens_applied"
 _APPLIED_SUGGESTION = "_sens_applied_suggestion"
 
 SWEEP_FORMATS = ["int8", "int6", "int5", "int4", "int3", "int2", "uint8", "fp16", "bf16", "fp8_e4m3fn",
-                 "fp8_e5m2", "binary", "ternary", "kmeans2", "kmeans3", "kmeans4"]
+                 "fp8_e5m2", "binary", "ternary", "kmeans2", "kmeans3", "kmeans4",
+                 "mxfp8_e4m3", "mxfp6_e2m3", "mxfp4", "mxfp4_up", "mxint8", "nvfp4"]  # block formats: simulated
 DEFAULT_SWEEP_FORMATS = list(SUGGESTION_FORMATS)  # so that the sweep also speeds up the suggestion
 WEIGHTS_ONLY, WEIGHTS_AND_ACTIVATIONS = "weights only", "weights + activations"
 DROP, SQNR = "accuracy drop (pp)", "SQNR (dB)"

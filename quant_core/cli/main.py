@@ -18,6 +18,8 @@ COMMANDS = {
     "suggest": "mixed-precision suggestion under a size or accuracy budget",
     "export": "export a real quantized ONNX model and its TensorQuantOverrides JSON",
     "bench": "measure onnxruntime latency of a model",
+    "integer_only": "which nodes compute in float; integer-only export with fixed-point requantization",
+    "vectors": "recall@k of quantized embedding vectors against exact FP32 search",
 }
 
 

@@ -291,6 +291,10 @@ def classify_layer(name: str, op_type: str, choice: LayerQuant, node: onnx.NodeP
                            "activation-only quantization has no onnxruntime integer kernel")
     if weights.format.kind == FormatKind.FP16 and activations is None:
         return LayerExport(name, op_type, ExportKind.WEIGHT_FP16)
+    if weights.format.is_block:
+        return LayerExport(name, op_type, ExportKind.SIMULATED_ONLY,
+                           f"{weights.format.name} is a block format (MX / NVFP4): simulated here, no onnxruntime "
+                           "CPU kernel")
     if not weights.format.is_integer:
         return LayerExport(name, op_type, ExportKind.SIMULATED_ONLY,
                            f"{weights.format.name} weights have no onnxruntime CPU kernel")

@@ -55,12 +55,18 @@ def round_to_float_format(x, fmt: NumberFormat, *, saturate: bool = True, name: 
     -----
     NaN or Inf in x raises QuantLabError naming the tensor. The sign of zero is kept.
     """
-    spec = float_spec(fmt)
     x = np.asarray(x, dtype=np.float32)
     if not np.all(np.isfinite(x)):
         bad = int(np.count_nonzero(~np.isfinite(x)))
         raise QuantLabError(f"tensor {name!r} contains {bad} NaN or Inf value(s) out of {x.size}; "
                             "quantization needs finite values")
+    return round_to_spec(x, float_spec(fmt), saturate=saturate)
+
+
+def round_to_spec(x: np.ndarray, spec: FloatSpec, *, saturate: bool = True) -> np.ndarray:
+    """Return finite float32 `x` rounded to the float format `spec` describes (the module's formula);
+    also the element grids of the MX block formats (quant_core/numerics/mx.py)."""
+    x = np.asarray(x, dtype=np.float32)
     max_finite = np.float32(spec.max_finite)
     a = np.clip(x, -max_finite, max_finite) if saturate else x
     _, exponent = np.frexp(a)  # a = f * 2^exponent with 0.5 <= |f| < 1, so floor(log2|a|) = exponent - 1

@@ -22,6 +22,14 @@ class FormatKind(StrEnum):
     BINARY = "binary"
     TERNARY = "ternary"
     KMEANS = "kmeans"
+    # Block formats (OCP MX v1.0, NVFP4): simulated only, no onnxruntime CPU kernel (quant_core/numerics/mx.py).
+    MXFP8_E4M3 = "mxfp8_e4m3"
+    MXFP8_E5M2 = "mxfp8_e5m2"
+    MXFP6_E3M2 = "mxfp6_e3m2"
+    MXFP6_E2M3 = "mxfp6_e2m3"
+    MXFP4 = "mxfp4"
+    MXINT8 = "mxint8"
+    NVFP4 = "nvfp4"
 
 
 class Granularity(StrEnum):
@@ -46,7 +54,17 @@ _FIXED_BITS = {
     FormatKind.FP8_E5M2: 8,
     FormatKind.BINARY: 1,
     FormatKind.TERNARY: 2,
+    FormatKind.MXFP8_E4M3: 8,
+    FormatKind.MXFP8_E5M2: 8,
+    FormatKind.MXFP6_E3M2: 6,
+    FormatKind.MXFP6_E2M3: 6,
+    FormatKind.MXFP4: 4,
+    FormatKind.MXINT8: 8,
+    FormatKind.NVFP4: 4,
 }
+# Block formats: values per shared scale (the OCP MX spec's 32; NVFP4's 16).
+BLOCK_SIZES = {FormatKind.MXFP8_E4M3: 32, FormatKind.MXFP8_E5M2: 32, FormatKind.MXFP6_E3M2: 32,
+               FormatKind.MXFP6_E2M3: 32, FormatKind.MXFP4: 32, FormatKind.MXINT8: 32, FormatKind.NVFP4: 16}
 _INTEGER_KINDS = (FormatKind.INT, FormatKind.UINT)
 _FLOAT_KINDS = (FormatKind.FP16, FormatKind.BF16, FormatKind.FP8_E4M3FN, FormatKind.FP8_E5M2)
 MIN_INT_BITS, MAX_INT_BITS = 2, 16
@@ -68,11 +86,16 @@ def int_limits(bits: int, *, signed: bool, narrow_range: bool = False) -> tuple[
 
 @dataclass(frozen=True)
 class NumberFormat:
-    """A target number format. `bits` only varies for int/uint/kmeans formats."""
+    """A target number format. `bits` only varies for int/uint/kmeans formats.
+
+    `scale_round_up` (MX formats only, name suffix "_up"): the shared exponent is rounded up so that no
+    element clips, instead of the OCP MX spec's floor(log2 amax) - emax_elem.
+    """
 
     kind: FormatKind
     bits: int = 8
     narrow_range: bool = False
+    scale_round_up: bool = False
 
     def __post_init__(self):
         kind = FormatKind(self.kind)
@@ -83,6 +106,8 @@ class NumberFormat:
             raise ValueError(f"integer formats have {MIN_INT_BITS} to {MAX_INT_BITS} bits, got bits={self.bits}")
         elif kind == FormatKind.KMEANS and not MIN_KMEANS_BITS <= self.bits <= MAX_KMEANS_BITS:
             raise ValueError(f"k-means codebooks have {MIN_KMEANS_BITS} to {MAX_KMEANS_BITS} bits, got bits={self.bits}")
+        if self.scale_round_up and (kind not in BLOCK_SIZES or kind == FormatKind.NVFP4):
+            raise ValueError(f"only MX formats round their shared exponent up (_up), not {kind.value}")
 
     @property
     def is_integer(self) -> bool:
@@ -91,6 +116,15 @@ class NumberFormat:
     @property
     def is_float(self) -> bool:
         return self.kind in _FLOAT_KINDS
+
+    @property
+    def is_block(self) -> bool:
+        """MX / NVFP4: blocks of `block_size` values share one scale (simulated only)."""
+        return self.kind in BLOCK_SIZES
+
+    @property
+    def block_size(self) -> int | None:
+        return BLOCK_SIZES.get(self.kind)
 
     @property
     def is_identity(self) -> bool:
@@ -119,7 +153,7 @@ class NumberFormat:
         if self.kind in _INTEGER_KINDS or self.kind == FormatKind.KMEANS:
             suffix = "_narrow" if self.narrow_range else ""
             return f"{self.kind.value}{self.bits}{suffix}"
-        return self.kind.value
+        return self.kind.value + ("_up" if self.scale_round_up else "")
 
     def __str__(self) -> str:
         return self.name
@@ -133,23 +167,27 @@ class NumberFormat:
 
 
 _NAME = re.compile(r"^(int|uint|kmeans)(\d+)(_narrow)?$")
+_BLOCK_NAME = re.compile(r"^(mx\w+?|nvfp4)(_up)?$")
 _ALIASES = {"fp8_e4m3": "fp8_e4m3fn", "e4m3": "fp8_e4m3fn", "e5m2": "fp8_e5m2", "float16": "fp16",
-            "bfloat16": "bf16", "float32": "fp32", "none": "fp32"}
+            "bfloat16": "bf16", "float32": "fp32", "none": "fp32", "mxfp8": "mxfp8_e4m3", "mxfp8_up": "mxfp8_e4m3_up"}
 
 
 def parse_format(name: str) -> NumberFormat:
     """Parse a format name such as "int8", "uint4", "int8_narrow", "kmeans3", "fp8_e4m3fn", "binary"."""
     text = str(name).strip().lower()
     text = _ALIASES.get(text, text)
-    match = _NAME.match(text)
+    match, block = _NAME.match(text), _BLOCK_NAME.match(text)
     try:
         if match:
             return NumberFormat(FormatKind(match.group(1)), int(match.group(2)), bool(match.group(3)))
+        if block:
+            return NumberFormat(FormatKind(block.group(1)), scale_round_up=bool(block.group(2)))
         return NumberFormat(FormatKind(text))
     except ValueError as err:
         raise ValueError(
             f"unknown number format {name!r}: expected int2..int16, uint2..uint16 (optionally _narrow), "
-            f"kmeans1..kmeans8, fp32, fp16, bf16, fp8_e4m3fn, fp8_e5m2, binary or ternary ({err})"
+            f"kmeans1..kmeans8, fp32, fp16, bf16, fp8_e4m3fn, fp8_e5m2, binary, ternary, or a block format "
+            f"mxfp8_e4m3, mxfp8_e5m2, mxfp6_e3m2, mxfp6_e2m3, mxfp4, mxint8 (optionally _up), nvfp4 ({err})"
         ) from None
 
 

@@ -564,6 +564,9 @@ def quantize_tensor(x, tq: TensorQuant, *, name: str = "tensor", lo=None, hi=Non
         codes = quantize(x, scale, zero_point, fmt, axis=axis, block_size=block_size, name=name)
         values = dequantize(codes, scale, zero_point, axis=axis, block_size=block_size, name=name)
         return QuantizedTensor(values, scale, zero_point, codes, None, fmt, axis, block_size)
+    if fmt.is_block:  # MX / NVFP4: blocks along the resolved axis (tq's block size is the format's)
+        from quant_core.numerics.mx import quantize_block_tensor
+        return quantize_block_tensor(x, tq, name=name)
     # Imported here because floats.py and extreme.py build on this module.
     if fmt.is_float:
         from quant_core.numerics.floats import quantize_float_tensor

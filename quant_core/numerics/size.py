@@ -9,6 +9,8 @@ What is counted for a weight of N parameters (N = product of the shape):
     fp8 (e4m3fn, e5m2)  8             32 (fp32 scale) + 8 (zero point)   -
     binary, ternary     1, 2          32 (fp32 scale per output channel) -
     kmeans<b>           b             -                                  2^b x 32 (fp32 codebook)
+    mxfp8/6/4, mxint8   8, 6, 4, 8    8 (E8M0) per block of 32           -
+    nvfp4               4             8 (FP8 E4M3) per block of 16       32 (fp32 tensor scale)
 
 S = 1 per tensor, shape[axis] per channel, and (N / shape[axis]) x ceil(shape[axis] / block_size)
 per group (a block larger than its axis is one block per row); binary and ternary always have one
@@ -108,6 +110,9 @@ def tensor_size(shape, tq: TensorQuant | None) -> TensorSize:
         return TensorSize(parameters, values)
     if fmt.kind == FormatKind.KMEANS:
         return TensorSize(parameters, values, codebook_bits=2**fmt.bits * FLOAT32_BITS)
+    if fmt.is_block:  # an 8-bit scale per block (E8M0, NVFP4's E4M3); NVFP4 also one FP32 per tensor
+        per_tensor = FLOAT32_BITS if fmt.kind == FormatKind.NVFP4 else 0
+        return TensorSize(parameters, values, _scale_count(dims, tq) * 8 + per_tensor)
     scales = _scale_count(dims, tq)
     zero_point_bits = scales * fmt.bits if (fmt.is_integer or fmt.is_float) else 0
     return TensorSize(parameters, values, scales * FLOAT32_BITS, zero_point_bits)

@@ -208,3 +208,13 @@ def test_the_equalization_lesson_recovers_per_tensor_int8_at_full_strength():
     assert before < 50 and after > 98
     assert "1.5×" in metric(at, "conv1 range spread")
     chart_json(at)
+
+
+def test_lesson4_offers_the_block_formats_measured_like_the_others():
+    at = open_lesson(lesson_titles()[3])
+    at.multiselect(key="l4_formats").set_value(["int4", "mxfp4", "nvfp4", "mxfp8_e4m3"]).run()
+    assert not at.exception, [e.message for e in at.exception]
+    table = at.dataframe[0].value.set_index("format")
+    assert list(table.index) == ["INT4", "MXFP4", "NVFP4", "MXFP8 E4M3"]
+    assert table.loc["MXFP4", "storage bits"] == 4 and table.loc["MXFP4", "bits / weight"] >= 4.25
+    assert table.loc["MXFP8 E4M3", "weight SQNR (dB)"] > table.loc["MXFP4", "weight SQNR (dB)"] + 8

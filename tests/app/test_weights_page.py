@@ -103,7 +103,8 @@ def test_per_channel_beats_per_tensor_on_conv1_whose_channels_differ_in_range():
     at.radio(key="weights_granularity").set_value("per-channel").run()
     per_channel = _table(at).set_index(["bits", "method"])["SQNR (dB)"]
     assert (per_channel.loc[(4, "minmax")] > per_tensor.loc[(4, "minmax")])
-    assert len(_charts(at)) == 4  # histogram, clip curve, per-channel ranges, SQNR by bits
+    # histogram, clip curve, per-channel ranges, block grid (spec, round-up), shared exponents, SQNR by bits
+    assert len(_charts(at)) == 7
 
 
 def test_the_clip_slider_moves_the_error_and_the_best_clip_is_the_highest_sqnr(cnn_model):

@@ -14,6 +14,7 @@ from quant_core.config import LayerQuant, QuantConfig, TensorQuant
 from quant_core.numerics.floats import FLOAT_SPECS
 from quant_core.numerics.formats import FormatKind, Granularity, NumberFormat, parse_format
 from quant_core.numerics.metrics import sqnr_db
+from quant_core.numerics.mx import element_grid, quantize_blocks
 from quant_core.model.model_io import weight_array
 from quant_core.numerics.quantize import quantize_tensor
 from quant_core.numerics.size import bits_per_parameter
@@ -22,9 +23,12 @@ from ui.lessons._common import cached_spec, demo_context, question, show_figure,
 
 TITLE = "4 · Number formats side by side"
 MODEL, LAYER, FORMATS = "l4_model", "l4_layer", "l4_formats"
-FORMAT_NAMES = ("int8", "int4", "fp16", "bf16", "fp8_e4m3fn", "fp8_e5m2", "binary", "ternary")
+DEFAULT_FORMATS = ("int8", "int4", "fp16", "bf16", "fp8_e4m3fn", "fp8_e5m2", "binary", "ternary")
+# Block formats (a shared scale per block of 32, NVFP4 16; simulated): offered, not shown by default.
+FORMAT_NAMES = DEFAULT_FORMATS + ("mxfp8_e4m3", "mxfp6_e2m3", "mxfp4", "nvfp4")
 LABELS = {"int8": "INT8", "int4": "INT4", "fp16": "FP16", "bf16": "BF16", "fp8_e4m3fn": "FP8 E4M3",
-          "fp8_e5m2": "FP8 E5M2", "binary": "binary", "ternary": "ternary"}
+          "fp8_e5m2": "FP8 E5M2", "binary": "binary", "ternary": "ternary", "mxfp8_e4m3": "MXFP8 E4M3",
+          "mxfp6_e2m3": "MXFP6 E2M3", "mxfp4": "MXFP4", "nvfp4": "NVFP4"}
 DENSITY_BINS = 120
 STRIP_MAX = 256  # formats with at most this many values in the range also get one tick per value
 FORMAT_COLORS = ("#2E6FD8", "#D8572A", "#E377C2", "#2A9D55", "#9467BD", "#E9A23B", "#17BECF", "#444444")
@@ -52,10 +56,15 @@ def _all_float_values(fmt: NumberFormat) -> np.ndarray:
 
 def representable_values(weight_row: np.ndarray, name: str) -> np.ndarray:
     """The values one output channel can take in format `name`, within the channel's [-max|w|, max|w|]."""
-    tq = replace(weight_quant(name), axis=0)
     row = np.asarray(weight_row, dtype=np.float32).reshape(1, -1)
-    quantized = quantize_tensor(row, tq, name="channel")
     amax = float(np.abs(row).max())
+    if parse_format(name).is_block:  # each block of the channel has its own scale: the union of their grids
+        blocks = quantize_blocks(row, name, axis=1)
+        scales = np.unique(blocks.block_scales) * np.float32(blocks.tensor_scale)
+        levels = np.unique(np.concatenate([element_grid(name) * scale for scale in scales]))
+        return levels[np.abs(levels) <= amax * (1 + 1e-6)]
+    tq = replace(weight_quant(name), axis=0)
+    quantized = quantize_tensor(row, tq, name="channel")
     fmt = tq.format
     if fmt.is_integer:
         scale, zero_point = float(quantized.scale[0]), int(quantized.zero_point[0])
@@ -143,7 +152,7 @@ def render(ctx) -> None:
         demo = demo_context(model, ctx)
         layers = _weight_layers(demo)
         layer = st.selectbox("Layer", list(layers), key=LAYER)
-        formats = st.multiselect("Formats", FORMAT_NAMES, default=list(FORMAT_NAMES), key=FORMATS,
+        formats = st.multiselect("Formats", FORMAT_NAMES, default=list(DEFAULT_FORMATS), key=FORMATS,
                                  format_func=LABELS.get)
     if not formats:
         st.info("Pick at least one format.")
