@@ -1,6 +1,6 @@
 """Server-side time of a rerun caused by one widget change in each lesson of the Learn page.
 
-Drives pages/6_Learn.py with Streamlit's AppTest (the script runs in this process, as on the server):
+Drives pages/12_Learn.py with Streamlit's AppTest (the script runs in this process, as on the server):
 open a lesson (its first run is not counted), then change one widget at a time — a seeded random walk
 over that lesson's widgets, values included, so cache misses count too — and time `AppTest.run()`.
 Then the same changes are replayed ("warm": every result is in the caches), which separates the cost of
@@ -159,7 +159,7 @@ def main() -> int:
     rng = random.Random(args.seed)
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
-    at.switch_page("pages/6_Learn.py").run()
+    at.switch_page("pages/12_Learn.py").run()
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{'lesson':56s} {'baseline':>9s} {'median':>8s} {'p95':>8s} {'max':>8s} {'cpu med':>8s} {'cpu p95':>8s}"
           f" {'warm med':>8s} {'warm p95':>8s}  slowest move")

@@ -92,8 +92,8 @@ def _prepare_tradeoffs(at) -> dict:
 
 PAGES = {
     "Mixed precision": ("pages/3_Mixed_precision.py", mixed_moves, None),
-    "Sensitivity": ("pages/4_Sensitivity.py", sensitivity_moves, _prepare_sensitivity),
-    "Trade-offs": ("pages/5_Trade-offs.py", tradeoffs_moves, _prepare_tradeoffs),
+    "Sensitivity": ("pages/5_Sensitivity.py", sensitivity_moves, _prepare_sensitivity),
+    "Trade-offs": ("pages/6_Trade-offs.py", tradeoffs_moves, _prepare_tradeoffs),
 }
 
 

@@ -35,23 +35,23 @@ PAGES = (
             "tensors have outliers?", ":material/ssid_chart:"),
     LabPage("pages/3_Mixed_precision.py", "Mixed precision", "Choose a format per layer and see accuracy and size "
             "move.", ":material/tune:"),
-    LabPage("pages/7_Graph.py", "Graph", "Where in the model does the error come from? Click a layer to inspect "
+    LabPage("pages/4_Graph.py", "Graph", "Where in the model does the error come from? Click a layer to inspect "
             "and fix it.", ":material/account_tree:"),
-    LabPage("pages/4_Sensitivity.py", "Sensitivity", "Which layers hurt most when quantized? Get a suggestion under "
+    LabPage("pages/5_Sensitivity.py", "Sensitivity", "Which layers hurt most when quantized? Get a suggestion under "
             "a budget.", ":material/grid_on:"),
-    LabPage("pages/5_Trade-offs.py", "Trade-offs", "Accuracy against measured latency and size, with real "
+    LabPage("pages/6_Trade-offs.py", "Trade-offs", "Accuracy against measured latency and size, with real "
             "onnxruntime models.", ":material/speed:"),
-    LabPage("pages/10_Recovery.py", "Recovery", "What fixes the error? Equalization, SmoothQuant, bias correction, "
+    LabPage("pages/7_Recovery.py", "Recovery", "What fixes the error? Equalization, SmoothQuant, bias correction, "
             "AdaRound: each one's before and after.", ":material/healing:"),
-    LabPage("pages/9_Language_model.py", "Language model", "Weight-only 3/4/8-bit methods on a language model: "
+    LabPage("pages/8_Language_model.py", "Language model", "Weight-only 3/4/8-bit methods on a language model: "
             "perplexity, size, and generation side by side.", ":material/text_fields:"),
-    LabPage("pages/8_History.py", "Run history", "Every config evaluated in this session: compare two, restore one.",
+    LabPage("pages/9_History.py", "Run history", "Every config evaluated in this session: compare two, restore one.",
             ":material/history:"),
-    LabPage("pages/7_Vector_search.py", "Vector search", "How much nearest-neighbour recall do quantized embedding "
+    LabPage("pages/10_Vector_search.py", "Vector search", "How much nearest-neighbour recall do quantized embedding "
             "vectors lose for how much memory?", ":material/search:"),
-    LabPage("pages/8_Integer_only.py", "Integer-only", "Does the exported model still compute in float anywhere? "
+    LabPage("pages/11_Integer_only.py", "Integer-only", "Does the exported model still compute in float anywhere? "
             "Its integer-only form for proof systems.", ":material/calculate:"),
-    LabPage("pages/6_Learn.py", "Learn", "Interactive lessons: scale and zero point, clipping, formats, QAT.",
+    LabPage("pages/12_Learn.py", "Learn", "Interactive lessons: scale and zero point, clipping, formats, QAT.",
             ":material/school:"),
 )
 

@@ -15,8 +15,8 @@ from tests.app.conftest import ROOT, tiny_data_bytes, tiny_model_bytes
 from ui import cache, jobs
 from ui.setup import LabContext
 
-SENSITIVITY = str(ROOT / "pages" / "4_Sensitivity.py")
-TRADEOFFS = str(ROOT / "pages" / "5_Trade-offs.py")
+SENSITIVITY = str(ROOT / "pages" / "5_Sensitivity.py")
+TRADEOFFS = str(ROOT / "pages" / "6_Trade-offs.py")
 ACTIVATIONS = str(ROOT / "pages" / "2_Activations.py")
 WAITING = "Waiting for another user's job to finish before "
 

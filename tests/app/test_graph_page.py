@@ -7,7 +7,7 @@ from quant_core.config import PRESETS
 from tests.app.conftest import app_test, tiny_model_bytes
 from tests.core.test_model_explorer import assert_graph_node_data
 
-GRAPH = "pages/7_Graph.py"
+GRAPH = "pages/4_Graph.py"
 CONFIG_KEY = "_lab_config"
 
 

@@ -2,7 +2,7 @@
 from quant_core.config import PRESETS, QuantConfig
 from tests.app.conftest import app_test, texts
 
-HISTORY = "pages/8_History.py"
+HISTORY = "pages/9_History.py"
 MIXED = "pages/3_Mixed_precision.py"
 CONFIG_KEY = "_lab_config"
 

@@ -4,7 +4,7 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGE = str(ROOT / "pages" / "8_Integer_only.py")
+PAGE = str(ROOT / "pages" / "11_Integer_only.py")
 
 
 def _page(model: str) -> AppTest:

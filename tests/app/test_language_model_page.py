@@ -6,7 +6,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGE = str(ROOT / "pages" / "9_Language_model.py")
+PAGE = str(ROOT / "pages" / "8_Language_model.py")
 
 
 def _page(model: str) -> AppTest:

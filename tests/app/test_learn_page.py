@@ -11,7 +11,7 @@ from tests.app.conftest import ROOT, texts
 from ui.lessons import LESSONS, lesson_titles
 from ui.lessons.scale_zero_point import EXAMPLE
 
-PAGE = "pages/6_Learn.py"
+PAGE = "pages/12_Learn.py"
 
 
 def open_lesson(title: str) -> AppTest:

@@ -4,7 +4,7 @@ from quant_core.numerics.formats import parse_format
 
 from .conftest import app_test
 
-PAGE = "pages/10_Recovery.py"
+PAGE = "pages/7_Recovery.py"
 CONFIG_KEY = "_lab_config"  # ui.state's private key of the current config
 PER_TENSOR = QuantConfig(LayerQuant(TensorQuant(parse_format("int8")),
                                     TensorQuant(parse_format("uint8"), symmetric=False)), name="per-tensor")

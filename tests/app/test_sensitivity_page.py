@@ -6,7 +6,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGE = str(ROOT / "pages" / "4_Sensitivity.py")
+PAGE = str(ROOT / "pages" / "5_Sensitivity.py")
 CONFIG_KEY = "_lab_config"  # ui.state's private key of the current config
 MLP_LAYERS = ("/fc1/Gemm", "/fc2/Gemm", "/fc3/Gemm")
 

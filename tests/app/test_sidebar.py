@@ -201,7 +201,7 @@ def test_a_lesson_on_a_demo_model_does_not_unpin_the_uploaded_model_and_data():
     at = run_page("app.py")
     at.file_uploader(key="model_upload").set_value(("tiny.onnx", tiny_model_bytes(), "application/octet-stream")).run()
     at.file_uploader(key="data_upload").set_value(("tiny.npz", tiny_data_bytes(300), "application/octet-stream")).run()
-    at.switch_page("pages/6_Learn.py").run()
+    at.switch_page("pages/12_Learn.py").run()
     at.radio(key="lesson").set_value(at.radio(key="lesson").options[-1]).run()  # a lesson on a demo model
     assert not at.exception
     at.switch_page("pages/0_Model.py").run()

@@ -6,8 +6,8 @@ import pytest
 from tests.app.conftest import ROOT, app_test, model_page_tables, texts
 
 STRUCTURES = ROOT / "demo_models" / "structures"
-PAGES = ["pages/1_Weights.py", "pages/2_Activations.py", "pages/3_Mixed_precision.py", "pages/4_Sensitivity.py",
-         "pages/5_Trade-offs.py"]
+PAGES = ["pages/1_Weights.py", "pages/2_Activations.py", "pages/3_Mixed_precision.py", "pages/5_Sensitivity.py",
+         "pages/6_Trade-offs.py"]
 
 
 def _upload(name: str):
@@ -55,7 +55,7 @@ def test_every_page_runs_on_a_stateful_model(page):
 
 def test_the_tradeoffs_table_shows_streaming_accuracy_beside_per_frame():
     at = _upload("lstm_hc")
-    at.switch_page("pages/5_Trade-offs.py").run()
+    at.switch_page("pages/6_Trade-offs.py").run()
     assert not at.exception, [e.message for e in at.exception]
     tables = [frame.value for frame in at.dataframe]
     table = next(frame for frame in tables if "variant" in frame.columns)

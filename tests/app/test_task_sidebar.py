@@ -54,7 +54,7 @@ def test_a_task_that_does_not_fit_the_output_is_one_line_and_the_task_is_kept(mi
 
 def test_the_task_changes_what_the_sensitivity_sweep_ranks_by(monkeypatch):
     monkeypatch.setattr("ui.sensitivity_view.AUTO_SWEEP_MAX_CONFIGS", 100)
-    at = app_test("pages/4_Sensitivity.py").run()
+    at = app_test("pages/5_Sensitivity.py").run()
     at.selectbox(key="model_choice").set_value("mlp").run()
     at.selectbox(key="task_kind").set_value("regression").run()
     at.multiselect(key="sens_formats").set_value(["int8", "int2"]).run()

@@ -5,7 +5,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGE = str(ROOT / "pages" / "5_Trade-offs.py")
+PAGE = str(ROOT / "pages" / "6_Trade-offs.py")
 MLP_VARIANTS = {"FP32", "FP16", "Dynamic INT8", "Static INT8 per-tensor", "Static INT8 per-channel",
                 "4-bit weight-only (MatMulNBits)", "Current config (W8A8)"}
 

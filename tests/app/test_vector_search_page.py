@@ -6,7 +6,7 @@ from streamlit.testing.v1 import AppTest
 from tests.app.conftest import texts
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGE = str(ROOT / "pages" / "7_Vector_search.py")
+PAGE = str(ROOT / "pages" / "10_Vector_search.py")
 
 
 def _page(model: str) -> AppTest:

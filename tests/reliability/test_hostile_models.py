@@ -203,11 +203,11 @@ def test_ops_onnxruntime_cannot_run_give_one_message_per_page(case, build, fragm
     upload(at, "data_upload", "data.npz", hostile.good_data())
     assert_no_traceback(at)
     assert any("onnxruntime cannot run the model" in text and fragment in text for text in error_texts(at))
-    for page in ("pages/2_Activations.py", "pages/3_Mixed_precision.py", "pages/4_Sensitivity.py"):
+    for page in ("pages/2_Activations.py", "pages/3_Mixed_precision.py", "pages/5_Sensitivity.py"):
         at.switch_page(page).run()
         assert_no_traceback(at)
         assert error_texts(at) and all(fragment in text for text in error_texts(at)), (page, error_texts(at))
-    at.switch_page("pages/5_Trade-offs.py").run()
+    at.switch_page("pages/6_Trade-offs.py").run()
     at.button(key="tradeoff_measure").click().run()
     assert_no_traceback(at)
     assert error_texts(at) and all(fragment in text for text in error_texts(at))

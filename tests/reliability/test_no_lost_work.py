@@ -22,7 +22,7 @@ from tests.reliability import hostile
 from tests.reliability.conftest import assert_no_traceback, current_model, error_texts, new_session, upload
 
 PAGES = ["app.py", "pages/1_Weights.py", "pages/2_Activations.py", "pages/3_Mixed_precision.py",
-         "pages/4_Sensitivity.py", "pages/5_Trade-offs.py", "pages/6_Learn.py"]
+         "pages/5_Sensitivity.py", "pages/6_Trade-offs.py", "pages/12_Learn.py"]
 
 # Per-layer choices that exercise every field of the JSON; each layer takes the first that fits it.
 CHOICES = [
@@ -201,7 +201,7 @@ def test_a_failed_export_write_leaves_the_previous_file_whole_and_no_temporary_f
 def test_the_model_in_use_survives_every_page_and_bad_uploads():
     at = new_session()
     at.selectbox(key="model_choice").set_value("transformer").run()
-    for page in ("pages/1_Weights.py", "pages/6_Learn.py", "app.py"):  # the cheap pages: it is the sidebar's state
+    for page in ("pages/1_Weights.py", "pages/12_Learn.py", "app.py"):  # the cheap pages: it is the sidebar's state
         at.switch_page(page).run()
         assert_no_traceback(at)
         assert current_model(at) == "transformer", page

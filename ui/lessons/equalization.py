@@ -78,4 +78,4 @@ def render(ctx) -> None:
         "Per-channel weights give each channel its own grid, so they need no equalization for the weights — "
         "but conv2's *input activation* still has per-channel ranges 250× apart on one per-tensor activation "
         "grid, and equalization fixes that too (that is why per-channel rises as well).")
-    try_on_page("pages/10_Recovery.py", "Apply CLE (and the other methods) to your own model: the Recovery page")
+    try_on_page("pages/7_Recovery.py", "Apply CLE (and the other methods) to your own model: the Recovery page")

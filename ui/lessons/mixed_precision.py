@@ -112,4 +112,4 @@ def render(ctx) -> None:
         f"against {low['accuracy']:.1%} for {low['size (KiB)']:.1f} KiB with every layer at int{bits} "
         f"(FP32 {fp32:.1%}). The ranking is measured, not assumed: where it differs from the rule of thumb, the "
         "measurement wins.")
-    try_on_page("pages/4_Sensitivity.py", "Run the full sweep on your own model: the Sensitivity page")
+    try_on_page("pages/5_Sensitivity.py", "Run the full sweep on your own model: the Sensitivity page")
