@@ -3,4 +3,5 @@ import streamlit as st
 
 from ui.navigation import streamlit_pages
 
-st.navigation(streamlit_pages()).run()
+# expanded: all 13 pages listed (by default Streamlit hides those past the tenth behind "View 3 more").
+st.navigation(streamlit_pages(), expanded=True).run()
