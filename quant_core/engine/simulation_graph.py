@@ -298,7 +298,11 @@ def reorder_weight_inputs(model: onnx.ModelProto, specs: tuple[LayerSpec, ...], 
             if nonzero.size == 0 or nonzero.min() < first or nonzero.max() > first + size - 1:
                 continue
             index = nonzero - first
-            if nonzero.size != size or not np.array_equal(np.sort(index), np.arange(size, dtype=np.float32)):
+            # A permutation of 0..size-1 (counted, not sorted: numpy's vectorized sort crashed under an
+            # emulated Haswell CPU in CI, and counting is linear).
+            whole = index.astype(np.int64)
+            if (nonzero.size != size or not np.array_equal(whole, index)
+                    or not np.all(np.bincount(whole, minlength=size) == 1)):
                 return None  # the weight was transformed, not only reordered: cannot feed it
             gather = np.where(values == 0, size, values - first).astype(np.int64)
             if tuple(init.dims) == tuple(initializers[weight].dims) and np.array_equal(gather, np.arange(size)):
