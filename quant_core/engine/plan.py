@@ -144,9 +144,6 @@ class Plan:
         """Layers whose configured formats the export keeps FP32 for lack of an onnxruntime kernel."""
         return tuple(entry.layer for entry in self.layers if entry.export.kind == ExportKind.SIMULATED_ONLY)
 
-    def __getitem__(self, layer: str) -> LayerPlan:
-        return next(entry for entry in self.layers if entry.layer == layer)
-
 
 class Planner:
     """Plans configs of one model and calibration (None: weights only); what it resolves is cached, bounded."""

@@ -52,6 +52,7 @@ class SuffixRuns:
         self._captured_bytes = 0  # the FP32 activations captured for sweeps
         self._suffix_bytes: dict[str, int] = {}  # layer -> weight copies its suffix session is fed
         self._exact: dict[str, bool] = {}  # layer -> its suffix reproduces whole runs (`_reproduces_whole_runs`)
+        self._fp32_first_batch: tuple[np.ndarray, ...] | None = None  # whole FP32 run of the first batch
 
     # -- anchors: configs that differ from one config (the anchor) in one layer's weight -----------
 
@@ -90,7 +91,8 @@ class SuffixRuns:
         if 2 * sum(values[t].nbytes for values in captured for t in tensors) > SUFFIX_MEMORY_BYTES:
             return False
         # The anchor's weights and, per layer, whether its suffix reproduces the anchor's whole run.
-        self._anchor = (dict(feeds), captured, dict(weights), {})
+        # + whether each layer's suffix reproduces the anchor's whole run, and that run's first batch (once).
+        self._anchor = (dict(feeds), captured, dict(weights), {}, [])
         return True
 
     def anchor_outputs(self, feeds: Mapping[str, Hashable], weights: Mapping[str, np.ndarray]
@@ -100,7 +102,7 @@ class SuffixRuns:
         anchor = self._anchor  # read once: another thread (a search's end) may drop it meanwhile
         if anchor is None:
             return None
-        anchor_feeds, captured, anchor_weights, anchor_exact = anchor
+        anchor_feeds, captured, anchor_weights, anchor_exact, anchor_whole = anchor
         differing = [layer for layer in set(feeds) | set(anchor_feeds) if feeds.get(layer) != anchor_feeds.get(layer)]
         if len(differing) != 1 or differing[0] not in self._plan()[1] or not self._prefix_share(differing[0]):
             return None
@@ -110,7 +112,10 @@ class SuffixRuns:
             return None
         exact = anchor_exact.get(layer)  # checked once per anchor and layer
         if exact is None:
-            exact = anchor_exact[layer] = self._reproduces_whole_runs(layer, captured[0], anchor_weights)
+            if not anchor_whole:
+                anchor_whole.append(self._first_batch_outputs(anchor_weights))
+            exact = anchor_exact[layer] = self._reproduces_whole_runs(layer, anchor_whole[0], captured[0],
+                                                                      anchor_weights)
         if not exact:
             return None
         weight = weights.get(layer, self._session.fp32_weights[layer])
@@ -183,15 +188,23 @@ class SuffixRuns:
             self._ready[key] = self._suffix(layer) is not None and self._exact[layer]
         return self._ready[key]
 
-    def _reproduces_whole_runs(self, layer: str, captured: dict[str, np.ndarray] | None = None,
+    def _first_batch_outputs(self, weights: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+        """A whole simulation run of the first batch with `weights` (by layer; the rest FP32)."""
+        return self._session.run(next(iter(self._feeder.batches())), weights=weights).outputs
+
+    def _reproduces_whole_runs(self, layer: str, whole: tuple[np.ndarray, ...] | None = None,
+                               captured: dict[str, np.ndarray] | None = None,
                                weights: Mapping[str, np.ndarray] | None = None) -> bool:
         """True when the layer's suffix, fed `captured` (one batch's activations, by default the FP32 ones)
-        and `weights` (by layer, default FP32), gives the whole simulation's outputs bit for bit on the
-        first batch. onnxruntime may fuse a captured tensor's producer differently from the whole graph
-        (MiniLM's LayerNorm: 1.2e-7 apart); such a layer's configs then run whole."""
+        and `weights` (by layer, default FP32), gives `whole` (the first batch's whole-run outputs with those
+        weights; default FP32, run once and kept) bit for bit. onnxruntime may fuse a captured tensor's
+        producer differently from the whole graph (MiniLM's LayerNorm: 1.2e-7 apart); such a layer's
+        configs then run whole."""
         weights = weights or {}
-        batch = next(iter(self._feeder.batches()))
-        whole = self._session.run(batch, weights=weights).outputs
+        if whole is None:
+            if self._fp32_first_batch is None:
+                self._fp32_first_batch = self._first_batch_outputs({})
+            whole = self._fp32_first_batch
         suffix = self._session.suffix(layer)
         later = {name: value for name, value in weights.items() if name in suffix.later_feeds}
         values = self.cut_values()[0] if captured is None else captured
