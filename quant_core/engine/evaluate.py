@@ -29,7 +29,7 @@ from quant_core.engine.simulate import ActivationQuant, SimulationSession
 from quant_core.model.layers import layer_specs
 from quant_core.engine.simulation_graph import ActivationMode
 from quant_core.engine.suffix_runs import SuffixRuns
-from quant_core.engine.workers import default_workers, map_in_order
+from quant_core.engine.workers import MAX_WORKERS, default_workers, map_in_order
 from quant_core.engine.tasks import (Metric, Task, TaskScore, TaskScorer, check_task, check_tokens, infer_task,
                                      output_index)
 from quant_core.model.validate import check_config, model_facts, validate_config
@@ -58,6 +58,10 @@ LAYER_ERRORS_BYTES_PER_VALUE = 48
 # would then depend on the budget). Outputs are joined as the batches end.
 EVALUATION_BATCH_BYTES = 64 * 2**20
 EVALUATION_MIN_BATCH = 2
+# A split whose activations weigh at least this much comes in at least MAX_WORKERS balanced batches, so
+# that every worker gets one (`workers.map_in_order`), whatever this machine's cores: the batches, hence
+# the numbers, do not depend on the machine. Below it one batch: threads would cost more than they save.
+PARALLEL_FROM_BYTES = 8 * 2**20
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,8 @@ class Evaluator:
         data = record_state(prepared, data)  # a stream's state inputs the .npz left out
         self._split = feeder(data, prepared.info, self.session.input_names, self.session.output_names, batch_size)
         self.feeder = self._split.within_budget(self._sample_bytes, EVALUATION_BATCH_BYTES,
-                                                min_batch=EVALUATION_MIN_BATCH)
+                                                min_batch=EVALUATION_MIN_BATCH, parts=MAX_WORKERS,
+                                                parts_from_bytes=PARALLEL_FROM_BYTES)
         self.batch_size, self.sample_count = self.feeder.batch_size, self.feeder.sample_count
         self.is_streaming = streaming and self.feeder.layout.streaming
         self._data, self._streaming = data, None
@@ -340,7 +345,8 @@ class Evaluator:
                 return LAYER_ERRORS_BYTES_PER_VALUE * largest
 
             self._errors_feeder = self._split.within_budget(sample_bytes, LAYER_ERRORS_BATCH_BYTES,
-                                                            min_batch=EVALUATION_MIN_BATCH)
+                                                            min_batch=EVALUATION_MIN_BATCH, parts=MAX_WORKERS,
+                                                            parts_from_bytes=PARALLEL_FROM_BYTES)
         return self._errors_feeder
 
     def _outputs_exact(self, graph: ErrorGraph, first: dict[str, np.ndarray], weights, activations) -> bool:
