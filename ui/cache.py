@@ -248,6 +248,11 @@ def evaluate_cached(ctx: LabContext, config: QuantConfig, progress: Progress | N
     return result
 
 
+def was_evaluated(ctx: LabContext, config: QuantConfig) -> bool:
+    """Whether this session already evaluated `config` (model, data and task as now): its result is then cached."""
+    return run_log.has(ctx, config)
+
+
 @st.cache_data(max_entries=256, show_spinner=False)
 def _evaluation(model_key: str, data_key: str, config_json: str, task_json: str, _evaluator, _config, _task):
     return _evaluator.evaluate(_config, task=_task)

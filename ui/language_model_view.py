@@ -2,6 +2,8 @@
 and greedy generation by the FP32 and the quantized model side by side (quant_core.engine.language_model)."""
 from __future__ import annotations
 
+import time
+
 import onnxruntime as ort
 import plotly.graph_objects as go
 import streamlit as st
@@ -115,11 +117,34 @@ def show(ctx: LabContext, spec: WeightOnlySpec, prompt: str, steps: int) -> None
                "so any difference comes from the quantized weights.")
 
 
-@st.cache_data(max_entries=8, show_spinner="Quantizing the largest weight…")
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _largest_weight(model_key: str, _ctx: LabContext):
+    return largest_matmul_weight(_ctx.prepared.model)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _weight_rows(model_key: str, method: str, bits: int, _weight) -> list:
+    return weight_sqnr_table(_weight, methods=(method,), bits=(bits,))
+
+
 def weight_table(model_key: str, _ctx: LabContext):
-    """(layer name, rows of weight_sqnr_table) of the model's largest MatMul / Gemm weight, or None."""
-    found = largest_matmul_weight(_ctx.prepared.model)
-    return None if found is None else (found[0], weight_sqnr_table(found[1]))
+    """(layer name, rows of weight_sqnr_table) of the model's largest MatMul / Gemm weight, or None.
+
+    Cached per method and bits; a progress bar shows while cells are computed (HQQ on a large weight takes
+    seconds), drawn only once computing takes longer than 0.2 s (no flash when cached)."""
+    found = _largest_weight(model_key, _ctx)
+    if found is None:
+        return None
+    layer, weight = found
+    cells = [(method.value, bits) for method in (WeightOnlyMethod.RTN, WeightOnlyMethod.HQQ) for bits in BITS]
+    slot, started, rows = st.empty(), time.perf_counter(), []
+    for index, (method, bits) in enumerate(cells):
+        if time.perf_counter() - started > 0.2:
+            slot.progress(index / len(cells), text=f"Quantizing {layer} ({weight.size:,} weights): {method.upper()} "
+                                                   f"{bits} bits, every group size…")
+        rows += _weight_rows(model_key, method, bits, weight)
+    slot.empty()
+    return layer, rows
 
 
 def weight_chart(ctx: LabContext) -> None:

@@ -25,8 +25,11 @@ MIXED_EXPORT = "mixed_export"
 MIXED_LAYER_CHART = "mixed_layer_chart"
 MIXED_STOP = "mixed_stop"
 MIXED_RESUME = "mixed_resume"
+MIXED_ERRORS_STOP = "mixed_errors_stop"
+MIXED_ERRORS_RESUME = "mixed_errors_resume"
 _GENERATION = "_mixed_generation"  # bumped to start a fresh editor (its edits are dropped)
 _LAST_CONFIG = "_mixed_last_config"  # (model_key, config) this page last produced from the table
+_CHARTED = "_mixed_charted"  # (model_key, data_key, config JSON) whose per-layer chart this session has drawn
 _EXPORTS = "_mixed_exports"  # (model_key, data_key, config JSON) -> ExportResult; this session, the last one
 
 NO_ACTIVATION = "none"
@@ -204,17 +207,54 @@ def _table_edited(info, model_key: str) -> None:
 # --- results ------------------------------------------------------------------------------------
 
 def evaluate_with_baseline(ctx, config: QuantConfig):
-    """(result of `config`, result of FP32) on the evaluation split; the first call calibrates, with a progress bar."""
+    """(result of `config`, result of FP32) on the evaluation split; the first call calibrates, with a progress bar.
+
+    Work not done yet runs behind a progress bar with a Stop: the model's first evaluation (its FP32 reference
+    run), and a config this session has not evaluated yet. A config already evaluated comes from the cache."""
     from ui.activations_view import calibrate_with_progress
 
     calibrate_with_progress(ctx)  # outside the cached evaluation, so its bar can move (and a rerun stops it)
+    first_view = _first_view(ctx)
     if not cache.has_evaluator(ctx):
         return _first_evaluation(ctx, config)
-    with st.spinner("Evaluating…"):
+    if cache.was_evaluated(ctx, config) and cache.was_evaluated(ctx, PRESETS["FP32"]):
         baseline = cache.evaluate_cached(ctx, PRESETS["FP32"])
-        _with_layer_errors(ctx, config)
+        return cache.evaluate_cached(ctx, config), baseline
+    job = ("mixed_evaluation", ctx.model_key, ctx.data_key, config.to_json())
+    _offer_restart(job, "The evaluation of this config was stopped.")
+    with stoppable_progress(job, stop_key=MIXED_STOP) as progress:
+        progress(0.0, "Scoring FP32…")
+        baseline = cache.evaluate_cached(ctx, PRESETS["FP32"])
+        if first_view:
+            # The page's first view of this model: the metrics first (one run of the config); the per-layer
+            # chart below measures its errors behind its own bar.
+            progress(0.2, f"Evaluating {config.name} on {ctx.evaluation_data.num_samples} samples…")
+        else:
+            progress(0.2, f"Evaluating {config.name} and its per-layer errors (one pass over "
+                          f"{ctx.evaluation_data.num_samples} samples)…")
+            _with_layer_errors(ctx, config)
         result = cache.evaluate_cached(ctx, config)
+        progress(1.0, "Done")
     return result, baseline
+
+
+_SHOWN = "_mixed_shown"  # (model_key, data_key) of the model whose metrics this page has shown in this session
+
+
+def _first_view(ctx) -> bool:
+    """True the first time this page evaluates for the model and data in this session (then False)."""
+    key = (ctx.model_key, ctx.data_key)
+    first = st.session_state.get(_SHOWN) != key
+    st.session_state[_SHOWN] = key
+    return first
+
+
+def _offer_restart(job: tuple, message: str) -> None:
+    """After a Stop of `job`: say so, offer to start it again, and end the page's script here."""
+    if job_stopped(job):
+        st.info(message)
+        st.button("Evaluate", key=MIXED_RESUME, on_click=resume_job, args=(job,), type="primary")
+        st.stop()
 
 
 def _with_layer_errors(ctx, config: QuantConfig) -> None:
@@ -222,17 +262,23 @@ def _with_layer_errors(ctx, config: QuantConfig) -> None:
     over the split (`Evaluator.evaluate_with_errors`): the evaluation below then finds its result cached."""
     if config != PRESETS["FP32"] and st.session_state.get(MIXED_LAYER_CHART, True):
         cache.get_evaluator(ctx).evaluate_with_errors(config, task=ctx.task)
+        _charted().add((ctx.model_key, ctx.data_key, config.to_json()))
+
+
+def _charted() -> set:
+    """Keys (model_key, data_key, config JSON) whose per-layer errors this session has measured (bounded)."""
+    charted = st.session_state.setdefault(_CHARTED, set())
+    if len(charted) > 256:
+        charted.clear()
+    return charted
 
 
 def _first_evaluation(ctx, config: QuantConfig):
     """The model's first evaluation (its FP32 reference run, then FP32 and `config` scored), with a progress
     bar and a Stop; after a Stop the page says so and offers to start again."""
     job = ("mixed_first_evaluation", ctx.model_key, ctx.data_key)
-    if job_stopped(job):
-        st.info("The first evaluation was stopped. It runs the model once in FP32 on the evaluation split (the "
-                "reference every config is compared with), then the config.")
-        st.button("Evaluate", key=MIXED_RESUME, on_click=resume_job, args=(job,), type="primary")
-        st.stop()
+    _offer_restart(job, "The first evaluation was stopped. It runs the model once in FP32 on the evaluation split "
+                        "(the reference every config is compared with), then the config.")
     with stoppable_progress(job, stop_key=MIXED_STOP) as progress:
         progress(0.0, f"Running {ctx.model_name} in FP32 on the evaluation split (the reference)…")
         cache.get_evaluator(ctx)
@@ -304,7 +350,21 @@ def show_layer_errors(ctx, config: QuantConfig, result) -> None:
     if config == PRESETS["FP32"]:
         st.info("Every layer is FP32: there is no quantization error to show.")
         return
-    figure = _layer_error_chart(ctx.model_key, ctx.data_key, config.to_json(), ctx, config, result.simulated_only)
+    key = (ctx.model_key, ctx.data_key, config.to_json())
+    charted = _charted()
+    if key in charted:
+        figure = _layer_error_chart(*key, ctx, config, result.simulated_only)
+    else:  # not measured in this session yet: behind a bar, under the metrics already shown
+        job = ("mixed_layer_errors", *key)
+        if job_stopped(job):
+            st.info("The per-layer errors were stopped.")
+            st.button("Measure the per-layer errors", key=MIXED_ERRORS_RESUME, on_click=resume_job, args=(job,))
+            return
+        with stoppable_progress(job, stop_key=MIXED_ERRORS_STOP) as progress:
+            progress(0.0, f"Measuring each layer's error (isolated and accumulated) on "
+                          f"{ctx.evaluation_data.num_samples} samples…")
+            figure = _layer_error_chart(*key, ctx, config, result.simulated_only)
+        charted.add(key)
     st.plotly_chart(figure, key="mixed_layer_errors")
 
 

@@ -18,6 +18,12 @@ def history() -> tuple[RunRecord, ...]:
     return st.session_state.get(_HISTORY, ())
 
 
+def has(ctx, config) -> bool:
+    """Whether this session's history holds `config` on the current model, data and task."""
+    key = (ctx.model_key, ctx.data_key, config.to_json(), task_key(ctx))
+    return any(run.key == key for run in history())
+
+
 def record(ctx, config, result) -> None:
     """Add the evaluation of `config` to this session's history (once per model, data, config and task)."""
     if get_script_run_ctx(suppress_warning=True) is None:

@@ -52,3 +52,41 @@ if st.session_state.get("press_resume"):
     at.session_state["press_resume"] = True
     at.run()
     assert at.markdown[1].value == "resumed"
+
+
+def _mixed_page_with_evaluator(monkeypatch, stopped_kind: str | None) -> AppTest:
+    """The Mixed precision page once the model has its Evaluator (another page made it) but this session has
+    evaluated no config yet; jobs whose key starts with `stopped_kind` count as stopped by the user."""
+    import streamlit as st
+
+    from ui import cache
+
+    st.cache_data.clear()
+    monkeypatch.setattr(cache, "has_evaluator", lambda ctx: True)
+    monkeypatch.setattr("ui.mixed_view.job_stopped", lambda job: job[0] == stopped_kind)
+    return AppTest.from_file(MIXED, default_timeout=120).run()
+
+
+def test_a_config_not_evaluated_yet_runs_behind_a_stop_and_its_chart_follows_the_metrics(monkeypatch):
+    at = _mixed_page_with_evaluator(monkeypatch, stopped_kind=None)
+    assert not at.exception, [e.message for e in at.exception]
+    assert any(m.label == "Accuracy" for m in at.metric)
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2, "the per-layer errors, measured after the metrics, and the per-class change"
+    assert "isolated" in charts[0].proto.spec.lower()
+
+
+def test_a_stopped_evaluation_of_a_new_config_says_so_and_offers_to_start_again(monkeypatch):
+    at = _mixed_page_with_evaluator(monkeypatch, stopped_kind="mixed_evaluation")
+    assert not at.exception
+    assert "The evaluation of this config was stopped" in texts(at)
+    assert not at.metric, "nothing is evaluated after a Stop"
+    assert at.button(key="mixed_resume").label == "Evaluate"
+
+
+def test_stopped_per_layer_errors_keep_the_metrics_and_offer_to_measure_them(monkeypatch):
+    at = _mixed_page_with_evaluator(monkeypatch, stopped_kind="mixed_layer_errors")
+    assert not at.exception
+    assert any(m.label == "Accuracy" for m in at.metric), "the metrics do not wait for the chart"
+    assert "The per-layer errors were stopped" in texts(at)
+    assert at.button(key="mixed_errors_resume").label == "Measure the per-layer errors"
