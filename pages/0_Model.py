@@ -27,30 +27,8 @@ with outputs_column:
     model_view.show_table(summary.outputs, code_columns=("shape",))
 
 st.subheader("Accuracy in FP32")
-if ctx.evaluation_data is None:
-    st.warning("No data for this model: upload a .npz with its inputs (and integer 'labels') in the sidebar "
-               "to measure its accuracy.")
-else:
-    with page_errors("the FP32 accuracy"), st.spinner("Running the model on the evaluation split…"):
-        accuracy = model_view.fp32_accuracy(ctx)
-        if accuracy is None and (note := model_view.labels_note(ctx)):
-            st.write(f"Accuracy cannot be measured here: {note}. The other pages score the task chosen in the "
-                     "sidebar (Task).")
-        elif accuracy is None:
-            st.write("The data has no labels, so accuracy cannot be measured; the other pages compare "
-                     "quantized outputs with FP32 outputs instead.")
-        else:
-            st.metric(f"FP32 top-1 accuracy ({ctx.evaluation_data.num_samples} evaluation samples of "
-                      f"{ctx.data_name})", f"{100 * accuracy:.2f} %")
-    layout = model_view.data_layout(ctx)
-    if layout:
-        st.markdown("**How the data was read** (docs/data.md):\n" + "\n".join(f"- {line}" for line in layout))
-        with page_errors("the streaming comparison"):
-            streaming = model_view.streaming_table(ctx)
-            if streaming is not None:
-                st.caption("Per frame, each sample gets the state recorded in the data; streaming, each config "
-                           "carries its own state to the next sample, so quantization error accumulates through it.")
-                model_view.show_table(streaming)
+# Filled last: the structure below is drawn at once, the FP32 run (and the calibration) behind a progress bar.
+accuracy_section = st.container()
 
 st.subheader("Layers")
 st.caption("Quantizable layers are named by their ONNX node names; share = the layer's parameters over all "
@@ -69,3 +47,31 @@ st.markdown("1. Pick a demo model or upload your own `.onnx` (and a `.npz` of in
             "3. Walk through the pages:")
 for path, label, question in model_view.available_pages():
     st.page_link(path, label=f"**{label}** — {question}" if question else f"**{label}**")
+
+with accuracy_section:
+    if ctx.evaluation_data is None:
+        st.warning("No data for this model: upload a .npz with its inputs (and integer 'labels') in the sidebar "
+                   "to measure its accuracy.")
+    else:
+        with page_errors("the FP32 accuracy"):
+            if not model_view.fp32_run_with_progress(ctx):
+                st.stop()  # stopped by the user: the rest of the page is drawn already
+            accuracy = model_view.fp32_accuracy(ctx)
+            if accuracy is None and (note := model_view.labels_note(ctx)):
+                st.write(f"Accuracy cannot be measured here: {note}. The other pages score the task chosen in the "
+                         "sidebar (Task).")
+            elif accuracy is None:
+                st.write("The data has no labels, so accuracy cannot be measured; the other pages compare "
+                         "quantized outputs with FP32 outputs instead.")
+            else:
+                st.metric(f"FP32 top-1 accuracy ({ctx.evaluation_data.num_samples} evaluation samples of "
+                          f"{ctx.data_name})", f"{100 * accuracy:.2f} %")
+        layout = model_view.data_layout(ctx)
+        if layout:
+            st.markdown("**How the data was read** (docs/data.md):\n" + "\n".join(f"- {line}" for line in layout))
+            with page_errors("the streaming comparison"):
+                streaming = model_view.streaming_table(ctx)
+                if streaming is not None:
+                    st.caption("Per frame, each sample gets the state recorded in the data; streaming, each config "
+                               "carries its own state to the next sample, so quantization error accumulates through it.")
+                    model_view.show_table(streaming)

@@ -11,8 +11,9 @@ from quant_core.config import PRESETS, TensorQuant
 from quant_core.model.demo import SHIPPED_MODELS
 from quant_core.numerics.formats import FP16, INT4, INT8, Granularity
 from quant_core.numerics.size import model_bytes
-from ui.cache import get_evaluator
+from ui.cache import get_calibration, get_evaluator, has_evaluator
 from ui import target_view
+from ui.jobs import job_stopped, resume_job, stoppable_progress
 from ui.navigation import PAGES
 from ui.setup import LabContext
 
@@ -59,6 +60,33 @@ def _summary(model_key: str, _ctx: LabContext) -> ModelSummary:
     return ModelSummary(description=_description(_ctx), producer=info.producer or "unknown", facts=facts,
                         notes=notes, inputs=_tensor_table(info.inputs),
                         outputs=_tensor_table(info.outputs), layers=_layer_table(info), sizes=_size_table(info))
+
+
+MODEL_FP32_STOP = "model_fp32_stop"
+MODEL_FP32_RESUME = "model_fp32_resume"
+
+
+def fp32_run_with_progress(ctx: LabContext) -> bool:
+    """Make sure the model's FP32 reference run on the evaluation split is done (the calibration first: the
+    Evaluator holds both), behind a progress bar with a Stop. False after a Stop: the page then says so and
+    offers to start again. Once done (here or on another page), returns True at once."""
+    if has_evaluator(ctx):
+        return True
+    job = ("model_fp32_run", ctx.model_key, ctx.data_key)
+    if job_stopped(job):
+        st.info("The FP32 run was stopped. It calibrates the model (every other page needs it) and runs it once "
+                "in FP32 on the evaluation split.")
+        st.button("Measure the FP32 accuracy", key=MODEL_FP32_RESUME, on_click=resume_job, args=(job,),
+                  type="primary")
+        return False
+    with stoppable_progress(job, stop_key=MODEL_FP32_STOP) as progress:
+        progress(0.0, "Calibrating: running the calibration split through the model…")
+        get_calibration(ctx, progress=lambda fraction: progress(0.6 * fraction, f"Calibrating… {100 * fraction:.0f}%"))
+        progress(0.6, f"Running {ctx.model_name} in FP32 on the {ctx.evaluation_data.num_samples} evaluation "
+                      "samples…")
+        get_evaluator(ctx)
+        progress(1.0, "Done")
+    return True
 
 
 def fp32_accuracy(ctx: LabContext) -> float | None:

@@ -90,3 +90,30 @@ def test_stopped_per_layer_errors_keep_the_metrics_and_offer_to_measure_them(mon
     assert any(m.label == "Accuracy" for m in at.metric), "the metrics do not wait for the chart"
     assert "The per-layer errors were stopped" in texts(at)
     assert at.button(key="mixed_errors_resume").label == "Measure the per-layer errors"
+
+
+def test_a_stopped_fp32_run_on_the_model_page_keeps_the_structure_and_offers_to_start_again(monkeypatch):
+    import streamlit as st
+
+    from ui import cache
+
+    st.cache_resource.clear()
+    monkeypatch.setattr(cache, "has_evaluator", lambda ctx: False)
+    monkeypatch.setattr("ui.model_view.has_evaluator", lambda ctx: False)
+    monkeypatch.setattr("ui.model_view.job_stopped", lambda job: job[0] == "model_fp32_run")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "The FP32 run was stopped" in texts(at)
+    assert at.button(key="model_fp32_resume").label == "Measure the FP32 accuracy"
+    assert not any("FP32 top-1 accuracy" in m.label for m in at.metric)
+    assert "Size by format" in texts(at), "the structure drawn before the FP32 run stays on the page"
+
+
+def test_the_model_page_measures_the_fp32_accuracy_behind_its_bar_when_not_stopped(monkeypatch):
+    import streamlit as st
+
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("FP32 top-1 accuracy" in m.label for m in at.metric)
+    assert "The FP32 run was stopped" not in texts(at)
