@@ -50,8 +50,10 @@ POLL_S = 0.25
 # One browser-side probe of the page's state (the main block only; the sidebar is the same on every page).
 PROBE = """() => {
   const app = document.querySelector('[data-testid="stApp"]');
+  const side = document.querySelector('[data-testid="stSidebar"]');
+  const sidebar = side ? side.innerText : '';
   const main = document.querySelector('[data-testid="stMain"]');
-  if (!main) return {state: app ? app.getAttribute('data-test-script-state') : null, title: '', fresh: 0,
+  if (!main) return {state: app ? app.getAttribute('data-test-script-state') : null, title: '', fresh: 0, sidebar,
                      content: 0, progress: 0, spinner: 0};
   const fresh = [...main.querySelectorAll('[data-testid="stElementContainer"]')]
       .filter(e => e.getAttribute('data-stale') !== 'true');
@@ -61,6 +63,7 @@ PROBE = """() => {
   const has = (e, k) => e.querySelector(`[data-testid="${k}"]`) || e.getAttribute('data-testid') === k;
   return {
     state: app ? app.getAttribute('data-test-script-state') : null,
+    sidebar,
     title: h1 ? h1.innerText.trim() : '',
     fresh: fresh.length,
     content: fresh.filter(e => kinds.some(k => has(e, k))).length,
@@ -157,10 +160,12 @@ class App:
         the Model page's first view with the data (it runs the FP32 model on the evaluation split)."""
         start = time.perf_counter()
         self.page.locator("[data-testid='stSidebar'] input[type=file]").nth(0).set_input_files(str(model))
-        self.page.wait_for_timeout(1000)
+        # a large file takes a while to send: the sidebar names the model once the server opened it
+        self.page.wait_for_function(f"() => document.querySelector('[data-testid=\"stSidebar\"]').innerText"
+                                    f".includes({'Uploaded: ' + model.name[:12]!r})", timeout=600_000)
         model_s = time.perf_counter() - start + self.wait_idle(600)
         data_input = self.page.locator("[data-testid='stSidebar'] input[type=file]").nth(1)
-        return model_s, self.follow(lambda: data_input.set_input_files(str(data)), 600, same_page=True)
+        return model_s, self.follow(lambda: data_input.set_input_files(str(data)), 600, marker=f"{data.name}: ")
 
     def pick_demo(self, name: str) -> None:
         from quant_core.model.demo import SHIPPED_MODELS
@@ -180,11 +185,11 @@ class App:
         link = self.page.locator("[data-testid='stSidebarNavLink']").nth(index)
         return self.follow(link.click, max_s)
 
-    def follow(self, action, max_s: float, *, same_page: bool = False) -> dict:
+    def follow(self, action, max_s: float, *, marker: str | None = None) -> dict:
         """Do `action` (a click, an upload) and poll the page until its script finished (or `max_s`).
 
         A page visit has arrived when the main block shows a title other than the page before's; with
-        `same_page` (an upload re-running the page shown), once the script was seen running or 1 s passed."""
+        `marker` (an upload re-running the page shown), once the sidebar shows that text (the file's name)."""
         before = self.probe()["title"]
         start = time.perf_counter()
         action()
@@ -197,8 +202,8 @@ class App:
             now = time.perf_counter()
             t = now - start
             state = self.probe()
-            if same_page:
-                arrived = bool(state["title"]) and (started or state["state"] == "running" or t > 1.0)
+            if marker is not None:
+                arrived = bool(state["title"]) and marker in state["sidebar"]
             else:
                 arrived = bool(state["title"]) and state["title"] != before
             started = started or state["state"] == "running" or arrived
