@@ -15,9 +15,10 @@ if ctx.evaluation_data is None:
     st.info("Embeddings need data: upload a .npz with the model's inputs in the sidebar.")
     st.stop()
 
-choices = vectors_view.sources(ctx.info)
+choices = vectors_view.sources(ctx.info, ctx.prepared.model)
 if not choices:
-    st.info("This model has no output with one vector per sample and no last layer to read features from.")
+    st.info("This model has no output with one vector per sample [N, D], and its last layer's input is not one "
+            "either (a map or a sequence): there are no embeddings to search.")
     st.stop()
 
 with page_errors("the vector search"):

@@ -30,13 +30,26 @@ _CONFIG_COLORS = ("#444444", "#D8572A", "#2E6FD8", "#2A9D55")
 LAST_INPUT = "last layer's input"
 
 
-def sources(info) -> dict[str, tuple[str, str]]:
-    """{label: (kind, tensor)}: the rank-2 outputs, then the last layer's activation input."""
+def sources(info, model=None) -> dict[str, tuple[str, str]]:
+    """{label: (kind, tensor)}: the rank-2 outputs, then the last layer's activation input.
+
+    With the (prepared) `model`, the last layer's input is offered only when its inferred shape has rank 2
+    (one vector per sample): a detector's or a recognizer's last input is a map or a sequence, which the
+    search cannot take (its shape may also be unknown)."""
     found = {f"output {o.name} {tuple(o.shape)}": ("output", o.name) for o in info.outputs if len(o.shape) == 2}
     last = info.layers[-1].activation_input if info.layers else None
-    if last and last not in {o.name for o in info.outputs}:
+    if last and last not in {o.name for o in info.outputs} and (model is None or _rank(model, last) == 2):
         found[f"{LAST_INPUT}: {last} (pooled features)"] = ("features", last)
     return found
+
+
+def _rank(model, tensor: str) -> int | None:
+    """The rank of `tensor` from the model's inferred value_info (None: unknown)."""
+    for value in model.graph.value_info:
+        if value.name == tensor:
+            kind = value.type.tensor_type
+            return len(kind.shape.dim) if kind.HasField("shape") else None
+    return None
 
 
 def controls(ctx, choices: dict[str, tuple[str, str]]):

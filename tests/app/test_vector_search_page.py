@@ -40,3 +40,33 @@ def test_choosing_formats_and_an_output_source():
     assert not at.exception, [e.message for e in at.exception]
     assert at.selectbox(key="vector_source").value.startswith("output logits")
     assert len(at.dataframe[0].value) == 4
+
+
+def _sequence_model(rank: int):
+    """x -> MatMul -> Relu -> MatMul -> y, x of rank `rank` (batch, [5,] 4): the last layer's input has that rank."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from quant_core.model.model_io import load_model, prepare_model
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.normal(size=(4, 6)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(size=(6, 3)).astype(np.float32), "w2")
+    middle = [5] if rank == 3 else []
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"], name="/first/MatMul"),
+         helper.make_node("Relu", ["h"], ["r"], name="/act/Relu"),
+         helper.make_node("MatMul", ["r", "w2"], ["y"], name="/second/MatMul")],
+        "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", *middle, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", *middle, 3])], initializer=[w1, w2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return prepare_model(load_model(model.SerializeToString()))
+
+
+def test_the_last_layers_input_is_offered_only_when_it_is_one_vector_per_sample():
+    from ui.vectors_view import sources
+
+    flat = _sequence_model(rank=2)
+    assert [kind for kind, _ in sources(flat.info, flat.model).values()] == ["output", "features"]
+    sequence = _sequence_model(rank=3)
+    assert sources(sequence.info, sequence.model) == {}, "a sequence is neither an output vector nor pooled features"
