@@ -160,9 +160,10 @@ class App:
         the Model page's first view with the data (it runs the FP32 model on the evaluation split)."""
         start = time.perf_counter()
         self.page.locator("[data-testid='stSidebar'] input[type=file]").nth(0).set_input_files(str(model))
-        # a large file takes a while to send: the sidebar names the model once the server opened it
-        self.page.wait_for_function(f"() => document.querySelector('[data-testid=\"stSidebar\"]').innerText"
-                                    f".includes({'Uploaded: ' + model.name[:12]!r})", timeout=600_000)
+        # a large file takes a while to send: the model selectbox names the upload once the server opened it
+        self.page.wait_for_function("""() => { const box = document.querySelector(
+            '[data-testid="stSidebar"] [data-testid="stSelectbox"] input');
+            return box && box.value.startsWith('Uploaded: '); }""", timeout=600_000)
         model_s = time.perf_counter() - start + self.wait_idle(600)
         data_input = self.page.locator("[data-testid='stSidebar'] input[type=file]").nth(1)
         return model_s, self.follow(lambda: data_input.set_input_files(str(data)), 600, marker=f"{data.name}: ")
