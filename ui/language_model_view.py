@@ -127,33 +127,31 @@ def _weight_rows(model_key: str, method: str, bits: int, _weight) -> list:
     return weight_sqnr_table(_weight, methods=(method,), bits=(bits,))
 
 
-def weight_table(model_key: str, _ctx: LabContext):
+def weight_table(model_key: str, _ctx: LabContext, on_method=None):
     """(layer name, rows of weight_sqnr_table) of the model's largest MatMul / Gemm weight, or None.
 
     Cached per method and bits; a progress bar shows while cells are computed (HQQ on a large weight takes
-    seconds), drawn only once computing takes longer than 0.2 s (no flash when cached)."""
+    seconds), drawn only once computing takes longer than 0.2 s (no flash when cached). `on_method(layer,
+    rows)` is called with the rows so far each time a method is complete but the last (RTN first: fast)."""
     found = _largest_weight(model_key, _ctx)
     if found is None:
         return None
     layer, weight = found
-    cells = [(method.value, bits) for method in (WeightOnlyMethod.RTN, WeightOnlyMethod.HQQ) for bits in BITS]
+    methods = (WeightOnlyMethod.RTN, WeightOnlyMethod.HQQ)
+    cells = [(method.value, bits) for method in methods for bits in BITS]
     slot, started, rows = st.empty(), time.perf_counter(), []
     for index, (method, bits) in enumerate(cells):
+        if index and method != cells[index - 1][0] and on_method is not None:
+            on_method(layer, rows)
         if time.perf_counter() - started > 0.2:
             slot.progress(index / len(cells), text=f"Quantizing {layer} ({weight.size:,} weights): {method.upper()} "
                                                    f"{bits} bits, every group size…")
-        rows += _weight_rows(model_key, method, bits, weight)
+        rows = rows + _weight_rows(model_key, method, bits, weight)
     slot.empty()
     return layer, rows
 
 
-def weight_chart(ctx: LabContext) -> None:
-    """SQNR of the largest MatMul / Gemm weight for RTN and HQQ × bits × group size (no data needed)."""
-    found = weight_table(ctx.model_key, ctx)
-    if found is None:
-        st.caption("This model has no MatMul or Gemm weight to quantize group-wise.")
-        return
-    layer, rows = found
+def _weight_figure(layer: str, rows: list) -> go.Figure:
     figure = go.Figure()
     for method in dict.fromkeys(row[0] for row in rows):
         for block in BLOCK_SIZES:
@@ -165,4 +163,17 @@ def weight_chart(ctx: LabContext) -> None:
                          yaxis_title="SQNR of the weight (dB, higher is better)", height=360,
                          margin={"l": 10, "r": 10, "t": 50, "b": 10})
     figure.update_xaxes(tickvals=list(BITS))
-    st.plotly_chart(figure, key="lm_weight_chart")
+    return figure
+
+
+def weight_chart(ctx: LabContext) -> None:
+    """SQNR of the largest MatMul / Gemm weight for RTN and HQQ × bits × group size (no data needed).
+
+    RTN's lines are drawn as soon as they are known; HQQ's follow (behind the table's progress bar)."""
+    chart = st.empty()
+    found = weight_table(ctx.model_key, ctx, on_method=lambda layer, rows: chart.plotly_chart(
+        _weight_figure(layer, rows)))
+    if found is None:
+        chart.caption("This model has no MatMul or Gemm weight to quantize group-wise.")
+        return
+    chart.plotly_chart(_weight_figure(*found), key="lm_weight_chart")

@@ -28,6 +28,7 @@ DEFAULT_FORMATS = ("fp32", "int8", "int4", "binary", "pq8")
 QUERIES = 100
 _CONFIG_COLORS = ("#444444", "#D8572A", "#2E6FD8", "#2A9D55")
 LAST_INPUT = "last layer's input"
+_SEARCHED = "_vector_searched"  # settings this session has searched (their results are cached)
 
 
 def sources(info, model=None) -> dict[str, tuple[str, str]]:
@@ -86,31 +87,51 @@ def _evaluator(ctx, kind: str, tensor: str) -> Evaluator:
     return cache.get_evaluator(ctx)
 
 
-def table(ctx, kind: str, tensor: str, formats: tuple[str, ...], rescore: int) -> pd.DataFrame:
-    """One row per (model config, vector format): bytes per vector and recall@1/10/100, plain and rescored."""
+def table(ctx, kind: str, tensor: str, formats: tuple[str, ...], rescore: int, progress=None) -> pd.DataFrame:
+    """One row per (model config, vector format): bytes per vector and recall@1/10/100, plain and rescored.
+
+    Computed in steps, each cached: the embeddings of FP32 and the current config, then one vector format
+    at a time; `progress(fraction, text)` is told before each step."""
+    progress = progress or (lambda fraction, text: None)
+    progress(0.0, "Computing the embeddings of the evaluation samples (FP32 and the current config)…")
     evaluator = _evaluator(ctx, kind, tensor)
-    return _table(ctx.model_key, ctx.data_key, kind, tensor, ctx.config.to_json(), formats, rescore, evaluator,
-                  ctx.config)
+    config_json = ctx.config.to_json()
+    key = (ctx.model_key, ctx.data_key, kind, tensor, config_json)
+    embeddings = _embeddings(*key, evaluator, ctx.config)
+    dim = next(iter(embeddings.values())).shape[1]
+    usable = [f for f in formats if parse_vector_format(f).bytes_per_vector(dim) <= 4 * dim
+              and not (f.startswith("pq") and parse_vector_format(f).subspaces > dim)]
+    by_format = {}
+    for step, fmt in enumerate(usable):
+        progress((step + 1) / (len(usable) + 1), f"Indexing and searching the {fmt} vectors ({step + 1} of "
+                                                 f"{len(usable)})…")
+        by_format[fmt] = _format_records(*key, fmt, rescore, embeddings)
+    # config by config, each in the order of the formats (as quant_core.numerics.vectors.end_to_end lists them)
+    records = [record for config in embeddings for fmt in usable for record in by_format[fmt]
+               if record["model"] == config]
+    return pd.DataFrame.from_records(records)
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def _table(model_key, data_key, kind, tensor, config_json, formats, rescore, _evaluator, _config) -> pd.DataFrame:
+@st.cache_data(max_entries=16, show_spinner=False)
+def _embeddings(model_key, data_key, kind, tensor, config_json, _evaluator, _config) -> dict:
     index = [o.name for o in _evaluator.prepared.info.outputs].index(tensor)
     configs = [PRESETS["FP32"]] + ([] if _config == PRESETS["FP32"] else [_config])
-    embeddings = config_embeddings(_evaluator, configs, output=index)
-    dim = next(iter(embeddings.values())).shape[1]
-    usable = tuple(f for f in formats if parse_vector_format(f).bytes_per_vector(dim) <= 4 * dim
-                   and not (f.startswith("pq") and parse_vector_format(f).subspaces > dim))
-    rows = end_to_end(embeddings, usable, queries=QUERIES, rescore=rescore)
+    return config_embeddings(_evaluator, configs, output=index)
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def _format_records(model_key, data_key, kind, tensor, config_json, fmt, rescore, _embeddings) -> list[dict]:
+    """The rows of one vector format (one per config): end_to_end's search is seeded per format, so a format
+    searched alone gives the rows it gives among others."""
     records = []
-    for row in rows:
+    for row in end_to_end(_embeddings, (fmt,), queries=QUERIES, rescore=rescore):
         r = row.result
         record = {"model": row.config, "vectors": r.format, "bytes/vector": r.bytes_per_vector,
                   "x smaller": round(r.compression, 1)}
         record.update({f"R@{k}": v for k, v in r.recall})
         record.update({f"R@{k} rescored": v for k, v in r.rescored_recall})
         records.append(record)
-    return pd.DataFrame.from_records(records)
+    return records
 
 
 def corpus_caption(evaluator_samples: int) -> str:
@@ -148,8 +169,21 @@ def show(ctx, choices) -> None:
         st.info("Pick at least one vector format.")
         return
     kind, tensor = choices[source]
-    with st.spinner("Computing embeddings and searching…"):
-        frame = table(ctx, kind, tensor, tuple(formats), rescore)
+    # A progress bar the first time this session searches these settings (later reruns read the caches:
+    # no flash of a bar on every widget change).
+    shown = st.session_state.setdefault(_SEARCHED, set())
+    key = (ctx.model_key, ctx.data_key, tensor, ctx.config.to_json(), tuple(formats), rescore)
+    slot = st.empty()
+
+    def progress(fraction: float, text: str) -> None:
+        if key not in shown:
+            slot.progress(fraction, text=text)
+
+    frame = table(ctx, kind, tensor, tuple(formats), rescore, progress)
+    slot.empty()
+    if len(shown) > 256:
+        shown.clear()
+    shown.add(key)
     st.caption(corpus_caption(ctx.evaluation_data.num_samples))
     st.plotly_chart(recall_chart(frame, k), key="vector_chart")
     st.dataframe(frame, hide_index=True, key="vector_table")
