@@ -86,13 +86,27 @@ def histogram_with_ranges(edges: np.ndarray, counts: np.ndarray, ranges: Sequenc
     return figure(traces, title=title, x_title=x_title, y_title="count", log_y=log_y)
 
 
+MAX_CHANNEL_BARS = 1024  # above this many channels the ranges are drawn as a band: 30k SVG bars freeze the browser
+
+
 def channel_ranges(lo: np.ndarray, hi: np.ndarray, tensor_lo: float, tensor_hi: float, *,
                    title: str = "") -> go.Figure:
-    """One bar per output channel from its min to its max, with the per-tensor range across."""
+    """One bar per output channel from its min to its max, with the per-tensor range across.
+
+    Above MAX_CHANNEL_BARS channels (an embedding table's 30k rows), one band between the channels' max and
+    min lines instead: the same values, drawn as two paths."""
     lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
-    traces = [dict(type="bar", x=np.arange(len(lo)), y=hi - lo, base=lo, name="channel [min, max]",
-                   marker=dict(color="#2E6FD8"), customdata=np.stack([lo, hi], axis=1),
-                   hovertemplate="channel %{x}: [%{customdata[0]:.4g}, %{customdata[1]:.4g}]<extra></extra>")]
+    channels = np.arange(len(lo))
+    if len(lo) <= MAX_CHANNEL_BARS:
+        traces = [dict(type="bar", x=channels, y=hi - lo, base=lo, name="channel [min, max]",
+                       marker=dict(color="#2E6FD8"), customdata=np.stack([lo, hi], axis=1),
+                       hovertemplate="channel %{x}: [%{customdata[0]:.4g}, %{customdata[1]:.4g}]<extra></extra>")]
+    else:
+        traces = [dict(type="scatter", x=channels, y=hi, mode="lines", name="channel max",
+                       line=dict(color="#2E6FD8", width=1), hovertemplate="channel %{x}: max %{y:.4g}<extra></extra>"),
+                  dict(type="scatter", x=channels, y=lo, mode="lines", name="channel min", fill="tonexty",
+                       line=dict(color="#2E6FD8", width=1), fillcolor="rgba(46, 111, 216, 0.35)",
+                       hovertemplate="channel %{x}: min %{y:.4g}<extra></extra>")]
     for value, label in ((tensor_lo, "per-tensor min"), (tensor_hi, "per-tensor max")):
         traces.append(dict(type="scatter", x=[-0.5, len(lo) - 0.5], y=[value, value], mode="lines", name=label,
                            line=dict(color="#D8572A", width=2, dash="dash")))

@@ -242,3 +242,19 @@ def test_a_weight_above_the_limit_is_shown_on_a_sample_and_the_page_says_so(monk
     at.slider(key="weights_bits").set_value(4).run()
     assert not at.exception and not at.error
     assert any(c.value.startswith("Large weight") for c in at.caption)
+
+
+def test_many_channels_are_drawn_as_one_band_of_the_same_ranges_not_one_bar_each():
+    import numpy as np
+
+    from ui.figures import MAX_CHANNEL_BARS, channel_ranges
+
+    rng = np.random.default_rng(0)
+    few_lo, few_hi = -rng.random(16), rng.random(16)
+    bars = channel_ranges(few_lo, few_hi, -1.0, 1.0)
+    assert [t.type for t in bars.data][:1] == ["bar"] and len(bars.data[0].x) == 16
+    lo, hi = -rng.random(MAX_CHANNEL_BARS + 1), rng.random(MAX_CHANNEL_BARS + 1)
+    band = channel_ranges(lo, hi, -1.0, 1.0)
+    assert "bar" not in {t.type for t in band.data}, "an embedding table's 30k channels would freeze the browser"
+    assert np.array_equal(band.data[0].y, hi) and np.array_equal(band.data[1].y, lo)
+    assert band.data[1].fill == "tonexty"
