@@ -23,7 +23,7 @@ model's evaluation split, as the app splits it; the table gives `done` as a mult
         [--out /tmp/first-views] [--max-page-s 300]
 
 Real models come from the conformance cache (tests/real_models/fetch.py); demos: cnn, transformer, ...
-Screenshots of every page land in --out. Print the load average with the figures (shared machine).
+Screenshots of every page land in --out (NAME.png finished; NAME.progress.png when its first progress bar showed). Print the load average with the figures (shared machine).
 """
 from __future__ import annotations
 
@@ -181,12 +181,12 @@ class App:
         links = self.page.locator("[data-testid='stSidebarNavLink']")
         return [links.nth(i).inner_text().strip().split("\n")[-1] for i in range(links.count())]
 
-    def visit(self, index: int, max_s: float) -> dict:
+    def visit(self, index: int, max_s: float, progress_shot: Path | None = None) -> dict:
         """Click the sidebar's page `index` and follow it until its script finished (or `max_s`)."""
         link = self.page.locator("[data-testid='stSidebarNavLink']").nth(index)
-        return self.follow(link.click, max_s)
+        return self.follow(link.click, max_s, progress_shot=progress_shot)
 
-    def follow(self, action, max_s: float, *, marker: str | None = None) -> dict:
+    def follow(self, action, max_s: float, *, marker: str | None = None, progress_shot: Path | None = None) -> dict:
         """Do `action` (a click, an upload) and poll the page until its script finished (or `max_s`).
 
         A page visit has arrived when the main block shows a title other than the page before's; with
@@ -210,6 +210,8 @@ class App:
             started = started or state["state"] == "running" or arrived
             if started:
                 if state["progress"]:
+                    if not saw_progress and progress_shot is not None:  # what the user sees while it streams in
+                        self.page.screenshot(path=str(progress_shot))
                     saw_progress = True
                 if content is None and arrived and (state["content"] or state["errors"]):
                     content = t
@@ -296,8 +298,8 @@ def bench_model(playwright, name: str, args, out: Path) -> list[dict]:
                 app.close()
                 app, _, _ = open_model(playwright, name, out)
             label = labels[index]
-            found = app.visit(index, args.max_page_s)
             shot = out / f"{name}_{index:02d}_{re.sub(r'[^A-Za-z0-9]+', '_', label)}.png"
+            found = app.visit(index, args.max_page_s, progress_shot=shot.with_suffix(".progress.png"))
             app.shoot(shot)
             report(found, name, label, forward)
             rows.append(found)
