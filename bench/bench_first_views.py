@@ -16,8 +16,9 @@ browser is polled every POLL_S seconds; per page the bench prints
 A page meets the target when `content` <= 10 s and `blind` <= BLIND_TARGET_S. With --cold each page is
 instead the first page after the upload, on a fresh server (no cache warmed by the pages before it).
 
-Baseline, measured in the same run: one plain FP32 onnxruntime forward (one intra-op thread) over the
-model's evaluation split, as the app splits it; the table gives `done` as a multiple of it.
+Baseline, measured in the same run: one plain FP32 onnxruntime forward (one intra-op thread, batches of
+FORWARD_BATCH, fed as bench_real_models.PlainForward feeds it) over the model's evaluation split, as the app
+splits it; the table gives `done` as a multiple of it.
 
     .venv/bin/python bench/bench_first_views.py [--models ocr_rec,yolo_det,cnn] [--cold] [--pages Trade-offs,Graph]
         [--out /tmp/first-views] [--max-page-s 300]
@@ -36,7 +37,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -46,6 +46,7 @@ REAL_MODELS = ("ocr_det", "ocr_rec", "ocr_cls", "minilm", "yolo_det", "silero_va
 TARGET_S = 10.0
 BLIND_TARGET_S = 5.0  # "never blocks a page for more than a few seconds" without a progress bar
 POLL_S = 0.25
+FORWARD_BATCH = 16  # samples per run of the baseline's plain forward
 
 # One browser-side probe of the page's state (the main block only; the sidebar is the same on every page).
 PROBE = """() => {
@@ -87,12 +88,9 @@ def model_files(name: str, directory: Path) -> tuple[Path | None, Path | None]:
 
 def plain_forward_s(name: str) -> float:
     """Seconds of one plain FP32 onnxruntime forward (1 thread) over the evaluation split the app uses."""
-    import onnxruntime as ort
-
     from quant_core.model.data import load_npz, record_state, split_dataset
     from quant_core.model.demo import load_demo
     from quant_core.model.model_io import load_model, prepare_model
-    from quant_core.model.runtime import session_options
     from ui.cache import CALIBRATION_SAMPLES
 
     if name in REAL_MODELS:
@@ -104,17 +102,15 @@ def plain_forward_s(name: str) -> float:
         prepared = prepare_model(load_model(model_bytes))
         data = record_state(prepared, data)
     _, evaluation = split_dataset(data, calibration_samples=CALIBRATION_SAMPLES, seed=0)
-    session = ort.InferenceSession(prepared.model.SerializeToString(), session_options(1),
-                                   providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-    feeds = [{n: np.asarray(evaluation.inputs[n][i:i + 1]) for n in names if n in evaluation.inputs}
-             for i in range(evaluation.num_samples)]
-    session.run(None, feeds[0])  # warm-up
+    from bench.bench_real_models import PlainForward  # fed like the engine (a stream's state laid out per batch)
+
+    forward = PlainForward(prepared, threads=1)
+    batches = forward.batches(evaluation, FORWARD_BATCH)
+    forward(batches[:1])  # warm-up
     best = float("inf")
     for _ in range(2):
         start = time.perf_counter()
-        for feed in feeds:
-            session.run(None, feed)
+        forward(batches)
         best = min(best, time.perf_counter() - start)
     return best
 
