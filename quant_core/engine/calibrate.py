@@ -6,6 +6,7 @@ calibrating costs one forward pass and memory independent of the number of sampl
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +25,8 @@ from quant_core.model.runtime import first_line, session_options
 # About this much of fetched activations per calibration batch: memory stays flat whatever the model's
 # activation sizes and the number of samples (a 12-sample batch of a text detector held 560 MiB).
 CALIBRATION_BATCH_BYTES = 64 * 2**20
+# Count a batch's histograms in a second thread while onnxruntime runs the next batch (False: inline).
+OVERLAP = True
 
 
 class Cancelled(QuantLabError):
@@ -166,13 +169,36 @@ def calibrate(prepared, data, *, bins: int = 2048, batch_size: int = 64,
     # A stream carries the model's own state from sample to sample; other data runs in batches.
     steps = feeds.stream(run) if feeds.layout.streaming else (run(feed) for feed in feeds.batches())
     done, total = 0, feeds.sample_count
-    for values in steps:
-        if not weighed:  # not weighed above: the first batch or step says it
-            rows = 1 if feeds.layout.streaming else min(feeds.batch_size, total)
-            weighed.append(-(-sum(values[name].nbytes for name in tensors) // rows))
+
+    def fold(values: dict[str, np.ndarray]) -> None:
         for name in tensors:
             histograms[name].update(values[name])
+
+    def counted(job) -> None:
+        nonlocal done
+        if job is not None:
+            job.result()  # raises what the count raised (NaN or Inf in a tensor)
         done = min(done + (1 if feeds.layout.streaming else feeds.batch_size), total)
         if progress is not None:
             progress(done / total)
+
+    # onnxruntime runs on one core: batch k's histograms are counted in a second thread while the model
+    # runs batch k + 1 (both release the GIL). Batches are counted one at a time and in order, so the
+    # histograms equal those counted inline; at most two batches of activations are alive.
+    with ThreadPoolExecutor(1, thread_name_prefix="calibrate") as counter:
+        pending = None
+        for values in steps:
+            if not weighed:  # not weighed above: the first batch or step says it
+                rows = 1 if feeds.layout.streaming else min(feeds.batch_size, total)
+                weighed.append(-(-sum(values[name].nbytes for name in tensors) // rows))
+            if not OVERLAP:
+                fold(values)
+                counted(None)
+                continue
+            if pending is not None:
+                counted(pending)
+            pending = counter.submit(fold, values)
+            del values  # the worker holds the batch until it is counted
+        if pending is not None:
+            counted(pending)
     return Calibration(tensors, histograms, total, bins, sample_bytes=weighed[0])

@@ -174,13 +174,13 @@ def _count_with_kernel(x: np.ndarray, signed: _Grid, absolute: _Grid) -> tuple[n
     """The same counts as `_count_with_numpy`, in one compiled pass over x (`histogram_kernel`)."""
     counts = np.zeros(signed.edges.size - 1, dtype=np.int64)
     abs_counts = np.zeros(absolute.edges.size - 1, dtype=np.int64)
-    _kernel()[1](x, signed.scale, signed.first, signed.last, signed.edges, counts, signed.equal_bins,
+    _kernel()(x, signed.scale, signed.first, signed.last, signed.edges, counts, signed.equal_bins,
                  absolute.first, absolute.last, absolute.edges, abs_counts, absolute.equal_bins)
     return counts, abs_counts
 
 
 def _kernel():
-    """The compiled (abs_min, count) pair, or None: numpy counts (numba missing, or QUANTLAB_HISTOGRAM=numpy)."""
+    """The compiled count, or None: numpy counts (numba missing, or QUANTLAB_HISTOGRAM=numpy)."""
     return histogram_kernel.load() if USE_KERNEL else None
 
 
@@ -330,15 +330,17 @@ class StreamingHistogram:
             raise QuantLabError(f"tensor {self.name!r} contains {bad} NaN or Inf value(s) out of {x.size}; "
                                 "calibration needs finite values (check the model or the data)")
         threshold = np.float32(max(abs(lo), abs(hi)))
-        kernel = _kernel()
-        abs_lo = kernel[0](x) if kernel is not None else np.abs(x).min()
+        if lo >= 0 or hi <= 0:  # one sign: min |x| is |lo| or |hi| (abs: +0, never -0)
+            abs_lo = abs(lo) if lo >= 0 else abs(hi)
+        else:
+            abs_lo = np.abs(x).min()
         if self.count == 0:
             signed, absolute = self._first_grids(abs_lo, threshold)
         else:
             self._widen_signed(threshold)
             self._widen_absolute(abs_lo, threshold)
             signed, absolute = _Grid.on_edges(self.edges), self._absolute_grid()
-        counts, abs_counts = (_count_with_kernel if kernel is not None else _count_with_numpy)(x, signed, absolute)
+        counts, abs_counts = (_count_with_numpy if _kernel() is None else _count_with_kernel)(x, signed, absolute)
         if self.count == 0:
             self.counts, self.abs_counts, self.min, self.max = counts, abs_counts, lo, hi
         else:

@@ -31,25 +31,24 @@ load_seconds: float | None = None
 
 @functools.cache
 def load():
-    """Return the compiled (abs_min, count) functions, or None where numba cannot provide them."""
+    """Return the compiled `count` function, or None where numba cannot provide it."""
     global load_seconds
     if os.environ.get("QUANTLAB_HISTOGRAM", "").lower() == "numpy":
         return None
     started = time.perf_counter()
     try:
-        kernels = _compile()
+        count = _compile()
         x = np.float32([-1.0, 0.5, 2.0])
         edges = np.linspace(-2, 2, 5, dtype=np.float32)
-        # one call of each compiles them (or loads them from the cache); a wrong answer disables them
+        # one call compiles it (or loads it from the cache); a wrong answer disables it
         counts, abs_counts = np.zeros(4, np.int64), np.zeros(4, np.int64)
-        kernels[1](x, np.float32(1), edges[0], edges[-1], edges, counts, True,
-                   edges[0], edges[-1], edges, abs_counts, False)
-        if kernels[0](x) != np.float32(0.5) or counts.tolist() != [0, 1, 1, 1] or abs_counts.tolist() != [0, 0, 1, 2]:
+        count(x, np.float32(1), edges[0], edges[-1], edges, counts, True, edges[0], edges[-1], edges, abs_counts, False)
+        if counts.tolist() != [0, 1, 1, 1] or abs_counts.tolist() != [0, 0, 1, 2]:
             return None
     except Exception:  # noqa: BLE001 - numba missing, or LLVM cannot compile here: numpy counts instead
         return None
     load_seconds = time.perf_counter() - started
-    return kernels
+    return count
 
 
 # Values per block: the block's guesses stay in the L1 cache between the two steps.
@@ -60,16 +59,6 @@ def _compile():
     import numba
 
     jit = numba.njit(cache=True, nogil=True, error_model="numpy")
-
-    @jit
-    def abs_min(x):
-        """min |x| of a non-empty float32 array without NaN."""
-        best = np.abs(x[0])
-        for v in x:
-            a = np.abs(v)
-            if a < best:
-                best = a
-        return best
 
     @jit
     def count_block(values, first, last, edges, counts, equal_bins, guess):
@@ -127,4 +116,4 @@ def _compile():
             count_block(signed[:m], first, last, edges, counts, equal_bins, guess)
             count_block(absolute[:m], a_first, a_last, a_edges, a_counts, a_equal_bins, guess)
 
-    return abs_min, count
+    return count
