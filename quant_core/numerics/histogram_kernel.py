@@ -61,32 +61,51 @@ def _compile():
     jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
     @jit
-    def count_block(values, first, last, edges, counts, equal_bins, guess):
+    def position_bounds(edges, origin, step):
+        """(lo, hi) with i - hi <= position(edges[i]) - ... <= i + lo: how far the edges sit from i in bin units.
+
+        position(t) = (float64(t) - origin) * step, the same float64 arithmetic as count_block's; it is
+        monotonic (never decreases as t grows), so position(v) > position(edges[i]) proves v > edges[i].
+        """
+        lo, hi = 0.0, 0.0
+        for i in range(edges.size):
+            off = (np.float64(edges[i]) - origin) * step - i
+            lo, hi = max(lo, off), max(hi, -off)
+        return lo, hi
+
+    @jit
+    def count_block(values, first, last, edges, counts, equal_bins, guess, origin, step, lo, hi):
         """Count a block of values into `counts` on `edges` (called per block: a call per value would be slow).
 
-        Step 1, vectorized (SIMD, no lookups): each value's bin before the check against the edges; with
-        equal bins numpy's float32 int((v - first) / (last - first) * n), otherwise the same in float64
-        (any guess serves); clamped to the grid so that step 2 reads only real edges.
-        Step 2: the bin from the guess (numpy's one step down, one step up; or, on other edges, a walk to
-        the last i < n with edges[i] <= v, exact for any sorted edges); values outside [first, last] are
-        not counted.
+        Step 1, vectorized (SIMD, no lookups): each value's bin i before the check against the edges (with
+        equal bins numpy's own float32 int((v - first) / (last - first) * n), otherwise from the float64
+        position), and whether the position p of v proves edges[i] < v < edges[i + 1]: p > i + lo and
+        p < i + 1 - hi (`position_bounds`); then both numpy's correction and the walk keep i. A value not
+        proven (next to an edge, outside the grid) is stored as -1 - i.
+        Step 2: proven values are counted in their bin; the others get numpy's correction (one step down,
+        one step up), or on other edges a walk to the last i < n with edges[i] <= v (exact for any sorted
+        edges); values outside [first, last] are not counted (numpy's rules).
         """
         n = edges.size - 1
-        if equal_bins:
-            nf, width, zero = np.float32(n), last - first, np.float32(0)
-            for k in range(values.size):
-                f = ((values[k] - first) / width) * nf
-                f = f if f > zero else zero
-                guess[k] = np.int32(f if f < nf else nf)
-        else:
-            top = np.float64(n - 1)
-            step = n / (np.float64(edges[-1]) - np.float64(edges[0]))
-            for k in range(values.size):
-                g = (np.float64(values[k]) - np.float64(first)) * step
-                g = g if g > 0.0 else 0.0  # also NaN (a grid too narrow for float64 to divide by)
-                guess[k] = np.int32(g if g < top else top)
+        nf, width, zero, top = np.float32(n), last - first, np.float32(0), np.float64(n - 1)
         for k in range(values.size):
-            v, i = values[k], np.int64(guess[k])
+            v = values[k]
+            p = (np.float64(v) - origin) * step
+            if equal_bins:
+                f = ((v - first) / width) * nf
+                f = f if f > zero else zero
+                i = np.int32(f if f < nf else nf)
+            else:
+                g = p if p > 0.0 else 0.0  # also NaN (a grid too narrow for float64 to divide by)
+                i = np.int32(g if g < top else top)
+            proven = (p > i + lo) & (p < i + 1 - hi) & (i < n) & (v >= first) & (v <= last)
+            guess[k] = i if proven else -1 - i
+        for k in range(values.size):
+            i = guess[k]
+            if i >= 0:
+                counts[i] += 1
+                continue
+            v, i = values[k], np.int64(-1 - i)
             if v < first or v > last:
                 continue
             if equal_bins:
@@ -108,12 +127,18 @@ def _compile():
         """Add x * scale to `counts` (on `edges`) and |x| to `a_counts` (on `a_edges`), block by block."""
         signed, absolute = np.empty(_BLOCK, np.float32), np.empty(_BLOCK, np.float32)
         guess = np.empty(_BLOCK, np.int32)
+        origin, a_origin = np.float64(edges[0]), np.float64(a_edges[0])
+        step = (edges.size - 1) / (np.float64(edges[-1]) - origin)
+        a_step = (a_edges.size - 1) / (np.float64(a_edges[-1]) - a_origin)
+        lo, hi = position_bounds(edges, origin, step)
+        a_lo, a_hi = position_bounds(a_edges, a_origin, a_step)
         for start in range(0, x.size, _BLOCK):
             m = min(_BLOCK, x.size - start)
             for k in range(m):
                 signed[k] = x[start + k] * scale
                 absolute[k] = np.abs(x[start + k])
-            count_block(signed[:m], first, last, edges, counts, equal_bins, guess)
-            count_block(absolute[:m], a_first, a_last, a_edges, a_counts, a_equal_bins, guess)
+            count_block(signed[:m], first, last, edges, counts, equal_bins, guess, origin, step, lo, hi)
+            count_block(absolute[:m], a_first, a_last, a_edges, a_counts, a_equal_bins, guess, a_origin, a_step,
+                        a_lo, a_hi)
 
     return count
