@@ -21,11 +21,13 @@ from quant_core.numerics.histogram import StreamingHistogram
 from quant_core.model.layout import feeder
 from quant_core.model.layers import layer_specs
 from quant_core.model.runtime import first_line, session_options
+from quant_core.engine.workers import default_workers
 
 # About this much of fetched activations per calibration batch: memory stays flat whatever the model's
 # activation sizes and the number of samples (a 12-sample batch of a text detector held 560 MiB).
 CALIBRATION_BATCH_BYTES = 64 * 2**20
-# Count a batch's histograms in a second thread while onnxruntime runs the next batch (False: inline).
+# Count a batch's histograms in a second thread while onnxruntime runs the next batch, where this process
+# may use a second core (`workers.default_workers`); False: count each batch before the next runs.
 OVERLAP = True
 
 
@@ -185,13 +187,14 @@ def calibrate(prepared, data, *, bins: int = 2048, batch_size: int = 64,
     # onnxruntime runs on one core: batch k's histograms are counted in a second thread while the model
     # runs batch k + 1 (both release the GIL). Batches are counted one at a time and in order, so the
     # histograms equal those counted inline; at most two batches of activations are alive.
+    overlap = OVERLAP and default_workers() > 1
     with ThreadPoolExecutor(1, thread_name_prefix="calibrate") as counter:
         pending = None
         for values in steps:
             if not weighed:  # not weighed above: the first batch or step says it
                 rows = 1 if feeds.layout.streaming else min(feeds.batch_size, total)
                 weighed.append(-(-sum(values[name].nbytes for name in tensors) // rows))
-            if not OVERLAP:
+            if not overlap:
                 fold(values)
                 counted(None)
                 continue
