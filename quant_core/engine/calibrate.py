@@ -5,6 +5,7 @@ calibrating costs one forward pass and memory independent of the number of sampl
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from onnx import TensorProto, helper
 from quant_core.config import TensorQuant
 from quant_core.model.data import record_state
 from quant_core.errors import DataError, ModelError, QuantLabError
+from quant_core.numerics import histogram_kernel
 from quant_core.numerics.histogram import StreamingHistogram
 from quant_core.model.layout import feeder
 from quant_core.model.layers import layer_specs
@@ -141,6 +143,9 @@ def calibrate(prepared, data, *, bins: int = 2048, batch_size: int = 64,
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise QuantLabError(f"batch_size must be a positive integer, got {batch_size!r}")
     tensors = calibration_tensors(prepared)
+    # The first calibration of a process imports numba and loads (or compiles) the counting loop: started
+    # now, it overlaps building the session and running the first batch.
+    threading.Thread(target=histogram_kernel.load, name="calibrate-warm-up").start()
     session = _probe_session(prepared, tensors)
     input_names = tuple(i.name for i in session.get_inputs())
     _tensor_inputs(data)  # refuses what is neither a Dataset nor arrays

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
 
 import numpy as np
@@ -29,9 +30,17 @@ import numpy as np
 load_seconds: float | None = None
 
 
-@functools.cache
+_loading = threading.Lock()
+
+
 def load():
-    """Return the compiled `count` function, or None where numba cannot provide it."""
+    """Return the compiled `count` function, or None where numba cannot provide it (thread-safe; once)."""
+    with _loading:
+        return _load()
+
+
+@functools.cache
+def _load():
     global load_seconds
     if os.environ.get("QUANTLAB_HISTOGRAM", "").lower() == "numpy":
         return None
