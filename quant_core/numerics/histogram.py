@@ -340,7 +340,8 @@ class StreamingHistogram:
             self._widen_signed(threshold)
             self._widen_absolute(abs_lo, threshold)
             signed, absolute = _Grid.on_edges(self.edges), self._absolute_grid()
-        counts, abs_counts = (_count_with_numpy if _kernel() is None else _count_with_kernel)(x, signed, absolute)
+        compiled = x.size < 2**31 and _kernel() is not None  # the loop's int32 banks
+        counts, abs_counts = (_count_with_kernel if compiled else _count_with_numpy)(x, signed, absolute)
         if self.count == 0:
             self.counts, self.abs_counts, self.min, self.max = counts, abs_counts, lo, hi
         else:
