@@ -16,6 +16,10 @@ set, and the demos `cnn` / `transformer` as the app splits them), in calibrate's
 - calibrate(): the real function, with numpy counting inline (before this change), compiled counting
   (`histogram_kernel`) inline, and compiled counting overlapped with onnxruntime's next batch (shipped).
 
+Each is given as wall time and as CPU time (every thread of the process, `time.process_time`), both as
+ratios to the forward's: on a loaded machine the CPU ratio is the steadier measure of the work, and only
+the wall time shows what a second core gives.
+
 Every variant's histograms are checked equal (counts, edges, |x| counts and edges, min, max) to the
 numpy-inline ones. The kernel's first-use cost is measured in fresh processes: compiling into an empty
 numba cache, and loading from a warm one.
@@ -67,6 +71,13 @@ def kernel_first_use() -> tuple[float, float]:
     return cold, warm
 
 
+def clocked(work) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of every thread of this process) of work()."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    work()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
 def state(calibration) -> dict:
     return {name: (h.counts, h.edges, h.abs_counts, h.abs_edges, h.min, h.max)
             for name, h in calibration.histograms.items()}
@@ -100,10 +111,8 @@ def bench(name: str, rounds: int, directory: Path) -> None:
     def over_batches(run) -> None:  # a stream runs one sample at a time, each fed the state of the last
         list(feeds.stream(run)) if streaming else [run(feed) for feed in feeds.batches()]
 
-    def timed(run) -> float:
-        started = time.perf_counter()
-        over_batches(run)
-        return time.perf_counter() - started
+    def timed(run) -> tuple[float, float]:
+        return clocked(lambda: over_batches(run))
 
     def run_on(sess, fetched):
         outputs = [o.name for o in sess.get_outputs()]
@@ -117,24 +126,24 @@ def bench(name: str, rounds: int, directory: Path) -> None:
         times["forward"].append(timed(run_on(plain, ())))
         times["probe (every calibrated tensor)"].append(timed(run_on(probe, tensors)))
         times["probe, layer inputs only"].append(timed(run_on(probe_inputs, inputs_only)))
-        started = time.perf_counter()
-        session(_probe_model(prepared.model, tensors))
-        times["probe session build (in calibrate)"].append(time.perf_counter() - started)
+        times["probe session build (in calibrate)"].append(clocked(lambda: session(_probe_model(prepared.model,
+                                                                                                tensors))))
         for label, (compiled, overlap) in VARIANTS.items():
             histogram.USE_KERNEL, calibrate_module.OVERLAP = compiled, overlap
-            started = time.perf_counter()
-            calibration = calibrate(prepared, calibration_data)
-            times[label].append(time.perf_counter() - started)
-            found[label] = state(calibration)
+            calibrations = []
+            times[label].append(clocked(lambda: calibrations.append(calibrate(prepared, calibration_data))))
+            found[label] = state(calibrations[0])
     histogram.USE_KERNEL, calibrate_module.OVERLAP = True, True
     reference = found["calibrate, numpy inline (before)"]
     assert all(same(reference, other) for other in found.values()), f"{name}: histograms differ between variants"
-    forward = statistics.median(times["forward"])
+    forward = [statistics.median(t[i] for t in times["forward"]) for i in (0, 1)]
     batches = "one sample at a time (a stream)" if streaming else f"{len(list(feeds.bounds()))} batches of {feeds.batch_size}"
     print(f"\n=== {name}: {len(tensors)} tensors ({len(inputs_only)} layer inputs), {feeds.sample_count} samples "
           f"in {batches}; load {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(f"   {'':36}{'wall':>10}{'ratio':>9}{'cpu':>10}{'ratio':>9}   (cpu: every thread's, from process_time)")
     for label, values in times.items():
-        print(f"   {label:36}{statistics.median(values):8.3f} s{statistics.median(values) / forward:8.2f}x forward")
+        wall, cpu = (statistics.median(t[i] for t in values) for i in (0, 1))
+        print(f"   {label:36}{wall:8.3f} s{wall / forward[0]:8.2f}x{cpu:8.3f} s{cpu / forward[1]:8.2f}x")
     print("   histograms identical in every calibrate variant: yes")
 
 

@@ -15,6 +15,11 @@ bin count then grows without bound, once a histogram would exceed `max_bins` (de
 its bins are merged `m` at a time (an exact re-binning: every new edge is an old edge) into a
 grid of `bins` bins of width m x the old width. Memory is therefore at most `max_bins` counts per
 histogram, whatever the number of samples.
+
+Each update first decides both grids (here: the first batch's, or the current ones widened to the batch's
+range), then counts every value into them. The counting has two implementations with the same bins:
+numpy (`_count_with_numpy`: np.histogram and `_histogram_on_edges`, the reference) and a compiled loop
+that reads each value once for both grids (`histogram_kernel`, numba), used where numba loads.
 """
 from __future__ import annotations
 

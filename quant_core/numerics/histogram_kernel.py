@@ -3,19 +3,25 @@
 `histogram.py` decides the grids (what); this module only counts values into them (how fast), and must give
 the numpy counting's results bit for bit (tests/core/test_histogram_kernel.py):
 
-    uniform grid   np.histogram(v, n, range=(first, last))[0]: numpy's own arithmetic, in float32,
+    equal bins     np.histogram(v, n, range=(first, last))[0]: numpy's own arithmetic, in float32,
                    bin = int((v - first) / (last - first) * n), then numpy's one step down / up against
                    the edges (the same float32 operations in the same order, so the same bins)
-    edges grid     np.histogram(v, bins=edges)[0]: the last i with edges[i] <= v (the last bin also
+    other edges    np.histogram(v, bins=edges)[0]: the last i with edges[i] <= v (the last bin also
                    takes v == edges[-1]), found from a guess by walking the edges: exact for any edges
 
 Values outside [first, last] are not counted (numpy's rule). The signed grid counts v * scale (0.5 on a
-grid too wide for float32, see histogram._signed_histogram), the |x| grid counts |v|.
+grid too wide for float32, see histogram.StreamingHistogram._first_grids), the |x| grid counts |v|.
 
-numba compiles the loop (`cache=True`: once per machine and CPU, then loaded from __pycache__); numpy
-needs two passes per histogram plus temporaries (7.6 ns per value per np.histogram call), this one pass
-about 2 ns per value for both. It is imported on first use, not with quant_core. Where numba is missing or
-cannot compile, or QUANTLAB_HISTOGRAM=numpy is set, `load()` returns None and histogram.py counts with numpy.
+Most values need no look at the edges: a value whose float64 position lies clearly inside its bin (by more
+than the edges' measured distance from an exact grid, `position_bounds`) is in that bin under both rules;
+only values next to an edge take numpy's correction or the walk (`count_block`).
+
+numba compiles the loop (`cache=True`: once per machine and CPU, then loaded from numba's cache in
+__pycache__). numpy needs two np.histogram calls per tensor and batch, each several passes with
+temporaries (7.6 ns per value per call); this loop reads each value once for both histograms (about 4-5x
+faster per update, bench/bench_calibrate_parallel.py). It is imported on first use, not with quant_core.
+Where numba is missing or cannot compile, or QUANTLAB_HISTOGRAM=numpy is set, `load()` returns None and
+histogram.py counts with numpy.
 """
 from __future__ import annotations
 
@@ -28,8 +34,6 @@ import numpy as np
 
 # Seconds the first load() took (import numba + compile or load from the on-disk cache), for the benchmarks.
 load_seconds: float | None = None
-
-
 _loading = threading.Lock()
 
 
@@ -74,7 +78,7 @@ def _compile():
 
     @jit
     def position_bounds(edges, origin, step):
-        """(lo, hi) with i - hi <= position(edges[i]) - ... <= i + lo: how far the edges sit from i in bin units.
+        """(lo, hi) with i - hi <= position(edges[i]) <= i + lo for every i: the edges' distance from an exact grid.
 
         position(t) = (float64(t) - origin) * step, the same float64 arithmetic as count_block's; it is
         monotonic (never decreases as t grows), so position(v) > position(edges[i]) proves v > edges[i].
