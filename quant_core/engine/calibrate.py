@@ -134,7 +134,9 @@ def calibrate(prepared, data, *, bins: int = 2048, batch_size: int = 64,
     activations are folded into the histograms and dropped, so memory does not grow with the
     number of samples; a batch holds at most `batch_size` samples and about CALIBRATION_BATCH_BYTES of
     activations (`Feeder.within_budget`, one sample weighed first: large models run fewer samples at a
-    time). `progress(fraction)` is called after each batch; `cancel()` is polled
+    time). A batch's histograms are counted in a second thread while the next batch runs (`OVERLAP`), in
+    batch order, so the histograms do not depend on it. `progress(fraction)` is called after each batch
+    is counted; `cancel()` is polled
     before each batch and raises Cancelled when it returns True. A model with a fixed batch
     dimension n is fed n samples at a time (a last partial batch is dropped). A stream (a layout with
     state pairs, `layout.DataLayout`) runs one sample at a time, each fed the state the model computed

@@ -180,7 +180,7 @@ def _count_with_kernel(x: np.ndarray, signed: _Grid, absolute: _Grid) -> tuple[n
     counts = np.zeros(signed.edges.size - 1, dtype=np.int64)
     abs_counts = np.zeros(absolute.edges.size - 1, dtype=np.int64)
     _kernel()(x, signed.scale, signed.first, signed.last, signed.edges, counts, signed.equal_bins,
-                 absolute.first, absolute.last, absolute.edges, abs_counts, absolute.equal_bins)
+              absolute.first, absolute.last, absolute.edges, abs_counts, absolute.equal_bins)
     return counts, abs_counts
 
 
@@ -368,8 +368,7 @@ class StreamingHistogram:
         else:
             signed = _Grid.uniform(*_numpys_range(-signed_top, signed_top), self.edges)
         # numpy's own range (widened by 0.5 each side when all |x| are equal) when it fits: onnxruntime's bins
-        numpys = (abs_lo - np.float32(0.5), threshold + np.float32(0.5)) if abs_lo == threshold else (abs_lo, threshold)
-        if _edges_fit(self.bins, *numpys):
+        if _edges_fit(self.bins, *_numpys_range(abs_lo, threshold)):
             self._abs_range = (abs_lo, threshold)
         else:
             self._abs_range = _fitting_range(self.bins, abs_lo, threshold, symmetric=False, name=self.name)
