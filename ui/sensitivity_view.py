@@ -41,6 +41,7 @@ SENS_APPLY_CELL = "sens_apply_cell"
 SENS_BUDGET_KIND = "sens_budget_kind"
 SENS_SIZE_BUDGET = "sens_size_budget"
 SENS_MIN_ACCURACY = "sens_min_accuracy"
+SENS_MAX_PERPLEXITY = "sens_max_perplexity_increase"
 SENS_SUGGEST = "sens_suggest"
 SENS_APPLY_SUGGESTION = "sens_apply_suggestion"
 SENS_CANCEL_SUGGESTION = "sens_cancel_suggestion"
@@ -319,32 +320,51 @@ def apply_cell_controls(ctx, evaluator, job: SweepJob) -> None:
 # --- suggestion ----------------------------------------------------------------------------------
 
 def budget_controls(baseline, task=None) -> tuple[str, float]:
-    """The constraint of the suggestion: ('size budget', fraction of FP32) or ('minimum accuracy', 0..1),
-    "accuracy" being the task's headline metric."""
-    kind = st.radio("Constraint", [SIZE_BUDGET, MIN_ACCURACY], key=SENS_BUDGET_KIND, horizontal=True)
-    if kind == SIZE_BUDGET:
+    """The constraint of the suggestion: ('size budget', fraction of FP32) or ('minimum accuracy', headline
+    floor), the quality budget set in the unit of the task's headline metric (`search.budget`): a
+    percentage, or for a language model a perplexity increase ("at most +0.5 perplexity")."""
+    from quant_core.search.budget import budget_unit
+
+    unit = budget_unit(baseline.score)
+    choice = st.radio("Constraint", [SIZE_BUDGET, MIN_ACCURACY], key=SENS_BUDGET_KIND, horizontal=True,
+                      format_func=lambda option: "maximum perplexity increase"
+                      if option == MIN_ACCURACY and unit.is_perplexity else option)
+    if choice == SIZE_BUDGET:
         percent = st.slider("Size budget (% of the FP32 size)", 5, 100, 15, step=1, key=SENS_SIZE_BUDGET,
                             help=f"FP32 size: {baseline.fp32_size_bytes / 1024:.1f} KB")
         st.caption(f"= at most {baseline.fp32_size_bytes * percent / 100 / 1024:.1f} KB")
-        return kind, percent / 100
+        return SIZE_BUDGET, percent / 100
+    if unit.is_perplexity:
+        increase = st.number_input("Maximum perplexity increase", 0.0, 100.0, 0.5, step=0.05, format="%.2f",
+                                   key=SENS_MAX_PERPLEXITY,
+                                   help=f"FP32 perplexity on the evaluation windows: {unit.fp32_perplexity:.3f}")
+        floor = unit.to_headline(increase)
+        st.caption(f"= perplexity at most {unit.fp32_perplexity + increase:.3f} (FP32 {unit.fp32_perplexity:.3f}); "
+                   f"the search keeps {unit.metric} ≥ {floor:.4f}")
+        return MIN_ACCURACY, floor
     reference = baseline.score.headline_value
     what = task_view.metric_name(baseline.score.headline, task)
     default = max(50.0, round(reference * 100 - 1.0, 1))
     percent = st.slider(f"Minimum {what} (%)", 50.0, 100.0, default, step=0.1, key=SENS_MIN_ACCURACY,
                         help=f"FP32: {reference:.2%}")
-    return kind, percent / 100
+    return MIN_ACCURACY, percent / 100
 
 
-def _request_suggestion(ctx_key: tuple) -> None:
+def _request_suggestion(ctx_key: tuple, unit) -> None:
     st.session_state[_SUGGESTION_MESSAGE] = None
     # Read the budget now, not when the button was drawn: a slider moved in the same rerun counts.
     kind = st.session_state[SENS_BUDGET_KIND]
-    value = st.session_state[SENS_SIZE_BUDGET if kind == SIZE_BUDGET else SENS_MIN_ACCURACY] / 100
+    if kind == SIZE_BUDGET:
+        kind, value = SIZE_BUDGET, st.session_state[SENS_SIZE_BUDGET] / 100
+    elif unit.is_perplexity:
+        kind, value = MIN_ACCURACY, unit.to_headline(st.session_state.get(SENS_MAX_PERPLEXITY, 0.5))
+    else:
+        kind, value = MIN_ACCURACY, st.session_state[SENS_MIN_ACCURACY] / 100
     st.session_state[_SUGGESTION] = {"key": ctx_key, "request": (kind, value), "suggestion": None,
                                      "token": uuid.uuid4().hex}
 
 
-def suggestion_button(ctx) -> None:
+def suggestion_button(ctx, baseline=None) -> None:
     if sweep_rows_for_suggestion(ctx) is not None:
         st.caption("The search ranks its steps with the sweep's measurements where they cover them "
                    f"(candidates {', '.join(SUGGESTION_FORMATS)}); run a weights-only sweep of those formats for "
@@ -352,8 +372,11 @@ def suggestion_button(ctx) -> None:
     else:
         st.caption(f"Candidates {', '.join(SUGGESTION_FORMATS)}, weight-only, per-channel. Every candidate step is "
                    "measured; a weights-only sweep of these formats first makes the search much faster.")
+    from quant_core.search.budget import budget_unit
+
+    unit = budget_unit(None if baseline is None else baseline.score)
     st.button("Suggest a mixed-precision config", key=SENS_SUGGEST, type="primary", on_click=_request_suggestion,
-              args=(_ctx_key(ctx),))
+              args=(_ctx_key(ctx), unit))
     if message := st.session_state.get(_SUGGESTION_MESSAGE):
         st.info(message)
 
@@ -395,15 +418,20 @@ def sweep_rows_for_suggestion(ctx):
     return list(job.rows) if job is not None and job.rows and not job.activations else None
 
 
-def steps_frame(suggestion) -> pd.DataFrame:
-    """The step-by-step trace of a suggestion, sizes in KB and the metric in %."""
+def steps_frame(suggestion, unit=None) -> pd.DataFrame:
+    """The step-by-step trace of a suggestion, sizes in KB and the metric in % (a language model: perplexity)."""
     frame = pd.DataFrame([vars(step) for step in suggestion.steps],
                          columns=["step", "action", "layer", "from_format", "to_format", "size_bytes", "accuracy",
                                   "reason"])
     frame["size_bytes"] = (frame["size_bytes"] / 1024).round(2)
-    frame["accuracy"] = (frame["accuracy"] * 100).round(2)
+    if unit is not None and unit.is_perplexity:
+        frame["accuracy"] = [round(unit.fp32_perplexity + unit.from_headline(v), 4) for v in frame["accuracy"]]
+        metric = "perplexity"
+    else:
+        frame["accuracy"] = (frame["accuracy"] * 100).round(2)
+        metric = f"{suggestion.metric} (%)"
     return frame.rename(columns={"from_format": "from", "to_format": "to", "size_bytes": "size (KB)",
-                                 "accuracy": f"{suggestion.metric} (%)"}).set_index("step")
+                                 "accuracy": metric}).set_index("step")
 
 
 def pareto_frame(suggestion) -> pd.DataFrame:
@@ -421,12 +449,15 @@ def _apply_suggestion() -> None:
 
 def show_suggestion(suggestion, baseline) -> None:
     """Outcome, the Pareto chart, the trace table and 'Apply suggestion'."""
+    from quant_core.search.budget import budget_unit
+
     result = suggestion.result
     metric = result.score.headline_value
+    unit = budget_unit(baseline.score)
     outcome = "meets the constraint" if suggestion.met else "does NOT meet the constraint (closest found)"
     (st.success if suggestion.met else st.warning)(
         f"Suggestion {outcome}: {result.size_bytes / 1024:.1f} KB "
-        f"({result.size_bytes / result.fp32_size_bytes:.1%} of FP32), {suggestion.metric} {metric:.2%} "
+        f"({result.size_bytes / result.fp32_size_bytes:.1%} of FP32), {unit.describe(metric)} "
         f"in {len(suggestion.steps)} steps.")
     if suggestion.stopped:
         st.caption(f"Search {suggestion.stopped} (the time limit of a search on this shared server is "
@@ -437,16 +468,16 @@ def show_suggestion(suggestion, baseline) -> None:
         st.success("The suggestion is now the current config (see the Mixed precision page).")
     chart, trace = st.columns([2, 3])
     token = st.session_state[_SUGGESTION]["token"]
-    figure, steps = _suggestion_view(token, suggestion, (result.size_bytes / 1024, metric))
+    figure, steps = _suggestion_view(token, suggestion, (result.size_bytes / 1024, metric), unit)
     chart.plotly_chart(figure, key="sens_pareto")
     trace.dataframe(steps, width="stretch")
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _suggestion_view(token: str, _suggestion, _chosen):
+def _suggestion_view(token: str, _suggestion, _chosen, _unit=None):
     # Keyed by a token made when the suggestion was computed (it then stays unchanged in session state).
     return (engine_figures.pareto_figure(pareto_frame(_suggestion), chosen=_chosen, metric=_suggestion.metric),
-            steps_frame(_suggestion))
+            steps_frame(_suggestion, _unit))
 
 
 def sweep_rows(ctx) -> list:
