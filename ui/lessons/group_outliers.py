@@ -15,8 +15,8 @@ from ui.lessons._common import cached_spec, question, show_figure, try_on_page
 
 TITLE = "9 · Groups and outlier channels (AWQ)"
 LAYER, BITS, GROUP = "l9_layer", "l9_bits", "l9_group"
-LAYERS = {"block 0, fc1 (reads LayerNorm)": "/blocks/blocks.0/fc1/MatMul",
-          "block 0, fc2 (reads GELU)": "/blocks/blocks.0/fc2/MatMul",
+LAYERS = {"block 0, fc2 (reads GELU)": "/blocks/blocks.0/fc2/MatMul",
+          "block 0, fc1 (reads LayerNorm)": "/blocks/blocks.0/fc1/MatMul",
           "block 3, attention out": "/blocks/blocks.3/attn/out/MatMul"}
 WINDOWS = 16   # calibration windows of 128 tokens: 2,048 input rows per layer
 
