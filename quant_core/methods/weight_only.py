@@ -33,7 +33,7 @@ import numpy as np
 from quant_core.engine.plan import fake_quantized_weight
 from quant_core.methods.graph import Graph, LinearLayer, Probe
 from quant_core.methods.report import MethodContext, MethodReport
-from quant_core.methods.smoothquant import _fold, smoothing_groups
+from quant_core.methods.smoothquant import fold_inverse_scale, smoothing_groups
 from quant_core.methods.weights import layout_for
 from quant_core.numerics.formats import Granularity, RangeMethod
 from quant_core.numerics.qparams import qparams_from_range
@@ -110,7 +110,7 @@ def grid_form(graph: Graph, layer: LinearLayer, tq) -> GridForm | str:
     return GridForm(layer, layout.tq, transposed, block, int(qmin), int(qmax))
 
 
-def _requantized(graph: Graph, form: GridForm, m: np.ndarray):
+def requantized_matrix(graph: Graph, form: GridForm, m: np.ndarray):
     """(values, codes) of matrix m as the simulation quantizes the layer's weight (matrix form)."""
     layout = layout_for(graph, form.layer.name, form.layer.weight, form.tq)
     w = form.weight(m)
@@ -238,7 +238,7 @@ def apply_gptq(prepared, context: MethodContext, *, damp: float = 0.01) -> tuple
         m = form.matrix(w)
         x = stats[layer.activation]
         stored, codes = gptq_stored(form, m, x.hessian, damp=damp)
-        values, requantized = _requantized(graph, form, stored)
+        values, requantized = requantized_matrix(graph, form, stored)
         rtn_error = output_error(x.sample, m, form.matrix(_fake(graph, layer, form.tq, w)))
         gptq_error = output_error(x.sample, m, values)
         reproduced = float(np.mean(requantized == codes))
@@ -309,7 +309,7 @@ def apply_awq(prepared, context: MethodContext, *, grid: int = AWQ_GRID) -> tupl
         if alpha > 0:
             for layer in layers:
                 graph.set_array(layer.weight, layer.scale_in(graph.array(layer.weight), s))
-            where = _fold(graph, tensor, layers, s.astype(np.float64))
+            where = fold_inverse_scale(graph, tensor, layers, s.astype(np.float64))
         rows_out.append((label, len(s), alpha, errors[0.0], errors[alpha], float(s.max() / s.min()), where))
         _progress(context, index + 1, len(plans))
     scaled = sum(row[2] > 0 for row in rows_out)
@@ -374,13 +374,13 @@ def apply_hqq(prepared, context: MethodContext, *, iterations: int = 20, p: floa
     for index, (layer, form) in enumerate(chosen):
         _cancelled(context)
         m = form.matrix(graph.array(layer.weight))
-        rtn_values, _ = _requantized(graph, form, m)
+        rtn_values, _ = requantized_matrix(graph, form, m)
         candidate = hqq_stored(form, m, iterations=iterations, p=p)
-        hqq_values, _ = _requantized(graph, form, candidate)
+        hqq_values, _ = requantized_matrix(graph, form, candidate)
         better = _lp_per_group(m, hqq_values, form.block, p) < _lp_per_group(m, rtn_values, form.block, p)
         choose = form.rows(better, m.shape[0])
         stored = np.where(choose, candidate, m).astype(np.float32)
-        final, _ = _requantized(graph, form, stored)
+        final, _ = requantized_matrix(graph, form, stored)
         before = float(_lp_per_group(m, rtn_values, form.block, p).sum())
         after = float(_lp_per_group(m, final, form.block, p).sum())
         if better.any():

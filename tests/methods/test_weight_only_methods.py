@@ -12,7 +12,7 @@ from quant_core.engine.plan import ExportKind, plan_export
 from quant_core.export.ort_export import export_model
 from quant_core.methods import MethodContext, apply_methods, parse_methods
 from quant_core.methods.graph import Graph
-from quant_core.methods.weight_only import (_requantized, apply_awq, apply_gptq, apply_hqq, apply_rtn, grid_form,
+from quant_core.methods.weight_only import (requantized_matrix, apply_awq, apply_gptq, apply_hqq, apply_rtn, grid_form,
                                             gptq_stored, output_error)
 from quant_core.numerics.formats import Granularity, parse_format
 from quant_core.numerics.quantize import quantize_tensor
@@ -31,7 +31,7 @@ def _simulated(prepared, config, data):
     graph = Graph(prepared)
     for layer in graph.linear_layers().values():
         form = grid_form(graph, layer, config.for_layer(layer.name).weights)
-        values, _ = _requantized(graph, form, form.matrix(graph.array(layer.weight)))
+        values, _ = requantized_matrix(graph, form, form.matrix(graph.array(layer.weight)))
         graph.set_array(layer.weight, form.weight(values))
     return run(graph.prepared(), data)[0]
 
