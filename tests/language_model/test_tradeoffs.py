@@ -24,4 +24,4 @@ def test_exported_variants_are_timed_per_batch_and_smaller_than_fp32():
         assert 0 < p10 <= median <= p90
     assert int3.latency_ms == {} and not int3.exported and int3.file_bytes is None
     assert int4.file_bytes < fp32.file_bytes / 4 and int4.weight_bytes < fp32.weight_bytes / 5
-    assert fp32.perplexity < int4.perplexity < int3.perplexity
+    assert int4.perplexity == pytest.approx(fp32.perplexity, rel=0.02) and int3.perplexity > max(fp32.perplexity, int4.perplexity)
