@@ -26,7 +26,7 @@ with page_errors("the sweep"):
     else:
         if job is not None and job.finished:
             st.caption("The sweep stopped before any layer finished: press Run sweep to start again.")
-        sensitivity_view.show_placeholder(ctx, evaluator)
+        sensitivity_view.show_placeholder(ctx, evaluator, baseline)
 
 st.subheader("Mixed-precision suggestion")
 sensitivity_view.budget_controls(baseline, ctx.task)

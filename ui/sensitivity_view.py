@@ -208,13 +208,16 @@ def _layer_rows(model_key: str, data_key: str, task_json: str, formats: tuple[st
     return run_sweep(_evaluator, list(formats), activations=activations, layers=[layer], task=_task)
 
 
-def show_placeholder(ctx, evaluator) -> None:
+def show_placeholder(ctx, evaluator, baseline=None) -> None:
     """Before any sweep: the empty heatmap (the model's layers × the chosen formats) and what it will show."""
+    from quant_core.search.budget import budget_unit
+
     formats = tuple(st.session_state.get(SENS_FORMATS) or DEFAULT_SWEEP_FORMATS)
     layers = tuple(evaluator.layers)
     st.info(f"{len(layers)} layers × {len(formats)} formats = {len(layers) * len(formats)} evaluations: press "
             "Run sweep to measure them (progress is shown and Stop keeps the finished layers).")
-    metric = task_view.short_headline(ctx.task)
+    perplexity = baseline is not None and budget_unit(baseline.score).is_perplexity
+    metric = "perplexity" if perplexity else task_view.short_headline(ctx.task)
     st.plotly_chart(_placeholder_figure(ctx.model_key, layers, formats, metric), key="sens_heatmap")
 
 
@@ -223,10 +226,13 @@ def _placeholder_figure(model_key: str, layers: tuple[str, ...], formats: tuple[
     return engine_figures.sensitivity_placeholder(list(layers), list(formats), metric)
 
 
-def sweep_frame(rows, fp32_score: float) -> pd.DataFrame:
-    """One row per (layer, format): SQNR, the task's headline metric (`score`) and its drop vs FP32 in pp."""
+def sweep_frame(rows, fp32_score: float, unit=None) -> pd.DataFrame:
+    """One row per (layer, format): SQNR, the task's headline metric (`score`) and its drop vs FP32 in pp;
+    for a language model (`unit` a perplexity BudgetUnit) also the perplexity increase vs FP32."""
     frame = pd.DataFrame([row.to_dict() for row in rows])
     frame["drop_pp"] = (fp32_score - frame["score"].astype(float)) * 100
+    if unit is not None and unit.is_perplexity:
+        frame["perplexity_increase"] = [unit.from_headline(float(v)) for v in frame["score"]]
     return frame
 
 
@@ -240,7 +246,10 @@ def ranking(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
 
 def show_sweep(ctx, job: SweepJob, baseline) -> None:
     """Status line, the heatmap (drop of the task's headline metric, or SQNR) and the ranked list."""
+    from quant_core.search.budget import budget_unit
+
     fp32 = baseline.score
+    unit = budget_unit(fp32)
     metric = task_view.metric_name(fp32.headline, ctx.task)
     status = "stopped" if job.stopped and job.done_layers < len(job.layers) else "finished"
     if job.out_of_time:
@@ -248,12 +257,15 @@ def show_sweep(ctx, job: SweepJob, baseline) -> None:
                   f"{SWEEP_TIME_BUDGET_S:.0f} s: sweep fewer formats, or fewer layers at a time)")
     st.caption(f"Sweep {status}: {job.done_layers} of {len(job.layers)} layers × {len(job.formats)} formats "
                f"({'weights + activations' if job.activations else 'weights only'}); every other layer FP32. "
-               + f"Drop = {metric} lost vs FP32 (FP32: {task_view.metric_text(fp32.headline, fp32.headline_value)})."
+               + (f"Each cell: perplexity with that one layer quantized, minus FP32's {unit.fp32_perplexity:.3f}."
+                  if unit.is_perplexity else
+                  f"Drop = {metric} lost vs FP32 (FP32: {task_view.metric_text(fp32.headline, fp32.headline_value)}).")
                + (f" Labels not scored: {fp32.labels_note}." if fp32.labels_note else ""))
+    drop_label = "perplexity increase vs FP32" if unit.is_perplexity else f"{metric} drop (pp)"
     shown = st.radio("Heatmap shows", [DROP, SQNR], key=SENS_METRIC, horizontal=True,
-                     format_func=lambda option: f"{metric} drop (pp)" if option == DROP else option)
+                     format_func=lambda option: drop_label if option == DROP else option)
     key = (*_ctx_key(ctx), job.formats, job.activations, job.done_layers, len(job.rows))
-    figure, ranked_table = _sweep_view(key, shown, metric, job.rows, fp32.headline_value)
+    figure, ranked_table = _sweep_view(key, shown, metric, job.rows, fp32.headline_value, unit)
     st.plotly_chart(figure, key="sens_heatmap")
     st.markdown("**Most sensitive layers** (worst drop over the swept formats)")
     st.dataframe(ranked_table, width="stretch")
@@ -262,8 +274,15 @@ def show_sweep(ctx, job: SweepJob, baseline) -> None:
 # Cached and shared (st.plotly_chart / st.dataframe only read them): a rerun caused by another
 # widget does not rebuild the Plotly figures (~10 ms each).
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _sweep_view(key: tuple, shown: str, metric: str, _rows, _fp32_score):
-    frame = sweep_frame(_rows, _fp32_score)
+def _sweep_view(key: tuple, shown: str, metric: str, _rows, _fp32_score, _unit=None):
+    frame = sweep_frame(_rows, _fp32_score, _unit)
+    if shown == DROP and "perplexity_increase" in frame:
+        figure = engine_figures.sensitivity_heatmap(frame, value="perplexity_increase",
+                                                    label="perplexity increase vs FP32", higher_is_worse=True)
+        table = ranking(frame, metric)
+        worst = frame.groupby("layer")["perplexity_increase"].max()
+        table.insert(3, "perplexity increase", [round(float(worst[layer]), 4) for layer in table["layer"]])
+        return figure, table
     if shown == DROP:
         figure = engine_figures.sensitivity_heatmap(frame, value="drop_pp", label=f"{metric} drop (pp)",
                                                     higher_is_worse=True)
