@@ -417,26 +417,6 @@ def quantize_weight(w, method: WeightOnlyMethod | str, *, bits: int = 4, block_s
     return awq(w, inputs, bits=bits, block_size=block_size, symmetric=symmetric)
 
 
-def quantize_for_layer(w, tq, method: WeightOnlyMethod | str, *, inputs=None, h=None) -> GroupQuantized:
-    """The adapter for a config's "methods": quantize a MatMul weight [K, N] the way a layer's weight
-    TensorQuant asks (an int / uint format of BITS, per group along the inputs, its block size and
-    symmetry), with `method` instead of the lab's per-group rounding.
-
-    The engine then uses `effective_weight()` as the layer's simulated weight (AWQ's input factors are
-    folded in) and `nbits_export.export_matmul_nbits` for 4 / 8 bits.
-    """
-    from quant_core.numerics.formats import FormatKind, Granularity
-
-    if tq.format.kind not in (FormatKind.INT, FormatKind.UINT) or tq.format.bits not in BITS:
-        raise QuantLabError(f"weight-only method {WeightOnlyMethod(method).value} needs an int3, int4 or int8 weight "
-                            f"format, got {tq.format.name}")
-    if tq.granularity != Granularity.PER_GROUP or tq.axis not in (None, 0):
-        raise QuantLabError(f"weight-only method {WeightOnlyMethod(method).value} quantizes per group along the "
-                            "weight's inputs (axis 0 of a MatMul weight [K, N]): set granularity per_group")
-    return quantize_weight(w, method, bits=tq.format.bits, block_size=tq.block_size, symmetric=tq.symmetric,
-                           inputs=inputs, h=h)
-
-
 def weight_sqnr_table(w, *, methods=(WeightOnlyMethod.RTN, WeightOnlyMethod.HQQ), bits=BITS,
                       block_sizes=BLOCK_SIZES, symmetric: bool = True) -> list[tuple[str, int, int, float]]:
     """Return (method, bits, block size, SQNR dB of the effective weight) for the data-free methods.

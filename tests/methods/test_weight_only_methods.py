@@ -13,7 +13,7 @@ from quant_core.export.ort_export import export_model
 from quant_core.methods import MethodContext, apply_methods, parse_methods
 from quant_core.methods.graph import Graph
 from quant_core.methods.weight_only import (requantized_matrix, apply_awq, apply_gptq, apply_hqq, apply_rtn, grid_form,
-                                            gptq_stored, output_error)
+                                            gptq_stored)
 from quant_core.numerics.formats import Granularity, parse_format
 from quant_core.numerics.quantize import quantize_tensor
 
