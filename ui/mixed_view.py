@@ -239,7 +239,8 @@ def _first_evaluation(ctx, config: QuantConfig):
         progress(0.5, "Scoring FP32…")
         baseline = cache.evaluate_cached(ctx, PRESETS["FP32"])
         progress(0.7, f"Evaluating {config.name}…")
-        _with_layer_errors(ctx, config)
+        # Not with its per-layer errors here: the first metrics show as soon as they are known; the chart
+        # (and its error session's build) follows below them.
         result = cache.evaluate_cached(ctx, config)
         progress(1.0, "Done")
     return result, baseline
