@@ -158,7 +158,7 @@ def _tradeoff_specs(spec: WeightOnlySpec) -> dict:
 
 
 def _measure_tradeoffs(key, spec: WeightOnlySpec, ctx: LabContext) -> None:
-    from quant_core.export.nbits import exported_variants, measure_variants
+    from quant_core.export.lm_variants import exported_variants, measure_variants
 
     data = ctx.evaluation_data
     tokens, labels = _tokens(data)[:TRADEOFF_WINDOWS], data.labels[:TRADEOFF_WINDOWS]

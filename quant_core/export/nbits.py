@@ -15,8 +15,6 @@ The dequantized weight is then exactly `GroupQuantized.effective_weight()`, the 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -121,7 +119,7 @@ def config_group_quantized(w: np.ndarray, tq) -> GroupQuantized:
     zero_point - qmin (int4 symmetric: zero point 8, MatMulNBits' default); scales are the config's.
     So (q - zero point) * scale is exactly the simulation's weight.
     """
-    from quant_core.numerics.quantize import quantize_tensor
+    from quant_core.numerics.tensor import quantize_tensor
 
     qmin, _ = tq.format.limits
     quantized = quantize_tensor(w, tq, name="weight")
@@ -146,69 +144,3 @@ def export_config_nbits(model: onnx.ModelProto, config, layers) -> onnx.ModelPro
         quantized[layer] = config_group_quantized(w, tq)
     return export_matmul_nbits(model, quantized)
 
-
-# -- perplexity vs size vs latency of exported variants --------------------------------------------
-
-@dataclass(frozen=True)
-class VariantMeasure:
-    """One variant of a language model: perplexity, file and weight size, measured latency per batch size.
-
-    latency_ms: batch size -> (median, p10, p90) ms of one run on `batch` windows of the full context,
-    measured with onnxruntime (1 intra-op thread); empty for a simulated-only variant.
-    """
-
-    label: str
-    perplexity: float
-    file_bytes: int | None
-    weight_bytes: int
-    latency_ms: dict = field(default_factory=dict)
-
-    @property
-    def exported(self) -> bool:
-        return self.file_bytes is not None
-
-
-def exported_variants(model: onnx.ModelProto, specs: dict, inputs=None) -> dict:
-    """label -> (ModelProto exported as MatMulNBits, or the simulated model when its bits have no kernel;
-    MatMul weight bytes; exported?) for each WeightOnlySpec of `specs` (label -> spec), plus "FP32"."""
-    from quant_core.engine.language_model import fp32_weight_bytes, quantize_weights, simulated_model
-
-    found = {"FP32": (model, fp32_weight_bytes(model), True)}
-    for label, spec in specs.items():
-        quantized = quantize_weights(model, spec, inputs if spec.needs_calibration else None)
-        if spec.bits in MATMUL_NBITS_BITS:
-            found[label] = (export_matmul_nbits(model, quantized.layers), quantized.storage_bytes(), True)
-        else:
-            found[label] = (simulated_model(model, quantized), quantized.storage_bytes(), False)
-    return found
-
-
-def measure_variants(variants: dict, tokens: np.ndarray, labels: np.ndarray, *, batches=(1, 8), rounds: int = 2,
-                     repeats: int = 10, progress=None) -> list[VariantMeasure]:
-    """Perplexity of every variant on (tokens, labels) and the latency of the exported ones at the context
-    length, each batch size, timed round-robin `rounds` times (median of the rounds' medians), 1 thread."""
-    from quant_core.engine.language_model import model_perplexity
-    from quant_core.export.latency import measure_latency
-
-    payloads = {label: model.SerializeToString() for label, (model, _, exported) in variants.items() if exported}
-    timings = {label: {batch: [] for batch in batches} for label in payloads}
-    steps, done = len(batches) * rounds * len(payloads) + len(variants), 0
-    for batch in batches:
-        for _ in range(rounds):
-            for label, payload in payloads.items():
-                result = measure_latency(payload, {"tokens": tokens}, batch_size=batch, threads=1, warmup=2,
-                                         repeats=repeats if batch == 1 else max(3, repeats // 3))
-                timings[label][batch].append((result.median_ms, result.p10_ms, result.p90_ms))
-                done += 1
-                if progress is not None:
-                    progress(done / steps)
-    measured = []
-    for label, (model, weight_bytes, exported) in variants.items():
-        latency = {batch: tuple(float(v) for v in np.median(np.asarray(timings[label][batch]), axis=0))
-                   for batch in batches} if exported else {}
-        measured.append(VariantMeasure(label, model_perplexity(model, tokens, labels),
-                                       len(payloads[label]) if exported else None, weight_bytes, latency))
-        done += 1
-        if progress is not None:
-            progress(done / steps)
-    return measured

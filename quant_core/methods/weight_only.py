@@ -37,7 +37,8 @@ from quant_core.methods.smoothquant import fold_inverse_scale, smoothing_groups
 from quant_core.methods.weights import layout_for
 from quant_core.numerics.formats import Granularity, RangeMethod
 from quant_core.numerics.qparams import qparams_from_range
-from quant_core.numerics.quantize import quantize_tensor, tensor_range
+from quant_core.numerics.quantize import tensor_range
+from quant_core.numerics.tensor import quantize_tensor
 from quant_core.numerics.weight_only import gptq_on_grid, hqq_parameters
 
 SAMPLE_ROWS = 2048      # calibration rows per layer input kept for output errors and AWQ's search

@@ -3,7 +3,7 @@ onnxruntime at the context length for each batch size; a 3-bit variant (no kerne
 import pytest
 
 from quant_core.engine.language_model import WeightOnlySpec
-from quant_core.export.nbits import exported_variants, measure_variants
+from quant_core.export.lm_variants import exported_variants, measure_variants
 from quant_core.model.data import split_dataset
 from quant_core.model.demo import load_demo
 from quant_core.model.model_io import load_model

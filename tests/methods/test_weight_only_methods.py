@@ -15,7 +15,7 @@ from quant_core.methods.graph import Graph
 from quant_core.methods.weight_only import (requantized_matrix, apply_awq, apply_gptq, apply_hqq, apply_rtn, grid_form,
                                             gptq_stored)
 from quant_core.numerics.formats import Granularity, parse_format
-from quant_core.numerics.quantize import quantize_tensor
+from quant_core.numerics.tensor import quantize_tensor
 
 from .graphs import correlated_data_for, layernorm_linear, run
 
