@@ -42,7 +42,6 @@ __all__ = ["EvaluationResult", "Evaluator", "LRUCache", "LayerError", "evaluate_
 MAX_RESULTS = 256            # EvaluationResult, per-layer errors and per-layer SQNR, per config
 MAX_WEIGHTS = 64             # fake-quantized weights, per (weight, resolved TensorQuant)
 MAX_ISOLATED = 512           # isolated SQNR of one layer, per (layer, resolved choice)
-MAX_SMALL = 4096             # resolved layouts, activation parameters, weight sizes (a few bytes each)
 MAX_ERROR_SESSIONS = 4       # per-layer error sessions (layer_errors.ErrorGraph), per activation pattern
 MAX_TASKS = 8                # task scorers (FP32 argmax / decode / neighbours of the scored output), per task
 # Per-layer errors run the split in batches of at most about this many bytes of activations (estimated as
@@ -161,7 +160,6 @@ class Evaluator:
         check_tokens(self.task, prepared.info, getattr(data, "inputs", data))  # before onnxruntime meets a bad id
         self._scorers = LRUCache(MAX_TASKS)          # Task -> TaskScorer
         self._results = LRUCache(MAX_RESULTS)        # (QuantConfig, Task) -> EvaluationResult
-        self._layer_errors = LRUCache(MAX_RESULTS)   # QuantConfig -> tuple[LayerError, ...]
         self._layer_sqnr = LRUCache(MAX_RESULTS)     # tuple[LayerFeed, ...] -> {layer: SQNR dB}
         self._isolated = LRUCache(MAX_ISOLATED)      # LayerFeed -> SQNR dB at that layer's output
         self.planner = Planner(prepared, calibration)
@@ -170,11 +168,8 @@ class Evaluator:
         self._ranges = LRUCache(MAX_WEIGHTS)         # (weight, granularity, axis, block, shape) -> min-max (lo, hi)
         self._threads = threads
         self._error_graphs = LRUCache(MAX_ERROR_SESSIONS)  # activation pattern -> ErrorGraph, or False: cannot
-        # activation pattern -> True when the error session's model outputs equal the simulation's bit for bit
-        self._error_outputs_exact = LRUCache(MAX_ERROR_SESSIONS)
         self._spec_index = {layer: i for i, layer in enumerate(self._specs)}
         self._errors_feeder: Feeder | None = None
-        self._weight_bytes = LRUCache(MAX_SMALL)     # (weight, resolved TensorQuant, shape) -> bytes
         self._other_bytes = self._initializer_bytes()
         self.suffix_runs = SuffixRuns(prepared, self.session, self.feeder, self.workers)
         # reference_outputs: the original model's outputs when a method (bias correction) changed the FP32
@@ -352,15 +347,13 @@ class Evaluator:
     def _outputs_exact(self, graph: ErrorGraph, first: dict[str, np.ndarray], weights, activations) -> bool:
         """True when the error session's model outputs equal the simulation session's bit for bit on the batch
         `first` for this config (checked once per activation pattern: the same nodes and kernels, or not)."""
-        pattern = self._activation_pattern(activations)
-        found = self._error_outputs_exact.get(pattern)
-        if found is None:
+        if graph.outputs_exact is None:
             _, outputs = graph.runner(weights, activations, with_outputs=True)(first)
             expected = self.session.runner(weights, activations)(first).outputs
-            found = self._error_outputs_exact.put(pattern, len(outputs) == len(expected) and all(
+            graph.outputs_exact = len(outputs) == len(expected) and all(
                 a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
-                for a, b in zip(outputs, expected)))
-        return found
+                for a, b in zip(outputs, expected))
+        return graph.outputs_exact
 
     def _measure_layer_errors(self, feeds: tuple[LayerFeed, ...], isolated: tuple[str, ...], *,
                               with_outputs: bool = False
@@ -436,12 +429,8 @@ class Evaluator:
             spec = self._specs[layer]
             if spec.weight and spec.weight not in quantized:
                 layout = None if choice.weights is None else self.weight_layout(layer, choice.weights)
-                key = (spec.weight, None) if layout is None else (spec.weight, layout.tq, layout.shape)
-                found = self._weight_bytes.get(key)
-                if found is None:
-                    shape = self.session.fp32_weight(layer).shape if layout is None else layout.shape
-                    found = self._weight_bytes.put(key, _weight_bytes(shape, None if layout is None else layout.tq))
-                quantized[spec.weight] = found
+                shape = self.session.fp32_weight(layer).shape if layout is None else layout.shape
+                quantized[spec.weight] = _weight_bytes(shape, None if layout is None else layout.tq)  # ~7 us
         return self._other_bytes + sum(quantized.values())
 
     def _initializer_bytes(self) -> int:
@@ -475,7 +464,7 @@ class Evaluator:
         simulation does: `_outputs_exact`), so the pair costs one pass over the split instead of two."""
         task = self.task if task is None else task
         result = self._results.get((config, task))
-        if result is None and self._layer_errors.get(config) is None:
+        if result is None and not self._has_layer_errors(config):
             errors, outputs = self._layer_errors_of(config, with_outputs=True)
             if outputs is not None:
                 result = self._results.put((config, task), self._scored(config, task, outputs))
@@ -517,7 +506,7 @@ class Evaluator:
         return self._run_outputs(*self._feed_arrays(feeds), feeds)
 
     def layer_errors(self, config: QuantConfig) -> tuple[LayerError, ...]:
-        """Return each layer's isolated and accumulated SQNR (dB) at its output (cached per config).
+        """Return each layer's isolated and accumulated SQNR (dB) at its output (from the caches below).
 
         isolated: only this layer quantized as `config` says, everything else FP32.
         accumulated: the whole config; the error includes what earlier layers passed on.
@@ -531,8 +520,13 @@ class Evaluator:
         does every layer when onnxruntime cannot build that session. Accumulated errors are cached per
         resolved feeds, a layer's isolated error per (layer, resolved choice).
         """
-        found = self._layer_errors.get(config)
-        return found if found is not None else self._layer_errors_of(config)[0]
+        return self._layer_errors_of(config)[0]
+
+    def _has_layer_errors(self, config: QuantConfig) -> bool:
+        """True when `config`'s per-layer errors are known (no run needed)."""
+        feeds = self._config_feeds(config)
+        return (not feeds or self._layer_sqnr.get(feeds) is not None) and all(
+            self._isolated.get(feed) is not None for feed in feeds)
 
     def _layer_errors_of(self, config: QuantConfig, *, with_outputs: bool = False
                          ) -> tuple[tuple[LayerError, ...], tuple[np.ndarray, ...] | None]:
@@ -556,11 +550,11 @@ class Evaluator:
             outputs = self.fp32_outputs
         errors = [LayerError(layer, isolated[layer] if layer in changed else float("inf"),
                              accumulated.get(layer, float("inf"))) for layer in self.layers]
-        return self._layer_errors.put(config, tuple(errors)), outputs
+        return tuple(errors), outputs
 
     def cache_entries(self) -> dict[str, int]:
-        """Return how many entries each bounded cache holds (results, layer_errors, layer_sqnr, isolated, weights)."""
-        return {"results": len(self._results), "layer_errors": len(self._layer_errors),
+        """Return how many entries each bounded cache holds (results, layer_sqnr, isolated, weights)."""
+        return {"results": len(self._results),
                 "layer_sqnr": len(self._layer_sqnr), "isolated": len(self._isolated), "weights": len(self._weights)}
 
 

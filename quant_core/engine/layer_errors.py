@@ -205,6 +205,9 @@ class ErrorGraph:
     def __init__(self, model: onnx.ModelProto, specs: tuple[LayerSpec, ...], modes,
                  pattern: Mapping[int, ActivationMode], fp32_weights: Mapping[str, np.ndarray], threads: int = 1):
         self._fp32_weights = fp32_weights
+        # Whether `runner(..., with_outputs=True)` gives the simulation session's outputs bit for bit: checked
+        # once by the Evaluator on its first use (None until then).
+        self.outputs_exact: bool | None = None
         built = None
         if _weights_read_once(model, specs):
             # Weights as constants while onnxruntime optimizes, then fed in its (NCHWc) layout: the fast kernels.

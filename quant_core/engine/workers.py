@@ -11,10 +11,12 @@ are in flight, so memory is `workers` times one batch's, whatever the split's si
 """
 from __future__ import annotations
 
+import functools
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TypeVar
 
 Item = TypeVar("Item")
@@ -34,32 +36,45 @@ def default_workers() -> int:
     return max(1, min(MAX_WORKERS, cores))
 
 
+_THREAD_PREFIX = "qlab-batch"
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    """The batch threads, started once and shared by every pass (and every user of a server): starting
+    threads per pass cost ~4 ms each on a loaded machine, more than a small model's batch."""
+    return ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix=_THREAD_PREFIX)
+
+
 def map_in_order(function: Callable[[Item], Result], items: Iterable[Item], workers: int) -> Iterator[Result]:
     """Yield function(item) for each item, in the items' order, computing up to `workers` at once.
 
     Items are drawn lazily: at most `workers` are computed or waiting to be yielded at any time. With one
-    worker (or one item) everything runs in the caller's thread. An exception of `function` is raised
-    in the caller when its item's turn comes; items not yet started are then not computed.
+    worker (or one item), and inside a batch thread (a pass within a pass would wait for threads it
+    holds), everything runs in the caller's thread. An exception of `function` is raised in the caller
+    when its item's turn comes; items not yet started are then not computed.
     """
     items = iter(items)
-    if workers <= 1:
+    workers = min(workers, MAX_WORKERS)
+    if workers <= 1 or threading.current_thread().name.startswith(_THREAD_PREFIX):
         yield from map(function, items)
         return
     first = next(items, None)
     second = next(items, None) if first is not None else None
-    if second is None:  # zero or one item: no thread to start
+    if second is None:  # zero or one item: no thread needed
         if first is not None:
             yield function(first)
         return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qlab-batch") as pool:
-        pending = deque([pool.submit(function, first), pool.submit(function, second)])
-        try:
-            for item in items:
-                if len(pending) >= workers:
-                    yield pending.popleft().result()
-                pending.append(pool.submit(function, item))
-            while pending:
+    pool = _pool()
+    pending = deque([pool.submit(function, first), pool.submit(function, second)])
+    try:
+        for item in items:
+            if len(pending) >= workers:
                 yield pending.popleft().result()
-        finally:
-            for future in pending:  # the caller stopped early or a batch failed: start nothing more
-                future.cancel()
+            pending.append(pool.submit(function, item))
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:  # the caller stopped early or a batch failed: start nothing more
+            future.cancel()
+        wait(pending)  # and none still running on this pass's data

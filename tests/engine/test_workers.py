@@ -107,3 +107,16 @@ def test_a_new_config_with_its_errors_costs_one_pass_of_the_error_session(demo_c
     evaluator.evaluate_with_errors(QuantConfig(LayerQuant(TensorQuant("int5", granularity="per_channel"),
                                                           PRESETS["W8A8"].default.activations)))
     assert calls == ["errors"] * batches  # no simulation run: the outputs came with the errors
+
+
+def test_a_pass_inside_a_batch_runs_in_that_batchs_thread_instead_of_waiting_for_the_busy_threads():
+    def inner(i: int) -> list[int]:
+        return list(map_in_order(lambda j: i * 10 + j, range(3), workers=2))
+
+    assert list(map_in_order(inner, range(4), workers=2)) == [[i * 10 + j for j in range(3)] for i in range(4)]
+
+
+def test_the_threads_are_started_once_for_every_pass():
+    for _ in range(3):
+        list(map_in_order(lambda i: i, range(4), workers=2))
+    assert len([t for t in threading.enumerate() if t.name.startswith("qlab-batch")]) <= 2
