@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from quant_core.errors import ModelError
 from quant_core.numerics.formats import FormatKind
 from quant_core.model.layers import LayerSpec
-from quant_core.model.runtime import model_opset, session_options
+from quant_core.model.runtime import free_after_run, model_opset, release_free_memory, session_options
 from quant_core.model.onnx_graph import names_read
 
 _PREFIX = "qlab_sim"
@@ -80,18 +80,17 @@ def simulation_session(model: bytes, options: ort.SessionOptions) -> ort.Inferen
     """An InferenceSession that computes what the model's Q/DQ nodes say: no QDQ fusions into integer
     kernels (session.enable_quant_qdq=0), no weight quantization (`_DISABLED_OPTIMIZERS`).
 
-    No memory arena and no memory pattern: an engine holds several sessions (the simulation's variants,
-    the per-layer error session, suffixes), and each arena would keep its largest batch's activations for
-    the session's life; the pattern allocates one block for a run's planned tensors, which on the error
-    session's three copies of the graph was 93 MiB above what its tensors need at once (ocr_rec, one
-    sample). Without them a tensor is allocated when computed and freed when read: the same kernels and
-    the same numbers (bench/bench_memory.py measures both the memory and the time).
+    Nothing stays allocated between runs (`runtime.free_after_run`): an engine holds several sessions (the
+    simulation's variants, the per-layer error session, suffixes), each of which would otherwise keep its
+    largest run's tensors.
     """
     options.add_session_config_entry("session.enable_quant_qdq", "0")
-    options.enable_cpu_mem_arena = False
-    options.enable_mem_pattern = False
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=_DISABLED_OPTIMIZERS)
+    free_after_run(options)
+    try:
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=_DISABLED_OPTIMIZERS)
+    finally:
+        release_free_memory()  # the build's garbage (the caller's rewritten graph goes with it)
 
 
 def _scalar_input(name: str, elem_type: int) -> onnx.ValueInfoProto:
