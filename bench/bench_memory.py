@@ -95,7 +95,9 @@ def lab_child(model: str, data: str, sweep: bool) -> dict:
     rows = min(getattr(evaluator, "batch_size", evaluator.sample_count), evaluator.sample_count)
     # The user's data, held whole and as its two splits (copies): it grows with the samples by nature.
     data_bytes = sum(array.nbytes for part in (dataset, calibration_data, evaluation) for array in part.inputs.values())
-    return {"maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "imports": after_imports * 1024,
+    # ru_maxrss is the kernel's high-water mark, which each stage's reset lowered: the peak is the largest stage's.
+    maxrss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, *peaks.values())
+    return {"maxrss": maxrss, "imports": after_imports * 1024,
             "stages": stages, "peaks": peaks, "samples": dataset.num_samples,
             "evaluation_samples": evaluator.sample_count, "rows": rows, "data_bytes": data_bytes,
             "sample_bytes": getattr(calibration, "sample_bytes", None)}
