@@ -57,7 +57,7 @@ from quant_core.model.demo import load_demo  # noqa: E402
 from quant_core.engine.evaluate import Evaluator  # noqa: E402
 from quant_core.numerics.formats import RangeMethod  # noqa: E402
 from quant_core.model.model_io import prepare_model  # noqa: E402
-from quant_core.numerics.quantize import quantize_tensor  # noqa: E402
+from quant_core.numerics.tensor import quantize_tensor  # noqa: E402
 from quant_core.search.sensitivity import run_sweep  # noqa: E402
 from quant_core.engine.simulate import ActivationQuant  # noqa: E402
 from quant_core.model.runtime import session_options  # noqa: E402

@@ -8,14 +8,17 @@ For each model of the conformance set (docs/conformance.md; default: every one t
 prints as ratios to a plain FP32 onnxruntime forward of the same split (one intra-op thread, spinning
 off, as the engine's sessions; the same batches as the engine):
 1. a config seen for the first time (W{b}A8, per-channel: a new bit width each round), then a one-layer
-   edit of it (one layer at int4): `Evaluator.evaluate` + `Evaluator.layer_errors` — target <= 3x;
+   edit of it (one layer at int4): `Evaluator.evaluate_with_errors` (the Mixed precision page's and the
+   command line's call: the result and every layer's isolated and accumulated error), the Evaluator's
+   batches on its workers (--workers; default the cores, at most 2) — target <= 3x (also printed: the
+   ratio to a plain forward on 2 intra-op threads, onnxruntime's use of both cores);
 2. `calibrate` on the calibration split (2,048-bin histograms of every activation tensor, from which
    all four range methods come) vs a forward of that split at calibrate's batch size — target <= 2x;
 3. a weights sweep (`run_sweep`, int8,int6,int4,int3,int2) of every layer (--sweep-layers N: N layers
    evenly spread) vs its floor: onnxruntime alone running each config from its layer on, weights
    quantized beforehand (bench_engine.py's `sweep_floor`, over the engine's batches) — target <= 1.5x;
 4. the first view after an upload, in a fresh child process: load + prepare the model, load the .npz,
-   split, calibrate, Evaluator, evaluate + layer_errors of W8A8 — target <= 10 s;
+   split, calibrate, Evaluator, evaluate_with_errors of W8A8 (as the Mixed precision page) — target <= 10 s;
 5. peak resident memory (VmHWM, in child processes) added by the lab holding the model + evaluator + one
    evaluate with layer errors, vs plain onnxruntime holding the model and one batch — target <= 2x; and
    the lab's again with every sample of the data file duplicated — target: flat (within 10 %).
@@ -50,6 +53,7 @@ from quant_core.config import PRESETS, LayerQuant, QuantConfig, TensorQuant  # n
 from quant_core.model.data import Dataset, load_npz, record_state, split_dataset  # noqa: E402
 from quant_core.model.demo import load_demo  # noqa: E402
 from quant_core.engine.evaluate import Evaluator  # noqa: E402
+from quant_core.engine.layer_errors import ErrorGraph  # noqa: E402
 from quant_core.model.layout import feeder  # noqa: E402
 from quant_core.model.model_io import load_model, prepare_model  # noqa: E402
 from quant_core.search.sensitivity import run_sweep  # noqa: E402
@@ -104,9 +108,9 @@ def load_split(model: Path, data: Path):
 class PlainForward:
     """The prepared FP32 model in a plain InferenceSession (one intra-op thread), fed like the engine."""
 
-    def __init__(self, prepared):
+    def __init__(self, prepared, threads: int = 1):
         self.info = prepared.info
-        self.session = ort.InferenceSession(prepared.model.SerializeToString(), session_options(1),
+        self.session = ort.InferenceSession(prepared.model.SerializeToString(), session_options(threads),
                                             providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
 
@@ -125,24 +129,28 @@ def seconds(function) -> float:
 
 
 class RunCounter:
-    """Counts the simulation session's runs and the seconds spent inside them (the rest is Python)."""
+    """Counts the batch runs of the simulation session and of the per-layer error sessions, and the seconds
+    the passes made of them took (wall clock of each pass: with two workers, batches overlap)."""
 
     def __init__(self, evaluator: Evaluator):
-        self.runs, self.seconds = 0, 0.0
-        run = evaluator.session.run
+        self.runs, self.error_runs, self.seconds = 0, 0, 0.0
+        simulation_runner, error_runner = evaluator.session.runner, ErrorGraph.runner
 
-        def counted(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return run(*args, **kwargs)
-            finally:
-                self.runs += 1
-                self.seconds += time.perf_counter() - start
+        def counted(runner, field):
+            def make(*args, **kwargs):
+                run = runner(*args, **kwargs)
 
-        evaluator.session.run = counted
+                def counted_run(batch):
+                    setattr(self, field, getattr(self, field) + 1)
+                    return run(batch)
+                return counted_run
+            return make
+
+        evaluator.session.runner = counted(simulation_runner, "runs")
+        ErrorGraph.runner = lambda graph, *a, **k: counted(error_runner, "error_runs")(graph, *a, **k)
 
     def reset(self) -> None:
-        self.runs, self.seconds = 0, 0.0
+        self.runs, self.error_runs = 0, 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,34 +163,36 @@ def new_config(bits: int) -> QuantConfig:
                        name=f"W{bits}A8")
 
 
-def bench_evaluate(prepared, calibration, evaluation: Dataset, rounds: int) -> dict:
-    plain = PlainForward(prepared)
-    evaluator = Evaluator(prepared, calibration, evaluation)  # one per model, as the app pins it
+def bench_evaluate(prepared, calibration, evaluation: Dataset, rounds: int, workers: int | None = None) -> dict:
+    plain, plain2 = PlainForward(prepared), PlainForward(prepared, threads=2)
+    evaluator = Evaluator(prepared, calibration, evaluation, workers=workers)  # one per model, as the app pins it
     batches = plain.batches(evaluation, evaluator.batch_size)
     plain(batches)  # warm-up: the first run of a session pays onnxruntime's allocations
+    plain2(batches)
     counter = RunCounter(evaluator)
     weighted = [layer for layer in evaluator.layers if layer in evaluator.session.fp32_weights]
-    rows = {key: [] for key in ("fp32", "evaluate", "errors", "edit_evaluate", "edit_errors")}
-    runs = {key: [] for key in ("new_runs", "new_ort", "edit_runs", "edit_ort")}
-    def measure(config: QuantConfig, rows_prefix: str, runs_prefix: str) -> None:
-        """A plain forward, then evaluate + layer_errors of `config`, with the simulation runs they made."""
+    rows = {key: [] for key in ("fp32", "fp32_2t", "new", "edit")}
+    runs = {key: [] for key in ("new_runs", "new_error_runs", "edit_runs", "edit_error_runs")}
+
+    def measure(config: QuantConfig, prefix: str) -> None:
+        """A plain forward (1 and 2 threads), then `evaluate_with_errors(config)` (what the Mixed precision page
+        and the command line do), with the batch runs it made of each session."""
         rows["fp32"].append(seconds(lambda: plain(batches)))
+        rows["fp32_2t"].append(seconds(lambda: plain2(batches)))
         counter.reset()
-        rows[f"{rows_prefix}evaluate"].append(seconds(lambda: evaluator.evaluate(config)))
-        rows[f"{rows_prefix}errors"].append(seconds(lambda: evaluator.layer_errors(config)))
-        runs[f"{runs_prefix}_runs"].append(counter.runs)
-        runs[f"{runs_prefix}_ort"].append(counter.seconds)
+        rows[prefix].append(seconds(lambda: evaluator.evaluate_with_errors(config)))
+        runs[f"{prefix}_runs"].append(counter.runs)
+        runs[f"{prefix}_error_runs"].append(counter.error_runs)
 
     for r in range(rounds):
         config = new_config(NEW_CONFIG_BITS[r % len(NEW_CONFIG_BITS)])
-        measure(config, "", "new")
+        measure(config, "new")
         layer = weighted[(r * 7919 + len(weighted) // 2) % len(weighted)]  # a different layer each round
         edit = QuantConfig(config.default, ((layer, LayerQuant(TensorQuant("int4", granularity="per_channel"),
                                                                config.default.activations)),), name="edit")
-        measure(edit, "edit_", "edit")
+        measure(edit, "edit")
     found = {key: statistics.median(values) for key, values in {**rows, **runs}.items()}
-    found["new"] = statistics.median(e + l for e, l in zip(rows["evaluate"], rows["errors"]))
-    found["edit"] = statistics.median(e + l for e, l in zip(rows["edit_evaluate"], rows["edit_errors"]))
+    found["workers"] = evaluator.workers
     found["layers"], found["batches"] = len(evaluator.layers), len(batches)
     found["samples"] = evaluator.sample_count
     return found
@@ -294,8 +304,7 @@ def lab_child(model: str, data: str) -> dict:
     calibration_data, evaluation = stage("split", lambda: split_dataset(dataset))
     calibration = stage("calibrate", lambda: calibrate(prepared, calibration_data))
     evaluator = stage("Evaluator", lambda: Evaluator(prepared, calibration, evaluation))
-    held["result"] = stage("evaluate W8A8", lambda: evaluator.evaluate(PRESETS["W8A8"]))
-    held["errors"] = stage("layer_errors W8A8", lambda: evaluator.layer_errors(PRESETS["W8A8"]))
+    held["result"] = stage("evaluate_with_errors W8A8", lambda: evaluator.evaluate_with_errors(PRESETS["W8A8"]))
     gc.collect()
     return {"seconds": stages, "peaks": peaks, "peak": max(peaks.values()),
             "held": (_status_kib("VmRSS") - base) * 1024, "samples": dataset.num_samples}
@@ -362,10 +371,10 @@ def bench_model(name: str, args, directory: Path) -> dict:
              "evaluation_samples": evaluation.num_samples, "rows": [], "details": {}}
     rows, details = found["rows"], found["details"]
     if "evaluate" in sections:
-        e = details["evaluate"] = bench_evaluate(prepared, calibration, evaluation, args.rounds)
-        rows.append(row("1. new config: evaluate + layer_errors", e["new"], e["fp32"], e["new"] / e["fp32"],
+        e = details["evaluate"] = bench_evaluate(prepared, calibration, evaluation, args.rounds, args.workers)
+        rows.append(row("1. new config: evaluate_with_errors", e["new"], e["fp32"], e["new"] / e["fp32"],
                         TARGETS["evaluate"], "s"))
-        rows.append(row("1. one-layer edit: evaluate + layer_errors", e["edit"], e["fp32"], e["edit"] / e["fp32"],
+        rows.append(row("1. one-layer edit: evaluate_with_errors", e["edit"], e["fp32"], e["edit"] / e["fp32"],
                         TARGETS["edit"], "s"))
     if "calibrate" in sections:
         c = details["calibrate"] = bench_calibrate(prepared, calibration_data, args.rounds)
@@ -392,7 +401,7 @@ def profile(prepared, calibration_data, calibration, evaluation, top: int = 14) 
     """cProfile of calibrate and of a first-time evaluate + layer_errors (cumulative time, top entries)."""
     out = io.StringIO()
     for label, function in (("calibrate", lambda: calibrate(prepared, calibration_data)),
-                            ("Evaluator + evaluate + layer_errors of W8A8", lambda: _first(prepared, calibration,
+                            ("Evaluator + evaluate_with_errors of W8A8", lambda: _first(prepared, calibration,
                                                                                             evaluation))):
         profiler = cProfile.Profile()
         profiler.enable()
@@ -405,8 +414,7 @@ def profile(prepared, calibration_data, calibration, evaluation, top: int = 14) 
 
 def _first(prepared, calibration, evaluation) -> None:
     evaluator = Evaluator(prepared, calibration, evaluation)
-    evaluator.evaluate(PRESETS["W8A8"])
-    evaluator.layer_errors(PRESETS["W8A8"])
+    evaluator.evaluate_with_errors(PRESETS["W8A8"])
 
 
 def _amount(value: float | None, unit: str) -> str:
@@ -427,11 +435,12 @@ def print_model(found: dict) -> None:
     d = found["details"]
     if "evaluate" in d:
         e = d["evaluate"]
-        print(f"   1. new config: evaluate {e['evaluate']:.3f} s + layer_errors {e['errors']:.3f} s; "
-              f"{e['new_runs']:.0f} simulation runs ({e['new_ort']:.3f} s inside onnxruntime) for "
-              f"{e['layers']} layers x {e['batches']} batch(es); edit: evaluate {e['edit_evaluate']:.3f} s + "
-              f"layer_errors {e['edit_errors']:.3f} s, {e['edit_runs']:.0f} runs ({e['edit_ort']:.3f} s in ort); "
-              f"FP32 forward {e['fp32'] * 1e3:.1f} ms")
+        print(f"   1. evaluate_with_errors on {e.get('workers', 1)} worker(s): new config {e['new']:.3f} s "
+              f"({e['new_runs']:.0f} simulation + {e['new_error_runs']:.0f} error-session batch runs), edit "
+              f"{e['edit']:.3f} s ({e['edit_runs']:.0f} + {e['edit_error_runs']:.0f}); {e['layers']} layers, "
+              f"{e['batches']} evaluation batch(es); FP32 forward {e['fp32'] * 1e3:.1f} ms on 1 thread, "
+              f"{e.get('fp32_2t', float('nan')) * 1e3:.1f} ms on 2 (ratio to it: new "
+              f"{e['new'] / e.get('fp32_2t', float('nan')):.2f}x, edit {e['edit'] / e.get('fp32_2t', float('nan')):.2f}x)")
     if "calibrate" in d:
         c = d["calibrate"]
         print(f"   2. calibrate: {c['tensors']} tensors, {c['samples']} samples; all four ranges of every tensor "
@@ -470,6 +479,8 @@ def main() -> int:
                         help="one round each, sweep of 4 layers: a few minutes for the whole set")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of evaluate and calibrate")
     parser.add_argument("--sweep-rounds", type=int, default=1, help="sweeps, each with a new Evaluator")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="the Evaluator's workers (default: the cores, at most 2; 1: one batch at a time)")
     parser.add_argument("--child-rounds", type=int, default=2, help="first-view / memory child processes of each kind")
     parser.add_argument("--sweep-layers", type=int, help="sweep only N layers, evenly spread (default: all)")
     parser.add_argument("--sections", default="evaluate,calibrate,sweep,children",

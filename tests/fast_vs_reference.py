@@ -2,8 +2,8 @@
 
 Shared by the demo tests (tests/engine/test_fast_equals_reference.py) and the real-model conformance
 tests (tests/real_models/test_fast_equals_reference_real.py): each path the Evaluator can take
-(the general session, a session specialized for an activation pattern, a suffix run from one
-layer on, an anchored search candidate) is driven here, and its outputs returned beside the
+(the general session, a session specialized for an activation pattern, the per-layer error session
+giving a config's outputs with its errors, a suffix run from one layer on, an anchored search candidate) is driven here, and its outputs returned beside the
 reference simulator's (`reference.simulate_reference`).
 """
 from __future__ import annotations
@@ -50,6 +50,12 @@ def paths(evaluator: Evaluator, light: bool = False) -> Iterator[tuple[str, Quan
             config = QuantConfig(LayerQuant(TensorQuant(f"int{bits}", granularity="per_channel"), INT8_ACTIVATIONS),
                                  name=f"W{bits}A8")
             yield f"activation pattern, use {9 - bits}: W{bits}A8", config, evaluator.outputs(config)
+    for config in _with_errors_configs(evaluator):
+        # A config new to the Evaluator with its per-layer errors: the outputs from the error session's pass.
+        _, outputs = evaluator._layer_errors_of(config, with_outputs=True)
+        taken = "the error session" if outputs is not None else "not exact there: a whole run"
+        yield f"with per-layer errors ({taken}): {config.name}", config, \
+            outputs if outputs is not None else evaluator.outputs(config)
     layers = [layer for layer in evaluator.layers if layer in evaluator.session.fp32_weights]
     for layer in ((layers[len(layers) // 2],) if light else (layers[len(layers) // 2], layers[-1])) if layers else ():
         # A sweep row: one layer's weight quantized, the rest FP32 (maybe a run from the layer on).
@@ -65,6 +71,14 @@ def paths(evaluator: Evaluator, light: bool = False) -> Iterator[tuple[str, Quan
         yield f"candidate next to an anchor ({'anchored' if anchored else 'whole run'})", config, \
             evaluator.outputs(config)
         evaluator.clear_anchor()
+
+
+def _with_errors_configs(evaluator: Evaluator) -> list[QuantConfig]:
+    configs = [QuantConfig(LayerQuant(TensorQuant("int3", granularity="per_channel")), name="W3 with errors")]
+    if evaluator.calibration is not None:
+        configs.append(QuantConfig(LayerQuant(TensorQuant("int5", granularity="per_channel"), INT8_ACTIVATIONS),
+                                   name="W5A8 with errors"))
+    return configs
 
 
 def reference(evaluator: Evaluator, config: QuantConfig) -> tuple[np.ndarray, ...]:

@@ -96,3 +96,43 @@ def test_importing_quant_core_does_not_import_streamlit():
     code = "import sys, quant_core, quant_core.cli.main; assert 'streamlit' not in sys.modules, 'streamlit was imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def _import_graph(folders: tuple[str, ...]) -> dict[str, set[str]]:
+    """module -> the modules of `folders` it imports (at the top or inside functions, typing-only too)."""
+    modules = {_module_name(path): path for folder in folders for path in sorted((ROOT / folder).rglob("*.py"))}
+    graph = {}
+    for module, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.update(f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                             for a in node.names)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+        graph[module] = {name for name in found if name in modules and name != module}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that import each other in a circle (strongly connected, more than one)."""
+    def reaches(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for name in graph[todo.pop()] - seen:
+                seen.add(name)
+                todo.append(name)
+        return seen
+
+    reach = {module: reaches(module) for module in graph}
+    groups = {frozenset({m} | {o for o in reach[m] if m in reach[o]}) for m in graph if m in reach[m]}
+    return sorted(sorted(group) for group in groups)
+
+
+def test_no_modules_of_the_core_or_the_ui_import_each_other_in_a_circle():
+    assert _cycles(_import_graph(("quant_core", "ui"))) == []
+
+
+def test_the_circle_finder_finds_a_circle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+

@@ -19,7 +19,6 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
@@ -31,10 +30,10 @@ from quant_core.model.demo import load_demo
 from quant_core.errors import DataError
 from quant_core.engine.evaluate import Evaluator
 from quant_core.model.model_io import PreparedModel, load_model, prepare_model
+from ui import run_log
+from ui.context import LabContext, task_key
 from ui.jobs import Notify, heavy_job, waiting_notice
 
-if TYPE_CHECKING:
-    from ui.setup import LabContext
 
 Progress = Callable[[float], None]
 
@@ -245,16 +244,8 @@ def evaluate_cached(ctx: LabContext, config: QuantConfig, progress: Progress | N
     config + task."""
     evaluator = get_evaluator(ctx, progress)
     result = _evaluation(ctx.model_key, ctx.data_key, config.to_json(), task_key(ctx), evaluator, config, ctx.task)
-    from ui import history_view  # every config evaluated in the session goes into its run history
-
-    history_view.record(ctx, config, result)
+    run_log.record(ctx, config, result)  # every config evaluated in the session goes into its run history
     return result
-
-
-def task_key(ctx: LabContext) -> str:
-    """The context's task as a cache key ("" when inferred: the Evaluator's own)."""
-    task = getattr(ctx, "task", None)
-    return "" if task is None else json.dumps(task.to_dict(), sort_keys=True)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)

@@ -1,4 +1,4 @@
-"""Run history: every config evaluated in this session (`ui.cache.evaluate_cached` records it), kept in
+"""Run history: every config evaluated in this session (`ui.cache.evaluate_cached` records it: `ui/run_log.py`), kept in
 session state so it survives page switches; pin two runs to compare them layer by layer; restore one.
 """
 from __future__ import annotations
@@ -6,50 +6,17 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from quant_core.config import PRESETS
-from quant_core.search.run_history import RunRecord, add_record, history_csv, layer_format, make_record, with_latency
+from quant_core.search.run_history import RunRecord, history_csv, layer_format
 from ui import state
+from ui.cache import get_evaluator
+from ui.run_log import history, record_latency  # noqa: F401 - record_latency: the Trade-offs page calls history_view.record_latency
 
 HISTORY_PINNED = "history_pinned"
 HISTORY_RESTORE = "history_restore"
 HISTORY_RESTORE_BUTTON = "history_restore_button"
 HISTORY_DOWNLOAD = "history_download"
-_HISTORY = "_lab_history"  # session state: tuple[RunRecord, ...], oldest first
-
-
-def history() -> tuple[RunRecord, ...]:
-    """This session's runs, oldest first."""
-    return st.session_state.get(_HISTORY, ())
-
-
-def record(ctx, config, result) -> None:
-    """Add the evaluation of `config` to this session's history (once per model, data, config and task)."""
-    if get_script_run_ctx(suppress_warning=True) is None:
-        return
-    from ui.cache import task_key
-
-    runs = history()
-    key = (ctx.model_key, ctx.data_key, config.to_json(), task_key(ctx))
-    if any(run.key == key for run in runs):  # the common case: a rerun of a page, nothing new
-        return
-    score = result.score
-    entry = make_record(runs, model_key=ctx.model_key, data_key=ctx.data_key, task_key=key[3], config=config,
-                        metric=score.headline if score else "accuracy",
-                        metric_value=score.headline_value if score else result.accuracy,
-                        size_bytes=result.size_bytes, fp32_size_bytes=result.fp32_size_bytes)
-    st.session_state[_HISTORY] = add_record(runs, entry)
-
-
-def record_latency(ctx, config, latency_ms: float) -> None:
-    """Attach a measured latency (Trade-offs) to the run of `config`, if it is in the history."""
-    from ui.cache import task_key
-
-    key = (ctx.model_key, ctx.data_key, config.to_json(), task_key(ctx))
-    st.session_state[_HISTORY] = with_latency(history(), key, latency_ms)
-
-
 def model_runs(ctx) -> list[RunRecord]:
     """The runs of the current model and data."""
     return [run for run in history() if run.model_key == ctx.model_key and run.data_key == ctx.data_key]
@@ -122,8 +89,6 @@ def comparison_figure(frame: pd.DataFrame, first: str, second: str) -> go.Figure
 
 def show_comparison(ctx, runs: list[RunRecord]) -> None:
     """Two pinned runs side by side: the headline numbers, the per-layer table and one chart."""
-    from ui.cache import get_evaluator
-
     pinned = pinned_runs(runs)
     if len(pinned) < 2:
         st.caption("Pin two runs to compare them layer by layer.")

@@ -212,8 +212,16 @@ def evaluate_with_baseline(ctx, config: QuantConfig):
         return _first_evaluation(ctx, config)
     with st.spinner("Evaluating…"):
         baseline = cache.evaluate_cached(ctx, PRESETS["FP32"])
+        _with_layer_errors(ctx, config)
         result = cache.evaluate_cached(ctx, config)
     return result, baseline
+
+
+def _with_layer_errors(ctx, config: QuantConfig) -> None:
+    """When the page will chart the per-layer errors of a config, measure them with its outputs in one pass
+    over the split (`Evaluator.evaluate_with_errors`): the evaluation below then finds its result cached."""
+    if config != PRESETS["FP32"] and st.session_state.get(MIXED_LAYER_CHART, True):
+        cache.get_evaluator(ctx).evaluate_with_errors(config, task=ctx.task)
 
 
 def _first_evaluation(ctx, config: QuantConfig):
@@ -231,6 +239,8 @@ def _first_evaluation(ctx, config: QuantConfig):
         progress(0.5, "Scoring FP32…")
         baseline = cache.evaluate_cached(ctx, PRESETS["FP32"])
         progress(0.7, f"Evaluating {config.name}…")
+        # Not with its per-layer errors here: the first metrics show as soon as they are known; the chart
+        # (and its error session's build) follows below them.
         result = cache.evaluate_cached(ctx, config)
         progress(1.0, "Done")
     return result, baseline

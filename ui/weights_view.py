@@ -20,7 +20,8 @@ from quant_core.errors import ConfigError, QuantLabError
 from quant_core.numerics.formats import FormatKind, Granularity, NumberFormat, RangeMethod
 from quant_core.numerics.metrics import clipped_fraction, mse, ratio_db, sqnr_db
 from quant_core.model.model_io import weight_array
-from quant_core.numerics.quantize import dequantize, fake_quantize, quantize_tensor, tensor_range
+from quant_core.numerics.quantize import dequantize, fake_quantize, tensor_range
+from quant_core.numerics.tensor import quantize_tensor
 from quant_core.numerics.qparams import qparams_from_range
 from quant_core.numerics.ranges import weight_ranges
 from ui import figures

@@ -29,6 +29,7 @@ from quant_core.engine.simulate import ActivationQuant, SimulationSession
 from quant_core.model.layers import layer_specs
 from quant_core.engine.simulation_graph import ActivationMode
 from quant_core.engine.suffix_runs import SuffixRuns
+from quant_core.engine.workers import MAX_WORKERS, default_workers, map_in_order
 from quant_core.engine.tasks import (Metric, Task, TaskScore, TaskScorer, check_task, check_tokens, infer_task,
                                      output_index)
 from quant_core.model.validate import check_config, model_facts, validate_config
@@ -41,7 +42,6 @@ __all__ = ["EvaluationResult", "Evaluator", "LRUCache", "LayerError", "evaluate_
 MAX_RESULTS = 256            # EvaluationResult, per-layer errors and per-layer SQNR, per config
 MAX_WEIGHTS = 64             # fake-quantized weights, per (weight, resolved TensorQuant)
 MAX_ISOLATED = 512           # isolated SQNR of one layer, per (layer, resolved choice)
-MAX_SMALL = 4096             # resolved layouts, activation parameters, weight sizes (a few bytes each)
 MAX_ERROR_SESSIONS = 4       # per-layer error sessions (layer_errors.ErrorGraph), per activation pattern
 MAX_TASKS = 8                # task scorers (FP32 argmax / decode / neighbours of the scored output), per task
 # Per-layer errors run the split in batches of at most about this many bytes of activations (estimated as
@@ -57,6 +57,10 @@ LAYER_ERRORS_BYTES_PER_VALUE = 48
 # would then depend on the budget). Outputs are joined as the batches end.
 EVALUATION_BATCH_BYTES = 64 * 2**20
 EVALUATION_MIN_BATCH = 2
+# A split whose activations weigh at least this much comes in at least MAX_WORKERS balanced batches, so
+# that every worker gets one (`workers.map_in_order`), whatever this machine's cores: the batches, hence
+# the numbers, do not depend on the machine. Below it one batch: threads would cost more than they save.
+PARALLEL_FROM_BYTES = 8 * 2**20
 
 
 @dataclass(frozen=True)
@@ -134,8 +138,10 @@ class Evaluator:
 
     def __init__(self, prepared, calibration: Calibration | None, data, *, batch_size: int = 1024, threads: int = 1,
                  task: Task | None = None, session: SimulationSession | None = None, streaming: bool = False,
-                 reference_outputs: tuple[np.ndarray, ...] | None = None):
+                 reference_outputs: tuple[np.ndarray, ...] | None = None, workers: int | None = None):
         self.prepared = prepared
+        # Batches of a pass run side by side on this many cores (`workers.map_in_order`; numbers unchanged).
+        self.workers = default_workers() if workers is None else max(1, int(workers))
         self.calibration = calibration
         self.session = session or SimulationSession(prepared, threads=threads)
         self._specs = {spec.name: spec for spec in layer_specs(prepared)}
@@ -143,7 +149,8 @@ class Evaluator:
         data = record_state(prepared, data)  # a stream's state inputs the .npz left out
         self._split = feeder(data, prepared.info, self.session.input_names, self.session.output_names, batch_size)
         self.feeder = self._split.within_budget(self._sample_bytes, EVALUATION_BATCH_BYTES,
-                                                min_batch=EVALUATION_MIN_BATCH)
+                                                min_batch=EVALUATION_MIN_BATCH, parts=MAX_WORKERS,
+                                                parts_from_bytes=PARALLEL_FROM_BYTES)
         self.batch_size, self.sample_count = self.feeder.batch_size, self.feeder.sample_count
         self.is_streaming = streaming and self.feeder.layout.streaming
         self._data, self._streaming = data, None
@@ -153,7 +160,6 @@ class Evaluator:
         check_tokens(self.task, prepared.info, getattr(data, "inputs", data))  # before onnxruntime meets a bad id
         self._scorers = LRUCache(MAX_TASKS)          # Task -> TaskScorer
         self._results = LRUCache(MAX_RESULTS)        # (QuantConfig, Task) -> EvaluationResult
-        self._layer_errors = LRUCache(MAX_RESULTS)   # QuantConfig -> tuple[LayerError, ...]
         self._layer_sqnr = LRUCache(MAX_RESULTS)     # tuple[LayerFeed, ...] -> {layer: SQNR dB}
         self._isolated = LRUCache(MAX_ISOLATED)      # LayerFeed -> SQNR dB at that layer's output
         self.planner = Planner(prepared, calibration)
@@ -164,9 +170,8 @@ class Evaluator:
         self._error_graphs = LRUCache(MAX_ERROR_SESSIONS)  # activation pattern -> ErrorGraph, or False: cannot
         self._spec_index = {layer: i for i, layer in enumerate(self._specs)}
         self._errors_feeder: Feeder | None = None
-        self._weight_bytes = LRUCache(MAX_SMALL)     # (weight, resolved TensorQuant, shape) -> bytes
         self._other_bytes = self._initializer_bytes()
-        self.suffix_runs = SuffixRuns(prepared, self.session, self.feeder)
+        self.suffix_runs = SuffixRuns(prepared, self.session, self.feeder, self.workers)
         # reference_outputs: the original model's outputs when a method (bias correction) changed the FP32
         # function of `prepared`, so every metric stays "against the original FP32 model".
         self.fp32_outputs = tuple(reference_outputs) if reference_outputs is not None else self._run_outputs({}, {})
@@ -273,9 +278,9 @@ class Evaluator:
             if outputs is not None:
                 return outputs
         started = time.perf_counter()
+        run = self.session.runner(weights, activations)
         # Each batch's outputs are copied into the joined arrays as they come (not held until the end).
-        joined = self.feeder.join(self.session.run(batch, weights=weights, activations=activations).outputs
-                                  for batch in self.feeder.batches())
+        joined = self.feeder.join(map_in_order(lambda batch: run(batch).outputs, self.feeder.batches(), self.workers))
         self.suffix_runs.full_run_took(time.perf_counter() - started)
         return joined
 
@@ -334,27 +339,59 @@ class Evaluator:
                 largest = max((size for *_, size in graph.run(feed, weights, activations).values()), default=1)
                 return LAYER_ERRORS_BYTES_PER_VALUE * largest
 
-            self._errors_feeder = self._split.within_budget(sample_bytes, LAYER_ERRORS_BATCH_BYTES)
+            self._errors_feeder = self._split.within_budget(sample_bytes, LAYER_ERRORS_BATCH_BYTES,
+                                                            min_batch=EVALUATION_MIN_BATCH, parts=MAX_WORKERS,
+                                                            parts_from_bytes=PARALLEL_FROM_BYTES)
         return self._errors_feeder
 
-    def _measure_layer_errors(self, feeds: tuple[LayerFeed, ...], isolated: tuple[str, ...]
-                              ) -> tuple[dict[str, float], dict[str, float]]:
-        """(accumulated SQNR per layer with `feeds`, isolated SQNR of the `isolated` layers), one pass over
-        the split with the error session; the definition's whole-model runs where it cannot serve."""
+    def _outputs_exact(self, graph: ErrorGraph, first: dict[str, np.ndarray], weights, activations) -> bool:
+        """True when the error session's model outputs equal the simulation session's bit for bit on the batch
+        `first` for this config (checked once per activation pattern: the same nodes and kernels, or not)."""
+        if graph.outputs_exact is None:
+            _, outputs = graph.runner(weights, activations, with_outputs=True)(first)
+            expected = self.session.runner(weights, activations)(first).outputs
+            graph.outputs_exact = len(outputs) == len(expected) and all(
+                a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+                for a, b in zip(outputs, expected))
+        return graph.outputs_exact
+
+    def _measure_layer_errors(self, feeds: tuple[LayerFeed, ...], isolated: tuple[str, ...], *,
+                              with_outputs: bool = False
+                              ) -> tuple[dict[str, float], dict[str, float], tuple[np.ndarray, ...] | None]:
+        """(accumulated SQNR per layer with `feeds`, isolated SQNR of the `isolated` layers, the config's model
+        outputs or None), one pass over the split with the error session; the definition's whole-model runs
+        where it cannot serve. The outputs come along (`with_outputs`) only where the error session gives
+        them equal to the simulation's bit for bit (`_outputs_exact`) and not for a streamed split."""
         weights, activations = self._feed_arrays(feeds)
         graph = self._errors_session(activations)
         found: dict[str, float] = {}
-        accumulated = None
+        accumulated, outputs = None, None
         if graph is not None:
-            sums: dict[str, np.ndarray] = {}  # layer -> float64 (signal, accumulated noise, isolated noise)
             try:
-                for batch in self._layer_error_feeder(graph, weights, activations).batches():
-                    for layer, (signal, noise, alone, _) in graph.run(batch, weights, activations).items():
+                errors_feeder = self._layer_error_feeder(graph, weights, activations)
+                with_outputs = (with_outputs and not self.is_streaming and bool(graph.output_names)
+                                and self._outputs_exact(graph, next(errors_feeder.batches()), weights, activations))
+                run = graph.runner(weights, activations, with_outputs=with_outputs)
+                passes = map_in_order(run, errors_feeder.batches(), self.workers)
+                sums: dict[str, np.ndarray] = {}  # layer -> float64 (signal, accumulated noise, isolated noise)
+
+                def add(batch_powers: dict) -> None:  # summed in batch order: the same sums for any worker count
+                    for layer, (signal, noise, alone, _) in batch_powers.items():
                         powers = np.array([signal, noise, 0.0 if alone is None else alone])
                         sums[layer] = sums[layer] + powers if layer in sums else powers
+
+                if with_outputs:
+                    def each(parts):
+                        for powers, batch_outputs in parts:
+                            add(powers)
+                            yield batch_outputs
+                    outputs = errors_feeder.join(each(passes))
+                else:
+                    for powers, _ in passes:
+                        add(powers)
             except DataError:  # onnxruntime cannot run the error session here: the definition decides
                 self._error_graphs.put(self._activation_pattern(activations), False)
-                graph = None
+                graph, outputs = None, None
             else:
                 accumulated = {layer: ratio_db(signal, noise) for layer, (signal, noise, _) in sums.items()}
                 found = {layer: ratio_db(sums[layer][0], sums[layer][2]) for layer in isolated
@@ -367,7 +404,7 @@ class Evaluator:
                 alone = self._feed_arrays((by_layer[layer],))
                 sqnr = reference_layer_sqnr(self.session, self.feeder.batches(), *alone)
                 found[layer] = sqnr.get(layer, float("inf"))
-        return accumulated, found
+        return accumulated, found, outputs
 
     # -- scoring ----------------------------------------------------------------------------------
 
@@ -392,12 +429,8 @@ class Evaluator:
             spec = self._specs[layer]
             if spec.weight and spec.weight not in quantized:
                 layout = None if choice.weights is None else self.weight_layout(layer, choice.weights)
-                key = (spec.weight, None) if layout is None else (spec.weight, layout.tq, layout.shape)
-                found = self._weight_bytes.get(key)
-                if found is None:
-                    shape = self.session.fp32_weight(layer).shape if layout is None else layout.shape
-                    found = self._weight_bytes.put(key, _weight_bytes(shape, None if layout is None else layout.tq))
-                quantized[spec.weight] = found
+                shape = self.session.fp32_weight(layer).shape if layout is None else layout.shape
+                quantized[spec.weight] = _weight_bytes(shape, None if layout is None else layout.tq)  # ~7 us
         return self._other_bytes + sum(quantized.values())
 
     def _initializer_bytes(self) -> int:
@@ -418,11 +451,30 @@ class Evaluator:
         found = self._results.get(key)
         if found is not None:
             return found
-        scorer = self.scorer(task)
         check_config(config, self._facts)
         feeds = self._config_feeds(config)
         weights, activations = self._feed_arrays(feeds)
         outputs = self._run_outputs(weights, activations, feeds) if (weights or activations) else self.fp32_outputs
+        return self._results.put(key, self._scored(config, task, outputs))
+
+    def evaluate_with_errors(self, config: QuantConfig, *, task: Task | None = None
+                             ) -> tuple[EvaluationResult, tuple[LayerError, ...]]:
+        """`evaluate(config)` and `layer_errors(config)` in one pass where they are both new: the per-layer
+        error session then also gives the config's model outputs (when it computes them bit for bit as the
+        simulation does: `_outputs_exact`), so the pair costs one pass over the split instead of two."""
+        task = self.task if task is None else task
+        result = self._results.get((config, task))
+        if result is None and not self._has_layer_errors(config):
+            errors, outputs = self._layer_errors_of(config, with_outputs=True)
+            if outputs is not None:
+                result = self._results.put((config, task), self._scored(config, task, outputs))
+        if result is None:
+            result = self.evaluate(config, task=task)
+        return result, self.layer_errors(config)
+
+    def _scored(self, config: QuantConfig, task: Task, outputs: tuple[np.ndarray, ...]) -> EvaluationResult:
+        """The EvaluationResult of `config` whose model outputs on the split are `outputs`."""
+        scorer = self.scorer(task)
         index = self.output_index(task)
         score = scorer.score(outputs[index])
         output_sqnr = tuple(score.value(Metric.SQNR) if i == index else r.sqnr_db(o)
@@ -445,7 +497,7 @@ class Evaluator:
             sample_count=self.sample_count,
             score=score,
         )
-        return self._results.put(key, result)
+        return result
 
     def outputs(self, config: QuantConfig) -> tuple[np.ndarray, ...]:
         """Return the model outputs of `config` on the whole split (not cached)."""
@@ -454,7 +506,7 @@ class Evaluator:
         return self._run_outputs(*self._feed_arrays(feeds), feeds)
 
     def layer_errors(self, config: QuantConfig) -> tuple[LayerError, ...]:
-        """Return each layer's isolated and accumulated SQNR (dB) at its output (cached per config).
+        """Return each layer's isolated and accumulated SQNR (dB) at its output (from the caches below).
 
         isolated: only this layer quantized as `config` says, everything else FP32.
         accumulated: the whole config; the error includes what earlier layers passed on.
@@ -468,28 +520,41 @@ class Evaluator:
         does every layer when onnxruntime cannot build that session. Accumulated errors are cached per
         resolved feeds, a layer's isolated error per (layer, resolved choice).
         """
-        found = self._layer_errors.get(config)
-        if found is not None:
-            return found
+        return self._layer_errors_of(config)[0]
+
+    def _has_layer_errors(self, config: QuantConfig) -> bool:
+        """True when `config`'s per-layer errors are known (no run needed)."""
+        feeds = self._config_feeds(config)
+        return (not feeds or self._layer_sqnr.get(feeds) is not None) and all(
+            self._isolated.get(feed) is not None for feed in feeds)
+
+    def _layer_errors_of(self, config: QuantConfig, *, with_outputs: bool = False
+                         ) -> tuple[tuple[LayerError, ...], tuple[np.ndarray, ...] | None]:
+        """Measure (and cache) `config`'s per-layer errors; with `with_outputs`, its model outputs from the same
+        pass where the error session gives them exactly (else None)."""
         check_config(config, self._facts)
         feeds = self._config_feeds(config)
         changed = {feed[0]: feed for feed in feeds}
         accumulated = self._layer_sqnr.get(feeds) if feeds else {}
         isolated = {layer: self._isolated.get(feed) for layer, feed in changed.items()}
         missing = {layer: changed[layer] for layer, value in isolated.items() if value is None}
+        outputs = None
         if accumulated is None or missing:
-            measured, measured_alone = self._measure_layer_errors(feeds, tuple(missing))
+            measured, measured_alone, outputs = self._measure_layer_errors(feeds, tuple(missing),
+                                                                           with_outputs=with_outputs)
             if accumulated is None:
                 accumulated = self._layer_sqnr.put(feeds, measured)
             for layer, value in measured_alone.items():
                 isolated[layer] = self._isolated.put(missing[layer], value)
+        elif with_outputs and not feeds:  # FP32: nothing to run
+            outputs = self.fp32_outputs
         errors = [LayerError(layer, isolated[layer] if layer in changed else float("inf"),
                              accumulated.get(layer, float("inf"))) for layer in self.layers]
-        return self._layer_errors.put(config, tuple(errors))
+        return tuple(errors), outputs
 
     def cache_entries(self) -> dict[str, int]:
-        """Return how many entries each bounded cache holds (results, layer_errors, layer_sqnr, isolated, weights)."""
-        return {"results": len(self._results), "layer_errors": len(self._layer_errors),
+        """Return how many entries each bounded cache holds (results, layer_sqnr, isolated, weights)."""
+        return {"results": len(self._results),
                 "layer_sqnr": len(self._layer_sqnr), "isolated": len(self._isolated), "weights": len(self._weights)}
 
 

@@ -205,6 +205,9 @@ class ErrorGraph:
     def __init__(self, model: onnx.ModelProto, specs: tuple[LayerSpec, ...], modes,
                  pattern: Mapping[int, ActivationMode], fp32_weights: Mapping[str, np.ndarray], threads: int = 1):
         self._fp32_weights = fp32_weights
+        # Whether `runner(..., with_outputs=True)` gives the simulation session's outputs bit for bit: checked
+        # once by the Evaluator on its first use (None until then).
+        self.outputs_exact: bool | None = None
         built = None
         if _weights_read_once(model, specs):
             # Weights as constants while onnxruntime optimizes, then fed in its (NCHWc) layout: the fast kernels.
@@ -300,6 +303,13 @@ class ErrorGraph:
         del graph.output[:]
         graph.output.extend(helper.make_tensor_value_info(name, TensorProto.DOUBLE, []) for name in outputs)
         graph.output.extend(helper.make_tensor_value_info(name, TensorProto.INT64, []) for name in self.sizes.values())
+        # The config copy's model outputs too (the original names): a pass that wants the config's outputs and
+        # its per-layer errors then runs once (`Evaluator.evaluate_with_errors`).
+        # (Not when an output is an input or a constant of the model: it has no config copy.)
+        self.output_names = tuple(output.name for output in model.graph.output)
+        if any(name in keep for name in self.output_names):
+            self.output_names = ()
+        graph.output.extend(output for output in model.graph.output if self.output_names)
         self._reordered = reorder
         if not reorder:
             with_weight_data(sim, model)  # a weight another node reads too stays a constant
@@ -323,20 +333,34 @@ class ErrorGraph:
             activations: Mapping[str, ActivationQuant]) -> dict[str, tuple[float, float, float | None, int]]:
         """Return, per layer with a float output, (signal power, accumulated noise power, isolated noise
         power or None, elements of its output) on one batch, for the config fed as `weights` and `activations`."""
-        feeds = dict(self._defaults)
-        feeds.update(batch)
+        return self.runner(weights, activations)(batch)[0]
+
+    def runner(self, weights: Mapping[str, np.ndarray], activations: Mapping[str, ActivationQuant], *,
+               with_outputs: bool = False) -> Callable[[Mapping[str, np.ndarray]], tuple[dict, tuple]]:
+        """Return run(batch) -> (`run`'s powers per layer, the config's model outputs if `with_outputs` else
+        ()) for one config, its feeds laid out once for every batch; safe to call from several threads."""
+        config_feeds = dict(self._defaults)
         for layer, weight in weights.items():
             for feed in self._weight_feeds.get(layer, ()):
-                feeds[feed.name] = feed.value(np.asarray(weight, dtype=np.float32))
+                config_feeds[feed.name] = feed.value(np.asarray(weight, dtype=np.float32))
         for layer, params in activations.items():
-            feeds.update(params.feeds(self.activation_index[layer]))
-        feeds = {name: value for name, value in feeds.items() if name in self._input_names}
+            config_feeds.update(params.feeds(self.activation_index[layer]))
         names = [name for layer in self.powers for name in self.powers[layer] if name]
         names += list(self.sizes.values())
-        try:
-            values = dict(zip(names, self._session.run(names, feeds)))
-        except Exception as err:  # onnxruntime's own exception types: wrong shapes or dtypes in the data
-            raise DataError(f"onnxruntime cannot run the model on this data: {first_line(err)}") from None
-        return {layer: (float(values[signal]), float(values[accumulated]),
-                        None if isolated is None else float(values[isolated]), int(values[self.sizes[layer]]))
-                for layer, (signal, accumulated, isolated) in self.powers.items()}
+        if with_outputs and not self.output_names:
+            raise ValueError("this error session cannot give the model outputs (`output_names` is empty)")
+        outputs = list(self.output_names) if with_outputs else []
+
+        def run(batch: Mapping[str, np.ndarray]) -> tuple[dict, tuple]:
+            feeds = {name: value for name, value in {**config_feeds, **batch}.items() if name in self._input_names}
+            try:
+                fetched = self._session.run(names + outputs, feeds)
+            except Exception as err:  # onnxruntime's own exception types: wrong shapes or dtypes in the data
+                raise DataError(f"onnxruntime cannot run the model on this data: {first_line(err)}") from None
+            values = dict(zip(names, fetched))
+            powers = {layer: (float(values[signal]), float(values[accumulated]),
+                              None if isolated is None else float(values[isolated]), int(values[self.sizes[layer]]))
+                      for layer, (signal, accumulated, isolated) in self.powers.items()}
+            return powers, tuple(fetched[len(names):])
+
+        return run

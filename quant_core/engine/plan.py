@@ -22,7 +22,8 @@ from quant_core.errors import ConfigError
 from quant_core.model.layers import layer_specs
 from quant_core.numerics.axes import WeightLayout, layer_axes, natural_axes, output_channel_axis, resolve, shape_axes
 from quant_core.numerics.formats import FormatKind, Granularity, NumberFormat, RangeMethod
-from quant_core.numerics.quantize import fake_quantize_tensor, tensor_range
+from quant_core.numerics.quantize import tensor_range
+from quant_core.numerics.tensor import fake_quantize_tensor
 from quant_core.numerics.ranges import weight_ranges
 
 # Formats with one scale per output channel whatever the granularity (numerics/extreme.py).

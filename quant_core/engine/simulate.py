@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -318,29 +318,43 @@ class SimulationSession:
         `specialize=False` keeps to the general session (the `If` chains), never one specialized for the
         activation pattern: the equal-bit-for-bit tests compare the two.
         """
+        return self.runner(weights, activations, with_layer_outputs=with_layer_outputs, specialize=specialize)(feeds)
+
+    def runner(self, weights: Mapping[str, np.ndarray] | None = None,
+               activations: Mapping[str, ActivationQuant] | None = None, *,
+               with_layer_outputs: bool = False, specialize: bool = True) -> Callable[[Mapping[str, np.ndarray]],
+                                                                                      SimulationOutput]:
+        """Return run(batch feeds) for one config: the session and the config's feeds (weights laid out
+        for it) chosen once, for every batch of a pass; safe to call from several threads at once."""
         variant = None if with_layer_outputs or not specialize else self._specialized(activations)
         variant = variant or self._variant(with_layer_outputs)
-        all_feeds = dict(variant.default_feeds)
-        all_feeds.update(feeds)
+        config_feeds = dict(variant.default_feeds)
         for layer, weight in (weights or {}).items():
             for feed in variant.weight_feeds[layer]:
-                all_feeds[feed.name] = feed.value(np.asarray(weight, dtype=np.float32))
+                config_feeds[feed.name] = feed.value(np.asarray(weight, dtype=np.float32))
         for layer, params in (activations or {}).items():
             if params.mode not in self.modes:
                 needed = CAST_OPSET[_CAST_KIND[params.mode]]
                 raise ValueError(f"layer {layer!r}: {params.mode.name.lower()} activations need a model with "
                                  f"opset >= {needed}; this model has opset {self.opset}")
-            all_feeds.update((name, value) for name, value in params.feeds(variant.activation_index[layer]).items()
-                             if name in variant.input_names)
+            config_feeds.update((name, value) for name, value in params.feeds(variant.activation_index[layer]).items()
+                                if name in variant.input_names)
         names = list(self.output_names)
         if with_layer_outputs:
             names += [out for out in dict.fromkeys(self.layer_outputs.values()) if out not in self.output_names]
-        try:
-            values = variant.session.run(names, all_feeds)
-        except Exception as err:  # onnxruntime's own exception types: wrong shapes or dtypes in the data
-            raise DataError(f"onnxruntime cannot run the model on this data: {first_line(err)}") from None
-        outputs = tuple(values[:len(self.output_names)])
-        if not with_layer_outputs:
-            return SimulationOutput(outputs)
-        by_name = dict(zip(names, values))
-        return SimulationOutput(outputs, {layer: by_name[out] for layer, out in self.layer_outputs.items()})
+        count = len(self.output_names)
+
+        def run(feeds: Mapping[str, np.ndarray]) -> SimulationOutput:
+            all_feeds = dict(config_feeds)
+            all_feeds.update(feeds)
+            try:
+                values = variant.session.run(names, all_feeds)
+            except Exception as err:  # onnxruntime's own exception types: wrong shapes or dtypes in the data
+                raise DataError(f"onnxruntime cannot run the model on this data: {first_line(err)}") from None
+            outputs = tuple(values[:count])
+            if not with_layer_outputs:
+                return SimulationOutput(outputs)
+            by_name = dict(zip(names, values))
+            return SimulationOutput(outputs, {layer: by_name[out] for layer, out in self.layer_outputs.items()})
+
+        return run

@@ -22,6 +22,7 @@ import numpy as np
 
 from quant_core.config import TensorQuant
 from quant_core.engine.simulate import ActivationQuant
+from quant_core.engine.workers import map_in_order
 from quant_core.model.layers import layer_specs
 
 # Memory kept for single-layer weight configs (sweeps) at most: captured FP32 activations and the weight
@@ -33,8 +34,9 @@ _UINT8_ASYMMETRIC = TensorQuant("uint8", symmetric=False)  # the timing probe's 
 class SuffixRuns:
     """The suffix sessions and captured FP32 activations of one Evaluator (its session and split)."""
 
-    def __init__(self, prepared, session, feeder):
+    def __init__(self, prepared, session, feeder, workers: int = 1):
         self._prepared, self._session = prepared, session
+        self._workers = workers  # batches run side by side (`workers.map_in_order`)
         self._feeder, self._batch_size = feeder, feeder.batch_size
         self._sample_count = feeder.sample_count
         self._specs = {spec.name: spec for spec in layer_specs(prepared)}
@@ -120,7 +122,8 @@ class SuffixRuns:
             return None
         weight = weights.get(layer, self._session.fp32_weights[layer])
         later = {name: value for name, value in weights.items() if name in suffix.later_feeds}
-        return self._feeder.join(suffix.run(values, weight, later) for values in captured)
+        return self._feeder.join(map_in_order(lambda values: suffix.run(values, weight, later), captured,
+                                              self._workers))
 
     @property
     def nbytes(self) -> int:
@@ -220,14 +223,18 @@ class SuffixRuns:
             return None
         cuts, suffix = self.cut_values(), self._session.suffix(layer)
         if activation is None:
-            return self._feeder.join(suffix.run(values, weight) for values in cuts)
+            return self._feeder.join(map_in_order(lambda values: suffix.run(values, weight), cuts, self._workers))
         tensor = self._specs[layer].activation_input
-        parts = []
-        for values in cuts:
+
+        def run(values):
             quantized = activation.apply(values[tensor])
-            if quantized is None:
+            return None if quantized is None else suffix.run({**values, tensor: quantized}, weight)
+
+        parts = []
+        for part in map_in_order(run, cuts, self._workers):
+            if part is None:
                 return None
-            parts.append(suffix.run({**values, tensor: quantized}, weight))
+            parts.append(part)
         return self._feeder.join(parts)
 
     def _activation_seconds(self, layer: str) -> float | None:

@@ -435,7 +435,7 @@ class TaskScorer:
         """Return the task's metrics of `outputs` (the same shape as the reference)."""
         y = np.asarray(outputs)
         kind = self.task.kind
-        sqnr, cosine = self.reference.sqnr_db(y), self.reference.cosine(y)
+        sqnr, cosine = self.reference.sqnr_db_and_cosine(y)
         metrics: list[tuple[str, float | None]] = []
         headline = self.task.headline_name
         per_class = None

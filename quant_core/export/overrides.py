@@ -25,7 +25,7 @@ from quant_core.engine.plan import (ExportKind, LayerExport, activation_quant, o
 from quant_core.errors import ConfigError, ModelError
 from quant_core.numerics.cpu_target import kernel_weight_storage, saturates
 from quant_core.numerics.formats import NumberFormat
-from quant_core.numerics.quantize import quantize_tensor
+from quant_core.numerics.tensor import quantize_tensor
 
 _NUMPY_TYPES = {"QInt8": np.int8, "QUInt8": np.uint8}
 # Ops between a Conv output and the next layer's input through which one quantization grid passes

@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from quant_core.numerics.formats import Granularity, RangeMethod
-from quant_core.numerics.quantize import quantize_tensor
+from quant_core.numerics.tensor import quantize_tensor
 
 from quant_core.methods.graph import Graph, LinearLayer, Probe, attribute
 from quant_core.methods.report import MethodContext, MethodReport

@@ -331,10 +331,14 @@ class Feeder:
             yield self.layout.feed(self.inputs, start, stop)
 
     def within_budget(self, sample_bytes: Callable[[dict[str, np.ndarray]], int], budget: int, *,
-                      min_batch: int = 1) -> Feeder:
+                      min_batch: int = 1, parts: int = 1, parts_from_bytes: int = 0) -> Feeder:
         """Return this feeder with batches of at most about `budget` bytes; the one batching rule of the engine.
 
         rows = clip(budget // sample_bytes(feed of the first sample), min_batch, batch_size)
+
+        With `parts` > 1, a split whose samples weigh at least `parts_from_bytes` in all comes in at least
+        `parts` batches where it holds `min_batch` samples each (so that as many workers share it:
+        `engine/workers.py`), and the batches are balanced (equal sizes, the last maybe one smaller).
 
         `sample_bytes` weighs one sample (e.g. its activations, measured by a run of that sample). Batches
         are kept as they are when they hold one sample, when samples do not stack along axis 0 (a stream,
@@ -347,9 +351,12 @@ class Feeder:
             return self
         per_sample = max(int(sample_bytes(self.layout.feed(self.inputs, 0, 1))), 1)
         rows = min(self.batch_size, max(min_batch, budget // per_sample, 1))
-        if rows >= self.sample_count:
-            rows = self.batch_size  # one batch, as before: nothing to split
-        return replace(self, batch_size=rows, min_batch=min_batch)
+        count = -(-self.sample_count // rows)  # batches
+        if parts > 1 and per_sample * self.sample_count >= parts_from_bytes:
+            count = max(count, min(parts, self.sample_count // max(min_batch, 1)))
+        if count <= 1:
+            return replace(self, min_batch=min_batch)  # one batch, as before: nothing to split
+        return replace(self, batch_size=-(-self.sample_count // count), min_batch=min_batch)
 
     def stream(self, run: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]
                ) -> Iterator[Mapping[str, np.ndarray]]:

@@ -16,6 +16,7 @@ import numpy as np
 from quant_core.config import TensorQuant
 from quant_core.errors import QuantLabError
 from quant_core.numerics.formats import FormatKind, Granularity, NumberFormat
+from quant_core.numerics.quantize import QuantizedTensor, broadcastable, tensor_range
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,6 @@ def quantize_float_tensor(x, tq: TensorQuant, *, name: str = "tensor"):
     FP16 and BF16 are plain casts (no scale). FP8 uses scale = amax / max_finite per tensor, per
     channel along tq.axis, or per block of tq.block_size along tq.axis.
     """
-    from quant_core.numerics.quantize import QuantizedTensor, broadcastable, tensor_range
-
     fmt = tq.format
     if fmt.kind in (FormatKind.FP16, FormatKind.BF16):
         values = round_to_float_format(x, fmt, name=name)

@@ -103,6 +103,15 @@ class FixedReference:
         b = self._candidate(other)
         return _cosine_of_norms(float(self._reference() @ b), self.norm, float(np.linalg.norm(b)))
 
+    def sqnr_db_and_cosine(self, other) -> tuple[float, float]:
+        """(`sqnr_db(other)`, `cosine(other)`), the same numbers, with one float64 copy of each array."""
+        b = self._candidate(other)
+        a = self._reference()
+        owned = not np.shares_memory(a, self._x)
+        cosine = _cosine_of_norms(float(a @ b), self.norm, float(np.linalg.norm(b)))
+        noise = np.subtract(a, b, out=a if owned else None)
+        return ratio_db(self.power, float(np.sum(np.square(noise, out=noise)))), cosine
+
 
 def _cosine_of_norms(dot: float, norm_a: float, norm_b: float) -> float:
     """Return dot / (|a| |b|), clipped to [-1, 1].

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from quant_core.numerics.floats import FloatSpec, round_to_spec
+from quant_core.numerics.quantize import QuantizedTensor, as_float32
 
 E8M0_MIN_EXPONENT, E8M0_MAX_EXPONENT = -127, 127
 
@@ -173,7 +174,6 @@ def bits_per_value(fmt: BlockFormat | str, parameters: int | None = None) -> flo
 def quantize_block_tensor(x, tq, *, name: str = "tensor"):
     """`quantize_tensor` for a block format: blocks along tq.axis (resolved), scales = the block scales
     (NVFP4's include the tensor scale)."""
-    from quant_core.numerics.quantize import QuantizedTensor, as_float32
 
     fmt = tq.format
     x = as_float32(x, name)

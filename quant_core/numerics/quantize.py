@@ -1,4 +1,4 @@
-"""Integer quantize / dequantize / fake-quantize, and the one entry that quantizes a tensor in any format.
+"""Integer quantize / dequantize / fake-quantize (the one entry for any format: `tensor.quantize_tensor`).
 
 The integer maths is onnxruntime's QuantizeLinear / DequantizeLinear, bit for bit:
     q = clip(rint(x / scale) + zero_point, qmin, qmax)        (float32 division, round half to even)
@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import functools
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from quant_core.config import TensorQuant
 from quant_core.errors import ConfigError, QuantLabError
-from quant_core.numerics.formats import FormatKind, Granularity, NumberFormat
-from quant_core.numerics.qparams import qparams_from_range
+from quant_core.numerics.axes import shape_axes
+from quant_core.numerics.formats import Granularity, NumberFormat
 
 # Elements per chunk: 256 Ki float32 = 1 MiB, so the output chunk stays in the L2 cache (2 MiB here)
 # across the passes and only the first read of x and the last write of the result go to memory.
@@ -254,7 +254,7 @@ def tensor_range(x, *, granularity: Granularity | str, axis: int | None = 0, blo
     if granularity == Granularity.PER_TENSOR:
         lo, hi = np.min(x), np.max(x)
     elif granularity == Granularity.PER_CHANNEL:
-        _check_layout(x, granularity, axis, name)
+        check_layout(x, granularity, axis, name)
         axis = _normalize_axis(axis, x.ndim, name)
         x3 = x.reshape(split3(x.shape, axis))
         lo, hi = x3.min(axis=(0, 2)), x3.max(axis=(0, 2))
@@ -489,8 +489,6 @@ class QuantizedTensor:
 
 def natural_axis(shape: tuple[int, ...], granularity: Granularity, name: str) -> int:
     """Return the axis of a tensor known only by its shape (quant_core.numerics.axes.shape_axes)."""
-    from quant_core.numerics.axes import shape_axes
-
     axes = shape_axes(shape)
     if granularity == Granularity.PER_CHANNEL:
         return axes.channel_axis
@@ -500,7 +498,7 @@ def natural_axis(shape: tuple[int, ...], granularity: Granularity, name: str) ->
     return axes.group_axis
 
 
-def _check_layout(x: np.ndarray, granularity: Granularity, axis: int | None, name: str) -> None:
+def check_layout(x: np.ndarray, granularity: Granularity, axis: int | None, name: str) -> None:
     """Raise ConfigError if `granularity` along `axis` cannot apply to x."""
     if granularity == Granularity.PER_TENSOR:
         return
@@ -512,92 +510,9 @@ def _check_layout(x: np.ndarray, granularity: Granularity, axis: int | None, nam
     _normalize_axis(axis, x.ndim, name)
 
 
-def _layout(tq: TensorQuant, ndim: int) -> tuple[int | None, int | None]:
+def scale_layout(tq: TensorQuant, ndim: int) -> tuple[int | None, int | None]:
     """Return (axis, block_size) of tq's granularity, the axis made non-negative."""
     if tq.granularity == Granularity.PER_TENSOR:
         return None, None
     block_size = tq.block_size if tq.granularity == Granularity.PER_GROUP else None
     return tq.axis % ndim, block_size
-
-
-def quantize_tensor(x, tq: TensorQuant, *, name: str = "tensor", lo=None, hi=None) -> QuantizedTensor:
-    """Quantize a tensor in the format, scheme and granularity of `tq`; the single entry for all formats.
-
-    Integer formats: range (min-max at tq's granularity, or the caller's `lo`, `hi` from a range
-    estimator) -> qparams_from_range -> quantize -> dequantize. Float formats (fp16, bf16, fp8) use
-    floats.round_to_float_format, fp8 with a scale amax / max_finite per tensor or per channel.
-    binary / ternary / kmeans use extreme.py. fp32 returns the values unchanged (as float32).
-
-    Notes
-    -----
-    `lo`, `hi` (shaped like `tensor_range`'s result) apply to integer formats only; float formats take
-    amax from the tensor, and binary / ternary (per output channel: one scale per index of tq.axis, or
-    of axis 0 for axis=None, whatever the granularity) and kmeans (per tensor) have their own
-    statistics. Per-channel on a 1-D tensor or an axis out of range raises ConfigError naming the
-    tensor; NaN or Inf raises QuantLabError naming the tensor.
-    """
-    fmt = tq.format
-    x = as_float32(x, name)
-    if fmt.kind in (FormatKind.BINARY, FormatKind.TERNARY):
-        # One scale per output channel whatever the granularity: along tq.axis, or for axis=None the
-        # bare-shape rule of quant_core.numerics.axes (axis 0). Callers that know the layer pass its resolved
-        # channel axis (a MatMul weight (K, N): axis 1).
-        from quant_core.numerics.axes import shape_axes
-        from quant_core.numerics.extreme import binarize, ternarize
-        axis = shape_axes(x.shape).channel_axis if tq.axis is None else tq.axis
-        quantizer = binarize if fmt.kind == FormatKind.BINARY else ternarize
-        return quantizer(x, axis=axis, name=name)
-    if tq.axis is None and tq.granularity != Granularity.PER_TENSOR:
-        # "The layer's natural axis" without a layer: the bare-shape rule of quant_core.numerics.axes (output
-        # channels on axis 0; groups along the rest of the weight, flattened). Callers that know the
-        # layer resolve the axis themselves (axes.resolve) and pass the view to quantize.
-        from quant_core.numerics.axes import resolve, shape_axes
-        layout = resolve(tq, shape_axes(x.shape))
-        result = quantize_tensor(x.reshape(layout.shape), layout.tq, name=name, lo=lo, hi=hi)
-        codes = None if result.codes is None else result.codes.reshape(x.shape)
-        return replace(result, values=result.values.reshape(x.shape), codes=codes)
-    if fmt.is_identity:
-        refuse_non_finite(x, name)
-        return QuantizedTensor(x.copy(), None, None, None, None, fmt)
-    if fmt.is_integer:
-        scale, zero_point, axis, block_size = _integer_grid(x, tq, lo, hi, name)
-        codes = quantize(x, scale, zero_point, fmt, axis=axis, block_size=block_size, name=name)
-        values = dequantize(codes, scale, zero_point, axis=axis, block_size=block_size, name=name)
-        return QuantizedTensor(values, scale, zero_point, codes, None, fmt, axis, block_size)
-    if fmt.is_block:  # MX / NVFP4: blocks along the resolved axis (tq's block size is the format's)
-        from quant_core.numerics.mx import quantize_block_tensor
-        return quantize_block_tensor(x, tq, name=name)
-    # Imported here because floats.py and extreme.py build on this module.
-    if fmt.is_float:
-        from quant_core.numerics.floats import quantize_float_tensor
-        return quantize_float_tensor(x, tq, name=name)
-    from quant_core.numerics.extreme import kmeans_codebook
-    return kmeans_codebook(x, fmt.bits, name=name)
-
-
-def _integer_grid(x: np.ndarray, tq: TensorQuant, lo, hi, name: str):
-    """(scale, zero_point, axis, block_size) of an integer `tq` for x: its range (min-max, or the
-    caller's lo / hi) through qparams_from_range."""
-    if lo is None or hi is None:
-        lo, hi = tensor_range(x, granularity=tq.granularity, axis=tq.axis, block_size=tq.block_size, name=name)
-    else:
-        _check_layout(x, tq.granularity, tq.axis, name)
-    axis, block_size = _layout(tq, x.ndim)
-    scale, zero_point = qparams_from_range(lo, hi, tq.format, symmetric=tq.symmetric)
-    return scale, zero_point, axis, block_size
-
-
-def fake_quantize_tensor(x, tq: TensorQuant, *, name: str = "tensor", lo=None, hi=None) -> np.ndarray:
-    """Return `quantize_tensor(x, tq, ...).values` without the codes: what a simulation feeds.
-
-    Integer formats with a concrete axis take one `fake_quantize` pass (dequantize(quantize(x)) bit
-    for bit) instead of quantize, then dequantize: a third of the time on a layer's weight, which
-    counts when every new config quantizes every weight (the what-if engine). Other formats, and
-    axis=None, are quantize_tensor's own values.
-    """
-    fmt = tq.format
-    if not fmt.is_integer or (tq.axis is None and tq.granularity != Granularity.PER_TENSOR):
-        return quantize_tensor(x, tq, name=name, lo=lo, hi=hi).values
-    x = as_float32(x, name)
-    scale, zero_point, axis, block_size = _integer_grid(x, tq, lo, hi, name)
-    return fake_quantize(x, scale, zero_point, fmt, axis=axis, block_size=block_size, name=name)

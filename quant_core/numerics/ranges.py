@@ -20,6 +20,7 @@ from quant_core.errors import ConfigError, QuantLabError
 from quant_core.numerics.formats import Granularity, NumberFormat, RangeMethod
 from quant_core.numerics.histogram import StreamingHistogram
 from quant_core.numerics.qparams import qparams_from_range
+from quant_core.numerics.quantize import as_float32, natural_axis, split3, tensor_range
 
 NUM_QUANTIZED_BINS = 128
 MSE_CANDIDATES = 128
@@ -345,7 +346,6 @@ def estimate_range(hist: StreamingHistogram, tq: TensorQuant) -> RangeResult:
 
 def _rows_layout(x: np.ndarray, tq: TensorQuant):
     """Return [rows (n, m) float32, ...] and a function that puts per-row results in tq's layout."""
-    from quant_core.numerics.quantize import natural_axis, split3
 
     axis = natural_axis(x.shape, tq.granularity, "weight") if tq.axis is None else tq.axis
     axis %= x.ndim
@@ -455,7 +455,6 @@ def weight_ranges(x, tq: TensorQuant, *, name: str = "weight") -> tuple[np.ndarr
     Entropy per group raises ConfigError (a group of 16-256 values has no meaningful 128-bin
     distribution). NaN or Inf raise QuantLabError naming the tensor.
     """
-    from quant_core.numerics.quantize import as_float32, tensor_range
 
     lo, hi = tensor_range(x, granularity=tq.granularity, axis=tq.axis, block_size=tq.block_size, name=name)
     method = tq.range_method

@@ -10,7 +10,7 @@ from quant_core.model.demo import load_demo
 from quant_core.numerics.formats import FormatKind, NumberFormat
 from quant_core.numerics.metrics import mse, sqnr_db
 from quant_core.model.model_io import load_model, weight_array
-from quant_core.numerics.quantize import quantize_tensor
+from quant_core.numerics.tensor import quantize_tensor
 from tests.app.conftest import run_page, tiny_model_bytes
 
 PAGE = "pages/1_Weights.py"

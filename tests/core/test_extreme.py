@@ -5,7 +5,7 @@ import pytest
 from quant_core.config import TensorQuant
 from quant_core.errors import ConfigError, QuantLabError
 from quant_core.numerics.extreme import binarize, kmeans_codebook, ternarize
-from quant_core.numerics.quantize import quantize_tensor
+from quant_core.numerics.tensor import quantize_tensor
 
 
 def test_binary_is_sign_times_mean_absolute_value_per_output_channel():

@@ -7,7 +7,7 @@ from quant_core.config import TensorQuant
 from quant_core.errors import QuantLabError
 from quant_core.numerics.floats import FLOAT_SPECS, fp8_scale, round_to_float_format
 from quant_core.numerics.formats import parse_format
-from quant_core.numerics.quantize import quantize_tensor
+from quant_core.numerics.tensor import quantize_tensor
 
 NUMPY_TYPE = {"fp16": np.float16, "bf16": ml_dtypes.bfloat16, "fp8_e4m3fn": ml_dtypes.float8_e4m3fn,
               "fp8_e5m2": ml_dtypes.float8_e5m2}

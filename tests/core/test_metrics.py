@@ -132,6 +132,8 @@ def test_a_fixed_reference_scores_candidates_exactly_as_the_functions_do():
         candidate = (reference + noise * rng.standard_normal(reference.shape)).astype(np.float32)
         assert fixed.sqnr_db(candidate) == sqnr_db(reference, candidate)
         assert fixed.cosine(candidate) == cosine_similarity(reference, candidate)
+        assert fixed.sqnr_db_and_cosine(candidate) == (sqnr_db(reference, candidate),
+                                                       cosine_similarity(reference, candidate))
 
 
 def test_a_float64_fixed_reference_scores_exactly_and_is_left_as_it_was():
@@ -143,6 +145,7 @@ def test_a_float64_fixed_reference_scores_exactly_and_is_left_as_it_was():
     for _ in range(2):
         assert fixed.sqnr_db(candidate) == sqnr_db(kept, candidate)
         assert fixed.cosine(candidate) == cosine_similarity(kept, candidate)
+        assert fixed.sqnr_db_and_cosine(candidate) == (sqnr_db(kept, candidate), cosine_similarity(kept, candidate))
     assert np.array_equal(reference, kept)
 
 

@@ -132,7 +132,7 @@ def test_finer_elements_have_smaller_error():
 
 from quant_core.config import LayerQuant, QuantConfig, TensorQuant  # noqa: E402
 from quant_core.numerics.formats import Granularity, parse_format  # noqa: E402
-from quant_core.numerics.quantize import quantize_tensor  # noqa: E402
+from quant_core.numerics.tensor import quantize_tensor  # noqa: E402
 from quant_core.numerics.size import bits_per_parameter  # noqa: E402
 
 

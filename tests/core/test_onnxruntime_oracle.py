@@ -13,7 +13,8 @@ from quant_core.config import TensorQuant
 from quant_core.numerics.floats import round_to_float_format
 from quant_core.numerics.formats import parse_format
 from quant_core.numerics.qparams import qparams_from_range
-from quant_core.numerics.quantize import dequantize, fake_quantize, quantize, quantize_tensor, tensor_range
+from quant_core.numerics.quantize import dequantize, fake_quantize, quantize, tensor_range
+from quant_core.numerics.tensor import quantize_tensor
 
 OPSET = 21  # int4 / uint4 and blocked (block_size) QuantizeLinear
 IR_VERSION = 10

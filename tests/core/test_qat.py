@@ -10,7 +10,7 @@ from quant_core.errors import ConfigError, DataError, ModelError
 from quant_core.numerics.formats import Granularity, parse_format
 from quant_core.learn.qat import (_loss_and_gradients, evaluate_numpy_mlp, fine_tune_qat, forward, mlp_weights,
                             quantized_weight)
-from quant_core.numerics.quantize import quantize_tensor
+from quant_core.numerics.tensor import quantize_tensor
 
 
 @pytest.fixture(scope="module")

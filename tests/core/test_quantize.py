@@ -8,8 +8,8 @@ from quant_core.errors import ConfigError, QuantLabError
 from quant_core.numerics.floats import round_to_float_format
 from quant_core.numerics.formats import parse_format
 from quant_core.numerics.qparams import qparams_from_range
-from quant_core.numerics.quantize import (QuantizedTensor, dequantize, fake_quantize, fake_quantize_tensor, quantize,
-                                 quantize_tensor, tensor_range)
+from quant_core.numerics.quantize import QuantizedTensor, dequantize, fake_quantize, quantize, tensor_range
+from quant_core.numerics.tensor import fake_quantize_tensor, quantize_tensor
 
 INTEGER_FORMATS = ["int2", "int3", "int4", "int8", "int8_narrow", "int16", "uint2", "uint4", "uint8",
                    "uint8_narrow", "uint16"]

@@ -11,7 +11,7 @@ from quant_core.model.data import Dataset, split_dataset
 from quant_core.model.demo import DEMO_MODELS, load_demo
 from quant_core.engine.evaluate import Evaluator
 from quant_core.model.model_io import load_model, prepare_model
-from quant_core.numerics.quantize import quantize_tensor
+from quant_core.numerics.tensor import quantize_tensor
 from quant_core.numerics.size import tensor_bytes
 from quant_core.model.validate import validate_config
 

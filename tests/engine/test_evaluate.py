@@ -8,9 +8,9 @@ from quant_core.engine.calibrate import calibrate
 from quant_core.config import FP32_LAYER, PRESETS, LayerQuant, QuantConfig, TensorQuant
 from quant_core.errors import ConfigError
 from quant_core.engine.evaluate import Evaluator
-from quant_core.engine.layer_errors import ErrorGraph
 from quant_core.search.sensitivity import run_sweep
 from quant_core.search.suggest import suggest_config
+from tests.engine.run_counting import counting_runs
 
 INT2 = QuantConfig(LayerQuant(TensorQuant("int2", granularity="per_channel")), name="int2")
 
@@ -204,35 +204,13 @@ def test_an_lru_cache_keeps_the_most_recently_used_entries():
     assert cache.get("b", "missing") == "missing"
 
 
-def _counting_runs(evaluator, monkeypatch):
-    """Count the evaluator's whole-model runs: simulation-session runs and per-layer error session runs
-    (`ErrorGraph.run`: the FP32 model, the config and each layer alone, in one session), one per batch;
-    the chain's split is one batch."""
-    calls = []
-    run = evaluator.session.run
-
-    def counted(*args, **kwargs):
-        calls.append("simulation")
-        return run(*args, **kwargs)
-
-    monkeypatch.setattr(evaluator.session, "run", counted)
-    run_errors = ErrorGraph.run
-
-    def counted_errors(self, *args, **kwargs):
-        calls.append("errors")
-        return run_errors(self, *args, **kwargs)
-
-    monkeypatch.setattr(ErrorGraph, "run", counted_errors)
-    return calls
-
-
 def test_a_config_that_changes_one_layer_costs_one_error_session_run_and_gives_the_fresh_numbers(chain, monkeypatch):
     prepared, data = chain
     evaluator = Evaluator(prepared, calibrate(prepared, data), data)
     int4 = LayerQuant(TensorQuant("int4"), TensorQuant("uint8", symmetric=False))
     first = QuantConfig(int4)
     evaluator.layer_errors(first)
-    calls = _counting_runs(evaluator, monkeypatch)
+    calls = counting_runs(evaluator, monkeypatch)
     edited = QuantConfig(int4, (("dense1", LayerQuant(TensorQuant("int2"), int4.activations)),))
     errors = evaluator.layer_errors(edited)
     assert calls == ["errors"]  # one run of the error session: the FP32 model, the config, each layer alone
@@ -255,8 +233,7 @@ def test_the_evaluator_caches_stay_bounded_when_many_configs_are_tried(chain, mo
             config = QuantConfig(LayerQuant(TensorQuant(f"int{bits}", symmetric=symmetric)))
             evaluator.evaluate(config)
             evaluator.layer_errors(config)
-    assert evaluator.cache_entries() == {"results": 3, "layer_errors": 3, "layer_sqnr": 3, "isolated": 5,
-                                         "weights": 4}
+    assert evaluator.cache_entries() == {"results": 3, "layer_sqnr": 3, "isolated": 5, "weights": 4}
     # An evicted result is recomputed, equal to the first time.
     first = QuantConfig(LayerQuant(TensorQuant("int2")))
     assert evaluator.evaluate(first) == Evaluator(prepared, calibrate(prepared, data), data).evaluate(first)

@@ -24,6 +24,7 @@ from quant_core.model.demo import load_demo
 from quant_core.engine.evaluate import Evaluator
 from quant_core.engine.layer_errors import ErrorGraph, reference_layer_sqnr
 from quant_core.model.model_io import load_model, prepare_model
+from tests.engine.run_counting import counting_runs
 
 STRUCTURES = Path(__file__).resolve().parents[2] / "demo_models" / "structures"
 UINT8 = TensorQuant("uint8", symmetric=False)
@@ -112,14 +113,11 @@ def test_a_new_config_costs_one_error_session_run_per_batch_and_no_whole_model_r
     evaluator.layer_errors(PRESETS["W8A8"])  # builds the session of this activation pattern
     batches = len(list(evaluator._errors_feeder.batches()))
     assert batches == 4  # 200 samples, 64 a batch
-    simulation, errors = [], []
-    run, run_errors = evaluator.session.run, ErrorGraph.run
-    monkeypatch.setattr(evaluator.session, "run", lambda *a, **k: (simulation.append(1), run(*a, **k))[1])
-    monkeypatch.setattr(ErrorGraph, "run", lambda self, *a, **k: (errors.append(1), run_errors(self, *a, **k))[1])
+    calls = counting_runs(evaluator, monkeypatch)
     config = QuantConfig(LayerQuant(TensorQuant("int5", granularity="per_channel"), UINT8))
     evaluator.layer_errors(config)
     # One run per batch of one session holding the FP32 model, the config and every layer alone.
-    assert simulation == [] and len(errors) == batches
+    assert calls == ["errors"] * batches
 
 
 def _layer_errors_peak_bytes(prepared, calibration, images: np.ndarray) -> tuple[int, int]:

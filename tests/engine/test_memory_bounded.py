@@ -53,6 +53,22 @@ def test_a_budget_that_holds_every_sample_keeps_one_batch_and_small_batches_stay
     assert one.within_budget(lambda feed: pytest.fail("not weighed"), 1) is one
 
 
+def test_a_heavy_split_comes_in_balanced_batches_one_per_worker_whatever_the_machine():
+    # 16 samples of 1 MiB, a budget of 13 of them: two batches of 8 (not 13 + 3), so two workers share it.
+    found = _feeder(16).within_budget(lambda feed: 2**20, 13 * 2**20, min_batch=2, parts=2, parts_from_bytes=2**23)
+    assert list(found.bounds()) == [(0, 8), (8, 16)]
+    # The whole split within the budget: still two batches.
+    assert list(_feeder(16).within_budget(lambda feed: 2**20, 2**30, min_batch=2, parts=2,
+                                          parts_from_bytes=2**23).bounds()) == [(0, 8), (8, 16)]
+
+
+def test_a_light_split_or_too_few_samples_stay_in_one_batch():
+    light = _feeder(16).within_budget(lambda feed: 1024, 2**30, min_batch=2, parts=2, parts_from_bytes=2**23)
+    assert list(light.bounds()) == [(0, 16)]  # 16 KiB in all: threads would cost more than they save
+    three = _feeder(3).within_budget(lambda feed: 2**24, 2**30, min_batch=2, parts=2, parts_from_bytes=1)
+    assert list(three.bounds()) == [(0, 3)]  # two batches would leave one with a lone sample
+
+
 def test_a_model_that_fixes_its_batch_keeps_it():
     fixed = _feeder(10)
     fixed = type(fixed)(fixed.inputs, classic_layout(("x",)), 5, 10, fixed_batch=True)

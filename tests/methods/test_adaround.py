@@ -9,7 +9,7 @@ from quant_core.methods import MethodContext
 from quant_core.methods.adaround import _im2col, apply_adaround
 from quant_core.methods.graph import Graph, Probe
 from quant_core.model.model_io import weight_array
-from quant_core.numerics.quantize import quantize_tensor
+from quant_core.numerics.tensor import quantize_tensor
 
 from .graphs import conv_chain, data_for
 

@@ -16,7 +16,7 @@ from quant_core.numerics.formats import FormatKind, Granularity, NumberFormat, p
 from quant_core.numerics.metrics import sqnr_db
 from quant_core.numerics.mx import element_grid, quantize_blocks
 from quant_core.model.model_io import weight_array
-from quant_core.numerics.quantize import quantize_tensor
+from quant_core.numerics.tensor import quantize_tensor
 from quant_core.numerics.size import bits_per_parameter
 from ui.cache import evaluate_cached, get_evaluator
 from ui.lessons._common import cached_spec, demo_context, question, show_figure, try_on_page

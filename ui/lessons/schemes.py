@@ -14,7 +14,7 @@ from quant_core.numerics.formats import FormatKind, Granularity, NumberFormat
 from quant_core.numerics.metrics import sqnr_db
 from quant_core.model.model_io import weight_array
 from quant_core.numerics.qparams import qparams_from_range
-from quant_core.numerics.quantize import quantize_tensor
+from quant_core.numerics.tensor import quantize_tensor
 from ui.cache import get_calibration, get_evaluator
 from ui.lessons._common import cached_spec, demo_context, question, show_figure, try_on_page
 

@@ -201,12 +201,12 @@ def run(args: argparse.Namespace) -> int:
     config = methods_from_args(args, config)
     evaluator, report = build_engine(args, saved_task=saved_task, config=config)
     config, search = range_searched(args, evaluator, config)
-    result = evaluator.evaluate(config)
+    result, errors = evaluator.evaluate_with_errors(config)  # one pass over the split for both
     fp32 = evaluator.evaluate(PRESETS["FP32"])
     stream = evaluator.streaming()
     streamed = None if stream is None else stream.evaluate(config)
     document = {"config": config.to_dict(), "task": evaluator.task.to_dict(), "fp32_accuracy": fp32.accuracy,
-                **result.to_dict(), "layers": [e.to_dict() for e in evaluator.layer_errors(config)],
+                **result.to_dict(), "layers": [e.to_dict() for e in errors],
                 "layout": evaluator.feeder.layout.to_dict(),
                 "streaming": None if streamed is None else streamed.to_dict(),
                 "methods": None if report is None else report.to_dict(),
@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
         lines.append(f"simulated only (no onnxruntime kernel): {', '.join(result.simulated_only)}")
     lines.append("layer SQNR (dB): isolated / accumulated")
     lines += [f"  {e.layer}: {e.isolated_sqnr_db:.2f} / {e.accumulated_sqnr_db:.2f}"
-              for e in evaluator.layer_errors(config)]
+              for e in errors]
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 
