@@ -166,13 +166,11 @@ class _Variant:
             options.enable_profiling = True
             options.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"qlab_capture_{os.getpid()}")
         serialized = built.SerializeToString()
-        del built  # the session holds its own graph: neither the proto nor its bytes stay
+        del built  # not held while onnxruntime parses its bytes; the session keeps its own graph
         try:
             self.session = simulation_session(serialized, options)
         except Exception as err:  # onnxruntime raises its own exception types
             raise ModelError(f"onnxruntime cannot build the simulation session: {first_line(err)}") from None
-        finally:
-            del serialized
 
 
 # A run whose activation modes (which layer: off / uint8 / int8 / ...) were seen this many times gets a

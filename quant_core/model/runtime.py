@@ -1,4 +1,5 @@
-"""The few onnxruntime helpers every part shares: session options, an error's first line, a model's opset."""
+"""The few onnxruntime helpers every part shares: session options, an error's first line, a model's opset, and
+memory given back (`free_after_run`, `release_free_memory`)."""
 from __future__ import annotations
 
 import ctypes
