@@ -10,6 +10,10 @@ MatMulNBits model's perplexity where onnxruntime runs the bit width (4, 8).
 --latency: the exported model (MatMulNBits with our integers) at the context length, batch 1 and 8,
 FP32 vs 8-bit vs 4-bit, timed round-robin `--rounds` times with quant_core.export.latency.measure_latency
 (1 intra-op thread); median of the rounds' medians, ratio to FP32 measured in the same run.
+--config-methods: the same methods as *config methods* (`"methods"` in a config, `--methods gptq`): every
+MatMul weight in the config's int3 / int4 per-group format (groups 32 and 128, symmetric; the embedding
+FP32), each method applied before the config's rounding, the perplexity the lab's simulation measures and
+that of the exported model (MatMulNBits with the config's integers; 3 bits: simulated only), time to apply.
 Prints Markdown tables (docs/language_models.md and docs/BENCHMARKS.md record them).
 """
 from __future__ import annotations
@@ -74,6 +78,49 @@ def table(name: str, symmetric_values: tuple[bool, ...]) -> list[str]:
     return lines
 
 
+def config_methods_table(name: str) -> list[str]:
+    import onnx
+
+    from quant_core.config import FP32_LAYER, LayerQuant, QuantConfig, TensorQuant
+    from quant_core.engine.evaluate import Evaluator
+    from quant_core.export.ort_export import export_model
+    from quant_core.methods import apply_methods, changes_fp32, parse_methods
+    from quant_core.model.model_io import prepare_model
+    from quant_core.numerics.formats import Granularity, parse_format
+
+    model_bytes, dataset = load_demo(name)
+    calibration, evaluation = split_dataset(dataset)
+    calibration = type(calibration)(inputs={"tokens": calibration.inputs["tokens"][:CALIBRATION_WINDOWS]})
+    prepared = prepare_model(load_model(model_bytes))
+    tokens, labels = evaluation.inputs["tokens"], evaluation.labels
+    original = Evaluator(prepared, None, evaluation)
+    fp32 = model_perplexity(prepared.model, tokens, labels)
+    lines = [f"FP32 perplexity {fp32:.4f}; config methods on {CALIBRATION_WINDOWS} calibration windows; every "
+             "MatMul per group along K, symmetric, the embedding FP32\n",
+             "| method | bits | group | perplexity (simulated) | Δ vs FP32 | exported perplexity | apply s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for bits in (4, 3):
+        for block in (32, 128):
+            weights = TensorQuant(parse_format(f"int{bits}"), granularity=Granularity.PER_GROUP, block_size=block)
+            base = QuantConfig(LayerQuant(weights), name=f"int{bits} g{block}").with_layer("/embed/Gather", FP32_LAYER)
+            for method in ("rtn", "hqq", "gptq", "awq"):
+                config = base.with_methods(parse_methods(method))
+                started = time.perf_counter()
+                transformed, _ = apply_methods(prepared, config, calibration)
+                seconds = time.perf_counter() - started
+                evaluator = Evaluator(transformed, None, evaluation,
+                                      reference_outputs=original.fp32_outputs if changes_fp32(config) else None)
+                simulated = dict(evaluator.evaluate(config).score.metrics)["perplexity"]
+                exported = "simulated only"
+                if bits == 4:
+                    model = onnx.load_from_string(export_model(transformed, config, None).model)
+                    exported = f"{model_perplexity(model, tokens, labels):.4f}"
+                lines.append(f"| {method.upper()} | {bits} | {block} | {simulated:.4f} | {simulated - fp32:+.4f} | "
+                             f"{exported} | {seconds:.2f} |")
+                print(lines[-1], flush=True)
+    return lines
+
+
 def latency(name: str, rounds: int, batches: list[int]) -> list[str]:
     model, calibration, evaluation = data(name)
     tokens = evaluation.inputs["tokens"]
@@ -111,15 +158,18 @@ def main() -> None:
     parser.add_argument("--table", action="store_true")
     parser.add_argument("--asymmetric", action="store_true", help="the table also for asymmetric groups")
     parser.add_argument("--latency", action="store_true")
+    parser.add_argument("--config-methods", action="store_true")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batches", default="1,8")
     args = parser.parse_args()
-    if not (args.table or args.latency):
+    if not (args.table or args.latency or args.config_methods):
         args.table = args.latency = True
     output = []
     if args.table:
         output += ["\n## Perplexity per method × bits × group size\n",
                    *table(args.model, (True, False) if args.asymmetric else (True,))]
+    if args.config_methods:
+        output += ["\n## Config methods on the config's grid\n", *config_methods_table(args.model)]
     if args.latency:
         output += ["\n## Latency of the exported model\n",
                    *latency(args.model, args.rounds, [int(b) for b in args.batches.split(",")])]

@@ -6,8 +6,8 @@ from ui.setup import setup_page
 
 ctx = setup_page("Learn")
 st.title("Learn quantization")
-st.caption("Eight short lessons. Each one has a few sentences, a live chart and one question you can answer "
-           "by playing with it. Every number is computed while you watch, on the demo models and their data.")
+st.caption("Nine short lessons. Each one has a few sentences, a live chart and one question you can answer "
+           "by playing with it. Every number is computed while you watch, on the demo models and their data (lesson 9: the shipped language model).")
 
 title = choose_lesson()
 render_lesson(title, ctx)

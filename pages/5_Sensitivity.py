@@ -7,7 +7,7 @@ from ui.setup import page_errors, setup_page
 ctx = setup_page("Sensitivity")
 st.title("Sensitivity")
 st.caption("Quantize one layer at a time (everything else stays FP32) in each format, and measure what the "
-           "model loses. Then let a greedy search choose a format per layer under a size or accuracy budget.")
+           "model loses. Then let a greedy search choose a format per layer under a size or quality budget (a language model: a perplexity increase).")
 
 if ctx.evaluation_data is None:
     st.info("The sweep measures accuracy: upload a .npz with the model's inputs in the sidebar.")
@@ -26,11 +26,11 @@ with page_errors("the sweep"):
     else:
         if job is not None and job.finished:
             st.caption("The sweep stopped before any layer finished: press Run sweep to start again.")
-        sensitivity_view.show_placeholder(ctx, evaluator)
+        sensitivity_view.show_placeholder(ctx, evaluator, baseline)
 
 st.subheader("Mixed-precision suggestion")
 sensitivity_view.budget_controls(baseline, ctx.task)
-sensitivity_view.suggestion_button(ctx)
+sensitivity_view.suggestion_button(ctx, baseline)
 with page_errors("the suggestion"):
     suggestion = sensitivity_view.run_suggestion(ctx, evaluator, baseline)
     if suggestion is not None:

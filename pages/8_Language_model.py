@@ -27,5 +27,7 @@ if ctx.evaluation_data is None or ctx.evaluation_data.labels is None:
 spec, prompt, steps = language_model_view.controls()
 with page_errors("the language model"):
     language_model_view.show(ctx, spec, prompt, steps)
+with page_errors("the latency measurement"):
+    language_model_view.tradeoffs(ctx, spec)
 with page_errors("the weight chart"):
     language_model_view.weight_chart(ctx)

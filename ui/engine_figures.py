@@ -116,7 +116,8 @@ def sensitivity_placeholder(layers: list[str], formats: list[str], metric: str =
                                colorscale=[[0.0, "#eef0f4"], [1.0, "#eef0f4"]],
                                text=[["?"] * len(formats) for _ in layers], texttemplate="%{text}",
                                hovertemplate="layer %{y}<br>format %{x}<br>not measured yet<extra></extra>"))
-    fig.update_layout(title=f"Not swept yet: each cell will show the {metric} drop when only that layer is quantized",
+    change = "perplexity increase" if metric == "perplexity" else f"{metric} drop"
+    fig.update_layout(title=f"Not swept yet: each cell will show the {change} when only that layer is quantized",
                       xaxis_title="format", yaxis_title="layer", margin=_MARGIN,
                       yaxis=dict(autorange="reversed", type="category", showgrid=True),
                       xaxis=dict(type="category", showgrid=True), height=max(320, 40 * len(layers) + 140))

@@ -119,7 +119,8 @@ def export_status(ctx, config: QuantConfig) -> dict[str, tuple[str, str]]:
     from quant_core.export.overrides import ExportKind, plan_export
 
     words = {ExportKind.INTEGER: "integer kernel", ExportKind.WEIGHT_INT8: "weight-only (int8)",
-             ExportKind.WEIGHT_FP16: "weight-only (fp16)", ExportKind.FP32: "FP32",
+             ExportKind.WEIGHT_FP16: "weight-only (fp16)", ExportKind.WEIGHT_NBITS: "weight-only (MatMulNBits)",
+             ExportKind.FP32: "FP32",
              ExportKind.SIMULATED_ONLY: "simulated only (FP32 in the export)"}
     return {entry.layer: (words[entry.kind], entry.reason) for entry in plan_export(ctx.prepared, config)}
 

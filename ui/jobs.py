@@ -112,7 +112,13 @@ class JobLimiter:
                 raise JobsBusy(f"the server is still busy with other users' jobs after {timeout_s:.0f} s, so "
                                f"{label} did not start: try again in a minute")
             if notify is not None:
-                notify(None)
+                try:
+                    notify(None)
+                except BaseException:
+                    # The slot is ours now: a rerun or stop raised in the notice (a Streamlit call) must
+                    # not keep it, or every later heavy job of the process waits for a job that is gone.
+                    self._release()
+                    raise
         waited = time.perf_counter() - start
         self._depth.value = 1
         try:

@@ -141,3 +141,75 @@ def weight_chart(ctx: LabContext) -> None:
                          margin={"l": 10, "r": 10, "t": 50, "b": 10})
     figure.update_xaxes(tickvals=list(BITS))
     st.plotly_chart(figure, key="lm_weight_chart")
+
+
+# -- perplexity vs size vs latency ------------------------------------------------------------------
+
+_TRADEOFFS = "_lab_lm_tradeoffs"     # session state: {(model, data, spec): [VariantMeasure]}
+TRADEOFF_WINDOWS = 32                # evaluation windows for the variants' perplexity (latency: 1 and 8 windows)
+
+
+def _tradeoff_specs(spec: WeightOnlySpec) -> dict:
+    fixed = {"int8 g32 RTN": WeightOnlySpec(WeightOnlyMethod.RTN, 8, 32, True),
+             "int4 g32 RTN": WeightOnlySpec(WeightOnlyMethod.RTN, 4, 32, True)}
+    if spec not in fixed.values():
+        fixed[f"current: {spec.label}"] = spec
+    return fixed
+
+
+def _measure_tradeoffs(key, spec: WeightOnlySpec, ctx: LabContext) -> None:
+    from quant_core.export.lm_variants import exported_variants, measure_variants
+
+    data = ctx.evaluation_data
+    tokens, labels = _tokens(data)[:TRADEOFF_WINDOWS], data.labels[:TRADEOFF_WINDOWS]
+    inputs = layer_inputs(ctx.model_key, ctx.data_key, ctx) if spec.needs_calibration else None
+    bar = st.progress(0.0, text="Exporting the variants and timing them with onnxruntime…")
+    with heavy_job("the latency measurement"):
+        variants = exported_variants(ctx.prepared.model, _tradeoff_specs(spec), inputs)
+        measured = measure_variants(variants, tokens, labels, progress=lambda f: bar.progress(min(f, 1.0)))
+    bar.empty()
+    st.session_state.setdefault(_TRADEOFFS, {})[key] = measured
+
+
+def tradeoffs(ctx: LabContext, spec: WeightOnlySpec) -> None:
+    """FP32 / int8 / int4 / the current choice exported: perplexity, size and measured latency (on request)."""
+    st.subheader("Perplexity vs size vs latency")
+    context = context_length(ctx)
+    st.caption(f"Each variant exported (MatMulNBits with our integers; 3 bits has no kernel: simulated only, no "
+               f"latency) and run by onnxruntime on this machine: one run on 1 and on 8 windows of {context} "
+               "tokens, 1 intra-op thread, 2 warm-up runs, the variants timed round-robin twice (median of the "
+               f"medians). Perplexity on the first {TRADEOFF_WINDOWS} evaluation windows, by the exported model.")
+    key = (ctx.model_key, ctx.data_key, spec)
+    if st.button("Measure perplexity, size and latency", key="lm_measure_tradeoffs"):
+        _measure_tradeoffs(key, spec, ctx)
+    measured = st.session_state.get(_TRADEOFFS, {}).get(key)
+    if measured is None:
+        st.caption("Press the button: about half a minute on an idle machine.")
+        return
+    fp32 = next(m for m in measured if m.label == "FP32")
+    rows = []
+    for m in measured:
+        row = {"variant": m.label, "perplexity": round(m.perplexity, 4),
+               "file MiB": None if m.file_bytes is None else round(m.file_bytes / 2**20, 2),
+               "MatMul weights MiB": round(m.weight_bytes / 2**20, 2)}
+        for batch, (median, p10, p90) in m.latency_ms.items():
+            row[f"batch {batch} ms (median)"] = round(median, 2)
+            row[f"batch {batch} × FP32"] = round(median / fp32.latency_ms[batch][0], 2)
+        rows.append(row)
+    st.dataframe(rows, width="stretch", hide_index=True)
+    figure = go.Figure()
+    for batch, symbol in ((1, "circle"), (8, "diamond")):
+        points = [m for m in measured if batch in m.latency_ms]
+        figure.add_trace(go.Scatter(x=[m.latency_ms[batch][0] for m in points], y=[m.perplexity for m in points],
+                                    mode="markers+text", text=[m.label for m in points], textposition="top center",
+                                    marker={"size": [8 + 20 * m.weight_bytes / fp32.weight_bytes for m in points],
+                                            "symbol": symbol},
+                                    error_x={"type": "data", "symmetric": False,
+                                             "array": [m.latency_ms[batch][2] - m.latency_ms[batch][0] for m in points],
+                                             "arrayminus": [m.latency_ms[batch][0] - m.latency_ms[batch][1] for m in points]},
+                                    name=f"batch {batch}"))
+    figure.update_layout(title="Perplexity against measured latency (marker size: MatMul weight bytes)",
+                         xaxis_title="median latency of one run (ms, p10–p90 bars)", xaxis_type="log",
+                         yaxis_title="perplexity (lower is better)", height=420,
+                         margin={"l": 10, "r": 10, "t": 50, "b": 10})
+    st.plotly_chart(figure, key="lm_tradeoff_chart")

@@ -41,6 +41,7 @@ SENS_APPLY_CELL = "sens_apply_cell"
 SENS_BUDGET_KIND = "sens_budget_kind"
 SENS_SIZE_BUDGET = "sens_size_budget"
 SENS_MIN_ACCURACY = "sens_min_accuracy"
+SENS_MAX_PERPLEXITY = "sens_max_perplexity_increase"
 SENS_SUGGEST = "sens_suggest"
 SENS_APPLY_SUGGESTION = "sens_apply_suggestion"
 SENS_CANCEL_SUGGESTION = "sens_cancel_suggestion"
@@ -207,13 +208,16 @@ def _layer_rows(model_key: str, data_key: str, task_json: str, formats: tuple[st
     return run_sweep(_evaluator, list(formats), activations=activations, layers=[layer], task=_task)
 
 
-def show_placeholder(ctx, evaluator) -> None:
+def show_placeholder(ctx, evaluator, baseline=None) -> None:
     """Before any sweep: the empty heatmap (the model's layers × the chosen formats) and what it will show."""
+    from quant_core.search.budget import budget_unit
+
     formats = tuple(st.session_state.get(SENS_FORMATS) or DEFAULT_SWEEP_FORMATS)
     layers = tuple(evaluator.layers)
     st.info(f"{len(layers)} layers × {len(formats)} formats = {len(layers) * len(formats)} evaluations: press "
             "Run sweep to measure them (progress is shown and Stop keeps the finished layers).")
-    metric = task_view.short_headline(ctx.task)
+    perplexity = baseline is not None and budget_unit(baseline.score).is_perplexity
+    metric = "perplexity" if perplexity else task_view.short_headline(ctx.task)
     st.plotly_chart(_placeholder_figure(ctx.model_key, layers, formats, metric), key="sens_heatmap")
 
 
@@ -222,10 +226,13 @@ def _placeholder_figure(model_key: str, layers: tuple[str, ...], formats: tuple[
     return engine_figures.sensitivity_placeholder(list(layers), list(formats), metric)
 
 
-def sweep_frame(rows, fp32_score: float) -> pd.DataFrame:
-    """One row per (layer, format): SQNR, the task's headline metric (`score`) and its drop vs FP32 in pp."""
+def sweep_frame(rows, fp32_score: float, unit=None) -> pd.DataFrame:
+    """One row per (layer, format): SQNR, the task's headline metric (`score`) and its drop vs FP32 in pp;
+    for a language model (`unit` a perplexity BudgetUnit) also the perplexity increase vs FP32."""
     frame = pd.DataFrame([row.to_dict() for row in rows])
     frame["drop_pp"] = (fp32_score - frame["score"].astype(float)) * 100
+    if unit is not None and unit.is_perplexity:
+        frame["perplexity_increase"] = [unit.from_headline(float(v)) for v in frame["score"]]
     return frame
 
 
@@ -239,7 +246,10 @@ def ranking(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
 
 def show_sweep(ctx, job: SweepJob, baseline) -> None:
     """Status line, the heatmap (drop of the task's headline metric, or SQNR) and the ranked list."""
+    from quant_core.search.budget import budget_unit
+
     fp32 = baseline.score
+    unit = budget_unit(fp32)
     metric = task_view.metric_name(fp32.headline, ctx.task)
     status = "stopped" if job.stopped and job.done_layers < len(job.layers) else "finished"
     if job.out_of_time:
@@ -247,12 +257,15 @@ def show_sweep(ctx, job: SweepJob, baseline) -> None:
                   f"{SWEEP_TIME_BUDGET_S:.0f} s: sweep fewer formats, or fewer layers at a time)")
     st.caption(f"Sweep {status}: {job.done_layers} of {len(job.layers)} layers × {len(job.formats)} formats "
                f"({'weights + activations' if job.activations else 'weights only'}); every other layer FP32. "
-               + f"Drop = {metric} lost vs FP32 (FP32: {task_view.metric_text(fp32.headline, fp32.headline_value)})."
+               + (f"Each cell: perplexity with that one layer quantized, minus FP32's {unit.fp32_perplexity:.3f}."
+                  if unit.is_perplexity else
+                  f"Drop = {metric} lost vs FP32 (FP32: {task_view.metric_text(fp32.headline, fp32.headline_value)}).")
                + (f" Labels not scored: {fp32.labels_note}." if fp32.labels_note else ""))
+    drop_label = "perplexity increase vs FP32" if unit.is_perplexity else f"{metric} drop (pp)"
     shown = st.radio("Heatmap shows", [DROP, SQNR], key=SENS_METRIC, horizontal=True,
-                     format_func=lambda option: f"{metric} drop (pp)" if option == DROP else option)
+                     format_func=lambda option: drop_label if option == DROP else option)
     key = (*_ctx_key(ctx), job.formats, job.activations, job.done_layers, len(job.rows))
-    figure, ranked_table = _sweep_view(key, shown, metric, job.rows, fp32.headline_value)
+    figure, ranked_table = _sweep_view(key, shown, metric, job.rows, fp32.headline_value, unit)
     st.plotly_chart(figure, key="sens_heatmap")
     st.markdown("**Most sensitive layers** (worst drop over the swept formats)")
     st.dataframe(ranked_table, width="stretch")
@@ -261,8 +274,15 @@ def show_sweep(ctx, job: SweepJob, baseline) -> None:
 # Cached and shared (st.plotly_chart / st.dataframe only read them): a rerun caused by another
 # widget does not rebuild the Plotly figures (~10 ms each).
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _sweep_view(key: tuple, shown: str, metric: str, _rows, _fp32_score):
-    frame = sweep_frame(_rows, _fp32_score)
+def _sweep_view(key: tuple, shown: str, metric: str, _rows, _fp32_score, _unit=None):
+    frame = sweep_frame(_rows, _fp32_score, _unit)
+    if shown == DROP and "perplexity_increase" in frame:
+        figure = engine_figures.sensitivity_heatmap(frame, value="perplexity_increase",
+                                                    label="perplexity increase vs FP32", higher_is_worse=True)
+        table = ranking(frame, metric)
+        worst = frame.groupby("layer")["perplexity_increase"].max()
+        table.insert(3, "perplexity increase", [round(float(worst[layer]), 4) for layer in table["layer"]])
+        return figure, table
     if shown == DROP:
         figure = engine_figures.sensitivity_heatmap(frame, value="drop_pp", label=f"{metric} drop (pp)",
                                                     higher_is_worse=True)
@@ -319,32 +339,51 @@ def apply_cell_controls(ctx, evaluator, job: SweepJob) -> None:
 # --- suggestion ----------------------------------------------------------------------------------
 
 def budget_controls(baseline, task=None) -> tuple[str, float]:
-    """The constraint of the suggestion: ('size budget', fraction of FP32) or ('minimum accuracy', 0..1),
-    "accuracy" being the task's headline metric."""
-    kind = st.radio("Constraint", [SIZE_BUDGET, MIN_ACCURACY], key=SENS_BUDGET_KIND, horizontal=True)
-    if kind == SIZE_BUDGET:
+    """The constraint of the suggestion: ('size budget', fraction of FP32) or ('minimum accuracy', headline
+    floor), the quality budget set in the unit of the task's headline metric (`search.budget`): a
+    percentage, or for a language model a perplexity increase ("at most +0.5 perplexity")."""
+    from quant_core.search.budget import budget_unit
+
+    unit = budget_unit(baseline.score)
+    choice = st.radio("Constraint", [SIZE_BUDGET, MIN_ACCURACY], key=SENS_BUDGET_KIND, horizontal=True,
+                      format_func=lambda option: "maximum perplexity increase"
+                      if option == MIN_ACCURACY and unit.is_perplexity else option)
+    if choice == SIZE_BUDGET:
         percent = st.slider("Size budget (% of the FP32 size)", 5, 100, 15, step=1, key=SENS_SIZE_BUDGET,
                             help=f"FP32 size: {baseline.fp32_size_bytes / 1024:.1f} KB")
         st.caption(f"= at most {baseline.fp32_size_bytes * percent / 100 / 1024:.1f} KB")
-        return kind, percent / 100
+        return SIZE_BUDGET, percent / 100
+    if unit.is_perplexity:
+        increase = st.number_input("Maximum perplexity increase", 0.0, 100.0, 0.5, step=0.05, format="%.2f",
+                                   key=SENS_MAX_PERPLEXITY,
+                                   help=f"FP32 perplexity on the evaluation windows: {unit.fp32_perplexity:.3f}")
+        floor = unit.to_headline(increase)
+        st.caption(f"= perplexity at most {unit.fp32_perplexity + increase:.3f} (FP32 {unit.fp32_perplexity:.3f}); "
+                   f"the search keeps {unit.metric} ≥ {floor:.4f}")
+        return MIN_ACCURACY, floor
     reference = baseline.score.headline_value
     what = task_view.metric_name(baseline.score.headline, task)
     default = max(50.0, round(reference * 100 - 1.0, 1))
     percent = st.slider(f"Minimum {what} (%)", 50.0, 100.0, default, step=0.1, key=SENS_MIN_ACCURACY,
                         help=f"FP32: {reference:.2%}")
-    return kind, percent / 100
+    return MIN_ACCURACY, percent / 100
 
 
-def _request_suggestion(ctx_key: tuple) -> None:
+def _request_suggestion(ctx_key: tuple, unit) -> None:
     st.session_state[_SUGGESTION_MESSAGE] = None
     # Read the budget now, not when the button was drawn: a slider moved in the same rerun counts.
     kind = st.session_state[SENS_BUDGET_KIND]
-    value = st.session_state[SENS_SIZE_BUDGET if kind == SIZE_BUDGET else SENS_MIN_ACCURACY] / 100
+    if kind == SIZE_BUDGET:
+        kind, value = SIZE_BUDGET, st.session_state[SENS_SIZE_BUDGET] / 100
+    elif unit.is_perplexity:
+        kind, value = MIN_ACCURACY, unit.to_headline(st.session_state.get(SENS_MAX_PERPLEXITY, 0.5))
+    else:
+        kind, value = MIN_ACCURACY, st.session_state[SENS_MIN_ACCURACY] / 100
     st.session_state[_SUGGESTION] = {"key": ctx_key, "request": (kind, value), "suggestion": None,
                                      "token": uuid.uuid4().hex}
 
 
-def suggestion_button(ctx) -> None:
+def suggestion_button(ctx, baseline=None) -> None:
     if sweep_rows_for_suggestion(ctx) is not None:
         st.caption("The search ranks its steps with the sweep's measurements where they cover them "
                    f"(candidates {', '.join(SUGGESTION_FORMATS)}); run a weights-only sweep of those formats for "
@@ -352,8 +391,11 @@ def suggestion_button(ctx) -> None:
     else:
         st.caption(f"Candidates {', '.join(SUGGESTION_FORMATS)}, weight-only, per-channel. Every candidate step is "
                    "measured; a weights-only sweep of these formats first makes the search much faster.")
+    from quant_core.search.budget import budget_unit
+
+    unit = budget_unit(None if baseline is None else baseline.score)
     st.button("Suggest a mixed-precision config", key=SENS_SUGGEST, type="primary", on_click=_request_suggestion,
-              args=(_ctx_key(ctx),))
+              args=(_ctx_key(ctx), unit))
     if message := st.session_state.get(_SUGGESTION_MESSAGE):
         st.info(message)
 
@@ -395,15 +437,20 @@ def sweep_rows_for_suggestion(ctx):
     return list(job.rows) if job is not None and job.rows and not job.activations else None
 
 
-def steps_frame(suggestion) -> pd.DataFrame:
-    """The step-by-step trace of a suggestion, sizes in KB and the metric in %."""
+def steps_frame(suggestion, unit=None) -> pd.DataFrame:
+    """The step-by-step trace of a suggestion, sizes in KB and the metric in % (a language model: perplexity)."""
     frame = pd.DataFrame([vars(step) for step in suggestion.steps],
                          columns=["step", "action", "layer", "from_format", "to_format", "size_bytes", "accuracy",
                                   "reason"])
     frame["size_bytes"] = (frame["size_bytes"] / 1024).round(2)
-    frame["accuracy"] = (frame["accuracy"] * 100).round(2)
+    if unit is not None and unit.is_perplexity:
+        frame["accuracy"] = [round(unit.fp32_perplexity + unit.from_headline(v), 4) for v in frame["accuracy"]]
+        metric = "perplexity"
+    else:
+        frame["accuracy"] = (frame["accuracy"] * 100).round(2)
+        metric = f"{suggestion.metric} (%)"
     return frame.rename(columns={"from_format": "from", "to_format": "to", "size_bytes": "size (KB)",
-                                 "accuracy": f"{suggestion.metric} (%)"}).set_index("step")
+                                 "accuracy": metric}).set_index("step")
 
 
 def pareto_frame(suggestion) -> pd.DataFrame:
@@ -421,12 +468,15 @@ def _apply_suggestion() -> None:
 
 def show_suggestion(suggestion, baseline) -> None:
     """Outcome, the Pareto chart, the trace table and 'Apply suggestion'."""
+    from quant_core.search.budget import budget_unit
+
     result = suggestion.result
     metric = result.score.headline_value
+    unit = budget_unit(baseline.score)
     outcome = "meets the constraint" if suggestion.met else "does NOT meet the constraint (closest found)"
     (st.success if suggestion.met else st.warning)(
         f"Suggestion {outcome}: {result.size_bytes / 1024:.1f} KB "
-        f"({result.size_bytes / result.fp32_size_bytes:.1%} of FP32), {suggestion.metric} {metric:.2%} "
+        f"({result.size_bytes / result.fp32_size_bytes:.1%} of FP32), {unit.describe(metric)} "
         f"in {len(suggestion.steps)} steps.")
     if suggestion.stopped:
         st.caption(f"Search {suggestion.stopped} (the time limit of a search on this shared server is "
@@ -437,16 +487,16 @@ def show_suggestion(suggestion, baseline) -> None:
         st.success("The suggestion is now the current config (see the Mixed precision page).")
     chart, trace = st.columns([2, 3])
     token = st.session_state[_SUGGESTION]["token"]
-    figure, steps = _suggestion_view(token, suggestion, (result.size_bytes / 1024, metric))
+    figure, steps = _suggestion_view(token, suggestion, (result.size_bytes / 1024, metric), unit)
     chart.plotly_chart(figure, key="sens_pareto")
     trace.dataframe(steps, width="stretch")
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _suggestion_view(token: str, _suggestion, _chosen):
+def _suggestion_view(token: str, _suggestion, _chosen, _unit=None):
     # Keyed by a token made when the suggestion was computed (it then stays unchanged in session state).
     return (engine_figures.pareto_figure(pareto_frame(_suggestion), chosen=_chosen, metric=_suggestion.metric),
-            steps_frame(_suggestion))
+            steps_frame(_suggestion, _unit))
 
 
 def sweep_rows(ctx) -> list:

@@ -5,7 +5,9 @@ calibrating costs one forward pass and memory independent of the number of sampl
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,14 +18,19 @@ from onnx import TensorProto, helper
 from quant_core.config import TensorQuant
 from quant_core.model.data import record_state
 from quant_core.errors import DataError, ModelError, QuantLabError
+from quant_core.numerics import histogram_kernel
 from quant_core.numerics.histogram import StreamingHistogram
 from quant_core.model.layout import feeder
 from quant_core.model.layers import layer_specs
 from quant_core.model.runtime import first_line, session_options
+from quant_core.engine.workers import default_workers
 
 # About this much of fetched activations per calibration batch: memory stays flat whatever the model's
 # activation sizes and the number of samples (a 12-sample batch of a text detector held 560 MiB).
 CALIBRATION_BATCH_BYTES = 64 * 2**20
+# Count a batch's histograms in a second thread while onnxruntime runs the next batch, where this process
+# may use a second core (`workers.default_workers`); False: count each batch before the next runs.
+OVERLAP = True
 
 
 class Cancelled(QuantLabError):
@@ -127,7 +134,9 @@ def calibrate(prepared, data, *, bins: int = 2048, batch_size: int = 64,
     activations are folded into the histograms and dropped, so memory does not grow with the
     number of samples; a batch holds at most `batch_size` samples and about CALIBRATION_BATCH_BYTES of
     activations (`Feeder.within_budget`, one sample weighed first: large models run fewer samples at a
-    time). `progress(fraction)` is called after each batch; `cancel()` is polled
+    time). A batch's histograms are counted in a second thread while the next batch runs (`OVERLAP`), in
+    batch order, so the histograms do not depend on it. `progress(fraction)` is called after each batch
+    is counted; `cancel()` is polled
     before each batch and raises Cancelled when it returns True. A model with a fixed batch
     dimension n is fed n samples at a time (a last partial batch is dropped). A stream (a layout with
     state pairs, `layout.DataLayout`) runs one sample at a time, each fed the state the model computed
@@ -136,6 +145,9 @@ def calibrate(prepared, data, *, bins: int = 2048, batch_size: int = 64,
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise QuantLabError(f"batch_size must be a positive integer, got {batch_size!r}")
     tensors = calibration_tensors(prepared)
+    # The first calibration of a process imports numba and loads (or compiles) the counting loop: started
+    # now, it overlaps building the session and running the first batch.
+    threading.Thread(target=histogram_kernel.load, name="calibrate-warm-up").start()
     session = _probe_session(prepared, tensors)
     input_names = tuple(i.name for i in session.get_inputs())
     _tensor_inputs(data)  # refuses what is neither a Dataset nor arrays
@@ -166,13 +178,37 @@ def calibrate(prepared, data, *, bins: int = 2048, batch_size: int = 64,
     # A stream carries the model's own state from sample to sample; other data runs in batches.
     steps = feeds.stream(run) if feeds.layout.streaming else (run(feed) for feed in feeds.batches())
     done, total = 0, feeds.sample_count
-    for values in steps:
-        if not weighed:  # not weighed above: the first batch or step says it
-            rows = 1 if feeds.layout.streaming else min(feeds.batch_size, total)
-            weighed.append(-(-sum(values[name].nbytes for name in tensors) // rows))
+
+    def fold(values: dict[str, np.ndarray]) -> None:
         for name in tensors:
             histograms[name].update(values[name])
+
+    def counted(job) -> None:
+        nonlocal done
+        if job is not None:
+            job.result()  # raises what the count raised (NaN or Inf in a tensor)
         done = min(done + (1 if feeds.layout.streaming else feeds.batch_size), total)
         if progress is not None:
             progress(done / total)
+
+    # onnxruntime runs on one core: batch k's histograms are counted in a second thread while the model
+    # runs batch k + 1 (both release the GIL). Batches are counted one at a time and in order, so the
+    # histograms equal those counted inline; at most two batches of activations are alive.
+    overlap = OVERLAP and default_workers() > 1
+    with ThreadPoolExecutor(1, thread_name_prefix="calibrate") as counter:
+        pending = None
+        for values in steps:
+            if not weighed:  # not weighed above: the first batch or step says it
+                rows = 1 if feeds.layout.streaming else min(feeds.batch_size, total)
+                weighed.append(-(-sum(values[name].nbytes for name in tensors) // rows))
+            if not overlap:
+                fold(values)
+                counted(None)
+                continue
+            if pending is not None:
+                counted(pending)
+            pending = counter.submit(fold, values)
+            del values  # the worker holds the batch until it is counted
+        if pending is not None:
+            counted(pending)
     return Calibration(tensors, histograms, total, bins, sample_bytes=weighed[0])

@@ -224,6 +224,7 @@ class ExportKind(StrEnum):
     INTEGER = "integer"              # QDQ int8 weight + 8-bit activation -> integer kernel
     WEIGHT_INT8 = "weight_int8"      # int8 weight + DequantizeLinear, float kernel (weight-only)
     WEIGHT_FP16 = "weight_fp16"      # float16 weight + Cast, float kernel (weight-only)
+    WEIGHT_NBITS = "weight_nbits"    # per-group 2/4/8-bit MatMul weight -> MatMulNBits (weight-only, our grid)
     SIMULATED_ONLY = "simulated_only"  # no onnxruntime kernel: kept FP32 in the export
 
 
@@ -271,6 +272,22 @@ def resolved_weights(tq: TensorQuant, node: onnx.NodeProto, weight: onnx.TensorP
     return resolve(tq, natural_axes(node.op_type, node, rank=len(dims), shape=dims)).tq
 
 
+MATMUL_NBITS_BITS = (2, 4, 8)   # the bit widths onnxruntime's CPU MatMulNBits kernel runs
+
+
+def _matmul_nbits_weight(op_type: str, node: onnx.NodeProto, tq: TensorQuant, weight: onnx.TensorProto) -> bool:
+    """True for a MatMul's 2-D weight [K, N] in an integer 2/4/8-bit min-max format per group along K, a
+    power-of-two group of at least 16: onnxruntime's MatMulNBits runs exactly that grid
+    (`quant_core.export.nbits.export_config_nbits`)."""
+    if op_type != "MatMul" or len(weight.dims) != 2 or weight.data_type != onnx.TensorProto.FLOAT:
+        return False
+    if not tq.format.is_integer or tq.format.bits not in MATMUL_NBITS_BITS or tq.granularity != Granularity.PER_GROUP:
+        return False
+    block = tq.block_size
+    resolved = resolve(tq, natural_axes(op_type, node, rank=2, shape=tuple(int(d) for d in weight.dims))).tq
+    return resolved.axis % 2 == 0 and block >= 16 and block & (block - 1) == 0
+
+
 def classify_layer(name: str, op_type: str, choice: LayerQuant, node: onnx.NodeProto | None,
                    initializers: dict[str, onnx.TensorProto]) -> LayerExport:
     """Decide how a layer's configured quantization can appear in a real onnxruntime model."""
@@ -296,6 +313,8 @@ def classify_layer(name: str, op_type: str, choice: LayerQuant, node: onnx.NodeP
     if not weights.format.is_integer:
         return LayerExport(name, op_type, ExportKind.SIMULATED_ONLY,
                            f"{weights.format.name} weights have no onnxruntime CPU kernel")
+    if activations is None and _matmul_nbits_weight(op_type, node, weights, initializers[node.input[1]]):
+        return LayerExport(name, op_type, ExportKind.WEIGHT_NBITS)
     reason = _weight_reason(weights)
     rank = len(initializers[node.input[1]].dims)
     weights = resolved_weights(weights, node, initializers[node.input[1]])

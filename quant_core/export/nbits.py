@@ -19,10 +19,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from quant_core.engine.plan import MATMUL_NBITS_BITS  # noqa: F401  (re-exported: the bit widths it runs)
 from quant_core.errors import ModelError
-from quant_core.numerics.weight_only import GroupQuantized
+from quant_core.numerics.weight_only import GroupQuantized, WeightOnlyMethod
 
-MATMUL_NBITS_BITS = (2, 4, 8)   # the bit widths onnxruntime 1.31's CPU MatMulNBits kernel runs
 MS_DOMAIN = "com.microsoft"
 
 
@@ -110,3 +110,37 @@ def export_matmul_nbits(model: onnx.ModelProto, quantized: dict[str, GroupQuanti
     if not any(opset.domain == MS_DOMAIN for opset in out.opset_import):
         out.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return out
+
+
+def config_group_quantized(w: np.ndarray, tq) -> GroupQuantized:
+    """A MatMul weight [K, N] quantized as a config's per-group integer `tq` (groups along K), as a GroupQuantized.
+
+    The lab's signed codes c in [qmin, qmax] become MatMulNBits' unsigned q = c - qmin and zero point
+    zero_point - qmin (int4 symmetric: zero point 8, MatMulNBits' default); scales are the config's.
+    So (q - zero point) * scale is exactly the simulation's weight.
+    """
+    from quant_core.numerics.tensor import quantize_tensor
+
+    qmin, _ = tq.format.limits
+    quantized = quantize_tensor(w, tq, name="weight")
+    return GroupQuantized((quantized.codes - qmin).astype(np.uint8), quantized.scale.astype(np.float32),
+                          (quantized.zero_point - qmin).astype(np.uint8), tq.format.bits, tq.block_size,
+                          tq.symmetric, WeightOnlyMethod.RTN)
+
+
+def export_config_nbits(model: onnx.ModelProto, config, layers) -> onnx.ModelProto:
+    """Return a copy of `model` whose MatMul `layers` run as MatMulNBits with the config's per-group grid
+    (each layer's weight quantized by `quantize_tensor` as the simulation does; `plan` picks the layers)."""
+    from quant_core.numerics.axes import natural_axes, resolve
+
+    nodes = {node.name: node for node in model.graph.node}
+    arrays = {init.name: init for init in model.graph.initializer}
+    quantized = {}
+    for layer in layers:
+        node = nodes[layer]
+        weight = arrays[node.input[1]]
+        w = numpy_helper.to_array(weight).astype(np.float32)
+        tq = resolve(config.for_layer(layer).weights, natural_axes("MatMul", node, rank=2, shape=w.shape)).tq
+        quantized[layer] = config_group_quantized(w, tq)
+    return export_matmul_nbits(model, quantized)
+

@@ -316,6 +316,9 @@ def _layer_notes(layers: tuple[LayerExport, ...]) -> list[str]:
             notes.append(f"{entry.layer}: int8 weight + DequantizeLinear, float kernel (weight-only)")
         elif entry.kind == ExportKind.WEIGHT_FP16:
             notes.append(f"{entry.layer}: float16 weight + Cast, float kernel (weight-only)")
+        elif entry.kind == ExportKind.WEIGHT_NBITS:
+            notes.append(f"{entry.layer}: MatMulNBits with the config's integers, scales and zero points "
+                         "(weight-only, per group)")
     return notes
 
 
@@ -354,6 +357,10 @@ def export_model(prepared, config: QuantConfig, calibration, *, calibration_data
             _replace_weight(model, entry.layer, _weight_int8_nodes(weight_only[entry.layer]))
         elif entry.kind == ExportKind.WEIGHT_FP16:
             _replace_weight(model, entry.layer, _weight_fp16_nodes)
+    nbits = [entry.layer for entry in plan.layers if entry.kind == ExportKind.WEIGHT_NBITS]
+    if nbits:
+        from quant_core.export.nbits import export_config_nbits
+        model = export_config_nbits(model, config, nbits)
     if any(entry.kind == ExportKind.WEIGHT_INT8 for entry in plan.layers):
         _ensure_opset(model, 13)  # per-channel DequantizeLinear (axis) needs opset 13
     _drop_unused_initializers(model)

@@ -35,6 +35,20 @@ def _alpha(options: dict) -> str | None:
     return None if 0.0 <= options["alpha"] <= 1.0 else f"alpha must be in [0, 1], got {options['alpha']}"
 
 
+def _gptq(options: dict) -> str | None:
+    return None if 0.0 < options["damp"] < 1.0 else f"damp must be in (0, 1), got {options['damp']}"
+
+
+def _awq(options: dict) -> str | None:
+    return None if 2 <= options["grid"] <= 100 else f"grid must be 2 to 100 values of alpha, got {options['grid']}"
+
+
+def _hqq(options: dict) -> str | None:
+    if not 1 <= options["iterations"] <= 200:
+        return f"iterations must be 1 to 200, got {options['iterations']}"
+    return None if 0.0 < options["p"] <= 1.0 else f"p must be in (0, 1], got {options['p']}"
+
+
 def _adaround(options: dict) -> str | None:
     if options["iterations"] < 1:
         return f"iterations must be at least 1, got {options['iterations']}"
@@ -61,6 +75,21 @@ CATALOG: dict[str, MethodInfo] = {info.name: info for info in (
                "Learns per weight whether to round up or down on the config's grid so the layer's output error "
                "is smallest on the calibration data; layer by layer within a time budget.",
                {"iterations": 300, "time_budget_s": 60.0, "regularization": 0.01, "learning_rate": 0.05}, _adaround),
+    MethodInfo("rtn", "RTN (weight-only)", MethodKind.FUNCTION_PRESERVING,
+               "Round to nearest on the config's grid: what the config does without a method; named so a "
+               "comparison of weight-only methods has its baseline.", {}),
+    MethodInfo("hqq", "HQQ (weight-only)", MethodKind.CONFIG_DEPENDENT,
+               "Half-quadratic optimisation of each weight group's scale (symmetric) or zero point (asymmetric) "
+               "for an lp error with p < 1, no data; each group keeps the better of its min-max and HQQ grid. "
+               "MatMul / Gemm with integer per-group or per-channel weights.", {"iterations": 20, "p": 0.7}, _hqq),
+    MethodInfo("gptq", "GPTQ (weight-only)", MethodKind.CONFIG_DEPENDENT,
+               "Rounds a MatMul / Gemm weight one input row at a time on the config's grid and spreads each "
+               "row's error over the rows not yet rounded, weighted by the inverse Hessian of the calibration "
+               "inputs. Integer per-group or per-channel weights.", {"damp": 0.01}, _gptq),
+    MethodInfo("awq", "AWQ (weight-only)", MethodKind.FUNCTION_PRESERVING,
+               "Scales the input channels of MatMul / Gemm weights by mean|x|^alpha before the config's "
+               "rounding (the inverse folded into the LayerNorm or layer before, or a Mul), alpha searched on the "
+               "layers' output error: channels with large inputs get finer steps.", {"grid": 20}, _awq),
 )}
 
 

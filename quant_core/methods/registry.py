@@ -14,6 +14,7 @@ from quant_core.methods.bias_correction import apply_bias_correction
 from quant_core.methods.catalog import CATALOG, MethodInfo, MethodKind, checked_options, method_info
 from quant_core.methods.cle import apply_cle
 from quant_core.methods.smoothquant import apply_smoothquant
+from quant_core.methods.weight_only import apply_awq, apply_gptq, apply_hqq, apply_rtn
 
 __all__ = ["FUNCTIONS", "Method", "MethodKind", "checked_options", "method", "methods"]
 
@@ -22,6 +23,10 @@ FUNCTIONS: dict[str, Callable] = {
     "smoothquant": apply_smoothquant,
     "bias_correction": apply_bias_correction,
     "adaround": apply_adaround,
+    "rtn": apply_rtn,
+    "hqq": apply_hqq,
+    "gptq": apply_gptq,
+    "awq": apply_awq,
 }
 
 

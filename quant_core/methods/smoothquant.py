@@ -59,7 +59,7 @@ def smoothing_scales(act_max: np.ndarray, weight_max: np.ndarray, alpha: float) 
     return np.clip(s, *SCALE_LIMITS)
 
 
-def _fold(graph: Graph, tensor: str, layers: list[LinearLayer], s: np.ndarray) -> str:
+def fold_inverse_scale(graph: Graph, tensor: str, layers: list[LinearLayer], s: np.ndarray) -> str:
     """Put X / s into the model: fold into the producer when it can hold it, else insert a Mul. Say where."""
     inverse = (1.0 / s).astype(np.float32)
     names = {layer.name for layer in layers}
@@ -112,7 +112,7 @@ def apply_smoothquant(prepared, context: MethodContext, *, alpha: float = 0.5) -
             s = smoothing_scales(act, weights_before.astype(np.float64), alpha)
             for layer in layers:
                 graph.set_array(layer.weight, layer.scale_in(graph.array(layer.weight), s))
-            where = _fold(graph, tensor, layers, s)
+            where = fold_inverse_scale(graph, tensor, layers, s)
             weights_after = np.max([layer.in_ranges(graph.array(layer.weight)) for layer in layers], axis=0)
             label = ", ".join(layer.name for layer in layers)
             rows.append((label, where, act.size, _spread(act), _spread(act / s), _spread(weights_before),

@@ -338,7 +338,9 @@ class Feeder:
 
         With `parts` > 1, a split whose samples weigh at least `parts_from_bytes` in all comes in at least
         `parts` batches where it holds `min_batch` samples each (so that as many workers share it:
-        `engine/workers.py`), and the batches are balanced (equal sizes, the last maybe one smaller).
+        `engine/workers.py`), each of at most about budget / parts bytes (the batches in flight together
+        hold what one batch of `budget` held), and the batches are balanced (equal sizes, the last maybe
+        one smaller).
 
         `sample_bytes` weighs one sample (e.g. its activations, measured by a run of that sample). Batches
         are kept as they are when they hold one sample, when samples do not stack along axis 0 (a stream,
@@ -350,13 +352,15 @@ class Feeder:
         if self.batch_size <= 1 or self.fixed_batch or not self.layout.batch_first:
             return self
         per_sample = max(int(sample_bytes(self.layout.feed(self.inputs, 0, 1))), 1)
-        rows = min(self.batch_size, max(min_batch, budget // per_sample, 1))
-        count = -(-self.sample_count // rows)  # batches
-        if parts > 1 and per_sample * self.sample_count >= parts_from_bytes:
-            count = max(count, min(parts, self.sample_count // max(min_batch, 1)))
-        if count <= 1:
-            return replace(self, min_batch=min_batch)  # one batch, as before: nothing to split
-        return replace(self, batch_size=-(-self.sample_count // count), min_batch=min_batch)
+        shared = parts > 1 and per_sample * self.sample_count >= parts_from_bytes
+        # Batches in flight together share the budget: memory stays what one batch of `budget` held.
+        rows = min(self.batch_size, max(min_batch, (budget // parts if shared else budget) // per_sample, 1))
+        if shared:  # balanced: at least `parts` batches of equal sizes
+            count = max(-(-self.sample_count // rows), min(parts, self.sample_count // max(min_batch, 1)))
+            rows = -(-self.sample_count // count)
+        if rows >= self.sample_count:
+            rows = self.batch_size  # one batch, as before: nothing to split
+        return replace(self, batch_size=rows, min_batch=min_batch)
 
     def stream(self, run: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]
                ) -> Iterator[Mapping[str, np.ndarray]]:

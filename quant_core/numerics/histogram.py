@@ -15,14 +15,24 @@ bin count then grows without bound, once a histogram would exceed `max_bins` (de
 its bins are merged `m` at a time (an exact re-binning: every new edge is an old edge) into a
 grid of `bins` bins of width m x the old width. Memory is therefore at most `max_bins` counts per
 histogram, whatever the number of samples.
+
+Each update first decides both grids (here: the first batch's, or the current ones widened to the batch's
+range), then counts every value into them. The counting has two implementations with the same bins:
+numpy (`_count_with_numpy`: np.histogram and `_histogram_on_edges`, the reference) and a compiled loop
+that reads each value once for both grids (`histogram_kernel`, numba), used where numba loads.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
 from quant_core.errors import QuantLabError
+from quant_core.numerics import histogram_kernel
 
 DEFAULT_BINS = 2048
+# Count with the compiled loop where numba provides it (tests switch it off to check the numpy path).
+USE_KERNEL = True
 _EMPTY = np.empty(0, dtype=np.float32)
 
 
@@ -43,18 +53,6 @@ def _overflows(lo, hi) -> bool:
     """True when hi - lo is not finite in float32."""
     with np.errstate(over="ignore"):
         return not np.isfinite(np.float32(hi) - np.float32(lo))
-
-
-def _signed_histogram(x: np.ndarray, bins: int, threshold) -> tuple[np.ndarray, np.ndarray]:
-    """np.histogram(x, bins, range=(-threshold, threshold)): counts and float32 edges, for any finite threshold.
-
-    Past about 1.7e38 the width 2 * threshold overflows float32: x / 2 is binned over half the range
-    and the edges doubled, which puts every value in the same bin (halving is exact).
-    """
-    if _overflows(-threshold, threshold):
-        counts, edges = np.histogram(x * np.float32(0.5), bins, range=(-threshold / 2, threshold / 2))
-        return counts, edges * np.float32(2)
-    return np.histogram(x, bins, range=(-threshold, threshold))
 
 
 def _edges_fit(bins: int, lo, hi) -> bool:
@@ -138,6 +136,59 @@ def _histogram_on_edges(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.bincount(index, minlength=n)
 
 
+class _Grid(NamedTuple):
+    """Where one histogram's values are counted in this batch.
+
+    equal_bins: np.histogram(v * scale, n, range=(first, last)), numpy's arithmetic on its own
+    uniform edges (`edges`); otherwise np.histogram(v, bins=edges), any sorted edges.
+    """
+
+    first: np.float32
+    last: np.float32
+    edges: np.ndarray
+    equal_bins: bool
+    scale: np.float32 = np.float32(1.0)
+
+    @classmethod
+    def uniform(cls, first, last, edges: np.ndarray, *, scale=np.float32(1.0)) -> _Grid:
+        return cls(np.float32(first), np.float32(last), edges, True, np.float32(scale))
+
+    @classmethod
+    def on_edges(cls, edges: np.ndarray) -> _Grid:
+        return cls(edges[0], edges[-1], edges, False)
+
+
+def _numpys_range(lo, hi) -> tuple[np.float32, np.float32]:
+    """The (first, last) np.histogram bins over for range=(lo, hi): widened by 0.5 each side when equal."""
+    lo, hi = np.float32(lo), np.float32(hi)
+    return (lo - np.float32(0.5), hi + np.float32(0.5)) if lo == hi else (lo, hi)
+
+
+def _count_with_numpy(x: np.ndarray, signed: _Grid, absolute: _Grid) -> tuple[np.ndarray, np.ndarray]:
+    """The reference: x's counts on the signed grid and |x|'s on the absolute grid, by numpy."""
+    def count(values: np.ndarray, grid: _Grid) -> np.ndarray:
+        if not grid.equal_bins:
+            return _histogram_on_edges(values, grid.edges)
+        if grid.scale != 1:
+            values = values * grid.scale
+        return np.histogram(values, grid.edges.size - 1, range=(grid.first, grid.last))[0]
+    return count(x, signed), count(np.abs(x), absolute)
+
+
+def _count_with_kernel(x: np.ndarray, signed: _Grid, absolute: _Grid) -> tuple[np.ndarray, np.ndarray]:
+    """The same counts as `_count_with_numpy`, in one compiled pass over x (`histogram_kernel`)."""
+    counts = np.zeros(signed.edges.size - 1, dtype=np.int64)
+    abs_counts = np.zeros(absolute.edges.size - 1, dtype=np.int64)
+    _kernel()(x, signed.scale, signed.first, signed.last, signed.edges, counts, signed.equal_bins,
+              absolute.first, absolute.last, absolute.edges, abs_counts, absolute.equal_bins)
+    return counts, abs_counts
+
+
+def _kernel():
+    """The compiled count, or None: numpy counts (numba missing, or QUANTLAB_HISTOGRAM=numpy)."""
+    return histogram_kernel.load() if USE_KERNEL else None
+
+
 def _coarsen(counts: np.ndarray, offset: int, factor: int, size: int) -> np.ndarray:
     """Sum fine bins into coarse ones: fine bin j goes to coarse bin (j + offset) // factor (exact).
 
@@ -192,7 +243,7 @@ class StreamingHistogram:
     Notes
     -----
     NaN or Inf raise QuantLabError naming the tensor; every finite float32 is accepted (a grid whose
-    width overflows float32 is built at half scale, `_signed_histogram`). Values are histogrammed as
+    width overflows float32 is built at half scale, `_first_grids`). Values are histogrammed as
     float32 (like onnxruntime). An empty batch changes nothing. Bin edges are float32, as onnxruntime's; a range too
     narrow for `bins` distinct float32 edges (values about 1e-42, or all within a few float32 steps)
     is widened just enough (`_fitting_range`) where numpy and onnxruntime would raise.
@@ -268,7 +319,12 @@ class StreamingHistogram:
         return array.reshape(-1)
 
     def update(self, x) -> StreamingHistogram:
-        """Add a batch of values (any shape) to both histograms; return self."""
+        """Add a batch of values (any shape) to both histograms; return self.
+
+        The grids are decided first (the first batch's, or the current ones widened to the batch's
+        range), then every value is counted into both: by the compiled one-pass loop where numba
+        is available (`histogram_kernel`), else by numpy (`_count_with_numpy`), with the same bins.
+        """
         x = self._as_batch(x)
         if x.size == 0:
             return self
@@ -279,35 +335,50 @@ class StreamingHistogram:
             raise QuantLabError(f"tensor {self.name!r} contains {bad} NaN or Inf value(s) out of {x.size}; "
                                 "calibration needs finite values (check the model or the data)")
         threshold = np.float32(max(abs(lo), abs(hi)))
-        absolute = np.abs(x)
+        if lo >= 0 or hi <= 0:  # one sign: min |x| is |lo| or |hi| (abs: +0, never -0)
+            abs_lo = abs(lo) if lo >= 0 else abs(hi)
+        else:
+            abs_lo = np.abs(x).min()
         if self.count == 0:
-            _, signed_top = _fitting_range(self.bins, -threshold, threshold, symmetric=True, name=self.name)
-            self.counts, self.edges = _signed_histogram(x, self.bins, signed_top)
-            self.threshold = signed_top
-            abs_lo = absolute.min()
-            # numpy's own range (widened by 0.5 each side when all |x| are equal) when it fits: onnxruntime's bins
-            if _edges_fit(self.bins, *((abs_lo - np.float32(0.5), threshold + np.float32(0.5)) if abs_lo == threshold
-                                       else (abs_lo, threshold))):
-                self.abs_counts, self.abs_edges = np.histogram(absolute, self.bins)
-                self._abs_range = (abs_lo, threshold)
-            else:
-                self._abs_range = _fitting_range(self.bins, abs_lo, threshold, symmetric=False, name=self.name)
-                self.abs_counts, self.abs_edges = np.histogram(absolute, self.bins, range=self._abs_range)
-            self.abs_edges = self.abs_edges.astype(np.float32)
-            self.min, self.max = lo, hi
+            signed, absolute = self._first_grids(abs_lo, threshold)
         else:
             self._widen_signed(threshold)
-            self.counts = self.counts + _histogram_on_edges(x, self.edges)
-            self._widen_absolute(absolute.min(), threshold)
-            self.abs_counts = self.abs_counts + self._histogram_absolute(absolute)
+            self._widen_absolute(abs_lo, threshold)
+            signed, absolute = _Grid.on_edges(self.edges), self._absolute_grid()
+        compiled = x.size < 2**31 and _kernel() is not None  # the loop's int32 banks
+        counts, abs_counts = (_count_with_kernel if compiled else _count_with_numpy)(x, signed, absolute)
+        if self.count == 0:
+            self.counts, self.abs_counts, self.min, self.max = counts, abs_counts, lo, hi
+        else:
+            self.counts, self.abs_counts = self.counts + counts, self.abs_counts + abs_counts
             self.min, self.max = min(self.min, lo), max(self.max, hi)
         self.count += int(x.size)
         return self
 
-    def _histogram_absolute(self, absolute: np.ndarray) -> np.ndarray:
+    def _first_grids(self, abs_lo, threshold) -> tuple[_Grid, _Grid]:
+        """Set the first batch's edges (onnxruntime's grids where float32 allows) and return both grids."""
+        _, signed_top = _fitting_range(self.bins, -threshold, threshold, symmetric=True, name=self.name)
+        self.threshold = signed_top
+        self.edges = _uniform_edges(self.bins, -signed_top, signed_top)
+        if _overflows(-signed_top, signed_top):
+            # Past about 1.7e38 the width 2 * threshold overflows float32: x / 2 is counted over half the
+            # range, which puts every value in the bin it has on the doubled edges (halving is exact).
+            half = signed_top / 2
+            signed = _Grid.uniform(-half, half, _uniform_edges(self.bins, -half, half), scale=np.float32(0.5))
+        else:
+            signed = _Grid.uniform(*_numpys_range(-signed_top, signed_top), self.edges)
+        # numpy's own range (widened by 0.5 each side when all |x| are equal) when it fits: onnxruntime's bins
+        if _edges_fit(self.bins, *_numpys_range(abs_lo, threshold)):
+            self._abs_range = (abs_lo, threshold)
+        else:
+            self._abs_range = _fitting_range(self.bins, abs_lo, threshold, symmetric=False, name=self.name)
+        self.abs_edges = _uniform_edges(self.bins, *self._abs_range).astype(np.float32)
+        return signed, self._absolute_grid()
+
+    def _absolute_grid(self) -> _Grid:
         if self._abs_range is not None and not _overflows(*self._abs_range):  # numpy's fast path, same bins
-            return np.histogram(absolute, self.abs_counts.size, range=self._abs_range)[0]
-        return _histogram_on_edges(absolute, self.abs_edges)
+            return _Grid.uniform(*_numpys_range(*self._abs_range), self.abs_edges)
+        return _Grid.on_edges(self.abs_edges)
 
     def _widen_signed(self, threshold) -> None:
         """Make the signed grid cover [-threshold, threshold], moving the counts (onnxruntime's merge_histogram)."""

@@ -217,22 +217,9 @@ def hqq(w, *, bits: int = 4, block_size: int = 32, symmetric: bool = False, iter
     w = _check(w, bits, block_size)
     groups = _groups(w, block_size).astype(np.float64)
     start = rtn(w, bits=bits, block_size=block_size, symmetric=symmetric)
-    scale = start.scale.astype(np.float64)
-    zero = start.zero_point.astype(np.float64)
     qmax = 2**bits - 1
-    for _ in range(iterations):
-        inverse = _safe_reciprocal(scale.astype(np.float32)).astype(np.float64)[:, None, :]
-        q = np.clip(np.round(groups * inverse + zero[:, None, :]), 0, qmax)
-        error = _shrink(groups - (q - zero[:, None, :]) * scale[:, None, :], beta, p)
-        target = groups - error
-        if symmetric:
-            centred = q - zero[:, None, :]
-            norm = np.sum(centred * centred, axis=1)
-            fitted = np.sum(centred * target, axis=1) / np.where(norm > 0, norm, 1.0)
-            scale = np.where((norm > 0) & (fitted != 0), fitted, scale)
-        else:
-            zero = np.mean(q - target * inverse, axis=1)
-        beta *= kappa
+    scale, zero = hqq_parameters(groups, start.scale, start.zero_point, 0, qmax, symmetric=symmetric,
+                                 iterations=iterations, p=p, beta=beta, kappa=kappa)
     if symmetric:
         zero = start.zero_point
     elif bits in FLOAT_ZERO_POINT_BITS:
@@ -303,6 +290,81 @@ def gptq(w, h, *, bits: int = 4, block_size: int = 32, symmetric: bool = True, d
     return GroupQuantized(q, scale, zero_point, bits, block_size, symmetric, WeightOnlyMethod.GPTQ)
 
 
+def _inverse_hessian_factor(h: np.ndarray, k: int, damp: float) -> tuple[np.ndarray, np.ndarray]:
+    """(U, dead): U the upper Cholesky factor of (h + damp * mean(diag h) * I)^-1, dead the inputs never seen."""
+    h = np.array(h, dtype=np.float64)
+    if h.shape != (k, k):
+        raise QuantLabError(f"the Hessian must be [K, K] = [{k}, {k}], got {h.shape}")
+    dead = np.diag(h) == 0
+    h[dead, dead] = 1.0
+    h[np.diag_indices(k)] += damp * np.mean(np.diag(h))
+    return np.linalg.cholesky(np.linalg.inv(h)).T, dead
+
+
+def gptq_on_grid(w, h, scale, zero_point, qmin, qmax, *, fixed=None, damp: float = 0.01) -> np.ndarray:
+    """Return GPTQ's integer codes [K, N] of w on a *given* grid: each element's scale and zero point.
+
+    The grid of a config's format (the lab's min-max range per group or per channel, `qparams_from_range`),
+    fixed from the original weight (GPTQ's "static groups"): row k gets
+    q = clip(rint(w[k] / scale[k]) + zero_point[k], qmin[k], qmax[k]) (limits: integers or [K, N] arrays),
+    except where `fixed` (a (mask, codes)
+    pair, [K, N] each) gives the code, and its error goes to the later rows as in `gptq`:
+        w[k+1:] -= U[k, k+1:, None] * (w[k] - (q - zero_point[k]) * scale[k]) / U[k, k]
+    Inputs never seen (diag h = 0) keep their weights and pass no error on.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    k, n = w.shape
+    upper, _ = _inverse_hessian_factor(h, k, damp)
+    scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), (k, n))
+    zero_point = np.broadcast_to(np.asarray(zero_point, dtype=np.float64), (k, n))
+    mask, fixed_codes = (np.zeros((k, n), bool), np.zeros((k, n))) if fixed is None else fixed
+    work = w.copy()
+    codes = np.zeros((k, n), dtype=np.int32)
+    safe = np.where(scale != 0, scale, 1.0)
+    qmin, qmax = np.broadcast_to(qmin, (k, n)), np.broadcast_to(qmax, (k, n))
+    for first in range(0, k, GPTQ_LAZY_ROWS):
+        last = min(first + GPTQ_LAZY_ROWS, k)
+        rows = work[first:last]
+        errors = np.zeros((last - first, n))
+        for row in range(first, last):
+            i = row - first
+            rounded = np.clip(np.rint(rows[i] / safe[row]) + zero_point[row], qmin[row], qmax[row])
+            rounded = np.where(mask[row], fixed_codes[row], rounded)
+            codes[row] = rounded
+            errors[i] = (rows[i] - (rounded - zero_point[row]) * scale[row]) / upper[row, row]
+            rows[i + 1:] -= np.outer(upper[row, row + 1:last], errors[i])
+        work[last:] -= upper[first:last, last:].T @ errors
+    return codes
+
+
+def hqq_parameters(groups, scale, zero_point, qmin: int, qmax: int, *, symmetric: bool, iterations: int = 20,
+                   p: float = 0.7, beta: float = 10.0, kappa: float = 1.01) -> tuple[np.ndarray, np.ndarray]:
+    """Return HQQ's (scale, zero_point) per group of `groups` [G, block, N] from a starting grid [G, N].
+
+    The half-quadratic iterations of `hqq` on any integer grid [qmin, qmax]: e = shrink_p(x - dequantized),
+    then the zero point (asymmetric: the mean of q - (x - e) / scale) or the scale (symmetric: the
+    least-squares fit of x - e on q - zero_point) with the integers fixed; beta *= kappa. The zero point
+    comes back as float64 (round it where the grid needs integers).
+    """
+    groups = np.asarray(groups, dtype=np.float64)
+    scale = np.asarray(scale, dtype=np.float64).copy()
+    zero = np.asarray(zero_point, dtype=np.float64).copy()
+    for _ in range(iterations):
+        inverse = _safe_reciprocal(scale.astype(np.float32)).astype(np.float64)[:, None, :]
+        q = np.clip(np.round(groups * inverse + zero[:, None, :]), qmin, qmax)
+        error = _shrink(groups - (q - zero[:, None, :]) * scale[:, None, :], beta, p)
+        target = groups - error
+        if symmetric:
+            centred = q - zero[:, None, :]
+            norm = np.sum(centred * centred, axis=1)
+            fitted = np.sum(centred * target, axis=1) / np.where(norm > 0, norm, 1.0)
+            scale = np.where((norm > 0) & (fitted != 0), fitted, scale)
+        else:
+            zero = np.mean(q - target * inverse, axis=1)
+        beta *= kappa
+    return scale, zero
+
+
 # -- AWQ --------------------------------------------------------------------------------------------
 
 AWQ_GRID = 20
@@ -353,26 +415,6 @@ def quantize_weight(w, method: WeightOnlyMethod | str, *, bits: int = 4, block_s
     if inputs is None:
         raise QuantLabError("AWQ needs calibration inputs of the layer")
     return awq(w, inputs, bits=bits, block_size=block_size, symmetric=symmetric)
-
-
-def quantize_for_layer(w, tq, method: WeightOnlyMethod | str, *, inputs=None, h=None) -> GroupQuantized:
-    """The adapter for a config's "methods": quantize a MatMul weight [K, N] the way a layer's weight
-    TensorQuant asks (an int / uint format of BITS, per group along the inputs, its block size and
-    symmetry), with `method` instead of the lab's per-group rounding.
-
-    The engine then uses `effective_weight()` as the layer's simulated weight (AWQ's input factors are
-    folded in) and `nbits_export.export_matmul_nbits` for 4 / 8 bits.
-    """
-    from quant_core.numerics.formats import FormatKind, Granularity
-
-    if tq.format.kind not in (FormatKind.INT, FormatKind.UINT) or tq.format.bits not in BITS:
-        raise QuantLabError(f"weight-only method {WeightOnlyMethod(method).value} needs an int3, int4 or int8 weight "
-                            f"format, got {tq.format.name}")
-    if tq.granularity != Granularity.PER_GROUP or tq.axis not in (None, 0):
-        raise QuantLabError(f"weight-only method {WeightOnlyMethod(method).value} quantizes per group along the "
-                            "weight's inputs (axis 0 of a MatMul weight [K, N]): set granularity per_group")
-    return quantize_weight(w, method, bits=tq.format.bits, block_size=tq.block_size, symmetric=tq.symmetric,
-                           inputs=inputs, h=h)
 
 
 def weight_sqnr_table(w, *, methods=(WeightOnlyMethod.RTN, WeightOnlyMethod.HQQ), bits=BITS,

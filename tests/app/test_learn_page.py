@@ -50,12 +50,12 @@ def links(at: AppTest) -> list[str]:
     return [link.proto.page for link in at.get("page_link")]
 
 
-def test_the_page_lists_eight_lessons_and_opens_on_the_first():
+def test_the_page_lists_nine_lessons_and_opens_on_the_first():
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
     at.switch_page(PAGE).run()
     assert_clean(at)
     assert at.radio(key="lesson").options == lesson_titles()
-    assert len(LESSONS) == 8
+    assert len(LESSONS) == 9
     assert at.radio(key="lesson").value == lesson_titles()[0]
     assert "Question." in texts(at)
 
@@ -218,3 +218,15 @@ def test_lesson4_offers_the_block_formats_measured_like_the_others():
     assert list(table.index) == ["INT4", "MXFP4", "NVFP4", "MXFP8 E4M3"]
     assert table.loc["MXFP4", "storage bits"] == 4 and table.loc["MXFP4", "bits / weight"] >= 4.25
     assert table.loc["MXFP8 E4M3", "weight SQNR (dB)"] > table.loc["MXFP4", "weight SQNR (dB)"] + 8
+
+
+@pytest.mark.slow
+def test_the_group_wise_lesson_compares_rtn_and_awq_on_the_shipped_language_model():
+    at = open_lesson(lesson_titles()[8])
+    assert_clean(at)
+    labels = [metric.label for metric in at.metric]
+    assert labels == ["Output error, RTN", "Output error, AWQ", "Largest / median mean|x|"]
+    assert "vs RTN" in at.metric[1].delta
+    at.select_slider(key="l9_group").set_value(32).run()
+    assert_clean(at)
+    assert [chart.key for chart in at.get("plotly_chart")] == ["l9_chart"]

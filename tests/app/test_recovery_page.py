@@ -83,3 +83,17 @@ def test_stopping_the_methods_removes_them_from_the_config_and_says_so():
     page.session_state["_lab_methods_stopped"] = at.session_state["_lab_methods_stopped"]
     page.run()
     assert any("stopped and removed" in w.value for w in page.sidebar.warning)
+
+
+def test_gptq_on_a_per_group_int4_config_reports_its_integers_on_the_transformer():
+    from quant_core.config import PRESETS
+    at = app_test(PAGE)
+    at.session_state[CONFIG_KEY] = PRESETS["W4 weight-only per-group"]
+    at.run()
+    at.selectbox(key="model_choice").set_value("transformer").run()
+    at.multiselect(key="methods_choice").set_value(["gptq"]).run()
+    at.button(key="methods_apply").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert [spec.name for spec in at.session_state[CONFIG_KEY].methods] == ["gptq"]
+    text = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
+    assert "take GPTQ's integers on the config's grid" in text, text[:2000]

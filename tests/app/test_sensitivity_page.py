@@ -204,3 +204,18 @@ def test_the_page_gives_a_suggestion_two_minutes_of_searching(monkeypatch):
     assert not at.exception and not at.error
     assert budgets == [120.0]
     assert not any(c.value.startswith("Search stopped") for c in at.caption), "the demo's search ends well within it"
+
+
+@pytest.mark.slow
+def test_on_the_language_model_the_heatmap_and_the_budget_are_in_perplexity():
+    at = _page("shakespeare_lm")
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    at.radio(key="sens_budget_kind").set_value("minimum accuracy").run()
+    assert at.number_input(key="sens_max_perplexity_increase").value == 0.5
+    assert any("perplexity at most" in c.value and "FP32 perplexity / perplexity ≥" in c.value for c in at.caption)
+    at.multiselect(key="sens_formats").set_value(["int2"])
+    at.button(key="sens_run").click()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("Each cell: perplexity with that one layer quantized, minus FP32's" in c.value for c in at.caption)
+    assert "perplexity increase" in at.dataframe[0].value.columns

@@ -112,7 +112,7 @@ def test_export_with_methods_writes_the_transformed_model(tmp_path):
 def test_an_unknown_method_is_one_line_and_exit_status_2():
     done = _run("evaluate", CNN, "--data", HELDOUT, "--methods", "magic")
     assert done.returncode == 2
-    assert done.stderr == "error: unknown method 'magic': expected one of cle, smoothquant, bias_correction, adaround\n"
+    assert done.stderr == "error: unknown method 'magic': expected one of cle, smoothquant, bias_correction, adaround, rtn, hqq, gptq, awq\n"
 
 
 def test_range_search_in_methods_rewrites_the_configs_activation_ranges():

@@ -54,9 +54,13 @@ def test_a_budget_that_holds_every_sample_keeps_one_batch_and_small_batches_stay
 
 
 def test_a_heavy_split_comes_in_balanced_batches_one_per_worker_whatever_the_machine():
-    # 16 samples of 1 MiB, a budget of 13 of them: two batches of 8 (not 13 + 3), so two workers share it.
-    found = _feeder(16).within_budget(lambda feed: 2**20, 13 * 2**20, min_batch=2, parts=2, parts_from_bytes=2**23)
+    # 16 samples of 1 MiB, a budget of 26 of them: two batches of 8 (not 13 + 3 nor one of 16), so that two
+    # workers share the split with at most 13 MiB each (26 MiB in flight, as one batch of the budget).
+    found = _feeder(16).within_budget(lambda feed: 2**20, 26 * 2**20, min_batch=2, parts=2, parts_from_bytes=2**23)
     assert list(found.bounds()) == [(0, 8), (8, 16)]
+    # A budget of 8 of them: batches of 4 (two in flight hold 8 MiB).
+    found = _feeder(16).within_budget(lambda feed: 2**20, 8 * 2**20, min_batch=2, parts=2, parts_from_bytes=2**23)
+    assert list(found.bounds()) == [(0, 4), (4, 8), (8, 12), (12, 16)]
     # The whole split within the budget: still two batches.
     assert list(_feeder(16).within_budget(lambda feed: 2**20, 2**30, min_batch=2, parts=2,
                                           parts_from_bytes=2**23).bounds()) == [(0, 8), (8, 16)]

@@ -161,20 +161,6 @@ def test_storage_counts_packed_integers_scales_and_zero_points():
     assert asym.storage_bytes() == sym.storage_bytes() + 48 * 2          # 4 groups of 4 bits per column
 
 
-def test_the_config_adapter_takes_a_per_group_weight_choice():
-    from quant_core.config import TensorQuant
-    from quant_core.numerics.weight_only import quantize_for_layer
-
-    tq = TensorQuant("int4", symmetric=False, granularity="per_group", block_size=64)
-    quantized = quantize_for_layer(W, tq, "gptq", inputs=correlated_inputs())
-    assert (quantized.bits, quantized.block_size, quantized.symmetric) == (4, 64, False)
-    assert quantized.method == WeightOnlyMethod.GPTQ
-    with pytest.raises(QuantLabError, match="set granularity per_group"):
-        quantize_for_layer(W, TensorQuant("int4", granularity="per_channel"), "rtn")
-    with pytest.raises(QuantLabError, match="needs an int3, int4 or int8 weight format, got fp8"):
-        quantize_for_layer(W, TensorQuant("fp8_e4m3fn", granularity="per_group"), "awq", inputs=correlated_inputs())
-
-
 def test_weight_sqnr_table_grows_with_bits_and_with_smaller_groups():
     from quant_core.numerics.weight_only import weight_sqnr_table
 

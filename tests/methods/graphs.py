@@ -79,3 +79,33 @@ def run(prepared, data: Dataset) -> list[np.ndarray]:
     import onnxruntime as ort
     session = ort.InferenceSession(prepared.model.SerializeToString(), providers=["CPUExecutionProvider"])
     return session.run(None, data.inputs)
+
+
+def layernorm_linear(seed=0, k=64, hidden=32, out=16):
+    """x (N, 6, k) -> LayerNorm (4 outlier channels, 20x) -> MatMul k->hidden -> Erf -> MatMul hidden->out.
+
+    Weights large enough for group-wise int4 / int3 to matter; the inputs' channels are correlated
+    through the LayerNorm, so GPTQ has something to compensate."""
+    rng = np.random.default_rng(seed)
+    gamma = np.ones(k, np.float32)
+    gamma[[3, 17, 40, 61 % k]] = 20.0
+    init = {"gamma": gamma, "beta": rng.normal(size=k).astype(np.float32) * 0.1,
+            "w1": rng.normal(size=(k, hidden)).astype(np.float32) * 0.2,
+            "w2": rng.normal(size=(hidden, out)).astype(np.float32) * 0.2}
+    nodes = [helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["ln"], name="ln", axis=-1),
+             helper.make_node("MatMul", ["ln", "w1"], ["h"], name="fc1"),
+             helper.make_node("Erf", ["h"], ["e"], name="erf"),
+             helper.make_node("MatMul", ["e", "w2"], ["y"], name="fc2")]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6, k])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6, out])], init)
+
+
+def correlated_data_for(prepared, count=64, seed=1) -> Dataset:
+    """Inputs whose channels share a few latent factors (as real activations do)."""
+    rng = np.random.default_rng(seed)
+    tensor = prepared.info.inputs[0]
+    k = tensor.shape[-1]
+    latent = rng.normal(size=(count, tensor.shape[1], 4))
+    mixing = rng.normal(size=(4, k))
+    x = latent @ mixing + 0.3 * rng.normal(size=(count, tensor.shape[1], k))
+    return Dataset(inputs={tensor.name: x.astype(np.float32)})

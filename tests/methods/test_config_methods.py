@@ -33,7 +33,7 @@ def test_default_options_are_filled_so_equal_specs_are_equal():
 
 
 @pytest.mark.parametrize("entry, message", [
-    ({"name": "magic"}, "unknown method 'magic': expected one of cle, smoothquant, bias_correction, adaround"),
+    ({"name": "magic"}, "unknown method 'magic': expected one of cle, smoothquant, bias_correction, adaround, rtn, hqq, gptq, awq"),
     ({"name": "smoothquant", "beta": 1}, "method 'smoothquant' has no option(s) ['beta']; its options: alpha"),
     ({"name": "smoothquant", "alpha": 1.5}, "method 'smoothquant': alpha must be in [0, 1], got 1.5"),
     ({"name": "smoothquant", "alpha": "high"}, "method 'smoothquant' option 'alpha' must be like 0.5, got 'high'"),

@@ -246,3 +246,33 @@ def test_a_job_that_gave_up_waiting_leaves_the_queue():
     assert gave_up == [True]
     with limiter.job("next", timeout_s=0.1) as waited:  # the freed slot was not handed to the job that left
         assert waited < 0.05
+
+
+def test_a_stop_raised_while_clearing_the_waiting_notice_gives_the_slot_back():
+    """A Streamlit rerun raises in the notice's st call just after the slot was handed over: the slot must
+    not leak (it did: every later heavy job of the server then waited for a job that no longer existed)."""
+    limiter = JobLimiter(1)
+    holding, release = threading.Event(), threading.Event()
+
+    def holder():
+        with limiter.job("holder", timeout_s=5):
+            holding.set()
+            release.wait(5)
+
+    class Stop(BaseException):
+        pass
+
+    def notify(text):
+        if text is None:
+            raise Stop()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    holding.wait(5)
+    threading.Timer(0.2, release.set).start()
+    with pytest.raises(Stop):
+        with limiter.job("waiter", notify=notify, timeout_s=5):
+            pass
+    thread.join(5)
+    with limiter.job("next", timeout_s=0.5) as waited:
+        assert waited < 0.5

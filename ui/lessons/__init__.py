@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui.lessons import (calibration_data, equalization, mixed_precision, number_formats, ptq_vs_qat,
+from ui.lessons import (calibration_data, equalization, group_outliers, mixed_precision, number_formats, ptq_vs_qat,
                         rounding_clipping, scale_zero_point, schemes)
 from ui.setup import page_errors
 
 LESSON = "lesson"  # the lesson selector's widget key
 _LAST_LESSON = "_lab_lesson"  # plain session state: Streamlit forgets a widget's value when its page is left
 LESSONS = (scale_zero_point, rounding_clipping, schemes, number_formats, calibration_data, ptq_vs_qat,
-           mixed_precision, equalization)
+           mixed_precision, equalization, group_outliers)
 
 
 def lesson_titles() -> list[str]:

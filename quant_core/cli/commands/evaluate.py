@@ -44,7 +44,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def add_methods_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", metavar="NAMES",
                         help="accuracy-recovery methods applied in order before quantizing, comma-separated "
-                             "(cle, smoothquant, bias_correction, adaround; docs/methods.md); options come from the "
+                             "(cle, smoothquant, bias_correction, adaround; weight-only: rtn, hqq, gptq, awq; docs/methods.md); options come from the "
                              "config's \"methods\" where it names the method; 'none': none (default: the config's). "
                              "range_search (last) then picks each layer's activation range method in the config")
 
