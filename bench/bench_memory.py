@@ -95,22 +95,29 @@ def lab_child(model: str, data: str, sweep: bool) -> dict:
     rows = min(getattr(evaluator, "batch_size", evaluator.sample_count), evaluator.sample_count)
     # The user's data, held whole and as its two splits (copies): it grows with the samples by nature.
     data_bytes = sum(array.nbytes for part in (dataset, calibration_data, evaluation) for array in part.inputs.values())
-    return {"maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "imports": after_imports * 1024,
+    # ru_maxrss is the kernel's high-water mark, which each stage's reset lowered: the peak is the largest stage's.
+    maxrss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, *peaks.values())
+    return {"maxrss": maxrss, "imports": after_imports * 1024,
             "stages": stages, "peaks": peaks, "samples": dataset.num_samples,
             "evaluation_samples": evaluator.sample_count, "rows": rows, "data_bytes": data_bytes,
             "sample_bytes": getattr(calibration, "sample_bytes", None)}
 
 
-def plain_child(model: str, data: str, rows: int) -> dict:
-    """Plain onnxruntime holding the model and its outputs on `rows` samples (the first of the file)."""
+def plain_child(model: str, data: str, rows: int, arena: bool = True) -> dict:
+    """Plain onnxruntime holding the model and its outputs on `rows` samples (the first of the file); with
+    `arena=False`, without memory arena nor memory pattern, as the engine's sessions run (the floor)."""
     _imports()
     import numpy as np
     import onnxruntime as ort
 
-    from quant_core.engine.simulation_graph import session_options
+    from quant_core.model.runtime import session_options
     gc.collect()
     after_imports = _rss_kib()
-    session = ort.InferenceSession(Path(model).read_bytes(), session_options(1), providers=["CPUExecutionProvider"])
+    options = session_options(1)
+    if not arena:  # what the lab's engine sessions do (`runtime.free_after_run`), written out for older checkouts
+        options.enable_cpu_mem_arena = False
+        options.enable_mem_pattern = False
+    session = ort.InferenceSession(Path(model).read_bytes(), options, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     with np.load(data, allow_pickle=False) as arrays:
         batch = {name: np.array(arrays[name][:rows]) for name in names}
@@ -162,6 +169,8 @@ def bench_model(name: str, args, directory: Path) -> dict:
                        for _ in range(args.rounds)]
     report["plain_split"] = [child(["plain", str(model), str(data), str(first["evaluation_samples"])], args.code)
                              for _ in range(args.rounds)]
+    report["plain_lean"] = [child(["plain-lean", str(model), str(data), str(first["rows"])], args.code)
+                            for _ in range(args.rounds)]
     return report
 
 
@@ -181,6 +190,9 @@ def print_model(found: dict, times: list[int]) -> None:
           f"{mib(plain_extra):>15}")
     print(f"   {'plain onnxruntime: model + whole split (%d)' % split[0]['rows']:46}{mib(_median(split, 'maxrss')):>10}"
           f"{mib(_median(split, 'maxrss') - _median(split, 'imports')):>15}")
+    lean = found["plain_lean"]
+    print(f"   {'plain, no arena / memory pattern: one batch (%d)' % lean[0]['rows']:46}"
+          f"{mib(_median(lean, 'maxrss')):>10}{mib(_median(lean, 'maxrss') - _median(lean, 'imports')):>15}")
     lab_peak = _median(base, "maxrss")
     for n in times:
         peak, extra = _median(lab[n], "maxrss"), _median(lab[n], "maxrss") - _median(lab[n], "imports")
@@ -221,7 +233,8 @@ def main() -> int:
     if args.child:
         sys.path.insert(0, str(args.code))
         which, model, data, extra = args.child
-        found = lab_child(model, data, bool(int(extra))) if which == "lab" else plain_child(model, data, int(extra))
+        found = lab_child(model, data, bool(int(extra))) if which == "lab" else \
+            plain_child(model, data, int(extra), arena=which == "plain")
         print(json.dumps(found))
         return 0
     args.code = args.code.resolve()

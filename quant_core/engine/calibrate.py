@@ -104,7 +104,7 @@ def _probe_session(prepared, tensors: tuple[str, ...]) -> ort.InferenceSession:
     """A plain session of the model whose outputs include every tensor in `tensors`."""
     try:
         return ort.InferenceSession(_probe_model(prepared.model, tensors).SerializeToString(),
-                                    session_options(1), providers=["CPUExecutionProvider"])
+                                    session_options(1, arena=False), providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own exception types
         raise ModelError(f"onnxruntime cannot run the model for calibration: {first_line(err)}") from None
 

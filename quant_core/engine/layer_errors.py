@@ -41,7 +41,7 @@ from onnx import TensorProto, helper
 from quant_core.errors import DataError, ModelError
 from quant_core.numerics.metrics import ratio_db
 from quant_core.engine.simulate import ActivationQuant, SimulationSession
-from quant_core.engine.simulation_graph import ActivationMode, WeightFeed, build_simulation_model, fake_quant_in_blocked_layout, input_name, reorder_weight_inputs, simulation_session
+from quant_core.engine.simulation_graph import ActivationMode, WeightFeed, build_simulation_model, fake_quant_in_blocked_layout, input_name, reorder_weight_inputs, simulation_session, with_weight_data, without_weight_data
 from quant_core.model.layers import LayerSpec
 from quant_core.model.runtime import first_line, session_options
 
@@ -232,7 +232,7 @@ class ErrorGraph:
         # The config copy has the pattern's fake-quant nodes inline (activation index -> mode; absent: none),
         # the FP32 copy none: otherwise the same nodes, in the same order.
         sim, weight_inputs, self.activation_index = build_simulation_model(
-            model, specs, modes, weights_as_inputs=not reorder, pattern=pattern)
+            without_weight_data(model, specs), specs, modes, weights_as_inputs=not reorder, pattern=pattern)
         # Only the FP32 copy's nodes, inputs and value_info are read: built without the weights' data.
         plain, _, _ = build_simulation_model(_skeleton(model), specs, modes, weights_as_inputs=not reorder, pattern={})
         graph = sim.graph
@@ -312,6 +312,7 @@ class ErrorGraph:
         graph.output.extend(output for output in model.graph.output if self.output_names)
         self._reordered = reorder
         if not reorder:
+            with_weight_data(sim, model)  # a weight another node reads too stays a constant
             shapes = {value.name: tuple(d.dim_value for d in value.type.tensor_type.shape.dim) for value in graph.input}
             self._weight_feeds = {layer: [WeightFeed(name, shapes[name])] for layer, name in weight_inputs.items()}
             self._fp32_feeds = {layer: [WeightFeed(fp32(name), shapes[name])] for layer, name in weight_inputs.items()}

@@ -23,7 +23,7 @@ from quant_core.errors import DataError, ModelError, QuantLabError
 from quant_core.numerics.formats import FormatKind, NumberFormat
 from quant_core.numerics.qparams import qparams_from_range
 from quant_core.numerics.quantize import fake_quantize
-from quant_core.engine.simulation_graph import CAST_OPSET, ActivationMode, WeightFeed, build_simulation_model, cast_opset, fake_quant_in_blocked_layout, input_name, reorder_weight_inputs, simulation_session
+from quant_core.engine.simulation_graph import CAST_OPSET, ActivationMode, WeightFeed, build_simulation_model, cast_opset, fake_quant_in_blocked_layout, input_name, reorder_weight_inputs, simulation_session, with_weight_data, without_weight_data
 from quant_core.model.layers import layer_specs
 from quant_core.model.runtime import first_line, session_options
 from quant_core.engine.simulation_suffix import LayerSuffix, suffix_model
@@ -138,18 +138,22 @@ class _Variant:
     def __init__(self, model, specs, modes, threads: int, *, layer_outputs: bool,
                  pattern: Mapping[int, ActivationMode] | None = None, extra_outputs: tuple[str, ...] = (),
                  profile: bool = False):
-        base, _, self.activation_index = build_simulation_model(model, specs, modes, weights_as_inputs=False,
-                                                               layer_outputs=layer_outputs, pattern=pattern,
-                                                               extra_outputs=extra_outputs)
+        # Built without the weights' data (`without_weight_data`): they become markers, then inputs.
+        base, _, self.activation_index = build_simulation_model(without_weight_data(model, specs), specs, modes,
+                                                               weights_as_inputs=False, layer_outputs=layer_outputs,
+                                                               pattern=pattern, extra_outputs=extra_outputs)
         traced = reorder_weight_inputs(base, specs, threads)
+        del base
         if traced is not None:
             built, by_weight = traced
             fake_quant_in_blocked_layout(built)
             self.weight_feeds = {spec.name: by_weight[spec.weight] for spec in specs if spec.weight in by_weight}
             self.reordered = True
         else:
-            built, inputs, _ = build_simulation_model(model, specs, modes, layer_outputs=layer_outputs, pattern=pattern,
+            built, inputs, _ = build_simulation_model(without_weight_data(model, specs), specs, modes,
+                                                      layer_outputs=layer_outputs, pattern=pattern,
                                                       extra_outputs=extra_outputs)
+            with_weight_data(built, model)  # a weight another node reads too stays a constant
             shapes = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in built.graph.input}
             self.weight_feeds = {layer: [WeightFeed(name, shapes[name])] for layer, name in inputs.items()}
             self.reordered = False
@@ -161,8 +165,10 @@ class _Variant:
         if profile:  # its first run tells where the time goes, node by node (`SimulationSession.node_seconds`)
             options.enable_profiling = True
             options.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"qlab_capture_{os.getpid()}")
+        serialized = built.SerializeToString()
+        del built  # not held while onnxruntime parses its bytes; the session keeps its own graph
         try:
-            self.session = simulation_session(built.SerializeToString(), options)
+            self.session = simulation_session(serialized, options)
         except Exception as err:  # onnxruntime raises its own exception types
             raise ModelError(f"onnxruntime cannot build the simulation session: {first_line(err)}") from None
 

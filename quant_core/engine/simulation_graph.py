@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from quant_core.errors import ModelError
 from quant_core.numerics.formats import FormatKind
 from quant_core.model.layers import LayerSpec
-from quant_core.model.runtime import model_opset, session_options
+from quant_core.model.runtime import free_after_run, model_opset, release_free_memory, session_options
 from quant_core.model.onnx_graph import names_read
 
 _PREFIX = "qlab_sim"
@@ -78,10 +78,19 @@ _DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
 
 def simulation_session(model: bytes, options: ort.SessionOptions) -> ort.InferenceSession:
     """An InferenceSession that computes what the model's Q/DQ nodes say: no QDQ fusions into integer
-    kernels (session.enable_quant_qdq=0), no weight quantization (`_DISABLED_OPTIMIZERS`)."""
+    kernels (session.enable_quant_qdq=0), no weight quantization (`_DISABLED_OPTIMIZERS`).
+
+    Nothing stays allocated between runs (`runtime.free_after_run`): an engine holds several sessions (the
+    simulation's variants, the per-layer error session, suffixes), each of which would otherwise keep its
+    largest run's tensors.
+    """
     options.add_session_config_entry("session.enable_quant_qdq", "0")
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=_DISABLED_OPTIMIZERS)
+    free_after_run(options)
+    try:
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=_DISABLED_OPTIMIZERS)
+    finally:
+        release_free_memory()  # the build's garbage (the caller's rewritten graph goes with it)
 
 
 def _scalar_input(name: str, elem_type: int) -> onnx.ValueInfoProto:
@@ -226,6 +235,63 @@ def build_simulation_model(model: onnx.ModelProto, specs: tuple[LayerSpec, ...],
     return sim, weight_inputs, activation_index
 
 
+def _copy_model(model: onnx.ModelProto, initializer) -> onnx.ModelProto:
+    """A copy of `model` whose main-graph initializers are `initializer(tensor)` (a TensorProto: the tensor
+    itself, copied, or another), every other field copied: a weight left out is never copied at all."""
+    copied = onnx.ModelProto()
+    for descriptor, value in model.ListFields():
+        if descriptor.name != "graph":
+            _copy_field(copied, descriptor.name, value)
+    graph = copied.graph
+    for descriptor, value in model.graph.ListFields():
+        if descriptor.name != "initializer":
+            _copy_field(graph, descriptor.name, value)
+    graph.initializer.extend(initializer(tensor) for tensor in model.graph.initializer)
+    return copied
+
+
+def _copy_field(message, name: str, value) -> None:
+    if hasattr(value, "extend"):  # a repeated field
+        getattr(message, name).extend(value)
+    elif hasattr(value, "CopyFrom"):  # a message
+        getattr(message, name).CopyFrom(value)
+    else:
+        setattr(message, name, value)
+
+
+def _data_less(tensor: onnx.TensorProto) -> onnx.TensorProto:
+    return onnx.TensorProto(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims)
+
+
+def without_weight_data(model: onnx.ModelProto, specs: tuple[LayerSpec, ...]) -> onnx.ModelProto:
+    """A copy of `model` whose layers' float32 weights hold no data (name, type and shape only).
+
+    What the sessions built on the simulation graph start from: each such weight becomes a graph input
+    or is replaced by markers (`reorder_weight_inputs`), so a copy of its data would only be dropped
+    again, after costing its size (90 MB on a sentence transformer) at every session built. A weight
+    that stays a constant (read by another node too) gets its data back from `with_weight_data`.
+    """
+    weights = {spec.weight for spec in specs if spec.weight}
+    return _copy_model(model, lambda tensor: _data_less(tensor)
+                       if tensor.name in weights and tensor.data_type == TensorProto.FLOAT else tensor)
+
+
+def _holds_data(tensor: onnx.TensorProto) -> bool:
+    return (tensor.HasField("raw_data") or tensor.data_location == TensorProto.EXTERNAL
+            or any(len(getattr(tensor, field)) for field in ("float_data", "int32_data", "string_data", "int64_data",
+                                                              "double_data", "uint64_data"))
+            or int(np.prod(tensor.dims, dtype=np.int64)) == 0)
+
+
+def with_weight_data(model: onnx.ModelProto, source: onnx.ModelProto) -> onnx.ModelProto:
+    """Give back, in place, the data of every initializer `without_weight_data` emptied that `model` still holds."""
+    originals = {tensor.name: tensor for tensor in source.graph.initializer}
+    for tensor in model.graph.initializer:
+        if not _holds_data(tensor) and tensor.name in originals:
+            tensor.CopyFrom(originals[tensor.name])
+    return model
+
+
 @dataclass(frozen=True)
 class WeightFeed:
     """How one layer's weight reaches the session: graph input `name`, laid out by `gather`.
@@ -250,8 +316,13 @@ _MAX_MARKERS = 1 << 24
 
 
 def _optimized(model: onnx.ModelProto, threads: int) -> onnx.ModelProto:
-    """Return onnxruntime's fully optimized version of `model` (written to a private temporary file)."""
+    """Return onnxruntime's fully optimized version of `model` (written to a private temporary file).
+
+    The session only writes the graph, never runs: no prepacked copies of its weights (the written graph
+    is the same: prepacking is a kernel's private copy, not a graph rewrite).
+    """
     options = session_options(threads)
+    options.add_session_config_entry("session.disable_prepacking", "1")
     with tempfile.TemporaryDirectory() as directory:
         options.optimized_model_filepath = os.path.join(directory, "optimized.onnx")
         simulation_session(model.SerializeToString(), options)
@@ -269,20 +340,26 @@ def reorder_weight_inputs(model: onnx.ModelProto, specs: tuple[LayerSpec, ...], 
     """
     initializers = {init.name: init for init in model.graph.initializer}
     markers, offset = {}, 0
-    marked = onnx.ModelProto()
-    marked.CopyFrom(model)
-    marked_inits = {init.name: init for init in marked.graph.initializer}
     for spec in specs:
         init = initializers.get(spec.weight) if spec.weight else None
         if init is None or init.data_type != TensorProto.FLOAT or spec.weight in markers:
             continue
         size = int(np.prod(init.dims, dtype=np.int64))
         if offset + size >= _MAX_MARKERS:
-            return None
-        values = np.arange(offset + 1, offset + size + 1, dtype=np.float32).reshape(tuple(init.dims))
-        marked_inits[spec.weight].CopyFrom(numpy_helper.from_array(values, spec.weight))
+            return None  # before any copy: a model this large cannot be traced
         markers[spec.weight] = (offset + 1, size)
         offset += size
+
+    def marker(init: onnx.TensorProto) -> onnx.TensorProto:
+        if init.name not in markers:
+            return init
+        first, size = markers[init.name]
+        values = np.arange(first, first + size, dtype=np.float32).reshape(tuple(init.dims))
+        return numpy_helper.from_array(values, init.name)
+
+    # The model with each weight's markers in place of its values (which are never copied: `model` may
+    # hold none, `without_weight_data`).
+    marked = _copy_model(model, marker)
     try:
         optimized = _optimized(marked, threads)
     except Exception:  # onnxruntime's own exception types; the caller falls back to the plain layout

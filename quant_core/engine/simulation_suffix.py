@@ -15,7 +15,7 @@ import onnxruntime as ort
 from onnx import helper
 
 from quant_core.errors import DataError, ModelError
-from quant_core.engine.simulation_graph import WeightFeed, reorder_weight_inputs, simulation_session
+from quant_core.engine.simulation_graph import WeightFeed, reorder_weight_inputs, simulation_session, with_weight_data, without_weight_data
 from quant_core.model.layers import LayerSpec
 from quant_core.model.runtime import first_line, session_options
 
@@ -63,7 +63,9 @@ class LayerSuffix:
 
     def __init__(self, model: onnx.ModelProto, spec: LayerSpec, threads: int,
                  later: tuple[LayerSpec, ...] = (), fp32_weights: Mapping[str, np.ndarray] | None = None):
-        found = suffix_model(model, spec.name)
+        # Cut from the model without its layers' weight data: they become markers or inputs (a weight that
+        # stays a constant gets its data back below).
+        found = suffix_model(without_weight_data(model, (spec, *later)), spec.name)
         if found is None or spec.weight is None:
             raise ModelError(f"layer {spec.name!r}: the model cannot be cut before it")
         built, self.cut = found
@@ -100,6 +102,7 @@ class LayerSuffix:
                 self.later_feeds[other.name] = [feed]
                 self.constant_feeds[feed.name] = feed.value(fp32_weights[other.name])
         self.output_names = tuple(o.name for o in built.graph.output)
+        with_weight_data(built, model)
         try:
             self.session = simulation_session(built.SerializeToString(), options)
         except Exception as err:  # onnxruntime raises its own exception types
