@@ -472,6 +472,7 @@ class Evaluator:
         error session then also gives the config's model outputs (when it computes them bit for bit as the
         simulation does: `_outputs_exact`), so the pair costs one pass over the split instead of two."""
         task = self.task if task is None else task
+        check_config(config, self._facts)
         result = self._results.get((config, task))
         if result is None and not self._has_layer_errors(config):
             errors, outputs = self._layer_errors_of(config, with_outputs=True)
