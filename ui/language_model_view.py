@@ -225,7 +225,10 @@ def tradeoffs(ctx: LabContext, spec: WeightOnlySpec) -> None:
     fp32 = next(m for m in measured if m.label == "FP32")
     rows = []
     for m in measured:
-        row = {"variant": m.label, "perplexity": round(m.perplexity, 4),
+        row = {"variant": m.label,
+               "how": "exported, run by onnxruntime" if m.latency_ms else
+                      "simulated only (no kernel): no file, no latency",
+               "perplexity": round(m.perplexity, 4),
                "file MiB": None if m.file_bytes is None else round(m.file_bytes / 2**20, 2),
                "MatMul weights MiB": round(m.weight_bytes / 2**20, 2)}
         for batch, (median, p10, p90) in m.latency_ms.items():
