@@ -170,9 +170,8 @@ class Evaluator:
         self._error_graphs = LRUCache(MAX_ERROR_SESSIONS)  # activation pattern -> ErrorGraph, or False: cannot
         self._spec_index = {layer: i for i, layer in enumerate(self._specs)}
         self._errors_feeder: Feeder | None = None
-        self._errors_workers = 1  # the error pass's workers, set with its feeder
         self._other_bytes = self._initializer_bytes()
-        self.suffix_runs = SuffixRuns(prepared, self.session, self.feeder, self.workers)
+        self.suffix_runs = SuffixRuns(prepared, self.session, self.feeder, min(self.workers, self.feeder.in_flight))
         # reference_outputs: the original model's outputs when a method (bias correction) changed the FP32
         # function of `prepared`, so every metric stays "against the original FP32 model".
         self.fp32_outputs = tuple(reference_outputs) if reference_outputs is not None else self._run_outputs({}, {})
@@ -281,7 +280,8 @@ class Evaluator:
         started = time.perf_counter()
         run = self.session.runner(weights, activations)
         # Each batch's outputs are copied into the joined arrays as they come (not held until the end).
-        joined = self.feeder.join(map_in_order(lambda batch: run(batch).outputs, self.feeder.batches(), self.workers))
+        joined = self.feeder.join(map_in_order(lambda batch: run(batch).outputs, self.feeder.batches(),
+                                               min(self.workers, self.feeder.in_flight)))
         self.suffix_runs.full_run_took(time.perf_counter() - started)
         return joined
 
@@ -336,21 +336,13 @@ class Evaluator:
         LAYER_ERRORS_BATCH_BYTES (the largest layer output measured on one sample; a model fixing its
         batch keeps it)."""
         if self._errors_feeder is None:
-            weighed = []
-
             def sample_bytes(feed: dict[str, np.ndarray]) -> int:
                 largest = max((size for *_, size in graph.run(feed, weights, activations).values()), default=1)
-                weighed.append(LAYER_ERRORS_BYTES_PER_VALUE * largest)
-                return weighed[-1]
+                return LAYER_ERRORS_BYTES_PER_VALUE * largest
 
             self._errors_feeder = self._split.within_budget(sample_bytes, LAYER_ERRORS_BATCH_BYTES,
                                                             min_batch=EVALUATION_MIN_BATCH, parts=MAX_WORKERS,
                                                             parts_from_bytes=PARALLEL_FROM_BYTES)
-            # Batches side by side only while together they stay within the budget: where one batch of the
-            # minimum (2 samples) is over it already (the text recognizer: ~90 MiB a sample), one at a time.
-            rows = min(self._errors_feeder.batch_size, self._errors_feeder.sample_count)
-            self._errors_workers = self.workers if not weighed or \
-                rows * weighed[0] * self.workers <= LAYER_ERRORS_BATCH_BYTES else 1
         return self._errors_feeder
 
     def _outputs_exact(self, graph: ErrorGraph, first: dict[str, np.ndarray], weights, activations) -> bool:
@@ -381,7 +373,7 @@ class Evaluator:
                 with_outputs = (with_outputs and not self.is_streaming and bool(graph.output_names)
                                 and self._outputs_exact(graph, next(errors_feeder.batches()), weights, activations))
                 run = graph.runner(weights, activations, with_outputs=with_outputs)
-                passes = map_in_order(run, errors_feeder.batches(), self._errors_workers)
+                passes = map_in_order(run, errors_feeder.batches(), min(self.workers, errors_feeder.in_flight))
                 sums: dict[str, np.ndarray] = {}  # layer -> float64 (signal, accumulated noise, isolated noise)
 
                 def add(batch_powers: dict) -> None:  # summed in batch order: the same sums for any worker count

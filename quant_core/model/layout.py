@@ -313,6 +313,9 @@ class Feeder:
     output_names: tuple[str, ...] = ()
     fixed_batch: bool = False  # the model fixes its batch dimension: `batch_size` is that, never changed
     min_batch: int = 1         # a last batch of fewer samples joins the batch before it
+    # How many of its batches may be in memory at once within the budget it was sized for (`within_budget`);
+    # 1 when it was not sized (nothing weighed). Passes run at most this many side by side.
+    in_flight: int = 1
 
     def bounds(self) -> Iterator[tuple[int, int]]:
         """Yield (start, stop) of consecutive batches of `batch_size` samples; a last batch of fewer than
@@ -340,7 +343,8 @@ class Feeder:
         `parts` batches where it holds `min_batch` samples each (so that as many workers share it:
         `engine/workers.py`), each of at most about budget / parts bytes (the batches in flight together
         hold what one batch of `budget` held), and the batches are balanced (equal sizes, the last maybe
-        one smaller).
+        one smaller). `in_flight` says how many batches fit the budget together (1 where `min_batch` made
+        one batch heavier than the budget): the passes run no more than that side by side.
 
         `sample_bytes` weighs one sample (e.g. its activations, measured by a run of that sample). Batches
         are kept as they are when they hold one sample, when samples do not stack along axis 0 (a stream,
@@ -358,9 +362,11 @@ class Feeder:
         if shared:  # balanced: at least `parts` batches of equal sizes
             count = max(-(-self.sample_count // rows), min(parts, self.sample_count // max(min_batch, 1)))
             rows = -(-self.sample_count // count)
+        # min_batch may make one batch weigh more than the budget: then batches run one at a time.
+        in_flight = max(1, budget // (min(rows, self.sample_count) * per_sample))
         if rows >= self.sample_count:
             rows = self.batch_size  # one batch, as before: nothing to split
-        return replace(self, batch_size=rows, min_batch=min_batch)
+        return replace(self, batch_size=rows, min_batch=min_batch, in_flight=in_flight)
 
     def stream(self, run: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]
                ) -> Iterator[Mapping[str, np.ndarray]]:
