@@ -194,8 +194,7 @@ def calibrate(prepared, data, *, bins: int = 2048, batch_size: int = 64,
     # onnxruntime runs on one core: batch k's histograms are counted in a second thread while the model
     # runs batch k + 1 (both release the GIL). Batches are counted one at a time and in order, so the
     # histograms equal those counted inline; at most two batches of activations are alive.
-    # Only where two batches fit the budget together (small splits): a model whose batch fills the budget
-    # would hold twice its activations for a second core that a loaded server rarely has.
+    # Only where two batches may be in memory together (`Feeder.in_flight`: within twice the budget).
     overlap = OVERLAP and default_workers() > 1 and (feeds.layout.streaming or feeds.in_flight >= 2)
     with ThreadPoolExecutor(1, thread_name_prefix="calibrate") as counter:
         pending = None

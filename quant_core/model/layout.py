@@ -298,6 +298,11 @@ def parse_state(text: str | Sequence[str] | None) -> dict[str, str] | None:
 
 # -- feeding -------------------------------------------------------------------------------------------
 
+# Batches a pass may hold at once (one per core of the 2-core machines this runs on): memory in flight is
+# at most this many budgets (`Feeder.within_budget`, `Feeder.in_flight`).
+IN_FLIGHT = 2
+
+
 @dataclass(frozen=True, eq=False)
 class Feeder:
     """Samples and their layout, fed to a model: in batches (`batches`) or as a stream (`stream`).
@@ -341,10 +346,10 @@ class Feeder:
 
         With `parts` > 1, a split whose samples weigh at least `parts_from_bytes` in all comes in at least
         `parts` batches where it holds `min_batch` samples each (so that as many workers share it:
-        `engine/workers.py`), each of at most about budget / parts bytes (the batches in flight together
-        hold what one batch of `budget` held), and the batches are balanced (equal sizes, the last maybe
-        one smaller). `in_flight` says how many batches fit the budget together (1 where `min_batch` made
-        one batch heavier than the budget): the passes run no more than that side by side.
+        `engine/workers.py`), and the batches are balanced (equal sizes, the last maybe one smaller).
+        `in_flight` says how many batches may be in memory at once: at most IN_FLIGHT (2), together within
+        IN_FLIGHT x `budget` (1 where `min_batch` made one batch heavier than the budget); the passes run
+        no more than that side by side.
 
         `sample_bytes` weighs one sample (e.g. its activations, measured by a run of that sample). Batches
         are kept as they are when they hold one sample, when samples do not stack along axis 0 (a stream,
@@ -357,13 +362,13 @@ class Feeder:
             return self
         per_sample = max(int(sample_bytes(self.layout.feed(self.inputs, 0, 1))), 1)
         shared = parts > 1 and per_sample * self.sample_count >= parts_from_bytes
-        # Batches in flight together share the budget: memory stays what one batch of `budget` held.
-        rows = min(self.batch_size, max(min_batch, (budget // parts if shared else budget) // per_sample, 1))
+        rows = min(self.batch_size, max(min_batch, budget // per_sample, 1))
         if shared:  # balanced: at least `parts` batches of equal sizes
             count = max(-(-self.sample_count // rows), min(parts, self.sample_count // max(min_batch, 1)))
             rows = -(-self.sample_count // count)
-        # min_batch may make one batch weigh more than the budget: then batches run one at a time.
-        in_flight = max(1, budget // (min(rows, self.sample_count) * per_sample))
+        # At most two batches' worth of the budget in flight; min_batch may make one batch weigh more than
+        # the budget, and then batches run one at a time.
+        in_flight = max(1, min(IN_FLIGHT, IN_FLIGHT * budget // (min(rows, self.sample_count) * per_sample)))
         if rows >= self.sample_count:
             rows = self.batch_size  # one batch, as before: nothing to split
         return replace(self, batch_size=rows, min_batch=min_batch, in_flight=in_flight)

@@ -108,8 +108,7 @@ def test_every_quantized_layer_of_the_demos_runs_alone(demo_evaluator):
 
 def test_a_new_config_costs_one_error_session_run_per_batch_and_no_whole_model_run_per_layer(monkeypatch):
     prepared, calibration, evaluation = _demo("cnn", evaluation_samples=200)
-    # A budget of 128 samples, shared by the two batches in flight (`Feeder.within_budget`, parts=2).
-    monkeypatch.setattr(evaluate, "LAYER_ERRORS_BATCH_BYTES", _rows_budget(128))
+    monkeypatch.setattr(evaluate, "LAYER_ERRORS_BATCH_BYTES", _rows_budget(64))
     evaluator = Evaluator(prepared, calibration, evaluation)
     evaluator.layer_errors(PRESETS["W8A8"])  # builds the session of this activation pattern
     batches = len(list(evaluator._errors_feeder.batches()))
@@ -141,9 +140,7 @@ def test_layer_errors_memory_does_not_grow_with_the_number_of_samples(monkeypatc
     model_bytes, data = load_demo("cnn")
     prepared = prepare_model(onnx.load_from_string(model_bytes))
     calibration = calibrate(prepared, data.subset(np.arange(0, 128)))
-    # A budget of 128 samples, shared by the two batches in flight (however light the split): 64 a batch.
-    monkeypatch.setattr(evaluate, "LAYER_ERRORS_BATCH_BYTES", _rows_budget(128))
-    monkeypatch.setattr(evaluate, "PARALLEL_FROM_BYTES", 0)
+    monkeypatch.setattr(evaluate, "LAYER_ERRORS_BATCH_BYTES", _rows_budget(64))
     small = data.inputs["image"][:128]
     large = np.concatenate([data.inputs["image"]] * 6)  # 4,782 samples: 37x more
     small_peak, small_rows = _layer_errors_peak_bytes(prepared, calibration, small)

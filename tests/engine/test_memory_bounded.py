@@ -54,19 +54,18 @@ def test_a_budget_that_holds_every_sample_keeps_one_batch_and_small_batches_stay
 
 
 def test_a_heavy_split_comes_in_balanced_batches_one_per_worker_whatever_the_machine():
-    # 16 samples of 1 MiB, a budget of 26 of them: two batches of 8 (not 13 + 3 nor one of 16), so that two
-    # workers share the split with at most 13 MiB each (26 MiB in flight, as one batch of the budget).
-    found = _feeder(16).within_budget(lambda feed: 2**20, 26 * 2**20, min_batch=2, parts=2, parts_from_bytes=2**23)
-    assert list(found.bounds()) == [(0, 8), (8, 16)]
-    assert found.in_flight >= 2  # 26 MiB hold three batches of 8
-    # A budget of 8 of them: batches of 4 (two in flight hold 8 MiB).
-    found = _feeder(16).within_budget(lambda feed: 2**20, 8 * 2**20, min_batch=2, parts=2, parts_from_bytes=2**23)
+    # 16 samples of 1 MiB, a budget of 13 of them: two batches of 8 (not 13 + 3), so that two workers share it.
+    found = _feeder(16).within_budget(lambda feed: 2**20, 13 * 2**20, min_batch=2, parts=2, parts_from_bytes=2**23)
+    assert list(found.bounds()) == [(0, 8), (8, 16)] and found.in_flight == 2
+    # A budget of 5 of them: four batches of 4 (balanced: not 5, 5, 5, 1), two at a time.
+    found = _feeder(16).within_budget(lambda feed: 2**20, 5 * 2**20, min_batch=2, parts=2, parts_from_bytes=2**23)
     assert list(found.bounds()) == [(0, 4), (4, 8), (8, 12), (12, 16)] and found.in_flight == 2
 
 
 def test_batches_that_the_minimum_makes_heavier_than_the_budget_run_one_at_a_time():
-    # 40 MiB a sample, a 64 MiB budget, at least 2 samples a batch: one batch (80 MiB) is over it already.
-    found = _feeder(16).within_budget(lambda feed: 40 * 2**20, 64 * 2**20, min_batch=2, parts=2,
+    # 80 MiB a sample, a 64 MiB budget, at least 2 samples a batch: one batch (160 MiB) is over twice the
+    # budget already.
+    found = _feeder(16).within_budget(lambda feed: 80 * 2**20, 64 * 2**20, min_batch=2, parts=2,
                                       parts_from_bytes=2**23)
     assert found.batch_size == 2 and found.in_flight == 1
     assert _feeder(16).in_flight == 1  # nothing weighed: one at a time
