@@ -23,12 +23,12 @@ import time
 
 import numpy as np
 
-from quant_core.numerics.formats import Granularity, RangeMethod
+from quant_core.numerics.formats import Granularity
 from quant_core.numerics.tensor import quantize_tensor
 
 from quant_core.methods.graph import Graph, LinearLayer, Probe, attribute
 from quant_core.methods.report import MethodContext, MethodReport
-from quant_core.methods.weights import weight_view
+from quant_core.methods.weights import minmax_integer_refusal, weight_view
 
 ZETA, GAMMA = 1.1, -0.1
 MAX_ROWS = 2048          # input rows (samples x positions) each layer is fitted on
@@ -56,12 +56,9 @@ def _im2col(x: np.ndarray, node, kernel: tuple[int, int]) -> np.ndarray:
 
 def _supported(graph: Graph, layer: LinearLayer, tq) -> str | None:
     """Why AdaRound cannot run on this layer's weight (None: it can)."""
-    if tq is None or tq.format.is_identity:
-        return ""  # FP32: nothing to round, not worth a line
-    if not tq.format.is_integer:
-        return f"{tq.format.name} is not an integer grid"
-    if tq.range_method != RangeMethod.MINMAX:
-        return f"{tq.range_method.value} ranges depend on the weights' distribution (min-max only)"
+    refused = minmax_integer_refusal(tq)
+    if refused is not None:
+        return refused
     if tq.granularity == Granularity.PER_GROUP:
         return "per-group grids are not supported (per-tensor and per-channel are)"
     if graph.weight_shared(layer):

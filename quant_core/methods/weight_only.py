@@ -34,8 +34,8 @@ from quant_core.engine.plan import fake_quantized_weight
 from quant_core.methods.graph import Graph, LinearLayer, Probe
 from quant_core.methods.report import MethodContext, MethodReport
 from quant_core.methods.smoothquant import fold_inverse_scale, smoothing_groups
-from quant_core.methods.weights import layout_for
-from quant_core.numerics.formats import Granularity, RangeMethod
+from quant_core.methods.weights import layout_for, minmax_integer_refusal
+from quant_core.numerics.formats import Granularity
 from quant_core.numerics.qparams import qparams_from_range
 from quant_core.numerics.quantize import tensor_range
 from quant_core.numerics.tensor import quantize_tensor
@@ -82,12 +82,9 @@ def grid_form(graph: Graph, layer: LinearLayer, tq) -> GridForm | str:
     """The layer's GridForm under `tq`, or why a weight-only method cannot use it (a sentence)."""
     if layer.op_type == "Conv":
         return "Conv layers are not weight-only method layers (MatMul / Gemm)"
-    if tq is None or tq.format.is_identity:
-        return ""  # FP32 weight: nothing to round, not worth a line
-    if not tq.format.is_integer:
-        return f"{tq.format.name} is not an integer grid"
-    if tq.range_method != RangeMethod.MINMAX:
-        return f"{tq.range_method.value} ranges depend on the weights' values (min-max only)"
+    refused = minmax_integer_refusal(tq)
+    if refused is not None:
+        return refused
     if tq.granularity == Granularity.PER_TENSOR:
         return "per-tensor grids: weight-only methods here need per-group (or per-channel) weights"
     if graph.weight_shared(layer):
