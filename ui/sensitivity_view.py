@@ -28,6 +28,7 @@ from quant_core.model.validate import validate_config
 from quant_core.numerics.formats import parse_format
 from quant_core.search.suggest import DEFAULT_CANDIDATES as SUGGESTION_FORMATS
 from ui import cache, engine_figures, state, task_view
+from ui.activations_view import calibrate_with_progress
 from ui.jobs import heavy_job, waiting_notice
 
 SENS_FORMATS = "sens_formats"
@@ -86,14 +87,15 @@ class SweepJob:
 
 
 def load_evaluator(ctx):
-    """(Evaluator, FP32 result) of the current model and data; calibrates once (with a spinner).
+    """(Evaluator, FP32 result) of the current model and data; calibrates once (with a progress bar).
 
     Stops the page with a one-line error when the model cannot be evaluated.
     """
+    calibrate_with_progress(ctx)  # outside the cached Evaluator, so its bar can move (as Mixed precision does)
     try:
-        # A spinner, not a progress bar: the calibration runs inside a cached function, and an
-        # element created outside it cannot be updated from inside (Streamlit replays cached effects).
-        with st.spinner("Calibrating and building the simulation session (once per model)…"):
+        # Then a spinner: the Evaluator is built inside a cached function, and an element created outside
+        # it cannot be updated from inside (Streamlit replays cached effects).
+        with st.spinner("Building the simulation session and running FP32 (once per model)…"):
             evaluator = cache.get_evaluator(ctx)
             baseline = cache.evaluate_cached(ctx, FP32)
     except QuantLabError as err:
