@@ -11,7 +11,7 @@ from quant_core.config import PRESETS
 from quant_core.search.run_history import RunRecord, history_csv, layer_format
 from ui import state
 from ui.cache import get_evaluator
-from ui.run_log import history, record_latency  # noqa: F401 - record_latency: the Trade-offs page calls history_view.record_latency
+from ui.run_log import history
 
 HISTORY_PINNED = "history_pinned"
 HISTORY_RESTORE = "history_restore"

@@ -21,7 +21,7 @@ import pandas as pd
 import streamlit as st
 
 from quant_core.config import QuantConfig
-from ui import cache, engine_figures, history_view, report
+from ui import cache, engine_figures, report, run_log
 from ui.jobs import heavy_job, job_stopped, resume_job, stoppable_progress, waiting_notice
 from ui.report import MeasurementSettings
 
@@ -250,7 +250,7 @@ def _measure_now(ctx, config: QuantConfig, settings: MeasurementSettings, *, tok
     _remember(_settings_key(ctx, config, settings), result)
     current = result[0][result[0]["variant"].str.startswith(CURRENT_PREFIX)]["latency_ms"].dropna()
     if len(current):  # the current config was exported and timed: its run in the history gets the latency
-        history_view.record_latency(ctx, config, float(current.iloc[0]))
+        run_log.record_latency(ctx, config, float(current.iloc[0]))
 
 
 def stopped_note(ctx, config: QuantConfig, settings: MeasurementSettings) -> None:
