@@ -17,7 +17,7 @@ if ctx.calibration_data is None:
 
 calibration = activations_view.calibrate_with_progress(ctx)  # on failure: shows why and stops the page
 
-tensors = activations_view.activation_tensors(ctx, calibration)
+tensors = activations_view.activation_tensors(ctx)
 pick, method_column, options = st.columns([4, 3, 2])
 tensor = pick.selectbox("Activation tensor", list(tensors), key="activations_tensor",
                         index=activations_view.first_inner_tensor(ctx, list(tensors), calibration),
@@ -26,10 +26,11 @@ method = method_column.radio("Range method (for the search curve)", [m.value for
                              horizontal=True, key="activations_method")
 bits = options.slider("Bits (uint, asymmetric)", 2, 8, 8, key="activations_bits")
 log_y = options.toggle("Log count axis", value=True, key="activations_log")
+if (note := activations_view.pending_note(ctx, calibration)) is not None:
+    st.caption(note)
 
 if calibration.missing([tensor]):  # a layer output: its pass runs now, behind a bar with a Stop
-    if activations_view.calibrate_outputs_with_progress(ctx) is not None:
-        st.rerun()  # drawn again with every tensor calibrated
+    calibration = activations_view.calibrate_outputs_with_progress(ctx) or calibration
 
 if not calibration.missing([tensor]):  # else stopped or failed (said above): the outliers still show
     with page_errors(f"the ranges of {tensor}"):

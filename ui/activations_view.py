@@ -21,7 +21,6 @@ METHODS = tuple(RangeMethod)
 OUTLIER_PERCENTILE = 99.99
 CALIBRATING = "Calibrating: running the calibration split through the model…"
 CALIBRATING_OUTPUTS = "Calibrating the layer outputs: one more pass over the calibration split…"
-NOT_CALIBRATED = "not calibrated yet"
 OUTPUTS_STOP, OUTPUTS_RESUME = "activations_outputs_stop", "activations_outputs_resume"
 OUTLIER_RATIO = 4.0  # max |x| this many times beyond the 99.99th percentile of |x| flags an outlier tensor
 
@@ -99,21 +98,24 @@ def calibrate_outputs_with_progress(ctx: LabContext):
     return None
 
 
-def activation_tensors(ctx: LabContext, calibration) -> dict[str, str]:
-    """Every calibration tensor → what reads or produces it, e.g. 'input of /conv1/Conv'.
-
-    Tensors `calibration` has no histogram for yet (the layer outputs, before their pass) say so.
-    """
+def activation_tensors(ctx: LabContext) -> dict[str, str]:
+    """Every calibration tensor (calibrated yet or not) → what reads or produces it, e.g. 'input of /conv1/Conv'."""
     readers: dict[str, list[str]] = {}
     for layer in ctx.info.layers:
         if layer.activation_input:
             readers.setdefault(layer.activation_input, []).append(f"input of {layer.name}")
         for output in layer.outputs[:1]:
             readers.setdefault(output, []).append(f"output of {layer.name}")
-    missing = set(calibration.missing(calibration_tensors(ctx.prepared)))
-    return {tensor: ", ".join(readers.get(tensor, ["activation"])) + (f" · {NOT_CALIBRATED}" if tensor in missing
-                                                                        else "")
-            for tensor in calibration_tensors(ctx.prepared)}
+    return {tensor: ", ".join(readers.get(tensor, ["activation"])) for tensor in calibration_tensors(ctx.prepared)}
+
+
+def pending_note(ctx: LabContext, calibration) -> str | None:
+    """What picking a tensor that is not calibrated yet costs, while some are not; else None."""
+    missing = calibration.missing(calibration_tensors(ctx.prepared))
+    if not missing:
+        return None
+    return (f"{len(missing)} layer outputs are not calibrated yet: picking one runs one more pass over the "
+            f"calibration split ({calibration.sample_count} samples) for all of them, with a Stop button.")
 
 
 def first_inner_tensor(ctx: LabContext, tensors: list[str], calibration=None) -> int:
@@ -126,7 +128,7 @@ def first_inner_tensor(ctx: LabContext, tensors: list[str], calibration=None) ->
 
 def activations_view(ctx: LabContext, calibration, choice: ActivationChoice) -> ActivationsView:
     """Histogram with every method's range, the chosen method's search curve, and a ranges table."""
-    readers = activation_tensors(ctx, calibration)
+    readers = activation_tensors(ctx)
     histogram = calibration.histogram(choice.tensor)
     edges, counts = _edges_counts(histogram)
     results = {method: calibration.range_for(choice.tensor, _tq(choice.bits, method)) for method in METHODS}
@@ -157,7 +159,7 @@ def activations_view(ctx: LabContext, calibration, choice: ActivationChoice) -> 
 
 def outlier_table(ctx: LabContext, calibration) -> pd.DataFrame:
     """Every calibrated tensor's max |x| against its 99.99th percentile of |x|, largest ratio first."""
-    return _outliers(ctx.model_key, ctx.data_key, calibration.tensors, calibration, activation_tensors(ctx, calibration))
+    return _outliers(ctx.model_key, ctx.data_key, calibration.tensors, calibration, activation_tensors(ctx))
 
 
 @st.cache_data(max_entries=8, show_spinner=False)

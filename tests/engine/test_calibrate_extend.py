@@ -110,3 +110,24 @@ def test_the_probe_adds_its_outputs_after_the_models_own(chain):
     probe.ParseFromString(_probe_bytes(prepared.model, calibration_tensors(prepared)))
     assert [out.name for out in probe.graph.output] == ["y", "x", "h0", "r0", "h1", "r1"]
     assert len(probe.graph.initializer) == len(prepared.model.graph.initializer)
+
+
+def test_the_probes_memory_arena_changes_no_histogram(demo_cnn, monkeypatch):
+    prepared, calibration_data, _ = demo_cnn
+    with_arena = calibrate(prepared, calibration_data, batch_size=64)
+    monkeypatch.setattr(calibrate_module, "PROBE_ARENA", False)
+    _assert_same(with_arena, calibrate(prepared, calibration_data, batch_size=64))
+
+
+@pytest.mark.real_models
+@pytest.mark.parametrize("name", ["ocr_det", "ocr_rec", "ocr_cls", "silero_vad", "minilm", "yolo_det"])
+def test_every_real_model_gives_the_same_histograms_in_two_passes_and_without_the_arena(name, monkeypatch):
+    from quant_core.model.data import record_state
+    from tests.real_models.conftest import cached
+    model, data = cached(name)
+    prepared = prepare_model(load_model(model))
+    calibration_data, _ = split_dataset(record_state(prepared, load_npz(data, prepared.info)))
+    one_pass = calibrate(prepared, calibration_data)
+    _assert_same(_in_two_passes(prepared, calibration_data)[1], one_pass)
+    monkeypatch.setattr(calibrate_module, "PROBE_ARENA", False)
+    _assert_same(calibrate(prepared, calibration_data), one_pass)
