@@ -26,11 +26,11 @@ method = method_column.radio("Range method (for the search curve)", [m.value for
                              horizontal=True, key="activations_method")
 bits = options.slider("Bits (uint, asymmetric)", 2, 8, 8, key="activations_bits")
 log_y = options.toggle("Log count axis", value=True, key="activations_log")
-if (note := activations_view.pending_note(ctx, calibration)) is not None:
-    st.caption(note)
 
 if calibration.missing([tensor]):  # a layer output: its pass runs now, behind a bar with a Stop
     calibration = activations_view.calibrate_outputs_with_progress(ctx) or calibration
+if (note := activations_view.pending_note(ctx, calibration)) is not None:
+    st.caption(note)
 
 if not calibration.missing([tensor]):  # else stopped or failed (said above): the outliers still show
     with page_errors(f"the ranges of {tensor}"):

@@ -141,6 +141,7 @@ def test_a_layer_output_is_calibrated_when_picked_with_one_more_pass(monkeypatch
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any(h.value == "logits: output of /fc/Gemm" for h in at.subheader)
     assert "logits" in set(_outliers(at)["tensor"])
+    assert not any("not calibrated yet" in caption.value for caption in at.caption)
     at.selectbox(key="activations_tensor").set_value("/flatten/Flatten_output_0").run()
     at.selectbox(key="activations_tensor").set_value("logits").run()
     assert len(passes) == 1, "then cached"
