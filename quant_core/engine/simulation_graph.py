@@ -73,7 +73,11 @@ def cast_opset(model: onnx.ModelProto) -> int:
 
 # onnxruntime's BASIC level quantizes a float Conv / Gemm weight whose activation comes from
 # DequantizeLinear (per-tensor int8): not what a fake-quant simulation means, so it is switched off.
-_DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
+# It also folds a BatchNormalization or a Mul by a constant that follows a Conv into the Conv's weight:
+# with the weight fed as an input (a config's), it cannot, so a session whose weights are constants (the
+# reference simulator, the traced build of `reorder_weight_inputs`) must not either, or it would compute
+# another function (and the traced weight would not be a reordering of the layer's own).
+_DISABLED_OPTIMIZERS = ["WeightBiasQuantization", "ConvBNFusion", "ConvMulFusion"]
 
 
 def simulation_session(model: bytes, options: ort.SessionOptions) -> ort.InferenceSession:
@@ -311,7 +315,10 @@ class WeightFeed:
         return flat[self.gather].reshape(self.shape)
 
 
-# Marker weights are the integers 1..n (exact in float32 up to 2**24).
+# Marker weights are the integers _MARKER_BASE + 1 .. _MARKER_BASE + n (exact in float32 up to 2**24). They
+# start high so that a model's own small constants (3.0 and 6.0 of a hard-swish, folded into initializers
+# by onnxruntime) are not taken for a weight's markers.
+_MARKER_BASE = 1 << 22
 _MAX_MARKERS = 1 << 24
 
 
@@ -339,7 +346,7 @@ def reorder_weight_inputs(model: onnx.ModelProto, specs: tuple[LayerSpec, ...], 
     gather that lays a weight out the same way. Returns None when a weight cannot be traced.
     """
     initializers = {init.name: init for init in model.graph.initializer}
-    markers, offset = {}, 0
+    markers, offset = {}, _MARKER_BASE
     for spec in specs:
         init = initializers.get(spec.weight) if spec.weight else None
         if init is None or init.data_type != TensorProto.FLOAT or spec.weight in markers:
