@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from quant_core.engine import calibrate as calibrate_module
-from quant_core.engine.calibrate import (Cancelled, _probe_bytes, calibrate, calibration_tensors, extend_calibration,
-                                         layer_input_tensors)
+from quant_core.engine.calibrate import (Cancelled, _probe_bytes, _probe_parts, calibrate, calibration_tensors,
+                                         extend_calibration, layer_input_tensors)
 from quant_core.errors import DataError, QuantLabError
 from quant_core.model.data import load_npz, split_dataset
 from quant_core.model.model_io import load_model, prepare_model
@@ -112,16 +112,32 @@ def test_the_probe_adds_its_outputs_after_the_models_own(chain):
     assert len(probe.graph.initializer) == len(prepared.model.graph.initializer)
 
 
-def test_the_probes_memory_arena_changes_no_histogram(demo_cnn, monkeypatch):
+@pytest.mark.parametrize("switch", ["PROBE_ARENA", "PROBE_WEIGHTS_IN_MEMORY"])
+def test_how_the_probe_session_is_built_changes_no_histogram(demo_cnn, monkeypatch, switch):
     prepared, calibration_data, _ = demo_cnn
-    with_arena = calibrate(prepared, calibration_data, batch_size=64)
-    monkeypatch.setattr(calibrate_module, "PROBE_ARENA", False)
-    _assert_same(with_arena, calibrate(prepared, calibration_data, batch_size=64))
+    shipped = calibrate(prepared, calibration_data, batch_size=64)
+    monkeypatch.setattr(calibrate_module, switch, False)
+    _assert_same(shipped, calibrate(prepared, calibration_data, batch_size=64))
+
+
+def test_the_probes_large_weights_come_from_memory_and_small_ones_stay_inline(demo_cnn):
+    import onnx
+    prepared, _, _ = demo_cnn
+    data, names, buffers = _probe_parts(prepared.model, calibration_tensors(prepared))
+    probe = onnx.ModelProto()
+    probe.ParseFromString(data)
+    large = [init for init in prepared.model.graph.initializer if len(init.raw_data) >= 1024]
+    assert large and len(names) == len(large) and [bytes(b) for b in buffers] == [i.raw_data for i in large]
+    external = [init for init in probe.graph.initializer if init.data_location == onnx.TensorProto.EXTERNAL]
+    assert len(external) == len(large) and not any(init.raw_data for init in external)
+    assert len(probe.graph.initializer) == len(prepared.model.graph.initializer)
+    assert [out.name for out in probe.graph.output][len(prepared.model.graph.output):] == [
+        name for name in calibration_tensors(prepared) if name not in {o.name for o in prepared.model.graph.output}]
 
 
 @pytest.mark.real_models
 @pytest.mark.parametrize("name", ["ocr_det", "ocr_rec", "ocr_cls", "silero_vad", "minilm", "yolo_det"])
-def test_every_real_model_gives_the_same_histograms_in_two_passes_and_without_the_arena(name, monkeypatch):
+def test_every_real_model_gives_the_same_histograms_in_two_passes_and_however_the_probe_is_built(name, monkeypatch):
     from quant_core.model.data import record_state
     from tests.real_models.conftest import cached
     model, data = cached(name)
@@ -130,4 +146,5 @@ def test_every_real_model_gives_the_same_histograms_in_two_passes_and_without_th
     one_pass = calibrate(prepared, calibration_data)
     _assert_same(_in_two_passes(prepared, calibration_data)[1], one_pass)
     monkeypatch.setattr(calibrate_module, "PROBE_ARENA", False)
+    monkeypatch.setattr(calibrate_module, "PROBE_WEIGHTS_IN_MEMORY", False)
     _assert_same(calibrate(prepared, calibration_data), one_pass)
