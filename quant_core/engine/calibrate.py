@@ -1,7 +1,10 @@
-"""One streaming pass over calibration data: a fixed-size histogram per activation tensor.
+"""Streaming passes over calibration data: a fixed-size histogram per activation tensor.
 
 Every range method (min-max, percentile, MSE, entropy) is computed from these histograms, so
-calibrating costs one forward pass and memory independent of the number of samples.
+calibrating costs one forward pass and memory independent of the number of samples. The tensors
+are every layer's input and output (`calibration_tensors`); a first pass may count only the layer
+inputs, what activation quantization reads (`layer_input_tensors`), and `extend_calibration` adds
+the others in a later pass: the same probe graph and the same batches, so the same histograms.
 """
 from __future__ import annotations
 
