@@ -1,7 +1,7 @@
-"""Calibrate vs a plain FP32 forward of the same batches: numpy or compiled counting, inline or overlapped.
+"""Calibrate vs a plain FP32 forward of the same batches: layer inputs first or every tensor, counting variants.
 
     .venv/bin/python bench/bench_calibrate_parallel.py [--models ocr_rec,yolo_det,minilm,ocr_det,ocr_cls,cnn,transformer]
-                                                       [--rounds 3]
+                                                       [--rounds 3] [--variants]
 
 Issue 12's target: calibrate (all four range methods' histograms of every activation tensor) <= 2x a plain
 FP32 forward of the calibration split. On the calibration split of each model (the real-model conformance
@@ -13,8 +13,13 @@ set, and the demos `cnn` / `transformer` as the app splits them), in calibrate's
   of any calibrate that fetches these tensors;
 - probe, layer inputs only: the same fetching only the tensors a quantizer reads (not the layer outputs
   the Activations page also shows), for scale;
-- calibrate(): the real function, with numpy counting inline (before this change), compiled counting
-  (`histogram_kernel`) inline, and compiled counting overlapped with onnxruntime's next batch (shipped).
+- calibrate(), every tensor: the real function as the command line runs it (compiled counting overlapped
+  with onnxruntime's next batch), session build included;
+- calibrate(), layer inputs only: the app's first calibration of a model (`layer_input_tensors`), and
+  extend_calibration(), the layer outputs: its second pass when a page asks for them; both session build
+  included. Their histograms are checked equal to the single pass's, bit for bit;
+- with --variants: calibrate() of every tensor with numpy counting inline (before the compiled loop),
+  compiled counting inline, compiled overlapped.
 
 Each is given as wall time and as CPU time (every thread of the process, `time.process_time`), both as
 ratios to the forward's: on a loaded machine the CPU ratio is the steadier measure of the work, and only
@@ -23,7 +28,7 @@ the wall time shows what a second core gives. For the overlapped variant the cal
 is what its wall time could reach on an idle second core.
 
 Every variant's histograms are checked equal (counts, edges, |x| counts and edges, min, max) to the
-numpy-inline ones. The kernel's first-use cost is measured in fresh processes: compiling into an empty
+single pass's. The kernel's first-use cost is measured in fresh processes: compiling into an empty
 numba cache, and loading from a warm one.
 """
 from __future__ import annotations
@@ -44,10 +49,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from quant_core.engine import calibrate as calibrate_module  # noqa: E402
-from quant_core.engine.calibrate import (CALIBRATION_BATCH_BYTES, _probe_model, calibrate,  # noqa: E402
-                                         calibration_tensors)
+from quant_core.engine.calibrate import (CALIBRATION_BATCH_BYTES, _probe_model, _probe_session,  # noqa: E402
+                                         calibrate, calibration_tensors, extend_calibration,
+                                         layer_input_tensors)
 from quant_core.model.data import load_npz, record_state, split_dataset  # noqa: E402
-from quant_core.model.layers import layer_specs  # noqa: E402
 from quant_core.model.layout import feeder  # noqa: E402
 from quant_core.model.model_io import load_model, prepare_model  # noqa: E402
 from quant_core.model.runtime import session_options  # noqa: E402
@@ -93,14 +98,11 @@ def session(model) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), session_options(1), providers=["CPUExecutionProvider"])
 
 
-def bench(name: str, rounds: int, directory: Path) -> None:
+def bench(name: str, rounds: int, directory: Path, variants: bool) -> None:
     model_path, data_path = model_files(name, directory)
     prepared = prepare_model(load_model(model_path))
     calibration_data, _ = split_dataset(record_state(prepared, load_npz(data_path, prepared.info)))
-    tensors = calibration_tensors(prepared)
-    initializers = {init.name for init in prepared.model.graph.initializer}
-    inputs_only = tuple(dict.fromkeys(s.activation_input for s in layer_specs(prepared)
-                                      if s.activation_input and s.activation_input not in initializers))
+    tensors, inputs_only = calibration_tensors(prepared), layer_input_tensors(prepared)
     probe, probe_inputs = session(_probe_model(prepared.model, tensors)), session(_probe_model(prepared.model, inputs_only))
     plain = session(prepared.model)
     names = [i.name for i in probe.get_inputs()]
@@ -121,53 +123,67 @@ def bench(name: str, rounds: int, directory: Path) -> None:
         fetched = list(dict.fromkeys(list(fetched) + outputs))
         return lambda feed: dict(zip(fetched, sess.run(fetched, feed)))
 
-    times = {label: [] for label in ("forward", "probe (every calibrated tensor)", "probe, layer inputs only",
-                                     "probe session build (in calibrate)", *VARIANTS)}
+    everything, first, second = ("calibrate(), every tensor (one pass)", "calibrate(), layer inputs only (app, 1st)",
+                                 "extend_calibration(), layer outputs (2nd)")
+    labels = ["forward", "probe (every calibrated tensor)", "probe graph, fetching layer inputs",
+              "probe of the layer inputs only (other graph)", "probe session build (in calibrate)", everything, first,
+              second, *(VARIANTS if variants else ())]
+    times = {label: [] for label in labels}
     found, threads = {}, {label: [] for label in VARIANTS}
     for _ in range(rounds):
         times["forward"].append(timed(run_on(plain, ())))
         times["probe (every calibrated tensor)"].append(timed(run_on(probe, tensors)))
-        times["probe, layer inputs only"].append(timed(run_on(probe_inputs, inputs_only)))
-        times["probe session build (in calibrate)"].append(clocked(lambda: session(_probe_model(prepared.model,
-                                                                                                tensors))))
-        for label, (compiled, overlap) in VARIANTS.items():
+        times["probe graph, fetching layer inputs"].append(timed(run_on(probe, inputs_only)))
+        times["probe of the layer inputs only (other graph)"].append(timed(run_on(probe_inputs, inputs_only)))
+        times["probe session build (in calibrate)"].append(clocked(lambda: _probe_session(prepared)))
+        made = []
+        times[everything].append(clocked(lambda: made.append(calibrate(prepared, calibration_data))))
+        times[first].append(clocked(lambda: made.append(calibrate(prepared, calibration_data, tensors=inputs_only))))
+        times[second].append(clocked(lambda: made.append(extend_calibration(made[1], prepared, calibration_data,
+                                                                            tensors))))
+        found["one pass"], found["two passes"] = state(made[0]), state(made[2])
+        for label, (compiled, overlap) in (VARIANTS.items() if variants else ()):
             histogram.USE_KERNEL, calibrate_module.OVERLAP = compiled, overlap
             calibrations = []
             main = time.thread_time()
             times[label].append(clocked(lambda: calibrations.append(calibrate(prepared, calibration_data))))
             threads[label].append(time.thread_time() - main)  # this thread's share: onnxruntime's runs
             found[label] = state(calibrations[0])
-    histogram.USE_KERNEL, calibrate_module.OVERLAP = True, True
-    reference = found["calibrate, numpy inline (before)"]
+        histogram.USE_KERNEL, calibrate_module.OVERLAP = True, True
+    reference = found["one pass"]
     assert all(same(reference, other) for other in found.values()), f"{name}: histograms differ between variants"
     forward = [statistics.median(t[i] for t in times["forward"]) for i in (0, 1)]
     batches = "one sample at a time (a stream)" if streaming else f"{len(list(feeds.bounds()))} batches of {feeds.batch_size}"
     print(f"\n=== {name}: {len(tensors)} tensors ({len(inputs_only)} layer inputs), {feeds.sample_count} samples "
           f"in {batches}; load {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    print(f"   {'':36}{'wall':>10}{'ratio':>9}{'cpu':>10}{'ratio':>9}   (cpu: every thread's, from process_time)")
+    print(f"   {'':46}{'wall':>10}{'ratio':>9}{'cpu':>10}{'ratio':>9}   (cpu: every thread's, from process_time)")
     for label, values in times.items():
         wall, cpu = (statistics.median(t[i] for t in values) for i in (0, 1))
-        print(f"   {label:36}{wall:8.3f} s{wall / forward[0]:8.2f}x{cpu:8.3f} s{cpu / forward[1]:8.2f}x")
-    label = "calibrate, compiled overlapped"
-    wall, cpu = (statistics.median(t[i] for t in times[label]) for i in (0, 1))
-    main = statistics.median(threads[label])
-    print(f"   overlapped: calling thread {main:.3f} s CPU, other threads (counting) {cpu - main:.3f} s CPU: on an idle "
-          f"second core the wall time could reach max = {max(main, cpu - main) / forward[1]:.2f}x forward (CPU)")
-    print("   histograms identical in every calibrate variant: yes")
+        print(f"   {label:46}{wall:8.3f} s{wall / forward[0]:8.2f}x{cpu:8.3f} s{cpu / forward[1]:8.2f}x")
+    if variants:
+        label = "calibrate, compiled overlapped"
+        wall, cpu = (statistics.median(t[i] for t in times[label]) for i in (0, 1))
+        main = statistics.median(threads[label])
+        print(f"   overlapped: calling thread {main:.3f} s CPU, other threads (counting) {cpu - main:.3f} s CPU: on an "
+              f"idle second core the wall time could reach max = {max(main, cpu - main) / forward[1]:.2f}x forward (CPU)")
+    print("   histograms identical: one pass over every tensor = layer inputs, then the outputs added"
+          + (" = every counting variant" if variants else "") + ": yes")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="ocr_rec,yolo_det,minilm,ocr_det,ocr_cls," + ",".join(DEMOS))
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--variants", action="store_true", help="also numpy inline / compiled inline counting")
     args = parser.parse_args()
     print(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), f"; load {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     cold, warm = kernel_first_use()
     print(f"compiled counting, first use in a process: {cold:.2f} s compiling into an empty numba cache, "
           f"{warm:.2f} s loading it from the cache (numba import included)")
+    histogram_kernel.load()  # loaded once here, as in the app's server process: the rounds time the calibration
     with tempfile.TemporaryDirectory() as directory:
         for name in args.models.split(","):
-            bench(name.strip(), args.rounds, Path(directory))
+            bench(name.strip(), args.rounds, Path(directory), args.variants)
     return 0
 
 

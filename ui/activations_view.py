@@ -9,16 +9,19 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from quant_core.config import TensorQuant
+from quant_core.engine.calibrate import calibration_tensors
 from quant_core.errors import QuantLabError
 from quant_core.numerics.formats import FormatKind, NumberFormat, RangeMethod
 from ui import figures
 from ui.cache import get_calibration
-from ui.jobs import Notify
+from ui.jobs import Notify, job_stopped, resume_job, stoppable_progress
 from ui.setup import LabContext
 
 METHODS = tuple(RangeMethod)
 OUTLIER_PERCENTILE = 99.99
 CALIBRATING = "Calibrating: running the calibration split through the model…"
+CALIBRATING_OUTPUTS = "Calibrating the layer outputs: one more pass over the calibration split…"
+OUTPUTS_STOP, OUTPUTS_RESUME = "activations_outputs_stop", "activations_outputs_resume"
 OUTLIER_RATIO = 4.0  # max |x| this many times beyond the 99.99th percentile of |x| flags an outlier tensor
 
 
@@ -71,26 +74,61 @@ def calibrate_with_progress(ctx: LabContext):
     st.stop()
 
 
-def activation_tensors(ctx: LabContext, calibration) -> dict[str, str]:
-    """Calibrated tensors → what reads or produces them, e.g. 'input of /conv1/Conv'."""
+def calibrate_outputs_with_progress(ctx: LabContext):
+    """Return the Calibration with every layer output too; the first time, one more pass behind a bar and a Stop.
+
+    The first calibration counts the layer inputs only (what quantization reads): the outputs cost a
+    second pass over the calibration split, run when the user picks one. Returns None when the user
+    stopped it (the page then offers to start it again) or it failed (the reason is shown).
+    """
+    job = ("activations-outputs", ctx.model_key, ctx.data_key)
+    if job_stopped(job):
+        st.info("Stopped: the layer outputs are not calibrated. The layer inputs (what quantization reads) are.")
+        st.button("Calibrate the layer outputs", key=OUTPUTS_RESUME, on_click=resume_job, args=(job,))
+        return None
+    with stoppable_progress(job, stop_key=OUTPUTS_STOP) as progress:
+        try:
+            return get_calibration(ctx, progress=lambda fraction: progress(
+                fraction, f"Calibrating the layer outputs… {100 * fraction:.0f}%"),
+                                   notify=lambda text: progress(0.0, text or CALIBRATING_OUTPUTS), layer_outputs=True)
+        except QuantLabError as err:
+            st.error(f"Calibrating the layer outputs failed: {err}")
+        except Exception as err:  # noqa: BLE001 - the page boundary: never show a raw traceback
+            st.error(f"Calibrating the layer outputs failed ({type(err).__name__}: {err}).")
+    return None
+
+
+def activation_tensors(ctx: LabContext) -> dict[str, str]:
+    """Every calibration tensor (calibrated yet or not) → what reads or produces it, e.g. 'input of /conv1/Conv'."""
     readers: dict[str, list[str]] = {}
     for layer in ctx.info.layers:
         if layer.activation_input:
             readers.setdefault(layer.activation_input, []).append(f"input of {layer.name}")
         for output in layer.outputs[:1]:
             readers.setdefault(output, []).append(f"output of {layer.name}")
-    return {tensor: ", ".join(readers.get(tensor, ["activation"])) for tensor in calibration.tensors}
+    return {tensor: ", ".join(readers.get(tensor, ["activation"])) for tensor in calibration_tensors(ctx.prepared)}
 
 
-def first_inner_tensor(ctx: LabContext, tensors: list[str]) -> int:
-    """Index of the first tensor that is not a model input (the raw input is rarely the interesting one)."""
+def pending_note(ctx: LabContext, calibration) -> str | None:
+    """What picking a tensor that is not calibrated yet costs, while some are not; else None."""
+    missing = calibration.missing(calibration_tensors(ctx.prepared))
+    if not missing:
+        return None
+    return (f"{len(missing)} layer outputs are not calibrated yet: picking one runs one more pass over the "
+            f"calibration split ({calibration.sample_count} samples) for all of them, with a Stop button.")
+
+
+def first_inner_tensor(ctx: LabContext, tensors: list[str], calibration=None) -> int:
+    """Index of the first tensor that is not a model input (the raw input is rarely the interesting one) and,
+    given `calibration`, is calibrated already (a first view runs no second pass)."""
     inputs = {tensor.name for tensor in ctx.info.inputs}
-    return next((index for index, name in enumerate(tensors) if name not in inputs), 0)
+    missing = set(calibration.missing(tensors)) if calibration is not None else set()
+    return next((index for index, name in enumerate(tensors) if name not in inputs and name not in missing), 0)
 
 
 def activations_view(ctx: LabContext, calibration, choice: ActivationChoice) -> ActivationsView:
     """Histogram with every method's range, the chosen method's search curve, and a ranges table."""
-    readers = activation_tensors(ctx, calibration)
+    readers = activation_tensors(ctx)
     histogram = calibration.histogram(choice.tensor)
     edges, counts = _edges_counts(histogram)
     results = {method: calibration.range_for(choice.tensor, _tq(choice.bits, method)) for method in METHODS}
@@ -120,16 +158,17 @@ def activations_view(ctx: LabContext, calibration, choice: ActivationChoice) -> 
 
 
 def outlier_table(ctx: LabContext, calibration) -> pd.DataFrame:
-    """Every tensor's max |x| against its 99.99th percentile of |x|, largest ratio first."""
-    return _outliers(ctx.model_key, ctx.data_key, calibration, activation_tensors(ctx, calibration))
+    """Every calibrated tensor's max |x| against its 99.99th percentile of |x|, largest ratio first."""
+    return _outliers(ctx.model_key, ctx.data_key, calibration.tensors, calibration, activation_tensors(ctx))
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _outliers(model_key: str, data_key: str, _calibration, _readers: dict[str, str]) -> pd.DataFrame:
+def _outliers(model_key: str, data_key: str, tensors: tuple[str, ...], _calibration,
+              _readers: dict[str, str]) -> pd.DataFrame:
     tq = TensorQuant(NumberFormat(FormatKind.INT, 8), symmetric=True, range_method=RangeMethod.PERCENTILE,
                      percentile=OUTLIER_PERCENTILE)
     rows = []
-    for tensor in _calibration.tensors:
+    for tensor in tensors:
         histogram = _calibration.histogram(tensor)
         absmax = max(abs(float(histogram.min)), abs(float(histogram.max)))
         result = _calibration.range_for(tensor, tq)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from quant_core.engine.calibrate import calibrate
+from quant_core.engine.calibrate import calibrate, calibration_tensors, extend_calibration, layer_input_tensors
 from quant_core.config import QuantConfig
 from quant_core.model.data import Dataset, load_npz, record_state, split_dataset
 from quant_core.model.demo import load_demo
@@ -154,25 +154,36 @@ def _calibration_slot(model_key: str, data_key: str) -> _Once:
     return _Once()
 
 
-def get_calibration(ctx: LabContext, progress: Progress | None = None, notify: Notify | None = None):
-    """Return the model's Calibration: one pass over the calibration split, once per model + data.
+def get_calibration(ctx: LabContext, progress: Progress | None = None, notify: Notify | None = None, *,
+                    layer_outputs: bool = False, cancel: Callable[[], bool] | None = None):
+    """Return the model's Calibration: once per model + data, the layer inputs first, the rest when asked.
 
-    `progress(fraction)` is called during the pass only when it actually runs. The pass runs
-    outside any cached function (a cached function may not update an st.progress created by the
-    page); a per-model slot from st.cache_resource (pinned in the session) holds the result, and
-    its lock makes two sessions asking at once share one pass. The pass is a heavy job: taken
-    before the slot's lock (ui.jobs' rule), so a user waiting for another user's job sees `notify`'s
-    message (default: an st.info at the current place on the page, drawn only if it has to wait).
+    The first call counts what activation quantization reads (`layer_input_tensors`); `layer_outputs=True`
+    (the Activations page's outputs, the export's Conv outputs) adds every other calibration tensor with
+    one more pass over the calibration split (`extend_calibration`: the same histograms as one pass over
+    everything), kept in place of the first. `progress(fraction)` is called during a pass only when one
+    actually runs; `cancel()` may stop it (`Cancelled`; the calibration stays as it was). A pass runs
+    outside any cached function (a cached function may not update an st.progress created by the page);
+    a per-model slot from st.cache_resource (pinned in the session) holds the result, and its lock makes
+    two sessions asking at once share one pass. A pass is a heavy job: taken before the slot's lock
+    (ui.jobs' rule), so a user waiting for another user's job sees `notify`'s message (default: an st.info
+    at the current place on the page, drawn only if it has to wait).
     """
     _require_data(ctx)
     key = (ctx.model_key, ctx.data_key)
     slot = _pinned("calibration", key, lambda: _calibration_slot(*key))
-    if slot.value is not None:
+    wanted = calibration_tensors(ctx.prepared) if layer_outputs else layer_input_tensors(ctx.prepared)
+    if slot.value is not None and not slot.value.missing(wanted):
         return slot.value
-    with heavy_job(f"the calibration of {ctx.model_name}", notify=notify or waiting_notice()):
+    what = "the layer outputs' calibration" if slot.value is not None else "the calibration"
+    with heavy_job(f"{what} of {ctx.model_name}", notify=notify or waiting_notice()):
         with slot.lock:
             if slot.value is None:
-                slot.value = calibrate(ctx.prepared, ctx.calibration_data, bins=CALIBRATION_BINS, progress=progress)
+                slot.value = calibrate(ctx.prepared, ctx.calibration_data, tensors=wanted, bins=CALIBRATION_BINS,
+                                       progress=progress, cancel=cancel)
+            elif slot.value.missing(wanted):
+                slot.value = extend_calibration(slot.value, ctx.prepared, ctx.calibration_data, wanted,
+                                                progress=progress, cancel=cancel)
     return slot.value
 
 

@@ -46,7 +46,7 @@ def _key(ctx, bits: int) -> tuple:
 
 def comparison(ctx, bits: int) -> dict:
     """The check and comparison as plain data (cached), with the integer-only model's bytes."""
-    calibration = cache.get_calibration(ctx)
+    calibration = cache.get_calibration(ctx, layer_outputs=True)  # the export may quantize Conv outputs
     with heavy_job("the integer-only check", notify=waiting_notice()):
         return _comparison(*_key(ctx, bits), ctx.prepared, calibration, ctx.calibration_data, ctx.evaluation_data,
                            ctx.config)

@@ -410,10 +410,12 @@ def _file_stem(ctx, config: QuantConfig) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)
 
 
-def _overrides_json(prepared, config: QuantConfig, calibration) -> str:
+def _overrides_json(ctx, config: QuantConfig) -> str:
     from quant_core.export.overrides import overrides_to_json, tensor_quant_overrides
 
-    return overrides_to_json(tensor_quant_overrides(prepared, config, calibration))
+    # Conv outputs may need ranges too: the layer outputs' calibration runs on the click, not on every view.
+    calibration = cache.get_calibration(ctx, layer_outputs=True)
+    return overrides_to_json(tensor_quant_overrides(ctx.prepared, config, calibration))
 
 
 def show_downloads(ctx, config: QuantConfig) -> None:
@@ -424,7 +426,7 @@ def show_downloads(ctx, config: QuantConfig) -> None:
                                   mime="application/json", on_click="ignore", key="mixed_download_config")
     with overrides_column:
         # Deferred: built when the user clicks, not on every edit of the table.
-        overrides = functools.partial(_overrides_json, ctx.prepared, config, cache.get_calibration(ctx))
+        overrides = functools.partial(_overrides_json, ctx, config)
         st.download_button("TensorQuantOverrides JSON", data=overrides, file_name=f"{stem}_overrides.json",
                            mime="application/json", on_click="ignore", key="mixed_download_overrides",
                            help="for onnxruntime.quantization.quantize_static(extra_options="
@@ -457,7 +459,7 @@ def show_export(ctx, config: QuantConfig, stem: str) -> None:
         # A heavy job (one at a time on the server), taken before the calibration's own lock.
         with heavy_job("the ONNX export", notify=waiting_notice()), \
                 st.spinner("Exporting with onnxruntime.quantization…"):
-            result = export_model(ctx.prepared, config, cache.get_calibration(ctx),
+            result = export_model(ctx.prepared, config, cache.get_calibration(ctx, layer_outputs=True),
                                   calibration_data=ctx.calibration_data)
         exports.clear()  # one export kept per session: models can be large
         exports[key] = result

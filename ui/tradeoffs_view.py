@@ -123,7 +123,8 @@ def sizes_and_accuracies(ctx, config: QuantConfig, progress) -> tuple[list[dict]
     variant, whose row `time_variants` completes. Exports and outputs are cached.
     """
     config_json = config.to_json()
-    calibration = cache.get_calibration(ctx)  # outside the cached export: it may wait for the server's job slot
+    # Outside the cached export (it may wait for the job slot); the export may quantize Conv outputs.
+    calibration = cache.get_calibration(ctx, layer_outputs=True)
     progress(0.0, "Exporting the variants with onnxruntime.quantization…")
     variants = _variants(ctx.model_key, ctx.data_key, config_json, ctx, config, calibration)
     from quant_core.engine.tasks import TaskScorer, output_index
@@ -242,7 +243,7 @@ def _measure_now(ctx, config: QuantConfig, settings: MeasurementSettings, *, tok
         try:
             # Calibration first (its own heavy job), then exports and timings as one job: timings taken
             # while another user's job runs would measure the contention, not the model.
-            cache.get_calibration(ctx)
+            cache.get_calibration(ctx, layer_outputs=True)  # the export may quantize Conv outputs
             with heavy_job("the latency measurement", notify=waiting_notice()):
                 result = measure(ctx, config, settings, progress, token=token, on_sizes=show_sizes)
         finally:

@@ -54,7 +54,7 @@ def test_choosing_another_tensor_shows_its_histogram():
 def test_the_outlier_table_has_every_calibrated_tensor_ranked_by_ratio():
     at = run_page(PAGE)
     table = _outliers(at)
-    assert "image" in set(table["tensor"]) and "logits" in set(table["tensor"])
+    assert "image" in set(table["tensor"]) and "logits" not in set(table["tensor"])  # layer inputs first
     assert list(table["ratio"]) == sorted(table["ratio"], reverse=True)
     assert all(table["ratio"] >= 1.0)
     assert list(table["outlier"]) == [ratio >= 4.0 for ratio in table["ratio"]]
@@ -78,7 +78,7 @@ def test_the_transformer_demo_calibrates_and_shows_its_tensors():
     at = run_page(PAGE)
     at.selectbox(key="model_choice").set_value("transformer").run()
     assert not at.exception and not at.error
-    assert len(_outliers(at)) > 10
+    assert len(_outliers(at)) == 10  # its 10 distinct layer inputs (the outputs come when one is picked)
 
 
 def test_a_model_without_data_asks_for_data_instead_of_calibrating():
@@ -126,4 +126,37 @@ def test_a_calibration_waiting_for_another_users_job_says_so_on_its_progress_bar
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert texts[0].startswith(f"{WAITING}the calibration of ") and texts[1:] == [None]
     assert not at.info, "the notice is on the bar, not in a separate box"
-    assert len(_outliers(at)) > 3, "then it calibrated"
+    assert len(_outliers(at)) == 3, "then it calibrated (the CNN demo's three layer inputs)"
+
+
+def test_a_layer_output_is_calibrated_when_picked_with_one_more_pass(monkeypatch):
+    passes = []
+    real = ui_cache.extend_calibration
+    monkeypatch.setattr(ui_cache, "extend_calibration", lambda *a, **k: passes.append(1) or real(*a, **k))
+    st.cache_resource.clear()
+    at = run_page(PAGE)
+    assert any("layer outputs are not calibrated yet" in caption.value for caption in at.caption)
+    assert not passes, "the first view calibrates the layer inputs only"
+    at.selectbox(key="activations_tensor").set_value("logits").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(h.value == "logits: output of /fc/Gemm" for h in at.subheader)
+    assert "logits" in set(_outliers(at)["tensor"])
+    assert not any("not calibrated yet" in caption.value for caption in at.caption)
+    at.selectbox(key="activations_tensor").set_value("/flatten/Flatten_output_0").run()
+    at.selectbox(key="activations_tensor").set_value("logits").run()
+    assert len(passes) == 1, "then cached"
+    assert not any("not calibrated yet" in caption.value for caption in at.caption)
+
+
+def test_a_stopped_layer_output_pass_offers_to_start_again(monkeypatch):
+    from ui import jobs
+
+    st.cache_resource.clear()
+    at = run_page(PAGE)
+    monkeypatch.setattr(jobs, "job_stopped", lambda job: True)
+    monkeypatch.setattr("ui.activations_view.job_stopped", lambda job: True)
+    at.selectbox(key="activations_tensor").set_value("logits").run()
+    assert not at.exception and not at.error
+    assert any("not calibrated" in info.value for info in at.info)
+    assert at.button(key="activations_outputs_resume")
+    assert len(_outliers(at)) == 3, "the layer inputs' outliers still show"

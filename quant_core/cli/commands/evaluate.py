@@ -13,7 +13,7 @@ import math
 import sys
 from pathlib import Path
 
-from quant_core.engine.calibrate import calibrate
+from quant_core.engine.calibrate import calibrate, layer_input_tensors
 from quant_core.config import PRESETS, QuantConfig
 from quant_core.model.data import load_npz, record_state, split_dataset
 from quant_core.errors import ConfigError
@@ -145,7 +145,8 @@ def build_engine(args: argparse.Namespace, *, activations: bool = True, saved_ta
         from quant_core.methods import changes_fp32
         if changes_fp32(config):  # metrics against the original FP32 model, not the rewritten one
             reference = Evaluator(original, None, evaluation_data, task=task).fp32_outputs
-    calibration = calibrate(prepared, calibration_data) if activations else None
+    # The Evaluator quantizes layer inputs only: their histograms are all it needs (the export calibrates more).
+    calibration = calibrate(prepared, calibration_data, tensors=layer_input_tensors(prepared)) if activations else None
     return Evaluator(prepared, calibration, evaluation_data, task=task, reference_outputs=reference), report
 
 
