@@ -23,7 +23,7 @@ from quant_core.errors import DataError, ModelError, QuantLabError
 from quant_core.numerics.formats import FormatKind, NumberFormat
 from quant_core.numerics.qparams import qparams_from_range
 from quant_core.numerics.quantize import fake_quantize
-from quant_core.engine.simulation_graph import CAST_OPSET, ActivationMode, WeightFeed, build_simulation_model, cast_opset, fake_quant_in_blocked_layout, input_name, reorder_weight_inputs, simulation_session, with_weight_data, without_weight_data
+from quant_core.engine.simulation_graph import CAST_OPSET, ActivationMode, WeightFeed, build_simulation_model, cast_opset, fake_quant_in_blocked_layout, input_name, own_weight_copies, reorder_weight_inputs, simulation_session, with_weight_data, without_weight_data
 from quant_core.model.layers import layer_specs
 from quant_core.model.runtime import first_line, session_options
 from quant_core.engine.simulation_suffix import LayerSuffix, suffix_model
@@ -188,15 +188,18 @@ class SimulationSession:
 
     def __init__(self, prepared, *, threads: int = 1):
         model = prepared.model
-        self._model, self._threads = model, threads
-        self._specs = tuple(spec for spec in layer_specs(prepared))
-        self.layers = tuple(spec.name for spec in self._specs)
-        self.layer_outputs = {spec.name: spec.output for spec in self._specs if spec.output}
+        self._threads = threads
+        specs = tuple(layer_specs(prepared))
+        self.layers = tuple(spec.name for spec in specs)
+        self.layer_outputs = {spec.name: spec.output for spec in specs if spec.output}
         self.opset = cast_opset(model)
         self.modes = activation_modes_supported(model)
         initializers = {init.name: init for init in model.graph.initializer}
         self._fp32_weights = {spec.name: numpy_helper.to_array(initializers[spec.weight]).astype(np.float32)
-                              for spec in self._specs if spec.weight in initializers}
+                              for spec in specs if spec.weight in initializers}
+        # Every session is built on this model: each layer's weight read by its layer alone (a weight other
+        # nodes read too is copied for the layer; they keep the FP32 constant), `own_weight_copies`.
+        self._model, self._specs = own_weight_copies(model, specs, data=False)
         self.input_names = tuple(i.name for i in model.graph.input if i.name not in initializers)
         self.output_names = tuple(o.name for o in model.graph.output)
         self._variants: dict[bool, _Variant] = {False: self._build(layer_outputs=False)}

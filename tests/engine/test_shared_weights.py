@@ -178,3 +178,67 @@ def test_per_layer_errors_are_those_of_the_specification(shared):
                                layer_outputs=True)
         assert error.accumulated_sqnr_db == pytest.approx(sqnr(whole, error.layer), rel=1e-4, abs=1e-3), error
         assert error.isolated_sqnr_db == pytest.approx(sqnr(alone, error.layer), rel=1e-4, abs=1e-3), error
+
+
+def test_shared_weights_keep_onnxruntimes_fast_layout(shared):
+    """Each layer gets its own copy of a shared weight, so the weights are still traced (NCHWc for convolutions)."""
+    assert shared.session.reordered
+
+
+def test_a_weight_a_foldable_node_reads_is_never_traced_with_markers():
+    """Without its own copy, a weight that ReduceSum also reads cannot be traced: onnxruntime would fold the markers."""
+    from quant_core.engine.simulate import activation_modes_supported
+    from quant_core.engine.simulation_graph import build_simulation_model, own_weight_copies, reorder_weight_inputs
+    from quant_core.model.layers import layer_specs
+    prepared = prepare_model(_chain_with_a_weight_sum())
+    specs = tuple(layer_specs(prepared))
+    modes = activation_modes_supported(prepared.model)
+    base, _, _ = build_simulation_model(prepared.model, specs, modes, weights_as_inputs=False)
+    assert reorder_weight_inputs(base, specs, 1) is None
+    owned, owned_specs = own_weight_copies(prepared.model, specs)
+    assert [spec.weight for spec in owned_specs] == ["w0", "qlab_sim.own1", "w2"]
+    base, _, _ = build_simulation_model(owned, owned_specs, modes, weights_as_inputs=False)
+    assert reorder_weight_inputs(base, owned_specs, 1) is not None
+    unshared = prepare_model(chain_model())
+    assert own_weight_copies(unshared.model, tuple(layer_specs(unshared)))[0] is unshared.model  # nothing copied
+
+
+def _export_run(evaluator: Evaluator, config: QuantConfig) -> tuple[onnx.ModelProto, list[np.ndarray]]:
+    from quant_core.export.ort_export import export_model
+    exported = export_model(evaluator.prepared, config, evaluator.calibration)
+    model = onnx.load_from_string(exported.model)
+    return model, _run(model, evaluator)
+
+
+def test_the_export_leaves_the_other_readers_of_a_quantized_weight_fp32(shared):
+    """onnxruntime's quantizer rewires every reader of a weight to its DequantizeLinear; the export gives the
+    readers that are not integer layers the FP32 weight back, so it computes what the simulation computes."""
+    original = {init.name: numpy_helper.to_array(init) for init in shared.prepared.model.graph.initializer}
+    layers = set(shared.layers)
+    for name in ("W8A8", "W8 weight-only"):
+        model, outputs = _export_run(shared, PRESETS[name])
+        initializers = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+        for node in model.graph.node:
+            if node.name in layers or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+                continue
+            for tensor in node.input:
+                source = next((weight for weight in original if tensor in (weight, f"{weight}.fp32")), None)
+                if source is not None:  # a weight read by a node that is not its layer
+                    assert np.array_equal(initializers[tensor], original[source]), (name, node.name, tensor)
+            assert not any(tensor.endswith("_DequantizeLinear_Output") and tensor.split("_DequantizeLinear")[0]
+                           in original for tensor in node.input), (name, node.name, list(node.input))
+        if name == "W8 weight-only":
+            assert _close(outputs, _run(_specification(shared, PRESETS[name]), shared)), name
+
+
+def test_a_weight_read_by_an_integer_layer_and_a_weight_only_layer_exports_both():
+    """Before, the weight-only layer found its weight rewired to the integer layer's DequantizeLinear output."""
+    prepared = prepare_model(_two_layers_one_weight())
+    x = np.random.default_rng(2).normal(size=(48, 5)).astype(np.float32)
+    evaluator = Evaluator(prepared, calibrate(prepared, Dataset({"x": x[:32]})), Dataset({"x": x}))
+    config = PRESETS["W8A8"].with_layer("second", LayerQuant(TensorQuant("int8", granularity="per_channel")))
+    model, outputs = _export_run(evaluator, config)
+    kinds = {node.op_type for node in model.graph.node}
+    assert "DequantizeLinear" in kinds
+    # Integer kernels and float rounding of the export against the simulation (docs/export.md): 1e-2 here.
+    assert np.allclose(outputs[0], evaluator.outputs(config)[0], atol=1e-2)
