@@ -451,10 +451,6 @@ def reorder_weight_inputs(model: onnx.ModelProto, specs: tuple[LayerSpec, ...], 
         for weight, (first, size) in markers.items():
             if nonzero.size == 0 or nonzero.min() < first or nonzero.max() > first + size - 1:
                 continue
-            if values.size == 1 < size:
-                # A scalar of real data whose value happens to be one marker (a folded ReduceSum of a weight
-                # another node reads, an attention scale 8.0): no reader folds markers (`_foldable_readers`).
-                continue
             index = nonzero - first
             # A permutation of 0..size-1 (counted, not sorted: numpy's vectorized sort crashed under an
             # emulated Haswell CPU in CI, and counting is linear).
