@@ -73,7 +73,11 @@ def cast_opset(model: onnx.ModelProto) -> int:
 
 # onnxruntime's BASIC level quantizes a float Conv / Gemm weight whose activation comes from
 # DequantizeLinear (per-tensor int8): not what a fake-quant simulation means, so it is switched off.
-_DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
+# It also folds a BatchNormalization or a Mul by a constant that follows a Conv into the Conv's weight:
+# with the weight fed as an input (a config's), it cannot, so a session whose weights are constants (the
+# reference simulator, the traced build of `reorder_weight_inputs`) must not either, or it would compute
+# another function (and the traced weight would not be a reordering of the layer's own).
+_DISABLED_OPTIMIZERS = ["WeightBiasQuantization", "ConvBNFusion", "ConvMulFusion"]
 
 
 def simulation_session(model: bytes, options: ort.SessionOptions) -> ort.InferenceSession:
@@ -385,7 +389,10 @@ class WeightFeed:
         return flat[self.gather].reshape(self.shape)
 
 
-# Marker weights are the integers 1..n (exact in float32 up to 2**24).
+# Marker weights are the integers _MARKER_BASE + 1 .. _MARKER_BASE + n (exact in float32 up to 2**24). They
+# start high so that a model's own small constants (3.0 and 6.0 of a hard-swish, folded into initializers
+# by onnxruntime) are not taken for a weight's markers.
+_MARKER_BASE = 1 << 22
 _MAX_MARKERS = 1 << 24
 
 
@@ -408,15 +415,15 @@ def reorder_weight_inputs(model: onnx.ModelProto, specs: tuple[LayerSpec, ...], 
     """Let onnxruntime optimize with constant weights, then turn its (reordered) weights into inputs.
 
     onnxruntime's fastest CPU convolutions (NCHWc) need constant filters, which it reorders at load
-    time. Each weight is replaced by markers 1..n, the model optimized once, and every optimized
-    initializer made only of one weight's markers (and zero padding) becomes a graph input with the
-    gather that lays a weight out the same way. Returns None when a weight cannot be traced: transformed
+    time. Each weight is replaced by markers (`_MARKER_BASE` + 1..n), the model optimized once, and every
+    optimized initializer made only of one weight's markers (and zero padding) becomes a graph input with
+    the gather that lays a weight out the same way. Returns None when a weight cannot be traced: transformed
     (not only reordered), or read by a node onnxruntime would fold into a constant (`_foldable_readers`).
     """
     initializers = {init.name: init for init in model.graph.initializer}
     if _foldable_readers(model.graph, {spec.weight for spec in specs if spec.weight in initializers}):
         return None  # e.g. ReduceSum(weight): see `own_weight_copies`, which gives such a layer its own copy
-    markers, offset = {}, 0
+    markers, offset = {}, _MARKER_BASE
     for spec in specs:
         init = initializers.get(spec.weight) if spec.weight else None
         if init is None or init.data_type != TensorProto.FLOAT or spec.weight in markers:
