@@ -98,7 +98,11 @@ def _errors(ctx, config: QuantConfig):
     with stoppable_progress(job, stop_key=GRAPH_STOP) as progress:
         progress(0.1, f"Running {ctx.model_name} in FP32 on the evaluation split (once per model)…")
         cache.get_evaluator(ctx)
-        progress(0.5, "Per-layer errors of this config (isolated and accumulated; one run per batch)…")
+        text = "Per-layer errors of this config (isolated and accumulated; one run per batch)…"
+        progress(0.5, text)
+        # Measured here, not inside the cached function: a cached function may not draw (the bar moves).
+        cache.get_evaluator(ctx).layer_errors(config, progress=lambda done: progress(0.5 + 0.5 * done,
+                                                                                   f"{text} {done:.0%}"))
         errors = _cached_errors(*key, ctx, config)
         progress(1.0, "Done")
     done.add(key)

@@ -232,7 +232,9 @@ def evaluate_with_baseline(ctx, config: QuantConfig):
         else:
             progress(0.2, f"Evaluating {config.name} and its per-layer errors (one pass over "
                           f"{ctx.evaluation_data.num_samples} samples)…")
-            _with_layer_errors(ctx, config)
+            _with_layer_errors(ctx, config, lambda done: progress(0.2 + 0.8 * done, (
+                f"Evaluating {config.name} and its per-layer errors (one pass over "
+                f"{ctx.evaluation_data.num_samples} samples): {done:.0%}")))
         result = cache.evaluate_cached(ctx, config)
         progress(1.0, "Done")
     return result, baseline
@@ -257,11 +259,12 @@ def _offer_restart(job: tuple, message: str) -> None:
         st.stop()
 
 
-def _with_layer_errors(ctx, config: QuantConfig) -> None:
+def _with_layer_errors(ctx, config: QuantConfig, progress) -> None:
     """When the page will chart the per-layer errors of a config, measure them with its outputs in one pass
-    over the split (`Evaluator.evaluate_with_errors`): the evaluation below then finds its result cached."""
+    over the split (`Evaluator.evaluate_with_errors`, `progress(fraction)` after each batch): the evaluation
+    below then finds its result cached."""
     if config != PRESETS["FP32"] and st.session_state.get(MIXED_LAYER_CHART, True):
-        cache.get_evaluator(ctx).evaluate_with_errors(config, task=ctx.task)
+        cache.get_evaluator(ctx).evaluate_with_errors(config, task=ctx.task, progress=progress)
         _charted().add((ctx.model_key, ctx.data_key, config.to_json()))
 
 
@@ -361,8 +364,11 @@ def show_layer_errors(ctx, config: QuantConfig, result) -> None:
             st.button("Measure the per-layer errors", key=MIXED_ERRORS_RESUME, on_click=resume_job, args=(job,))
             return
         with stoppable_progress(job, stop_key=MIXED_ERRORS_STOP) as progress:
-            progress(0.0, f"Measuring each layer's error (isolated and accumulated) on "
-                          f"{ctx.evaluation_data.num_samples} samples…")
+            text = (f"Measuring each layer's error (isolated and accumulated) on "
+                    f"{ctx.evaluation_data.num_samples} samples…")
+            progress(0.0, text)
+            # Measured here, not inside the cached chart: a cached function may not draw (the bar moves).
+            cache.get_evaluator(ctx).layer_errors(config, progress=lambda done: progress(done, f"{text} {done:.0%}"))
             figure = _layer_error_chart(*key, ctx, config, result.simulated_only)
         charted.add(key)
     st.plotly_chart(figure, key="mixed_layer_errors")

@@ -6,7 +6,7 @@ computed once and reused as the reference.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -61,6 +61,9 @@ EVALUATION_MIN_BATCH = 2
 # that every worker gets one (`workers.map_in_order`), whatever this machine's cores: the batches, hence
 # the numbers, do not depend on the machine. Below it one batch: threads would cost more than they save.
 PARALLEL_FROM_BYTES = 8 * 2**20
+
+# progress(fraction done, 0..1) of a pass over the split, called between batches.
+Progress = Callable[[float], None]
 
 
 @dataclass(frozen=True)
@@ -357,12 +360,13 @@ class Evaluator:
         return graph.outputs_exact
 
     def _measure_layer_errors(self, feeds: tuple[LayerFeed, ...], isolated: tuple[str, ...], *,
-                              with_outputs: bool = False
+                              with_outputs: bool = False, progress: Progress | None = None
                               ) -> tuple[dict[str, float], dict[str, float], tuple[np.ndarray, ...] | None]:
         """(accumulated SQNR per layer with `feeds`, isolated SQNR of the `isolated` layers, the config's model
         outputs or None), one pass over the split with the error session; the definition's whole-model runs
         where it cannot serve. The outputs come along (`with_outputs`) only where the error session gives
-        them equal to the simulation's bit for bit (`_outputs_exact`) and not for a streamed split."""
+        them equal to the simulation's bit for bit (`_outputs_exact`) and not for a streamed split.
+        `progress(fraction)` is called after each batch of the pass (an exception it raises stops the pass)."""
         weights, activations = self._feed_arrays(feeds)
         graph = self._errors_session(activations)
         found: dict[str, float] = {}
@@ -375,11 +379,15 @@ class Evaluator:
                 run = graph.runner(weights, activations, with_outputs=with_outputs)
                 passes = map_in_order(run, errors_feeder.batches(), min(self.workers, errors_feeder.in_flight))
                 sums: dict[str, np.ndarray] = {}  # layer -> float64 (signal, accumulated noise, isolated noise)
+                total, done = sum(1 for _ in errors_feeder.bounds()), [0]
 
                 def add(batch_powers: dict) -> None:  # summed in batch order: the same sums for any worker count
                     for layer, (signal, noise, alone, _) in batch_powers.items():
                         powers = np.array([signal, noise, 0.0 if alone is None else alone])
                         sums[layer] = sums[layer] + powers if layer in sums else powers
+                    done[0] += 1
+                    if progress is not None:
+                        progress(done[0] / total)
 
                 if with_outputs:
                     def each(parts):
@@ -458,21 +466,22 @@ class Evaluator:
         outputs = self._run_outputs(weights, activations, feeds) if (weights or activations) else self.fp32_outputs
         return self._results.put(key, self._scored(config, task, outputs))
 
-    def evaluate_with_errors(self, config: QuantConfig, *, task: Task | None = None
+    def evaluate_with_errors(self, config: QuantConfig, *, task: Task | None = None, progress: Progress | None = None
                              ) -> tuple[EvaluationResult, tuple[LayerError, ...]]:
         """`evaluate(config)` and `layer_errors(config)` in one pass where they are both new: the per-layer
         error session then also gives the config's model outputs (when it computes them bit for bit as the
-        simulation does: `_outputs_exact`), so the pair costs one pass over the split instead of two."""
+        simulation does: `_outputs_exact`), so the pair costs one pass over the split instead of two.
+        `progress(fraction)`: after each batch of the per-layer error pass, when there is one."""
         task = self.task if task is None else task
         check_config(config, self._facts)
         result = self._results.get((config, task))
         if result is None and not self._has_layer_errors(config):
-            errors, outputs = self._layer_errors_of(config, with_outputs=True)
+            errors, outputs = self._layer_errors_of(config, with_outputs=True, progress=progress)
             if outputs is not None:
                 result = self._results.put((config, task), self._scored(config, task, outputs))
         if result is None:
             result = self.evaluate(config, task=task)
-        return result, self.layer_errors(config)
+        return result, self.layer_errors(config, progress=progress)
 
     def _scored(self, config: QuantConfig, task: Task, outputs: tuple[np.ndarray, ...]) -> EvaluationResult:
         """The EvaluationResult of `config` whose model outputs on the split are `outputs`."""
@@ -507,7 +516,7 @@ class Evaluator:
         feeds = self._config_feeds(config)
         return self._run_outputs(*self._feed_arrays(feeds), feeds)
 
-    def layer_errors(self, config: QuantConfig) -> tuple[LayerError, ...]:
+    def layer_errors(self, config: QuantConfig, *, progress: Progress | None = None) -> tuple[LayerError, ...]:
         """Return each layer's isolated and accumulated SQNR (dB) at its output (from the caches below).
 
         isolated: only this layer quantized as `config` says, everything else FP32.
@@ -520,9 +529,10 @@ class Evaluator:
         whose node cannot run alone (its output is not its node's own, or it holds a subgraph) gets the
         definition instead: whole-model runs with only its feed (`layer_errors.reference_layer_sqnr`), as
         does every layer when onnxruntime cannot build that session. Accumulated errors are cached per
-        resolved feeds, a layer's isolated error per (layer, resolved choice).
+        resolved feeds, a layer's isolated error per (layer, resolved choice). `progress(fraction)` is called
+        after each batch of that session's pass (an exception it raises stops the pass; nothing is cached).
         """
-        return self._layer_errors_of(config)[0]
+        return self._layer_errors_of(config, progress=progress)[0]
 
     def _has_layer_errors(self, config: QuantConfig) -> bool:
         """True when `config`'s per-layer errors are known (no run needed)."""
@@ -530,7 +540,7 @@ class Evaluator:
         return (not feeds or self._layer_sqnr.get(feeds) is not None) and all(
             self._isolated.get(feed) is not None for feed in feeds)
 
-    def _layer_errors_of(self, config: QuantConfig, *, with_outputs: bool = False
+    def _layer_errors_of(self, config: QuantConfig, *, with_outputs: bool = False, progress: Progress | None = None
                          ) -> tuple[tuple[LayerError, ...], tuple[np.ndarray, ...] | None]:
         """Measure (and cache) `config`'s per-layer errors; with `with_outputs`, its model outputs from the same
         pass where the error session gives them exactly (else None)."""
@@ -543,7 +553,7 @@ class Evaluator:
         outputs = None
         if accumulated is None or missing:
             measured, measured_alone, outputs = self._measure_layer_errors(feeds, tuple(missing),
-                                                                           with_outputs=with_outputs)
+                                                                           with_outputs=with_outputs, progress=progress)
             if accumulated is None:
                 accumulated = self._layer_sqnr.put(feeds, measured)
             for layer, value in measured_alone.items():
