@@ -92,12 +92,11 @@ MODELS = {"chain + ReduceSum(weight)": (_chain_with_a_weight_sum, (6,)),
 
 @pytest.fixture(scope="module", params=list(MODELS))
 def shared(request):
-    """(Evaluator, plain onnxruntime session of the original model) with 48 samples, 32 of them calibrated."""
+    """An Evaluator of the model on 48 samples, 32 of them calibrated."""
     build, shape = MODELS[request.param]
     prepared = prepare_model(build())
     x = np.random.default_rng(1).normal(size=(48, *shape)).astype(np.float32)
-    evaluator = Evaluator(prepared, calibrate(prepared, Dataset({"x": x[:32]})), Dataset({"x": x}))
-    return evaluator
+    return Evaluator(prepared, calibrate(prepared, Dataset({"x": x[:32]})), Dataset({"x": x}))
 
 
 def _specification(evaluator: Evaluator, config: QuantConfig, *, layer_outputs: bool = False) -> onnx.ModelProto:
