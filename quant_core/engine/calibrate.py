@@ -37,14 +37,14 @@ class Cancelled(QuantLabError):
     """The caller asked to stop (the `cancel` callable returned True)."""
 
 
-def _tensor_inputs(data) -> dict[str, np.ndarray]:
+def _tensor_inputs(data) -> Mapping[str, np.ndarray]:
     """Return the model-input arrays of a Dataset, a dict of arrays or one array (for the first input)."""
     inputs = getattr(data, "inputs", data)
     if isinstance(inputs, np.ndarray):
         return {"": inputs}
     if not isinstance(inputs, Mapping) or not inputs:
         raise DataError("calibration data must be a Dataset, a dict of input arrays or one array")
-    return dict(inputs)
+    return inputs  # as it is: a split's `Rows` would gather every sample to make a dict
 
 
 @dataclass(frozen=True, eq=False)

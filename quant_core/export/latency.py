@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 
 from quant_core.errors import DataError, ModelError
+from quant_core.model.batching import input_length, sample_slice
 from quant_core.model.runtime import first_line, session_options
 
 
@@ -193,7 +194,7 @@ def model_accuracy(model, dataset, *, batch_size: int = 256, threads: int = 1) -
             correct += int(np.count_nonzero(top1 == labels[done:done + len(top1)]))
             done += len(top1)
         return correct / done
-    samples = min(min(len(inputs[name]) for name in names), len(labels))
+    samples = min(min(input_length(inputs, name) for name in names), len(labels))
     fixed = [value.shape[0] for value in session.get_inputs()
              if value.shape and isinstance(value.shape[0], int) and value.shape[0] > 0]
     size = min(fixed) if fixed else batch_size
@@ -202,7 +203,7 @@ def model_accuracy(model, dataset, *, batch_size: int = 256, threads: int = 1) -
         raise DataError(f"the data has {samples} labelled sample(s); the model runs {size} at a time")
     correct = 0
     for start in range(0, stop, size):
-        feeds = {name: np.ascontiguousarray(inputs[name][start:start + size]) for name in names}
+        feeds = {name: np.ascontiguousarray(sample_slice(inputs, name, start, start + size)) for name in names}
         try:
             first = session.run(None, feeds)[0]
         except Exception as err:  # onnxruntime raises its own exception types

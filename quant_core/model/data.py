@@ -4,13 +4,13 @@ from __future__ import annotations
 import io
 import os
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from quant_core.errors import DataError
-from quant_core.model.batching import fixed_batch_size
+from quant_core.model.batching import Rows, fixed_batch_size, sample_slice
 from quant_core.model.layout import DataLayout, Feeder, check_state, infer_layout, infer_state, input_layout
 from quant_core.model.model_io import ModelInfo, TensorInfo
 
@@ -24,21 +24,42 @@ class Dataset:
 
     `layout` says how each array holds its samples and which outputs are streaming state
     (`layout.infer_layout`); None means batch-first (every array's axis 0 is the model's batch axis).
+    `inputs` of a subset or split is a `Rows` view of the original arrays (`subset`): the samples are
+    held once, and reading `inputs[name]` gathers a copy of that input's samples.
     """
 
-    inputs: dict[str, np.ndarray]
+    inputs: Mapping[str, np.ndarray]
     labels: np.ndarray | None = None
     layout: DataLayout | None = None
 
     @property
     def num_samples(self) -> int:
+        if isinstance(self.inputs, Rows):
+            return self.inputs.count
         return int(next(iter(self.inputs.values())).shape[0]) if self.inputs else 0
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> Dataset:
-        """Return the samples at `indices` (in that order)."""
+        """Return the samples at `indices` (in that order), without copying them.
+
+        Notes
+        -----
+        The subset's `inputs` is a `Rows` over the same arrays (a subset of a subset picks from the
+        original arrays too); its labels (one small integer array) are copied. Batches of it (`iter_batches`,
+        `layout.Feeder`) gather one batch at a time and equal the batches of a copy, byte for byte.
+        """
         indices = np.asarray(indices, dtype=np.int64)
-        return Dataset(inputs={name: array[indices] for name, array in self.inputs.items()},
-                       labels=None if self.labels is None else self.labels[indices], layout=self.layout)
+        rows = self.inputs.pick(indices) if isinstance(self.inputs, Rows) else Rows(self.inputs, indices)
+        return Dataset(inputs=rows, labels=None if self.labels is None else self.labels[indices], layout=self.layout)
+
+    def slice(self, start: int, stop: int | None = None) -> Dataset:
+        """Return the samples [start, stop) as read-only views of the arrays (nothing is copied).
+
+        Read-only: writing into a part would change the data it was cut from (a copy never did).
+        """
+        if isinstance(self.inputs, Rows):
+            return self.subset(np.arange(self.num_samples)[start:stop])
+        return Dataset(inputs={name: _read_only(array[start:stop]) for name, array in self.inputs.items()},
+                       labels=None if self.labels is None else self.labels[start:stop], layout=self.layout)
 
     @property
     def streaming(self) -> bool:
@@ -94,6 +115,11 @@ def load_npz(source: bytes | str | os.PathLike, info: ModelInfo, *, max_bytes: i
     return Dataset(inputs=inputs, labels=labels, layout=None if layout.classic and not layout.streaming else layout)
 
 
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False  # a view: the array it views stays writable
+    return array
+
+
 def _zero_state(tensor: TensorInfo, num_samples: int) -> np.ndarray:
     """Zeros for a state input the .npz leaves out: one complete input per sample, batch dimension 1."""
     shape = tuple(1 if isinstance(dim, str) or dim is None else dim for dim in tensor.shape)
@@ -145,6 +171,8 @@ def split_dataset(ds: Dataset, *, calibration_samples: int = 256, seed: int = 0)
     The calibration part gets min(calibration_samples, num_samples // 2) samples so that evaluation always
     gets at least half; a data set of one sample cannot be split. A stream (`ds.streaming`) is cut, not
     shuffled: calibration gets the first samples, evaluation the rest, each in stream order.
+    Neither part copies the samples: a stream's parts are slices of `ds`'s arrays, a shuffled split's
+    parts are `Rows` of them (`Dataset.subset`), so the data is held once whatever the caller keeps.
     """
     if calibration_samples < 1:
         raise DataError(f"calibration_samples must be at least 1, got {calibration_samples}")
@@ -152,7 +180,7 @@ def split_dataset(ds: Dataset, *, calibration_samples: int = 256, seed: int = 0)
         raise DataError(f"need at least 2 samples to split into calibration and evaluation, got {ds.num_samples}")
     count = min(calibration_samples, ds.num_samples // 2)
     if ds.streaming:
-        return ds.subset(np.arange(count)), ds.subset(np.arange(count, ds.num_samples))
+        return ds.slice(0, count), ds.slice(count)
     order = np.random.default_rng(seed).permutation(ds.num_samples)
     return ds.subset(np.sort(order[:count])), ds.subset(np.sort(order[count:]))
 
@@ -178,7 +206,7 @@ def iter_batches(ds: Dataset, info: ModelInfo, batch_size: int) -> Iterator[dict
     size = fixed or batch_size
     stop = ds.num_samples - ds.num_samples % size if fixed else ds.num_samples
     for start in range(0, stop, size):
-        yield {name: array[start:start + size] for name, array in ds.inputs.items()}
+        yield {name: sample_slice(ds.inputs, name, start, start + size) for name in ds.inputs}
 
 
 def describe_input(tensor: TensorInfo) -> str:

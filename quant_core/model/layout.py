@@ -25,7 +25,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from quant_core.model.batching import fit_batch, fixed_batch_size, named_inputs, sample_count
+from quant_core.model.batching import fit_batch, fixed_batch_size, named_inputs, sample_count, sample_slice
 from quant_core.errors import DataError
 
 DOCS = "docs/data.md"
@@ -119,18 +119,20 @@ class DataLayout:
         return tuple(lines)
 
     def feed(self, inputs: Mapping[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
-        """The model feed of samples [start, stop): slices, stacks along the batch axis, or one scalar."""
+        """The model feed of samples [start, stop): slices, stacks along the batch axis, or one scalar.
+
+        `inputs` may be a `batching.Rows` (a split): only the samples [start, stop) are gathered.
+        """
         feed = {}
         for item in self.inputs:
-            array = inputs[item.name]
             if item.kind == InputKind.BATCH:
-                feed[item.name] = array[start:stop]
-            elif item.kind == InputKind.SCALAR:
-                feed[item.name] = np.asarray(array[start])  # constant over the batch when stacking (stackable)
+                feed[item.name] = sample_slice(inputs, item.name, start, stop)
+            elif item.kind == InputKind.SCALAR:  # constant over the batch when stacking (stackable)
+                feed[item.name] = np.asarray(sample_slice(inputs, item.name, start, start + 1)[0])
             elif stop - start == 1:
-                feed[item.name] = array[start]
+                feed[item.name] = sample_slice(inputs, item.name, start, stop)[0]
             else:
-                stacked = np.moveaxis(array[start:stop].squeeze(item.axis + 1), 0, item.axis)
+                stacked = np.moveaxis(sample_slice(inputs, item.name, start, stop).squeeze(item.axis + 1), 0, item.axis)
                 feed[item.name] = np.ascontiguousarray(stacked)
         return feed
 
