@@ -2,7 +2,8 @@
 
 One ONNX model per plan: the prepared model with every quantized weight replaced by its
 fake-quantized values (`plan.fake_quantized_weight`, computed here with no cache) as a constant
-initializer, as an exported model holds its weights, and before each quantized activation's
+initializer, as an exported model holds its weights (the layer's own: other readers of the same
+initializer keep the FP32 weight, `simulation_graph.own_weight_copies`), and before each quantized activation's
 reader that activation's fake-quant nodes inline (QuantizeLinear -> DequantizeLinear for 8-bit
 integers, Div / Round / Clip / Mul for other widths, Cast for float formats:
 `simulation_graph.build_simulation_model`), fed their parameters. Every batch runs the whole model.
@@ -19,7 +20,7 @@ from onnx import numpy_helper
 
 from quant_core.engine.plan import Plan, fake_quantized_weight
 from quant_core.engine.simulate import activation_modes_supported
-from quant_core.engine.simulation_graph import ActivationMode, build_simulation_model, simulation_session
+from quant_core.engine.simulation_graph import ActivationMode, build_simulation_model, own_weight_copies, simulation_session
 from quant_core.model.layers import layer_specs
 from quant_core.model.layout import Feeder
 from quant_core.model.runtime import session_options
@@ -27,17 +28,20 @@ from quant_core.model.runtime import session_options
 
 def simulate_reference(prepared, plan: Plan, feeder: Feeder) -> tuple[np.ndarray, ...]:
     """Return the model outputs of `plan` over every sample `feeder` holds (batch by batch, joined)."""
-    specs = layer_specs(prepared)
+    # A weight other nodes read too: the layer gets its own copy, they keep the FP32 one (`own_weight_copies`).
+    source, specs = own_weight_copies(prepared.model, tuple(layer_specs(prepared)))
     index = {spec.name: i for i, spec in enumerate(specs)}
+    own = {spec.name: spec.weight for spec in specs}
     quantized = [entry for entry in plan.layers if entry.activation is not None
                  and entry.activation.mode != ActivationMode.OFF]
     pattern = {index[entry.layer]: entry.activation.mode for entry in quantized}
     model, _, activation_index = build_simulation_model(
-        prepared.model, specs, activation_modes_supported(prepared.model), weights_as_inputs=False, pattern=pattern)
+        source, specs, activation_modes_supported(prepared.model), weights_as_inputs=False, pattern=pattern)
+    del source
     initializers = {init.name: init for init in model.graph.initializer}
     for entry in plan.layers:
-        if entry.weight is not None and entry.weight_tensor in initializers:
-            init = initializers[entry.weight_tensor]
+        if entry.weight is not None and own[entry.layer] in initializers:
+            init = initializers[own[entry.layer]]
             weight = numpy_helper.to_array(init).astype(np.float32)
             values = fake_quantized_weight(weight, entry.weight, name=f"{entry.layer} weight")
             init.CopyFrom(numpy_helper.from_array(values, init.name))

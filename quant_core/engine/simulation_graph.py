@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 
 import numpy as np
@@ -24,7 +24,7 @@ from quant_core.errors import ModelError
 from quant_core.numerics.formats import FormatKind
 from quant_core.model.layers import LayerSpec
 from quant_core.model.runtime import free_after_run, model_opset, release_free_memory, session_options
-from quant_core.model.onnx_graph import names_read
+from quant_core.model.onnx_graph import names_read, subgraph_nodes
 
 _PREFIX = "qlab_sim"
 # Minimum default-domain opset for each Cast round trip (bfloat16: 13, float8: 19).
@@ -296,6 +296,80 @@ def with_weight_data(model: onnx.ModelProto, source: onnx.ModelProto) -> onnx.Mo
     return model
 
 
+def _reads(node: onnx.NodeProto) -> set[str]:
+    """The names a node reads, its subgraphs' reads included."""
+    return {name for name in node.input if name} | {name for inner in subgraph_nodes(node) for name in inner.input if name}
+
+
+def own_weight_copies(model: onnx.ModelProto, specs: tuple[LayerSpec, ...], *, data: bool = True
+                      ) -> tuple[onnx.ModelProto, tuple[LayerSpec, ...]]:
+    """Give each layer whose weight another node reads too its own copy of it; return (model, specs).
+
+    The rule (docs/engine.md, "A weight other nodes read too"): a config quantizes a layer's weight for that
+    layer only. Every other reader of the initializer (a ReduceSum, a Shape, a Transpose, another layer, a
+    subgraph, a model output) keeps the FP32 weight, as a constant. The layer reads `qlab_sim.own<i>` (i: its
+    index in `specs`), and its spec says so; each weight is then read by its layer alone, so feeding it or
+    tracing it with markers (`reorder_weight_inputs`) changes that layer and nothing else.
+
+    When no weight is shared, `model` and `specs` themselves are returned: nothing is copied. Otherwise a
+    copy; with `data=False`, its layers' float32 weights hold no data (as `without_weight_data`: the sessions
+    built on it feed or trace them) but for the originals the other readers keep.
+    """
+    initializers = {init.name: init for init in model.graph.initializer}
+    readers: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in _reads(node):
+            readers[name] = readers.get(name, 0) + 1
+    for value in model.graph.output:
+        readers[value.name] = readers.get(value.name, 0) + 1
+    shared = [i for i, spec in enumerate(specs) if spec.weight in initializers and readers.get(spec.weight, 0) > 1]
+    if not shared:
+        return model, specs
+    originals = {specs[i].weight for i in shared}
+    layer_weights = {spec.weight for spec in specs if spec.weight}
+
+    def emptied(tensor: onnx.TensorProto) -> onnx.TensorProto:
+        if data or tensor.data_type != TensorProto.FLOAT:
+            return tensor
+        return _data_less(tensor)
+
+    copied = _copy_model(model, lambda tensor: emptied(tensor)
+                         if tensor.name in layer_weights and tensor.name not in originals else tensor)
+    nodes = {node.name: node for node in copied.graph.node}
+    owned = list(specs)
+    for i in shared:
+        spec = specs[i]
+        own = onnx.TensorProto()
+        own.CopyFrom(emptied(initializers[spec.weight]))
+        own.name = f"{_PREFIX}.own{i}"
+        copied.graph.initializer.append(own)
+        node = nodes[spec.name]
+        node.input[list(node.input).index(spec.weight)] = own.name
+        owned[i] = replace(spec, weight=own.name)
+    used = names_read(copied.graph)  # an original only layers read is read no more
+    kept = [init for init in copied.graph.initializer if init.name in used]
+    del copied.graph.initializer[:]
+    copied.graph.initializer.extend(kept)
+    return copied, tuple(owned)
+
+
+def _foldable_readers(graph: onnx.GraphProto, weights) -> bool:
+    """True when a node reading one of `weights` reads only constants (initializers, Constant nodes and what
+    is computed from them alone): onnxruntime would fold it, and with it the weight's tracing markers."""
+    inputs = {value.name for value in graph.input}
+    constant = {init.name for init in graph.initializer if init.name not in inputs}
+    weights = set(weights)
+    if weights & {value.name for value in graph.output}:
+        return True  # a model output: the markers themselves would be its value
+    for node in graph.node:  # in topological order
+        reads = _reads(node)
+        if reads <= constant:
+            if reads & weights:
+                return True
+            constant.update(node.output)
+    return False
+
+
 @dataclass(frozen=True)
 class WeightFeed:
     """How one layer's weight reaches the session: graph input `name`, laid out by `gather`.
@@ -341,11 +415,14 @@ def reorder_weight_inputs(model: onnx.ModelProto, specs: tuple[LayerSpec, ...], 
     """Let onnxruntime optimize with constant weights, then turn its (reordered) weights into inputs.
 
     onnxruntime's fastest CPU convolutions (NCHWc) need constant filters, which it reorders at load
-    time. Each weight is replaced by markers 1..n, the model optimized once, and every optimized
-    initializer made only of one weight's markers (and zero padding) becomes a graph input with the
-    gather that lays a weight out the same way. Returns None when a weight cannot be traced.
+    time. Each weight is replaced by markers (`_MARKER_BASE` + 1..n), the model optimized once, and every
+    optimized initializer made only of one weight's markers (and zero padding) becomes a graph input with
+    the gather that lays a weight out the same way. Returns None when a weight cannot be traced: transformed
+    (not only reordered), or read by a node onnxruntime would fold into a constant (`_foldable_readers`).
     """
     initializers = {init.name: init for init in model.graph.initializer}
+    if _foldable_readers(model.graph, {spec.weight for spec in specs if spec.weight in initializers}):
+        return None  # e.g. ReduceSum(weight): see `own_weight_copies`, which gives such a layer its own copy
     markers, offset = {}, _MARKER_BASE
     for spec in specs:
         init = initializers.get(spec.weight) if spec.weight else None

@@ -239,6 +239,35 @@ def _float_readers_read_float(model: onnx.ModelProto, quantized: set[str]) -> in
     return rewired
 
 
+def _fp32_copies_for_other_readers(model: onnx.ModelProto, layers: set[str]) -> list[str]:
+    """Give every node that reads an integer layer's weight, other than as such a layer's weight, an FP32 copy
+    of it; return the weights copied.
+
+    onnxruntime's quantizer rewires every reader of a quantized weight to its DequantizeLinear output, so a
+    ReduceSum, a Shape, a Transpose or a weight-only layer reading the same initializer would compute on
+    the int8 weight. A config quantizes a layer's weight for that layer only (docs/engine.md, "A weight
+    other nodes read too"), as the simulation computes it: the other readers keep the FP32 values.
+    """
+    initializers = {init.name: init for init in model.graph.initializer}
+    weights = {node.input[1] for node in model.graph.node
+               if node.name in layers and len(node.input) > 1 and node.input[1] in initializers}
+    copies: dict[str, str] = {}
+    for node in model.graph.node:
+        for index, name in enumerate(node.input):
+            if name not in weights or (node.name in layers and index == 1):
+                continue
+            if name not in copies:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(initializers[name])
+                copy.name = f"{name}.fp32"
+                while copy.name in initializers:
+                    copy.name += "_"
+                model.graph.initializer.append(copy)
+                copies[name] = copy.name
+            node.input[index] = copies[name]
+    return sorted(copies)
+
+
 def _drop_unused_initializers(model: onnx.ModelProto) -> None:
     used = names_read(model.graph)  # If / Loop bodies read initializers of the main graph too
     keep = [init for init in model.graph.initializer if init.name in used]
@@ -350,6 +379,7 @@ def export_model(prepared, config: QuantConfig, calibration, *, calibration_data
     if integer:
         for layer in _matmul_add_to_gemm(model, [entry.layer for entry in integer]):
             notes.append(f"{layer}: MatMul + Add(bias) exported as one Gemm (same name) so onnxruntime runs QGemm")
+        _fp32_copies_for_other_readers(model, {entry.layer for entry in integer})
         model = _quantize_static(model, calibration_data, plan.overrides, plan.nodes_to_quantize)
         _float_readers_read_float(model, set(plan.nodes_to_quantize))
     for entry in plan.layers:

@@ -86,3 +86,28 @@ def test_engine_sessions_keep_no_memory_between_runs(demo_cnn):
     session = SimulationSession(prepared)
     options = session._variants[False].session.get_session_options()
     assert not options.enable_cpu_mem_arena and not options.enable_mem_pattern
+
+
+def test_sessions_in_the_same_layout_share_one_laid_out_copy_of_each_weight(demo_cnn):
+    """The general, per-layer-output and specialized sessions are optimized alike: each traced weight's gather
+    index and its FP32 value in that layout are held once (outputs: tests/engine/test_fast_equals_reference.py)."""
+    from quant_core.engine.simulate import ActivationMode
+    prepared = demo_cnn[0]
+    session = SimulationSession(prepared)
+    assert session.reordered
+    general = session._variants[False]
+    specialized = session._build(layer_outputs=False, pattern={i: ActivationMode.UINT8
+                                                               for i in general.activation_index.values()})
+    per_layer = session._variant(True)
+    traced = [layer for layer, feeds in general.weight_feeds.items() if any(f.gather is not None for f in feeds)]
+    assert traced  # the demo CNN's convolutions
+    for variant in (specialized, per_layer):
+        for layer in traced:
+            for mine, theirs in zip(general.weight_feeds[layer], variant.weight_feeds[layer]):
+                assert mine.gather is theirs.gather
+                assert general.default_feeds[mine.name] is variant.default_feeds[theirs.name]
+    # What is shared is what each session's own trace lays out (its gather: equal arrays, checked when shared).
+    for variant in (general, specialized, per_layer):
+        for layer in traced:
+            for feed in variant.weight_feeds[layer]:
+                assert np.array_equal(variant.default_feeds[feed.name], feed.value(session.fp32_weight(layer)))
