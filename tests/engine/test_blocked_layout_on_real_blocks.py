@@ -74,3 +74,27 @@ def test_its_per_layer_error_session_runs_in_the_blocked_layout_too(block):
 def test_every_run_path_of_the_block_equals_the_reference_bit_for_bit(block):
     prepared, data = block
     assert mismatches(Evaluator(prepared, calibrate(prepared, data), data)) == []
+
+
+def test_markers_stay_distinct_beyond_the_float32_integers(block, monkeypatch):
+    """Markers are told apart by their bit patterns, not their values as integers: a run of markers that
+    crosses 2**24 (where float32 stops holding every integer) still traces every weight, and the session
+    computes the same."""
+    import quant_core.engine.simulation_graph as simulation_graph
+    prepared, data = block
+    fp32 = SimulationSession(prepared).run(data.inputs).outputs[0]
+    start = np.array(2.0 ** 24 - 100, dtype=np.float32).view(np.uint32)
+    monkeypatch.setattr(simulation_graph, "_MARKER_BITS", int(start))
+    session = SimulationSession(prepared)
+    assert session.reordered
+    assert np.array_equal(session.run(data.inputs).outputs[0], fp32)
+
+
+def test_a_model_above_the_marker_budget_falls_back_to_the_plain_layout_with_the_same_numbers(block, monkeypatch):
+    import quant_core.engine.simulation_graph as simulation_graph
+    prepared, data = block
+    expected = mismatches(Evaluator(prepared, calibrate(prepared, data), data))
+    monkeypatch.setattr(simulation_graph, "_MAX_MARKERS", 100)
+    session = SimulationSession(prepared)
+    assert not session.reordered
+    assert expected == [] and mismatches(Evaluator(prepared, calibrate(prepared, data), data)) == []
