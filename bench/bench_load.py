@@ -46,7 +46,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 TIMEOUT_S = 600
 MIXED = "pages/3_Mixed_precision.py"
 SENSITIVITY = "pages/5_Sensitivity.py"  # a first visit runs the default sweep: a heavy job
-WALK = ["pages/1_Weights.py", "pages/2_Activations.py", MIXED, "app.py"]
+WALK = ["pages/1_Weights.py", "pages/2_Activations.py", MIXED, "pages/0_Model.py"]  # the landing page (st.navigation)
 UPLOAD = "upload"  # a user who brings their own model and data instead of a demo
 REAL = "real:"  # a user who uploads a model of the real-model conformance set ("real:yolo_det") and its data
 

@@ -5,6 +5,7 @@ Every builder takes a tidy pandas DataFrame (one row per thing plotted) and retu
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -125,27 +126,36 @@ def sensitivity_placeholder(layers: list[str], formats: list[str], metric: str =
 
 
 def pareto_figure(frame: pd.DataFrame, *, chosen: tuple[float, float] | None = None,
-                  metric: str = "accuracy") -> go.Figure:
+                  metric: str = "accuracy", unit=None) -> go.Figure:
     """Size vs accuracy of the candidate configs of a suggestion, Pareto front highlighted.
 
-    `frame` columns: size_kb, accuracy (0..1), label. `chosen` is the suggestion's (size_kb, accuracy).
+    `frame` columns: size_kb, accuracy (the headline, 0..1), label. `chosen` is the suggestion's (size_kb,
+    headline). With a perplexity `unit` (`search.budget.BudgetUnit`, a language model) the y axis is the
+    perplexity itself (lower is better), not the ratio the search ranks by.
     """
     front = pareto_front(list(frame["size_kb"]), list(frame["accuracy"]))
+    if unit is not None and unit.is_perplexity:
+        def y_of(headline):
+            return unit.fp32_perplexity + np.array([unit.from_headline(h) for h in np.atleast_1d(headline)])
+        y_title, hover = "perplexity (lower is better)", "%{text}<br>%{x:.1f} KB, perplexity %{y:.3f}<extra></extra>"
+    else:
+        def y_of(headline):
+            return np.asarray(headline, dtype=float) * 100
+        y_title, hover = f"{metric} (%)", "%{text}<br>%{x:.1f} KB, %{y:.2f}%<extra></extra>"
     fig = go.Figure()
-    fig.add_scatter(x=frame["size_kb"], y=frame["accuracy"] * 100, mode="markers", name="candidate",
-                    marker=dict(color=POINT_COLOR, size=8, opacity=0.6), text=frame["label"],
-                    hovertemplate="%{text}<br>%{x:.1f} KB, %{y:.2f}%<extra></extra>")
+    fig.add_scatter(x=frame["size_kb"], y=y_of(frame["accuracy"]), mode="markers", name="candidate",
+                    marker=dict(color=POINT_COLOR, size=8, opacity=0.6), text=frame["label"], hovertemplate=hover)
     front_rows = frame[front].sort_values("size_kb")
-    fig.add_scatter(x=front_rows["size_kb"], y=front_rows["accuracy"] * 100, mode="lines+markers",
+    fig.add_scatter(x=front_rows["size_kb"], y=y_of(front_rows["accuracy"]), mode="lines+markers",
                     name="Pareto front", line=dict(color=FRONT_COLOR, shape="hv"),
-                    marker=dict(color=FRONT_COLOR, size=9), text=front_rows["label"],
-                    hovertemplate="%{text}<br>%{x:.1f} KB, %{y:.2f}%<extra></extra>")
+                    marker=dict(color=FRONT_COLOR, size=9), text=front_rows["label"], hovertemplate=hover)
     if chosen is not None:
-        fig.add_scatter(x=[chosen[0]], y=[chosen[1] * 100], mode="markers", name="suggestion",
+        fig.add_scatter(x=[chosen[0]], y=y_of([chosen[1]]), mode="markers", name="suggestion",
                         marker=dict(symbol="star", size=18, color="gold", line=dict(color="black", width=1)),
-                        hovertemplate="suggestion<br>%{x:.1f} KB, %{y:.2f}%<extra></extra>")
-    fig.update_layout(title=f"Size vs {metric} of the configs tried", xaxis_title="model size (KB)",
-                      yaxis_title=f"{metric} (%)", margin=_MARGIN, legend=dict(orientation="h", y=-0.25))
+                        text=["suggestion"], hovertemplate=hover)
+    what = "perplexity" if unit is not None and unit.is_perplexity else metric
+    fig.update_layout(title=f"Size vs {what} of the configs tried", xaxis_title="model size (KB)",
+                      yaxis_title=y_title, margin=_MARGIN, legend=dict(orientation="h", y=-0.25))
     return fig
 
 

@@ -497,7 +497,8 @@ def show_suggestion(suggestion, baseline) -> None:
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _suggestion_view(token: str, _suggestion, _chosen, _unit=None):
     # Keyed by a token made when the suggestion was computed (it then stays unchanged in session state).
-    return (engine_figures.pareto_figure(pareto_frame(_suggestion), chosen=_chosen, metric=_suggestion.metric),
+    return (engine_figures.pareto_figure(pareto_frame(_suggestion), chosen=_chosen, metric=_suggestion.metric,
+                                         unit=_unit),
             steps_frame(_suggestion, _unit))
 
 

@@ -29,3 +29,24 @@ def test_the_tradeoffs_numbers_get_small_columns_with_short_headings():
     columns = compact_columns(table)
     assert columns["latency p10 (ms)"]["label"] == "p10 (ms)" and columns["latency p10 (ms)"]["width"] == "small"
     assert columns["variant"]["width"] == "medium"
+
+
+def test_a_language_models_pareto_chart_shows_perplexity_not_the_ratio_the_search_ranks_by():
+    from quant_core.search.budget import BudgetUnit
+    from ui.engine_figures import pareto_figure
+
+    unit = BudgetUnit("perplexity_ratio", fp32_perplexity=6.0)
+    # headline = FP32 perplexity / perplexity: 1.0 is FP32, 0.75 is perplexity 8.
+    frame = pd.DataFrame({"size_kb": [100.0, 50.0, 30.0], "accuracy": [1.0, 0.96, 0.75], "label": ["a", "b", "c"]})
+    figure = pareto_figure(frame, chosen=(50.0, 0.96), metric="perplexity_ratio", unit=unit)
+    assert list(figure.data[0].y) == [6.0, 6.25, 8.0]
+    assert list(figure.data[2].y) == [6.25]
+    assert "perplexity" in figure.layout.yaxis.title.text and "%" not in figure.layout.yaxis.title.text
+
+
+def test_a_classifiers_pareto_chart_shows_accuracy_in_percent():
+    from ui.engine_figures import pareto_figure
+
+    frame = pd.DataFrame({"size_kb": [100.0, 50.0], "accuracy": [0.98, 0.9], "label": ["a", "b"]})
+    figure = pareto_figure(frame, metric="accuracy")
+    assert list(figure.data[0].y) == [98.0, 90.0] and figure.layout.yaxis.title.text == "accuracy (%)"
