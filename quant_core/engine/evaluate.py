@@ -44,12 +44,19 @@ MAX_WEIGHTS = 64             # fake-quantized weights, per (weight, resolved Ten
 MAX_ISOLATED = 512           # isolated SQNR of one layer, per (layer, resolved choice)
 MAX_ERROR_SESSIONS = 4       # per-layer error sessions (layer_errors.ErrorGraph), per activation pattern
 MAX_TASKS = 8                # task scorers (FP32 argmax / decode / neighbours of the scored output), per task
-# Per-layer errors run the split in batches of at most about this many bytes of activations (estimated as
-# LAYER_ERRORS_BYTES_PER_VALUE bytes per value of the largest layer output: its FP32, config and lone-node
-# copies, their differences and onnxruntime's other live buffers; at least one sample per batch). Only
-# float64 sums per layer are kept, so their memory does not grow with the number of samples.
-LAYER_ERRORS_BATCH_BYTES = 16 * 2**20
+# Per-layer errors run the split in batches of at most about this many bytes of onnxruntime's working set,
+# one sample weighed as the larger of LAYER_ERRORS_BYTES_PER_VALUE bytes per value of its largest layer
+# output (its FP32, config and lone-node copies, their differences and other live buffers) and its every
+# layer input and output (`_sample_bytes`): measured per sample on the conv conformance models, 18-31 MiB,
+# 0.56-0.75x the latter; the former alone missed ocr_rec's by 2.6x. The budget lets two batches of two
+# samples of each of them be in flight (`Feeder.in_flight`), so the pass uses both cores: at 16 MiB it ran
+# one batch at a time there and took 4.3-4.5 forwards, at 96 MiB 1.9-2.5 (docs/engine.md). At most
+# LAYER_ERRORS_MAX_BATCH samples a batch: larger ones gain little (MiniLM: 2.9 forwards at 8, 4.5 at 2)
+# and would let memory grow with the split up to the budget. Only float64 sums per layer are kept, so
+# their memory does not grow with the number of samples.
+LAYER_ERRORS_BATCH_BYTES = 96 * 2**20
 LAYER_ERRORS_BYTES_PER_VALUE = 48
+LAYER_ERRORS_MAX_BATCH = 8
 # Every other run of the split (evaluate, the FP32 reference, suffix-run captures, anchors) goes in batches
 # of at most about this many bytes of activations: one sample's every layer input and output, FP32, as
 # calibration measured them (`Calibration.sample_bytes`; a weights-only Evaluator weighs one sample itself),
@@ -336,15 +343,16 @@ class Evaluator:
 
     def _layer_error_feeder(self, graph: ErrorGraph, weights, activations) -> Feeder:
         """The feeder of per-layer error runs: the Evaluator's, with batches of at most about
-        LAYER_ERRORS_BATCH_BYTES (the largest layer output measured on one sample; a model fixing its
+        LAYER_ERRORS_BATCH_BYTES (one sample weighed as the constant's comment says; a model fixing its
         batch keeps it)."""
         if self._errors_feeder is None:
             def sample_bytes(feed: dict[str, np.ndarray]) -> int:
                 largest = max((size for *_, size in graph.run(feed, weights, activations).values()), default=1)
-                return LAYER_ERRORS_BYTES_PER_VALUE * largest
+                return max(LAYER_ERRORS_BYTES_PER_VALUE * largest, self._sample_bytes(feed))
 
             self._errors_feeder = self._split.within_budget(sample_bytes, LAYER_ERRORS_BATCH_BYTES,
-                                                            min_batch=EVALUATION_MIN_BATCH, parts=MAX_WORKERS,
+                                                            min_batch=EVALUATION_MIN_BATCH,
+                                                            max_batch=LAYER_ERRORS_MAX_BATCH, parts=MAX_WORKERS,
                                                             parts_from_bytes=PARALLEL_FROM_BYTES)
         return self._errors_feeder
 

@@ -341,10 +341,11 @@ class Feeder:
             yield self.layout.feed(self.inputs, start, stop)
 
     def within_budget(self, sample_bytes: Callable[[dict[str, np.ndarray]], int], budget: int, *,
-                      min_batch: int = 1, parts: int = 1, parts_from_bytes: int = 0) -> Feeder:
+                      min_batch: int = 1, max_batch: int | None = None, parts: int = 1,
+                      parts_from_bytes: int = 0) -> Feeder:
         """Return this feeder with batches of at most about `budget` bytes; the one batching rule of the engine.
 
-        rows = clip(budget // sample_bytes(feed of the first sample), min_batch, batch_size)
+        rows = clip(budget // sample_bytes(feed of the first sample), min_batch, max_batch or batch_size)
 
         With `parts` > 1, a split whose samples weigh at least `parts_from_bytes` in all comes in at least
         `parts` batches where it holds `min_batch` samples each (so that as many workers share it:
@@ -364,7 +365,7 @@ class Feeder:
             return self
         per_sample = max(int(sample_bytes(self.layout.feed(self.inputs, 0, 1))), 1)
         shared = parts > 1 and per_sample * self.sample_count >= parts_from_bytes
-        rows = min(self.batch_size, max(min_batch, budget // per_sample, 1))
+        rows = min(self.batch_size, max_batch or self.batch_size, max(min_batch, budget // per_sample, 1))
         if shared:  # balanced: at least `parts` batches of equal sizes
             count = max(-(-self.sample_count // rows), min(parts, self.sample_count // max(min_batch, 1)))
             rows = -(-self.sample_count // count)
