@@ -44,19 +44,18 @@ MAX_WEIGHTS = 64             # fake-quantized weights, per (weight, resolved Ten
 MAX_ISOLATED = 512           # isolated SQNR of one layer, per (layer, resolved choice)
 MAX_ERROR_SESSIONS = 4       # per-layer error sessions (layer_errors.ErrorGraph), per activation pattern
 MAX_TASKS = 8                # task scorers (FP32 argmax / decode / neighbours of the scored output), per task
-# Per-layer errors run the split in batches of at most about this many bytes of onnxruntime's working set,
-# one sample weighed as the larger of LAYER_ERRORS_BYTES_PER_VALUE bytes per value of its largest layer
-# output (its FP32, config and lone-node copies, their differences and other live buffers) and its every
-# layer input and output (`_sample_bytes`): measured per sample on the conv conformance models, 18-31 MiB,
-# 0.56-0.75x the latter; the former alone missed ocr_rec's by 2.6x. The budget lets two batches of two
-# samples of each of them be in flight (`Feeder.in_flight`), so the pass uses both cores: at 16 MiB it ran
-# one batch at a time there and took 4.3-4.5 forwards, at 96 MiB 1.9-2.5 (docs/engine.md). At most
-# LAYER_ERRORS_MAX_BATCH samples a batch: larger ones gain little (MiniLM: 2.9 forwards at 8, 4.5 at 2)
-# and would let memory grow with the split up to the budget. Only float64 sums per layer are kept, so
-# their memory does not grow with the number of samples.
-LAYER_ERRORS_BATCH_BYTES = 96 * 2**20
+# Per-layer errors run the split in batches of at most about LAYER_ERRORS_BATCH_BYTES of onnxruntime's
+# working set, one sample weighed as the larger of LAYER_ERRORS_BYTES_PER_VALUE bytes per value of its
+# largest layer output (its FP32, config and lone-node copies, their differences and other live buffers)
+# and its every layer input and output (`_sample_bytes`): measured per sample on the conv conformance
+# models, 18-31 MiB, 0.56-0.75x the latter; the former alone missed ocr_rec's by 2.6x. Two batches may be
+# in flight within LAYER_ERRORS_IN_FLIGHT_BYTES (`Feeder.in_flight`): enough for two batches of the minimum
+# two samples of each conv model, so the pass uses both cores there (with twice the batch budget, as
+# before, it ran one batch at a time: 3.5-4.4 forwards for a config with its errors; now 2.1-2.7:
+# docs/engine.md). Only float64 sums per layer are kept: their memory does not grow with the samples.
+LAYER_ERRORS_BATCH_BYTES = 48 * 2**20
+LAYER_ERRORS_IN_FLIGHT_BYTES = 192 * 2**20
 LAYER_ERRORS_BYTES_PER_VALUE = 48
-LAYER_ERRORS_MAX_BATCH = 8
 # Every other run of the split (evaluate, the FP32 reference, suffix-run captures, anchors) goes in batches
 # of at most about this many bytes of activations: one sample's every layer input and output, FP32, as
 # calibration measured them (`Calibration.sample_bytes`; a weights-only Evaluator weighs one sample itself),
@@ -351,9 +350,9 @@ class Evaluator:
                 return max(LAYER_ERRORS_BYTES_PER_VALUE * largest, self._sample_bytes(feed))
 
             self._errors_feeder = self._split.within_budget(sample_bytes, LAYER_ERRORS_BATCH_BYTES,
-                                                            min_batch=EVALUATION_MIN_BATCH,
-                                                            max_batch=LAYER_ERRORS_MAX_BATCH, parts=MAX_WORKERS,
-                                                            parts_from_bytes=PARALLEL_FROM_BYTES)
+                                                            min_batch=EVALUATION_MIN_BATCH, parts=MAX_WORKERS,
+                                                            parts_from_bytes=PARALLEL_FROM_BYTES,
+                                                            in_flight_budget=LAYER_ERRORS_IN_FLIGHT_BYTES)
         return self._errors_feeder
 
     def _outputs_exact(self, graph: ErrorGraph, first: dict[str, np.ndarray], weights, activations) -> bool:

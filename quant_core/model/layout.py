@@ -341,18 +341,18 @@ class Feeder:
             yield self.layout.feed(self.inputs, start, stop)
 
     def within_budget(self, sample_bytes: Callable[[dict[str, np.ndarray]], int], budget: int, *,
-                      min_batch: int = 1, max_batch: int | None = None, parts: int = 1,
-                      parts_from_bytes: int = 0) -> Feeder:
+                      min_batch: int = 1, parts: int = 1, parts_from_bytes: int = 0,
+                      in_flight_budget: int | None = None) -> Feeder:
         """Return this feeder with batches of at most about `budget` bytes; the one batching rule of the engine.
 
-        rows = clip(budget // sample_bytes(feed of the first sample), min_batch, max_batch or batch_size)
+        rows = clip(budget // sample_bytes(feed of the first sample), min_batch, batch_size)
 
         With `parts` > 1, a split whose samples weigh at least `parts_from_bytes` in all comes in at least
         `parts` batches where it holds `min_batch` samples each (so that as many workers share it:
         `engine/workers.py`), and the batches are balanced (equal sizes, the last maybe one smaller).
         `in_flight` says how many batches may be in memory at once: at most IN_FLIGHT (2), together within
-        IN_FLIGHT x `budget` (1 where `min_batch` made one batch heavier than the budget); the passes run
-        no more than that side by side.
+        `in_flight_budget` (default IN_FLIGHT x `budget`; 1 where `min_batch` made one batch too heavy for
+        it); the passes run no more than that side by side.
 
         `sample_bytes` weighs one sample (e.g. its activations, measured by a run of that sample). Batches
         are kept as they are when they hold one sample, when samples do not stack along axis 0 (a stream,
@@ -365,13 +365,14 @@ class Feeder:
             return self
         per_sample = max(int(sample_bytes(self.layout.feed(self.inputs, 0, 1))), 1)
         shared = parts > 1 and per_sample * self.sample_count >= parts_from_bytes
-        rows = min(self.batch_size, max_batch or self.batch_size, max(min_batch, budget // per_sample, 1))
+        rows = min(self.batch_size, max(min_batch, budget // per_sample, 1))
         if shared:  # balanced: at least `parts` batches of equal sizes
             count = max(-(-self.sample_count // rows), min(parts, self.sample_count // max(min_batch, 1)))
             rows = -(-self.sample_count // count)
         # At most two batches' worth of the budget in flight; min_batch may make one batch weigh more than
         # the budget, and then batches run one at a time.
-        in_flight = max(1, min(IN_FLIGHT, IN_FLIGHT * budget // (min(rows, self.sample_count) * per_sample)))
+        flight = IN_FLIGHT * budget if in_flight_budget is None else in_flight_budget
+        in_flight = max(1, min(IN_FLIGHT, flight // (min(rows, self.sample_count) * per_sample)))
         if rows >= self.sample_count:
             rows = self.batch_size  # one batch, as before: nothing to split
         return replace(self, batch_size=rows, min_batch=min_batch, in_flight=in_flight)

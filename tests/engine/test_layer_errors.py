@@ -108,11 +108,11 @@ def test_every_quantized_layer_of_the_demos_runs_alone(demo_evaluator):
 
 def test_a_new_config_costs_one_error_session_run_per_batch_and_no_whole_model_run_per_layer(monkeypatch):
     prepared, calibration, evaluation = _demo("cnn", evaluation_samples=200)
-    monkeypatch.setattr(evaluate, "LAYER_ERRORS_BATCH_BYTES", _rows_budget(evaluate.LAYER_ERRORS_MAX_BATCH))
+    monkeypatch.setattr(evaluate, "LAYER_ERRORS_BATCH_BYTES", _rows_budget(64))
     evaluator = Evaluator(prepared, calibration, evaluation)
     evaluator.layer_errors(PRESETS["W8A8"])  # builds the session of this activation pattern
     batches = len(list(evaluator._errors_feeder.batches()))
-    assert batches == 25  # 200 samples, 8 a batch
+    assert batches == 4  # 200 samples, 64 a batch
     calls = counting_runs(evaluator, monkeypatch)
     config = QuantConfig(LayerQuant(TensorQuant("int5", granularity="per_channel"), UINT8))
     evaluator.layer_errors(config)
@@ -141,7 +141,6 @@ def test_layer_errors_memory_does_not_grow_with_the_number_of_samples(monkeypatc
     prepared = prepare_model(onnx.load_from_string(model_bytes))
     calibration = calibrate(prepared, data.subset(np.arange(0, 128)))
     monkeypatch.setattr(evaluate, "LAYER_ERRORS_BATCH_BYTES", _rows_budget(64))
-    monkeypatch.setattr(evaluate, "LAYER_ERRORS_MAX_BATCH", 64)
     small = data.inputs["image"][:128]
     large = np.concatenate([data.inputs["image"]] * 6)  # 4,782 samples: 37x more
     small_peak, small_rows = _layer_errors_peak_bytes(prepared, calibration, small)

@@ -74,15 +74,12 @@ def test_batches_that_the_minimum_makes_heavier_than_the_budget_run_one_at_a_tim
                                           parts_from_bytes=2**23).bounds()) == [(0, 8), (8, 16)]
 
 
-def test_a_maximum_batch_keeps_batches_small_whatever_the_budget_and_lets_two_of_them_fly():
-    # 1 MiB a sample, a budget of 100: without a maximum one batch of 32 (memory growing with the split up to
-    # the budget); with at most 8 a batch, four batches of 8, two at a time.
-    found = _feeder(32).within_budget(lambda feed: 2**20, 100 * 2**20, min_batch=2, max_batch=8, parts=2,
-                                      parts_from_bytes=2**23)
-    assert list(found.bounds()) == [(0, 8), (8, 16), (16, 24), (24, 32)] and found.in_flight == 2
-    # Twice the samples: the same batches, so the same memory in flight.
-    assert _feeder(64).within_budget(lambda feed: 2**20, 100 * 2**20, min_batch=2, max_batch=8, parts=2,
-                                     parts_from_bytes=2**23).batch_size == 8
+def test_an_in_flight_budget_apart_lets_two_batches_of_the_minimum_run_side_by_side():
+    # 80 MiB a sample, a 64 MiB batch budget, at least 2 samples a batch: 160 MiB a batch, so within twice
+    # the batch budget one at a time; within an in-flight budget of 320 MiB, two.
+    one = _feeder(16).within_budget(lambda feed: 80 * 2**20, 64 * 2**20, min_batch=2)
+    two = _feeder(16).within_budget(lambda feed: 80 * 2**20, 64 * 2**20, min_batch=2, in_flight_budget=320 * 2**20)
+    assert one.batch_size == two.batch_size == 2 and (one.in_flight, two.in_flight) == (1, 2)
 
 
 def test_the_error_pass_of_a_heavy_conv_model_runs_two_batches_side_by_side():
@@ -91,8 +88,8 @@ def test_the_error_pass_of_a_heavy_conv_model_runs_two_batches_side_by_side():
     it uses both cores on the conformance conv models (before: one batch at a time, 4.3-4.5 forwards)."""
     sample = 43 * 2**20
     found = _feeder(16).within_budget(lambda feed: sample, evaluate_module.LAYER_ERRORS_BATCH_BYTES,
-                                      min_batch=evaluate_module.EVALUATION_MIN_BATCH,
-                                      max_batch=evaluate_module.LAYER_ERRORS_MAX_BATCH, parts=2, parts_from_bytes=2**23)
+                                      min_batch=evaluate_module.EVALUATION_MIN_BATCH, parts=2, parts_from_bytes=2**23,
+                                      in_flight_budget=evaluate_module.LAYER_ERRORS_IN_FLIGHT_BYTES)
     assert found.batch_size == 2 and found.in_flight == 2
 
 
