@@ -26,6 +26,16 @@ from quant_core.model.layout import Feeder
 from quant_core.model.runtime import session_options
 
 
+def reference_session(model: bytes):
+    """The reference's session: one thread, no prepacking. The engine feeds its weights as inputs, which
+    onnxruntime cannot prepack (a MatMul's packed GEMM panels, a Conv's NCHWc filter); the reference holds
+    them as constants, so it must not prepack them either, or the two sum in different orders (the last bit
+    of ocr_rec's head and of MiniLM's layers, measured). No other option changes its kernels."""
+    options = session_options(1)
+    options.add_session_config_entry("session.disable_prepacking", "1")
+    return simulation_session(model, options)
+
+
 def simulate_reference(prepared, plan: Plan, feeder: Feeder) -> tuple[np.ndarray, ...]:
     """Return the model outputs of `plan` over every sample `feeder` holds (batch by batch, joined)."""
     # A weight other nodes read too: the layer gets its own copy, they keep the FP32 one (`own_weight_copies`).
@@ -45,7 +55,7 @@ def simulate_reference(prepared, plan: Plan, feeder: Feeder) -> tuple[np.ndarray
             weight = numpy_helper.to_array(init).astype(np.float32)
             values = fake_quantized_weight(weight, entry.weight, name=f"{entry.layer} weight")
             init.CopyFrom(numpy_helper.from_array(values, init.name))
-    session = simulation_session(model.SerializeToString(), session_options(1))
+    session = reference_session(model.SerializeToString())
     input_names = {value.name for value in model.graph.input}
 
     fed: dict[str, np.ndarray] = {}

@@ -43,9 +43,9 @@ def test_a_weights_only_evaluator_equals_the_reference_without_activation_paths(
 
 
 def test_the_reference_of_fp32_is_the_prepared_model_and_of_a_quantized_config_is_not(cnn_evaluator):
-    import onnxruntime as ort
     from quant_core.config import PRESETS
-    plain = ort.InferenceSession(cnn_evaluator.prepared.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    from quant_core.engine.reference import reference_session
+    plain = reference_session(cnn_evaluator.prepared.model.SerializeToString())
     fp32 = np.concatenate([plain.run(None, batch)[0] for batch in cnn_evaluator.feeder.batches()])
     assert np.array_equal(reference(cnn_evaluator, PRESETS["FP32"])[0], fp32)
     assert not np.array_equal(reference(cnn_evaluator, PRESETS["W4A8"])[0], fp32)
