@@ -27,6 +27,7 @@ from quant_core.numerics.size import tensor_bytes
 from quant_core.engine.lru import LRUCache
 from quant_core.engine.simulate import ActivationQuant, SimulationSession
 from quant_core.model.layers import layer_specs
+from quant_core.model.runtime import release_free_memory
 from quant_core.engine.simulation_graph import ActivationMode
 from quant_core.engine.suffix_runs import SuffixRuns
 from quant_core.engine.workers import MAX_WORKERS, default_workers, map_in_order
@@ -561,6 +562,7 @@ class Evaluator:
         if accumulated is None or missing:
             measured, measured_alone, outputs = self._measure_layer_errors(feeds, tuple(missing),
                                                                            with_outputs=with_outputs, progress=progress)
+            release_free_memory()  # the pass's batches: freed, but glibc would keep their pages (ocr_rec: 126 MiB)
             if accumulated is None:
                 accumulated = self._layer_sqnr.put(feeds, measured)
             for layer, value in measured_alone.items():
