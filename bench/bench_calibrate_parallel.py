@@ -1,7 +1,7 @@
 """Calibrate vs a plain FP32 forward of the same batches: layer inputs first or every tensor, counting variants.
 
     .venv/bin/python bench/bench_calibrate_parallel.py [--models ocr_rec,yolo_det,minilm,ocr_det,ocr_cls,cnn,transformer]
-                                                       [--rounds 3] [--variants]
+                                                       [--rounds 3] [--variants] [--times N]
 
 Issue 12's target: calibrate (all four range methods' histograms of every activation tensor) <= 2x a plain
 FP32 forward of the calibration split. On the calibration split of each model (the real-model conformance
@@ -98,10 +98,13 @@ def session(model) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), session_options(1), providers=["CPUExecutionProvider"])
 
 
-def bench(name: str, rounds: int, directory: Path, variants: bool) -> None:
+def bench(name: str, rounds: int, directory: Path, variants: bool, times: int = 1) -> None:
     model_path, data_path = model_files(name, directory)
     prepared = prepare_model(load_model(model_path))
-    calibration_data, _ = split_dataset(record_state(prepared, load_npz(data_path, prepared.info)))
+    dataset = record_state(prepared, load_npz(data_path, prepared.info))
+    if times > 1 and not dataset.streaming:  # every sample `times` times: a split as large as users bring
+        dataset = dataset.subset(np.repeat(np.arange(dataset.num_samples), times))
+    calibration_data, _ = split_dataset(dataset)
     tensors, inputs_only = calibration_tensors(prepared), layer_input_tensors(prepared)
     probe, probe_inputs = session(_probe_model(prepared.model, tensors)), session(_probe_model(prepared.model, inputs_only))
     plain = session(prepared.model)
@@ -175,6 +178,8 @@ def main() -> int:
     parser.add_argument("--models", default="ocr_rec,yolo_det,minilm,ocr_det,ocr_cls," + ",".join(DEMOS))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--variants", action="store_true", help="also numpy inline / compiled inline counting")
+    parser.add_argument("--times", type=int, default=1,
+                        help="every sample N times (not the stream): the fixed costs (session build) against more samples")
     args = parser.parse_args()
     print(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), f"; load {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     cold, warm = kernel_first_use()
@@ -183,7 +188,7 @@ def main() -> int:
     histogram_kernel.load()  # loaded once here, as in the app's server process: the rounds time the calibration
     with tempfile.TemporaryDirectory() as directory:
         for name in args.models.split(","):
-            bench(name.strip(), args.rounds, Path(directory), args.variants)
+            bench(name.strip(), args.rounds, Path(directory), args.variants, args.times)
     return 0
 
 
