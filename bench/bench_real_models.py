@@ -94,10 +94,14 @@ def doubled(data: Path, directory: Path) -> Path:
     return target
 
 
-def load_split(model: Path, data: Path):
-    """(prepared, calibration split, evaluation split), as the command line reads them."""
+def load_split(model: Path, data: Path, times: int = 1):
+    """(prepared, calibration split, evaluation split), as the command line reads them; with `times`, every
+    sample of a non-stream N times (a split as large as users bring, against the fixed costs)."""
     prepared = prepare_model(load_model(model))
-    calibration_data, evaluation = split_dataset(record_state(prepared, load_npz(data, prepared.info)))
+    dataset = record_state(prepared, load_npz(data, prepared.info))
+    if times > 1 and not dataset.streaming:
+        dataset = dataset.subset(np.repeat(np.arange(dataset.num_samples), times))
+    calibration_data, evaluation = split_dataset(dataset)
     return prepared, calibration_data, evaluation
 
 
@@ -364,7 +368,7 @@ def row(label: str, measured: float, baseline: float | None, ratio: float, targe
 
 def bench_model(name: str, args, directory: Path) -> dict:
     model, data = model_files(name, directory)
-    prepared, calibration_data, evaluation = load_split(model, data)
+    prepared, calibration_data, evaluation = load_split(model, data, args.times)
     calibration = calibrate(prepared, calibration_data)
     sections = set(args.sections.split(","))
     found = {"model": name, "layers": len(prepared.info.layers), "calibration_samples": calibration_data.num_samples,
@@ -482,6 +486,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=None,
                         help="the Evaluator's workers (default: the cores, at most 2; 1: one batch at a time)")
     parser.add_argument("--child-rounds", type=int, default=2, help="first-view / memory child processes of each kind")
+    parser.add_argument("--times", type=int, default=1,
+                        help="every sample N times (not the stream; evaluate, calibrate and sweep sections)")
     parser.add_argument("--sweep-layers", type=int, help="sweep only N layers, evenly spread (default: all)")
     parser.add_argument("--sections", default="evaluate,calibrate,sweep,children",
                         help="comma-separated: evaluate, calibrate, sweep, children (first view + memory)")
