@@ -17,6 +17,20 @@ def _pair(reference, other, names: tuple[str, str] = ("reference", "quantized"))
         a, b = np.asarray(reference, dtype=np.float64), np.asarray(other, dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise QuantLabError(f"metrics need numeric arrays: {err}") from None
+    return _checked(a, b, names)
+
+
+def _numeric_pair(reference, other, names: tuple[str, str] = ("reference", "quantized")
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """`_pair` without the float64 copies: numeric arrays are returned as they are (the blocked sums below
+    convert one block at a time)."""
+    a, b = np.asarray(reference), np.asarray(other)
+    if not all(np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_ for x in (a, b)):
+        return _pair(a, b, names)  # converts what it can, or says why it cannot
+    return _checked(a, b, names)
+
+
+def _checked(a: np.ndarray, b: np.ndarray, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
     if a.shape != b.shape:
         raise QuantLabError(f"{names[0]} has shape {a.shape} but {names[1]} has shape {b.shape}; "
                             "metrics compare arrays of the same shape")
@@ -25,16 +39,52 @@ def _pair(reference, other, names: tuple[str, str] = ("reference", "quantized"))
     return a, b
 
 
+# Sums over whole outputs run block by block, each block's values converted to float64 and summed, the
+# blocks' sums added in order: the float64 temporaries stay one block's (8 MiB) whatever the arrays' size.
+# A text recogniser's logits over 256 samples are 270 MB of float32; whole float64 copies of the reference
+# and a candidate made 1 GB at once. Every sum below (and FixedReference's) is computed this one way, so
+# they equal each other bit for bit.
+SUM_BLOCK = 1 << 20
+
+
+def _blocks(*arrays: np.ndarray):
+    """Yield aligned float64 blocks of the flattened arrays (all of one size)."""
+    flat = [np.asarray(array).reshape(-1) for array in arrays]
+    for start in range(0, flat[0].size, SUM_BLOCK):
+        yield tuple(part[start:start + SUM_BLOCK].astype(np.float64) for part in flat)
+
+
+def _power(a: np.ndarray) -> float:
+    """sum(a^2), block by block."""
+    return sum((float(np.sum(np.square(x, out=x))) for (x,) in _blocks(a)), 0.0)
+
+
+def _noise_dot_power(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """(sum (a - b)^2, sum a b, sum b^2), block by block."""
+    noise = dot = power = 0.0
+    for x, y in _blocks(a, b):
+        dot += float(x @ y)
+        power += float(y @ y)
+        difference = np.subtract(x, y, out=x)
+        noise += float(np.sum(np.square(difference, out=difference)))
+    return noise, dot, power
+
+
+def _sum_of_squares(a: np.ndarray) -> float:
+    """sum a a as the dot product `_noise_dot_power` uses (a norm: numpy's own is sqrt(a . a) too)."""
+    return sum((float(x @ x) for (x,) in _blocks(a)), 0.0)
+
+
 def mse(reference, quantized) -> float:
     """Return the mean squared error mean((reference - quantized)^2)."""
-    a, b = _pair(reference, quantized)
-    return float(np.mean(np.square(a - b)))
+    a, b = _numeric_pair(reference, quantized)
+    return _noise_dot_power(a, b)[0] / a.size
 
 
 def max_abs_error(reference, quantized) -> float:
     """Return max |reference - quantized|."""
-    a, b = _pair(reference, quantized)
-    return float(np.max(np.abs(a - b)))
+    a, b = _numeric_pair(reference, quantized)
+    return max(float(np.max(np.abs(np.subtract(x, y, out=x)))) for x, y in _blocks(a, b))
 
 
 def ratio_db(signal_power: float, noise_power: float) -> float:
@@ -60,57 +110,39 @@ def sqnr_db(reference, quantized) -> float:
     +inf when quantized == reference exactly; -inf when the reference is all zeros but the
     quantized values are not (see `ratio_db`).
     """
-    a, b = _pair(reference, quantized)
-    return ratio_db(float(np.sum(np.square(a))), float(np.sum(np.square(a - b))))
+    a, b = _numeric_pair(reference, quantized)
+    return ratio_db(_power(a), _noise_dot_power(a, b)[0])
 
 
 class FixedReference:
     """One reference compared with many candidates (every config against the FP32 outputs).
 
-    Its float64 copy, power and norm are computed once; `sqnr_db` and `cosine` then equal the
-    functions of the same names bit for bit, at the cost of the candidate alone.
+    Its power and norm are computed once; `sqnr_db` and `cosine` then equal the functions of the same
+    names bit for bit (the same blocked sums), at the cost of the candidate alone. The reference is kept
+    as given (no float64 copy: the Evaluator's FP32 outputs themselves).
     """
 
     def __init__(self, reference):
         x = np.asarray(reference)
         if x.size == 0:
             raise QuantLabError("the reference is empty; metrics need at least one value")
-        # The reference is kept as given (float32 outputs: half the bytes of its float64 copy, which each
-        # comparison makes again): the numbers are the same, the memory held is the reference's own.
         self.shape, self._x = x.shape, x
-        a = self._reference()
-        self.norm = float(np.linalg.norm(a))
-        self.power = float(np.sum(np.square(a, out=None if np.shares_memory(a, self._x) else a)))
-
-    def _reference(self) -> np.ndarray:
-        return np.asarray(self._x, dtype=np.float64).reshape(-1)
+        self.power = _power(x)
+        self.norm = float(np.sqrt(_sum_of_squares(x)))
 
     def _candidate(self, other) -> np.ndarray:
-        b = np.asarray(other, dtype=np.float64)
-        if b.shape != self.shape:
-            raise QuantLabError(f"reference has shape {self.shape} but quantized has shape {b.shape}; "
-                                "metrics compare arrays of the same shape")
-        return b.reshape(-1)
+        return _numeric_pair(self._x, other)[1]
 
     def sqnr_db(self, other) -> float:
-        b = self._candidate(other)
-        a = self._reference()
-        # sum((a - b)^2) in place in a's float64 copy when it is one: the same operations, fewer temporaries.
-        noise = np.subtract(a, b, out=None if np.shares_memory(a, self._x) else a)
-        return ratio_db(self.power, float(np.sum(np.square(noise, out=noise))))
+        return self.sqnr_db_and_cosine(other)[0]
 
     def cosine(self, other) -> float:
-        b = self._candidate(other)
-        return _cosine_of_norms(float(self._reference() @ b), self.norm, float(np.linalg.norm(b)))
+        return self.sqnr_db_and_cosine(other)[1]
 
     def sqnr_db_and_cosine(self, other) -> tuple[float, float]:
-        """(`sqnr_db(other)`, `cosine(other)`), the same numbers, with one float64 copy of each array."""
-        b = self._candidate(other)
-        a = self._reference()
-        owned = not np.shares_memory(a, self._x)
-        cosine = _cosine_of_norms(float(a @ b), self.norm, float(np.linalg.norm(b)))
-        noise = np.subtract(a, b, out=a if owned else None)
-        return ratio_db(self.power, float(np.sum(np.square(noise, out=noise)))), cosine
+        """(`sqnr_db(other)`, `cosine(other)`) from one blocked pass over both arrays."""
+        noise, dot, power = _noise_dot_power(self._x, self._candidate(other))
+        return ratio_db(self.power, noise), _cosine_of_norms(dot, self.norm, float(np.sqrt(power)))
 
 
 def _cosine_of_norms(dot: float, norm_a: float, norm_b: float) -> float:
@@ -129,9 +161,9 @@ def _cosine_of_norms(dot: float, norm_a: float, norm_b: float) -> float:
 
 def cosine_similarity(reference, quantized) -> float:
     """Return sum(a b) / (|a| |b|) over all elements (flattened); see `_cosine_of_norms` for zeros."""
-    a, b = _pair(reference, quantized)
-    a, b = a.reshape(-1), b.reshape(-1)
-    return _cosine_of_norms(float(a @ b), float(np.linalg.norm(a)), float(np.linalg.norm(b)))
+    a, b = _numeric_pair(reference, quantized)
+    _, dot, power = _noise_dot_power(a, b)
+    return _cosine_of_norms(dot, float(np.sqrt(_sum_of_squares(a))), float(np.sqrt(power)))
 
 
 def clipped_fraction(x, lo, hi) -> float:
@@ -170,7 +202,8 @@ def top1_agreement(logits_a, logits_b, *, axis: int = -1) -> float:
     with axis=1 has N * H * W. Works on logits or probabilities alike (argmax is the same); ties go
     to the first class.
     """
-    a, b = _pair(logits_a, logits_b, ("logits_a", "logits_b"))
+    # argmax of the values as given: float64 would order float32 values the same (exact, monotonic)
+    a, b = _numeric_pair(logits_a, logits_b, ("logits_a", "logits_b"))
     if a.ndim == 0:
         raise QuantLabError("logits_a and logits_b must have a class axis, got scalars")
     if not -a.ndim <= axis < a.ndim:
@@ -320,12 +353,18 @@ def mean_cross_entropy(logits, labels) -> float:
     scored = labels >= 0
     if not scored.any():
         raise QuantLabError("no position has a label (all are negative): cross-entropy needs at least one")
-    rows, labels = rows[scored].astype(np.float64), labels[scored]
+    positions, labels = np.flatnonzero(scored), labels[scored]
     if labels.max() >= rows.shape[1]:
         raise QuantLabError(f"label {int(labels.max())} is out of range for a vocabulary of {rows.shape[1]}")
-    top = rows.max(axis=1)
-    log_sum = top + np.log(np.exp(rows - top[:, None]).sum(axis=1))
-    return float(np.mean(log_sum - rows[np.arange(len(labels)), labels]))
+    # Rows in blocks of about SUM_BLOCK values: float64 temporaries of one block, not of every position.
+    step = max(1, SUM_BLOCK // rows.shape[1])
+    total = 0.0
+    for start in range(0, len(positions), step):
+        block = rows[positions[start:start + step]].astype(np.float64)
+        top = block.max(axis=1)
+        log_sum = top + np.log(np.exp(block - top[:, None]).sum(axis=1))
+        total += float(np.sum(log_sum - block[np.arange(len(block)), labels[start:start + step]]))
+    return total / len(positions)
 
 
 def perplexity(logits, labels) -> float:

@@ -152,3 +152,40 @@ def test_a_float64_fixed_reference_scores_exactly_and_is_left_as_it_was():
 def test_a_fixed_reference_refuses_a_candidate_of_another_shape():
     with pytest.raises(QuantLabError, match="shape"):
         FixedReference(np.ones((4, 10))).sqnr_db(np.ones((4, 9)))
+
+
+def test_sums_over_many_blocks_equal_the_whole_array_float64_sums(monkeypatch):
+    """Reductions run block by block (metrics.SUM_BLOCK values at a time); on arrays of many blocks they give
+    the whole-array float64 formulas to rounding, and FixedReference still equals the functions bit for bit."""
+    import quant_core.numerics.metrics as metrics
+    monkeypatch.setattr(metrics, "SUM_BLOCK", 1000)
+    rng = np.random.default_rng(5)
+    reference = rng.standard_normal((37, 11, 29)).astype(np.float32)        # 11,803 values: 12 blocks
+    candidate = (reference + 0.05 * rng.standard_normal(reference.shape)).astype(np.float32)
+    a, b = reference.astype(np.float64), candidate.astype(np.float64)
+    assert sqnr_db(reference, candidate) == pytest.approx(
+        10 * np.log10(np.sum(a * a) / np.sum((a - b) ** 2)), rel=1e-12)
+    assert cosine_similarity(reference, candidate) == pytest.approx(
+        np.sum(a * b) / np.sqrt(np.sum(a * a) * np.sum(b * b)), rel=1e-12)
+    assert mse(reference, candidate) == pytest.approx(np.mean((a - b) ** 2), rel=1e-12)
+    fixed = FixedReference(reference)
+    assert fixed.sqnr_db_and_cosine(candidate) == (sqnr_db(reference, candidate),
+                                                   cosine_similarity(reference, candidate))
+
+
+def test_scoring_a_large_output_holds_no_float64_copy_of_it():
+    """Comparing two 64 MB float32 outputs allocates at most a few blocks of float64, not 128 MB copies."""
+    import tracemalloc
+    reference = np.ones(16 * 2**20, dtype=np.float32)
+    candidate = reference * np.float32(1.001)
+    fixed = FixedReference(reference)
+    tracemalloc.start()
+    try:
+        fixed.sqnr_db_and_cosine(candidate)
+        sqnr_db(reference, candidate)
+        cosine_similarity(reference, candidate)
+        top1_agreement(reference.reshape(-1, 64), candidate.reshape(-1, 64))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * 2**20  # argmax's int64 positions (16 MiB) and two float64 blocks (16 MiB)
