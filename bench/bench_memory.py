@@ -100,6 +100,9 @@ def lab_child(model: str, data: str, sweep: bool) -> dict:
     return {"maxrss": maxrss, "imports": after_imports * 1024,
             "stages": stages, "peaks": peaks, "samples": dataset.num_samples,
             "evaluation_samples": evaluator.sample_count, "rows": rows, "data_bytes": data_bytes,
+            # the FP32 model outputs on the evaluation split, which every config is scored against: they
+            # grow with the samples by nature, and evaluate holds a config's outputs beside them
+            "outputs_bytes": sum(output.nbytes for output in evaluator.fp32_outputs),
             "sample_bytes": getattr(calibration, "sample_bytes", None)}
 
 
@@ -229,6 +232,11 @@ def print_model(found: dict, times: list[int]) -> None:
     print("   above imports and the data held (the .npz and its two splits, each buffer once: "
           + ", ".join(f"x{n} {mib(lab[n][0].get('data_bytes', 0))}" for n in times) + " MiB): "
           + ", ".join(f"x{n} {mib(engine[n])} MiB ({engine[n] / engine[times[0]]:.2f}x)" for n in times))
+    outputs = {n: 2 * lab[n][0].get("outputs_bytes", 0) for n in times}
+    rest = {n: engine[n] - outputs[n] for n in times}
+    print("   ... and the model outputs (the FP32 reference and a config's, each the evaluation split's: "
+          + ", ".join(f"x{n} {mib(outputs[n])}" for n in times) + " MiB): "
+          + ", ".join(f"x{n} {mib(rest[n])} MiB ({rest[n] / rest[times[0]]:.2f}x)" for n in times))
     for n in times:
         stage_peaks = lab[n][0]["peaks"]
         print(f"   x{n} peak RSS per stage: " + ", ".join(f"{k} {mib(v)}" for k, v in stage_peaks.items())
