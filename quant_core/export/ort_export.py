@@ -29,7 +29,7 @@ from quant_core.model.layout import classic_layout
 from quant_core.model.onnx_graph import names_read
 from quant_core.engine.plan import ExportKind, LayerExport, resolved_weights
 from quant_core.export.overrides import (GRID_PRESERVING_OPS, build_override_plan, model_proto, ort_overrides,
-                                         overrides_to_json, weight_grid)
+                                         overrides_to_json, separate_shared_weights, weight_grid)
 
 CALIBRATION_SAMPLES = 64  # onnxruntime wants a data reader; every range it would compute is overridden
 _BATCH = 16
@@ -369,13 +369,17 @@ def export_model(prepared, config: QuantConfig, calibration, *, calibration_data
         raise TypeError(f"config must be a QuantConfig, got {type(config).__name__}")
     plan = build_override_plan(prepared, config, calibration)
     model = model_proto(prepared)
+    integer = [entry for entry in plan.layers if entry.kind == ExportKind.INTEGER]
+    # the weights as the override plan names them: a layer that shares its weight with another grid reads a copy
+    separated = separate_shared_weights(model, config, [entry.layer for entry in integer])
     nodes = {node.name: node for node in model.graph.node}
     initializers = {init.name: init for init in model.graph.initializer}
     weight_only = {entry.layer: resolved_weights(config.for_layer(entry.layer).weights, nodes[entry.layer],
                                                  initializers[nodes[entry.layer].input[1]])
                    for entry in plan.layers if entry.kind == ExportKind.WEIGHT_INT8}
     notes = list(plan.notes)
-    integer = [entry for entry in plan.layers if entry.kind == ExportKind.INTEGER]
+    notes.extend(f"{layer}: its weight is read by another integer layer with another grid; it is stored again "
+                 "for this layer (onnxruntime keys a weight's grid by its name)" for layer in separated)
     if integer:
         for layer in _matmul_add_to_gemm(model, [entry.layer for entry in integer]):
             notes.append(f"{layer}: MatMul + Add(bias) exported as one Gemm (same name) so onnxruntime runs QGemm")

@@ -129,10 +129,44 @@ class OverridePlan:
     notes: tuple[str, ...]
 
 
+def separate_shared_weights(model: onnx.ModelProto, config: QuantConfig, layers: list[str]) -> list[str]:
+    """Give an integer layer its own copy of a weight that an earlier one of `layers` reads with another grid;
+    return the layers given one (`model` is changed in place).
+
+    onnxruntime's quantizer keys a weight's grid by the initializer's name, so two layers reading one
+    initializer would share the grid of the last (a per-tensor layer computing on a per-channel grid). A config
+    quantizes a layer's weight for that layer (docs/engine.md, "A weight other nodes read too"), as the
+    simulation does. Layers whose weight grids are the same keep sharing it: the weight is stored once.
+    """
+    nodes = {node.name: node for node in model.graph.node}
+    initializers = {init.name: init for init in model.graph.initializer}
+    first: dict[str, TensorQuant] = {}
+    separated = []
+    for layer in layers:
+        node = nodes[layer]
+        name = node.input[1]
+        if name not in initializers:
+            continue
+        tq = resolved_weights(config.for_layer(layer).weights, node, initializers[name])
+        if first.setdefault(name, tq) == tq:
+            continue
+        copy = onnx.TensorProto()
+        copy.CopyFrom(initializers[name])
+        copy.name = f"{name}.{layer}"
+        while copy.name in initializers:
+            copy.name += "_"
+        model.graph.initializer.append(copy)
+        initializers[copy.name] = copy
+        node.input[1] = copy.name
+        separated.append(layer)
+    return separated
+
+
 def build_override_plan(prepared, config: QuantConfig, calibration) -> OverridePlan:
     """Compute the TensorQuantOverrides of every tensor onnxruntime will quantize for `config`."""
     model = model_proto(prepared)
     layers = plan_export(prepared, config)
+    separate_shared_weights(model, config, [entry.layer for entry in layers if entry.kind == ExportKind.INTEGER])
     saturating = saturates(config.target)
     stored_unsigned = []
     nodes = {node.name: node for node in model.graph.node}

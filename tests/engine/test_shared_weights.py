@@ -241,3 +241,32 @@ def test_a_weight_read_by_an_integer_layer_and_a_weight_only_layer_exports_both(
     assert "DequantizeLinear" in kinds
     # Integer kernels and float rounding of the export against the simulation (docs/export.md): 1e-2 here.
     assert np.allclose(outputs[0], evaluator.outputs(config)[0], atol=1e-2)
+
+
+def test_two_integer_layers_sharing_a_weight_export_each_its_own_grid():
+    """Both Gemms run integer kernels, one with a per-tensor and one with a per-channel int8 weight: each
+    gets the grid its config says (before, the override was keyed by the shared weight's name and the last
+    layer's grid won, so the first computed on the second's grid)."""
+    from onnx import numpy_helper as nh
+    prepared = prepare_model(_two_layers_one_weight())
+    x = np.random.default_rng(2).normal(size=(48, 5)).astype(np.float32)
+    evaluator = Evaluator(prepared, calibrate(prepared, Dataset({"x": x[:32]})), Dataset({"x": x}))
+    per_tensor = LayerQuant(TensorQuant("int8", granularity="per_tensor"), TensorQuant("int8"))
+    per_channel = LayerQuant(TensorQuant("int8", granularity="per_channel"), TensorQuant("int8"))
+    config = QuantConfig(per_tensor).with_layer("second", per_channel)
+    model, outputs = _export_run(evaluator, config)
+    initializers = {init.name: nh.to_array(init) for init in model.graph.initializer}
+    nodes = {node.name: node for node in model.graph.node}
+    producers = {output: node for node in model.graph.node for output in node.output}
+
+    def weight_scale(layer: str) -> np.ndarray:
+        dequantize = producers[nodes[layer].input[1]]
+        assert dequantize.op_type == "DequantizeLinear"
+        return initializers[dequantize.input[1]]
+
+    assert weight_scale("first").size == 1 and weight_scale("second").size == 5
+    # Integer kernels and float rounding of the export against the simulation (docs/export.md): 1e-2 here.
+    assert np.allclose(outputs[0], evaluator.outputs(config)[0], atol=1e-2)
+    same = QuantConfig(per_channel)  # one grid for both: the weight stays one initializer, stored once
+    shared_model, _ = _export_run(evaluator, same)
+    assert sum(1 for init in shared_model.graph.initializer if init.dims == [5, 5]) == 1
