@@ -475,7 +475,7 @@ def show_suggestion(suggestion, baseline) -> None:
     result = suggestion.result
     metric = result.score.headline_value
     unit = budget_unit(baseline.score)
-    outcome = "meets the constraint" if suggestion.met else "does NOT meet the constraint (closest found)"
+    outcome = "meets the constraint" if suggestion.met else "does NOT meet the constraint (the closest measured)"
     (st.success if suggestion.met else st.warning)(
         f"Suggestion {outcome}: {result.size_bytes / 1024:.1f} KB "
         f"({result.size_bytes / result.fp32_size_bytes:.1%} of FP32), {unit.describe(metric)} "
@@ -484,6 +484,8 @@ def show_suggestion(suggestion, baseline) -> None:
         st.caption(f"Search {suggestion.stopped} (the time limit of a search on this shared server is "
                    f"{SUGGESTION_TIME_BUDGET_S:g} s: sweep first, so the search measures fewer candidates, or "
                    f"use `python -m quant_core suggest` without --time-budget).")
+    if suggestion.chosen:
+        st.caption(f"Returned: {suggestion.chosen}.")
     st.button("Apply suggestion", key=SENS_APPLY_SUGGESTION, on_click=_apply_suggestion)
     if st.session_state.pop(_APPLIED_SUGGESTION, False):
         st.success("The suggestion is now the current config (see the Mixed precision page).")

@@ -61,9 +61,12 @@ class Suggestion:
     steps: tuple[SuggestionStep, ...]
     pareto: tuple[ParetoPoint, ...]
     stopped: str | None = None  # why the search ended early (time budget), else None
+    # why the config returned is not where the last step ended (a config measured on the way beats it), else None
+    chosen: str | None = None
 
     def to_dict(self) -> dict:
-        return {"met": self.met, "metric": self.metric, "stopped": self.stopped, "size_bytes": self.result.size_bytes,
+        return {"met": self.met, "metric": self.metric, "stopped": self.stopped, "chosen": self.chosen,
+                "size_bytes": self.result.size_bytes,
                 "accuracy": _metric(self.result), "fp32_size_bytes": self.result.fp32_size_bytes,
                 "config": self.config.to_dict(), "steps": [s.to_dict() for s in self.steps],
                 "pareto": [p.to_dict() for p in self.pareto]}
@@ -117,6 +120,26 @@ class _Search:
         here = self.rows.get((layer, self.formats[levels[layer]].name))
         there = self.rows.get((layer, self.formats[levels[layer] + 1].name))
         return None if here is None or there is None else here - there
+
+
+def _best_measured(results: dict[QuantConfig, EvaluationResult], fits, *, by_size: bool
+                   ) -> tuple[QuantConfig, str]:
+    """(the measured config to return, a sentence saying which it is).
+
+    Among the measured configs that meet the constraint: with a size budget the best metric (then the
+    smaller), with a metric budget the smallest (then the better metric). When none meets it, the closest:
+    the smallest with a size budget, the best metric with a metric budget.
+    """
+    better = lambda r: (_metric(r), -r.size_bytes)  # noqa: E731
+    smaller = lambda r: (-r.size_bytes, _metric(r))  # noqa: E731
+    meeting = [config for config, result in results.items() if fits(result)]
+    if meeting:
+        rank = better if by_size else smaller
+        best = max(meeting, key=lambda config: rank(results[config]))
+        return best, "the best measured config that meets the constraint is returned"
+    rank = smaller if by_size else better
+    return (max(results, key=lambda config: rank(results[config])),
+            "no measured config met the constraint; the closest is returned")
 
 
 def _has_weight(evaluator, layer: str) -> bool:
@@ -278,18 +301,17 @@ def _suggest(evaluator, *, max_size_bytes, min_accuracy, candidate_formats, swee
     if progress is not None:
         progress(1.0)
     config = search.config(levels)
-    note = None
-    if timed_out:
-        elapsed = time.perf_counter() - started
-        meeting = [(c, r) for c, r in search.results.items() if fits(r)]
-        if meeting:  # the best measured config that meets the constraint
-            best = (max(meeting, key=lambda cr: (_metric(cr[1]), -cr[1].size_bytes)) if max_size_bytes is not None
-                    else min(meeting, key=lambda cr: (cr[1].size_bytes, -_metric(cr[1]))))
-            config, current = best[0], best[1]
-            outcome = "the best measured config that meets the constraint is returned"
-        else:
-            outcome = "no measured config met the constraint; the closest is returned"
-        note = (f"stopped after {elapsed:.0f} s (time budget {time_budget_s:g} s), {len(steps)} steps taken: "
-                f"{outcome}")
+    # What the search measured, not only where its last step ended, decides what is returned: a config it
+    # measured on the way (a raise trial, an accuracy check, an earlier step) may be better or closer.
+    chosen, how = _best_measured(search.results, fits, by_size=max_size_bytes is not None)
+    note = (f"stopped after {time.perf_counter() - started:.0f} s (time budget {time_budget_s:g} s), "
+            f"{len(steps)} steps taken: {how}") if timed_out else None
+    why_chosen = None
+    if chosen != config:
+        result = search.results[chosen]
+        why_chosen = (f"{how}: measured on the way ({search.visited[chosen].label}: {result.size_bytes} bytes, "
+                      f"{metric_name} {_metric(result):.4f}), it beats where the last step ended "
+                      f"({current.size_bytes} bytes, {metric_name} {_metric(current):.4f})")
+    config, current = chosen, search.results[chosen]
     return Suggestion(config, current, fits(current), metric_name, tuple(steps),
-                      pareto_front(list(search.visited.values())), note)
+                      pareto_front(list(search.visited.values())), note, why_chosen)

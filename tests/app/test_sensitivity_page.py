@@ -189,7 +189,7 @@ def test_a_suggestion_stops_at_its_time_limit_with_what_it_found_and_says_so(mon
     assert budgets == [1e-9]
     caption = next(c.value for c in at.caption if c.value.startswith("Search stopped after 0 s"))
     assert "0 steps taken" in caption and "the time limit of a search on this shared server is 1e-09 s" in caption
-    assert at.warning[0].value.startswith("Suggestion does NOT meet the constraint (closest found)")
+    assert at.warning[0].value.startswith("Suggestion does NOT meet the constraint (the closest measured)")
     assert at.session_state["_sens_suggestion"]["suggestion"].steps == ()
 
 

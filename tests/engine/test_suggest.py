@@ -50,6 +50,19 @@ def test_no_measurement_starts_after_the_time_budget_and_an_unmet_size_budget_sa
     assert suggestion.to_dict()["stopped"] == suggestion.stopped
 
 
+def test_a_stopped_size_search_returns_the_smallest_config_it_measured_not_where_it_started(ticking):
+    """Nothing met the size budget: the closest measured config is the smallest one (before: the start,
+    the largest, while the Pareto chart showed smaller and better measured configs)."""
+    budget = int(0.2 * ticking.evaluate(PRESETS["FP32"]).fp32_size_bytes)
+    suggestion = suggest_config(ticking, max_size_bytes=budget, time_budget_s=2.5)
+    sizes = [point.size_bytes for point in suggestion.pareto]
+    assert len(set(sizes)) > 1
+    assert suggestion.result.size_bytes == min(sizes)
+    assert suggestion.chosen.startswith("no measured config met the constraint; the closest is returned: measured "
+                                        "on the way (")
+    assert suggestion.to_dict()["chosen"] == suggestion.chosen
+
+
 def test_a_stopped_accuracy_search_returns_the_smallest_measured_config_that_keeps_the_floor(ticking):
     suggestion = suggest_config(ticking, min_accuracy=0.5, time_budget_s=4)
     assert ticking.evaluations == 4

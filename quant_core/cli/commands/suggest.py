@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
                      f"{step.size_bytes} bytes, {suggestion.metric} {step.accuracy:.4f}  ({step.reason})")
     if suggestion.stopped:
         lines.append(suggestion.stopped)
+    if suggestion.chosen:
+        lines.append(suggestion.chosen)
     lines.append("Pareto front (bytes, " + suggestion.metric + "): " +
                  ", ".join(f"({p.size_bytes}, {p.accuracy:.4f})" for p in suggestion.pareto))
     lines.append("config:")
