@@ -59,6 +59,15 @@ def test_the_transformer_is_not_integer_only_and_says_where():
     assert not report.integer_only and {"LayerNormalization", "Softmax", "MatMul"} <= ops
 
 
+def test_a_model_that_computes_in_float_is_checked_without_being_run():
+    """The comparison needs the integer-only form; without one the export is not run over the split (a real
+    model's whole split in one onnxruntime run held every activation of every sample at once)."""
+    exported, data, _ = _exported("transformer")
+    comparison = compare_integer_only(exported, {}, data.labels)  # no feeds: a run would fail
+    assert not comparison.check.integer_only and comparison.model is None
+    assert comparison.exported_accuracy is None and "compute in float" in comparison.refused
+
+
 def test_cli_integer_only(tmp_path, capsys):
     out = tmp_path / "mlp_int.onnx"
     model = str(DEMO_MODELS["mlp"].path)
