@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from quant_core.errors import DataError, ModelError
-from quant_core.model.batching import input_length, sample_slice
+from quant_core.model.batching import Rows, input_length, sample_slice
 from quant_core.model.runtime import first_line, session_options
 
 
@@ -84,6 +84,8 @@ def _feeds(session, feeds_or_dataset, batch_size: int) -> dict[str, np.ndarray]:
     missing = [name for name in names if name not in inputs]
     if missing:
         raise DataError(f"the data has no array for model input(s) {missing}; it has {sorted(inputs)}")
+    if isinstance(inputs, Rows):  # a split: gather the batch's samples only, not the whole split
+        inputs = inputs.pick(np.arange(batch_size) % inputs.count)
     layout = getattr(feeds_or_dataset, "layout", None)
     if layout is not None and not layout.batch_first:  # complete inputs or scalars per sample (docs/data.md)
         if batch_size > 1 and not layout.stackable:

@@ -160,3 +160,23 @@ def test_calibration_and_evaluation_of_a_split_equal_those_of_its_copy(digits):
             assert ours.tobytes() == theirs.tobytes(), name
         assert found.evaluate(PRESETS[name]) == expected.evaluate(PRESETS[name]), name
         assert found.layer_errors(PRESETS[name]) == expected.layer_errors(PRESETS[name]), name
+
+
+def test_a_latency_batch_of_a_split_gathers_its_own_samples_only(digits):
+    """The Trade-offs page times batches of the evaluation split: the batch equals one cut from its copy, and
+    making it gathers the batch's samples, not the split's."""
+    import onnxruntime as ort
+    from quant_core.export.latency import _feeds
+    prepared, data = digits
+    session = ort.InferenceSession(prepared.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    _, evaluation = split_dataset(data)
+    _, copied = copied_split(data)
+    for batch_size in (1, 8, 700):  # 700: more than the split's 541 samples, which wrap around
+        tracemalloc.start()
+        try:
+            found = _feeds(session, evaluation, batch_size)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        same_arrays(found, _feeds(session, copied, batch_size))
+        assert peak <= 2 * found["image"].nbytes + 65536, (batch_size, peak)
