@@ -62,11 +62,12 @@ def _power(a: np.ndarray) -> float:
 def _noise_dot_power(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
     """(sum (a - b)^2, sum a b, sum b^2), block by block."""
     noise = dot = power = 0.0
-    for x, y in _blocks(a, b):
-        dot += float(x @ y)
-        power += float(y @ y)
-        difference = np.subtract(x, y, out=x)
-        noise += float(np.sum(np.square(difference, out=difference)))
+    with np.errstate(invalid="ignore"):  # inf - inf (outputs that overflowed in both): NaN, as numpy gives it
+        for x, y in _blocks(a, b):
+            dot += float(x @ y)
+            power += float(y @ y)
+            difference = np.subtract(x, y, out=x)
+            noise += float(np.sum(np.square(difference, out=difference)))
     return noise, dot, power
 
 
