@@ -19,6 +19,7 @@ if ctx.evaluation_data is None:
 with page_errors("the evaluation of this config"):
     result, baseline = mixed_view.evaluate_with_baseline(ctx, config)
     mixed_view.show_metrics(result, baseline, ctx.task)
+    mixed_view.show_evaluation_note(ctx)
     mixed_view.show_simulated(result)
 
     errors_column, classes_column = st.columns([3, 2])

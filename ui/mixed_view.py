@@ -295,6 +295,13 @@ def _first_evaluation(ctx, config: QuantConfig):
     return result, baseline
 
 
+def show_evaluation_note(ctx) -> None:
+    """Say so when fewer samples than the evaluation split holds are scored (`Evaluator.sample_note`)."""
+    note = cache.get_evaluator(ctx).sample_note if cache.has_evaluator(ctx) else None
+    if note:
+        st.caption(f"Metrics {note}.")
+
+
 def show_metrics(result, baseline, task=None) -> None:
     """The task's metrics (headline first) and the size as st.metric, each with its change vs FP32.
 

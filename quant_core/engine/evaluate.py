@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from onnx import helper
@@ -68,6 +68,14 @@ EVALUATION_MIN_BATCH = 2
 # that every worker gets one (`workers.map_in_order`), whatever this machine's cores: the batches, hence
 # the numbers, do not depend on the machine. Below it one batch: threads would cost more than they save.
 PARALLEL_FROM_BYTES = 8 * 2**20
+
+# The FP32 outputs of the evaluation split live as long as the Evaluator (every config is scored against them),
+# and a config's outputs beside them while it is scored: the split is cut to its first samples whose outputs
+# fit this (a text recogniser's 40 x 6,625 probabilities are 1.06 MB a sample: 126 samples; a classifier's ten
+# logits: 3 M). At least EVALUATION_MIN_SAMPLES are kept. Memory (and time) then do not grow with an upload's
+# samples past it; the pages say how many samples were scored (`Evaluator.sample_note`).
+EVALUATION_OUTPUT_BYTES = 128 * 2**20
+EVALUATION_MIN_SAMPLES = 16
 
 # progress(fraction done, 0..1) of a pass over the split, called between batches.
 Progress = Callable[[float], None]
@@ -157,7 +165,9 @@ class Evaluator:
         self._specs = {spec.name: spec for spec in layer_specs(prepared)}
         self.layers = self.session.layers
         data = record_state(prepared, data)  # a stream's state inputs the .npz left out
-        self._split = feeder(data, prepared.info, self.session.input_names, self.session.output_names, batch_size)
+        split = feeder(data, prepared.info, self.session.input_names, self.session.output_names, batch_size)
+        self.available_samples = split.sample_count
+        self._split, self._output_bytes = self._within_output_budget(split)
         self.feeder = self._split.within_budget(self._sample_bytes, EVALUATION_BATCH_BYTES,
                                                 min_batch=EVALUATION_MIN_BATCH, parts=MAX_WORKERS,
                                                 parts_from_bytes=PARALLEL_FROM_BYTES)
@@ -190,6 +200,30 @@ class Evaluator:
         self._references = tuple(FixedReference(output) for output in self.fp32_outputs)
         self.fp32_accuracy = self.scorer(self.task).score(self.fp32_outputs[self.output_index(self.task)]).value(
             Metric.ACCURACY)
+
+    def _within_output_budget(self, split: Feeder) -> tuple[Feeder, int | None]:
+        """(`split` cut to the first samples whose FP32 outputs fit EVALUATION_OUTPUT_BYTES, one sample's output
+        bytes), weighed by a run of the first sample (of the first batch where the model fixes its batch)."""
+        if split.sample_count <= EVALUATION_MIN_SAMPLES:
+            return split, None
+        rows = split.batch_size if split.fixed_batch else 1
+        outputs = self.session.run(split.layout.feed(split.inputs, 0, rows)).outputs
+        per_sample = max(-(-sum(output.nbytes for output in outputs) // rows), 1)
+        keep = max(EVALUATION_MIN_SAMPLES, EVALUATION_OUTPUT_BYTES // per_sample)
+        if split.fixed_batch:
+            keep = max(keep - keep % split.batch_size, split.batch_size)
+        if keep >= split.sample_count:
+            return split, per_sample
+        return replace(split, sample_count=int(keep)), per_sample
+
+    @property
+    def sample_note(self) -> str | None:
+        """Why fewer samples than the evaluation split holds are scored, or None when every one is."""
+        if self.sample_count >= self.available_samples or self._output_bytes is None:
+            return None
+        return (f"scored on the first {self.sample_count} of the {self.available_samples} evaluation samples: the lab "
+                f"keeps the FP32 outputs it scores against within {EVALUATION_OUTPUT_BYTES // 2**20} MiB, and one "
+                f"sample's outputs are {self._output_bytes / 2**20:.2f} MiB")
 
     def _sample_bytes(self, feed: dict[str, np.ndarray]) -> int:
         """Bytes of one sample's activations (every layer's input and output, FP32): calibration's measure,

@@ -209,13 +209,15 @@ def run(args: argparse.Namespace) -> int:
     document = {"config": config.to_dict(), "task": evaluator.task.to_dict(), "fp32_accuracy": fp32.accuracy,
                 **result.to_dict(), "layers": [e.to_dict() for e in errors],
                 "layout": evaluator.feeder.layout.to_dict(),
+                "available_samples": evaluator.available_samples, "sample_note": evaluator.sample_note,
                 "streaming": None if streamed is None else streamed.to_dict(),
                 "methods": None if report is None else report.to_dict(),
                 "range_search": None if search is None else search.to_dict()}
     if args.json:
         dump_json(document)
         return 0
-    lines = [f"config {config.name} on {result.sample_count} samples",
+    lines = [f"config {config.name} on {result.sample_count} samples"
+             + (f" ({evaluator.sample_note})" if evaluator.sample_note else ""),
              f"task            {evaluator.task.describe()}",
              *(f"data: {line}" for line in evaluator.feeder.layout.describe()),
              *(f"method {line}" for line in ([] if report is None else report.lines())),
