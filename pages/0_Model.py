@@ -1,7 +1,7 @@
 """The Model page (landing): what the model is, its layers, FP32 accuracy and size per format."""
 import streamlit as st
 
-from ui import model_view, target_view
+from ui import cache, model_view, target_view
 from ui.setup import page_errors, setup_page
 
 ctx = setup_page("Model")
@@ -64,7 +64,7 @@ with accuracy_section:
                 st.write("The data has no labels, so accuracy cannot be measured; the other pages compare "
                          "quantized outputs with FP32 outputs instead.")
             else:
-                st.metric(f"FP32 top-1 accuracy ({ctx.evaluation_data.num_samples} evaluation samples of "
+                st.metric(f"FP32 top-1 accuracy ({cache.scored_samples(ctx)} evaluation samples of "
                           f"{ctx.data_name})", f"{100 * accuracy:.2f} %")
         layout = model_view.data_layout(ctx)
         if layout:

@@ -199,6 +199,11 @@ def get_evaluator(ctx: LabContext, progress: Progress | None = None):
                                       reference))
 
 
+def scored_samples(ctx: LabContext) -> int:
+    """How many evaluation samples the metrics score: the Evaluator's (`Evaluator.sample_note`), once it is built."""
+    return get_evaluator(ctx).sample_count if has_evaluator(ctx) else ctx.evaluation_data.num_samples
+
+
 def has_evaluator(ctx: LabContext) -> bool:
     """Whether this session already holds the model's Evaluator (its FP32 reference run is done)."""
     return _pin("evaluator", (ctx.model_key, ctx.data_key)) is not None

@@ -228,13 +228,13 @@ def evaluate_with_baseline(ctx, config: QuantConfig):
         if first_view:
             # The page's first view of this model: the metrics first (one run of the config); the per-layer
             # chart below measures its errors behind its own bar.
-            progress(0.2, f"Evaluating {config.name} on {ctx.evaluation_data.num_samples} samples…")
+            progress(0.2, f"Evaluating {config.name} on {cache.scored_samples(ctx)} samples…")
         else:
             progress(0.2, f"Evaluating {config.name} and its per-layer errors (one pass over "
-                          f"{ctx.evaluation_data.num_samples} samples)…")
+                          f"{cache.scored_samples(ctx)} samples)…")
             _with_layer_errors(ctx, config, lambda done: progress(0.2 + 0.8 * done, (
                 f"Evaluating {config.name} and its per-layer errors (one pass over "
-                f"{ctx.evaluation_data.num_samples} samples): {done:.0%}")))
+                f"{cache.scored_samples(ctx)} samples): {done:.0%}")))
         result = cache.evaluate_cached(ctx, config)
         progress(1.0, "Done")
     return result, baseline
@@ -372,7 +372,7 @@ def show_layer_errors(ctx, config: QuantConfig, result) -> None:
             return
         with stoppable_progress(job, stop_key=MIXED_ERRORS_STOP) as progress:
             text = (f"Measuring each layer's error (isolated and accumulated) on "
-                    f"{ctx.evaluation_data.num_samples} samples…")
+                    f"{cache.scored_samples(ctx)} samples…")
             progress(0.0, text)
             # Measured here, not inside the cached chart: a cached function may not draw (the bar moves).
             cache.get_evaluator(ctx).layer_errors(config, progress=lambda done: progress(done, f"{text} {done:.0%}"))

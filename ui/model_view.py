@@ -82,8 +82,7 @@ def fp32_run_with_progress(ctx: LabContext) -> bool:
     with stoppable_progress(job, stop_key=MODEL_FP32_STOP) as progress:
         progress(0.0, "Calibrating: running the calibration split through the model…")
         get_calibration(ctx, progress=lambda fraction: progress(0.6 * fraction, f"Calibrating… {100 * fraction:.0f}%"))
-        progress(0.6, f"Running {ctx.model_name} in FP32 on the {ctx.evaluation_data.num_samples} evaluation "
-                      "samples…")
+        progress(0.6, f"Running {ctx.model_name} in FP32 on the evaluation samples…")
         get_evaluator(ctx)
         progress(1.0, "Done")
     return True

@@ -91,14 +91,27 @@ def _variants(model_key: str, data_key: str, config_json: str, _ctx, _config: Qu
     return standard_variants(_ctx.prepared, _calibration, _config, calibration_data=_ctx.calibration_data)
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def _scored_outputs(model_key: str, data_key: str, variant_key: str, index: int, streaming: bool, _model: bytes,
-                    _ctx) -> np.ndarray:
-    """The exported model's output number `index` (the task's) on the evaluation split, run by onnxruntime (per
-    frame, or as a stream carrying its own state)."""
+# Each entry holds one variant's outputs on the scored samples (at most `evaluate.EVALUATION_OUTPUT_BYTES`):
+# two configs' worth of the standard variants.
+@st.cache_data(max_entries=12, show_spinner=False)
+def _scored_outputs(model_key: str, data_key: str, variant_key: str, index: int, streaming: bool, samples: int,
+                    batch_size: int, _model: bytes, _ctx) -> np.ndarray:
+    """The exported model's output number `index` (the task's) on the first `samples` evaluation samples (those the
+    Evaluator scores: `Evaluator.sample_note`), run by onnxruntime (per frame, or as a stream carrying its own
+    state) in batches of `batch_size`."""
     from quant_core.export.latency import model_outputs
 
-    return model_outputs(_model, _ctx.evaluation_data, _ctx.info, index=index, streaming=streaming)
+    return model_outputs(_model, _ctx.evaluation_data, _ctx.info, index=index, streaming=streaming,
+                         samples=samples, batch_size=batch_size)
+
+
+def _output_runs(ctx, calibration) -> tuple[int, int]:
+    """(samples, batch size) of the exported models' runs: the Evaluator's samples, in batches whose FP32
+    activations stay within the Evaluator's batch budget (a batch of 256 text lines held 11 GB)."""
+    from quant_core.engine.evaluate import EVALUATION_BATCH_BYTES
+
+    per_sample = getattr(calibration, "sample_bytes", None) or 1
+    return cache.scored_samples(ctx), int(max(1, min(256, EVALUATION_BATCH_BYTES // per_sample)))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -131,6 +144,8 @@ def sizes_and_accuracies(ctx, config: QuantConfig, progress) -> tuple[list[dict]
 
     labels, task = ctx.evaluation_data.labels, _task(ctx)
     scored = output_index(task, ctx.info)
+    cache.get_evaluator(ctx)  # its FP32 run decides how many samples are scored (the same as on every page)
+    runs = _output_runs(ctx, calibration)
     rows, notes, to_time = [], [], []
     scorer = stream_scorer = None
     for index, variant in enumerate(variants):
@@ -139,7 +154,7 @@ def sizes_and_accuracies(ctx, config: QuantConfig, progress) -> tuple[list[dict]
             notes.append(f"{variant.name}: {variant.note}")
             continue
         variant_key = f"{variant.name}|{config_json if variant.name.startswith(CURRENT_PREFIX) else ''}"
-        outputs = _scored_outputs(ctx.model_key, ctx.data_key, variant_key, scored, False, variant.model, ctx)
+        outputs = _scored_outputs(ctx.model_key, ctx.data_key, variant_key, scored, False, *runs, variant.model, ctx)
         if scorer is None:  # FP32 comes first: every variant is scored against it
             scorer = TaskScorer(outputs, task, None if labels is None else np.asarray(labels)[:len(outputs)],
                                 name=ctx.info.outputs[scored].name)
@@ -149,7 +164,7 @@ def sizes_and_accuracies(ctx, config: QuantConfig, progress) -> tuple[list[dict]
                "accuracy": score.headline_value, "metric": score.headline, "size_kb": len(variant.model) / 1024,
                "latency_ms": np.nan, "latency_p10_ms": np.nan, "latency_p90_ms": np.nan, "kernels": "not timed yet"}
         if ctx.evaluation_data.streaming:  # beside per frame: the exported model carrying its own state
-            streamed = _scored_outputs(ctx.model_key, ctx.data_key, variant_key, scored, True, variant.model, ctx)
+            streamed = _scored_outputs(ctx.model_key, ctx.data_key, variant_key, scored, True, *runs, variant.model, ctx)
             if stream_scorer is None:
                 stream_scorer = TaskScorer(streamed, task, None if labels is None else np.asarray(labels)[:len(streamed)],
                                            name=ctx.info.outputs[scored].name)
@@ -317,7 +332,7 @@ def show_results(ctx, config: QuantConfig, settings: MeasurementSettings, frame:
     """How it was measured, both charts, the before/after table and its downloads."""
     metric = frame["metric"].iloc[0] if "metric" in frame else "accuracy"
     st.info(f"Measured: {settings.describe()}. {metric[:1].upper() + metric[1:]} (the task's metric, sidebar "
-            f"Task): each exported model run by onnxruntime on the {ctx.evaluation_data.num_samples} evaluation "
+            f"Task): each exported model run by onnxruntime on the {cache.scored_samples(ctx)} evaluation "
             "samples.")
     view = _results_view(repr(_settings_key(ctx, config, settings)), frame, notes, ctx.model_name, config, settings)
     latency_figure, size_figure, table, csv, markdown = view

@@ -216,18 +216,24 @@ def model_accuracy(model, dataset, *, batch_size: int = 256, threads: int = 1) -
 
 
 def model_outputs(model, dataset, info, *, index: int = 0, streaming: bool = False, batch_size: int = 256,
-                  threads: int = 1) -> np.ndarray:
-    """Return an ONNX model's output number `index` on every sample of a Dataset, run by onnxruntime.
+                  threads: int = 1, samples: int | None = None) -> np.ndarray:
+    """Return an ONNX model's output number `index` on every sample of a Dataset (its first `samples`), run by
+    onnxruntime in batches of at most `batch_size` samples.
 
     Samples are fed as the data's layout says (`layout.Feeder`, docs/data.md): per frame, a stream's samples
     get their recorded state; with `streaming`, they run in order, each step's state outputs fed to the
     next step, so an exported quantized model carries its own state. `info` is the original model's
-    (`ModelInfo`: a fixed batch dimension). Data onnxruntime cannot run raises DataError.
+    (`ModelInfo`: a fixed batch dimension). Data onnxruntime cannot run raises DataError. A caller on a
+    large model sizes `batch_size` by the bytes of one sample's activations (a batch holds all of them).
     """
+    from dataclasses import replace
+
     from quant_core.model.layout import feeder
     session = create_session(model, threads=threads)
     names = [value.name for value in session.get_outputs()]
     feeds = feeder(dataset, info, [value.name for value in session.get_inputs()], names, batch_size)
+    if samples is not None and samples < feeds.sample_count:
+        feeds = replace(feeds, sample_count=max(int(samples), 1))
 
     def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
